@@ -1,0 +1,137 @@
+"""Reading arrays of either backend (numpy arrays, torch tensors) without importing torch.
+
+The views pull only what they show: a window, summary statistics, one element.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import numpy as np
+
+
+_ONES: dict[tuple[int, np.dtype], np.ndarray] = {}
+
+
+def _blas_sum(a: np.ndarray) -> float:
+    """Σa as a BLAS dot with ones: non-finite exactly when an element is non-finite (or the
+    sum overflows), and several times faster than a pairwise sum for a finiteness check."""
+    flat = a.reshape(-1)
+    key = (flat.size, flat.dtype)
+    ones = _ONES.get(key)
+    if ones is None:
+        if len(_ONES) > 256:
+            _ONES.clear()
+        ones = _ONES[key] = np.ones(flat.size, dtype=flat.dtype)
+    return float(flat @ ones)
+
+
+def is_torch(a: Any) -> bool:
+    return type(a).__module__.startswith("torch")
+
+
+def to_numpy(a: Any) -> np.ndarray:
+    if is_torch(a):
+        return a.detach().cpu().numpy()
+    return np.asarray(a)
+
+
+def element(a: Any, index: tuple[int, ...]) -> float:
+    if is_torch(a):
+        return float(a[index].item())
+    return float(a[index])
+
+
+def shape(a: Any) -> tuple[int, ...]:
+    return tuple(a.shape)
+
+
+def sq_norm(a: Any) -> float:
+    if is_torch(a):
+        return float((a.double() ** 2).sum().item())
+    flat = a.ravel()
+    return float(np.dot(flat, flat))
+
+
+def all_finite(arrays: Iterable[Any]) -> bool:
+    """True when every element is finite; a sum per array first, the exact test only on doubt."""
+    for a in arrays:
+        if type(a) is np.ndarray:
+            if a.dtype.kind == "f" and not math.isfinite(_blas_sum(a)) and not np.isfinite(a).all():
+                return False
+            continue
+        if a is None:
+            continue
+        if isinstance(a, (int, float)):
+            if not math.isfinite(a):
+                return False
+            continue
+        if is_torch(a):
+            if not bool(a.isfinite().all().item()):
+                return False
+            continue
+        if not math.isfinite(a.sum()) and not np.isfinite(a).all():
+            return False
+    return True
+
+
+def first_nonfinite(a: Any) -> tuple[tuple[int, ...], float] | None:
+    """The first non-finite element in C order and its value, or None."""
+    if a is None:
+        return None
+    if isinstance(a, (int, float)):
+        return None if math.isfinite(a) else ((), float(a))
+    arr = to_numpy(a)
+    bad = np.flatnonzero(~np.isfinite(arr))
+    if not len(bad):
+        return None
+    index = tuple(int(i) for i in np.unravel_index(bad[0], arr.shape))
+    return index, float(arr[index])
+
+
+@dataclass(frozen=True)
+class Stats:
+    count: int
+    mean: float
+    std: float
+    min: float
+    max: float
+    norm: float
+    nonfinite: int
+
+
+def stats(a: Any) -> Stats:
+    """Summary statistics, computed where the array lives; non-finite values are counted apart."""
+    if is_torch(a):
+        import torch
+        t = a.detach().double()
+        finite = torch.isfinite(t)
+        bad = int((~finite).sum().item())
+        vals = t[finite] if bad else t.reshape(-1)
+        if vals.numel() == 0:
+            return Stats(t.numel(), math.nan, math.nan, math.nan, math.nan, math.nan, bad)
+        return Stats(t.numel(), vals.mean().item(), vals.std(unbiased=False).item(), vals.min().item(),
+                     vals.max().item(), torch.linalg.vector_norm(vals).item(), bad)
+    arr = np.asarray(a, dtype=float)
+    finite = np.isfinite(arr)
+    bad = int(arr.size - np.count_nonzero(finite))
+    vals = arr[finite] if bad else arr.ravel()
+    if vals.size == 0:
+        return Stats(arr.size, math.nan, math.nan, math.nan, math.nan, math.nan, bad)
+    return Stats(arr.size, float(vals.mean()), float(vals.std()), float(vals.min()), float(vals.max()),
+                 float(np.sqrt(np.dot(vals, vals))), bad)
+
+
+def window(a: Any, row: int, col: int, rows: int, cols: int) -> tuple[np.ndarray, int, int]:
+    """A rows×cols window of a 1-D or 2-D array around (row, col), as numpy, with its origin."""
+    shp = shape(a)
+    if len(shp) == 1:
+        r0 = max(0, min(row - rows // 2, shp[0] - rows))
+        return to_numpy(a[r0:r0 + rows]).reshape(-1, 1), r0, 0
+    if len(shp) == 0:
+        return to_numpy(a).reshape(1, 1), 0, 0
+    r0 = max(0, min(row - rows // 2, shp[0] - rows))
+    c0 = max(0, min(col - cols // 2, shp[1] - cols))
+    return to_numpy(a[r0:r0 + rows, c0:c0 + cols]), r0, c0

@@ -1,0 +1,70 @@
+"""What the Session asks of a backend: run each phase on its live state, and capture and
+restore that state exactly.
+
+A backend owns the parameters and the optimizer state; the Session owns the cursor, the
+batches, the history and the breakpoints. Phases are called strictly in order, so a backend
+may carry private values from one phase to the next (torch keeps its autograd graph).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Protocol, Sequence
+
+import numpy as np
+
+from gdstep.records import ParamUpdate
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One row of the model tree."""
+
+    index: int
+    name: str                         # "0", "1", … or the module's name
+    kind: str                         # "linear", "tanh", or the module's class name
+    text: str                         # "Linear(2 → 4)"
+    params: tuple[str, ...]           # its parameter names
+
+
+class Backend(Protocol):
+    name: str                         # "numpy" | "torch"
+    device: str                       # "cpu", "cuda:0"
+    dtype: str                        # "float64" | "float32"
+    param_shapes: Mapping[str, tuple[int, ...]]
+    trainable: frozenset[str]
+    layers: tuple[LayerInfo, ...]
+    n_samples: int
+    optimizer: Any                    # the optimizer config in use
+
+    def batch(self, indices: np.ndarray) -> tuple[Any, Any]: ...
+
+    def forward(self, x: Any) -> tuple[Any, ...]: ...
+
+    def loss(self, outputs: Sequence[Any], y: Any) -> tuple[Any, float]: ...
+
+    def backward(self, x: Any, outputs: Sequence[Any], y: Any) -> tuple[Any, tuple[Any, ...], dict[str, Any]]: ...
+
+    def grad_sq_norms(self, grads: Mapping[str, Any]) -> dict[str, float]: ...
+
+    def update(self, grads: Mapping[str, Any]) -> tuple[dict[str, ParamUpdate], dict[str, float], dict[str, float]]: ...
+
+    def params(self) -> Mapping[str, Any]: ...
+
+    def optimizer_state(self) -> Mapping[str, Mapping[str, Any]]: ...
+
+    def set_optimizer(self, optimizer: Any) -> None: ...
+
+    def capture(self) -> Any: ...
+
+    def restore(self, snapshot: Any) -> None: ...
+
+    def snapshot_nbytes(self, snapshot: Any) -> int: ...
+
+    def loss_value(self, x: Any, y: Any, overrides: Mapping[str, tuple[tuple[int, ...], float]] | None = None) -> float: ...
+
+    def gradients(self, x: Any, y: Any) -> dict[str, Any]: ...
+
+    def terms(self, name: str, index: tuple[int, ...], update: ParamUpdate, optimizer: Any): ...
+
+    def evaluate(self) -> tuple[float, float | None]: ...

@@ -1,0 +1,180 @@
+"""The numpy backend: the exact, readable reference. Its state is plain data — dicts of
+arrays that are never changed in place — so a snapshot is a reference, free to take."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from gdstep.backends.base import LayerInfo
+from gdstep.data import targets_for
+from gdstep.nn.init import initial_params
+from gdstep.nn.layers import Linear
+from gdstep.nn.losses import LOSSES, Huber, Loss
+from gdstep.records import ParamUpdate
+
+
+def make_loss(config) -> Loss:
+    return Huber(config.delta) if config.kind == "huber" else LOSSES[config.kind]()
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
+
+
+def layer_infos(model) -> tuple[LayerInfo, ...]:
+    infos = []
+    for layer in model.layers:
+        if isinstance(layer, Linear):
+            text = f"Linear({layer.in_features} → {layer.out_features})" + ("" if layer.has_bias else ", no bias")
+        else:
+            text = repr(layer).replace("()", "")
+        infos.append(LayerInfo(layer.index, str(layer.index), layer.kind, text, tuple(layer.param_shapes)))
+    return tuple(infos)
+
+
+class NumpyBackend:
+    name = "numpy"
+    device = "cpu"
+
+    def __init__(self, scenario, dtype: str | None = None):
+        self.scenario = scenario
+        self.dtype = dtype or scenario.model.dtype or "float64"
+        dt = np.dtype(self.dtype)
+        self.model = scenario.build_model()
+        self.loss_fn = make_loss(scenario.loss)
+        dataset = scenario.dataset
+        self.x = _frozen(dataset.x.astype(dt))
+        y = targets_for(dataset, scenario.loss.kind, self.model.out_features)
+        self.y = _frozen(y.astype(dt) if y.dtype.kind == "f" else y)
+        self.n_samples = len(self.x)
+        self.param_shapes = dict(self.model.param_shapes)
+        self.trainable = frozenset(n for n in self.param_shapes if n not in scenario.model.frozen)
+        self.layers = layer_infos(self.model)
+        start = initial_params(self.model, scenario.model.init, scenario.model.init_scale, scenario.seed,
+                               dict(scenario.init))
+        self._params = {name: _frozen(p.astype(dt)) for name, p in start.items()}
+        self.optimizer = scenario.optimizer
+        self._state = self._init_state(self.optimizer)
+
+    def _init_state(self, optimizer) -> dict[str, dict[str, Any]]:
+        return {name: optimizer.init(self._params[name]) for name in self.param_shapes if name in self.trainable}
+
+    # -- phases -----------------------------------------------------------------------------
+
+    def batch(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.x[indices], self.y[indices]
+
+    # The phases run under the Session's np.errstate(all="ignore"): non-finite values are
+    # found and reported by the Session, not warned about.
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
+        outputs = self.model.forward(self._params, x)
+        for out in outputs:
+            out.flags.writeable = False
+        return outputs
+
+    def loss(self, outputs: Sequence[np.ndarray], y: np.ndarray) -> tuple[np.ndarray, float]:
+        per_sample, value = self.loss_fn.forward(outputs[-1], y)
+        return _frozen(per_sample), value
+
+    def backward(self, x, outputs, y) -> tuple[np.ndarray, tuple[np.ndarray, ...], dict[str, np.ndarray]]:
+        grad_output = self.loss_fn.backward(outputs[-1], y)
+        deltas, grads = self.model.backward(self._params, x, outputs, grad_output, self.trainable)
+        for d in deltas:
+            d.flags.writeable = False
+        for g in grads.values():
+            g.flags.writeable = False
+        return grad_output, deltas, grads
+
+    def grad_sq_norms(self, grads: Mapping[str, np.ndarray]) -> dict[str, float]:
+        out = {}
+        for name, g in grads.items():
+            flat = g.ravel()
+            out[name] = float(np.dot(flat, flat))
+        return out
+
+    def update(self, grads: Mapping[str, np.ndarray]) -> dict[str, ParamUpdate]:
+        params, state, opt = dict(self._params), dict(self._state), self.optimizer
+        updates = {}
+        for name, grad in grads.items():
+            old, before = params[name], state[name]
+            new, after = opt.update(old, grad, before)
+            new.flags.writeable = False
+            for value in after.values():
+                if isinstance(value, np.ndarray):
+                    value.flags.writeable = False
+            params[name], state[name] = new, after
+            updates[name] = ParamUpdate(name, old, grad, new, before, after)
+        self._params, self._state = params, state
+        return updates
+
+    # -- state ------------------------------------------------------------------------------
+
+    def params(self) -> Mapping[str, np.ndarray]:
+        return self._params
+
+    def optimizer_state(self) -> Mapping[str, Mapping[str, Any]]:
+        return self._state
+
+    def set_optimizer(self, optimizer, fresh_state: bool = True) -> None:
+        self.optimizer = optimizer
+        if fresh_state:
+            self._state = self._init_state(optimizer)
+
+    def capture(self) -> tuple:
+        return self._params, self._state, self.optimizer
+
+    def restore(self, snapshot: tuple) -> None:
+        self._params, self._state, self.optimizer = snapshot
+
+    def snapshot_nbytes(self, snapshot: tuple) -> int:
+        params, state, optimizer = snapshot
+        first = next(iter(state.values()), {})
+        key = (type(optimizer), tuple((k, v is None) for k, v in first.items()))  # sizes follow from these
+        if getattr(self, "_nbytes_key", None) == key:
+            return self._nbytes_value
+        total = sum(p.nbytes for p in params.values())
+        for s in state.values():
+            total += sum(v.nbytes for v in s.values() if isinstance(v, np.ndarray))
+        self._nbytes_key, self._nbytes_value = key, total
+        return total
+
+    # -- side computations (they change nothing) --------------------------------------------
+
+    def loss_value(self, x, y, overrides: Mapping[str, tuple[tuple[int, ...], float]] | None = None) -> float:
+        params = dict(self._params)
+        for name, (index, value) in (overrides or {}).items():
+            p = params[name].copy()
+            p[index] = value
+            params[name] = p
+        with np.errstate(all="ignore"):
+            outputs = self.model.forward(params, x)
+            return self.loss_fn.forward(outputs[-1], y)[1]
+
+    def gradients(self, x, y) -> dict[str, np.ndarray]:
+        with np.errstate(all="ignore"):
+            outputs = self.model.forward(self._params, x)
+            grad_output = self.loss_fn.backward(outputs[-1], y)
+            _, grads = self.model.backward(self._params, x, outputs, grad_output, frozenset(self.param_shapes))
+        return grads
+
+    def evaluate(self) -> tuple[float, float | None]:
+        """Loss and (for classifiers) accuracy on the whole dataset."""
+        with np.errstate(all="ignore"):
+            out = self.model.forward(self._params, self.x)[-1]
+            value = self.loss_fn.forward(out, self.y)[1]
+        kind = self.scenario.loss.kind
+        if kind == "cross_entropy":
+            return value, float(np.mean(out.argmax(axis=1) == self.y))
+        if kind == "bce":
+            return value, float(np.mean((out > 0.5) == (self.y > 0.5)))
+        return value, None
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        with np.errstate(all="ignore"):
+            return self.model.forward(self._params, np.asarray(x, dtype=self.x.dtype))[-1]

@@ -1,0 +1,163 @@
+"""The command line: `gdstep [SCENARIO]`, `list`, `run`, `replay`, `check`.
+
+Exit codes: 0 ok, 1 a failed expectation, 2 bad input — one line on stderr naming the
+file, the line or key path, and what is wrong; never a traceback for a user mistake.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Sequence
+
+from gdstep.errors import GdstepError
+
+COMMANDS = ("list", "run", "replay", "check")
+
+
+class UsageError(GdstepError):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, no usage dump
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def _backend_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=("numpy", "torch"), default="numpy", help="numpy (exact reference) or torch")
+    p.add_argument("--device", default=None, help="cpu, cuda or auto (torch backend)")
+    p.add_argument("--dtype", choices=("float64", "float32"), default=None, help="override the scenario's dtype")
+
+
+def build_parser(command: str | None) -> argparse.ArgumentParser:
+    if command is None:
+        p = _Parser(prog="gdstep", description="Step through neural-network training one phase at a time. "
+                    f"Commands: {', '.join(COMMANDS)} (gdstep COMMAND --help).")
+        p.add_argument("scenario", nargs="?", default=None, help="a scenario file or a bundled name (default: xor)")
+        _backend_options(p)
+        return p
+    p = _Parser(prog=f"gdstep {command}")
+    if command == "list":
+        p.description = "The bundled scenarios."
+    elif command == "check":
+        p.description = "Validate a scenario and print what it would build."
+        p.add_argument("scenario")
+        p.add_argument("--parity", action="store_true", help="also run a few steps on numpy and torch and compare")
+        _backend_options(p)
+    elif command == "run":
+        p.description = "Train headless with a progress bar, then print a summary."
+        p.add_argument("scenario")
+        p.add_argument("--epochs", type=int, default=None, help="train at most this many epochs")
+        p.add_argument("--max-steps", type=int, default=None, help="train at most this many iterations")
+        p.add_argument("--until", default=None, help='stop when this condition holds, e.g. "loss < 0.01"')
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+        _backend_options(p)
+    elif command == "replay":
+        p.description = "Run a script headless and print a transcript."
+        p.add_argument("scenario")
+        p.add_argument("script")
+        p.add_argument("--json", action="store_true", help="one JSON object per command")
+        _backend_options(p)
+    return p
+
+
+def open_session(args):
+    import gdstep
+    return gdstep.open(args.scenario, backend=args.backend, device=args.device, dtype=args.dtype)
+
+
+def cmd_list(args) -> int:
+    from gdstep.bundled import DEFAULT, bundled
+    rows = bundled()
+    width = max((len(name) for name, _, _ in rows), default=0)
+    for name, _, description in rows:
+        mark = " (default)" if name == DEFAULT else ""
+        print(f"{name:<{width}}  {description}{mark}")
+    return 0
+
+
+def cmd_check(args) -> int:
+    from gdstep.summary import describe_scenario
+    session = open_session(args)
+    print(describe_scenario(session))
+    if args.parity:
+        from gdstep.parity import compare_backends
+        print(compare_backends(session.scenario, device=args.device))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from gdstep.summary import run_summary
+    session = open_session(args)
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise UsageError(f"gdstep run: --epochs must be at least 1, got {args.epochs}")
+        session.epochs = args.epochs
+    if args.max_steps is not None and args.max_steps < 1:
+        raise UsageError(f"gdstep run: --max-steps must be at least 1, got {args.max_steps}")
+    until = None
+    if args.until:
+        from gdstep.conditions import parse_condition
+        until = parse_condition(args.until).check_names(session.backend.param_shapes)
+    started = time.perf_counter()
+    result = _run_with_progress(session, until, args.max_steps, quiet=args.quiet)
+    print(run_summary(session, result, time.perf_counter() - started))
+    return 0
+
+
+def _run_with_progress(session, until, max_steps, quiet: bool):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    if quiet or not console.is_terminal:
+        return session.run(until=until, max_steps=max_steps)
+    total = max_steps or session.epochs * session.iterations_per_epoch
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), console=console,
+                  transient=True) as progress:
+        task = progress.add_task(session.scenario.name, total=total, loss="–")
+        last = [0.0]
+
+        def tick() -> bool:
+            now = time.perf_counter()
+            if now - last[0] > 0.1:
+                last[0] = now
+                loss = session.loss_value
+                progress.update(task, completed=session.step_count, loss=f"{loss:.6g}" if loss is not None else "–")
+            return False
+
+        return session.run(until=until, max_steps=max_steps, on_phase=tick)
+
+
+def cmd_replay(args) -> int:
+    from gdstep.script.replay import replay
+    session = open_session(args)
+    return replay(session, args.script, json_lines=args.json)
+
+
+def cmd_tui(args) -> int:
+    from gdstep.tui.app import run_tui
+    session = open_session(args)
+    return run_tui(session)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv and argv[0] in COMMANDS else None
+    try:
+        args = build_parser(command).parse_args(argv[1:] if command else argv)
+        handler = {"list": cmd_list, "check": cmd_check, "run": cmd_run, "replay": cmd_replay, None: cmd_tui}[command]
+        return handler(args)
+    except GdstepError as e:
+        print(f"gdstep: {e}" if not str(e).startswith("gdstep") else str(e), file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("gdstep: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""User-facing errors: each prints as one line and maps to an exit code.
+
+A user mistake (a bad scenario, script, condition or argument) is a `GdstepError`: the
+command line prints `str(error)` and exits 2, the TUI writes it to the event log. Anything
+else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class GdstepError(Exception):
+    """A mistake of the user's, described in one line."""
+
+    exit_code = 2
+
+
+class ScenarioError(GdstepError):
+    """A scenario that cannot be built: names the file, the key path and what is wrong."""
+
+    def __init__(self, file: str | None, where: str | None, message: str):
+        self.file, self.where, self.message = file, where, message
+        super().__init__(": ".join(p for p in (file, where, message) if p))
+
+
+class ConditionError(GdstepError):
+    """A condition that does not parse or names something unknown; `column` is 1-based."""
+
+    def __init__(self, text: str, column: int | None, message: str):
+        self.text, self.column, self.message = text, column, message
+        where = f" at column {column}" if column is not None else ""
+        super().__init__(f"condition {text!r}{where}: {message}")
+
+
+class ScriptError(GdstepError):
+    """A script line that does not parse or cannot run; line and column are 1-based."""
+
+    def __init__(self, file: str | None, line: int | None, column: int | None, message: str):
+        self.file, self.line, self.column, self.message = file, line, column, message
+        place = file or "<script>"
+        if line is not None:
+            place += f":{line}"
+            if column is not None:
+                place += f":{column}"
+        super().__init__(f"{place}: {message}")
+
+
+class PhaseOrderError(GdstepError):
+    """A phase called out of turn; names the phase that is due."""
+
+    def __init__(self, called: str, due: str):
+        self.called, self.due = called, due
+        super().__init__(f"cannot run {called}: {due} is due next (forward → loss → backward → update)")
+
+
+class BackendError(GdstepError):
+    """A backend or device that is not available here (torch missing, no CUDA)."""

@@ -1,0 +1,178 @@
+"""The arithmetic of one element, with its real numbers: the optimizer's update of a weight
+(`explain`) and, after backward, the chain rule that produced its gradient (`chain_rule`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from gdstep import arrays
+from gdstep.errors import GdstepError
+from gdstep.fmt import factor, index_text, num
+from gdstep.optim.base import Term
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """One element's update: every term of the optimizer's formula with its value."""
+
+    name: str
+    index: tuple[int, ...]
+    step: int                         # the update's step (0 = the first update)
+    optimizer: str
+    w_old: float
+    grad: float
+    w_new: float                      # what the backend computed
+    terms: tuple[Term, ...]
+    state_before: dict[str, float | None]
+    state_after: dict[str, float | None]
+    note: str | None = None           # where the backend's arithmetic differs from the float64 terms
+
+    @property
+    def text(self) -> str:
+        """The final line: `W_new = 0.400000 − 0.5 × 0.082167 = 0.358916`."""
+        last = self.terms[-1]
+        return f"W_new = {last.numbers} = {num(self.w_new)}"
+
+    @property
+    def lines(self) -> tuple[str, ...]:
+        out = [str(t) for t in self.terms[:-1]]
+        last = self.terms[-1]
+        out.append(f"W_new = {last.formula} = {last.numbers} = {num(self.w_new)}")
+        if self.note:
+            out.append(self.note)
+        return tuple(out)
+
+    def __str__(self) -> str:
+        head = f"{self.name}{index_text(self.index)} · {self.optimizer} · update {self.step + 1}"
+        return "\n".join([head, *self.lines])
+
+
+def _scalars(state: dict[str, Any], index: tuple[int, ...]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for key, value in state.items():
+        if value is None:
+            out[key] = None
+        elif isinstance(value, (int, float)):
+            out[key] = value
+        elif arrays.shape(value) == ():
+            out[key] = float(arrays.to_numpy(value))
+        else:
+            out[key] = arrays.element(value, index)
+    return out
+
+
+def _check_index(name: str, shape: tuple[int, ...], index: tuple[int, ...]) -> None:
+    if len(index) != len(shape) or any(not 0 <= i < n for i, n in zip(index, shape)):
+        raise GdstepError(f"index {list(index)} is out of range for {name} of shape {tuple(shape)}")
+
+
+def explain(session, name: str, index: tuple[int, ...]) -> Explanation:
+    if name not in session.backend.param_shapes:
+        raise GdstepError(f"no parameter {name!r} (parameters: {', '.join(session.backend.param_shapes)})")
+    _check_index(name, session.backend.param_shapes[name], index)
+    rec = session.record("update")
+    if rec is None:
+        raise GdstepError("no update has run yet: explain shows the latest update")
+    if name not in rec.params:
+        raise GdstepError(f"{name} is frozen: it has no update")
+    u = rec.params[name]
+    w_old, g, w_new = arrays.element(u.old, index), arrays.element(u.grad, index), arrays.element(u.new, index)
+    before, after = _scalars(u.state_before, index), _scalars(u.state_after, index)
+    opt = rec.optimizer
+    note = None
+    if hasattr(opt, "terms"):
+        terms = tuple(opt.terms(w_old, g, before))
+        exact = terms[-1].value
+        if not (exact == w_new or (math.isnan(exact) and math.isnan(w_new))):
+            scale = max(abs(exact), abs(w_new), 1e-300)
+            if abs(exact - w_new) / scale > 1e-12:
+                note = f"(the terms, in float64, give {num(exact)}; the backend's {session.backend.dtype} arithmetic gave {num(w_new)})"
+    else:
+        delta = w_new - w_old
+        terms = (Term("g", "∂L/∂W", num(g), g),
+                 Term("ΔW", f"{type(opt).__name__}'s step", num(delta), delta),
+                 Term("W_new", "W_old + ΔW", f"{num(w_old)} + {factor(num(delta))}", w_new))
+    kind = getattr(opt, "kind", type(opt).__name__)
+    return Explanation(name, index, rec.step, kind, w_old, g, w_new, terms, before, after, note)
+
+
+@dataclass(frozen=True)
+class ChainRule:
+    """How backprop made one gradient: ∂L/∂W[i,j] = Σ_b δ[b,i] · a[b,j]."""
+
+    name: str
+    index: tuple[int, ...]
+    layer: int
+    products: tuple[tuple[int, float, float], ...]   # (sample, δ, input) per sample of the batch
+    value: float
+    delta_line: str | None
+    lines: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines)
+
+
+_DERIVATIVE = {
+    "sigmoid": ("σ'(z) = a·(1 − a)", lambda z, a: a * (1 - a)),
+    "tanh": ("tanh'(z) = 1 − a²", lambda z, a: 1 - a * a),
+    "relu": ("relu'(z) = 1 if z > 0 else 0", lambda z, a: 1.0 if z > 0 else 0.0),
+    "identity": ("1", lambda z, a: 1.0),
+}
+
+_LOSS_GRAD = {
+    "half_sse": "y − t", "sse": "2·(y − t)", "mse": "2·(y − t) / N", "mae": "sign(y − t) / N",
+    "huber": "clip(y − t, −δ, δ) / N", "bce": "(y − t) / (y·(1 − y)) / N", "cross_entropy": "(softmax(z) − onehot(t)) / B",
+}
+
+
+def chain_rule(session, name: str, index: tuple[int, ...], shown: int = 4) -> ChainRule:
+    if name not in session.backend.param_shapes:
+        raise GdstepError(f"no parameter {name!r} (parameters: {', '.join(session.backend.param_shapes)})")
+    _check_index(name, session.backend.param_shapes[name], index)
+    bwd, fwd = session.record("backward"), session.record("forward")
+    if bwd is None or fwd is None:
+        raise GdstepError("no backward has run yet: the chain rule needs δ from the backward phase")
+    layer_text, _, kind = name.partition(".")
+    layers = session.backend.layers
+    if not layer_text.isdigit() or int(layer_text) >= len(layers) or layers[int(layer_text)].kind != "linear":
+        raise GdstepError(f"the chain rule is shown for the linear layers of a scenario model, not {name}")
+    k = int(layer_text)
+    i = index[0]
+    delta = arrays.to_numpy(bwd.deltas[k])[:, i]
+    if kind == "weight":
+        j = index[1]
+        inputs = arrays.to_numpy(fwd.outputs[k - 1] if k else fwd.inputs)[:, j]
+        symbol = f"a{k - 1}" if k else "x"
+        head = f"∂L/∂W{index_text(index)} = Σ_b δ[b,{i}] · {symbol}[b,{j}]   (δ = ∂L/∂z of layer {k}, {symbol} = its input)"
+    else:
+        inputs = [1.0] * len(delta)
+        head = f"∂L/∂b[{i}] = Σ_b δ[b,{i}]   (δ = ∂L/∂z of layer {k})"
+    products = tuple((b, float(d), float(a)) for b, (d, a) in enumerate(zip(delta, inputs)))
+    value = arrays.element(bwd.grads[name], index) if name in bwd.grads else float(sum(d * a for _, d, a in products))
+    if kind == "weight":
+        parts = [f"{factor(num(d))} × {factor(num(a))}" for _, d, a in products[:shown]]
+    else:
+        parts = [num(d) for _, d, _ in products[:shown]]
+    more = f" + … ({len(products)} samples)" if len(products) > shown else ""
+    lines = [head, "  = " + " + ".join(parts) + more, f"  = {num(value)}"]
+    delta_line = None
+    outputs = fwd.outputs
+    z0 = arrays.element(outputs[k], (0, i))
+    if k + 1 < len(layers) and layers[k + 1].kind in _DERIVATIVE:
+        act = layers[k + 1].kind
+        formula, fprime = _DERIVATIVE[act]
+        a0 = arrays.element(outputs[k + 1], (0, i))
+        upstream = arrays.element(bwd.deltas[k + 1], (0, i))
+        delta_line = (f"δ[0,{i}] = ∂L/∂a[0,{i}] · f'(z[0,{i}]) = {factor(num(upstream))} × {num(fprime(z0, a0))}"
+                      f" = {num(delta[0])}   ({formula})")
+    elif k + 1 < len(layers) and layers[k + 1].kind == "leaky_relu":
+        upstream = arrays.element(bwd.deltas[k + 1], (0, i))
+        delta_line = f"δ[0,{i}] = ∂L/∂a[0,{i}] · f'(z[0,{i}]) = {factor(num(upstream))} × f'({num(z0)}) = {num(delta[0])}"
+    elif k == len(layers) - 1:
+        loss_kind = session.scenario.loss.kind
+        delta_line = f"δ[0,{i}] = ∂L/∂y[0,{i}] = {_LOSS_GRAD.get(loss_kind, '∂L/∂y')} = {num(delta[0])}   (loss {loss_kind})"
+    if delta_line:
+        lines.append(delta_line)
+    return ChainRule(name, index, k, products, value, delta_line, tuple(lines))

@@ -1,0 +1,74 @@
+"""A sequential MLP over a dict of parameters: forward keeps every layer's output,
+backward walks the chain rule back through them and keeps every δ."""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from gdstep.nn.layers import ACTIVATIONS, Activation, LeakyReLU, Linear
+
+Params = Mapping[str, np.ndarray]
+
+
+class Sequential:
+    """Layers in order; parameter names follow torch.nn.Sequential (`0.weight`, `2.bias`)."""
+
+    def __init__(self, layers: Sequence[Linear | Activation]):
+        self.layers = tuple(layers)
+        self.param_shapes: dict[str, tuple[int, ...]] = {}
+        for layer in self.layers:
+            self.param_shapes.update(layer.param_shapes)
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(self.param_shapes)
+
+    @property
+    def out_features(self) -> int:
+        return next(layer.out_features for layer in reversed(self.layers) if isinstance(layer, Linear))
+
+    def forward(self, params: Params, x: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The output of every layer: z for a linear layer, a for an activation."""
+        outputs = []
+        for layer in self.layers:
+            x = layer.forward(params, x)
+            outputs.append(x)
+        return tuple(outputs)
+
+    def backward(self, params: Params, x: np.ndarray, outputs: Sequence[np.ndarray], grad_output: np.ndarray,
+                 trainable: frozenset[str]) -> tuple[tuple[np.ndarray, ...], dict[str, np.ndarray]]:
+        """δ for every layer's output (∂L/∂z, ∂L/∂a) and the gradient of every trainable parameter."""
+        deltas: list[np.ndarray] = [grad_output]
+        grads: dict[str, np.ndarray] = {}
+        grad = grad_output
+        for i in range(len(self.layers) - 1, -1, -1):
+            layer_input = outputs[i - 1] if i else x
+            grad, layer_grads = self.layers[i].backward(params, layer_input, outputs[i], grad, trainable,
+                                                        need_grad_x=i > 0)
+            grads.update(layer_grads)
+            if i:
+                deltas.append(grad)
+        deltas.reverse()
+        return tuple(deltas), {name: grads[name] for name in self.param_shapes if name in grads}
+
+
+def build_layer(index: int, spec, in_features: int) -> Linear | Activation:
+    """A layer from its scenario spec (see scenario.LayerSpec)."""
+    if spec.kind == "linear":
+        return Linear(index, in_features, spec.out_features, bias=spec.bias)
+    if spec.kind == "leaky_relu":
+        return LeakyReLU(index, spec.negative_slope)
+    return ACTIVATIONS[spec.kind](index)
+
+
+def build_model(layer_specs, in_features: int) -> Sequential:
+    layers = []
+    features = in_features
+    for i, spec in enumerate(layer_specs):
+        layer = build_layer(i, spec, features)
+        if isinstance(layer, Linear):
+            features = layer.out_features
+        layers.append(layer)
+    return Sequential(layers)

@@ -1,0 +1,465 @@
+"""Scenario files: a small TOML file read into a frozen, typed, fully checked Scenario.
+
+Everything a user can get wrong is found here, before any training starts, and reported
+as one ScenarioError naming the file, the key path (`optimizer.lr`, `model.layers[2]`) or
+the TOML line, and what is wrong.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import numpy as np
+
+from gdstep.data import DATA_OPTIONS, Dataset, make_dataset, targets_for
+from gdstep.errors import ConditionError, ScenarioError
+from gdstep.nn.init import INITS
+from gdstep.nn.layers import ACTIVATIONS
+from gdstep.nn.losses import LOSSES
+from gdstep.nn.model import Sequential, build_model
+from gdstep.optim import OPTIMIZERS, Optimizer, make_optimizer
+
+_REQUIRED = object()
+DTYPES = ("float64", "float32")
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    kind: str                       # "linear" or an activation name
+    out_features: int | None = None  # linear only
+    bias: bool = True                # linear only
+    negative_slope: float = 0.01     # leaky_relu only
+
+    def __str__(self) -> str:
+        if self.kind == "linear":
+            return f"linear {self.out_features}" + ("" if self.bias else " (no bias)")
+        if self.kind == "leaky_relu":
+            return f"leaky_relu({self.negative_slope:g})"
+        return self.kind
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    kind: str
+    options: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    layers: tuple[LayerSpec, ...]
+    init: str = "torch"
+    init_scale: float | None = None
+    frozen: tuple[str, ...] = ()
+    dtype: str | None = None        # None: the backend's default (numpy float64, torch float32)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    kind: str
+    delta: float = 1.0              # huber only
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    batch_size: int | None = None   # None: the full dataset in every batch
+    epochs: int = 100
+    shuffle: bool = True
+    stop_when: str | None = None
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    seed: int
+    data: DataConfig
+    model: ModelConfig
+    init: Mapping[str, np.ndarray]
+    loss: LossConfig
+    optimizer: Optimizer
+    training: TrainingConfig
+    breakpoints: tuple[str, ...]
+    path: Path | None = None
+    dataset: Dataset = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
+
+    @property
+    def file(self) -> str:
+        return str(self.path) if self.path else "<scenario>"
+
+    def build_model(self) -> Sequential:
+        return build_model(self.model.layers, self.dataset.n_features)
+
+    @property
+    def targets(self) -> np.ndarray:
+        return targets_for(self.dataset, self.loss.kind, self.build_model().out_features)
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.loss.kind in ("bce", "cross_entropy")
+
+
+# -- reading -------------------------------------------------------------------------------------
+
+def _type_name(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+            dict: "a table"}.get(type(value), type(value).__name__)
+
+
+class _Table:
+    """One TOML table being read: typed gets, and unknown keys reported with a suggestion."""
+
+    def __init__(self, data: Any, path: str, file: str):
+        self.file, self.path = file, path
+        if not isinstance(data, dict):
+            self.fail(path, f"expected a table, got {_type_name(data)}")
+        self.data, self.used = data, set()
+
+    def key_path(self, key: str | int) -> str:
+        if isinstance(key, int):
+            return f"{self.path}[{key}]"
+        shown = key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else f'"{key}"'
+        return f"{self.path}.{shown}" if self.path else shown
+
+    def fail(self, where: str, message: str):
+        raise ScenarioError(self.file, where, message)
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = _REQUIRED) -> Any:
+        self.used.add(key)
+        if key not in self.data:
+            if default is _REQUIRED:
+                self.fail(self.key_path(key), "missing")
+            return default
+        return check_type(self.data[key], kind, self.key_path(key), self.file)
+
+    def table(self, key: str, required: bool = False) -> "_Table":
+        self.used.add(key)
+        if key not in self.data:
+            if required:
+                self.fail(self.key_path(key), "missing")
+            return _Table({}, self.key_path(key), self.file)
+        return _Table(self.data[key], self.key_path(key), self.file)
+
+    def done(self, allowed: list[str] | None = None) -> None:
+        for key in self.data:
+            if key not in self.used:
+                options = allowed if allowed is not None else sorted(self.used)
+                hint = difflib.get_close_matches(key, options, n=1)
+                extra = f"; did you mean {hint[0]!r}?" if hint else (f" (expected one of: {', '.join(options)})" if options else "")
+                self.fail(self.key_path(key), f"unknown key{extra}")
+
+
+def check_type(value: Any, kind: type | tuple[type, ...], where: str, file: str) -> Any:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, bool) and bool not in kinds:
+        ok = False
+    else:
+        ok = isinstance(value, kinds)
+    if not ok:
+        wanted = " or ".join(_type_name(k()) for k in kinds)
+        raise ScenarioError(file, where, f"expected {wanted}, got {_type_name(value)} {value!r}")
+    if isinstance(value, float) and not np.isfinite(value):
+        raise ScenarioError(file, where, f"must be a finite number, got {value}")
+    return value
+
+
+def _numeric_array(value: Any, where: str, file: str, ndim: tuple[int, ...] = (1, 2)) -> np.ndarray:
+    try:
+        arr = np.array(value, dtype=float)
+    except (ValueError, TypeError):
+        raise ScenarioError(file, where, "expected a list of numbers (or a list of equal-length lists)") from None
+    if arr.ndim not in ndim or arr.size == 0:
+        raise ScenarioError(file, where, f"expected a non-empty {' or '.join(f'{d}-D' for d in ndim)} list of numbers, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ScenarioError(file, where, "values must be finite")
+    return arr
+
+
+def _read_layers(model: _Table) -> tuple[LayerSpec, ...]:
+    raw = model.get("layers", list)
+    where_all = model.key_path("layers")
+    if not raw:
+        model.fail(where_all, "needs at least one layer")
+    names = ["linear", *ACTIVATIONS]
+    specs = []
+    for i, item in enumerate(raw):
+        where = f"{where_all}[{i}]"
+        if isinstance(item, str):
+            if item == "linear":
+                model.fail(where, "a linear layer needs its size: { linear = 4 }")
+            if item not in ACTIVATIONS:
+                hint = difflib.get_close_matches(item, names, n=1)
+                model.fail(where, f"unknown layer {item!r}" + (f"; did you mean {hint[0]!r}?" if hint else f" (expected one of: {', '.join(names)})"))
+            specs.append(LayerSpec(item))
+        elif isinstance(item, dict):
+            t = _Table(item, where, model.file)
+            if "linear" in item:
+                out = t.get("linear", int)
+                if out < 1:
+                    t.fail(t.key_path("linear"), f"must be a positive number of units, got {out}")
+                specs.append(LayerSpec("linear", out, bias=t.get("bias", bool, True)))
+            elif "leaky_relu" in item:
+                slope = t.get("leaky_relu", float)
+                specs.append(LayerSpec("leaky_relu", negative_slope=slope))
+            else:
+                t.fail(where, "expected { linear = N } or { leaky_relu = SLOPE } or an activation name")
+            t.done()
+        else:
+            model.fail(where, f"expected a layer such as {{ linear = 4 }} or \"tanh\", got {_type_name(item)}")
+    if not any(s.kind == "linear" for s in specs):
+        model.fail(where_all, "needs at least one { linear = N } layer")
+    return tuple(specs)
+
+
+def _read_data(top: _Table) -> DataConfig:
+    t = top.table("data", required=True)
+    kind = t.get("kind", str)
+    if kind not in DATA_OPTIONS:
+        t.fail(t.key_path("kind"), f"unknown data kind {kind!r} (expected one of: {', '.join(DATA_OPTIONS)})")
+    options: dict[str, Any] = {}
+    for key, default in DATA_OPTIONS[kind].items():
+        where = t.key_path(key)
+        if key in ("x", "y"):
+            value = t.get(key, list)
+            options[key] = _numeric_array(value, where, t.file).tolist() if key == "x" else value
+        elif key == "path":
+            options[key] = t.get(key, str)
+        elif key == "target":
+            options[key] = t.get(key, str, None)
+        elif key in ("features",) and kind == "csv":
+            value = t.get(key, list, None)
+            if value is not None and not all(isinstance(v, str) for v in value):
+                t.fail(where, "expected a list of column names")
+            options[key] = value
+        elif key == "weights":
+            value = t.get(key, list, None)
+            options[key] = None if value is None else _numeric_array(value, where, t.file, (1,)).tolist()
+        elif key == "bias":
+            options[key] = t.get(key, float, None)
+        elif isinstance(default, int):
+            value = t.get(key, int, default)
+            if value < 1:
+                t.fail(where, f"must be at least 1, got {value}")
+            options[key] = value
+        else:
+            value = t.get(key, float, default)
+            if value < 0:
+                t.fail(where, f"must be >= 0, got {value}")
+            options[key] = value
+    t.done(list(DATA_OPTIONS[kind]) + ["kind"])
+    if kind == "spiral" and options["n"] < options["classes"]:
+        t.fail(t.key_path("n"), "needs at least one sample per class")
+    if kind == "linear" and options["weights"] is not None and len(options["weights"]) != options["features"]:
+        t.fail(t.key_path("weights"), f"has {len(options['weights'])} values for {options['features']} features")
+    if kind == "inline":
+        y = options["y"]
+        y_arr = np.array(y, dtype=object)
+        try:
+            y_num = np.array(y, dtype=float)
+        except (ValueError, TypeError):
+            t.fail(t.key_path("y"), "expected numbers (class labels or targets)")
+        if y_num.ndim not in (1, 2) or not np.all(np.isfinite(y_num)):
+            t.fail(t.key_path("y"), "expected a list of numbers or a list of equal-length lists")
+        if len(y_num) != len(options["x"]):
+            t.fail(t.key_path("y"), f"has {len(y_num)} rows but x has {len(options['x'])}")
+        all_int = y_arr.ndim == 1 and all(isinstance(v, int) and not isinstance(v, bool) for v in y)
+        options["y"] = np.array(y, dtype=np.int64) if all_int else y_num
+    return DataConfig(kind, MappingProxyType(options))
+
+
+def _read_model(top: _Table) -> ModelConfig:
+    t = top.table("model", required=True)
+    layers = _read_layers(t)
+    init = t.get("init", str, "torch")
+    if init not in INITS:
+        t.fail(t.key_path("init"), f"unknown init {init!r} (expected one of: {', '.join(INITS)})")
+    scale = t.get("init_scale", float, None)
+    if scale is not None and scale <= 0:
+        t.fail(t.key_path("init_scale"), f"must be positive, got {scale}")
+    frozen = t.get("frozen", list, [])
+    if not all(isinstance(n, str) for n in frozen):
+        t.fail(t.key_path("frozen"), "expected a list of parameter names such as \"0.bias\"")
+    dtype = t.get("dtype", str, None)
+    if dtype is not None and dtype not in DTYPES:
+        t.fail(t.key_path("dtype"), f"expected \"float64\" or \"float32\", got {dtype!r}")
+    t.done()
+    return ModelConfig(layers, init, scale, tuple(frozen), dtype)
+
+
+def _read_loss(top: _Table) -> LossConfig:
+    t = top.table("loss", required=True)
+    kind = t.get("kind", str)
+    if kind not in LOSSES:
+        hint = difflib.get_close_matches(kind, list(LOSSES), n=1)
+        t.fail(t.key_path("kind"), f"unknown loss {kind!r}" + (f"; did you mean {hint[0]!r}?" if hint else f" (expected one of: {', '.join(LOSSES)})"))
+    delta = t.get("delta", float, 1.0) if kind == "huber" else 1.0
+    if delta <= 0:
+        t.fail(t.key_path("delta"), f"must be positive, got {delta}")
+    t.done()
+    return LossConfig(kind, delta)
+
+
+def _read_optimizer(top: _Table) -> Optimizer:
+    t = top.table("optimizer", required=True)
+    kind = t.get("kind", str)
+    if kind not in OPTIMIZERS:
+        hint = difflib.get_close_matches(kind, list(OPTIMIZERS), n=1)
+        t.fail(t.key_path("kind"), f"unknown optimizer {kind!r}" + (f"; did you mean {hint[0]!r}?" if hint else f" (expected one of: {', '.join(OPTIMIZERS)})"))
+    cls = OPTIMIZERS[kind]
+    defaults = cls()
+    args: dict[str, Any] = {}
+    field_names = [f.name for f in dataclasses.fields(cls)]
+    for name in field_names:
+        default = getattr(defaults, name)
+        if name not in t.data:
+            t.used.add(name)
+            continue
+        if isinstance(default, bool):
+            args[name] = t.get(name, bool)
+        elif name == "betas":
+            value = t.get(name, list)
+            if len(value) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in value):
+                t.fail(t.key_path(name), f"expected two numbers such as [0.9, 0.999], got {value!r}")
+            args[name] = tuple(float(b) for b in value)
+        else:
+            args[name] = t.get(name, float)
+    t.done(["kind", *field_names])
+    try:
+        return make_optimizer(kind, **args)
+    except ValueError as e:
+        key, _, message = str(e).partition(": ")
+        where = t.key_path(key) if key in field_names else t.path
+        if key == "lr" and "must be >= 0" in message:
+            message = f"the learning rate must be >= 0, got {args['lr']}"
+        raise ScenarioError(t.file, where, message if key in field_names else str(e)) from None
+
+
+def _read_training(top: _Table) -> TrainingConfig:
+    t = top.table("training")
+    raw_batch = t.get("batch_size", (int, str), "full")
+    if isinstance(raw_batch, str):
+        if raw_batch != "full":
+            t.fail(t.key_path("batch_size"), f'expected a positive integer or "full", got {raw_batch!r}')
+        batch_size = None
+    else:
+        if raw_batch < 1:
+            t.fail(t.key_path("batch_size"), f"must be at least 1, got {raw_batch}")
+        batch_size = raw_batch
+    epochs = t.get("epochs", int, 100)
+    if epochs < 1:
+        t.fail(t.key_path("epochs"), f"must be at least 1, got {epochs}")
+    shuffle = t.get("shuffle", bool, True)
+    stop_when = t.get("stop_when", str, None)
+    t.done()
+    return TrainingConfig(batch_size, epochs, shuffle, stop_when)
+
+
+def _read_breakpoints(top: _Table) -> tuple[str, ...]:
+    top.used.add("breakpoints")
+    raw = top.data.get("breakpoints", [])
+    if not isinstance(raw, list):
+        top.fail("breakpoints", 'expected [[breakpoints]] tables with when = "CONDITION"')
+    conditions = []
+    for i, item in enumerate(raw):
+        t = _Table(item, f"breakpoints[{i}]", top.file)
+        conditions.append(t.get("when", str))
+        t.done()
+    return tuple(conditions)
+
+
+def _toml_error(file: str, e: tomllib.TOMLDecodeError) -> ScenarioError:
+    message = str(e)
+    m = re.search(r"\(at line (\d+), column (\d+)\)", message)
+    if m:
+        message = message[: m.start()].strip()
+        return ScenarioError(file, f"line {m.group(1)}, column {m.group(2)}", f"invalid TOML: {message[:1].lower() + message[1:]}")
+    return ScenarioError(file, None, f"invalid TOML: {message}")
+
+
+def parse_scenario(text: str, path: Path | None = None) -> Scenario:
+    """Read and check a scenario from TOML text; `path` places csv files and names errors."""
+    file = str(path) if path else "<scenario>"
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise _toml_error(file, e) from None
+    top = _Table(raw, "", file)
+    name = top.get("name", str, path.stem if path else "scenario")
+    description = top.get("description", str, "")
+    seed = top.get("seed", int, 0)
+    if seed < 0:
+        top.fail("seed", f"must be >= 0, got {seed}")
+    data = _read_data(top)
+    model = _read_model(top)
+    loss = _read_loss(top)
+    optimizer = _read_optimizer(top)
+    training = _read_training(top)
+    breakpoints = _read_breakpoints(top)
+    init_table = top.table("init")
+    top.done(["name", "description", "seed", "data", "model", "init", "loss", "optimizer", "training", "breakpoints"])
+
+    try:
+        dataset = make_dataset(data.kind, data.options, np.random.default_rng([seed, 0]),
+                               base_dir=path.parent if path else None)
+    except OSError as e:
+        raise ScenarioError(file, "data.path", f"cannot read {e.filename}: {e.strerror}") from None
+    except ValueError as e:
+        raise ScenarioError(file, "data.path" if data.kind == "csv" else "data", str(e)) from None
+    net = build_model(model.layers, dataset.n_features)
+    if loss.kind == "bce" and model.layers[-1].kind != "sigmoid":
+        raise ScenarioError(file, "loss.kind", 'bce takes probabilities: end model.layers with "sigmoid"')
+    try:
+        targets_for(dataset, loss.kind, net.out_features)
+    except ValueError as e:
+        raise ScenarioError(file, "model.layers", str(e)) from None
+    for i, name_ in enumerate(model.frozen):
+        if name_ not in net.param_shapes:
+            raise ScenarioError(file, f"model.frozen[{i}]", f"no parameter {name_!r} (parameters: {', '.join(net.param_names)})")
+    init: dict[str, np.ndarray] = {}
+    for key in init_table.data:
+        where = init_table.key_path(key)
+        init_table.used.add(key)
+        if key not in net.param_shapes:
+            hint = difflib.get_close_matches(key, net.param_names, n=1)
+            raise ScenarioError(file, where, f"no such parameter" + (f"; did you mean {hint[0]!r}?" if hint else f" (parameters: {', '.join(net.param_names)})"))
+        arr = _numeric_array(init_table.data[key], where, file)
+        if arr.shape != net.param_shapes[key]:
+            raise ScenarioError(file, where, f"has shape {arr.shape}, the model's {key} has shape {net.param_shapes[key]}")
+        arr.setflags(write=False)
+        init[key] = arr
+    if training.batch_size is not None and training.batch_size > dataset.n:
+        training = TrainingConfig(None, training.epochs, training.shuffle, training.stop_when)
+    from gdstep.conditions import parse_condition
+    for where, cond in [("training.stop_when", training.stop_when)] + [(f"breakpoints[{i}].when", c) for i, c in enumerate(breakpoints)]:
+        if cond is None:
+            continue
+        try:
+            parse_condition(cond).check_names(net.param_names)
+        except ConditionError as e:
+            raise ScenarioError(file, where, str(e)) from None
+    return Scenario(name, description, seed, data, model, MappingProxyType(init), loss, optimizer, training,
+                    breakpoints, path, dataset)
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read a scenario file (`.toml`); raises ScenarioError for anything wrong with it."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ScenarioError(str(path), None, "no such file") from None
+    except IsADirectoryError:
+        raise ScenarioError(str(path), None, "is a directory, not a scenario file") from None
+    except UnicodeDecodeError:
+        raise ScenarioError(str(path), None, "is not a UTF-8 text file") from None
+    except OSError as e:
+        raise ScenarioError(str(path), None, e.strerror or str(e)) from None
+    return parse_scenario(text, path)
