@@ -157,6 +157,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("gdstep: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `gdstep replay … | head`: the reader left; that is fine
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -409,6 +409,25 @@ def _show(value: Any) -> str:
     return num(value)
 
 
+def parse_expression(text: str) -> Condition:
+    """Parse a numeric expression (`2.weight[0,1]`, `grad_norm(0.weight)`, `loss * 2`) for
+    `watch` and `print`; calling the result gives the number (or None), not a truth value."""
+    if not isinstance(text, str):
+        raise ConditionError(str(text), None, "an expression is text, such as \"loss\"")
+    parser = _Parser(text, tokenize(text))
+    fn, kind = parser.parse()
+    if kind == "bool":
+        raise ConditionError(text, 1, "expected a value such as loss or 2.weight[0,1], not a condition")
+    return Expression(text, fn, frozenset(parser.names), tuple(parser.params), tuple(parser.reads.items()))
+
+
+class Expression(Condition):
+    """A parsed value: calling it returns the number (or string, or None)."""
+
+    def __call__(self, context: Context) -> Any:
+        return self.fn(context)
+
+
 def parse_condition(text: str) -> Condition:
     """Parse a condition; raises ConditionError with the column of what is wrong."""
     if not isinstance(text, str):

@@ -16,12 +16,16 @@ def _optimizer_text(opt) -> str:
     return f"{opt.kind}({args})"
 
 
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def describe_scenario(session) -> str:
     s, b = session.scenario, session.backend
     ds = s.dataset
     lines = [f"{s.file}: ok", f"  {s.name}" + (f" — {s.description}" if s.description else "")]
     if ds is not None:
-        what = f"{ds.n} samples × {ds.n_features} features"
+        what = f"{_count(ds.n, 'sample')} × {_count(ds.n_features, 'feature')}"
         if ds.is_classification:
             what += f", {ds.n_classes} classes"
         else:
@@ -39,7 +43,7 @@ def describe_scenario(session) -> str:
     lines.append(f"  optimizer  {_optimizer_text(s.optimizer)}")
     t = s.training
     batch = "full batch" if t.batch_size is None else f"batch {t.batch_size}"
-    lines.append(f"  training   {batch} ({session.iterations_per_epoch} iterations/epoch), {t.epochs} epochs, "
+    lines.append(f"  training   {batch} ({_count(session.iterations_per_epoch, 'iteration')}/epoch), {t.epochs} epochs, "
                  f"{'shuffled' if t.shuffle else 'in order'}" + (f"; stop when {t.stop_when}" if t.stop_when else ""))
     for bp in session.breakpoints:
         lines.append(f"  breakpoint {bp.id}: {bp.text}")
@@ -54,7 +58,7 @@ def run_summary(session, result, seconds: float) -> str:
     rate = f" ({steps / seconds:,.0f} iterations/s)" if seconds > 0 and steps else ""
     lines = [f"{s.name} — {session.backend.name} on {session.backend.device}, {session.backend.dtype}",
              f"  stopped    {result.message}",
-             f"  at         {session.cursor} — {steps} iterations in {seconds:.2f} s{rate}"]
+             f"  at         {session.cursor} — {_count(steps, 'iteration')} in {seconds:.2f} s{rate}"]
     last = session.loss_value
     loss_line = f"  loss       {num(loss)} on all {session.n} samples"
     if last is not None:

@@ -1,0 +1,7 @@
+"""One command language for `.gds` scripts, the TUI's `:` prompt and recordings."""
+
+from gdstep.script.complete import completions
+from gdstep.script.parser import COMMANDS, Command, parse_command, parse_script
+from gdstep.script.runner import Outcome, Runner
+
+__all__ = ["COMMANDS", "Command", "Outcome", "Runner", "completions", "parse_command", "parse_script"]

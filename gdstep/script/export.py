@@ -1,0 +1,171 @@
+"""`export FILE.md`: the current iteration as a worked example, with the real numbers.
+
+The batch, every layer's forward values, the loss, the gradients by the chain rule and
+the update arithmetic of every parameter, as Markdown with LaTeX where it helps. Large
+tensors are shown as a corner plus statistics. Every update line is `explain()`'s own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gdstep import arrays
+from gdstep.fmt import index_text, num
+from gdstep.files import atomic_write
+
+ROWS, COLS, ELEMENTS = 8, 8, 4
+
+LAYER_TEX = {
+    "linear": r"z = a_{\text{in}}\,W^\top + b",
+    "sigmoid": r"a = \sigma(z) = \frac{1}{1 + e^{-z}}",
+    "tanh": r"a = \tanh(z)",
+    "relu": r"a = \max(0, z)",
+    "leaky_relu": r"a = \begin{cases} z & z > 0 \\ s\,z & z \le 0 \end{cases}",
+    "identity": r"a = z",
+}
+LOSS_TEX = {
+    "mse": r"L = \frac{1}{N}\sum_i (y_i - t_i)^2",
+    "sse": r"L = \sum_i (y_i - t_i)^2",
+    "half_sse": r"L = \sum_i \tfrac{1}{2}(t_i - y_i)^2",
+    "mae": r"L = \frac{1}{N}\sum_i |y_i - t_i|",
+    "huber": r"L = \frac{1}{N}\sum_i \begin{cases} \tfrac12 d_i^2 & |d_i| \le \delta \\ \delta(|d_i| - \tfrac12\delta) & \text{else} \end{cases}",
+    "bce": r"L = -\frac{1}{N}\sum_i \big(t_i \log y_i + (1 - t_i)\log(1 - y_i)\big)",
+    "cross_entropy": r"L = -\frac{1}{B}\sum_b \log \operatorname{softmax}(z_b)_{t_b}",
+}
+OPTIMIZER_TEX = {
+    "sgd": [r"b \leftarrow \mu\,b + (1 - \tau)\,g \quad (\text{with momentum; } b = g \text{ at the first step})",
+            r"W_{\text{new}} = W_{\text{old}} - \eta\,g \quad (\text{or } - \eta\,b \text{ with momentum})"],
+    "adam": [r"m \leftarrow \beta_1 m + (1 - \beta_1)\,g, \qquad v \leftarrow \beta_2 v + (1 - \beta_2)\,g^2",
+             r"\hat m = \frac{m}{1 - \beta_1^t}, \qquad \hat v = \frac{v}{1 - \beta_2^t}",
+             r"W_{\text{new}} = W_{\text{old}} - \eta\,\frac{\hat m}{\sqrt{\hat v} + \epsilon}"],
+    "adamw": [r"W \leftarrow W_{\text{old}}\,(1 - \eta\lambda)",
+              r"m \leftarrow \beta_1 m + (1 - \beta_1)\,g, \qquad v \leftarrow \beta_2 v + (1 - \beta_2)\,g^2",
+              r"W_{\text{new}} = W - \eta\,\frac{\hat m}{\sqrt{\hat v} + \epsilon}"],
+    "rmsprop": [r"v \leftarrow \alpha v + (1 - \alpha)\,g^2",
+                r"W_{\text{new}} = W_{\text{old}} - \eta\,\frac{g}{\sqrt{v} + \epsilon}"],
+    "adagrad": [r"s \leftarrow s + g^2",
+                r"W_{\text{new}} = W_{\text{old}} - \frac{\eta}{1 + (t - 1)\,\text{lr\_decay}}\,\frac{g}{\sqrt{s} + \epsilon}"],
+}
+
+
+def _table(array: Any, row_label: str = "sample", col_prefix: str = "", row_names: list[str] | None = None) -> list[str]:
+    a = arrays.to_numpy(array)
+    if a.ndim == 1:
+        a = a.reshape(-1, 1)
+    rows, cols = a.shape
+    shown_cols = min(cols, COLS)
+    head = f"| {row_label} | " + " | ".join(f"{col_prefix}[{j}]" for j in range(shown_cols)) + (" | … |" if cols > COLS else " |")
+    sep = "|---|" + "---:|" * shown_cols + ("---|" if cols > COLS else "")
+    out = [head, sep]
+    for i in range(min(rows, ROWS)):
+        name = row_names[i] if row_names else str(i)
+        out.append(f"| {name} | " + " | ".join(num(a[i, j]) for j in range(shown_cols)) + (" | … |" if cols > COLS else " |"))
+    if rows > ROWS:
+        out.append(f"| … | " + " | ".join("…" for _ in range(shown_cols)) + (" | … |" if cols > COLS else " |"))
+    if rows > ROWS or cols > COLS:
+        st = arrays.stats(array)
+        out.append("")
+        out.append(f"({rows}×{cols}; shown: the first {min(rows, ROWS)}×{shown_cols}. mean {num(st.mean)}, std {num(st.std)}, "
+                   f"min {num(st.min)}, max {num(st.max)}, norm {num(st.norm)})")
+    return out
+
+
+def _elements(shape: tuple[int, ...], limit: int) -> list[tuple[int, ...]]:
+    out = []
+    for flat in range(min(limit, int(np.prod(shape)) if shape else 1)):
+        out.append(tuple(int(i) for i in np.unravel_index(flat, shape)))
+    return out
+
+
+def worked_example(session) -> str:
+    """The Markdown text of the current iteration (the last complete one at a boundary)."""
+    s, b = session, session.backend
+    step = s.step_count if s.position % 4 else s.step_count - 1
+    records = {p: r for p, r in s.records.items() if r is not None and r.step == step}
+    sc = s.scenario
+    lines = [f"# Worked example: {sc.name}", ""]
+    if step < 0 or not records:
+        lines.append("Nothing has run yet: step through at least the forward phase first.")
+        return "\n".join(lines) + "\n"
+    fwd = records.get("forward")
+    it = f"iteration {fwd.iteration} of epoch {fwd.epoch}" if fwd else f"step {step + 1}"
+    opt = s.record("update").optimizer if "update" in records else s.optimizer
+    kind = getattr(opt, "kind", type(opt).__name__)
+    lines += [f"{it} (update {step + 1}) · {b.name} backend on {b.device}, {b.dtype} · loss `{sc.loss.kind}` · "
+              f"optimizer `{kind}`, lr {getattr(opt, 'lr', s.lr):g}", ""]
+    if sc.description:
+        lines += [f"> {sc.description}", ""]
+    pending = [p for p in ("forward", "loss", "backward", "update") if p not in records]
+    if pending:
+        lines += [f"Phases not run yet in this iteration: {', '.join(pending)}.", ""]
+
+    if fwd:
+        rows = arrays.to_numpy(fwd.indices)
+        names = [f"{r}" for r in rows]
+        lines += ["## 1. The batch", "", f"{len(rows)} sample{'s' if len(rows) != 1 else ''} (by dataset row). Inputs $x$:", ""]
+        lines += _table(fwd.inputs, "row", "x", names) + [""]
+        lines += ["## 2. Forward", ""]
+        layer_input = "x"
+        for i, (info, out) in enumerate(zip(b.layers, fwd.outputs)):
+            symbol = "z" if info.kind == "linear" else "a"
+            tex = LAYER_TEX.get(info.kind)
+            lines.append(f"**Layer {info.name}: {info.text}**" + (f" — $${tex}$$" if tex else ""))
+            lines.append("")
+            if info.kind == "linear":
+                lines.append(f"input: {layer_input}; output {symbol}{info.name}:")
+                lines.append("")
+            lines += _table(out, "row", f"{symbol}{info.name}", names) + [""]
+            layer_input = f"{symbol}{info.name}"
+    loss = records.get("loss")
+    if loss:
+        lines += ["## 3. Loss", "", f"$${LOSS_TEX.get(loss.kind, 'L')}$$", "", "Output $y$ and target $t$ per sample, and each sample's loss:", ""]
+        lines += _table(loss.output, "row", "y") + [""] + _table(loss.target, "row", "t") + [""]
+        lines += _table(loss.per_sample, "row", "loss") + ["", f"**L = {num(loss.value)}**", ""]
+    bwd = records.get("backward")
+    if bwd:
+        lines += ["## 4. Backward: the chain rule", "",
+                  r"Each linear layer's $\delta = \partial L / \partial z$, then $\partial L/\partial W = \delta^\top a_{\text{in}}$ and $\partial L/\partial b = \sum_b \delta_b$.", ""]
+        lines += ["∂L/∂output:", ""] + _table(bwd.grad_output, "row", "∂L/∂y") + [""]
+        for info, delta in zip(b.layers, bwd.deltas):
+            if info.kind != "linear":
+                continue
+            lines += [f"δ of layer {info.name} ({info.text}):", ""] + _table(delta, "row", f"δ{info.name}") + [""]
+        for name, grad in bwd.grads.items():
+            lines += [f"**∂L/∂{name}** (‖·‖ = {num(bwd.grad_norms[name])}):", ""] + _table(grad, "out", "in") + [""]
+            try:
+                chain = s.chain_rule(name, _elements(b.param_shapes[name], 1)[0])
+            except Exception:
+                chain = None
+            if chain is not None:
+                lines += ["```", *chain.lines, "```", ""]
+        lines += [f"‖∇L‖ = {num(bwd.grad_norm)}", ""]
+    upd = records.get("update")
+    if upd:
+        lines += ["## 5. Update", ""]
+        for tex in OPTIMIZER_TEX.get(kind, []):
+            lines += [f"$${tex}$$", ""]
+        for name, u in upd.params.items():
+            shape = b.param_shapes[name]
+            lines += [f"**{name}** {tuple(shape)}: W_old, then W_new:", ""]
+            lines += _table(u.old, "out", "in") + [""] + _table(u.new, "out", "in") + [""]
+            shown = _elements(shape, ELEMENTS)
+            lines.append("```")
+            for index in shown:
+                ex = s.explain(name, index)
+                lines.append(f"{name}{index_text(index)}:")
+                lines.extend("  " + line for line in ex.lines)
+            lines.append("```")
+            total = int(np.prod(shape)) if shape else 1
+            if total > len(shown):
+                lines.append(f"({len(shown)} of {total} elements shown; every element follows the same lines.)")
+            lines.append("")
+        lines += [f"‖ΔW‖/‖W‖ over all parameters = {num(upd.update_ratio())}", ""]
+    lines += ["---", f"Made by gdstep from `{sc.file}` at {session.cursor}."]
+    return "\n".join(lines) + "\n"
+
+
+def export_markdown(session, path: str | Path) -> Path:
+    return atomic_write(path, worked_example(session))

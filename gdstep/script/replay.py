@@ -1,0 +1,62 @@
+"""`gdstep replay SCENARIO SCRIPT [--json]`: run a script headless and print a transcript.
+
+Exit 0 when every command ran and every `expect` held, 1 at the first failed `expect`
+(the transcript names its line and the values it read), 2 for a script that does not
+parse or a command that cannot run (one line on stderr naming file, line and column).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from gdstep.errors import ScriptError
+from gdstep.script.parser import parse_script
+from gdstep.script.runner import Runner
+
+
+def read_script(path: str | Path) -> tuple[str, str]:
+    file = str(path)
+    try:
+        return Path(path).read_text(encoding="utf-8"), file
+    except FileNotFoundError:
+        raise ScriptError(file, None, None, "no such file") from None
+    except IsADirectoryError:
+        raise ScriptError(file, None, None, "is a directory, not a script") from None
+    except UnicodeDecodeError:
+        raise ScriptError(file, None, None, "is not a UTF-8 text file") from None
+    except OSError as e:
+        raise ScriptError(file, None, None, e.strerror or str(e)) from None
+
+
+def replay(session, script: str | Path, json_lines: bool = False, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    text, file = read_script(script)
+    commands = parse_script(text, file)
+    runner = Runner(session)
+    runner.file = file
+    for command in commands:        # every name checked before anything runs
+        runner.check(command)
+    if not json_lines:
+        print(f"replaying {file} on {session.describe()}", file=out)
+    for command in commands:
+        outcome = runner.execute(command)
+        if json_lines:
+            print(json.dumps(outcome.to_json(), ensure_ascii=False), file=out, flush=True)
+        else:
+            print(f"{command.line:>4}  {command.text}", file=out)
+            for line in outcome.lines:
+                print(f"      {line}", file=out)
+        if outcome.error:
+            raise ScriptError(file, command.line, command.column, outcome.message.split(": ", 2)[-1]
+                              if outcome.message.startswith(file) else outcome.message)
+        if outcome.failed_expect:
+            if not json_lines:
+                print(f"FAILED: {file}:{command.line}: {outcome.lines[0]}", file=out)
+            return 1
+    if not json_lines:
+        loss = session.loss_value
+        print(f"done: {len(commands)} commands, {session.cursor}" + (f", loss {loss:.6g}" if loss is not None else ""), file=out)
+    return 0
