@@ -312,7 +312,9 @@ class _Parser:
             return fn, "num"
         if "." not in word:
             self.fail(f"unknown name {word!r} (names: {', '.join(NAMES)}; or a parameter such as 0.weight[0,1])", tok)
-        self.fail(f"a parameter needs an element index, such as {word}[0,0]", self.tok)
+        if word.split(".")[0] in NAMES or word.split(".")[0] in FUNCTIONS or "._" in word or word.startswith("_"):
+            self.fail(f"no attributes: {word!r} — a condition reads names and parameter elements only", tok)
+        self.fail(f"a parameter needs an element index, such as {word}[0,0]", tok)
 
     def index(self) -> tuple[int, ...]:
         self.take("[")
