@@ -411,8 +411,11 @@ def parse_scenario(text: str, path: Path | None = None) -> Scenario:
                                base_dir=path.parent if path else None)
     except OSError as e:
         raise ScenarioError(file, "data.path", f"cannot read {e.filename}: {e.strerror}") from None
-    except ValueError as e:
-        raise ScenarioError(file, "data.path" if data.kind == "csv" else "data", str(e)) from None
+    except (ValueError, MemoryError) as e:                        # MemoryError: n far too large
+        where = "data.path" if data.kind == "csv" else "data"
+        if data.kind == "csv" and str(e).startswith("no column "):   # name the key that names the column
+            where = "data.target" if str(e).startswith(f"no column {data.options['target']!r}") else "data.features"
+        raise ScenarioError(file, where, str(e)) from None
     net = build_model(model.layers, dataset.n_features)
     if loss.kind == "bce" and model.layers[-1].kind != "sigmoid":
         raise ScenarioError(file, "loss.kind", 'bce takes probabilities: end model.layers with "sigmoid"')
