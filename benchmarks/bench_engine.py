@@ -1,15 +1,20 @@
 """gdstep's numpy engine and Session against a plain numpy loop and a plain torch CPU loop.
 
-    python benchmarks/bench_engine.py [--steps 560] [--repeats 5]
+    python benchmarks/bench_engine.py [--steps 280] [--rounds 9]
 
-Everything runs in one process, interleaved, on the same data, initial values and batch
-order; the best of the repeats counts. Goals: engine ≥ 0.8 × plain numpy (same dtype) and
-≥ 1.0 × plain torch CPU; Session.run (history and breakpoints on) ≥ 0.8 × plain numpy.
+Everything runs in one process on the same data, initial values and batch order. Each
+round runs every contender once, back to back, and the ratio to the plain numpy loop is
+taken within the round; the median over rounds is reported (this machine's speed drifts
+from second to second, a ratio within a round does not). Goals: engine ≥ 0.8 × plain
+numpy (same dtype) and ≥ 1.0 × plain torch CPU; Session.run with history and breakpoints
+on ≥ 0.8 × plain numpy. Also reported: phases/s when stepping phase by phase, and how
+long the longest rewind takes after 10,000 iterations (goal: under a second).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -19,87 +24,119 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from common import best_of, plain_numpy, plain_torch, scenario  # noqa: E402
+from common import batches, plain_numpy, plain_torch, scenario  # noqa: E402
 
 
 def engine_loop(sc, dtype, steps):
     """The numpy engine alone: the backend's four phases in a loop, no Session."""
     from gdstep.backends.numpy_backend import NumpyBackend
-    from common import batches
 
     backend = NumpyBackend(sc, dtype)
     it = batches(backend.n_samples, 64, sc.seed, steps * 64 // backend.n_samples + 2)
     start = time.perf_counter()
-    for _ in range(steps):
-        x, y = backend.batch(next(it))
-        outputs = backend.forward(x)
-        _, value = backend.loss(outputs, y)
-        _, _, grads = backend.backward(x, outputs, y)
-        backend.update(grads)
-    return time.perf_counter() - start, value
+    with np.errstate(all="ignore"):
+        for _ in range(steps):
+            x, y = backend.batch(next(it))
+            outputs = backend.forward(x)
+            _, value = backend.loss(outputs, y)
+            _, _, grads = backend.backward(x, outputs, y)
+            backend.update(grads)
+    return time.perf_counter() - start
 
 
 def session_run(sc, dtype, steps):
-    """Session.run with history, snapshots and breakpoints on (nan, loss up, exploding gradients)."""
+    """Session.run with history, snapshots and breakpoints on (non-finite, loss spike,
+    exploding gradients)."""
     import gdstep
     s = gdstep.open(sc, dtype=dtype)
     s.add_breakpoint("grad_norm > 1e6", log=False)
     s.add_breakpoint("loss > 100 * prev_loss", log=False)
     start = time.perf_counter()
     result = s.run(max_steps=steps)
+    elapsed = time.perf_counter() - start
     assert result.reason == "max_steps", result
-    return time.perf_counter() - start, s.loss_value
+    return elapsed
 
 
 def session_phases(sc, dtype, steps):
-    """Stepping phase by phase through the public API: s.next_phase() 4 × steps times."""
+    """Stepping phase by phase through the public API: s.next_phase(), 4 × steps times."""
     import gdstep
     s = gdstep.open(sc, dtype=dtype)
     start = time.perf_counter()
     for _ in range(steps * 4):
         s.next_phase()
-    return time.perf_counter() - start, s.loss_value
+    return time.perf_counter() - start
+
+
+def longest_rewind(sc, dtype, iterations=10_000):
+    """Run `iterations`, then rewind to points just before snapshots (the worst case: the
+    most recomputation) and to the start; the slowest rewind counts."""
+    import gdstep
+    s = gdstep.open(sc, dtype=dtype)
+    s.run(max_steps=iterations)
+    end = s.position
+    steps = s._timeline.steps
+    gaps = sorted(((b - a, b) for a, b in zip(steps, steps[1:])), reverse=True)[:3]
+    targets = [4 * (b - 1) + 3 for _, b in gaps] + [4 * 17 + 2, 0]
+    worst = 0.0
+    for target in targets:
+        s.seek(end)
+        start = time.perf_counter()
+        s.seek(target)
+        worst = max(worst, time.perf_counter() - start)
+    return worst, len(steps), s._timeline.nbytes, s._timeline.interval
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=560, help="iterations per measurement (560 = 20 epochs)")
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=280, help="iterations per measurement (280 = 10 epochs)")
+    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--no-rewind", action="store_true", help="skip the 10,000-iteration rewind measurement")
     args = ap.parse_args(argv)
     steps = args.steps
     try:
         import torch
-        torch.set_num_threads(max(1, torch.get_num_threads()))
     except ImportError:
         torch = None
 
-    print(f"MLP 64-128-128-10, ReLU, cross_entropy, Adam lr 1e-3, batch 64, 1792 samples; {steps} steps, best of {args.repeats}")
+    print(f"MLP 64-128-128-10, ReLU, cross_entropy, Adam lr 1e-3, batch 64, 1792 samples; {steps} steps a run, "
+          f"median of {args.rounds} rounds")
+    from gdstep.backends.numpy_backend import NumpyBackend
     for dtype in ("float64", "float32"):
         sc = scenario(dtype)
-        from gdstep.backends.numpy_backend import NumpyBackend
         start = NumpyBackend(sc, dtype)
         params = {k: np.array(v) for k, v in start.params().items()}
-        x, y = start.x, start.y
-        rows = {}
-        for _ in range(args.repeats):
-            for name, fn in [("plain numpy", lambda: plain_numpy(x, y, params, steps)[:2]),
-                             ("gdstep engine", lambda: engine_loop(sc, dtype, steps)),
-                             ("Session.run", lambda: session_run(sc, dtype, steps)),
-                             ("Session phase by phase", lambda: session_phases(sc, dtype, steps))] + (
-                            [("plain torch cpu", lambda: plain_torch(x, y, params, steps, dtype=dtype))] if torch else []):
-                elapsed, _ = fn()
-                rows[name] = min(rows.get(name, float("inf")), elapsed)
-        print(f"\n{dtype}:")
-        base_np = steps / rows["plain numpy"]
-        base_torch = steps / rows["plain torch cpu"] if torch else None
-        for name, elapsed in rows.items():
-            rate = steps / elapsed
-            line = f"  {name:<24} {rate:9.0f} steps/s   × numpy {rate / base_np:5.2f}"
-            if base_torch:
-                line += f"   × torch {rate / base_torch:5.2f}"
+        x, y = np.array(start.x), np.array(start.y)
+        contenders = [("gdstep engine", lambda: engine_loop(sc, dtype, steps)),
+                      ("Session.run", lambda: session_run(sc, dtype, steps)),
+                      ("Session phase by phase", lambda: session_phases(sc, dtype, steps))]
+        if torch is not None:
+            contenders.append(("plain torch cpu", lambda: plain_torch(x, y, params, steps, dtype=dtype)[0]))
+        ratios = {name: [] for name, _ in contenders}
+        rates = {name: [] for name, _ in contenders}
+        base_rates = []
+        for _ in range(args.rounds):
+            base = plain_numpy(x, y, params, steps)[0]
+            base_rates.append(steps / base)
+            for name, fn in contenders:
+                elapsed = fn()
+                ratios[name].append(base / elapsed)
+                rates[name].append(steps / elapsed)
+        print(f"\n{dtype}:   plain numpy {statistics.median(base_rates):7.0f} steps/s")
+        torch_ratio = statistics.median(ratios["plain torch cpu"]) if torch is not None else None
+        for name in ratios:
+            r = statistics.median(ratios[name])
+            line = (f"  {name:<24} {statistics.median(rates[name]):7.0f} steps/s   × plain numpy {r:5.2f} "
+                    f"(range {min(ratios[name]):.2f}–{max(ratios[name]):.2f})")
+            if torch_ratio and name != "plain torch cpu":
+                line += f"   × plain torch {r / torch_ratio:5.2f}"
             if name == "Session phase by phase":
-                line += f"   ({4 * rate:.0f} phases/s)"
+                line += f"   = {4 * statistics.median(rates[name]):.0f} phases/s"
             print(line)
+    if not args.no_rewind:
+        worst, kept, nbytes, interval = longest_rewind(scenario("float64"), "float64")
+        print(f"\nrewind after 10,000 iterations (float64): longest {worst * 1000:.0f} ms; "
+              f"{kept} snapshots kept, {nbytes / 2**20:.1f} MiB, every {interval} steps before the last 16")
 
 
 if __name__ == "__main__":

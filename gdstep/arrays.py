@@ -12,6 +12,7 @@ from typing import Any, Iterable
 import numpy as np
 
 
+_reduce = np.add.reduce
 _ONES: dict[tuple[int, np.dtype], np.ndarray] = {}
 
 
@@ -59,8 +60,10 @@ def all_finite(arrays: Iterable[Any]) -> bool:
     """True when every element is finite; a sum per array first, the exact test only on doubt."""
     for a in arrays:
         if type(a) is np.ndarray:
-            if a.dtype.kind == "f" and not math.isfinite(_blas_sum(a)) and not np.isfinite(a).all():
-                return False
+            if a.dtype.kind == "f":
+                total = _blas_sum(a) if a.size > 1024 else _reduce(a, axis=None)
+                if not math.isfinite(total) and not np.isfinite(a).all():
+                    return False
             continue
         if a is None:
             continue

@@ -340,11 +340,15 @@ class Session:
 
     def step(self, n: int = 1, **kw) -> RunResult:
         """Run n whole iterations (finishing the current one counts as the first)."""
+        if n < 1:
+            return self._no_run(n, "step")
         target = self._step + n
         return self._run(lambda: self._phase == 0 and self._step >= target, **kw)
 
     def epoch(self, n: int = 1, **kw) -> RunResult:
         """Run to the end of the n-th epoch from here (finishing the current one counts)."""
+        if n < 1:
+            return self._no_run(n, "epoch")
         target = self._epoch + n
         return self._run(lambda: self._phase == 0 and self._epoch >= target, **kw)
 
@@ -359,9 +363,18 @@ class Session:
         """Run until a breakpoint, `until`, the scenario's stop_when, max_steps iterations or
         the scenario's epoch limit, whichever comes first."""
         cond = self._condition(until) if until is not None else None
+        if max_steps is not None and max_steps < 1:
+            return self._no_run(max_steps, "run: max_steps", "max_steps")
         start = self._step
         done = (lambda: self._phase == 0 and self._step - start >= max_steps) if max_steps is not None else None
         return self._run(done, until=cond, epoch_limit=True, done_reason="max_steps", **kw)
+
+    def _no_run(self, n: int, what: str, reason: str = "done") -> RunResult:
+        """step(0), epoch(0), run(max_steps=0) run nothing (the run loop runs a phase before
+        it checks whether it is done); a negative count is a mistake."""
+        if n < 0:
+            raise GdstepError(f"{what}: expected a whole number >= 0, got {n}")
+        return RunResult(reason, 0, 0, self.cursor, "nothing to run (0 iterations)")
 
     def _condition(self, text: str | Condition) -> Condition:
         if isinstance(text, Condition):
@@ -550,11 +563,12 @@ class Session:
         self._batch, self._records = None, {}
         del self._losses[boundary.step:], self._loss_epochs[boundary.step:], self._loss_sizes[boundary.step:]
         del self._grad_norms[boundary.step:]
+        self._timeline.start_near()
         dense_from = t_step - self._timeline.recent
         while self.position < target:
             self._phase_fns[self._phase](False)
             if self._phase == 0 and self._step >= dense_from:
-                self._timeline.save(self._boundary())
+                self._timeline.save(self._boundary(), near=True)
 
     # -- explanation --------------------------------------------------------------------------
 
