@@ -52,6 +52,13 @@ class Dataset:
     def n_classes(self) -> int:
         return len(self.class_names) if self.class_names is not None else int(self.y.max()) + 1
 
+    def standardized(self) -> "Dataset":
+        """Each feature shifted and scaled to mean 0 and standard deviation 1 (a constant
+        feature is only shifted)."""
+        std = self.x.std(axis=0)
+        x = (self.x - self.x.mean(axis=0)) / np.where(std > 0, std, 1.0)
+        return Dataset(x, self.y, self.feature_names, self.class_names)
+
 
 def _classes(x: np.ndarray, y: np.ndarray, k: int, feature_names: tuple[str, ...] | None = None) -> Dataset:
     names = feature_names or tuple(f"x{i + 1}" for i in range(x.shape[1]))

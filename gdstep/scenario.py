@@ -49,6 +49,7 @@ class LayerSpec:
 class DataConfig:
     kind: str
     options: Mapping[str, Any]
+    standardize: bool = False       # scale each feature to mean 0, standard deviation 1
 
 
 @dataclass(frozen=True)
@@ -254,7 +255,8 @@ def _read_data(top: _Table) -> DataConfig:
             if value < 0:
                 t.fail(where, f"must be >= 0, got {value}")
             options[key] = value
-    t.done(list(DATA_OPTIONS[kind]) + ["kind"])
+    standardize = t.get("standardize", bool, False)
+    t.done(list(DATA_OPTIONS[kind]) + ["kind", "standardize"])
     if kind == "spiral" and options["n"] < options["classes"]:
         t.fail(t.key_path("n"), "needs at least one sample per class")
     if kind == "linear" and options["weights"] is not None and len(options["weights"]) != options["features"]:
@@ -272,7 +274,7 @@ def _read_data(top: _Table) -> DataConfig:
             t.fail(t.key_path("y"), f"has {len(y_num)} rows but x has {len(options['x'])}")
         all_int = y_arr.ndim == 1 and all(isinstance(v, int) and not isinstance(v, bool) for v in y)
         options["y"] = np.array(y, dtype=np.int64) if all_int else y_num
-    return DataConfig(kind, MappingProxyType(options))
+    return DataConfig(kind, MappingProxyType(options), standardize)
 
 
 def _read_model(top: _Table) -> ModelConfig:
@@ -416,6 +418,8 @@ def parse_scenario(text: str, path: Path | None = None) -> Scenario:
         if data.kind == "csv" and str(e).startswith("no column "):   # name the key that names the column
             where = "data.target" if str(e).startswith(f"no column {data.options['target']!r}") else "data.features"
         raise ScenarioError(file, where, str(e)) from None
+    if data.standardize:
+        dataset = dataset.standardized()
     net = build_model(model.layers, dataset.n_features)
     if loss.kind == "bce" and model.layers[-1].kind != "sigmoid":
         raise ScenarioError(file, "loss.kind", 'bce takes probabilities: end model.layers with "sigmoid"')
