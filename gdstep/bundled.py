@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import tomllib
-from importlib import resources
 from pathlib import Path
 
 from gdstep.errors import ScenarioError
@@ -12,10 +11,13 @@ DEFAULT = "xor"
 
 
 def scenarios_dir() -> Path:
-    checkout = Path(__file__).resolve().parent.parent / "scenarios"
-    if checkout.is_dir():
+    """`scenarios/` of a checkout (an editable install), else the copy a wheel installs
+    as gdstep/_scenarios."""
+    here = Path(__file__).resolve().parent
+    checkout = here.parent / "scenarios"
+    if checkout.is_dir() and (here.parent / "pyproject.toml").is_file():
         return checkout
-    return Path(str(resources.files("gdstep._scenarios")))
+    return here / "_scenarios"
 
 
 def bundled() -> list[tuple[str, Path, str]]:
