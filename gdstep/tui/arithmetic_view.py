@@ -1,0 +1,75 @@
+"""The arithmetic of the selected element: after update `W_new = W_old − η·∇L` in the
+optimizer's own terms with the real numbers (Explanation.lines), after backward the chain
+rule that made its gradient (ChainRule.lines); the optimizer state of that element; and,
+after `g`, the gradient check, analytic beside numeric."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual.reactive import reactive
+from textual.widgets import Static
+
+from gdstep.fmt import num
+from gdstep.tui.snapshot import Arithmetic
+
+
+@dataclass(frozen=True)
+class GradcheckView:
+    label: str            # "2.weight[0,0]"
+    analytic: float
+    numeric: float
+    rel_error: float
+    ok: bool
+    step: int             # the session's position when it was checked: stale after a change
+
+    @classmethod
+    def from_values(cls, label: str, values: dict, ok: bool, position: int) -> "GradcheckView":
+        return cls(label, float(values[f"{label} analytic"]), float(values[f"{label} numeric"]),
+                   float(values[f"{label} relative error"]), ok, position)
+
+
+class ArithmeticView(Static):
+    COMPONENT_CLASSES = {
+        "arithmetic-view--result",
+        "arithmetic-view--label",
+        "arithmetic-view--ok",
+        "arithmetic-view--bad",
+    }
+
+    arithmetic: reactive[Arithmetic | None] = reactive(None, layout=True)
+    gradcheck: reactive[GradcheckView | None] = reactive(None, layout=True)
+
+    @property
+    def lines(self) -> tuple[str, ...]:
+        """The formula lines shown, as plain text (what tests compare with explain())."""
+        return self.arithmetic.lines if self.arithmetic else ()
+
+    def render(self) -> Text:
+        style = self.get_component_rich_style
+        label = style("arithmetic-view--label")
+        out = Text()
+        a = self.arithmetic
+        if a is not None:
+            for line in a.lines:
+                result = line.startswith("W_new") or (a.mode == "chain" and line.startswith("  = ") and line is a.lines[2])
+                out.append(line + "\n", style=style("arithmetic-view--result") if result else "")
+            if a.state:
+                out.append("\n")
+                for line in a.state:
+                    out.append(line + "\n", style=label if not line.startswith("  ") else "")
+        g = self.gradcheck
+        if g is not None:
+            out.append("\n")
+            out.append(f"gradient check {g.label}", style=label)
+            out.append(" (central difference, this batch)\n", style=label)
+            out.append("  analytic ", style=label)
+            out.append(f"{num(g.analytic):>14}")
+            out.append("   numeric ", style=label)
+            out.append(f"{num(g.numeric):>14}\n")
+            out.append("  relative error ", style=label)
+            out.append(f"{g.rel_error:.2e}  ")
+            out.append("ok" if g.ok else "MISMATCH", style=style("arithmetic-view--ok" if g.ok else "arithmetic-view--bad"))
+        out.rstrip()
+        return out

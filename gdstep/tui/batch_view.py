@@ -1,0 +1,55 @@
+"""The batch of the iteration in progress, shown after forward and loss: one column per
+sample, read top to bottom through the network (inputs, each layer's output, the target
+and the per-sample loss)."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.reactive import reactive
+from textual.widgets import Static
+
+from gdstep.tui import cells
+from gdstep.tui.snapshot import BatchPanel
+
+LABEL = 8
+
+
+def batch_capacity(width: int) -> int:
+    """How many samples fit across."""
+    return max(1, (width - LABEL) // (cells.WIDTH + 1))
+
+
+class BatchView(Static):
+    COMPONENT_CLASSES = {
+        "batch-view--label",
+        "batch-view--input",
+        "batch-view--linear",
+        "batch-view--activation",
+        "batch-view--target",
+        "batch-view--loss",
+    }
+
+    panel: reactive[BatchPanel | None] = reactive(None, layout=True)
+
+    def render(self) -> Text:
+        panel = self.panel
+        out = Text(no_wrap=True, overflow="crop")
+        if panel is None:
+            return out
+        label = self.get_component_rich_style("batch-view--label")
+        out.append("sample".ljust(LABEL), style=label)
+        out.append("".join(f"#{int(i)}".rjust(cells.WIDTH) + " " for i in panel.samples), style=label)
+        out.append("\n")
+        group = None
+        for row in panel.rows:
+            if group is not None and row.group != group:
+                out.append("\n")
+            group = row.group
+            style = self.get_component_rich_style(f"batch-view--{row.group}")
+            out.append(row.label.ljust(LABEL), style=style)
+            out.append("".join(cells.cell(v).rjust(cells.WIDTH) + " " for v in row.values))
+            out.append("\n")
+        for note in panel.notes:
+            out.append(f"({note})\n", style=label)
+        out.rstrip()
+        return out

@@ -1,0 +1,42 @@
+"""The event log: the session's events (breakpoints, non-finite values, settings, rewinds,
+gradient checks), the commands typed and their output, and the app's own errors."""
+
+from __future__ import annotations
+
+import time
+
+from rich.text import Text
+from textual.widgets import RichLog
+
+from gdstep.records import Event
+
+KINDS = ("breakpoint", "nonfinite", "setting", "stop", "rewind", "gradcheck", "error", "info", "command", "output")
+
+
+class EventLog(RichLog):
+    COMPONENT_CLASSES = {"event-log--time", "event-log--step"} | {f"event-log--{kind}" for kind in KINDS}
+
+    def __init__(self, *, timestamps: bool = True, id: str | None = None) -> None:
+        super().__init__(id=id, wrap=True, markup=False, highlight=False, max_lines=2000, auto_scroll=True)
+        self.timestamps = timestamps
+        self.messages: list[tuple[str, str]] = []      # (kind, message), for tests and copying
+
+    def add_event(self, event: Event) -> None:
+        self._add(event.kind, event.message, event.time, event.step)
+
+    def add(self, kind: str, message: str, step: int | None = None) -> None:
+        self._add(kind, message, time.time(), step)
+
+    def _add(self, kind: str, message: str, when: float, step: int | None) -> None:
+        self.messages.append((kind, message))
+        style = self.get_component_rich_style
+        line = Text()
+        if self.timestamps:
+            line.append(time.strftime("%H:%M:%S ", time.localtime(when)), style=style("event-log--time"))
+        if step is not None:
+            line.append(f"#{step:<4}", style=style("event-log--step"))
+        tag = kind if kind in KINDS else "info"
+        if kind not in ("command", "output"):
+            line.append(f"{kind:<10} ", style=style(f"event-log--{tag}"))
+        line.append(message, style=style(f"event-log--{tag}") if kind in ("command", "error", "nonfinite") else "")
+        self.write(line)

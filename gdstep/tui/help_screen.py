@@ -1,0 +1,61 @@
+"""The `?` screen: every key the app answers to, read from the bindings themselves so the
+list can never fall behind them."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+EXTRA_KEYS = [
+    ("↑ ↓", "model tree: choose a parameter"),
+    ("click", "a cell of the tensor view selects that element"),
+    ("ctrl+p", "command palette: the actions above, set learning rate…, switch optimizer…"),
+    ("tab / shift+tab", "move the focus between panels"),
+    ("prompt ↑ ↓", "the commands entered before"),
+    ("prompt tab", "complete a command, a parameter, a setting or a condition"),
+    ("prompt escape", "close the prompt"),
+]
+
+
+def key_rows(bindings: list[Binding], describe_key) -> list[tuple[str, str]]:
+    rows: dict[str, list[str]] = {}
+    for b in bindings:
+        if not b.description:
+            continue
+        keys = [describe_key(k.strip()) for k in b.key.split(",")]
+        rows.setdefault(b.description, []).extend(keys)
+    return [(" / ".join(dict.fromkeys(keys)), description) for description, keys in rows.items()]
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [
+        Binding("escape,question_mark,q", "dismiss", "Close help", show=False),
+    ]
+
+    def __init__(self, bindings: list[Binding]) -> None:
+        super().__init__()
+        self._bindings = bindings
+
+    def compose(self) -> ComposeResult:
+        table = Table.grid(padding=(0, 2))
+        table.add_column(style="bold", no_wrap=True)
+        table.add_column()
+        for keys, description in key_rows(self._bindings, self.app.get_key_display_for):
+            table.add_row(keys, description)
+        table.add_row("", "")
+        for keys, description in EXTRA_KEYS:
+            table.add_row(keys, description)
+        with VerticalScroll(id="help-body") as body:
+            body.border_title = "gdstep keys"
+            body.border_subtitle = "escape closes"
+            yield Static(table, id="help-table")
+            yield Static(
+                "A phase runs forward → loss → backward → update; an iteration is all four on one mini-batch. "
+                "Every key that changes the training goes through the script language, so `:save FILE.gds` "
+                "replays to the same state (`gdstep replay SCENARIO FILE.gds`).",
+                id="help-note",
+            )

@@ -1,0 +1,271 @@
+"""The numbers behind the plots: loss and gradient-norm curves, the decision boundary of a
+2-D classifier, the loss surface over two trainable numbers with the path taken.
+
+Everything here is computed on the thread that runs the session (a worker), never while
+the UI thread waits. This module does not import Textual.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gdstep import arrays
+from gdstep.fmt import index_text
+
+MAX_POINTS = 400
+
+
+# -- curves ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Curves:
+    """Loss per iteration and per epoch, gradient norm per layer; x is the iteration (1-based)."""
+
+    n: int
+    x: tuple[float, ...]
+    loss: tuple[float, ...]
+    epoch_x: tuple[float, ...]
+    epoch_loss: tuple[float, ...]
+    grad_norms: tuple[tuple[str, tuple[float, ...], tuple[float, ...]], ...]   # (layer, x, ‖∇‖)
+
+
+def _sample(n: int, limit: int = MAX_POINTS) -> range | list[int]:
+    if n <= limit:
+        return range(n)
+    stride = math.ceil(n / limit)
+    picked = list(range(0, n, stride))
+    if picked[-1] != n - 1:
+        picked.append(n - 1)
+    return picked
+
+
+def curves(history, layers, cache: dict[str, Any]) -> Curves:
+    """`cache` keeps the epoch sums between calls, so a long run costs O(new iterations)."""
+    losses = history.losses
+    n = len(losses)
+    picked = _sample(n)
+    x, y = [], []
+    for i in picked:
+        v = losses[i]
+        if math.isfinite(v):
+            x.append(float(i + 1))
+            y.append(float(v))
+    # the mean loss of each epoch, weighted by batch size, kept incrementally
+    done = cache.get("n", 0)
+    if done > n:
+        cache.clear()
+        done = 0
+    sums: dict[int, list[float]] = cache.setdefault("sums", {})
+    last: dict[int, int] = cache.setdefault("last", {})
+    for i in range(done, n):
+        epoch, size = history.epochs[i], history.batch_sizes[i]
+        acc = sums.setdefault(epoch, [0.0, 0.0])
+        acc[0] += losses[i] * size
+        acc[1] += size
+        last[epoch] = i + 1
+    cache["n"] = n
+    ex, ey = [], []
+    for epoch in sorted(sums):
+        total, count = sums[epoch]
+        mean = total / count if count else math.nan
+        if math.isfinite(mean):
+            ex.append(float(last[epoch]))
+            ey.append(mean)
+    if len(ex) > MAX_POINTS:
+        keep = _sample(len(ex))
+        ex, ey = [ex[i] for i in keep], [ey[i] for i in keep]
+    norms = []
+    grad_norms = history.grad_norms
+    m = len(grad_norms)
+    gpicked = _sample(m)
+    for info in layers:
+        if not info.params:
+            continue
+        gx, gy = [], []
+        for i in gpicked:
+            row = grad_norms[i]
+            sq = sum(row.get(p, 0.0) ** 2 for p in info.params if p in row)
+            if math.isfinite(sq) and any(p in row for p in info.params):
+                gx.append(float(i + 1))
+                gy.append(math.sqrt(sq))
+        if gx:
+            norms.append((f"{info.name} {info.kind}", tuple(gx), tuple(gy)))
+    return Curves(n, tuple(x), tuple(y), tuple(ex), tuple(ey), tuple(norms))
+
+
+# -- the decision boundary ------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class Boundary:
+    """The predicted class over a grid of the input plane, and the data on it."""
+
+    grid_x: np.ndarray
+    grid_y: np.ndarray
+    grid_class: np.ndarray
+    grid_sure: np.ndarray              # the prediction is confident (p ≥ 0.75 or its softmax share)
+    x: np.ndarray                      # the data points (a sample of at most 600)
+    y: np.ndarray
+    label: np.ndarray
+    classes: int
+    step: int
+
+
+class BoundaryMaker:
+    """For 2-D classification data on a backend that can `predict`."""
+
+    def __init__(self, session, max_points: int = 600):
+        self.session = session
+        backend = session.backend
+        x, y = backend.batch(np.arange(backend.n_samples))
+        x, y = arrays.to_numpy(x).astype(float), arrays.to_numpy(y)
+        if len(x) > max_points:
+            keep = np.random.default_rng(0).choice(len(x), max_points, replace=False)
+            x, y = x[keep], y[keep]
+        self.x = x
+        self.label = (y.reshape(len(y), -1)[:, 0] > 0.5).astype(int) if y.dtype.kind == "f" else y.reshape(-1).astype(int)
+        self.classes = int(max(2, self.label.max(initial=0) + 1))
+        lo, hi = self.x.min(axis=0), self.x.max(axis=0)
+        pad = (hi - lo) * 0.08 + 1e-9
+        self.box = (lo[0] - pad[0], hi[0] + pad[0], lo[1] - pad[1], hi[1] + pad[1])
+
+    @staticmethod
+    def supported(session) -> bool:
+        backend = session.backend
+        if not hasattr(backend, "predict") or session.scenario.loss.kind not in ("bce", "cross_entropy"):
+            return False
+        try:
+            x, _ = backend.batch(np.arange(min(1, backend.n_samples)))
+        except Exception:
+            return False
+        return len(arrays.shape(x)) == 2 and arrays.shape(x)[1] == 2
+
+    def compute(self, cols: int = 64, rows: int = 32) -> Boundary:
+        x0, x1, y0, y1 = self.box
+        gx, gy = np.meshgrid(np.linspace(x0, x1, cols), np.linspace(y0, y1, rows))
+        points = np.column_stack([gx.ravel(), gy.ravel()])
+        out = arrays.to_numpy(self.session.backend.predict(points)).astype(float)
+        out = out.reshape(len(points), -1)
+        with np.errstate(all="ignore"):
+            if out.shape[1] == 1:
+                p = out[:, 0]
+                cls = (p > 0.5).astype(int)
+                sure = np.abs(p - 0.5) >= 0.25
+            else:
+                cls = out.argmax(axis=1)
+                e = np.exp(out - out.max(axis=1, keepdims=True))
+                share = e.max(axis=1) / e.sum(axis=1)
+                sure = share >= 0.75
+        cls = np.where(np.isfinite(out).all(axis=1), cls, -1)
+        return Boundary(points[:, 0], points[:, 1], cls, sure, self.x[:, 0], self.x[:, 1], self.label, self.classes,
+                        self.session.step_count)
+
+
+# -- the loss surface ------------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class Surface:
+    """The loss over the whole data set as a function of the two trainable numbers."""
+
+    labels: tuple[str, str]
+    grid_x: np.ndarray
+    grid_y: np.ndarray
+    grid_loss: np.ndarray
+    path: tuple[tuple[float, float], ...]
+
+
+def two_numbers(session) -> tuple[tuple[str, tuple[int, ...]], tuple[str, tuple[int, ...]]] | None:
+    """The model's trainable numbers when there are exactly two, as (name, index) pairs."""
+    shapes = session.backend.param_shapes
+    found = []
+    for name in shapes:
+        if name not in session.backend.trainable:
+            continue
+        shape = tuple(shapes[name])
+        for index in np.ndindex(*shape) if shape else [()]:
+            found.append((name, tuple(int(i) for i in index)))
+            if len(found) > 2:
+                return None
+    return (found[0], found[1]) if len(found) == 2 else None
+
+
+class SurfaceMaker:
+    """Keeps the path of the two numbers (one point per step) and the loss over a grid that
+    covers it; the grid is recomputed only when the path leaves it."""
+
+    def __init__(self, session, numbers, cols: int = 40, rows: int = 20):
+        self.session = session
+        self.numbers = numbers
+        self.cols, self.rows = cols, rows
+        x, y = session.backend.batch(np.arange(session.backend.n_samples))
+        self._data = (x, y)
+        self._path: dict[int, tuple[float, float]] = {}
+        self._grid: tuple[tuple[float, float, float, float], np.ndarray, np.ndarray, np.ndarray] | None = None
+        self.labels = tuple(f"{name}{index_text(index)}" for name, index in numbers)
+
+    @staticmethod
+    def supported(session) -> bool:
+        """Two trainable numbers in two tensors (`loss_value` overrides one element per tensor)."""
+        numbers = two_numbers(session)
+        return numbers is not None and numbers[0][0] != numbers[1][0] and hasattr(session.backend, "loss_value")
+
+    def resize(self, cols: int, rows: int) -> None:
+        """One grid point per character cell of the plot; a new size recomputes the grid."""
+        if (cols, rows) != (self.cols, self.rows):
+            self.cols, self.rows = cols, rows
+            self._grid = None
+
+    def observe(self) -> None:
+        """Note where the two numbers are now (called after every phase of a run)."""
+        s = self.session
+        step = s.step_count
+        if step in self._path:
+            return
+        params = s.backend.params()
+        self._path[step] = tuple(arrays.element(params[name], index) for name, index in self.numbers)
+
+    def compute(self) -> Surface:
+        step = self.session.step_count
+        for k in [k for k in self._path if k > step]:
+            del self._path[k]
+        self.observe()
+        path = tuple(self._path[k] for k in sorted(self._path))
+        finite = [p for p in path if all(math.isfinite(v) and abs(v) < 1e150 for v in p)]
+        box = _box(finite)
+        if self._grid is None or not _inside(box, self._grid[0]):
+            self._grid = (_grow(box),) + self._loss_grid(_grow(box))
+        _, gx, gy, loss = self._grid
+        return Surface(self.labels, gx, gy, loss, path)
+
+    def _loss_grid(self, box) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        x0, x1, y0, y1 = box
+        gx, gy = np.meshgrid(np.linspace(x0, x1, self.cols), np.linspace(y0, y1, self.rows))
+        (a, ia), (b, ib) = self.numbers
+        x, y = self._data
+        backend = self.session.backend
+        loss = np.empty(gx.size)
+        for k, (u, v) in enumerate(zip(gx.ravel(), gy.ravel())):
+            loss[k] = backend.loss_value(x, y, {a: (ia, float(u)), b: (ib, float(v))})
+        return gx.ravel(), gy.ravel(), loss
+
+
+def _box(points) -> tuple[float, float, float, float]:
+    if not points:
+        return (-1.0, 1.0, -1.0, 1.0)
+    xs = [p[0] for p in points]
+    ys = [p[1] for p in points]
+    return (min(xs), max(xs), min(ys), max(ys))
+
+
+def _grow(box) -> tuple[float, float, float, float]:
+    x0, x1, y0, y1 = box
+    wx = max(x1 - x0, 1.0, abs(x0) * 0.5, abs(x1) * 0.5)
+    wy = max(y1 - y0, 1.0, abs(y0) * 0.5, abs(y1) * 0.5)
+    return (x0 - 0.5 * wx, x1 + 0.5 * wx, y0 - 0.5 * wy, y1 + 0.5 * wy)
+
+
+def _inside(box, outer) -> bool:
+    return outer[0] <= box[0] and box[1] <= outer[1] and outer[2] <= box[2] and box[3] <= outer[3]

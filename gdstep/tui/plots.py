@@ -1,0 +1,152 @@
+"""The plots (plotext): loss per iteration and per epoch, gradient norm per layer, the
+decision boundary of a 2-D classifier, the loss surface over two numbers with the path.
+
+Each widget draws data computed elsewhere (plot_data, on the worker thread); drawing is
+all that happens here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from textual.color import Color
+from textual.reactive import reactive
+from textual_plotext import PlotextPlot
+
+from gdstep.tui.plot_data import Boundary, Curves, Surface
+
+PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+           (227, 119, 194), (127, 127, 127)]
+SEQUENTIAL = [(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)]   # viridis
+
+
+def _log_scale(values) -> bool:
+    positive = [v for v in values if v > 0]
+    return len(positive) == len(values) and len(values) > 1 and max(positive) / min(positive) > 100
+
+
+def _hex(rgb: tuple[int, int, int]) -> str:
+    return "#%02x%02x%02x" % rgb
+
+
+def _key(*items: tuple[str, tuple[int, int, int]]) -> str:
+    """A legend for the border title: each name in its line's colour."""
+    return " ".join(f"[{_hex(rgb)}]■[/] {name}" for name, rgb in items)
+
+
+class _Plot(PlotextPlot):
+    def _faded(self, rgb: tuple[int, int, int], amount: float) -> tuple[int, int, int]:
+        """A colour between the plot's background and rgb, legible in dark and light themes."""
+        surface = Color.parse(self.app.theme_variables.get("surface", "#1e1e1e"))
+        mixed = surface.blend(Color(*rgb), amount)
+        return (mixed.r, mixed.g, mixed.b)
+
+
+class LossPlot(_Plot):
+    curves: reactive[Curves | None] = reactive(None)
+
+    def watch_curves(self, curves: Curves | None) -> None:
+        plt = self.plt
+        plt.clear_figure()
+        if curves is None or not curves.x:
+            self.border_title = "loss"
+            self.border_subtitle = "no iteration yet"
+            self.refresh()
+            return
+        values = list(curves.loss) + list(curves.epoch_loss)
+        log = _log_scale(values)
+        if log:
+            plt.yscale("log")
+        plt.plot(list(curves.x), list(curves.loss), marker="braille", color=PALETTE[0])
+        items = [("iteration", PALETTE[0])]
+        if 1 < len(curves.epoch_x) < len(curves.x):
+            plt.plot(list(curves.epoch_x), list(curves.epoch_loss), marker="braille", color=PALETTE[1])
+            items.append(("epoch mean", PALETTE[1]))
+        self.border_title = "loss" + (" (log)" if log else "") + "  " + _key(*items)
+        self.border_subtitle = f"{curves.n} iterations"
+        self.refresh()
+
+
+class GradNormPlot(_Plot):
+    curves: reactive[Curves | None] = reactive(None)
+
+    def watch_curves(self, curves: Curves | None) -> None:
+        plt = self.plt
+        plt.clear_figure()
+        if curves is None or not curves.grad_norms:
+            self.border_title = "‖∇W‖ per layer"
+            self.border_subtitle = "after backward"
+            self.refresh()
+            return
+        values = [v for _, _, ys in curves.grad_norms for v in ys]
+        log = _log_scale(values)
+        if log:
+            plt.yscale("log")
+        items = []
+        for k, (layer, xs, ys) in enumerate(curves.grad_norms):
+            colour = PALETTE[k % len(PALETTE)]
+            plt.plot(list(xs), list(ys), marker="braille", color=colour)
+            items.append((layer.split()[0], colour))
+        self.border_title = "‖∇W‖ per layer" + (" (log)" if log else "") + "  " + _key(*items)
+        self.border_subtitle = "v: next plot"
+        self.refresh()
+
+
+class BoundaryPlot(_Plot):
+    boundary: reactive[Boundary | None] = reactive(None)
+
+    def watch_boundary(self, b: Boundary | None) -> None:
+        plt = self.plt
+        plt.clear_figure()
+        self.border_subtitle = "v: next plot"
+        if b is None:
+            self.border_title = "decision boundary"
+            self.refresh()
+            return
+        for c in range(b.classes):
+            colour = PALETTE[c % len(PALETTE)]
+            for sure, amount in ((False, 0.14), (True, 0.3)):
+                mask = (b.grid_class == c) & (b.grid_sure == sure)
+                if mask.any():
+                    plt.scatter(b.grid_x[mask].tolist(), b.grid_y[mask].tolist(), marker="█",
+                                color=self._faded(colour, amount))
+        for c in range(b.classes):
+            mask = b.label == c
+            if mask.any():
+                plt.scatter(b.x[mask].tolist(), b.y[mask].tolist(), marker="•", color=PALETTE[c % len(PALETTE)])
+        self.border_title = f"decision boundary · step {b.step}"
+        self.refresh()
+
+
+class SurfacePlot(_Plot):
+    surface: reactive[Surface | None] = reactive(None)
+
+    def watch_surface(self, s: Surface | None) -> None:
+        plt = self.plt
+        plt.clear_figure()
+        self.border_subtitle = "v: next plot"
+        if s is None:
+            self.border_title = "loss surface"
+            self.refresh()
+            return
+        with np.errstate(all="ignore"):
+            level = np.log10(np.maximum(s.grid_loss, 1e-300))
+        finite = np.isfinite(level)
+        if finite.any():
+            edges = np.quantile(level[finite], np.linspace(0, 1, len(SEQUENTIAL) + 1)[1:-1])
+            bins = np.where(finite, np.searchsorted(edges, level), len(SEQUENTIAL) - 1)
+            for k, colour in enumerate(SEQUENTIAL):
+                mask = bins == k
+                if mask.any():
+                    plt.scatter(s.grid_x[mask].tolist(), s.grid_y[mask].tolist(), marker="█",
+                                color=self._faded(colour, 0.5))
+        path = [p for p in s.path if all(math.isfinite(v) and abs(v) < 1e150 for v in p)]
+        if path:
+            xs, ys = [p[0] for p in path], [p[1] for p in path]
+            plt.plot(xs, ys, marker="braille", color=PALETTE[3])
+            plt.scatter(xs, ys, marker="•", color=PALETTE[3])
+            plt.scatter([xs[-1]], [ys[-1]], marker="◆", color=PALETTE[1])
+        self.border_title = f"loss surface · [{_hex(PALETTE[3])}]•[/] path [{_hex(PALETTE[1])}]◆[/] now"
+        self.border_subtitle = f"x {s.labels[0]} · y {s.labels[1]}"
+        self.refresh()

@@ -1,0 +1,114 @@
+"""The `:` command prompt: one line of the script language, with history (up/down) and
+completion (Tab)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from textual.binding import Binding
+from textual.message import Message
+from textual.widgets import Input
+
+
+class PromptHistory:
+    """Lines entered, with a cursor: `back()` and `forward()` return whether they moved."""
+
+    def __init__(self, limit: int = 500):
+        self.lines: list[str] = []
+        self.limit = limit
+        self._cursor = 0
+        self._draft = ""
+
+    def add(self, line: str) -> None:
+        line = line.strip()
+        if line and (not self.lines or self.lines[-1] != line):
+            self.lines.append(line)
+            del self.lines[:-self.limit]
+        self._cursor = len(self.lines)
+        self._draft = ""
+
+    @property
+    def current(self) -> str:
+        return self.lines[self._cursor] if self._cursor < len(self.lines) else self._draft
+
+    def back(self, draft: str) -> bool:
+        if self._cursor == 0:
+            return False
+        if self._cursor == len(self.lines):
+            self._draft = draft
+        self._cursor -= 1
+        return True
+
+    def forward(self) -> bool:
+        if self._cursor >= len(self.lines):
+            return False
+        self._cursor += 1
+        return True
+
+
+class CommandPrompt(Input):
+    BINDINGS = [
+        Binding("up", "history_back", "Previous command", show=False),
+        Binding("down", "history_forward", "Next command", show=False),
+        Binding("tab", "complete", "Complete", show=False),
+        Binding("escape", "close", "Close the prompt", show=False),
+    ]
+
+    class Closed(Message):
+        """Escape: hide the prompt."""
+
+    def __init__(self, complete: Callable[[str], list[str]], *, id: str | None = None) -> None:
+        super().__init__(placeholder="step 3 · run until loss < 0.1 · set lr 0.1 · break loss > prev_loss · "
+                                     "print 2.weight[0,1] · back 2 · save FILE.gds   (Tab completes)", id=id)
+        self.history = PromptHistory()
+        self._complete = complete
+        self._choices: list[str] = []
+        self._choice = -1
+
+    def action_history_back(self) -> None:
+        if self.history.back(self.value):
+            self._set(self.history.current)
+
+    def action_history_forward(self) -> None:
+        if self.history.forward():
+            self._set(self.history.current)
+
+    def action_complete(self) -> None:
+        """Complete to the longest common prefix; pressing Tab again cycles the candidates."""
+        if self._choices and self.value in self._choices:
+            self._choice = (self._choices.index(self.value) + 1) % len(self._choices)
+            self._set(self._choices[self._choice], keep_choices=True)
+            return
+        choices = self._complete(self.value)
+        if not choices:
+            self.app.bell()
+            return
+        self._choices = choices
+        prefix = _common_prefix(choices)
+        if len(choices) == 1:
+            self._set(choices[0] + " ", keep_choices=False)
+        elif len(prefix) > len(self.value):
+            self._set(prefix, keep_choices=True)
+        else:
+            self._set(choices[0], keep_choices=True)
+        if len(choices) > 1:
+            self.notify("  ".join(choices[:12]) + (" …" if len(choices) > 12 else ""), title="completions", timeout=4)
+
+    def action_close(self) -> None:
+        self.post_message(self.Closed())
+
+    def _set(self, text: str, keep_choices: bool = False) -> None:
+        if not keep_choices:
+            self._choices = []
+        self.value = text
+        self.cursor_position = len(text)
+
+
+def _common_prefix(words: list[str]) -> str:
+    if not words:
+        return ""
+    first, last = min(words), max(words)
+    i = 0
+    while i < min(len(first), len(last)) and first[i] == last[i]:
+        i += 1
+    return first[:i]

@@ -1,0 +1,416 @@
+"""What the screen shows, read from the Session in one go: an immutable Snapshot.
+
+A Snapshot is taken on the thread that runs the session (the run worker, or the UI thread
+when nothing runs), so the widgets never read a session that is changing under them. It
+holds windows of the arrays (never a whole large tensor), the explanation lines of the
+selected element and the curves for the plots. This module does not import Textual.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from gdstep import arrays
+from gdstep.errors import GdstepError
+from gdstep.fmt import hp, index_text, num
+from gdstep.records import Cursor, Event
+from gdstep.tui.plot_data import Boundary, Curves, Surface, curves
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The parameter shown in the tensor view and its selected element, as (row, col) of
+    the parameter seen as a matrix: a bias is a column, higher dimensions are flattened."""
+
+    name: str | None = None
+    row: int = 0
+    col: int = 0
+
+
+def as_matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
+    if len(shape) == 0:
+        return 1, 1
+    if len(shape) == 1:
+        return shape[0], 1
+    return shape[0], int(np.prod(shape[1:], dtype=np.int64))
+
+
+def element_index(shape: tuple[int, ...], row: int, col: int) -> tuple[int, ...]:
+    """The parameter's own index of the matrix element (row, col)."""
+    if len(shape) == 0:
+        return ()
+    if len(shape) == 1:
+        return (row,)
+    if len(shape) == 2:
+        return (row, col)
+    return (row, *(int(i) for i in np.unravel_index(col, shape[1:])))
+
+
+def clamp_selection(selection: Selection, shapes: dict[str, tuple[int, ...]]) -> Selection:
+    if selection.name not in shapes:
+        return selection
+    rows, cols = as_matrix_shape(tuple(shapes[selection.name]))
+    row, col = min(max(selection.row, 0), rows - 1), min(max(selection.col, 0), cols - 1)
+    if (row, col) == (selection.row, selection.col):
+        return selection
+    return Selection(selection.name, row, col)
+
+
+@dataclass(frozen=True, eq=False)
+class Grid:
+    """One of W, ∇W, W_new: a window of values, or why there is none yet."""
+
+    label: str
+    values: np.ndarray | None
+    note: str = ""
+    stats: arrays.Stats | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class TensorPanel:
+    name: str
+    shape: tuple[int, ...]
+    row: int
+    col: int
+    index: tuple[int, ...]
+    origin: tuple[int, int]            # (row, col) of the window's top-left element
+    grids: tuple[Grid, Grid, Grid]
+    caption: str
+    whole: bool                        # the window shows every element
+
+
+@dataclass(frozen=True)
+class Arithmetic:
+    """The update arithmetic (or, after backward, the chain rule) of the selected element."""
+
+    mode: str                          # update | chain | previous | none | error
+    title: str
+    lines: tuple[str, ...]
+    state: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
+class BatchRow:
+    label: str                         # "x[0]", "z0[3]", "loss"
+    values: np.ndarray                 # one value per shown sample
+    group: str                         # "input", "linear", "activation", "target", "loss"
+
+
+@dataclass(frozen=True, eq=False)
+class BatchPanel:
+    """The batch of the iteration in progress: each sample is a column, read top to bottom
+    through the network."""
+
+    phase: str
+    title: str
+    samples: np.ndarray                # dataset rows of the shown samples
+    size: int                          # samples in the batch
+    rows: tuple[BatchRow, ...]
+    notes: tuple[str, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class Snapshot:
+    scenario: str
+    cursor: Cursor
+    phase_due: str
+    last_phase: str | None
+    step: int
+    iterations_per_epoch: int
+    epochs: int
+    loss: float | None
+    loss_change: float | None
+    lr: float
+    optimizer: str
+    backend: str
+    device: str
+    dtype: str
+    breakpoints: tuple[str, ...]
+    tensor: TensorPanel | None
+    arithmetic: Arithmetic
+    batch: BatchPanel | None
+    curves: Curves
+    events: tuple[Event, ...]          # events new since the previous snapshot
+    boundary: Boundary | None = None
+    surface: Surface | None = None
+    grad_norms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Layout:
+    """How much of each view fits on screen; set by the widgets, read by the Snapshotter."""
+
+    tensor_rows: int = 6
+    tensor_cols: int = 2
+    batch_samples: int = 6
+    batch_units: int = 4
+
+
+class StatsCache:
+    """Statistics of the last few arrays seen: a record's arrays never change, so moving
+    the cursor over a million-element tensor does not recompute them."""
+
+    def __init__(self, size: int = 8):
+        self.size = size
+        self._entries: list[tuple[Any, arrays.Stats]] = []
+
+    def __call__(self, a: Any) -> arrays.Stats:
+        for held, value in self._entries:
+            if held is a:
+                return value
+        value = arrays.stats(a)
+        self._entries.append((a, value))
+        del self._entries[:-self.size]
+        return value
+
+
+class Snapshotter:
+    """Takes Snapshots of one session; keeps only caches and what it has already reported."""
+
+    def __init__(self, session):
+        self.session = session
+        self.layout = Layout()
+        self.stats = StatsCache()
+        self._events_seen = 0
+        self._curves_cache: dict[str, Any] = {}
+
+    def invalidate(self) -> None:
+        """After a rewind or a change of settings: the history may have been rewritten."""
+        self._curves_cache.clear()
+
+    def take(self, selection: Selection, *, boundary: Boundary | None = None,
+             surface: Surface | None = None) -> Snapshot:
+        s = self.session
+        losses = s.history
+        loss, prev = s.loss_value, s.prev_loss
+        change = loss - prev if loss is not None and prev is not None else None
+        events = tuple(s.events[self._events_seen:])
+        self._events_seen += len(events)
+        opt = s.optimizer
+        bwd = s.record("backward")
+        return Snapshot(
+            scenario=s.scenario.name,
+            cursor=s.cursor,
+            phase_due=s.phase_due,
+            last_phase=s.last_phase,
+            step=s.step_count,
+            iterations_per_epoch=s.iterations_per_epoch,
+            epochs=s.epochs,
+            loss=loss,
+            loss_change=change,
+            lr=s.lr,
+            optimizer=getattr(opt, "kind", type(opt).__name__),
+            backend=s.backend.name,
+            device=str(s.backend.device),
+            dtype=str(s.backend.dtype),
+            breakpoints=tuple(f"{bp.id}: {bp.text}" for bp in s.breakpoints),
+            tensor=self._tensor(selection),
+            arithmetic=self._arithmetic(selection),
+            batch=self._batch(),
+            curves=curves(losses, [info for info in s.backend.layers], self._curves_cache),
+            events=events,
+            boundary=boundary,
+            surface=surface,
+            grad_norms=dict(bwd.grad_norms) if bwd is not None else {},
+        )
+
+    # -- the tensor view ------------------------------------------------------------------------
+
+    def _tensor(self, selection: Selection) -> TensorPanel | None:
+        s = self.session
+        shapes = s.backend.param_shapes
+        name = selection.name
+        if name not in shapes:
+            return None
+        shape = tuple(shapes[name])
+        selection = clamp_selection(selection, shapes)
+        row, col = selection.row, selection.col
+        index = element_index(shape, row, col)
+        rows_total, cols_total = as_matrix_shape(shape)
+        rows, cols = max(1, self.layout.tensor_rows), max(1, self.layout.tensor_cols)
+        whole = rows_total <= rows and cols_total <= cols
+        frozen = name not in s.backend.trainable
+
+        upd, bwd = s.record("update"), s.record("backward")
+        origin = (0, 0)
+
+        def grid(label: str, a: Any, note: str = "") -> Grid:
+            nonlocal origin
+            if a is None:
+                return Grid(label, None, note)
+            values, r0, c0 = arrays.window(_as_matrix(a, shape), row, col, rows, cols)
+            origin = (r0, c0)
+            return Grid(label, np.array(values, dtype=float), note, None if whole else self.stats(a))
+
+        if s.last_phase == "update" and upd is not None and name in upd.params:
+            u = upd.params[name]
+            grids = (grid("W_old", u.old), grid("∇W", u.grad), grid("W_new", u.new))
+            caption = f"update {upd.step + 1} · {getattr(upd.optimizer, 'kind', '')} · lr {hp(upd.lr)}"
+        else:
+            w = s.backend.params()[name]
+            this_iteration = bwd is not None and s.last_phase == "backward" and bwd.step == s.step_count
+            if frozen:
+                g = grid("∇W", None, "frozen: no gradient")
+                new = grid("W_new", None, "frozen: never updated")
+            else:
+                g = grid("∇W", bwd.grads[name]) if this_iteration and name in bwd.grads else \
+                    grid("∇W", None, "after backward")
+                new = grid("W_new", None, "after update")
+            grids = (grid("W", w), g, new)
+            caption = "frozen" if frozen else {None: "start", "forward": "after forward", "loss": "after loss",
+                                               "backward": "after backward · before update",
+                                               "update": "after update"}[s.last_phase]
+        return TensorPanel(name, shape, row, col, index, origin, grids, caption, whole)
+
+    # -- the arithmetic panel -------------------------------------------------------------------
+
+    def _arithmetic(self, selection: Selection) -> Arithmetic:
+        s = self.session
+        shapes = s.backend.param_shapes
+        name = selection.name
+        if name not in shapes:
+            return Arithmetic("none", "update arithmetic", ("Select a parameter in the model tree.",))
+        shape = tuple(shapes[name])
+        selection = clamp_selection(selection, shapes)
+        index = element_index(shape, selection.row, selection.col)
+        label = f"{name}{index_text(index)}"
+        if name not in s.backend.trainable:
+            return Arithmetic("none", label, (f"{name} is frozen: it is never updated.",))
+        try:
+            if s.last_phase == "update":
+                ex = s.explain(name, index)
+                title = f"{label} · {ex.optimizer} · update {ex.step + 1}"
+                return Arithmetic("update", title, ex.lines,
+                                  _state_lines(ex.state_before, ex.state_after, s.record("update").optimizer))
+            if s.last_phase == "backward":
+                try:
+                    chain = s.chain_rule(name, index)
+                    lines = chain.lines
+                except GdstepError as e:
+                    g = arrays.element(s.record("backward").grads[name], index)
+                    lines = (f"∂L/∂W{index_text(index)} = {num(g)}", f"({e})")
+                title = f"{label} · chain rule · before update {s.step_count + 1}"
+                return Arithmetic("chain", title, tuple(lines), self._state_now(name, index))
+        except GdstepError as e:
+            return Arithmetic("error", label, (str(e),))
+        opt = s.optimizer
+        lines = (f"{getattr(opt, 'kind', type(opt).__name__)}: {_hyperparameters(opt)}",
+                 "n runs the next phase: forward → loss → backward → update.",
+                 "After backward this panel shows the chain rule of the element,",
+                 "after update its update arithmetic, W_new = W_old − η·∇L.")
+        return Arithmetic("none", label, lines, self._state_now(name, index))
+
+    def _state_now(self, name: str, index: tuple[int, ...]) -> tuple[str, ...]:
+        state = self.session.backend.optimizer_state().get(name, {})
+        values = {k: _element_or_value(v, index) for k, v in state.items()}
+        if not values:
+            return ("optimizer state: none yet" if not self.session.step_count else "optimizer state: none",)
+        return ("optimizer state (before this update):",) + tuple(f"  {k} = {_show(v)}" for k, v in values.items())
+
+    # -- the batch view -------------------------------------------------------------------------
+
+    def _batch(self) -> BatchPanel | None:
+        s = self.session
+        if s.last_phase not in ("forward", "loss"):
+            return None
+        fwd = s.record("forward")
+        if fwd is None:
+            return None
+        size = len(fwd.indices)
+        shown = min(size, max(1, self.layout.batch_samples))
+        units = max(1, self.layout.batch_units)
+        samples = arrays.to_numpy(fwd.indices[:shown])
+        rows: list[BatchRow] = []
+        notes: list[str] = []
+
+        def add(symbol: str, a: Any, group: str) -> None:
+            cols = arrays.shape(a)[1] if len(arrays.shape(a)) > 1 else 1
+            values = arrays.to_numpy(a[:shown]).reshape(shown, -1)
+            for j in range(min(cols, units)):
+                rows.append(BatchRow(f"{symbol}[{j}]", values[:, j].astype(float), group))
+            if cols > units:
+                notes.append(f"{symbol}: {units} of {cols} units shown")
+
+        add("x", fwd.inputs, "input")
+        layers = s.backend.layers
+        for k, out in enumerate(fwd.outputs):
+            kind = layers[k].kind if k < len(layers) else "?"
+            symbol = f"z{k}" if kind == "linear" else f"a{k}"
+            add(symbol, out, "linear" if kind == "linear" else "activation")
+        title = f"forward of iteration {fwd.iteration}: {size} sample{'s' if size != 1 else ''}"
+        loss = s.record("loss")
+        if s.last_phase == "loss" and loss is not None:
+            target = arrays.to_numpy(loss.target[:shown])
+            if target.ndim == 1:
+                rows.append(BatchRow("target", target.astype(float), "target"))
+            else:
+                for j in range(min(target.shape[1], units)):
+                    rows.append(BatchRow(f"t[{j}]", target[:, j].astype(float), "target"))
+            per = arrays.to_numpy(loss.per_sample[:shown]).reshape(shown, -1).sum(axis=1)
+            rows.append(BatchRow("loss", per.astype(float), "loss"))
+            title = f"loss of iteration {fwd.iteration}: {loss.kind} = {num(loss.value)} over {size} sample{'s' if size != 1 else ''}"
+        if size > shown:
+            notes.append(f"{shown} of {size} samples shown")
+        return BatchPanel(s.last_phase, title, samples, size, tuple(rows), tuple(notes))
+
+
+def _as_matrix(a: Any, shape: tuple[int, ...]) -> Any:
+    if len(shape) <= 2:
+        return a
+    return a.reshape(shape[0], -1)
+
+
+def _element_or_value(v: Any, index: tuple[int, ...]) -> Any:
+    if v is None or isinstance(v, (int, float)):
+        return v
+    if arrays.shape(v) == ():
+        return float(arrays.to_numpy(v))
+    return arrays.element(v, index)
+
+
+def _show(v: Any) -> str:
+    if v is None:
+        return "none"
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, int):
+        return str(v)
+    return num(v)
+
+
+def _hyperparameters(opt: Any) -> str:
+    import dataclasses
+    if not dataclasses.is_dataclass(opt):
+        return repr(opt)
+    parts = []
+    for f in dataclasses.fields(opt):
+        value = getattr(opt, f.name)
+        if isinstance(value, bool):
+            parts.append(f"{f.name}={str(value).lower()}")
+        elif isinstance(value, (int, float)):
+            parts.append(f"{f.name}={hp(value)}")
+        elif isinstance(value, tuple):
+            parts.append(f"{f.name}=({', '.join(hp(v) for v in value)})")
+        else:
+            parts.append(f"{f.name}={value}")
+    return ", ".join(parts)
+
+
+def _state_lines(before: dict[str, Any], after: dict[str, Any], opt: Any) -> tuple[str, ...]:
+    lines = [f"{getattr(opt, 'kind', type(opt).__name__)}: {_hyperparameters(opt)}"]
+    keys = list(dict.fromkeys([*before, *after]))
+    if not keys:
+        lines.append("optimizer state: none (this optimizer keeps no state)")
+        return tuple(lines)
+    lines.append("optimizer state (before → after):")
+    for key in keys:
+        lines.append(f"  {key}: {_show(before.get(key))} → {_show(after.get(key))}")
+    return tuple(lines)
+
+
+def is_finite(x: float | None) -> bool:
+    return x is not None and math.isfinite(x)
