@@ -290,6 +290,11 @@ def test_dataset_shapes_and_classes():
     assert d.is_classification and d.n_classes == 4 and np.bincount(d.y).tolist() == [15] * 4
     d = parse(data_scenario(DATA["blobs"], 0)).dataset
     assert d.x.shape == (45, 5) and np.bincount(d.y).tolist() == [15, 15, 15]
+    d = parse(data_scenario('kind = "blobs"\nn = 900\nclasses = 3\nfeatures = 2\nstd = 0.25', 0)).dataset
+    for k in range(3):
+        spread = d.x[d.y == k] - d.x[d.y == k].mean(axis=0)
+        assert spread.std() == pytest.approx(0.25, rel=0.1)
+    assert np.all(np.abs(d.x) < 5.0 + 6 * 0.25)                # centres drawn in [−5, 5]
     d = parse(data_scenario(DATA["linear"], 0)).dataset
     assert d.x.shape == (30, 3) and d.y.shape == (30, 1) and not d.is_classification
     for kind in ("moons", "circles", "xor"):

@@ -459,6 +459,27 @@ def test_set_batch_size():
         s.set(batch_size=0)
 
 
+def test_rewind_across_settings_changes_is_exact():
+    s = open_text(regression(n=10, batch="4", optimizer='kind = "sgd"\nlr = 0.1\nmomentum = 0.5'))
+    s.step(2)
+    s.set(batch_size=3, lr=0.05)
+    s.step(3)
+    s.set(optimizer="adam")
+    s.step(4)
+    s.forward()
+    end, sizes = snapshot(s), s.history.batch_sizes
+    assert sizes == (4, 4, 2, 3, 3, 3, 1, 3, 3)      # 10 samples: 4, 4, (3 asked, 2 left) | 3, 3, 3, 1 | 3, 3
+    for k in (1, 5, 8, 9):
+        s.back(iterations=k)
+        assert s.history.batch_sizes == sizes[:9 - k]
+        s.step(k)
+        s.forward()
+        assert_identical(snapshot(s), end)
+        assert s.history.batch_sizes == sizes
+    s.back(iterations=9)                            # before any change: the scenario's settings
+    assert s.batch_size == 4 and s.lr == 0.1 and s.optimizer.kind == "sgd"
+
+
 def test_set_after_a_rewind_starts_a_new_branch():
     s = spiral()
     s.step(10)
