@@ -260,3 +260,13 @@ def test_bad_hyperparameters_are_refused_as_torch_does(kind, args, message):
         return
     with pytest.raises(ValueError):
         TORCH[kind]([torch.nn.Parameter(torch.zeros(2))], **args)
+
+
+def test_terms_print_as_one_equation_each():
+    opt = make_optimizer("adam", lr=0.01)
+    terms = opt.terms(0.5, -0.1, {"step": 2, "exp_avg": 0.01, "exp_avg_sq": 0.001})
+    lines = {t.symbol: str(t) for t in terms}
+    assert lines["t"] == "t = step = 3"                       # a count, not 3.000000
+    assert lines["g"] == "g = ∂L/∂W = -0.100000"
+    m = 0.01 + 0.1 * (-0.1 - 0.01)
+    assert lines["m"] == f"m = β₁·m + (1 − β₁)·g = 0.9 × 0.010000 + 0.1 × (-0.100000) = {m:.6f}"

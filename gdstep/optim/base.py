@@ -33,7 +33,7 @@ class Term:
         parts = [self.symbol, self.formula]
         if self.numbers and self.numbers != self.formula:
             parts.append(self.numbers)
-        if self.numbers != num(self.value):
+        if self.numbers != num(self.value) and not isinstance(self.value, int):   # a count: `t = step = 3`
             parts.append(num(self.value))
         return " = ".join(dict.fromkeys(parts))
 
