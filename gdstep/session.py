@@ -390,7 +390,7 @@ class Session:
 
     def _run_loop(self, done, until, epoch_limit, done_reason, on_phase) -> RunResult:
         start_position, start_step = self.position, self._step
-        stop_when = self.stop_when
+        stop_when = self.stop_when if epoch_limit else None   # the scenario's limits bound `run`, not step/epoch
         watch_until = until.phases if until else frozenset()
         watch_stop = stop_when.phases if stop_when else frozenset()
         reason = message = None

@@ -262,6 +262,19 @@ def test_stop_when_of_the_scenario():
     assert any(e.kind == "stop" for e in s.events)
 
 
+def test_stop_when_bounds_run_but_not_step_or_epoch():
+    s = gdstep.open(scenarios_dir() / "linear.toml")
+    s.run()
+    assert s.loss_value < 0.045 and s.cursor.phase == "backward"
+    for _ in range(3):                             # the loss stays below: step still does whole iterations
+        r = s.step()
+        assert (r.reason, r.steps, s.cursor.phase) == ("done", 1, "forward")
+    r = s.epoch()
+    assert r.reason == "done" and s.cursor.iteration == 1
+    r = s.run()                                    # run stops again at the next loss below it
+    assert r.reason == "stop_when" and s.loss_value < 0.045
+
+
 def simulate_full_batch_linear(x, y, lr, steps):
     """Plain numpy full-batch gradient descent on y ≈ x·w + b with the mse loss, from zeros."""
     w, b = np.zeros(x.shape[1]), 0.0
