@@ -570,6 +570,50 @@ lr = 1e308
     assert r.reason == "max_steps" and s.loss_value < 1e-6
 
 
+OVERFLOW = """
+[data]
+kind = "inline"
+x = [[1.0, 2.0]]
+y = [[3.0]]
+[model]
+layers = [ { linear = 2 }, "relu", { linear = 1 } ]
+[init]
+"0.weight" = [[W, W], [1.0, 1.0]]
+[loss]
+kind = "mse"
+[optimizer]
+kind = "adam"
+"""
+
+
+def test_non_finite_activation_and_loss_are_found_where_they_first_appear():
+    # z[0,0] = 1e308·1 + 1e308·2 overflows in the first linear layer
+    s = open_text(OVERFLOW.replace("W", "1e308"))
+    r = s.run()
+    assert r.reason == "nonfinite"
+    assert (r.nonfinite.phase, r.nonfinite.where, r.nonfinite.index) == ("forward", "layer 0 linear output", (0, 0))
+    assert s.position == 0 and s.record("forward") is None
+    # z is finite (3e200) but its square is not: the loss of sample 0
+    s = open_text(OVERFLOW.replace("W", "1e200"))
+    r = s.run()
+    assert (r.nonfinite.phase, r.nonfinite.where, r.nonfinite.index) == ("loss", "loss of sample", (0,))
+    assert s.position == 1 and s.cursor.phase == "loss"
+    assert s.record("forward").outputs[0][0, 0] == pytest.approx(3e200, rel=1e-12)
+
+
+def test_float32_on_request():
+    s32, s64 = spiral(dtype="float32"), spiral()
+    s32.step(3), s64.step(3)
+    for name, p in s32.params.items():
+        assert p.dtype == np.float32
+        np.testing.assert_allclose(p, s64.params[name], rtol=1e-4, atol=1e-5)
+    assert s32.optimizer_state["0.weight"]["exp_avg"].dtype == np.float32
+    assert s32.gradcheck("0.weight", (0, 0)).ok
+    e = s32.explain("0.weight", (0, 0))
+    assert e.terms[-1].value == pytest.approx(e.w_new, rel=1e-5)
+    assert e.note is None or "float32" in e.note
+
+
 def test_a_single_phase_that_goes_non_finite_runs_and_is_logged():
     s = open_text("""
 [data]
