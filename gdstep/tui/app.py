@@ -21,7 +21,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.reactive import var
-from textual.widgets import ContentSwitcher, Footer, Input
+from textual.widgets import ContentSwitcher, Input
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from gdstep.fmt import index_text
@@ -29,6 +29,7 @@ from gdstep.tui.arithmetic_view import ArithmeticView, GradcheckView
 from gdstep.tui.batch_view import BatchView, batch_capacity
 from gdstep.tui.commands import GdstepCommands
 from gdstep.tui.event_log import EventLog
+from gdstep.tui.footer import KeyFooter
 from gdstep.tui.help_screen import HelpScreen
 from gdstep.tui.messages import Frame, Job, JobDone
 from gdstep.tui.model_tree import ModelTree
@@ -65,14 +66,13 @@ class GdstepApp(App[int]):
         Binding("colon", "prompt", "command", id="prompt", tooltip="command prompt (the script language)"),
         Binding("question_mark", "help", "help", id="help", tooltip="help: every key"),
         Binding("q", "quit", "quit", id="quit", tooltip="quit"),
-        Binding("shift+up", "move_element(-1, 0)", "↑", group=ELEMENT, id="element-up", tooltip=""),
-        Binding("shift+down", "move_element(1, 0)", "↓", group=ELEMENT, id="element-down", tooltip=""),
-        Binding("shift+left", "move_element(0, -1)", "←", group=ELEMENT, id="element-left", tooltip=""),
-        Binding("shift+right", "move_element(0, 1)", "→", group=ELEMENT, id="element-right", tooltip=""),
+        Binding("shift+up", "move_element(-1, 0)", "↑", group=ELEMENT, id="element-up", tooltip="move the selected element (shift + arrows)"),
+        Binding("shift+down", "move_element(1, 0)", "↓", group=ELEMENT, id="element-down", tooltip="move the selected element (shift + arrows)"),
+        Binding("shift+left", "move_element(0, -1)", "←", group=ELEMENT, id="element-left", tooltip="move the selected element (shift + arrows)"),
+        Binding("shift+right", "move_element(0, 1)", "→", group=ELEMENT, id="element-right", tooltip="move the selected element (shift + arrows)"),
         Binding("v", "next_plot", "plot", id="next-plot", tooltip="next plot: decision boundary / loss surface / ‖∇W‖"),
         Binding("p", "toggle_plots", "plots", id="plots", show=False, tooltip="show or hide the plots (narrow terminals)"),
     ]
-    HELP_EXTRA = {"move_element": "move the selected element (shift + arrow keys)"}
 
     running: var[bool] = var(False)
     selection: var[Selection] = var(Selection)
@@ -91,8 +91,6 @@ class GdstepApp(App[int]):
         self.snapshotter = Snapshotter(session)
         self.boundary_maker = BoundaryMaker(session) if BoundaryMaker.supported(session) else None
         self.surface_maker = SurfaceMaker(session, two_numbers(session)) if SurfaceMaker.supported(session) else None
-        if self.surface_maker is not None:
-            self.surface_maker.observe()
         self.snapshot: Snapshot | None = None
         self._plot_ids = [plot_id for plot_id, maker in (("boundary-plot", self.boundary_maker),
                                                           ("surface-plot", self.surface_maker)) if maker] + ["grad-plot"]
@@ -134,7 +132,7 @@ class GdstepApp(App[int]):
         log.border_title = "events"
         yield log
         yield CommandPrompt(self.complete, id="prompt")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self._ui_thread = threading.get_ident()
@@ -274,8 +272,7 @@ class GdstepApp(App[int]):
         arithmetic = self.query_one(ArithmeticView)
         arithmetic.arithmetic = snapshot.arithmetic
         self.query_one("#arithmetic-box").border_title = snapshot.arithmetic.title
-        if arithmetic.gradcheck is not None and arithmetic.gradcheck.step != self.session.position \
-                and not self.running:
+        if arithmetic.gradcheck is not None and arithmetic.gradcheck.step != snapshot.position:
             arithmetic.gradcheck = None
         self.query_one(BatchView).panel = snapshot.batch
         if snapshot.batch is not None:
@@ -290,7 +287,7 @@ class GdstepApp(App[int]):
                 plot.curves = snapshot.curves
         if snapshot.boundary is not None:
             for plot in self.query(BoundaryPlot).results():
-                plot.boundary = snapshot.boundary
+                plot.boundary = snapshot.boundary        # the same object again is no change
         if snapshot.surface is not None:
             for plot in self.query(SurfacePlot).results():
                 plot.surface = snapshot.surface
@@ -299,7 +296,6 @@ class GdstepApp(App[int]):
             log.add_event(event)
 
     def watch_running(self, running: bool) -> None:
-        self.screen.set_class(running, "-running")
         for bar in self.query(PhaseBar).results():
             bar.running = running
 
@@ -438,13 +434,13 @@ class GdstepApp(App[int]):
 
     def open_prompt(self, text: str = "") -> None:
         prompt = self.query_one(CommandPrompt)
-        self.screen.add_class("-prompt")
+        prompt.display = True
         prompt.value = text
         prompt.cursor_position = len(text)
         prompt.focus()
 
     def _close_prompt(self) -> None:
-        self.screen.remove_class("-prompt")
+        self.query_one(CommandPrompt).display = False
         self.query_one(ModelTree).focus()
 
     @on(CommandPrompt.Closed)

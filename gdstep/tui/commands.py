@@ -42,7 +42,7 @@ class GdstepCommands(Provider):
         matcher = self.matcher(query)
         found = NUMBER.search(query)
         if found:
-            value = found.group(1)
+            value = repr(float(found.group(1)))
             yield Hit(1.0, f"Set learning rate to {value}", partial(self.app.run_command, f"set lr {value}"),
                       help="from the next iteration")
         for name, callback, help in self._commands():

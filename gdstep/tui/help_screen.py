@@ -22,13 +22,16 @@ EXTRA_KEYS = [
 
 
 def key_rows(bindings: list[Binding], describe_key) -> list[tuple[str, str]]:
+    """(keys, what they do) for every binding; bindings that share a description (the
+    shift+arrow keys) share a row."""
     rows: dict[str, list[str]] = {}
     for b in bindings:
-        if not b.description:
+        description = b.tooltip or b.description
+        if not description:
             continue
-        keys = [describe_key(k.strip()) for k in b.key.split(",")]
-        rows.setdefault(b.description, []).extend(keys)
-    return [(" / ".join(dict.fromkeys(keys)), description) for description, keys in rows.items()]
+        keys = [describe_key(Binding(k.strip(), "")) for k in b.key.split(",")]
+        rows.setdefault(description, []).extend(keys)
+    return [(" ".join(dict.fromkeys(keys)), description) for description, keys in rows.items()]
 
 
 class HelpScreen(ModalScreen[None]):
@@ -38,13 +41,14 @@ class HelpScreen(ModalScreen[None]):
 
     def __init__(self, bindings: list[Binding]) -> None:
         super().__init__()
-        self._bindings = bindings
+        self._keys = bindings
 
     def compose(self) -> ComposeResult:
         table = Table.grid(padding=(0, 2))
         table.add_column(style="bold", no_wrap=True)
         table.add_column()
-        for keys, description in key_rows(self._bindings, self.app.get_key_display_for):
+        self.rows = key_rows(self._keys, self.app.get_key_display) + EXTRA_KEYS
+        for keys, description in self.rows[:-len(EXTRA_KEYS)]:
             table.add_row(keys, description)
         table.add_row("", "")
         for keys, description in EXTRA_KEYS:

@@ -26,8 +26,8 @@ class PhaseBar(Static):
         "phase-bar--paused",
     }
 
-    snapshot: reactive[Snapshot | None] = reactive(None, layout=True)
-    running: reactive[bool] = reactive(False, layout=True)
+    snapshot: reactive[Snapshot | None] = reactive(None, layout=False)
+    running: reactive[bool] = reactive(False, layout=False)
 
     def render(self) -> Text:
         snap = self.snapshot

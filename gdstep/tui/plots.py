@@ -58,13 +58,14 @@ class LossPlot(_Plot):
         log = _log_scale(values)
         if log:
             plt.yscale("log")
-        plt.plot(list(curves.x), list(curves.loss), marker="braille", color=PALETTE[0])
+        marker = "braille" if len(curves.x) > 40 else "•"
+        plt.plot(list(curves.x), list(curves.loss), marker=marker, color=PALETTE[0])
         items = [("iteration", PALETTE[0])]
         if 1 < len(curves.epoch_x) < len(curves.x):
-            plt.plot(list(curves.epoch_x), list(curves.epoch_loss), marker="braille", color=PALETTE[1])
+            plt.plot(list(curves.epoch_x), list(curves.epoch_loss), marker=marker, color=PALETTE[1])
             items.append(("epoch mean", PALETTE[1]))
         self.border_title = "loss" + (" (log)" if log else "") + "  " + _key(*items)
-        self.border_subtitle = f"{curves.n} iterations"
+        self.border_subtitle = f"{curves.n} iteration{'s' if curves.n != 1 else ''}"
         self.refresh()
 
 
@@ -86,7 +87,7 @@ class GradNormPlot(_Plot):
         items = []
         for k, (layer, xs, ys) in enumerate(curves.grad_norms):
             colour = PALETTE[k % len(PALETTE)]
-            plt.plot(list(xs), list(ys), marker="braille", color=colour)
+            plt.plot(list(xs), list(ys), marker="braille" if len(xs) > 40 else "•", color=colour)
             items.append((layer.split()[0], colour))
         self.border_title = "‖∇W‖ per layer" + (" (log)" if log else "") + "  " + _key(*items)
         self.border_subtitle = "v: next plot"

@@ -120,6 +120,7 @@ class Snapshot:
     phase_due: str
     last_phase: str | None
     step: int
+    position: int                      # phases run since the start
     iterations_per_epoch: int
     epochs: int
     loss: float | None
@@ -198,6 +199,7 @@ class Snapshotter:
             phase_due=s.phase_due,
             last_phase=s.last_phase,
             step=s.step_count,
+            position=s.position,
             iterations_per_epoch=s.iterations_per_epoch,
             epochs=s.epochs,
             loss=loss,

@@ -1,0 +1,177 @@
+"""The TUI's pure parts, without an app: what a Snapshot holds in each phase, the plot data,
+the cell format, the tensor-view fit, the prompt history."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import gdstep
+from gdstep.tui.cells import WIDTH, cell
+from gdstep.tui.plot_data import BoundaryMaker, SurfaceMaker, curves, two_numbers
+from gdstep.tui.prompt import PromptHistory, _common_prefix
+from gdstep.tui.snapshot import Selection, Snapshotter, as_matrix_shape, element_index
+from gdstep.tui.tensor_view import fit
+
+
+@pytest.mark.parametrize("value, text", [
+    (0.358916, "0.3589"), (-0.0226, "-0.0226"), (12.3456, "12.346"), (-99999.4, "-99999"), (0.0, "0"),
+    (1.234e-4, "1.2e-4"), (-3.2e150, "-3e150"), (123456.0, "1.2e5"), (math.nan, "nan"), (-math.inf, "-inf"),
+])
+def test_cells_fit_in_seven_characters(value, text):
+    assert cell(value) == text
+    assert len(cell(value)) <= WIDTH
+
+
+def test_cells_keep_the_value_to_their_precision():
+    rng = np.random.default_rng(0)
+    for v in rng.standard_normal(200) * 10.0 ** rng.integers(-6, 8, 200):
+        assert float(cell(v)) == pytest.approx(v, rel=0.05)
+
+
+def test_fit_shows_small_tensors_whole_and_windows_large_ones():
+    assert fit((2, 2), 56, 8).rows >= 2 and fit((2, 2), 56, 8).cols >= 2
+    whole = fit((4, 2), 56, 6)
+    assert (whole.rows, whole.cols) >= (4, 2) and not whole.stacked
+    wide = fit((3, 32), 56, 16)
+    assert wide.stacked and wide.cols > 2            # a wide tensor stacks W, ∇W, W_new to show more columns
+    big = fit((1000, 1000), 56, 10)
+    assert big.rows * big.cols < 100
+
+
+def test_matrix_view_of_any_shape():
+    assert as_matrix_shape(()) == (1, 1)
+    assert as_matrix_shape((4,)) == (4, 1)
+    assert as_matrix_shape((8, 3, 2, 2)) == (8, 12)
+    assert element_index((8, 3, 2, 2), 5, 7) == (5, 1, 1, 1)
+    assert element_index((4,), 3, 0) == (3,)
+
+
+def test_the_three_grids_follow_the_phases():
+    s = gdstep.open("textbook")
+    snap = Snapshotter(s)
+    sel = Selection("2.weight", 0, 1)
+    w0 = s.params["2.weight"]
+    panel = snap.take(sel).tensor
+    assert [g.label for g in panel.grids] == ["W", "∇W", "W_new"]
+    assert (panel.grids[0].values == w0).all() and panel.grids[1].values is None and panel.grids[2].values is None
+    s.forward(); s.loss(); s.backward()
+    panel = snap.take(sel).tensor
+    assert (panel.grids[1].values == s.grads["2.weight"]).all() and panel.grids[2].values is None
+    s.update()
+    panel = snap.take(sel).tensor
+    assert [g.label for g in panel.grids] == ["W_old", "∇W", "W_new"]
+    assert (panel.grids[0].values == w0).all()
+    assert (panel.grids[2].values == s.params["2.weight"]).all()
+    assert panel.index == (0, 1) and panel.whole
+    s.forward()                                       # a new iteration: the gradient is the old one's, not shown
+    panel = snap.take(sel).tensor
+    assert panel.grids[1].values is None
+
+
+def test_arithmetic_and_batch_follow_the_phases():
+    s = gdstep.open("textbook")
+    snap = Snapshotter(s)
+    sel = Selection("2.weight", 0, 0)
+    assert snap.take(sel).arithmetic.mode == "none"
+    s.forward()
+    batch = snap.take(sel).batch
+    assert batch is not None and batch.phase == "forward"
+    labels = [row.label for row in batch.rows]
+    assert labels[:2] == ["x[0]", "x[1]"] and "a3[1]" in labels
+    out = dict((row.label, row.values) for row in batch.rows)
+    assert out["a3[0]"][0] == pytest.approx(0.75136507, abs=1e-8)    # the textbook's out_o1
+    s.loss()
+    batch = snap.take(sel).batch
+    assert [row.label for row in batch.rows][-1] == "loss"
+    assert batch.rows[-1].values[0] == pytest.approx(0.298371109, abs=1e-9)
+    s.backward()
+    a = snap.take(sel).arithmetic
+    assert a.mode == "chain" and a.lines == s.chain_rule("2.weight", (0, 0)).lines
+    s.update()
+    a = snap.take(sel).arithmetic
+    assert a.mode == "update" and a.lines == s.explain("2.weight", (0, 0)).lines
+
+
+def test_events_are_reported_once():
+    s = gdstep.open("overshoot")
+    snap = Snapshotter(s)
+    assert snap.take(Selection()).events == ()
+    s.run()
+    first = snap.take(Selection()).events
+    assert [e.kind for e in first] == ["breakpoint"]
+    assert snap.take(Selection()).events == ()
+
+
+def test_curves_epoch_means_match_the_history_incrementally():
+    s = gdstep.open("spiral")
+    cache: dict = {}
+    for _ in range(3):
+        s.step(7)
+        c = curves(s.history, s.backend.layers, cache)
+        expected = s.history.epoch_losses()
+        assert len(c.epoch_loss) == len(expected)
+        assert c.epoch_loss == pytest.approx([loss for _, loss in expected])
+    assert c.x == tuple(float(i + 1) for i in range(21)) and c.loss == pytest.approx(s.history.losses)
+    layers = dict((name, ys) for name, _, ys in c.grad_norms)
+    norms = s.history.grad_norms[-1]
+    assert layers["0 linear"][-1] == pytest.approx(math.hypot(norms["0.weight"], norms["0.bias"]))
+    s.back(iterations=10)                             # a rewind shortens the history: recomputed
+    c = curves(s.history, s.backend.layers, cache)
+    assert c.epoch_loss == pytest.approx([loss for _, loss in s.history.epoch_losses()])
+
+
+def test_long_histories_are_downsampled():
+    s = gdstep.open("xor")
+    s.stop_when = None
+    s.step(1000)
+    c = curves(s.history, s.backend.layers, {})
+    assert c.n == 1000 and len(c.x) <= 401 and c.x[-1] == 1000.0
+
+
+def test_decision_boundary_agrees_with_the_model():
+    s = gdstep.open("spiral")
+    s.epoch(5)
+    maker = BoundaryMaker(s)
+    b = maker.compute(20, 10)
+    assert b.grid_class.shape == (200,) and b.classes == 3
+    predicted = s.backend.predict(np.column_stack([b.grid_x, b.grid_y])).argmax(axis=1)
+    assert (predicted == b.grid_class).all()
+    assert maker.compute(20, 10) is b                  # nothing changed: the same object
+    assert not BoundaryMaker.supported(gdstep.open("linear"))
+
+
+def test_loss_surface_over_the_two_numbers_with_the_path():
+    s = gdstep.open("linear")
+    assert two_numbers(s) == (("0.weight", (0, 0)), ("0.bias", (0,)))
+    maker = SurfaceMaker(s, two_numbers(s), cols=12, rows=6)
+    for _ in range(5):
+        s.step()
+        maker.observe()
+    surface = maker.compute()
+    assert surface.path[0] == (0.0, 0.0) and len(surface.path) == 6
+    assert surface.path[-1] == (s.params["0.weight"][0, 0], s.params["0.bias"][0])
+    x, y = s.backend.x, s.backend.y
+    k = 17
+    w, b = surface.grid_x[k], surface.grid_y[k]
+    assert surface.grid_loss[k] == pytest.approx(np.mean((x[:, 0] * w + b - y[:, 0]) ** 2))
+    s.back(iterations=3)
+    assert len(maker.compute().path) == 3
+    assert not SurfaceMaker.supported(gdstep.open("xor"))
+
+
+def test_prompt_history_moves_back_and_forward():
+    h = PromptHistory()
+    assert not h.back("draft")
+    h.add("step 3")
+    h.add("run until loss < 0.1")
+    h.add("run until loss < 0.1")
+    assert h.lines == ["step 3", "run until loss < 0.1"]
+    assert h.back("typing") and h.current == "run until loss < 0.1"
+    assert h.back("") and h.current == "step 3"
+    assert not h.back("")
+    assert h.forward() and h.forward() and h.current == "typing"
+    assert not h.forward()
+    assert _common_prefix(["set lr", "set optimizer"]) == "set "
