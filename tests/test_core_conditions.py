@@ -8,7 +8,10 @@ from __future__ import annotations
 import builtins
 import math
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gdstep.conditions import ALL_PHASES, parse_condition
 from gdstep.errors import ConditionError, GdstepError
@@ -334,3 +337,24 @@ def test_describe_shows_what_was_read():
     text = c.describe(Fake())
     assert "loss = 0.500000" in text and "prev_loss = 0.400000" in text and "0.weight[0,1] = -1.500000" in text
     assert "loss = none" in parse_condition("loss > 1").describe(Fake(loss=None))
+
+
+# -- fuzz: any text either parses or is a ConditionError ------------------------------------------
+
+PIECES = ["loss", "prev_loss", "epoch", "step", "phase", "lr", "nan", "grad_norm", "update_ratio", "abs", "0.weight",
+          "0.bias", "[", "]", "(", ")", ",", "<", "<=", "==", "!=", ">", "-", "+", "*", "/", "and", "or", "not",
+          "true", "false", "1", "0.5", "1e3", '"loss"', "'x'", "=", ".", "__class__", "0", " "]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(PIECES), max_size=10).map(" ".join) | st.text(max_size=20))
+def test_any_text_parses_or_is_a_condition_error(text):
+    try:
+        c = parse_condition(text).check_names(SHAPES)
+    except ConditionError as e:
+        assert e.column is None or 1 <= e.column <= len(text) + 1
+        return
+    ctx = Fake()
+    ctx.params.update({(n, i): 0.0 for n, shape in SHAPES.items() for i in np.ndindex(shape)})
+    assert c(ctx) in (True, False)
+    assert isinstance(c.describe(ctx), str)
