@@ -285,6 +285,19 @@ def test_generated_data_is_fixed_by_the_seed(kind):
     assert np.all(np.isfinite(a.x)) and np.all(np.isfinite(a.y))
 
 
+@pytest.mark.parametrize("kind", ["xor", "moons", "circles", "spiral", "blobs", "linear", "sine"])
+def test_every_generator_works_with_its_defaults(kind):
+    s = parse(data_scenario(f'kind = "{kind}"', 0))
+    d = s.dataset
+    assert d.n == s.data.options["n"] > 0
+    assert np.all(np.isfinite(d.x)) and np.all(np.isfinite(d.y))
+    if kind in ("xor", "moons", "circles", "blobs"):
+        assert d.n == 200                          # SPEC.md: n = 200
+    session = gdstep.open(s)
+    session.step()
+    assert math.isfinite(session.loss_value)
+
+
 def test_dataset_shapes_and_classes():
     d = parse(data_scenario(DATA["spiral"], 0)).dataset
     assert d.is_classification and d.n_classes == 4 and np.bincount(d.y).tolist() == [15] * 4
