@@ -298,6 +298,16 @@ def test_every_generator_works_with_its_defaults(kind):
     assert math.isfinite(session.loss_value)
 
 
+def test_standardize():
+    raw = parse(data_scenario(DATA["blobs"], 3))
+    assert raw.data.standardize is False
+    s = parse(data_scenario(DATA["blobs"] + "\nstandardize = true", 3))
+    x = raw.dataset.x
+    np.testing.assert_allclose(s.dataset.x, (x - x.mean(axis=0)) / x.std(axis=0), rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(s.dataset.y, raw.dataset.y)
+    assert error_of(data_scenario(DATA["blobs"] + '\nstandardize = "yes"', 3)).where == "data.standardize"
+
+
 def test_dataset_shapes_and_classes():
     d = parse(data_scenario(DATA["spiral"], 0)).dataset
     assert d.is_classification and d.n_classes == 4 and np.bincount(d.y).tolist() == [15] * 4
