@@ -34,16 +34,21 @@ def open(scenario: str | Path | Scenario | None = None, backend: str = "numpy", 
             from gdstep.backends.python_scenario import open_python_scenario
             return open_python_scenario(path, device=device, dtype=dtype, history_budget=history_budget)
         loaded = load_scenario(path)
-    if backend == "numpy":
-        if device not in (None, "cpu"):
-            raise GdstepError(f"the numpy backend runs on the cpu only (asked for device {device!r}); use backend=\"torch\"")
-        from gdstep.backends.numpy_backend import NumpyBackend
-        engine: Any = NumpyBackend(loaded, dtype)
-    elif backend == "torch":
-        from gdstep.backends.torch_backend import TorchBackend
-        engine = TorchBackend(loaded, device=device, dtype=dtype)
-    else:
+    if backend not in ("numpy", "torch"):
         raise GdstepError(f"unknown backend {backend!r} (expected \"numpy\" or \"torch\")")
+    if backend == "numpy" and device not in (None, "cpu"):
+        raise GdstepError(f"the numpy backend runs on the cpu only (asked for device {device!r}); use backend=\"torch\"")
+    try:
+        if backend == "numpy":
+            from gdstep.backends.numpy_backend import NumpyBackend
+            engine: Any = NumpyBackend(loaded, dtype)
+        else:
+            from gdstep.backends.torch_backend import TorchBackend
+            engine = TorchBackend(loaded, device=device, dtype=dtype)
+    except MemoryError:
+        import math
+        count = sum(math.prod(shape) for shape in loaded.build_model().param_shapes.values())
+        raise ScenarioError(loaded.file, "model.layers", f"the model's {count:,} parameters do not fit in memory") from None
     return Session(loaded, engine, history_budget=history_budget)
 
 

@@ -100,7 +100,10 @@ def cmd_run(args) -> int:
     until = None
     if args.until:
         from gdstep.conditions import parse_condition
-        until = parse_condition(args.until).check_names(session.backend.param_shapes)
+        try:
+            until = parse_condition(args.until).check_names(session.backend.param_shapes)
+        except GdstepError as e:
+            raise UsageError(f"gdstep run: --until: {e}") from None
     started = time.perf_counter()
     result = _run_with_progress(session, until, args.max_steps, quiet=args.quiet)
     print(run_summary(session, result, time.perf_counter() - started))

@@ -235,7 +235,9 @@ def targets_for(dataset: Dataset, loss_kind: str, out_features: int) -> np.ndarr
             return y.astype(float)[:, None]
         if y.max() >= out_features:
             raise ValueError(f"class labels run 0..{int(y.max())} but the model has {out_features} outputs")
-        return np.eye(out_features)[y]
+        onehot = np.zeros((len(y), out_features))
+        onehot[np.arange(len(y)), y] = 1.0
+        return onehot
     if y.shape[1] != out_features:
         raise ValueError(f"targets have {y.shape[1]} columns but the model has {out_features} outputs")
     return y

@@ -427,6 +427,8 @@ def parse_scenario(text: str, path: Path | None = None) -> Scenario:
         targets_for(dataset, loss.kind, net.out_features)
     except ValueError as e:
         raise ScenarioError(file, "model.layers", str(e)) from None
+    except MemoryError:
+        raise ScenarioError(file, "model.layers", f"{net.out_features:,} outputs for {dataset.n:,} samples do not fit in memory") from None
     for i, name_ in enumerate(model.frozen):
         if name_ not in net.param_shapes:
             raise ScenarioError(file, f"model.frozen[{i}]", f"no parameter {name_!r} (parameters: {', '.join(net.param_names)})")
