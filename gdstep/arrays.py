@@ -58,6 +58,7 @@ def sq_norm(a: Any) -> float:
 
 def all_finite(arrays: Iterable[Any]) -> bool:
     """True when every element is finite; a sum per array first, the exact test only on doubt."""
+    tensors = None
     for a in arrays:
         if type(a) is np.ndarray:
             if a.dtype.kind == "f":
@@ -72,11 +73,37 @@ def all_finite(arrays: Iterable[Any]) -> bool:
                 return False
             continue
         if is_torch(a):
-            if not bool(a.isfinite().all().item()):
-                return False
+            if tensors is None:
+                tensors = []
+            tensors.append(a)
             continue
         if not math.isfinite(a.sum()) and not np.isfinite(a).all():
             return False
+    return tensors is None or _torch_all_finite(tensors)
+
+
+def _torch_all_finite(tensors: list) -> bool:
+    """The same test for torch tensors, where they live: one fused norm over all of them
+    (finite exactly when every element is, unless it overflows: then the exact test), and
+    on a GPU one transfer to the host for all of them."""
+    import torch
+
+    groups: dict[Any, list] = {}
+    for t in tensors:
+        if t.is_floating_point() or t.is_complex():
+            groups.setdefault(t.device, []).append(t)
+    with torch.no_grad():
+        for device, group in groups.items():
+            try:
+                norms = torch._foreach_norm(group)
+            except (RuntimeError, TypeError):
+                norms = [torch.linalg.vector_norm(t) for t in group]
+            if device.type == "cpu":
+                ok = all(math.isfinite(n.item()) for n in norms)
+            else:
+                ok = bool(torch.stack([n.double() for n in norms]).isfinite().all().item())
+            if not ok and not all(bool(torch.isfinite(t).all().item()) for t in group):
+                return False
     return True
 
 

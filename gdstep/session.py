@@ -81,6 +81,8 @@ class Session:
                                      if info.kind not in known or info.kind == "linear" or i == len(backend.layers) - 1)
         for text in scenario.breakpoints:
             self.add_breakpoint(text, log=False)
+        for note in getattr(backend, "notes", ()):     # e.g. device "auto" fell back to the cpu
+            self._log("info", note)
 
     # -- where we are ------------------------------------------------------------------------
 
@@ -579,6 +581,11 @@ class Session:
     def chain_rule(self, name: str, index: tuple[int, ...] | int):
         from gdstep.explain import chain_rule
         return chain_rule(self, name, _as_index(index))
+
+    def compare_backends(self, steps: int = 5, device: str | None = None):
+        """Run this scenario a few steps on numpy and torch (float64) from the start; see gdstep.parity."""
+        from gdstep.parity import compare_backends
+        return compare_backends(self.scenario, steps=steps, device=device)
 
     def gradcheck(self, name: str, index: tuple[int, ...] | int, h: float | None = None):
         from gdstep.gradcheck import gradcheck

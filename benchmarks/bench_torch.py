@@ -1,0 +1,107 @@
+"""gdstep's torch backend in run mode (Session.run) against a plain torch loop.
+
+    python benchmarks/bench_torch.py [--steps 560] [--repeats 5] [--cuda-steps 300] [--threads N]
+
+1. CPU: the MLP 64-128-128-10 (ReLU, cross_entropy, Adam lr 1e-3, batch 64, float32).
+   Goal: Session.run ≥ 0.9 × the plain loop.
+2. CUDA, where a GPU is available: the large net 784-2048-2048-10, batch 512, float32.
+   Goal: Session.run ≥ 0.9 × a plain torch CUDA loop; the GPU's steps/s are printed.
+
+Both sides of a comparison run in one process, interleaved, on the same data, initial values
+and batch order; the best of the repeats counts. Session.run has everything on: records of
+every phase, snapshots for rewinding, non-finite checks and two breakpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from common import SCENARIO, plain_torch, scenario  # noqa: E402
+
+LARGE = (SCENARIO.replace('name = "benchmark MLP 64-128-128-10"', 'name = "benchmark MLP 784-2048-2048-10"')
+         .replace("n = 1792", "n = 8192").replace("features = 64", "features = 784")
+         .replace('layers = [ { linear = 128 }, "relu", { linear = 128 }, "relu", { linear = 10 } ]',
+                  'layers = [ { linear = 2048 }, "relu", { linear = 2048 }, "relu", { linear = 10 } ]')
+         .replace("batch_size = 64", "batch_size = 512"))
+
+
+def large_scenario(dtype: str = "float32"):
+    from gdstep.scenario import parse_scenario
+    return parse_scenario(LARGE.replace("{dtype}", dtype))
+
+
+def session_run(sc, steps: int, device: str):
+    """Session.run on the torch backend, breakpoints on (loss spike, exploding gradients)."""
+    import torch
+
+    import gdstep
+    s = gdstep.open(sc, backend="torch", device=device, dtype="float32")
+    s.add_breakpoint("grad_norm > 1e6", log=False)
+    s.add_breakpoint("loss > 100 * prev_loss", log=False)
+    if device != "cpu":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    result = s.run(max_steps=steps)
+    if device != "cpu":
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - start
+    assert result.reason == "max_steps", result
+    return elapsed, s.loss_value
+
+
+def compare(sc, steps: int, repeats: int, device: str, batch_size: int, sizes) -> dict[str, float]:
+    from gdstep.backends.numpy_backend import NumpyBackend
+
+    start = NumpyBackend(sc, "float32")
+    params = {k: v.copy() for k, v in start.params().items()}
+    x, y = start.x, start.y
+    best: dict[str, float] = {}
+    runs = [("plain torch", lambda: plain_torch(x, y, params, steps, batch_size=batch_size, device=device, sizes=sizes)),
+            ("gdstep Session.run", lambda: session_run(sc, steps, device))]
+    for _ in range(repeats):
+        for name, fn in runs:
+            elapsed, _ = fn()
+            best[name] = min(best.get(name, float("inf")), elapsed)
+    return {name: steps / elapsed for name, elapsed in best.items()}
+
+
+def report(title: str, rates: dict[str, float], goal: float = 0.9) -> None:
+    base = rates["plain torch"]
+    print(f"\n{title}")
+    for name, rate in rates.items():
+        print(f"  {name:<20} {rate:9.1f} steps/s   × plain {rate / base:5.2f}")
+    ratio = rates["gdstep Session.run"] / base
+    print(f"  ratio {ratio:.2f} (goal ≥ {goal}): {'met' if ratio >= goal else 'NOT met'}")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=560, help="CPU iterations per measurement (560 = 20 epochs)")
+    ap.add_argument("--cuda-steps", type=int, default=300, help="CUDA iterations per measurement")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
+    args = ap.parse_args(argv)
+    import torch
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    rates = compare(scenario("float32"), args.steps, args.repeats, "cpu", 64, (64, 128, 128, 10))
+    report(f"CPU: MLP 64-128-128-10, Adam, batch 64, float32; {args.steps} steps, best of {args.repeats}", rates)
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name()
+        rates = compare(large_scenario(), args.cuda_steps, args.repeats, "cuda", 512, (784, 2048, 2048, 10))
+        report(f"CUDA ({name}): MLP 784-2048-2048-10, Adam, batch 512, float32; {args.cuda_steps} steps, "
+               f"best of {args.repeats}", rates)
+        print(f"  GPU steps/s: gdstep {rates['gdstep Session.run']:.1f}, plain torch {rates['plain torch']:.1f}")
+    else:
+        print("\nCUDA: no GPU here; the 784-2048-2048-10 comparison runs where one is available")
+
+
+if __name__ == "__main__":
+    main()

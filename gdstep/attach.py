@@ -1,0 +1,344 @@
+"""Attach mode: the debugger inside a training loop you already have, as pdb is inside a
+program.
+
+    dbg = gdstep.attach(model, optimizer, loss_fn, breakpoints=["nan", "loss > 10 * prev_loss"])
+    for x, y in loader:
+        dbg.step(x, y)          # forward, loss, backward, update: recorded, breakpoints checked
+    gdstep.set_trace()          # the debugger on the latest iteration, here
+
+When a breakpoint fires (a non-finite value always does), the TUI opens on that iteration
+with its records; quitting it lets the loop go on. What you change there stays (a new lr, a
+retried iteration); rewinding recomputes the last iterations from their kept batches.
+Without a terminal the records of that iteration go to `gdstep-break-N.npz` (with a
+readable `gdstep-break-N.txt`) and one line on stderr says where; the loop goes on.
+
+A loop that calls backward() and step() itself uses `dbg.watch(loss, y)` between them:
+
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    dbg.watch(loss, y)      # records this forward, loss and gradients; checks breakpoints
+    optimizer.step()        # recorded too (gdstep hooks the optimizer's step)
+
+There the debugger only looks: when you quit it, parameters, optimizer state and gradients
+are put back as they were, and the loop's own step runs as it would have.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import types
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Callable, Sequence
+
+from gdstep.conditions import parse_condition
+from gdstep.errors import GdstepError
+
+_current: "Debugger | None" = None
+OBSERVED = ("forward", "loss", "backward")    # the phases watch() receives at once
+
+
+class BreakpointHit(Exception):
+    """Raised by `dbg.step` when on_break="raise" and a breakpoint fires."""
+
+    def __init__(self, message: str, session):
+        super().__init__(message)
+        self.message, self.session = message, session
+
+
+def interactive() -> bool:
+    """A person at a terminal: stdin and stdout are terminals and this is not CI."""
+    try:
+        return sys.stdin.isatty() and sys.stdout.isatty() and not os.environ.get("CI")
+    except (AttributeError, ValueError):
+        return False
+
+
+class Debugger:
+    """A Session over the user's model and optimizer, fed one batch per `step`."""
+
+    def __init__(self, model, optimizer, loss_fn, breakpoints: Sequence[str] = ("nan",), *,
+                 on_break: str | Callable | None = None, dump_dir: str | Path = ".", keep: int = 16,
+                 max_dumps: int = 10, history_budget: int = 64 * 2**20, name: str | None = None):
+        from gdstep.backends.python_scenario import PythonScenario
+        from gdstep.backends.torch_attach import AttachBackend
+        from gdstep.backends.torch_loss import ModuleLoss
+        from gdstep.backends.torch_support import require_torch
+        from gdstep.scenario import DataConfig, LossConfig, ModelConfig, TrainingConfig
+        from gdstep.session import Session
+
+        torch = require_torch()
+        if not isinstance(model, torch.nn.Module):
+            raise GdstepError(f"attach: model must be a torch.nn.Module, got {type(model).__name__}")
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise GdstepError(f"attach: optimizer must be a torch.optim optimizer, got {type(optimizer).__name__}")
+        if not callable(loss_fn):
+            raise GdstepError(f"attach: loss_fn must be callable as loss_fn(output, target), got {type(loss_fn).__name__}")
+        if on_break not in (None, "tui", "dump", "raise") and not callable(on_break):
+            raise GdstepError(f'attach: on_break must be "tui", "dump", "raise" or a function, got {on_break!r}')
+        if isinstance(breakpoints, str):
+            breakpoints = [breakpoints]
+        # A non-finite value always pauses; "nan" as a breakpoint would only search again.
+        conditions = tuple(b for b in breakpoints if not (isinstance(b, str) and b.strip() == "nan"))
+        self.on_break, self.dump_dir, self.max_dumps = on_break, Path(dump_dir), max_dumps
+        self.dumps: list[Path] = []
+        self.loss = ModuleLoss(loss_fn)
+        self.backend = AttachBackend(model, self.loss, optimizer, keep=keep)
+        for text in conditions:
+            if not isinstance(text, str):
+                raise GdstepError(f"attach: a breakpoint is a condition string, got {text!r}")
+            parse_condition(text).check_names(self.backend.param_shapes)
+        self._conditions, self._history_budget = conditions, history_budget
+        self._name = name or f"attached: {type(model).__name__}"
+        self.session = None           # made at the first iteration, when the model has run once
+        self._loop_step = 0
+        self._mode: str | None = None
+        self._step_hooks: list = []
+        self._handling = False
+        global _current
+        _current = self
+
+    def _session(self, called: list[bool] | None = None):
+        """The Session, made at the first iteration: the layers are the modules that ran."""
+        if self.session is not None:
+            return self.session
+        from gdstep.backends.python_scenario import PythonScenario
+        from gdstep.scenario import DataConfig, LossConfig, ModelConfig, TrainingConfig
+        from gdstep.session import Session
+
+        b = self.backend
+        if called is not None:
+            b.drop_layers([i for i, c in enumerate(called) if not c])
+        scenario = PythonScenario(
+            name=self._name, description="a training loop, attached", seed=0,
+            data=DataConfig("attached", MappingProxyType({})),
+            model=ModelConfig(layers=(), init="the loop's own", dtype=b.dtype,
+                              frozen=tuple(n for n in b.param_shapes if n not in b.trainable)),
+            init=MappingProxyType({}), loss=LossConfig(self.loss.kind), optimizer=b.optimizer,
+            training=TrainingConfig(None, 10**9, False, None), breakpoints=self._conditions, path=None, dataset=None)
+        self.session = Session(scenario, b, history_budget=self._history_budget)
+        return self.session
+
+    # -- the loop drives ------------------------------------------------------------------------
+
+    def step(self, x, y) -> float:
+        """One iteration on this batch: forward, loss, backward, update, each recorded and
+        checked. Returns the loss."""
+        b = self.backend
+        self._mode = "step"
+        b.sync_config()
+        s = self.session or self._session(b.trial(x))
+        self._resync()
+        b.add_batch(s.step_count, x, y)
+        s.n = len(x)
+        result = s.step(1)
+        if result.reason in ("breakpoint", "nonfinite"):
+            self._break(result.message, settle=self._finish_iteration)
+            self._finish_iteration()
+        self._loop_step = s.step_count
+        return s.loss_value
+
+    def watch(self, loss, y=None) -> float:
+        """Record the iteration the loop has just run forward and backward on (call it
+        between `loss.backward()` and `optimizer.step()`); returns the loss."""
+        b = self.backend
+        self._mode = "watch"
+        if b.last_input is None:
+            raise GdstepError("watch: the model has not run forward since attach")
+        self._hook_optimizer()
+        b.sync_config()
+        s = self.session or self._session([o is not None for o in b._slots])
+        if not b._watching:
+            b.start_watching()
+        self._resync()
+        x = b.last_input
+        b.add_batch(s.step_count, x, y)
+        s.n = len(x)
+        b.observe_iteration(loss)
+        for phase in OBSERVED:
+            if self._advance(phase):
+                break
+        b.new_iteration()
+        return s.loss_value
+
+    def _hook_optimizer(self) -> None:
+        if self._step_hooks:
+            return
+        opt = self.backend.torch_optimizer
+
+        def before(optimizer, args, kwargs):
+            s = self.session
+            if s is not None and not self.backend.driving and not self._handling and s.phase_due == "update":
+                self.backend.observe_before_step()
+
+        def after(optimizer, args, kwargs):
+            s = self.session
+            if s is None or self.backend.driving or self._handling or s.phase_due != "update":
+                return
+            if self.backend.observe_after_step():
+                self._advance("update")
+                self._loop_step = self.session.step_count
+
+        self._step_hooks = [opt.register_step_pre_hook(before), opt.register_step_post_hook(after)]
+
+    def _advance(self, phase: str) -> bool:
+        """Run one observed phase, then check: True when it broke (the rest is unchecked)."""
+        s = self.session
+        seen = len(s.events)
+        s.next_phase()
+        message = next((e.message for e in s.events[seen:] if e.kind == "nonfinite"), None)
+        if message is None:
+            for bp in s.breakpoints:
+                if bp.enabled and phase in bp.condition.phases and bp.condition(s):
+                    bp.hits += 1
+                    message = f"breakpoint {bp.id} hit: {bp.text} ({bp.condition.describe(s)})"
+                    s.log("breakpoint", message)
+                    break
+        if message is None:
+            return False
+        self._look(message)
+        if phase in OBSERVED:
+            for _ in OBSERVED[OBSERVED.index(phase) + 1:]:
+                s.next_phase()
+        return True
+
+    def _look(self, message: str) -> None:
+        """Watch mode: open the debugger, then put back what it changed."""
+        s, b = self.session, self.backend
+        position = s.position
+        live = b.capture()
+        grads = [(p, p.grad) for _, p in b._train]
+        observed = dict(b._observed)
+        self._break(message)
+        if s.position != position:
+            try:
+                s.seek(position)
+            except GdstepError as e:
+                print(f"gdstep: could not return to where the loop is: {e}", file=sys.stderr)
+        b.restore(live)
+        for p, g in grads:
+            p.grad = g
+        b._observed.update(observed)
+
+    def _resync(self) -> None:
+        """Stand at the loop's iteration boundary (after a debugger session moved us)."""
+        s = self.session
+        target = 4 * self._loop_step
+        if s.position != target:
+            s.seek(target)
+
+    def _finish_iteration(self) -> None:
+        """After a break in `step`: finish this iteration as the loop would have (unchecked)."""
+        s = self.session
+        target = 4 * (self._loop_step + 1)
+        if s.position != target:
+            try:
+                s.seek(target)
+            except GdstepError as e:
+                print(f"gdstep: the loop goes on from {s.cursor}: {e}", file=sys.stderr)
+
+    # -- a breakpoint fired ----------------------------------------------------------------------
+
+    def open(self, message: str = "set_trace") -> None:
+        """Open the debugger now, on the latest iteration (what `gdstep.set_trace()` does)."""
+        if self.session is None:
+            raise GdstepError("set_trace: no iteration has run through gdstep yet (dbg.step or dbg.watch)")
+        self._break(message)
+        if self._mode == "step" or self._mode is None:
+            if self.session.position != 4 * self._loop_step:
+                try:
+                    self._resync()
+                except GdstepError as e:
+                    print(f"gdstep: {e}", file=sys.stderr)
+
+    def _break(self, message: str, settle: Callable[[], None] | None = None) -> None:
+        """Open the debugger (or write the records and say where). `settle` finishes the
+        iteration first when the records go to a file, so the file holds all of it."""
+        self._handling = True
+        try:
+            mode = self.on_break or ("tui" if interactive() else "dump")
+            if mode == "raise":
+                raise BreakpointHit(message, self.session)
+            if callable(mode):
+                mode(self.session, message)
+                return
+            if mode == "tui":
+                try:
+                    from gdstep.tui.app import run_tui
+                except ImportError:
+                    mode = "dump"
+                else:
+                    print(f"gdstep: {message} — the debugger opens (q lets your loop go on)", file=sys.stderr)
+                    run_tui(self.session)
+                    return
+            if settle is not None:
+                settle()
+            self._dump(message)
+        finally:
+            self._handling = False
+
+    def _dump(self, message: str) -> None:
+        from gdstep.backends.torch_dump import write_break
+
+        if len(self.dumps) >= self.max_dumps:
+            if len(self.dumps) == self.max_dumps:
+                print(f"gdstep: {message} (no more files: {self.max_dumps} written)", file=sys.stderr)
+                self.dumps.append(Path(os.devnull))
+            return
+        npz, txt = write_break(self.session, message, self.dump_dir)
+        self.dumps.append(npz)
+        print(f"gdstep: {message} — records written to {npz} (summary: {txt}); the loop goes on", file=sys.stderr)
+
+    # -- the end ---------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Remove gdstep's hooks from the model and the optimizer."""
+        for h in self._step_hooks:
+            h.remove()
+        self._step_hooks = []
+        self.backend.remove_hooks()
+        global _current
+        if _current is self:
+            _current = None
+
+    def __enter__(self) -> "Debugger":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<gdstep.attach {self.session.describe()}>"
+
+
+def attach(model, optimizer, loss_fn, breakpoints: Sequence[str] = ("nan",), **kw: Any) -> Debugger:
+    return Debugger(model, optimizer, loss_fn, breakpoints, **kw)
+
+
+def set_trace(**kw: Any) -> None:
+    """Open the debugger on the latest attached iteration, as breakpoint() opens pdb."""
+    if _current is None:
+        raise GdstepError("set_trace: no training loop is attached (call gdstep.attach(model, optimizer, loss_fn) first)")
+    if kw.get("on_break") is not None:
+        previous, _current.on_break = _current.on_break, kw["on_break"]
+        try:
+            _current.open(kw.get("message", "set_trace"))
+        finally:
+            _current.on_break = previous
+        return
+    _current.open(kw.get("message", "set_trace"))
+
+
+__all__ = ["BreakpointHit", "Debugger", "attach", "interactive", "set_trace"]
+
+
+class _CallableModule(types.ModuleType):
+    """`gdstep.attach` is both this module and the function: importing the module makes it
+    the package's attribute `attach`, so the module itself answers the call."""
+
+    def __call__(self, model, optimizer, loss_fn, breakpoints: Sequence[str] = ("nan",), **kw: Any) -> Debugger:
+        return attach(model, optimizer, loss_fn, breakpoints, **kw)
+
+
+sys.modules[__name__].__class__ = _CallableModule

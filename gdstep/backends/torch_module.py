@@ -1,0 +1,548 @@
+"""The torch engine over any `nn.Module`: the four phases with autograd and torch.optim,
+records of every layer, and exact snapshots.
+
+- forward keeps every layer's output (a Sequential runs child by child; any other module
+  records through forward hooks);
+- backward is one `torch.autograd.grad` over the layer outputs and the trainable
+  parameters: δ = ∂L/∂(each output) and ∂L/∂W together, with no tensor hooks; the
+  parameter gradients then go to `.grad` for the optimizer;
+- update runs the real `optimizer.step()` and records its real state before and after.
+
+Records hold copies made once: the copy of a parameter after an update is the next update's
+"before", the snapshot for rewinding, and the record's "new" all at once. A copy is reused
+only while the live tensor's version counter says it has not changed since. Large tensors
+stay on their device; only losses and norms come to the host (one sync per phase).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from gdstep.backends.torch_layers import OUTPUT, first_tensor, has_inplace, layer_infos, module_layers
+from gdstep.backends.torch_optim import apply, build, config_of, group_hyperparameters, is_opaque, same_kind, torch_classes
+from gdstep.backends.torch_support import device_name, dtype_name, require_torch
+from gdstep.errors import GdstepError
+from gdstep.records import ParamUpdate
+
+
+class Initial(dict):
+    """An optimizer state torch has not created yet (before the first step), shown as the
+    numpy engine's `init` shows it: zeros, step 0, no momentum buffer."""
+
+
+@dataclass(frozen=True)
+class TorchSnapshot:
+    params: Mapping[str, Any]                 # name -> copy of every parameter
+    state: Mapping[str, Mapping[str, Any]]    # name -> optimizer state as records show it
+    scalar_dtypes: Mapping[tuple, Any]        # (name, key) -> dtype of a 0-d state tensor shown as a number
+    config: Any                               # gdstep's optimizer config
+    optimizer: Any                            # the torch optimizer object that state belongs to
+    groups: tuple | None                      # per-group hyperparameters when there are several
+    buffers: Mapping[str, Any] | None         # BatchNorm statistics and other buffers
+    rng: tuple | None                         # torch's RNG states, for a module that draws (dropout)
+    updates: int                              # updates done by this backend
+
+
+class ModuleBackend:
+    name = "torch"
+
+    def __init__(self, model, loss, optimizer, x, y, *, trainable: Sequence[str] | None = None,
+                 layers=None, track_rng: bool = False, config=None):
+        torch = require_torch()
+        self._torch = torch
+        self.model = model
+        self.loss_fn = loss
+        self.torch_optimizer = optimizer
+        self.optimizer = config if config is not None else config_of(optimizer)
+        self._named = list(model.named_parameters())
+        first = self._named[0][1] if self._named else None
+        self.device = device_name(first.device) if first is not None else "cpu"
+        self.dtype = dtype_name(first.dtype) if first is not None else "float32"
+        self.param_shapes = {name: tuple(p.shape) for name, p in self._named}
+        if trainable is None:
+            in_opt = {id(p) for g in optimizer.param_groups for p in g["params"]}
+            trainable = [name for name, p in self._named if p.requires_grad and id(p) in in_opt]
+        self.trainable = frozenset(trainable)
+        self._train = [(name, p) for name, p in self._named if name in self.trainable]
+        self._rows, self._sequential = module_layers(model)
+        self.layers = layers if layers is not None else layer_infos(model, self._rows)
+        self._copy_outputs = has_inplace(model)
+        self._buffers = [(name, b) for name, b in model.named_buffers()]
+        self._track_rng = track_rng
+        self._known_step = type(optimizer) in set(torch_classes().values())
+        self.x, self.y = x, y
+        self.n_samples = len(x) if x is not None else 0
+        self._views = {name: p.detach() for name, p in self._named}
+        self._by_name = dict(self._named)
+        self._cache: dict[Any, tuple] = {}
+        self._scalar_dtypes: dict[tuple, Any] = {}
+        self._initial: dict[tuple, Initial] = {}
+        self._graph: tuple | None = None
+        self._loss_tensor = None
+        self._slots: list = [None] * len(self._rows)
+        self._capture = False
+        self._hooks = []
+        self._rng_forward = None
+        self._batch_key: tuple | None = None
+        self._updates = 0
+        self._fresh: tuple | None = None
+        self._reuse_copies = True
+        self.notes: list[str] = []
+        # δ of the first layer needs the input in the graph when that layer has nothing to train
+        row0 = self._rows[0][1] if self._rows else None
+        self._input_grad = self._sequential and row0 is not None and not any(
+            p.requires_grad and any(p is q for _, q in self._train) for p in row0.parameters())
+        self._install_hooks()
+
+    def _install_hooks(self) -> None:
+        if self._sequential:
+            return
+        for i, (_, module) in enumerate(self._rows):
+            if module is not self.model:
+                self._hooks.append(module.register_forward_hook(self._hook(i)))
+
+    def drop_layers(self, indices: Sequence[int]) -> None:
+        """Forget rows that never produce an output (found by a trial forward)."""
+        drop = set(indices)
+        if not drop:
+            return
+        self.remove_hooks()
+        self._rows = [row for i, row in enumerate(self._rows) if i not in drop]
+        self.layers = layer_infos(self.model, self._rows)
+        self._slots = [slot for i, slot in enumerate(self._slots) if i not in drop]
+        self._install_hooks()
+
+    def _hook(self, i: int):
+        def record(module, args, output):
+            if self._capture:
+                self._slots[i] = first_tensor(output)
+        return record
+
+    def remove_hooks(self) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+
+    # -- data ----------------------------------------------------------------------------------
+
+    def batch(self, indices: np.ndarray) -> tuple[Any, Any]:
+        x, y = self.x, self.y
+        if len(indices) == self.n_samples and self._is_identity(indices):
+            return x, y
+        idx = self._index_tensor(indices)
+        return x[idx], (y[idx] if y is not None else None)
+
+    def _is_identity(self, indices: np.ndarray) -> bool:
+        key = indices.base if indices.base is not None else indices
+        if self._batch_key is not None and self._batch_key[0] is key:
+            return self._batch_key[1]
+        same = bool(indices[0] == 0 and indices[-1] == len(indices) - 1
+                    and np.array_equal(indices, np.arange(len(indices))))
+        self._batch_key = (key, same)
+        return same
+
+    def _index_tensor(self, indices: np.ndarray):
+        torch = self._torch
+        if self.x.device.type == "cpu":
+            return torch.from_numpy(np.ascontiguousarray(indices))
+        base = indices.base
+        if base is None or base.ndim != 1 or not base.flags.c_contiguous:
+            return torch.as_tensor(indices, device=self.x.device)
+        cached = getattr(self, "_index_cache", None)
+        if cached is None or cached[0] is not base:
+            cached = self._index_cache = (base, torch.as_tensor(base, device=self.x.device))
+        start = (indices.__array_interface__["data"][0] - base.__array_interface__["data"][0]) // base.itemsize
+        if indices.strides != base.strides or not 0 <= start <= len(base) - len(indices):
+            return torch.as_tensor(indices, device=self.x.device)
+        return cached[1][start:start + len(indices)]
+
+    # -- phases ----------------------------------------------------------------------------------
+
+    def forward(self, x) -> tuple[Any, ...]:
+        torch = self._torch
+        if self._track_rng:
+            self._rng_forward = self._rng_state()
+        with torch.enable_grad():
+            if self._sequential:
+                h = x.detach().requires_grad_() if self._input_grad and x.is_floating_point() else x
+                outs = []
+                for _, module in self._rows:
+                    h = module(h)
+                    outs.append(h)
+                out = h
+            else:
+                self._slots = [None] * len(self._rows)
+                capture, self._capture = self._capture, True
+                try:
+                    out = self.model(x)
+                finally:
+                    self._capture = capture
+                outs = self._slots
+                outs[-1] = first_tensor(out)
+                out = outs[-1]
+        if out is None:
+            raise GdstepError(f"the model returned {type(out).__name__}, not a tensor")
+        self._graph = (outs, out)
+        if self._copy_outputs:
+            return tuple(None if o is None else o.detach().clone() for o in outs)
+        return tuple(None if o is None else o.detach() for o in outs)
+
+    def loss(self, outputs: Sequence[Any], y) -> tuple[Any, float]:
+        out = self._graph[1] if self._graph is not None else outputs[-1]
+        per_sample, loss = self.loss_fn(out, y)
+        self._loss_tensor = loss
+        return per_sample, loss.item()
+
+    def backward(self, x, outputs, y) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
+        torch = self._torch
+        loss = self._loss_tensor
+        if loss is None or self._graph is None:
+            raise GdstepError("backward needs the loss of this iteration's forward")
+        outs = self._graph[0]
+        wanted = [i for i, o in enumerate(outs) if o is not None and o.requires_grad]
+        inputs = [outs[i] for i in wanted] + [p for _, p in self._train]
+        grads = torch.autograd.grad(loss, inputs, allow_unused=True) if loss.requires_grad and inputs else [None] * len(inputs)
+        self._graph = self._loss_tensor = None
+        deltas: list = [None] * len(outs)
+        for i, g in zip(wanted, grads):
+            deltas[i] = g
+        param_grads = {}
+        for (name, p), g in zip(self._train, grads[len(wanted):]):
+            p.grad = g
+            if g is not None:
+                param_grads[name] = g
+        return deltas[-1], tuple(deltas), param_grads
+
+    def grad_sq_norms(self, grads: Mapping[str, Any]) -> dict[str, float]:
+        """‖g‖² per parameter: one fused norm over all of them, one transfer to the host."""
+        if not grads:
+            return {}
+        torch = self._torch
+        tensors = list(grads.values())
+        try:
+            norms = torch._foreach_norm(tensors)
+        except (RuntimeError, TypeError):
+            norms = [torch.linalg.vector_norm(g) for g in tensors]
+        if tensors[0].device.type == "cpu":
+            values = [n.item() for n in norms]
+        else:
+            values = torch.stack([n.double() for n in norms]).tolist()
+        return {name: v * v for name, v in zip(grads, values)}
+
+    def update(self, grads: Mapping[str, Any]) -> dict[str, ParamUpdate]:
+        for name, p in self._train:
+            g = grads.get(name)
+            if p.grad is not g:
+                p.grad = g
+        names = list(grads)
+        fresh = self._fresh
+        if fresh is not None and fresh[0].keys() >= grads.keys():
+            old, before = fresh
+        else:
+            old, before = self._param_copies(names), self._state_copies()
+        if not self._known_step:   # an optimizer of the user's may change .grad in place
+            for _, p in self._train:
+                if p.grad is not None:
+                    p.grad = p.grad.clone()
+        self.torch_optimizer.step()
+        self._updates += 1
+        new = self._param_copies(names)
+        after = self._state_copies()
+        # Nothing changes parameters or optimizer state between updates but restore and
+        # set_optimizer (which forget this): the next update starts from these copies.
+        self._fresh = (new, after) if self._reuse_copies else None
+        return {name: ParamUpdate(name, old[name], grads[name], new[name], before[name], after[name]) for name in names}
+
+    # -- copies ----------------------------------------------------------------------------------
+
+    def _copies(self, items: list[tuple[Any, Any]]) -> list[Any]:
+        """Copies of (key, tensor) pairs, reusing one made since the tensor last changed."""
+        cache = self._cache
+        out: list = [None] * len(items)
+        misses = []
+        for i, (key, t) in enumerate(items):
+            hit = cache.get(key)
+            if hit is not None and hit[0] is t and hit[1] == t._version:
+                out[i] = hit[2]
+            else:
+                misses.append(i)
+        if misses:
+            sources = [items[i][1].detach() for i in misses]
+            made = self._torch._foreach_clone(sources) if len(sources) > 1 else [sources[0].clone()]
+            for i, c in zip(misses, made):
+                key, t = items[i]
+                cache[key] = (t, t._version, c, False)
+                out[i] = c
+        return out
+
+    def _param_copies(self, names) -> dict[str, Any]:
+        by_name = self._by_name
+        return dict(zip(names, self._copies([(name, by_name[name]) for name in names])))
+
+    def _scalar(self, key: tuple, t) -> float | int:
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] is t and hit[1] == t._version:
+            return hit[2]
+        value = t.item()
+        if key[1] == "step" and float(value).is_integer():
+            value = int(value)
+        self._cache[key] = (t, t._version, value, True)
+        self._scalar_dtypes[key] = t.dtype
+        return value
+
+    def _state_copies(self) -> dict[str, dict[str, Any]]:
+        torch = self._torch
+        states, cache = self.torch_optimizer.state, self._cache
+        result: dict[str, dict[str, Any]] = {}
+        items, where = [], []
+        for name, p in self._train:
+            st = states.get(p)
+            if not st:
+                result[name] = self._initial_state(name, p)
+                continue
+            d: dict[str, Any] = {}
+            for k, v in st.items():
+                key = (name, k)
+                hit = cache.get(key)
+                if hit is not None and hit[0] is v:          # a tensor seen before: its kind is known
+                    if hit[1] == v._version:
+                        d[k] = hit[2]
+                    elif hit[3]:
+                        d[k] = self._scalar(key, v)
+                    else:
+                        d[k] = None
+                        items.append((key, v))
+                        where.append((d, k))
+                elif isinstance(v, torch.Tensor):
+                    if v.ndim == 0 and v.device.type == "cpu":
+                        d[k] = self._scalar(key, v)
+                    else:
+                        d[k] = None
+                        items.append((key, v))
+                        where.append((d, k))
+                else:
+                    d[k] = v if isinstance(v, (int, float, bool, str, type(None))) else copy.deepcopy(v)
+            result[name] = d
+        if items:
+            for (d, k), c in zip(where, self._copies(items)):
+                d[k] = c
+        return result
+
+    def _initial_state(self, name: str, p) -> Initial:
+        config = self.optimizer
+        key = (name, id(config))
+        hit = self._initial.get(key)
+        if hit is not None and hit[0] is config:
+            return hit[1]
+        state = Initial()
+        if not is_opaque(config) and hasattr(config, "init"):
+            torch = self._torch
+            for k, v in config.init(np.zeros(tuple(p.shape))).items():
+                state[k] = torch.as_tensor(v, dtype=p.dtype, device=p.device) if isinstance(v, np.ndarray) else v
+        self._initial[key] = (config, state)
+        return state
+
+    # -- state -----------------------------------------------------------------------------------
+
+    def params(self) -> Mapping[str, Any]:
+        return self._views
+
+    def optimizer_state(self) -> Mapping[str, Mapping[str, Any]]:
+        torch = self._torch
+        out = {}
+        for name, p in self._train:
+            st = self.torch_optimizer.state.get(p)
+            if not st:
+                out[name] = self._initial_state(name, p)
+                continue
+            out[name] = {k: (self._scalar((name, k), v) if isinstance(v, torch.Tensor) and v.ndim == 0 and v.device.type == "cpu"
+                             else v) for k, v in st.items()}
+        return out
+
+    def set_optimizer(self, optimizer, fresh_state: bool = True) -> None:
+        self._fresh = None
+        if not fresh_state and same_kind(optimizer, self.torch_optimizer):
+            apply(optimizer, self.torch_optimizer)
+        else:
+            self.torch_optimizer = build(optimizer, [p for _, p in self._train])
+            self._known_step = type(self.torch_optimizer) in set(torch_classes().values())
+        self.optimizer = optimizer
+
+    def capture(self) -> TorchSnapshot:
+        opt = self.torch_optimizer
+        fresh = self._fresh
+        if fresh is not None and len(fresh[0]) == len(self._named):
+            params, state = fresh
+        else:
+            params = dict(zip(self.param_shapes, self._copies(self._named)))
+            state = self._state_copies()
+        buffers = dict(zip((n for n, _ in self._buffers), self._copies([("buffer:" + n, b) for n, b in self._buffers]))) \
+            if self._buffers else None
+        groups = tuple(group_hyperparameters(g) for g in opt.param_groups) if len(opt.param_groups) > 1 else None
+        rng = self._rng_state() if self._track_rng else None
+        return TorchSnapshot(params, state, self._scalar_dtypes, self.optimizer, opt, groups, buffers, rng, self._updates)
+
+    def restore(self, snapshot: TorchSnapshot) -> None:
+        torch = self._torch
+        cache = self._cache
+        self._graph = self._loss_tensor = self._fresh = None
+        self.torch_optimizer, self.optimizer = snapshot.optimizer, snapshot.config
+        self._known_step = type(self.torch_optimizer) in set(torch_classes().values())
+        if snapshot.groups is not None:
+            for group, values in zip(self.torch_optimizer.param_groups, snapshot.groups):
+                group.update(values)
+        else:
+            apply(snapshot.config, self.torch_optimizer)
+        with torch.no_grad():
+            for name, p in self._named:
+                self._write(name, p, snapshot.params[name])
+            for name, b in self._buffers:
+                if snapshot.buffers is not None:
+                    self._write("buffer:" + name, b, snapshot.buffers[name])
+        states = self.torch_optimizer.state
+        states.clear()
+        for name, p in self._train:
+            saved = snapshot.state.get(name)
+            if saved is None or isinstance(saved, Initial):
+                continue
+            live = {}
+            for k, v in saved.items():
+                if isinstance(v, torch.Tensor):
+                    live[k] = v.clone()
+                    cache[(name, k)] = (live[k], live[k]._version, v, False)
+                elif (name, k) in snapshot.scalar_dtypes and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    live[k] = torch.tensor(v, dtype=snapshot.scalar_dtypes[(name, k)])
+                    cache[(name, k)] = (live[k], live[k]._version, v, True)
+                else:
+                    live[k] = copy.deepcopy(v)
+            states[p] = live
+        if snapshot.rng is not None:
+            self._set_rng(snapshot.rng)
+        self._updates = snapshot.updates
+
+    def _write(self, key: str, live, saved) -> None:
+        """Copy a saved value into a live tensor, unless it is known to hold it already."""
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] is live and hit[1] == live._version and hit[2] is saved:
+            return
+        live.copy_(saved)
+        self._cache[key] = (live, live._version, saved, False)
+
+    def snapshot_nbytes(self, snapshot: TorchSnapshot) -> int:
+        torch = self._torch
+        total = sum(t.nbytes for t in snapshot.params.values())
+        for state in snapshot.state.values():
+            total += sum(v.nbytes for v in state.values() if isinstance(v, torch.Tensor))
+        if snapshot.buffers:
+            total += sum(t.nbytes for t in snapshot.buffers.values())
+        return total
+
+    # -- randomness ------------------------------------------------------------------------------
+
+    def _rng_state(self) -> tuple:
+        torch = self._torch
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+        return torch.get_rng_state(), cuda
+
+    def _set_rng(self, state: tuple) -> None:
+        torch = self._torch
+        cpu, cuda = state
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+
+    # -- side computations (they change nothing) -------------------------------------------------
+
+    @contextmanager
+    def _aside(self):
+        """Run a computation that leaves no trace: the RNG as this iteration's forward saw
+        it and restored after; buffers (BatchNorm statistics) passed as copies."""
+        saved = self._rng_state() if self._track_rng else None
+        if saved is not None and self._rng_forward is not None:
+            self._set_rng(self._rng_forward)
+        capture, self._capture = self._capture, False
+        try:
+            yield
+        finally:
+            self._capture = capture
+            if saved is not None:
+                self._set_rng(saved)
+
+    def _call(self, params: Mapping[str, Any], x):
+        torch = self._torch
+        values = dict(params)
+        for name, b in self._buffers:
+            values[name] = b.detach().clone()
+        out = torch.func.functional_call(self.model, values, (x,), strict=False)
+        out = first_tensor(out)
+        if out is None:
+            raise GdstepError("the model returned no tensor")
+        return out
+
+    def loss_value(self, x, y, overrides: Mapping[str, tuple[tuple[int, ...], float]] | None = None) -> float:
+        torch = self._torch
+        params = dict(self._views)
+        for name, (index, value) in (overrides or {}).items():
+            changed = params[name].clone()
+            changed[index] = value
+            params[name] = changed
+        with torch.no_grad(), self._aside():
+            _, loss = self.loss_fn(self._call(params, x), y)
+            return loss.item()
+
+    def gradients(self, x, y) -> dict[str, Any]:
+        torch = self._torch
+        leaves = {name: v.detach().requires_grad_(True) for name, v in self._views.items()
+                  if v.is_floating_point()}
+        with torch.enable_grad(), self._aside():
+            _, loss = self.loss_fn(self._call(leaves, x), y)
+            grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
+        return {name: (g if g is not None else torch.zeros_like(self._views[name])) for name, g in zip(leaves, grads)}
+
+    @contextmanager
+    def _eval(self):
+        modes = [(m, m.training) for m in self.model.modules()]
+        self.model.eval()
+        try:
+            yield
+        finally:
+            for m, training in modes:
+                m.training = training
+
+    def _outputs_of(self, x):
+        torch = self._torch
+        with torch.no_grad(), self._eval(), self._aside():
+            return self._call(self._views, x)
+
+    def evaluate(self) -> tuple[float, float | None]:
+        """Loss and (for classifiers) accuracy on all the data, in eval mode."""
+        torch = self._torch
+        x, y = self.evaluation_data()
+        out = self._outputs_of(x)
+        with torch.no_grad():
+            _, loss = self.loss_fn(out, y)
+            value = loss.item()
+            kind = getattr(self.loss_fn, "kind", None)
+            if kind in ("cross_entropy", "CrossEntropyLoss", "NLLLoss") and out.ndim == 2 and y.ndim == 1:
+                return value, (out.argmax(dim=1) == y).double().mean().item()
+            if kind in ("bce", "BCELoss"):
+                return value, ((out > 0.5) == (y > 0.5)).double().mean().item()
+            if kind == "BCEWithLogitsLoss":
+                return value, ((out > 0) == (y > 0.5)).double().mean().item()
+        return value, None
+
+    def evaluation_data(self) -> tuple[Any, Any]:
+        return self.x, self.y
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        first = self._named[0][1] if self._named else None
+        t = torch.as_tensor(np.asarray(x), dtype=first.dtype if first is not None else None,
+                            device=first.device if first is not None else None)
+        return self._outputs_of(t).detach().cpu().numpy()

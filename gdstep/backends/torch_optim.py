@@ -1,0 +1,120 @@
+"""gdstep's optimizer configs and torch.optim optimizers, mapped both ways.
+
+A torch optimizer that gdstep has the formula for (SGD, RMSprop, Adagrad, Adam, AdamW with
+one set of hyperparameters, not maximizing) maps to the gdstep.optim config of the same
+kind, so `explain` shows its terms. Any other becomes an opaque config: a frozen dataclass
+named after the torch class with its hyperparameters as fields and no `terms`, so the
+debugger shows its state and ΔW without a formula, and `set lr` still works.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from gdstep.errors import GdstepError
+from gdstep.optim import OPTIMIZERS, hyperparameters, make_optimizer
+
+# The group keys that choose an implementation (loops, foreach, fused), not the arithmetic.
+IMPLEMENTATION_KEYS = frozenset({"foreach", "fused", "capturable", "differentiable"})
+
+
+def torch_classes() -> dict[str, type]:
+    import torch
+    return {"sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop, "adagrad": torch.optim.Adagrad,
+            "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+
+
+def _plain(value: Any) -> Any:
+    """A hyperparameter as a plain Python value (torch allows tensors for lr and betas)."""
+    if type(value).__module__.startswith("torch"):
+        return value.item() if value.numel() == 1 else tuple(value.tolist())
+    if isinstance(value, (list, tuple)):
+        return tuple(_plain(v) for v in value)
+    return value
+
+
+def group_hyperparameters(group: dict) -> dict[str, Any]:
+    return {k: _plain(v) for k, v in group.items() if k != "params"}
+
+
+_OPAQUE: dict[tuple, type] = {}
+
+
+def _opaque_class(torch_class: type, names: tuple[str, ...]) -> type:
+    key = (torch_class, names)
+    cls = _OPAQUE.get(key)
+    if cls is None:
+        fields = [("lr", float)] + [(n, Any) for n in names if n != "lr"]
+        cls = dataclasses.make_dataclass(torch_class.__name__, fields, frozen=True, namespace={
+            "kind": torch_class.__name__, "torch_class": torch_class,
+            "__doc__": f"{torch_class.__name__}: a torch optimizer gdstep has no formula for."})
+        _OPAQUE[key] = cls
+    return cls
+
+
+def is_opaque(config: Any) -> bool:
+    return hasattr(type(config), "torch_class")
+
+
+def config_of(optimizer) -> Any:
+    """The gdstep config that describes this torch optimizer exactly, or an opaque one."""
+    groups = [group_hyperparameters(g) for g in optimizer.param_groups]
+    first = groups[0]
+    uniform = all(g == first for g in groups[1:])
+    kinds = {cls: kind for kind, cls in torch_classes().items()}
+    kind = kinds.get(type(optimizer))
+    if kind == "adam" and first.get("decoupled_weight_decay"):
+        kind = "adamw"
+    if kind is not None and uniform and not first.get("maximize") and not first.get("differentiable"):
+        names = [f.name for f in dataclasses.fields(OPTIMIZERS[kind])]
+        try:
+            return make_optimizer(kind, **{n: first[n] for n in names if n in first})
+        except (ValueError, TypeError):
+            pass
+    shown = {k: v for k, v in first.items() if k not in IMPLEMENTATION_KEYS}
+    cls = _opaque_class(type(optimizer), tuple(shown))
+    lr = shown.get("lr", math.nan)
+    return cls(lr=float(lr) if isinstance(lr, (int, float)) else math.nan,
+               **{k: v for k, v in shown.items() if k != "lr"})
+
+
+def build(config: Any, params: list) -> Any:
+    """A new torch optimizer for `config` over `params` (fresh state)."""
+    if is_opaque(config):
+        args = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+        try:
+            return type(config).torch_class(params, **args)
+        except Exception as e:  # a user's optimizer class with other constructor arguments
+            raise GdstepError(f"cannot rebuild {config.kind} from its hyperparameters: {e}") from None
+    classes = torch_classes()
+    if getattr(config, "kind", None) not in classes:
+        raise GdstepError(f"the torch backend has no optimizer {getattr(config, 'kind', config)!r}")
+    return classes[config.kind](params, **hyperparameters(config))
+
+
+def same_kind(config: Any, optimizer) -> bool:
+    """True when `optimizer` can take `config`'s hyperparameters without new state."""
+    if is_opaque(config):
+        return type(optimizer) is type(config).torch_class
+    kind = getattr(config, "kind", None)
+    current = type(optimizer)
+    classes = torch_classes()
+    if kind == "adamw" and current is classes["adam"]:
+        return bool(optimizer.param_groups[0].get("decoupled_weight_decay"))
+    if kind == "adam" and current is classes["adam"]:
+        return not optimizer.param_groups[0].get("decoupled_weight_decay")
+    return classes.get(kind) is current
+
+
+def apply(config: Any, optimizer) -> None:
+    """Write `config`'s hyperparameters into every param group, keeping the state."""
+    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    for group in optimizer.param_groups:
+        for key, value in values.items():
+            current = group.get(key)
+            if type(current).__module__.startswith("torch") and getattr(current, "numel", lambda: 0)() == 1:
+                current.fill_(value)        # a tensor lr (capturable, fused) stays a tensor
+            else:
+                group[key] = value

@@ -1,0 +1,76 @@
+"""What every torch code path needs first: torch itself, a device and a dtype, each refused
+in one readable line (a BackendError, exit 2) when it is not available here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gdstep.errors import BackendError
+
+try:  # gdstep works without torch; only the torch backend needs it
+    import torch
+except ImportError:  # pragma: no cover - exercised by a test that hides torch
+    torch = None  # type: ignore[assignment]
+
+DTYPES = ("float32", "float64")
+
+
+def require_torch() -> Any:
+    """The torch module, or a BackendError saying how to install it."""
+    import sys
+
+    module = sys.modules.get("torch", torch)
+    if module is None:
+        raise BackendError("the torch backend needs PyTorch, which is not installed here "
+                           "(pip install torch, or use the numpy backend)")
+    return module
+
+
+def resolve_device(device: str | None) -> tuple[Any, str | None]:
+    """(torch.device, a note for the event log or None). "auto" takes CUDA where there is one
+    and otherwise the CPU, and says so; "cuda" without CUDA is an error."""
+    torch = require_torch()
+    if device is None or device == "cpu":
+        return torch.device("cpu"), None
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device()), None
+        return torch.device("cpu"), "device auto: no CUDA device here, the torch backend runs on the cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise BackendError(f"unknown device {device!r} (expected cpu, cuda, cuda:N or auto)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "a CPU-only build of torch" if torch.version.cuda is None else "no CUDA device is visible"
+            raise BackendError(f"device {device!r}: CUDA is not available here ({build}); use --device cpu or auto")
+        count = torch.cuda.device_count()
+        index = torch.cuda.current_device() if dev.index is None else dev.index
+        if index >= count:
+            raise BackendError(f"device {device!r}: there {'is' if count == 1 else 'are'} only {count} CUDA device{'s' * (count != 1)}")
+        return torch.device("cuda", index), None
+    if dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise BackendError(f"device {device!r}: MPS is not available here; use --device cpu")
+        return dev, None
+    if dev.type != "cpu":
+        raise BackendError(f"device {device!r} is not supported (expected cpu, cuda, cuda:N or auto)")
+    return dev, None
+
+
+def torch_dtype(name: str) -> Any:
+    torch = require_torch()
+    if name not in DTYPES:
+        raise BackendError(f"dtype must be \"float32\" or \"float64\", got {name!r}")
+    return getattr(torch, name)
+
+
+def dtype_name(dtype: Any) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def device_name(device: Any) -> str:
+    """"cpu" or "cuda:0": the index always shown for an accelerator."""
+    if device.type == "cpu":
+        return "cpu"
+    return f"{device.type}:{0 if device.index is None else device.index}"
