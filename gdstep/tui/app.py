@@ -78,7 +78,7 @@ class GdstepApp(App[int]):
     selection: var[Selection] = var(Selection)
     show_plots: var[bool] = var(False)
 
-    def __init__(self, session, runner=None, *, timestamps: bool = True, frame_interval: float = 0.2,
+    def __init__(self, session, runner=None, *, timestamps: bool = True, frame_interval: float = 0.25,
                  plot_interval: float = 1.0) -> None:
         super().__init__()
         from gdstep.script import Runner
@@ -193,9 +193,13 @@ class GdstepApp(App[int]):
         if self._pause.is_set() or (self._worker is not None and self._worker.is_cancelled):
             return True
         if self.surface_maker is not None and self.session.phase_due == "forward":
-            self.surface_maker.observe()
+            self.surface_maker.observe()     # the path, one point per step
         now = monotonic()
-        if self._dirty or now >= self._next_frame:
+        # Frames at iteration boundaries, so a run shows whole iterations (the update and
+        # its arithmetic) rather than flickering through the phases; a slow iteration
+        # still gets a frame now and then.
+        boundary = self.session.phase_due == "forward"
+        if self._dirty or (now >= self._next_frame and boundary) or now >= self._next_frame + 4 * self.frame_interval:
             self._dirty = False
             self._next_frame = now + self.frame_interval
             plots = now >= self._next_plot
@@ -211,7 +215,7 @@ class GdstepApp(App[int]):
             boundary = self.boundary_maker.compute(*self._boundary_grid)
         if plots and self.surface_maker is not None:
             surface = self.surface_maker.compute()
-        return self.snapshotter.take(self.selection, boundary=boundary, surface=surface)
+        return self.snapshotter.take(self.selection, plots=plots, boundary=boundary, surface=surface)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """Failures of any worker land here, in the log; the app stays usable."""
@@ -279,12 +283,14 @@ class GdstepApp(App[int]):
             self.query_one("#batch-box").border_title = snapshot.batch.title
         self.query_one("#details", ContentSwitcher).current = "batch-box" if snapshot.batch is not None \
             else "arithmetic-box"
-        for plot in self.query(LossPlot).results():
-            if plot.curves is None or plot.curves.n != snapshot.curves.n or plot.curves != snapshot.curves:
-                plot.curves = snapshot.curves
-        for plot in self.query(GradNormPlot).results():
-            if plot.curves is None or plot.curves.grad_norms != snapshot.curves.grad_norms:
-                plot.curves = snapshot.curves
+        curves = snapshot.curves
+        if curves is not None:
+            for plot in self.query(LossPlot).results():
+                if plot.curves is None or plot.curves.n != curves.n or plot.curves != curves:
+                    plot.curves = curves
+            for plot in self.query(GradNormPlot).results():
+                if plot.curves is None or plot.curves.grad_norms != curves.grad_norms:
+                    plot.curves = curves
         if snapshot.boundary is not None:
             for plot in self.query(BoundaryPlot).results():
                 plot.boundary = snapshot.boundary        # the same object again is no change

@@ -38,8 +38,23 @@ class ArithmeticView(Static):
         "arithmetic-view--bad",
     }
 
-    arithmetic: reactive[Arithmetic | None] = reactive(None, layout=True)
-    gradcheck: reactive[GradcheckView | None] = reactive(None, layout=True)
+    arithmetic: reactive[Arithmetic | None] = reactive(None)
+    gradcheck: reactive[GradcheckView | None] = reactive(None)
+    _height = 0
+
+    def _relayout(self) -> None:
+        """A new layout only when the text's height changed (a run redraws it often)."""
+        a, g = self.arithmetic, self.gradcheck
+        height = (len(a.lines) + len(a.state) if a else 0) + (4 if g else 0)
+        if height != self._height:
+            self._height = height
+            self.refresh(layout=True)
+
+    def watch_arithmetic(self) -> None:
+        self._relayout()
+
+    def watch_gradcheck(self) -> None:
+        self._relayout()
 
     @property
     def lines(self) -> tuple[str, ...]:

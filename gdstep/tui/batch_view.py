@@ -29,7 +29,14 @@ class BatchView(Static):
         "batch-view--loss",
     }
 
-    panel: reactive[BatchPanel | None] = reactive(None, layout=True)
+    panel: reactive[BatchPanel | None] = reactive(None)
+    _height = -1
+
+    def watch_panel(self, panel: BatchPanel | None) -> None:
+        height = len(panel.rows) + len(panel.notes) if panel else 0
+        if height != self._height:
+            self._height = height
+            self.refresh(layout=True)
 
     def render(self) -> Text:
         panel = self.panel

@@ -16,7 +16,7 @@ import numpy as np
 from gdstep import arrays
 from gdstep.fmt import index_text
 
-MAX_POINTS = 400
+MAX_POINTS = 150
 
 
 # -- curves ---------------------------------------------------------------------------------------
@@ -59,25 +59,27 @@ def curves(history, layers, cache: dict[str, Any]) -> Curves:
     if done > n:
         cache.clear()
         done = 0
-    sums: dict[int, list[float]] = cache.setdefault("sums", {})
-    last: dict[int, int] = cache.setdefault("last", {})
+    epochs: list[int] = cache.setdefault("epochs", [])      # epoch numbers, in order
+    totals: list[float] = cache.setdefault("totals", [])
+    counts: list[float] = cache.setdefault("counts", [])
+    ends: list[int] = cache.setdefault("ends", [])          # the iteration where each epoch's data ends
     for i in range(done, n):
         epoch, size = history.epochs[i], history.batch_sizes[i]
-        acc = sums.setdefault(epoch, [0.0, 0.0])
-        acc[0] += losses[i] * size
-        acc[1] += size
-        last[epoch] = i + 1
+        if not epochs or epochs[-1] != epoch:
+            epochs.append(epoch)
+            totals.append(0.0)
+            counts.append(0.0)
+            ends.append(0)
+        totals[-1] += losses[i] * size
+        counts[-1] += size
+        ends[-1] = i + 1
     cache["n"] = n
     ex, ey = [], []
-    for epoch in sorted(sums):
-        total, count = sums[epoch]
-        mean = total / count if count else math.nan
+    for k in _sample(len(epochs)):
+        mean = totals[k] / counts[k] if counts[k] else math.nan
         if math.isfinite(mean):
-            ex.append(float(last[epoch]))
+            ex.append(float(ends[k]))
             ey.append(mean)
-    if len(ex) > MAX_POINTS:
-        keep = _sample(len(ex))
-        ex, ey = [ex[i] for i in keep], [ey[i] for i in keep]
     norms = []
     grad_norms = history.grad_norms
     m = len(grad_norms)

@@ -134,7 +134,7 @@ class Snapshot:
     tensor: TensorPanel | None
     arithmetic: Arithmetic
     batch: BatchPanel | None
-    curves: Curves
+    curves: Curves | None              # None: the plots are not redrawn this time
     events: tuple[Event, ...]          # events new since the previous snapshot
     boundary: Boundary | None = None
     surface: Surface | None = None
@@ -183,10 +183,9 @@ class Snapshotter:
         """After a rewind or a change of settings: the history may have been rewritten."""
         self._curves_cache.clear()
 
-    def take(self, selection: Selection, *, boundary: Boundary | None = None,
+    def take(self, selection: Selection, *, plots: bool = True, boundary: Boundary | None = None,
              surface: Surface | None = None) -> Snapshot:
         s = self.session
-        losses = s.history
         loss, prev = s.loss_value, s.prev_loss
         change = loss - prev if loss is not None and prev is not None else None
         events = tuple(s.events[self._events_seen:])
@@ -213,7 +212,7 @@ class Snapshotter:
             tensor=self._tensor(selection),
             arithmetic=self._arithmetic(selection),
             batch=self._batch(),
-            curves=curves(losses, [info for info in s.backend.layers], self._curves_cache),
+            curves=curves(s.history, s.backend.layers, self._curves_cache) if plots else None,
             events=events,
             boundary=boundary,
             surface=surface,
