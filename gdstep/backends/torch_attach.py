@@ -29,7 +29,8 @@ class AttachBackend(ModuleBackend):
         self.remove_hooks()
         self._install_hooks()
         self._capture = True              # every forward of the model, not only ours
-        self._reuse_copies = False        # the loop may change parameters between steps
+        self._reuse_copies = False        # the loop may change parameters between steps,
+        self._trust_versions = False      # even through .data, which counts no version
         self._batches: dict[int, tuple[Any, Any]] = {}
         self._keep = max(1, keep)
         self._observed: dict[str, Any] = {}

@@ -92,7 +92,8 @@ class ModuleBackend:
         self._batch_key: tuple | None = None
         self._updates = 0
         self._fresh: tuple | None = None
-        self._reuse_copies = True
+        self._reuse_copies = True          # the next update starts from the last one's copies
+        self._trust_versions = True        # a tensor whose version is unchanged holds its copy's values
         self.notes: list[str] = []
         # δ of the first layer needs the input in the graph when that layer has nothing to train
         row0 = self._rows[0][1] if self._rows else None
@@ -266,9 +267,10 @@ class ModuleBackend:
         cache = self._cache
         out: list = [None] * len(items)
         misses = []
+        trust = self._trust_versions
         for i, (key, t) in enumerate(items):
             hit = cache.get(key)
-            if hit is not None and hit[0] is t and hit[1] == t._version:
+            if trust and hit is not None and hit[0] is t and hit[1] == t._version:
                 out[i] = hit[2]
             else:
                 misses.append(i)
@@ -287,7 +289,7 @@ class ModuleBackend:
 
     def _scalar(self, key: tuple, t) -> float | int:
         hit = self._cache.get(key)
-        if hit is not None and hit[0] is t and hit[1] == t._version:
+        if hit is not None and hit[0] is t and hit[1] == t._version and self._trust_versions:
             return hit[2]
         value = t.item()
         if key[1] == "step" and float(value).is_integer():
@@ -311,7 +313,7 @@ class ModuleBackend:
                 key = (name, k)
                 hit = cache.get(key)
                 if hit is not None and hit[0] is v:          # a tensor seen before: its kind is known
-                    if hit[1] == v._version:
+                    if hit[1] == v._version and self._trust_versions:
                         d[k] = hit[2]
                     elif hit[3]:
                         d[k] = self._scalar(key, v)
@@ -382,8 +384,9 @@ class ModuleBackend:
         else:
             params = dict(zip(self.param_shapes, self._copies(self._named)))
             state = self._state_copies()
-        buffers = dict(zip((n for n, _ in self._buffers), self._copies([("buffer:" + n, b) for n, b in self._buffers]))) \
-            if self._buffers else None
+        # Buffers are always copied: BatchNorm's kernel updates its statistics in place
+        # without counting a new version, so a copy could not tell it is stale.
+        buffers = {n: b.detach().clone() for n, b in self._buffers} if self._buffers else None
         groups = tuple(group_hyperparameters(g) for g in opt.param_groups) if len(opt.param_groups) > 1 else None
         rng = self._rng_state() if self._track_rng else None
         return TorchSnapshot(params, state, self._scalar_dtypes, self.optimizer, opt, groups, buffers, rng, self._updates)
@@ -402,9 +405,9 @@ class ModuleBackend:
         with torch.no_grad():
             for name, p in self._named:
                 self._write(name, p, snapshot.params[name])
-            for name, b in self._buffers:
-                if snapshot.buffers is not None:
-                    self._write("buffer:" + name, b, snapshot.buffers[name])
+            if snapshot.buffers is not None:
+                for name, b in self._buffers:
+                    b.copy_(snapshot.buffers[name])
         states = self.torch_optimizer.state
         states.clear()
         for name, p in self._train:
@@ -429,7 +432,7 @@ class ModuleBackend:
     def _write(self, key: str, live, saved) -> None:
         """Copy a saved value into a live tensor, unless it is known to hold it already."""
         hit = self._cache.get(key)
-        if hit is not None and hit[0] is live and hit[1] == live._version and hit[2] is saved:
+        if self._trust_versions and hit is not None and hit[0] is live and hit[1] == live._version and hit[2] is saved:
             return
         live.copy_(saved)
         self._cache[key] = (live, live._version, saved, False)

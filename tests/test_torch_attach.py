@@ -1,0 +1,235 @@
+"""Attach mode: two lines in a training loop that already exists. A loop that goes NaN stops
+on the right iteration with its records; without a terminal the records go to a file and
+the loop goes on; what is done in the debugger carries on (step) or is undone (watch)."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import gdstep
+import gdstep.attach as attach_module
+from gdstep.errors import ConditionError, GdstepError
+
+
+def make(seed: int = 0, optimizer=torch.optim.SGD, **kw):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1))
+    opt = optimizer(model.parameters(), **({"lr": 0.1} | kw))
+    x, y = torch.randn(64, 3), torch.randn(64, 1)
+    return model, opt, nn.MSELoss(), [(x[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16)]
+
+
+def test_a_loop_that_goes_nan_stops_on_that_iteration_with_its_records():
+    model, opt, loss_fn, batches = make()
+    hits = []
+
+    def look(session, message):
+        rec = session.forward()        # the debugger shows the state before the bad forward: run it
+        hits.append((message, session.step_count, rec.step, rec.outputs[0].isnan().any().item()))
+
+    dbg = gdstep.attach(model, opt, loss_fn, breakpoints=["nan", "loss > 10 * prev_loss"], on_break=look)
+    for epoch in range(2):
+        for i, (x, y) in enumerate(batches):
+            if epoch == 1 and i == 2:
+                x = x.clone()
+                x[3, 1] = float("nan")                 # a bad sample arrives on iteration 7
+            dbg.step(x, y)
+    message, step, rec_step, nan = hits[0]
+    assert "non-finite value nan in layer 0 linear output[3,0] during forward" in message
+    assert step == rec_step == 6 and nan
+    assert len(hits) >= 1
+
+
+def test_the_loss_spike_breakpoint_fires_on_the_spike_with_the_loss_record():
+    model, opt, loss_fn, batches = make()
+    seen = []
+    dbg = gdstep.attach(model, opt, loss_fn, breakpoints=["loss > 10 * prev_loss"],
+                        on_break=lambda s, m: seen.append((m, s.record("loss").value, s.cursor.phase, s.step_count)))
+    for x, y in batches * 2:
+        dbg.step(x, y)
+    losses = [dbg.step(x, y + 100) for x, y in batches[:1]]   # targets far off: the loss jumps
+    assert len(seen) == 1
+    message, value, due, step = seen[0]
+    assert "breakpoint 1 hit: loss > 10 * prev_loss" in message
+    assert value == pytest.approx(losses[0]) and due == "backward" and step == 8
+
+
+def test_quitting_lets_the_iteration_finish_as_the_loop_would_have():
+    model, opt, loss_fn, batches = make()
+    reference = copy.deepcopy(model)
+    ref_opt = torch.optim.SGD(reference.parameters(), lr=0.1)
+    dbg = gdstep.attach(model, opt, loss_fn, breakpoints=["step >= 0"], on_break=lambda s, m: None)
+    for x, y in batches:
+        dbg.step(x, y)
+        ref_opt.zero_grad()
+        loss_fn(reference(x), y).backward()
+        ref_opt.step()
+    for p, q in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    assert dbg.session.step_count == 4 and dbg.session.cursor.phase == "forward"
+
+
+def test_changes_in_the_debugger_carry_on_and_rewinds_return_to_the_loop():
+    model, opt, loss_fn, batches = make()
+    twin, twin_opt, _, _ = make()
+
+    def retry(session, message):
+        session.back(iterations=2)         # look at an earlier iteration, recomputed from its batch
+        session.set(lr=0.01)               # and go on from there with a smaller step
+
+    dbg = gdstep.attach(model, opt, loss_fn, breakpoints=["step == 3 and phase == 'update'"], on_break=retry)
+    plain = gdstep.attach(twin, twin_opt, loss_fn, breakpoints=[])
+    for x, y in batches:
+        dbg.step(x, y)
+    for i, (x, y) in enumerate(batches):
+        if i == 1:                         # the retried iterations: from the second on
+            twin_opt.param_groups[0]["lr"] = 0.01
+        plain.step(x, y)
+    assert opt.param_groups[0]["lr"] == 0.01
+    assert dbg.session.step_count == 4
+    for p, q in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
+def test_without_a_terminal_the_records_go_to_a_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(attach_module, "interactive", lambda: False)
+    model, opt, loss_fn, batches = make()
+    dbg = gdstep.attach(model, opt, loss_fn, dump_dir=tmp_path, max_dumps=2)
+    x, y = batches[0]
+    dbg.step(x, y)
+    bad = x.clone()
+    bad[0, 0] = float("inf")
+    dbg.step(bad, y)
+    err = capsys.readouterr().err
+    path = tmp_path / "gdstep-break-2.npz"
+    assert path.exists() and (tmp_path / "gdstep-break-2.txt").exists()
+    assert str(path) in err and err.count("\n") == 1 and "non-finite" in err
+    z = np.load(path)
+    meta = json.loads(str(z["meta"]))
+    assert meta["step"] == 2 and "non-finite" in meta["message"]
+    assert np.isinf(z["forward/input"]).any() and not np.isfinite(z["forward/output/0 linear"]).all()
+    assert "update/0.weight/new" in z and "backward/grad/2.bias" in z
+    text = (tmp_path / "gdstep-break-2.txt").read_text()
+    assert "gdstep break" in text and "0.weight" in text
+    for _ in range(4):                     # NaN from here on: two files at most, then one line
+        dbg.step(x, y)
+    assert len(list(tmp_path.glob("*.npz"))) == 2
+    assert "no more files" in capsys.readouterr().err
+
+
+def test_a_terminal_opens_the_tui_on_the_session(monkeypatch):
+    import gdstep.tui.app as app
+    opened = []
+    monkeypatch.setattr(attach_module, "interactive", lambda: True)
+    monkeypatch.setattr(app, "run_tui", lambda session: opened.append(session.cursor) or 0)
+    model, opt, loss_fn, batches = make()
+    dbg = gdstep.attach(model, opt, loss_fn, breakpoints=["step == 2"])
+    for x, y in batches:
+        dbg.step(x, y)
+    assert opened == [gdstep.records.Cursor(3, 1, "forward")]
+
+
+async def test_the_tui_renders_an_attached_session_at_its_break():
+    from gdstep.tui.app import make_app
+    model, opt, loss_fn, batches = make(optimizer=torch.optim.Adam, lr=0.01)
+    sessions = []
+    dbg = gdstep.attach(model, opt, loss_fn, breakpoints=["grad_norm > 0"], on_break=lambda s, m: sessions.append(s))
+    dbg.step(*batches[0])
+    app = make_app(sessions[0], timestamps=False)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.pause()
+        await pilot.press("u")
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+    assert sessions[0].record("update") is not None
+
+
+def test_set_trace_opens_on_the_latest_iteration():
+    model, opt, loss_fn, batches = make()
+    dbg = gdstep.attach(model, opt, loss_fn, on_break=lambda s, m: None)
+    with pytest.raises(GdstepError, match="no iteration"):
+        gdstep.set_trace()
+    for x, y in batches[:3]:
+        dbg.step(x, y)
+    seen = []
+    gdstep.set_trace(on_break=lambda s, m: seen.append((m, s.step_count, s.record("update").step)))
+    assert seen == [("set_trace", 3, 2)]
+    dbg.close()
+    with pytest.raises(GdstepError, match="no training loop is attached"):
+        gdstep.set_trace()
+
+
+def test_watch_records_the_loops_own_iteration():
+    model, opt, loss_fn, batches = make(optimizer=torch.optim.Adam, lr=0.01)
+    dbg = gdstep.attach(model, opt, loss_fn, breakpoints=[])
+    for x, y in batches * 2:
+        opt.zero_grad()
+        out = model(x)
+        loss = loss_fn(out, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)    # the loop's own business
+        assert dbg.watch(loss, y) == pytest.approx(loss.item())
+        grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+        opt.step()
+    s = dbg.session
+    assert s.step_count == 8 and s.cursor.phase == "forward"
+    fwd, bwd, upd = s.record("forward"), s.record("backward"), s.record("update")
+    assert torch.equal(fwd.outputs[-1], out.detach()) and torch.equal(fwd.inputs, x)
+    for name, p in model.named_parameters():
+        assert torch.equal(bwd.grads[name], grads[name])               # the clipped gradients the step used
+        assert torch.equal(upd.params[name].new, p.detach())
+    assert bwd.deltas[-1] is not None and bwd.deltas[-1].shape == out.shape
+    assert upd.params["0.weight"].state_after["step"] == 8
+    assert "adam" in str(s.explain("0.weight", (0, 0)))
+
+
+def test_watch_breaks_and_puts_back_what_the_debugger_changed():
+    model, opt, loss_fn, batches = make(optimizer=torch.optim.Adam, lr=0.01)
+    twin, twin_opt, _, _ = make(optimizer=torch.optim.Adam, lr=0.01)
+    seen = []
+
+    def meddle(session, message):
+        seen.append((message, session.cursor.phase))
+        session.update()                   # the debugger steps on its own...
+        session.back(phases=2)             # ...and rewinds
+
+    dbg = gdstep.attach(model, opt, loss_fn, breakpoints=["phase == 'backward' and step == 2"], on_break=meddle)
+    for m, o, watching in ((model, opt, True), (twin, twin_opt, False)):
+        for x, y in batches:
+            o.zero_grad()
+            loss = loss_fn(m(x), y)
+            loss.backward()
+            if watching:
+                dbg.watch(loss, y)
+            o.step()
+    assert seen == [("breakpoint 1 hit: phase == 'backward' and step == 2 (phase = backward, step = 2)", "update")]
+    for p, q in zip(model.parameters(), twin.parameters()):      # as if the debugger had only looked
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    assert dbg.session.step_count == 4
+
+
+def test_attach_refuses_what_it_cannot_use():
+    model, opt, loss_fn, _ = make()
+    with pytest.raises(GdstepError, match="torch.nn.Module"):
+        gdstep.attach("model", opt, loss_fn)
+    with pytest.raises(GdstepError, match="torch.optim"):
+        gdstep.attach(model, "sgd", loss_fn)
+    with pytest.raises(ConditionError, match="no parameter"):
+        gdstep.attach(model, opt, loss_fn, breakpoints=["grad_norm(9.weight) > 1"])
+    with pytest.raises(GdstepError, match="on_break"):
+        gdstep.attach(model, opt, loss_fn, on_break="later")
+
+
+def test_raise_mode_and_the_module_stays_callable():
+    model, opt, loss_fn, batches = make()
+    dbg = attach_module(model, opt, loss_fn, breakpoints=["step == 2"], on_break="raise")
+    dbg.step(*batches[0])
+    with pytest.raises(attach_module.BreakpointHit) as info:
+        dbg.step(*batches[1])
+    assert info.value.session is dbg.session and "step == 2" in info.value.message
