@@ -226,8 +226,8 @@ class GdstepApp(App[int]):
                                                                WorkerState.CANCELLED):
             with self._lock:
                 self.running = self._draining and self.running
-            if event.state == WorkerState.ERROR and self.snapshot is not None:
-                self._apply(self.snapshotter.take(self.selection))
+            if self._dirty or event.state == WorkerState.ERROR:
+                self._refresh_view()
 
     def on_frame(self, message: Frame) -> None:
         self._apply(message.snapshot)
@@ -235,18 +235,17 @@ class GdstepApp(App[int]):
     def on_job_done(self, message: JobDone) -> None:
         job, outcome = message.job, message.outcome
         log = self.query_one(EventLog)
-        if message.snapshot is not None:
-            self._apply(message.snapshot)
         if job.echo:
             log.add("command", f"› {job.text}")
+        if message.snapshot is not None:
+            self._apply(message.snapshot)
         if message.error is not None:
             self.log_error(f"{job.text}: {message.error}")
         elif outcome is not None:
             if not outcome.ok:
-                kind = "error" if getattr(outcome, "error", True) else "stop"
+                kind = "expect" if outcome.failed_expect else "error"
                 log.add(kind, outcome.message)
-                if kind == "error":
-                    self.bell()
+                self.bell()
             elif job.echo:
                 for line in outcome.lines:
                     log.add("output", line)
@@ -316,10 +315,12 @@ class GdstepApp(App[int]):
         self._refresh_view()
 
     def _refresh_view(self) -> None:
-        """Redraw after a change of selection or size: now when idle, next phase when running."""
-        if self.running:
+        """Redraw after a change of selection or size: at once when the worker is idle, else
+        with its next frame (or when it finishes)."""
+        if self._draining:
             self._dirty = True
         else:
+            self._dirty = False
             self._apply(self.snapshotter.take(self.selection))
 
     def _size_views(self) -> None:
@@ -334,7 +335,7 @@ class GdstepApp(App[int]):
         grid = (64, 32)
         for plot in self.query(BoundaryPlot).results():
             width, height = plot.content_size
-            grid = (max(32, 2 * width), max(16, 2 * height))
+            grid = (max(48, 3 * width), max(24, 3 * height))
         self._boundary_grid = grid
         for plot in self.query(SurfacePlot).results():
             width, height = plot.content_size
@@ -440,13 +441,13 @@ class GdstepApp(App[int]):
 
     def open_prompt(self, text: str = "") -> None:
         prompt = self.query_one(CommandPrompt)
-        prompt.display = True
+        prompt.add_class("-open")
         prompt.value = text
         prompt.cursor_position = len(text)
         prompt.focus()
 
     def _close_prompt(self) -> None:
-        self.query_one(CommandPrompt).display = False
+        self.query_one(CommandPrompt).remove_class("-open")
         self.query_one(ModelTree).focus()
 
     @on(CommandPrompt.Closed)

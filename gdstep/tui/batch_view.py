@@ -44,6 +44,17 @@ class BatchView(Static):
         if panel is None:
             return out
         label = self.get_component_rich_style("batch-view--label")
+        if len(panel.samples) == 1:
+            self._vectors(panel, out, label)
+        else:
+            self._columns(panel, out, label)
+        for note in panel.notes:
+            out.append(f"({note})\n", style=label)
+        out.rstrip()
+        return out
+
+    def _columns(self, panel: BatchPanel, out: Text, label) -> None:
+        """A column per sample: read each one top to bottom through the network."""
         out.append("sample".ljust(LABEL), style=label)
         out.append("".join(f"#{int(i)}".rjust(cells.WIDTH) + " " for i in panel.samples), style=label)
         out.append("\n")
@@ -52,11 +63,18 @@ class BatchView(Static):
             if group is not None and row.group != group:
                 out.append("\n")
             group = row.group
-            style = self.get_component_rich_style(f"batch-view--{row.group}")
-            out.append(row.label.ljust(LABEL), style=style)
+            out.append(row.label.ljust(LABEL), style=self.get_component_rich_style(f"batch-view--{row.group}"))
             out.append("".join(cells.cell(v).rjust(cells.WIDTH) + " " for v in row.values))
             out.append("\n")
-        for note in panel.notes:
-            out.append(f"({note})\n", style=label)
-        out.rstrip()
-        return out
+
+    def _vectors(self, panel: BatchPanel, out: Text, label) -> None:
+        """One sample: a line per layer, its vector across (the textbook's way)."""
+        out.append(f"sample #{int(panel.samples[0])}: each line one layer's vector\n", style=label)
+        vectors: dict[str, tuple[str, list[float]]] = {}
+        for row in panel.rows:
+            symbol = row.label.split("[")[0]
+            vectors.setdefault(symbol, (row.group, []))[1].append(float(row.values[0]))
+        for symbol, (group, values) in vectors.items():
+            out.append(symbol.ljust(LABEL), style=self.get_component_rich_style(f"batch-view--{group}"))
+            out.append("".join(cells.cell(v).rjust(cells.WIDTH) + " " for v in values))
+            out.append("\n")

@@ -24,10 +24,12 @@ class GdstepCommands(Provider):
             out.append((binding.tooltip[0].upper() + binding.tooltip[1:],
                         partial(app.run_action, binding.action), f"key {app.get_key_display(binding.with_key(key))}"))
         out.append(("Set learning rate…", partial(app.open_prompt, "set lr "), "set lr X, from the next iteration"))
+        out.append(("Switch optimizer…", partial(app.open_prompt, "set optimizer "),
+                    "set optimizer KIND, then hyperparameters as name=value (Tab lists the kinds)"))
         current = getattr(app.session.optimizer, "kind", "")
         for kind in OPTIMIZERS:
             if kind != current:
-                out.append((f"Switch optimizer… to {kind}", partial(app.run_command, f"set optimizer {kind}"),
+                out.append((f"Switch optimizer to {kind}", partial(app.run_command, f"set optimizer {kind}"),
                             f"set optimizer {kind}: fresh optimizer state, the same lr"))
         out.append(("Save the recording as a script…", partial(app.open_prompt, "save "),
                     "save FILE.gds: replays to this state with gdstep replay"))

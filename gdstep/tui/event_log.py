@@ -10,7 +10,8 @@ from textual.widgets import RichLog
 
 from gdstep.records import Event
 
-KINDS = ("breakpoint", "nonfinite", "setting", "stop", "rewind", "gradcheck", "error", "info", "command", "output")
+KINDS = ("breakpoint", "nonfinite", "setting", "stop", "rewind", "gradcheck", "error", "info", "expect", "command",
+         "output")
 
 
 class EventLog(RichLog):
@@ -34,7 +35,7 @@ class EventLog(RichLog):
         if self.timestamps:
             line.append(time.strftime("%H:%M:%S ", time.localtime(when)), style=style("event-log--time"))
         if step is not None:
-            line.append(f"#{step:<4}", style=style("event-log--step"))
+            line.append(f"#{step:<5}", style=style("event-log--step"))
         tag = kind if kind in KINDS else "info"
         if kind not in ("command", "output"):
             line.append(f"{kind:<10} ", style=style(f"event-log--{tag}"))

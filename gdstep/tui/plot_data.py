@@ -17,6 +17,7 @@ from gdstep import arrays
 from gdstep.fmt import index_text
 
 MAX_POINTS = 150
+SURFACE_REACH = 100.0       # the loss surface covers the path up to this far from its start
 
 
 # -- curves ---------------------------------------------------------------------------------------
@@ -248,8 +249,10 @@ class SurfaceMaker:
             del self._path[k]
         self.observe()
         path = tuple(self._path[k] for k in sorted(self._path))
-        finite = [p for p in path if all(math.isfinite(v) and abs(v) < 1e150 for v in p)]
-        box = _box(finite)
+        start = path[0]
+        near = [p for p in path if all(math.isfinite(v) and abs(v - v0) <= SURFACE_REACH * max(1.0, abs(v0))
+                                       for v, v0 in zip(p, start))]
+        box = _box(near)
         if self._grid is None or not _inside(box, self._grid[0]):
             self._grid = (_grow(box),) + self._loss_grid(_grow(box))
         _, gx, gy, loss = self._grid

@@ -26,6 +26,19 @@ def _log_scale(values) -> bool:
     return len(positive) == len(values) and len(values) > 1 and max(positive) / min(positive) > 100
 
 
+def _log10(values) -> list[float]:
+    """log₁₀ on a linear axis: plotext's own log scale fails on values near 1e300."""
+    return [math.log10(v) for v in values]
+
+
+def _line(plt, xs, ys, colour) -> None:
+    """A thin line; its points marked too while there are few."""
+    xs, ys = list(xs), list(ys)
+    plt.plot(xs, ys, marker="braille", color=colour)
+    if len(xs) <= 40:
+        plt.scatter(xs, ys, marker="•", color=colour)
+
+
 def _hex(rgb: tuple[int, int, int]) -> str:
     return "#%02x%02x%02x" % rgb
 
@@ -56,15 +69,13 @@ class LossPlot(_Plot):
             return
         values = list(curves.loss) + list(curves.epoch_loss)
         log = _log_scale(values)
-        if log:
-            plt.yscale("log")
-        marker = "braille" if len(curves.x) > 40 else "•"
-        plt.plot(list(curves.x), list(curves.loss), marker=marker, color=PALETTE[0])
+        scale = _log10 if log else list
+        _line(plt, curves.x, scale(curves.loss), PALETTE[0])
         items = [("iteration", PALETTE[0])]
         if 1 < len(curves.epoch_x) < len(curves.x):
-            plt.plot(list(curves.epoch_x), list(curves.epoch_loss), marker=marker, color=PALETTE[1])
+            _line(plt, curves.epoch_x, scale(curves.epoch_loss), PALETTE[1])
             items.append(("epoch mean", PALETTE[1]))
-        self.border_title = "loss" + (" (log)" if log else "") + "  " + _key(*items)
+        self.border_title = ("log₁₀ loss" if log else "loss") + "  " + _key(*items)
         self.border_subtitle = f"{curves.n} iteration{'s' if curves.n != 1 else ''}"
         self.refresh()
 
@@ -82,14 +93,13 @@ class GradNormPlot(_Plot):
             return
         values = [v for _, _, ys in curves.grad_norms for v in ys]
         log = _log_scale(values)
-        if log:
-            plt.yscale("log")
+        scale = _log10 if log else list
         items = []
         for k, (layer, xs, ys) in enumerate(curves.grad_norms):
             colour = PALETTE[k % len(PALETTE)]
-            plt.plot(list(xs), list(ys), marker="braille" if len(xs) > 40 else "•", color=colour)
+            _line(plt, xs, scale(ys), colour)
             items.append((layer.split()[0], colour))
-        self.border_title = "‖∇W‖ per layer" + (" (log)" if log else "") + "  " + _key(*items)
+        self.border_title = ("log₁₀ ‖∇W‖" if log else "‖∇W‖ per layer") + "  " + _key(*items)
         self.border_subtitle = "v: next plot"
         self.refresh()
 
@@ -142,12 +152,16 @@ class SurfacePlot(_Plot):
                 if mask.any():
                     plt.scatter(s.grid_x[mask].tolist(), s.grid_y[mask].tolist(), marker="█",
                                 color=self._faded(colour, 0.5))
-        path = [p for p in s.path if all(math.isfinite(v) and abs(v) < 1e150 for v in p)]
+        x0, x1 = float(s.grid_x.min()), float(s.grid_x.max())
+        y0, y1 = float(s.grid_y.min()), float(s.grid_y.max())
+        path = [p for p in s.path if x0 <= p[0] <= x1 and y0 <= p[1] <= y1]
         if path:
             xs, ys = [p[0] for p in path], [p[1] for p in path]
             plt.plot(xs, ys, marker="braille", color=PALETTE[3])
             plt.scatter(xs, ys, marker="•", color=PALETTE[3])
-            plt.scatter([xs[-1]], [ys[-1]], marker="◆", color=PALETTE[1])
+            if path[-1] is s.path[-1]:
+                plt.scatter([xs[-1]], [ys[-1]], marker="◆", color=PALETTE[1])
         self.border_title = f"loss surface · [{_hex(PALETTE[3])}]•[/] path [{_hex(PALETTE[1])}]◆[/] now"
-        self.border_subtitle = f"x {s.labels[0]} · y {s.labels[1]}"
+        outside = len(s.path) - len(path)
+        self.border_subtitle = f"x {s.labels[0]} · y {s.labels[1]}" + (f" · {outside} off the map" if outside else "")
         self.refresh()

@@ -323,7 +323,8 @@ class Snapshotter:
             return None
         size = len(fwd.indices)
         shown = min(size, max(1, self.layout.batch_samples))
-        units = max(1, self.layout.batch_units)
+        # one sample is shown as a vector per line, with as many units as fit across
+        units = max(1, self.layout.batch_samples if shown == 1 else self.layout.batch_units)
         samples = arrays.to_numpy(fwd.indices[:shown])
         rows: list[BatchRow] = []
         notes: list[str] = []
