@@ -40,7 +40,7 @@ from gdstep.tui.prompt import CommandPrompt
 from gdstep.tui.snapshot import Selection, Snapshot, Snapshotter, as_matrix_shape, clamp_selection, element_index
 from gdstep.tui.tensor_view import TensorView
 
-RUN_TO = Binding.Group("end of phase")
+RUN_TO = Binding.Group("to end")
 ELEMENT = Binding.Group("element")
 LONG_COMMANDS = ("run", "step", "epoch", "next")
 
@@ -60,17 +60,22 @@ class GdstepApp(App[int]):
         Binding("u", "run_to('update')", "upd", group=RUN_TO, id="to-update", tooltip="run to the end of update"),
         Binding("s", "step", "step", id="step", tooltip="one iteration (step)"),
         Binding("e", "epoch", "epoch", id="epoch", tooltip="one epoch"),
-        Binding("r", "run_pause", "run/pause", id="run", tooltip="run on until a breakpoint, or pause the run"),
+        Binding("r", "run_pause", "run", id="run", tooltip="run on until a breakpoint, or pause the run"),
         Binding("left", "back", "back", id="back", tooltip="back one phase (rewind)"),
-        Binding("g", "gradcheck", "gradcheck", id="gradcheck", tooltip="gradient check of the selected element"),
-        Binding("colon", "prompt", "command", id="prompt", tooltip="command prompt (the script language)"),
         Binding("question_mark", "help", "help", id="help", tooltip="help: every key"),
+        Binding("colon", "prompt", "cmd", id="prompt", tooltip="command prompt (the script language)"),
+        Binding("g", "gradcheck", "gradcheck", id="gradcheck", tooltip="gradient check of the selected element"),
         Binding("q", "quit", "quit", id="quit", tooltip="quit"),
-        Binding("shift+up", "move_element(-1, 0)", "↑", group=ELEMENT, id="element-up", tooltip="move the selected element (shift + arrows)"),
-        Binding("shift+down", "move_element(1, 0)", "↓", group=ELEMENT, id="element-down", tooltip="move the selected element (shift + arrows)"),
-        Binding("shift+left", "move_element(0, -1)", "←", group=ELEMENT, id="element-left", tooltip="move the selected element (shift + arrows)"),
-        Binding("shift+right", "move_element(0, 1)", "→", group=ELEMENT, id="element-right", tooltip="move the selected element (shift + arrows)"),
-        Binding("v", "next_plot", "plot", id="next-plot", tooltip="next plot: decision boundary / loss surface / ‖∇W‖"),
+        Binding("shift+up", "move_element(-1, 0)", "↑", group=ELEMENT, id="element-up", show=False,
+                tooltip="move the selected element (shift + arrows)"),
+        Binding("shift+down", "move_element(1, 0)", "↓", group=ELEMENT, id="element-down", show=False,
+                tooltip="move the selected element (shift + arrows)"),
+        Binding("shift+left", "move_element(0, -1)", "←", group=ELEMENT, id="element-left", show=False,
+                tooltip="move the selected element (shift + arrows)"),
+        Binding("shift+right", "move_element(0, 1)", "→", group=ELEMENT, id="element-right", show=False,
+                tooltip="move the selected element (shift + arrows)"),
+        Binding("v", "next_plot", "plot", id="next-plot", show=False,
+                tooltip="next plot: decision boundary / loss surface / ‖∇W‖"),
         Binding("p", "toggle_plots", "plots", id="plots", show=False, tooltip="show or hide the plots (narrow terminals)"),
     ]
 
@@ -349,7 +354,9 @@ class GdstepApp(App[int]):
             self._size_views()
             self._refresh_view()
 
-    def on_resize(self) -> None:
+    def on_resize(self, event) -> None:
+        footer = self.query_one(KeyFooter)
+        footer.compact = event.size.width < 110          # every key fits in 80 columns
         if self.snapshot is not None:
             self.call_after_refresh(self._tensor_resized)
 
