@@ -88,22 +88,25 @@ def _torch_all_finite(tensors: list) -> bool:
     on a GPU one transfer to the host for all of them."""
     import torch
 
-    groups: dict[Any, list] = {}
+    cpu: list = []
+    devices: dict[Any, list] = {}
     for t in tensors:
         if t.is_floating_point() or t.is_complex():
-            groups.setdefault(t.device, []).append(t)
-    with torch.no_grad():
-        for device, group in groups.items():
-            try:
-                norms = torch._foreach_norm(group)
-            except (RuntimeError, TypeError):
-                norms = [torch.linalg.vector_norm(t) for t in group]
-            if device.type == "cpu":
-                ok = all(math.isfinite(n.item()) for n in norms)
+            if t.is_cuda or t.device.type != "cpu":
+                devices.setdefault(t.device, []).append(t)
             else:
-                ok = bool(torch.stack([n.double() for n in norms]).isfinite().all().item())
-            if not ok and not all(bool(torch.isfinite(t).all().item()) for t in group):
-                return False
+                cpu.append(t)
+    for group in ([cpu] if cpu else []) + list(devices.values()):
+        try:
+            norms = torch._foreach_norm(group)
+        except (RuntimeError, TypeError):
+            norms = [torch.linalg.vector_norm(t) for t in group]
+        if group is cpu:
+            ok = all(math.isfinite(n.item()) for n in norms)
+        else:
+            ok = bool(torch.stack([n.double() for n in norms]).isfinite().all().item())
+        if not ok and not all(bool(torch.isfinite(t).all().item()) for t in group):
+            return False
     return True
 
 

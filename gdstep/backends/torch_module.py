@@ -70,6 +70,7 @@ class ModuleBackend:
             trainable = [name for name, p in self._named if p.requires_grad and id(p) in in_opt]
         self.trainable = frozenset(trainable)
         self._train = [(name, p) for name, p in self._named if name in self.trainable]
+        self._train_params = [p for _, p in self._train]
         self._rows, self._sequential = module_layers(model)
         self.layers = layers if layers is not None else layer_infos(model, self._rows)
         self._copy_outputs = has_inplace(model)
@@ -150,8 +151,8 @@ class ModuleBackend:
 
     def _index_tensor(self, indices: np.ndarray):
         torch = self._torch
-        if self.x.device.type == "cpu":
-            return torch.from_numpy(np.ascontiguousarray(indices))
+        if not self.x.is_cuda and self.x.device.type == "cpu":
+            return torch.from_numpy(indices if indices.flags.c_contiguous else np.ascontiguousarray(indices))
         base = indices.base
         if base is None or base.ndim != 1 or not base.flags.c_contiguous:
             return torch.as_tensor(indices, device=self.x.device)
@@ -207,7 +208,7 @@ class ModuleBackend:
             raise GdstepError("backward needs the loss of this iteration's forward")
         outs = self._graph[0]
         wanted = [i for i, o in enumerate(outs) if o is not None and o.requires_grad]
-        inputs = [outs[i] for i in wanted] + [p for _, p in self._train]
+        inputs = [outs[i] for i in wanted] + self._train_params
         grads = torch.autograd.grad(loss, inputs, allow_unused=True) if loss.requires_grad and inputs else [None] * len(inputs)
         self._graph = self._loss_tensor = None
         deltas: list = [None] * len(outs)
@@ -253,8 +254,9 @@ class ModuleBackend:
                     p.grad = p.grad.clone()
         self.torch_optimizer.step()
         self._updates += 1
-        new = self._param_copies(names)
-        after = self._state_copies()
+        by_name = self._by_name
+        after, made = self._state_copies([(name, by_name[name]) for name in names])
+        new = dict(zip(names, made))
         # Nothing changes parameters or optimizer state between updates but restore and
         # set_optimizer (which forget this): the next update starts from these copies.
         self._fresh = (new, after) if self._reuse_copies else None
@@ -298,7 +300,10 @@ class ModuleBackend:
         self._scalar_dtypes[key] = t.dtype
         return value
 
-    def _state_copies(self) -> dict[str, dict[str, Any]]:
+    def _state_copies(self, also: list | None = None):
+        """The optimizer state as records show it: copies of its tensors, 0-d CPU tensors
+        (torch's `step`) as numbers. With `also` (key, tensor) pairs, their copies are made
+        in the same call and returned beside it."""
         torch = self._torch
         states, cache = self.torch_optimizer.state, self._cache
         result: dict[str, dict[str, Any]] = {}
@@ -331,10 +336,14 @@ class ModuleBackend:
                 else:
                     d[k] = v if isinstance(v, (int, float, bool, str, type(None))) else copy.deepcopy(v)
             result[name] = d
-        if items:
-            for (d, k), c in zip(where, self._copies(items)):
+        extra = len(also) if also else 0
+        if items or extra:
+            made = self._copies((also or []) + items)
+            for (d, k), c in zip(where, made[extra:]):
                 d[k] = c
-        return result
+            if also is not None:
+                return result, made[:extra]
+        return (result, []) if also is not None else result
 
     def _initial_state(self, name: str, p) -> Initial:
         config = self.optimizer
