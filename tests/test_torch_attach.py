@@ -233,3 +233,19 @@ def test_raise_mode_and_the_module_stays_callable():
     with pytest.raises(attach_module.BreakpointHit) as info:
         dbg.step(*batches[1])
     assert info.value.session is dbg.session and "step == 2" in info.value.message
+
+
+def test_the_debugger_cannot_run_ahead_of_the_loop():
+    model, opt, loss_fn, batches = make()
+    seen = []
+
+    def ahead(session, message):
+        x, _ = session.backend.batch(session.next_batch_indices())     # views may look at the latest batch
+        seen.append(torch.equal(x, batches[1][0]))
+        with pytest.raises(GdstepError, match="next batch comes from your training loop"):
+            session.forward()
+
+    dbg = gdstep.attach(model, opt, loss_fn, breakpoints=["step == 2"], on_break=ahead)
+    for x, y in batches:
+        dbg.step(x, y)
+    assert seen == [True] and dbg.session.step_count == 4

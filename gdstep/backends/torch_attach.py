@@ -82,12 +82,16 @@ class AttachBackend(ModuleBackend):
             del self._batches[old]
 
     def batch(self, indices) -> tuple[Any, Any]:
+        """The batch of the iteration at hand; past the loop's latest, the latest (for views
+        that only look: running forward there is refused)."""
         step = self._updates
         if step in self._batches:
             return self._batches[step]
-        if not self._batches or step > max(self._batches):
-            raise GdstepError("attach mode: the next batch comes from your training loop; "
-                              "quit the debugger (q) to let the loop go on")
+        if not self._batches:
+            raise GdstepError("attach mode: no batch has been seen yet")
+        latest = max(self._batches)
+        if step > latest:
+            return self._batches[latest]
         raise GdstepError(f"attach mode keeps the batches of the last {self._keep} iterations; "
                           f"iteration {step + 1} is older, so it cannot be recomputed")
 
@@ -141,7 +145,12 @@ class AttachBackend(ModuleBackend):
 
     def forward(self, x):
         observed = self._observed.pop("forward", None)
-        return observed if observed is not None else super().forward(x)
+        if observed is not None:
+            return observed
+        if self._batches and self._updates > max(self._batches):
+            raise GdstepError("attach mode: the next batch comes from your training loop; "
+                              "quit the debugger (q) to let the loop go on")
+        return super().forward(x)
 
     def loss(self, outputs, y):
         observed = self._observed.pop("loss", None)
