@@ -14,7 +14,7 @@ import traceback
 from collections import deque
 from pathlib import Path
 from time import monotonic
-from typing import Any, Callable
+from typing import Any
 
 from textual import on, work
 from textual.app import App, ComposeResult
@@ -37,7 +37,7 @@ from gdstep.tui.phase_bar import PhaseBar
 from gdstep.tui.plot_data import BoundaryMaker, SurfaceMaker, two_numbers
 from gdstep.tui.plots import BoundaryPlot, GradNormPlot, LossPlot, SurfacePlot
 from gdstep.tui.prompt import CommandPrompt
-from gdstep.tui.snapshot import Selection, Snapshot, Snapshotter, as_matrix_shape, clamp_selection, element_index
+from gdstep.tui.snapshot import Selection, Snapshot, Snapshotter, clamp_selection, element_index
 from gdstep.tui.tensor_view import TensorView
 
 RUN_TO = Binding.Group("to end")
@@ -109,6 +109,7 @@ class GdstepApp(App[int]):
         self._next_plot = 0.0
         self._worker: Worker | None = None
         self._ui_thread = threading.get_ident()
+        self._boundary_grid = (64, 32)
 
     # -- layout ---------------------------------------------------------------------------------
 
@@ -150,20 +151,26 @@ class GdstepApp(App[int]):
         self._size_views()
         self._apply(self.snapshotter.take(self.selection))
         self._submit(Job("refresh", lambda on_phase: None, kind="refresh"))
-        self.call_after_refresh(self._tensor_resized)
+        self.call_after_refresh(self._layout_changed)
 
     # -- the session worker ---------------------------------------------------------------------
 
     def _submit(self, job: Job) -> None:
         if job.kind != "refresh":
             self._pause.clear()
+            self.running = True
         with self._lock:
             self._jobs.append(job)
-            start = not self._draining
+        self._start_worker()
+
+    def _start_worker(self) -> None:
+        """Start the worker for the queued jobs, unless one is running, or still finishing
+        (exclusive would cancel it: its StateChanged starts the next instead)."""
+        with self._lock:
+            if self._draining or not self._jobs or (self._worker is not None and not self._worker.is_finished):
+                return
             self._draining = True
-        self.running = job.kind != "refresh" or self.running
-        if start:
-            self._worker = self._drain()
+        self._worker = self._drain()
 
     @work(thread=True, exclusive=True, group="session", exit_on_error=False, name="session")
     def _drain(self) -> None:
@@ -227,8 +234,8 @@ class GdstepApp(App[int]):
         if event.state == WorkerState.ERROR:
             error = event.worker.error
             self.log_error(f"{event.worker.name}: {type(error).__name__}: {error}")
-        if event.worker.group == "session" and event.state in (WorkerState.SUCCESS, WorkerState.ERROR,
-                                                               WorkerState.CANCELLED):
+        if event.worker.group == "session" and event.worker.is_finished:
+            self._start_worker()
             with self._lock:
                 self.running = self._draining and self.running
             if self._dirty or event.state == WorkerState.ERROR:
@@ -262,7 +269,7 @@ class GdstepApp(App[int]):
                 self.query_one(ArithmeticView).gradcheck = GradcheckView.from_values(
                     job.gradcheck, dict(outcome.values), ok, message.position)
         with self._lock:
-            self.running = self._draining
+            self.running = self._draining and self.running
 
     def log_error(self, message: str) -> None:
         self.query_one(EventLog).add("error", message)
@@ -329,6 +336,8 @@ class GdstepApp(App[int]):
             self._apply(self.snapshotter.take(self.selection))
 
     def _size_views(self) -> None:
+        """Tell the Snapshotter how much the views show: the tensor window, the samples of
+        the batch, the grids of the boundary and the surface (one point per cell or finer)."""
         layout = self.snapshotter.layout
         name = self.selection.name
         if name in self.session.backend.param_shapes:
@@ -337,28 +346,27 @@ class GdstepApp(App[int]):
         details = self.query_one("#details")
         layout.batch_samples = batch_capacity(max(details.size.width - 5, 20))
         layout.batch_units = 4
-        grid = (64, 32)
         for plot in self.query(BoundaryPlot).results():
             width, height = plot.content_size
-            grid = (max(48, 3 * width), max(24, 3 * height))
-        self._boundary_grid = grid
+            self._boundary_grid = (max(48, 3 * width), max(24, 3 * height))
         for plot in self.query(SurfacePlot).results():
             width, height = plot.content_size
             self.surface_maker.resize(max(24, int(1.5 * width)), max(12, int(1.5 * height)))
 
-    _boundary_grid = (64, 32)
-
     @on(TensorView.Resized)
-    def _tensor_resized(self) -> None:
+    def _layout_changed(self) -> None:
+        """A new size: new windows now, new plot grids from the worker."""
         if self.snapshot is not None:
             self._size_views()
             self._refresh_view()
+            if self.boundary_maker is not None or self.surface_maker is not None:
+                self._submit(Job("refresh", lambda on_phase: None, kind="refresh"))
 
     def on_resize(self, event) -> None:
         footer = self.query_one(KeyFooter)
         footer.compact = event.size.width < 110          # every key fits in 80 columns
         if self.snapshot is not None:
-            self.call_after_refresh(self._tensor_resized)
+            self.call_after_refresh(self._layout_changed)
 
     # -- selection ------------------------------------------------------------------------------
 
@@ -482,9 +490,11 @@ class GdstepApp(App[int]):
         switcher = self.query_one("#plot-switcher", ContentSwitcher)
         ids = self._plot_ids
         switcher.current = ids[(ids.index(switcher.current) + 1) % len(ids)] if switcher.current in ids else ids[0]
+        self.call_after_refresh(self._layout_changed)
 
     def action_toggle_plots(self) -> None:
         self.show_plots = not self.show_plots
+        self.call_after_refresh(self._layout_changed)
 
     async def action_quit(self) -> None:
         self.pause()
