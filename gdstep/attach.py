@@ -61,12 +61,9 @@ class Debugger:
     def __init__(self, model, optimizer, loss_fn, breakpoints: Sequence[str] = ("nan",), *,
                  on_break: str | Callable | None = None, dump_dir: str | Path = ".", keep: int = 16,
                  max_dumps: int = 10, history_budget: int = 64 * 2**20, name: str | None = None):
-        from gdstep.backends.python_scenario import PythonScenario
         from gdstep.backends.torch_attach import AttachBackend
         from gdstep.backends.torch_loss import ModuleLoss
         from gdstep.backends.torch_support import require_torch
-        from gdstep.scenario import DataConfig, LossConfig, ModelConfig, TrainingConfig
-        from gdstep.session import Session
 
         torch = require_torch()
         if not isinstance(model, torch.nn.Module):
@@ -77,7 +74,9 @@ class Debugger:
             raise GdstepError(f"attach: loss_fn must be callable as loss_fn(output, target), got {type(loss_fn).__name__}")
         if on_break not in (None, "tui", "dump", "raise") and not callable(on_break):
             raise GdstepError(f'attach: on_break must be "tui", "dump", "raise" or a function, got {on_break!r}')
-        if isinstance(breakpoints, str):
+        if breakpoints is None:
+            breakpoints = ()
+        elif isinstance(breakpoints, str):
             breakpoints = [breakpoints]
         # A non-finite value always pauses; "nan" as a breakpoint would only search again.
         conditions = tuple(b for b in breakpoints if not (isinstance(b, str) and b.strip() == "nan"))

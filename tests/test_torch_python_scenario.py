@@ -8,7 +8,6 @@ import copy
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 

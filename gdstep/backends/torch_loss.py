@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 from typing import Any, Callable
 
+from gdstep.errors import GdstepError
+
 KINDS = ("mse", "sse", "half_sse", "mae", "huber", "bce", "cross_entropy")
 
 
@@ -80,7 +82,7 @@ class ModuleLoss:
 
         loss = self.loss_fn(output, target)
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-            raise TypeError(f"loss_fn must return a one-element tensor, got {type(loss).__name__}"
+            raise GdstepError(f"loss_fn must return a one-element tensor, got {type(loss).__name__}"
                             + (f" of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else ""))
         per_sample = None
         if self._unreduced is not None:

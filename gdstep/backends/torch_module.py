@@ -8,48 +8,26 @@ records of every layer, and exact snapshots.
   parameter gradients then go to `.grad` for the optimizer;
 - update runs the real `optimizer.step()` and records its real state before and after.
 
-Records hold copies made once: the copy of a parameter after an update is the next update's
-"before", the snapshot for rewinding, and the record's "new" all at once. A copy is reused
-only while the live tensor's version counter says it has not changed since. Large tensors
-stay on their device; only losses and norms come to the host (one sync per phase).
+Records hold copies made once (gdstep.backends.torch_snapshot). Large tensors stay on their
+device; only losses and norms come to the host (one transfer per phase).
 """
 
 from __future__ import annotations
 
-import copy
-import math
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from gdstep.backends.torch_layers import OUTPUT, first_tensor, has_inplace, layer_infos, module_layers
-from gdstep.backends.torch_optim import apply, build, config_of, group_hyperparameters, is_opaque, same_kind, torch_classes
+from gdstep.backends.torch_layers import first_tensor, has_inplace, layer_infos, module_layers
+from gdstep.backends.torch_optim import apply, build, config_of, same_kind, torch_classes
+from gdstep.backends.torch_snapshot import Initial, SnapshotMixin
 from gdstep.backends.torch_support import device_name, dtype_name, require_torch
 from gdstep.errors import GdstepError
 from gdstep.records import ParamUpdate
 
 
-class Initial(dict):
-    """An optimizer state torch has not created yet (before the first step), shown as the
-    numpy engine's `init` shows it: zeros, step 0, no momentum buffer."""
-
-
-@dataclass(frozen=True)
-class TorchSnapshot:
-    params: Mapping[str, Any]                 # name -> copy of every parameter
-    state: Mapping[str, Mapping[str, Any]]    # name -> optimizer state as records show it
-    scalar_dtypes: Mapping[tuple, Any]        # (name, key) -> dtype of a 0-d state tensor shown as a number
-    config: Any                               # gdstep's optimizer config
-    optimizer: Any                            # the torch optimizer object that state belongs to
-    groups: tuple | None                      # per-group hyperparameters when there are several
-    buffers: Mapping[str, Any] | None         # BatchNorm statistics and other buffers
-    rng: tuple | None                         # torch's RNG states, for a module that draws (dropout)
-    updates: int                              # updates done by this backend
-
-
-class ModuleBackend:
+class ModuleBackend(SnapshotMixin):
     name = "torch"
 
     def __init__(self, model, loss, optimizer, x, y, *, trainable: Sequence[str] | None = None,
@@ -262,103 +240,6 @@ class ModuleBackend:
         self._fresh = (new, after) if self._reuse_copies else None
         return {name: ParamUpdate(name, old[name], grads[name], new[name], before[name], after[name]) for name in names}
 
-    # -- copies ----------------------------------------------------------------------------------
-
-    def _copies(self, items: list[tuple[Any, Any]]) -> list[Any]:
-        """Copies of (key, tensor) pairs, reusing one made since the tensor last changed."""
-        cache = self._cache
-        out: list = [None] * len(items)
-        misses = []
-        trust = self._trust_versions
-        for i, (key, t) in enumerate(items):
-            hit = cache.get(key)
-            if trust and hit is not None and hit[0] is t and hit[1] == t._version:
-                out[i] = hit[2]
-            else:
-                misses.append(i)
-        if misses:
-            sources = [items[i][1].detach() for i in misses]
-            made = self._torch._foreach_clone(sources) if len(sources) > 1 else [sources[0].clone()]
-            for i, c in zip(misses, made):
-                key, t = items[i]
-                cache[key] = (t, t._version, c, False)
-                out[i] = c
-        return out
-
-    def _param_copies(self, names) -> dict[str, Any]:
-        by_name = self._by_name
-        return dict(zip(names, self._copies([(name, by_name[name]) for name in names])))
-
-    def _scalar(self, key: tuple, t) -> float | int:
-        hit = self._cache.get(key)
-        if hit is not None and hit[0] is t and hit[1] == t._version and self._trust_versions:
-            return hit[2]
-        value = t.item()
-        if key[1] == "step" and float(value).is_integer():
-            value = int(value)
-        self._cache[key] = (t, t._version, value, True)
-        self._scalar_dtypes[key] = t.dtype
-        return value
-
-    def _state_copies(self, also: list | None = None):
-        """The optimizer state as records show it: copies of its tensors, 0-d CPU tensors
-        (torch's `step`) as numbers. With `also` (key, tensor) pairs, their copies are made
-        in the same call and returned beside it."""
-        torch = self._torch
-        states, cache = self.torch_optimizer.state, self._cache
-        result: dict[str, dict[str, Any]] = {}
-        items, where = [], []
-        for name, p in self._train:
-            st = states.get(p)
-            if not st:
-                result[name] = self._initial_state(name, p)
-                continue
-            d: dict[str, Any] = {}
-            for k, v in st.items():
-                key = (name, k)
-                hit = cache.get(key)
-                if hit is not None and hit[0] is v:          # a tensor seen before: its kind is known
-                    if hit[1] == v._version and self._trust_versions:
-                        d[k] = hit[2]
-                    elif hit[3]:
-                        d[k] = self._scalar(key, v)
-                    else:
-                        d[k] = None
-                        items.append((key, v))
-                        where.append((d, k))
-                elif isinstance(v, torch.Tensor):
-                    if v.ndim == 0 and v.device.type == "cpu":
-                        d[k] = self._scalar(key, v)
-                    else:
-                        d[k] = None
-                        items.append((key, v))
-                        where.append((d, k))
-                else:
-                    d[k] = v if isinstance(v, (int, float, bool, str, type(None))) else copy.deepcopy(v)
-            result[name] = d
-        extra = len(also) if also else 0
-        if items or extra:
-            made = self._copies((also or []) + items)
-            for (d, k), c in zip(where, made[extra:]):
-                d[k] = c
-            if also is not None:
-                return result, made[:extra]
-        return (result, []) if also is not None else result
-
-    def _initial_state(self, name: str, p) -> Initial:
-        config = self.optimizer
-        key = (name, id(config))
-        hit = self._initial.get(key)
-        if hit is not None and hit[0] is config:
-            return hit[1]
-        state = Initial()
-        if not is_opaque(config) and hasattr(config, "init"):
-            torch = self._torch
-            for k, v in config.init(np.zeros(tuple(p.shape))).items():
-                state[k] = torch.as_tensor(v, dtype=p.dtype, device=p.device) if isinstance(v, np.ndarray) else v
-        self._initial[key] = (config, state)
-        return state
-
     # -- state -----------------------------------------------------------------------------------
 
     def params(self) -> Mapping[str, Any]:
@@ -384,90 +265,6 @@ class ModuleBackend:
             self.torch_optimizer = build(optimizer, [p for _, p in self._train])
             self._known_step = type(self.torch_optimizer) in set(torch_classes().values())
         self.optimizer = optimizer
-
-    def capture(self) -> TorchSnapshot:
-        opt = self.torch_optimizer
-        fresh = self._fresh
-        if fresh is not None and len(fresh[0]) == len(self._named):
-            params, state = fresh
-        else:
-            params = dict(zip(self.param_shapes, self._copies(self._named)))
-            state = self._state_copies()
-        # Buffers are always copied: BatchNorm's kernel updates its statistics in place
-        # without counting a new version, so a copy could not tell it is stale.
-        buffers = {n: b.detach().clone() for n, b in self._buffers} if self._buffers else None
-        groups = tuple(group_hyperparameters(g) for g in opt.param_groups) if len(opt.param_groups) > 1 else None
-        rng = self._rng_state() if self._track_rng else None
-        return TorchSnapshot(params, state, self._scalar_dtypes, self.optimizer, opt, groups, buffers, rng, self._updates)
-
-    def restore(self, snapshot: TorchSnapshot) -> None:
-        torch = self._torch
-        cache = self._cache
-        self._graph = self._loss_tensor = self._fresh = None
-        self.torch_optimizer, self.optimizer = snapshot.optimizer, snapshot.config
-        self._known_step = type(self.torch_optimizer) in set(torch_classes().values())
-        if snapshot.groups is not None:
-            for group, values in zip(self.torch_optimizer.param_groups, snapshot.groups):
-                group.update(values)
-        else:
-            apply(snapshot.config, self.torch_optimizer)
-        with torch.no_grad():
-            for name, p in self._named:
-                self._write(name, p, snapshot.params[name])
-            if snapshot.buffers is not None:
-                for name, b in self._buffers:
-                    b.copy_(snapshot.buffers[name])
-        states = self.torch_optimizer.state
-        states.clear()
-        for name, p in self._train:
-            saved = snapshot.state.get(name)
-            if saved is None or isinstance(saved, Initial):
-                continue
-            live = {}
-            for k, v in saved.items():
-                if isinstance(v, torch.Tensor):
-                    live[k] = v.clone()
-                    cache[(name, k)] = (live[k], live[k]._version, v, False)
-                elif (name, k) in snapshot.scalar_dtypes and isinstance(v, (int, float)) and not isinstance(v, bool):
-                    live[k] = torch.tensor(v, dtype=snapshot.scalar_dtypes[(name, k)])
-                    cache[(name, k)] = (live[k], live[k]._version, v, True)
-                else:
-                    live[k] = copy.deepcopy(v)
-            states[p] = live
-        if snapshot.rng is not None:
-            self._set_rng(snapshot.rng)
-        self._updates = snapshot.updates
-
-    def _write(self, key: str, live, saved) -> None:
-        """Copy a saved value into a live tensor, unless it is known to hold it already."""
-        hit = self._cache.get(key)
-        if self._trust_versions and hit is not None and hit[0] is live and hit[1] == live._version and hit[2] is saved:
-            return
-        live.copy_(saved)
-        self._cache[key] = (live, live._version, saved, False)
-
-    def snapshot_nbytes(self, snapshot: TorchSnapshot) -> int:
-        torch = self._torch
-        total = sum(t.nbytes for t in snapshot.params.values())
-        for state in snapshot.state.values():
-            total += sum(v.nbytes for v in state.values() if isinstance(v, torch.Tensor))
-        if snapshot.buffers:
-            total += sum(t.nbytes for t in snapshot.buffers.values())
-        return total
-
-    # -- randomness ------------------------------------------------------------------------------
-
-    def _rng_state(self) -> tuple:
-        torch = self._torch
-        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
-        return torch.get_rng_state(), cuda
-
-    def _set_rng(self, state: tuple) -> None:
-        torch = self._torch
-        cpu, cuda = state
-        torch.set_rng_state(cpu)
-        if cuda is not None:
-            torch.cuda.set_rng_state_all(cuda)
 
     # -- side computations (they change nothing) -------------------------------------------------
 
