@@ -152,6 +152,9 @@ class Debugger:
             b.start_watching()
         self._resync()
         x = b.last_input
+        if all(p.grad is None for _, p in b._train):
+            raise GdstepError("watch(loss) goes between loss.backward() and optimizer.step(): "
+                              "there are no gradients yet")
         b.add_batch(s.step_count, x, y)
         s.n = len(x)
         b.observe_iteration(loss)

@@ -249,3 +249,12 @@ def test_the_debugger_cannot_run_ahead_of_the_loop():
     for x, y in batches:
         dbg.step(x, y)
     assert seen == [True] and dbg.session.step_count == 4
+
+
+def test_watch_before_backward_is_refused():
+    model, opt, loss_fn, batches = make()
+    dbg = gdstep.attach(model, opt, loss_fn)
+    x, y = batches[0]
+    loss = loss_fn(model(x), y)
+    with pytest.raises(GdstepError, match="between loss.backward"):
+        dbg.watch(loss, y)
