@@ -79,7 +79,7 @@ class GdstepApp(App[int]):
         Binding("p", "toggle_plots", "plots", id="plots", show=False, tooltip="show or hide the plots (narrow terminals)"),
     ]
 
-    running: var[bool] = var(False)
+    running: var[bool] = var(False)      # jobs asked for by the user are not all done yet
     selection: var[Selection] = var(Selection)
     show_plots: var[bool] = var(False)
 
@@ -101,9 +101,11 @@ class GdstepApp(App[int]):
                                                           ("surface-plot", self.surface_maker)) if maker] + ["grad-plot"]
         self._jobs: deque[Job] = deque()
         self._lock = threading.Lock()
-        self._draining = False
+        self._draining = False           # the worker is touching the session
+        self._open_jobs = 0              # user jobs submitted and not yet reported
         self._current: Job | None = None
         self._pause = threading.Event()
+        self._frame_drawn = threading.Event()
         self._dirty = False
         self._next_frame = 0.0
         self._next_plot = 0.0
@@ -158,6 +160,7 @@ class GdstepApp(App[int]):
     def _submit(self, job: Job) -> None:
         if job.kind != "refresh":
             self._pause.clear()
+            self._open_jobs += 1
             self.running = True
         with self._lock:
             self._jobs.append(job)
@@ -217,7 +220,11 @@ class GdstepApp(App[int]):
             plots = now >= self._next_plot
             if plots:
                 self._next_plot = now + self.plot_interval
+            # Wait while the UI draws the frame: the two threads share one interpreter lock,
+            # and a key pressed meanwhile is answered sooner than if they took turns.
+            self._frame_drawn.clear()
             self.post_message(Frame(self._take(plots=plots)))
+            self._frame_drawn.wait(timeout=0.25)
         return False
 
     def _take(self, plots: bool) -> Snapshot:
@@ -235,14 +242,17 @@ class GdstepApp(App[int]):
             error = event.worker.error
             self.log_error(f"{event.worker.name}: {type(error).__name__}: {error}")
         if event.worker.group == "session" and event.worker.is_finished:
+            if event.state != WorkerState.SUCCESS:       # its job never reported: count what is left
+                with self._lock:
+                    self._open_jobs = sum(job.kind != "refresh" for job in self._jobs)
+                self.running = self._open_jobs > 0
             self._start_worker()
-            with self._lock:
-                self.running = self._draining and self.running
             if self._dirty or event.state == WorkerState.ERROR:
                 self._refresh_view()
 
     def on_frame(self, message: Frame) -> None:
         self._apply(message.snapshot)
+        self.call_after_refresh(self._frame_drawn.set)
 
     def on_job_done(self, message: JobDone) -> None:
         job, outcome = message.job, message.outcome
@@ -268,8 +278,9 @@ class GdstepApp(App[int]):
                 ok = "MISMATCH" not in outcome.message
                 self.query_one(ArithmeticView).gradcheck = GradcheckView.from_values(
                     job.gradcheck, dict(outcome.values), ok, message.position)
-        with self._lock:
-            self.running = self._draining and self.running
+        if job.kind != "refresh":
+            self._open_jobs -= 1
+        self.running = self._open_jobs > 0
 
     def log_error(self, message: str) -> None:
         self.query_one(EventLog).add("error", message)
@@ -436,6 +447,7 @@ class GdstepApp(App[int]):
     def pause(self) -> None:
         """Pause what runs now (within one phase) and drop what was queued behind it."""
         with self._lock:
+            self._open_jobs -= sum(job.kind != "refresh" for job in self._jobs)
             self._jobs.clear()
         self._pause.set()
 
