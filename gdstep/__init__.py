@@ -54,13 +54,13 @@ def open(scenario: str | Path | Scenario | None = None, backend: str = "numpy", 
 
 def attach(model, optimizer, loss_fn, breakpoints=("nan",), **kw):
     """Debug a training loop you already have (torch): call `dbg.step(x, y)` in the loop."""
-    from gdstep.attach import attach as _attach
+    from gdstep.debugger import attach as _attach
     return _attach(model, optimizer, loss_fn, breakpoints=breakpoints, **kw)
 
 
 def set_trace(**kw) -> None:
     """Open the TUI here, on the latest attached iteration, as breakpoint() opens pdb."""
-    from gdstep.attach import set_trace as _set_trace
+    from gdstep.debugger import set_trace as _set_trace
     return _set_trace(**kw)
 
 

@@ -65,7 +65,11 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
 
 def open_session(args):
     import gdstep
-    return gdstep.open(args.scenario, backend=args.backend, device=args.device, dtype=args.dtype)
+    session = gdstep.open(args.scenario, backend=args.backend, device=args.device, dtype=args.dtype)
+    for event in session.events:
+        if event.kind == "info":            # e.g. device "auto" fell back to the cpu
+            print(f"gdstep: {event.message}", file=sys.stderr)
+    return session
 
 
 def cmd_list(args) -> int:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import gdstep
-import gdstep.attach as attach_module
+import gdstep.debugger as attach_module
 from gdstep.errors import ConditionError, GdstepError
 
 
@@ -226,9 +226,10 @@ def test_attach_refuses_what_it_cannot_use():
         gdstep.attach(model, opt, loss_fn, on_break="later")
 
 
-def test_raise_mode_and_the_module_stays_callable():
+def test_raise_mode_and_attach_stays_callable():
     model, opt, loss_fn, batches = make()
-    dbg = attach_module(model, opt, loss_fn, breakpoints=["step == 2"], on_break="raise")
+    dbg = gdstep.attach(model, opt, loss_fn, breakpoints=["step == 2"], on_break="raise")
+    assert callable(gdstep.attach)     # importing gdstep.debugger does not shadow the function
     dbg.step(*batches[0])
     with pytest.raises(attach_module.BreakpointHit) as info:
         dbg.step(*batches[1])

@@ -40,6 +40,7 @@ def layer_infos(model) -> tuple[LayerInfo, ...]:
 class NumpyBackend:
     name = "numpy"
     device = "cpu"
+    notes: list[str] = []
 
     def __init__(self, scenario, dtype: str | None = None):
         self.scenario = scenario

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import os
 import sys
-import types
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Sequence
@@ -333,14 +332,3 @@ def set_trace(**kw: Any) -> None:
 
 
 __all__ = ["BreakpointHit", "Debugger", "attach", "interactive", "set_trace"]
-
-
-class _CallableModule(types.ModuleType):
-    """`gdstep.attach` is both this module and the function: importing the module makes it
-    the package's attribute `attach`, so the module itself answers the call."""
-
-    def __call__(self, model, optimizer, loss_fn, breakpoints: Sequence[str] = ("nan",), **kw: Any) -> Debugger:
-        return attach(model, optimizer, loss_fn, breakpoints, **kw)
-
-
-sys.modules[__name__].__class__ = _CallableModule
