@@ -414,3 +414,18 @@ async def test_screenshot_command_saves_an_svg(tmp_path):
         await command(pilot, f"screenshot {target}")
         await settle(pilot)
     assert target.exists() and "loss" in target.read_text()
+
+
+async def test_the_torch_backend_renders_through_the_same_views():
+    pytest.importorskip("torch")
+    session = gdstep.open("textbook", backend="torch", dtype="float64")
+    app = make_app(session, timestamps=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await select(pilot, "2.weight")
+        await pilot.press("u")
+        await settle(pilot)
+        assert app.query_one(ArithmeticView).lines == session.explain("2.weight", (0, 0)).lines
+        assert app.query_one(ArithmeticView).lines[-1].endswith("= 0.358916")
+        assert app.query_one(PhaseBar).snapshot.backend == "torch"
+        assert not [m for kind, m in app.query_one(EventLog).messages if kind == "error"]

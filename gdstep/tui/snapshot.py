@@ -8,7 +8,6 @@ selected element and the curves for the plots. This module does not import Textu
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,19 +151,20 @@ class Layout:
 
 
 class StatsCache:
-    """Statistics of the last few arrays seen: a record's arrays never change, so moving
-    the cursor over a million-element tensor does not recompute them."""
+    """Statistics of the last few arrays seen, so moving the cursor over a million-element
+    tensor does not recompute them. A record's arrays never change; a live parameter may
+    change in place (torch), so it comes with a `version` that changes when it may have."""
 
     def __init__(self, size: int = 8):
         self.size = size
-        self._entries: list[tuple[Any, arrays.Stats]] = []
+        self._entries: list[tuple[Any, Any, arrays.Stats]] = []
 
-    def __call__(self, a: Any) -> arrays.Stats:
-        for held, value in self._entries:
-            if held is a:
+    def __call__(self, a: Any, version: Any = None) -> arrays.Stats:
+        for held, held_version, value in self._entries:
+            if held is a and held_version == version:
                 return value
         value = arrays.stats(a)
-        self._entries.append((a, value))
+        self._entries.append((a, version, value))
         del self._entries[:-self.size]
         return value
 
@@ -239,13 +239,13 @@ class Snapshotter:
         upd, bwd = s.record("update"), s.record("backward")
         origin = (0, 0)
 
-        def grid(label: str, a: Any, note: str = "") -> Grid:
+        def grid(label: str, a: Any, note: str = "", version: Any = None) -> Grid:
             nonlocal origin
             if a is None:
                 return Grid(label, None, note)
             values, r0, c0 = arrays.window(_as_matrix(a, shape), row, col, rows, cols)
             origin = (r0, c0)
-            return Grid(label, np.array(values, dtype=float), note, None if whole else self.stats(a))
+            return Grid(label, np.array(values, dtype=float), note, None if whole else self.stats(a, version))
 
         if s.last_phase == "update" and upd is not None and name in upd.params:
             u = upd.params[name]
@@ -261,7 +261,7 @@ class Snapshotter:
                 g = grid("∇W", bwd.grads[name]) if this_iteration and name in bwd.grads else \
                     grid("∇W", None, "after backward")
                 new = grid("W_new", None, "after update")
-            grids = (grid("W", w), g, new)
+            grids = (grid("W", w, version=(s.position, len(s.events))), g, new)
             caption = "frozen" if frozen else {None: "start", "forward": "after forward", "loss": "after loss",
                                                "backward": "after backward · before update",
                                                "update": "after update"}[s.last_phase]
@@ -413,6 +413,3 @@ def _state_lines(before: dict[str, Any], after: dict[str, Any], opt: Any) -> tup
         lines.append(f"  {key}: {_show(before.get(key))} → {_show(after.get(key))}")
     return tuple(lines)
 
-
-def is_finite(x: float | None) -> bool:
-    return x is not None and math.isfinite(x)
