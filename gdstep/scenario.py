@@ -377,8 +377,13 @@ def _read_breakpoints(top: _Table) -> tuple[str, ...]:
     return tuple(conditions)
 
 
-def _toml_error(file: str, e: tomllib.TOMLDecodeError) -> ScenarioError:
+def _toml_error(file: str, e: tomllib.TOMLDecodeError, text: str = "") -> ScenarioError:
     message = str(e)
+    if "(at end of document)" in message:
+        lines = text.rstrip("\n").count("\n") + 1 if text else None
+        message = message.replace("(at end of document)", "").strip()
+        where = f"line {lines}, end of file" if lines else "end of file"
+        return ScenarioError(file, where, f"invalid TOML: {message[:1].lower() + message[1:]}")
     m = re.search(r"\(at line (\d+), column (\d+)\)", message)
     if m:
         message = message[: m.start()].strip()
@@ -392,7 +397,7 @@ def parse_scenario(text: str, path: Path | None = None) -> Scenario:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise _toml_error(file, e) from None
+        raise _toml_error(file, e, text) from None
     top = _Table(raw, "", file)
     name = top.get("name", str, path.stem if path else "scenario")
     description = top.get("description", str, "")
