@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import tomllib
 from pathlib import Path
 
@@ -20,16 +21,22 @@ def scenarios_dir() -> Path:
     return here / "_scenarios"
 
 
+def _description(path: Path) -> str:
+    """The scenario's description, read without running anything (a .py file's docstring)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".toml":
+            return tomllib.loads(text).get("description", "")
+        doc = ast.get_docstring(ast.parse(text)) or ""
+        return (doc.strip().splitlines() or [""])[0] + " (Python scenario, torch backend)"
+    except (OSError, UnicodeDecodeError, SyntaxError, ValueError, tomllib.TOMLDecodeError):
+        return "(unreadable)"
+
+
 def bundled() -> list[tuple[str, Path, str]]:
     """(name, path, description) of every bundled scenario, by name."""
-    out = []
-    for path in sorted(scenarios_dir().glob("*.toml")):
-        try:
-            description = tomllib.loads(path.read_text(encoding="utf-8")).get("description", "")
-        except (OSError, tomllib.TOMLDecodeError):
-            description = "(unreadable)"
-        out.append((path.stem, path, description))
-    return out
+    paths = sorted([*scenarios_dir().glob("*.toml"), *scenarios_dir().glob("*.py")], key=lambda p: p.stem)
+    return [(path.stem, path, _description(path)) for path in paths if not path.name.startswith("_")]
 
 
 def resolve(name_or_path: str | Path | None) -> Path:
@@ -39,8 +46,9 @@ def resolve(name_or_path: str | Path | None) -> Path:
     path = Path(name_or_path)
     if path.exists() or path.suffix in (".toml", ".py") or len(path.parts) > 1:
         return path
-    candidate = scenarios_dir() / f"{name_or_path}.toml"
-    if candidate.exists():
-        return candidate
+    for suffix in (".toml", ".py"):         # naming a bundled .py scenario is naming it
+        candidate = scenarios_dir() / f"{name_or_path}{suffix}"
+        if candidate.exists():
+            return candidate
     names = ", ".join(name for name, _, _ in bundled())
     raise ScenarioError(str(name_or_path), None, f"no such file, and no bundled scenario of that name (bundled: {names})")

@@ -14,7 +14,8 @@ import pytest
 from gdstep.bundled import DEFAULT, bundled, scenarios_dir
 from gdstep.cli import main
 
-BUNDLED = [name for name, _, _ in bundled()]
+BUNDLED = [name for name, path, _ in bundled() if path.suffix == ".toml"]
+PYTHON_BUNDLED = [name for name, path, _ in bundled() if path.suffix == ".py"]
 
 # parameter counts worked out from each file's layer list: Σ (in·out + out)
 PARAMETERS = {"xor": 2 * 4 + 4 + 4 * 1 + 1, "linear": 1 + 1, "overshoot": 1 + 1,
@@ -46,7 +47,10 @@ def test_list(capsys):
     code, out, err = run_cli(capsys, "list")
     assert code == 0 and err == ""
     lines = out.splitlines()
-    assert len(lines) == len(BUNDLED)
+    assert len(lines) == len(BUNDLED) + len(PYTHON_BUNDLED)
+    python_lines = [line for line in lines if line.split()[0] in PYTHON_BUNDLED]
+    assert all(line.endswith("(Python scenario, torch backend)") for line in python_lines)
+    lines = [line for line in lines if line not in python_lines]
     for line, name in zip(lines, BUNDLED):
         description = tomllib.loads((scenarios_dir() / f"{name}.toml").read_text())["description"]
         assert line.split()[0] == name
