@@ -157,7 +157,7 @@ def test_real_processes(tmp_path):
         return subprocess.run([sys.executable, "-m", "gdstep.cli", *argv], capture_output=True, text=True, timeout=120)
 
     p = cli("list")
-    assert p.returncode == 0 and len(p.stdout.splitlines()) == len(BUNDLED) and p.stderr == ""
+    assert p.returncode == 0 and len(p.stdout.splitlines()) == len(BUNDLED) + len(PYTHON_BUNDLED) and p.stderr == ""
     p = cli("run", "xor", "--quiet")
     assert p.returncode == 0 and "accuracy   100.0%" in p.stdout and "Traceback" not in p.stderr
     p = cli("run", str(tmp_path / "missing.toml"))
