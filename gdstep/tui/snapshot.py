@@ -300,9 +300,10 @@ class Snapshotter:
             return Arithmetic("error", label, (str(e),))
         opt = s.optimizer
         lines = (f"{getattr(opt, 'kind', type(opt).__name__)}: {_hyperparameters(opt)}",
-                 "n runs the next phase: forward → loss → backward → update.",
-                 "After backward this panel shows the chain rule of the element,",
-                 "after update its update arithmetic, W_new = W_old − η·∇L.")
+                 "",
+                 "n: the next phase · s: an iteration · r: run/pause",
+                 "after backward: the chain rule of this element",
+                 "after update: W_new = W_old − η·∇L, with the numbers")
         return Arithmetic("none", label, lines, self._state_now(name, index))
 
     def _state_now(self, name: str, index: tuple[int, ...]) -> tuple[str, ...]:
