@@ -32,8 +32,8 @@ def open_endless(scenario: str):
     session = gdstep.open(scenario)
     session.epochs = 10**9
     session.stop_when = None
-    session.breakpoints.clear()
-    session._index_breakpoints()
+    for bp in list(session.breakpoints):
+        session.remove_breakpoint(bp.id)
     return session
 
 
