@@ -40,7 +40,7 @@ def completions(session, text: str) -> list[str]:
     elif word == "back":
         options = ["1", "4", "iterations"]
     elif word == "unbreak":
-        options = [str(bp.id) for bp in session.breakpoints]
+        options = [str(bp.id) for bp in session.breakpoints] + ["all"]
     else:
         options = []
     return [f"{head} {o}" for o in options if o.startswith(last) and o != last]

@@ -8,7 +8,8 @@ One command a line, `#` starts a comment:
     run [until COND] [max N]                    run on (breakpoints, stop_when, the epoch limit apply)
     back [N] [phases|iterations]                rewind (default: 1 phase)
     set lr X | set optimizer KIND [k=v …] | set batch_size N|full | set HYPERPARAMETER X
-    break COND | unbreak N
+    set epochs N                                how far `run` goes (the scenario's epoch limit)
+    break COND | unbreak N | unbreak all
     watch EXPR | unwatch EXPR                   printed after every command
     print EXPR | print NAME | print state NAME  a value, a whole tensor, an optimizer state
     gradcheck NAME[i,j]
@@ -30,7 +31,7 @@ from gdstep.errors import ConditionError, ScriptError
 PHASE_COMMANDS = ("forward", "loss", "backward", "update")
 COMMANDS = PHASE_COMMANDS + ("next", "step", "epoch", "run", "back", "set", "break", "unbreak", "watch", "unwatch",
                              "print", "gradcheck", "expect", "screenshot", "export", "save")
-SET_KEYS = ("lr", "optimizer", "batch_size")
+SET_KEYS = ("lr", "optimizer", "batch_size", "epochs")
 PARAM_INDEX = re.compile(r"^(?P<name>[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*)\[(?P<index>\s*\d+\s*(?:,\s*\d+\s*)*)\]$")
 
 
@@ -180,7 +181,9 @@ def parse_command(text: str, line: int | None = None, file: str | None = None) -
         return make((cond,), f"{word} {rest}")
     if word == "unbreak":
         if not rest:
-            ln.fail(rest_col, "unbreak needs the breakpoint's number, such as: unbreak 1")
+            ln.fail(rest_col, "unbreak needs the breakpoint's number, such as: unbreak 1 (or: unbreak all)")
+        if rest == "all":
+            return make((None,), "unbreak all")
         return make((_positive(ln, rest, rest_col, "the breakpoint number"),), f"unbreak {int(rest)}")
     if word in ("watch", "unwatch"):
         if not rest:
@@ -257,6 +260,10 @@ def _parse_set(ln: _Line, rest: str, col: int, make) -> Command:
         if lr < 0:
             ln.fail(value_col, f"the learning rate must be >= 0, got {parts[1]}")
         return make(("lr", lr), f"set lr {parts[1]}")
+    if key == "epochs":
+        if len(parts) > 2:
+            ln.fail(value_col, "set epochs takes one number")
+        return make(("epochs", _positive(ln, parts[1], value_col, "the epoch limit")), f"set epochs {int(parts[1])}")
     if key == "batch_size":
         if len(parts) > 2:
             ln.fail(value_col, "set batch_size takes one value")

@@ -244,6 +244,10 @@ class Runner:
         kind = command.args[0]
         if kind == "lr":
             at = s.set(lr=command.args[1])
+        elif kind == "epochs":     # a limit for runs, not a training setting: no new branch
+            s.epochs = command.args[1]
+            event = s.log("setting", f"epoch limit → {s.epochs} (runs stop at the end of epoch {s.epochs})")
+            return [f"{command.text}: {event.message}"], {}, None, command.text, False
         elif kind == "batch_size":
             at = s.set(batch_size=command.args[1])
         elif kind == "optimizer":
@@ -257,6 +261,9 @@ class Runner:
         return [f"breakpoint {bp.id}: {bp.text}"], {}, None, command.text, False
 
     def _do_unbreak(self, command: Command, on_phase: OnPhase):
+        if command.args[0] is None:
+            removed = [self.session.remove_breakpoint(bp.id) for bp in list(self.session.breakpoints)]
+            return [f"{_count(len(removed), 'breakpoint')} removed"], {}, None, command.text, False
         bp = self.session.remove_breakpoint(command.args[0])
         return [f"breakpoint {bp.id} removed: {bp.text}"], {}, None, command.text, False
 
@@ -307,7 +314,7 @@ class Runner:
         result = self.session.gradcheck(name, index)
         label = f"{name}{index_text(index)}"
         values = {f"{label} analytic": result.analytic, f"{label} numeric": result.numeric,
-                  f"{label} relative error": result.rel_error}
+                  f"{label} relative error": result.rel_error, f"{label} ok": result.ok}
         return [str(result)], values, None, command.text, False
 
     def _do_expect(self, command: Command, on_phase: OnPhase):

@@ -65,6 +65,7 @@ class GdstepApp(App[int]):
         Binding("question_mark", "help", "help", id="help", tooltip="help: every key"),
         Binding("colon", "prompt", "cmd", id="prompt", tooltip="command prompt (the script language)"),
         Binding("g", "gradcheck", "gradcheck", id="gradcheck", tooltip="gradient check of the selected element"),
+        Binding("w", "save_recording", "save", id="save", tooltip="save the session so far as a script (opens the prompt)"),
         Binding("q", "quit", "quit", id="quit", tooltip="quit"),
         Binding("shift+up", "move_element(-1, 0)", "↑", group=ELEMENT, id="element-up", show=False,
                 tooltip="move the selected element (shift + arrows)"),
@@ -465,6 +466,11 @@ class GdstepApp(App[int]):
 
     def action_prompt(self) -> None:
         self.open_prompt("")
+
+    def action_save_recording(self) -> None:
+        """The prompt, filled with a save command to edit or confirm with enter."""
+        stem = Path(str(self.session.scenario.file)).stem or "session"
+        self.open_prompt(f"save {stem}-session.gds")
 
     def open_prompt(self, text: str = "") -> None:
         prompt = self.query_one(CommandPrompt)
