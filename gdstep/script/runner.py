@@ -191,6 +191,8 @@ class Runner:
         loss = self.session.loss_value
         where = f"{result.cursor}" + (f" · loss {num(loss)}" if loss is not None else "")
         what = {"done": "done", "paused": "paused", "max_steps": "reached max"}.get(result.reason, result.message)
+        if result.reason == "epochs" and not result.phases:
+            return f"{text}: {what} — `set epochs N` to go further, or step with s and e — {where}"
         return f"{text}: {what} after {_count(result.steps, 'iteration')} ({_count(result.phases, 'phase')}) — {where}"
 
     def _record_run(self, command: Command, result: RunResult) -> str | None:
