@@ -376,7 +376,8 @@ class GdstepApp(App[int]):
 
     def on_resize(self, event) -> None:
         footer = self.query_one(KeyFooter)
-        footer.compact = event.size.width < 110          # every key fits in 80 columns
+        footer.compact = event.size.width < 110
+        footer.narrow = event.size.width < 100           # the essential keys only; `?` lists every key
         if self.snapshot is not None:
             self.call_after_refresh(self._layout_changed)
 
