@@ -429,3 +429,22 @@ async def test_the_torch_backend_renders_through_the_same_views():
         assert app.query_one(ArithmeticView).lines[-1].endswith("= 0.358916")
         assert app.query_one(PhaseBar).snapshot.backend == "torch"
         assert not [m for kind, m in app.query_one(EventLog).messages if kind == "error"]
+
+
+async def test_keys_typed_ahead_of_the_prompt_reach_it():
+    """A terminal delivers `:set lr 0.1⏎` in one burst: the keys after `:` must not step."""
+    from textual import events
+
+    s = gdstep.open("xor")
+    app = make_app(s, timestamps=False)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.pause()
+        names = {" ": "space", ".": "full_stop", ":": "colon"}
+        for ch in ":set lr 0.1":
+            app.post_message(events.Key(names.get(ch, ch), ch))
+        app.post_message(events.Key("enter", "\r"))
+        await pilot.pause(0.3)
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert s.lr == 0.1 and s.position == 0
+        assert app.runner.lines == ["set lr 0.1"]

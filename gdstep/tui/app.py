@@ -116,6 +116,40 @@ class GdstepApp(App[int]):
 
     # -- layout ---------------------------------------------------------------------------------
 
+    # -- keys typed ahead of the prompt ------------------------------------------------------
+    # Keys arrive in a burst: `:` opens the prompt and moves the focus while the keys after it
+    # already wait in the old widget's queue, then bubble up here. While the prompt is open the
+    # app's single-key bindings are off, so they cannot step or run; a printable key that gets
+    # here was typed for the prompt (the prompt takes printable keys itself, so none of its own
+    # arrive), and enter and backspace find the prompt's own bindings, the focus being there.
+
+    def _prompt_is_open(self) -> bool:
+        try:
+            return self.query_one(CommandPrompt).has_class("-open")
+        except Exception:
+            return False
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if len(action) and action not in ("quit", "command_palette") and self._prompt_is_open():
+            binding_actions = {b.action.split("(")[0] for b in self.BINDINGS if isinstance(b, Binding)}
+            if action in binding_actions:
+                return False
+        return True
+
+    async def on_key(self, event) -> None:
+        if not self._prompt_is_open():
+            return
+        prompt = self.query_one(CommandPrompt)
+        if event.is_printable:
+            event.stop()
+            prompt.insert_text_at_cursor(event.character)
+        elif self.focused is not prompt and event.key in ("enter", "backspace"):
+            event.stop()                 # the prompt's bindings, before its focus arrived
+            if event.key == "enter":
+                await prompt.action_submit()
+            else:
+                prompt.action_delete_left()
+
     def compose(self) -> ComposeResult:
         yield PhaseBar(id="phase-bar")
         with Horizontal(id="main"):
@@ -481,7 +515,8 @@ class GdstepApp(App[int]):
         prompt.focus()
 
     def _close_prompt(self) -> None:
-        self.query_one(CommandPrompt).remove_class("-open")
+        prompt = self.query_one(CommandPrompt)
+        prompt.remove_class("-open")
         self.query_one(ModelTree).focus()
 
     @on(CommandPrompt.Closed)
@@ -493,8 +528,8 @@ class GdstepApp(App[int]):
         text = event.value.strip()
         prompt = self.query_one(CommandPrompt)
         prompt.history.add(text)
-        prompt.value = ""
-        self._close_prompt()
+        if not prompt.has_class("-open"):          # not reopened by keys typed since
+            self._close_prompt()
         if text:
             self.run_command(text.lstrip(":"))
 

@@ -97,6 +97,15 @@ class CommandPrompt(Input):
     def action_close(self) -> None:
         self.post_message(self.Closed())
 
+    async def action_submit(self) -> None:
+        """Enter: empty and close the prompt now, then post the line. Keys typed right after
+        enter (a burst from the terminal) then find the prompt closed, as they would have had
+        the command been typed slowly."""
+        text = self.value
+        self.value = ""
+        self.remove_class("-open")
+        self.post_message(self.Submitted(self, text))
+
     def _set(self, text: str, keep_choices: bool = False) -> None:
         if not keep_choices:
             self._choices = []
