@@ -57,14 +57,28 @@ def sq_norm(a: Any) -> float:
 
 
 def all_finite(arrays: Iterable[Any]) -> bool:
-    """True when every element is finite; a sum per array first, the exact test only on doubt."""
+    """True when every element is finite: a sum per array first (non-finite exactly when an
+    element is, unless the sum overflows), the exact test only on doubt. Views of one buffer
+    (a backend's flat parameters and state) are summed once, over the buffer, when together
+    they are as large as it."""
     tensors = None
+    bases = None
     for a in arrays:
         if type(a) is np.ndarray:
             if a.dtype.kind == "f":
-                total = _blas_sum(a) if a.size > 1024 else _reduce(a, axis=None)
-                if not math.isfinite(total) and not np.isfinite(a).all():
-                    return False
+                base = a.base
+                if base is None:
+                    if not _finite(a):
+                        return False
+                    continue
+                if bases is None:
+                    bases = {}
+                entry = bases.get(id(base))
+                if entry is None:
+                    bases[id(base)] = [base, a.size, [a]]
+                else:
+                    entry[1] += a.size
+                    entry[2].append(a)
             continue
         if a is None:
             continue
@@ -79,34 +93,63 @@ def all_finite(arrays: Iterable[Any]) -> bool:
             continue
         if not math.isfinite(a.sum()) and not np.isfinite(a).all():
             return False
+    if bases is not None:
+        for base, size, views in bases.values():
+            whole = type(base) is np.ndarray and size >= base.size and base.dtype == views[0].dtype
+            if not (whole and math.isfinite(_sum(base))) and not all(_finite(v) for v in views):
+                return False
     return tensors is None or _torch_all_finite(tensors)
 
 
+def _sum(a: np.ndarray) -> float:
+    return _blas_sum(a) if a.size > 1024 and a.flags.c_contiguous else float(_reduce(a, axis=None))
+
+
+def _finite(a: np.ndarray) -> bool:
+    return math.isfinite(_sum(a)) or bool(np.isfinite(a).all())
+
+
 def _torch_all_finite(tensors: list) -> bool:
-    """The same test for torch tensors, where they live: one fused norm over all of them
-    (finite exactly when every element is, unless it overflows: then the exact test), and
-    on a GPU one transfer to the host for all of them."""
+    """The same test for torch tensors, where they live: one fused norm over the tensors of
+    each device (views of one buffer: over the buffer), finite exactly when every element
+    is, unless it overflows: then the exact test; one transfer to the host per device."""
     import torch
 
-    cpu: list = []
-    devices: dict[Any, list] = {}
+    groups: dict[Any, list] = {}
+    bases: dict[int, list] | None = None
     for t in tensors:
-        if t.is_floating_point() or t.is_complex():
-            if t.is_cuda or t.device.type != "cpu":
-                devices.setdefault(t.device, []).append(t)
-            else:
-                cpu.append(t)
-    for group in ([cpu] if cpu else []) + list(devices.values()):
+        if not (t.is_floating_point() or t.is_complex()):
+            continue
+        base = t._base
+        if base is None:
+            group = groups.get(t.device)
+            if group is None:
+                group = groups[t.device] = []
+            group.append(t)
+            continue
+        if bases is None:
+            bases = {}
+        entry = bases.get(id(base))
+        if entry is None:
+            bases[id(base)] = [base, t.numel(), [t]]
+        else:
+            entry[1] += t.numel()
+            entry[2].append(t)
+    if bases is not None:
+        for base, size, views in bases.values():
+            whole = size >= base.numel() and base.dtype == views[0].dtype
+            groups.setdefault(base.device, []).extend([base] if whole else views)
+    for group in groups.values():
         try:
             norms = torch._foreach_norm(group)
         except (RuntimeError, TypeError):
             norms = [torch.linalg.vector_norm(t) for t in group]
-        if group is cpu:
-            ok = all(math.isfinite(n.item()) for n in norms)
+        if len(norms) == 1:
+            ok = math.isfinite(norms[0].item())
         else:
-            ok = bool(torch.stack([n.double() for n in norms]).isfinite().all().item())
-        if not ok and not all(bool(torch.isfinite(t).all().item()) for t in group):
-            return False
+            ok = math.isfinite(torch.stack(norms).sum().item())
+        if not ok:
+            return all(bool(torch.isfinite(t).all().item()) for t in tensors if t.is_floating_point() or t.is_complex())
     return True
 
 
