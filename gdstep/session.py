@@ -236,8 +236,6 @@ class Session:
         return self._epoch_order(self._epoch)[self._offset:self._offset + size]
 
     def _apply_settings(self) -> None:
-        if not self._settings_log:
-            return
         entry = self._settings_log.get(self._step)
         if not entry:
             return
@@ -249,7 +247,8 @@ class Session:
             self._batch_size = entry["batch_size"]
 
     def _forward(self, check: bool) -> NonFinite | None:
-        self._apply_settings()
+        if self._settings_log:
+            self._apply_settings()
         indices = self.next_batch_indices()
         x, y = self.backend.batch(indices)
         outputs = self.backend.forward(x)
@@ -319,11 +318,10 @@ class Session:
         self._batch = None
         self._timeline.save(self._boundary())
         if check:
-            values = [u.new for u in updates.values()]
+            ups = updates.values()
             guarded = getattr(optimizer, "guarded_state", None)
-            for u in updates.values():
-                values.extend(v for k, v in u.state_after.items()
-                              if v is not None and (guarded is None or k in guarded))
+            values = [u.new for u in ups]
+            values += [v for u in ups for k, v in u.state_after.items() if guarded is None or k in guarded]
             if not arrays.all_finite(values):
                 for name, u in updates.items():
                     hit = arrays.first_nonfinite(u.new)
@@ -604,27 +602,10 @@ class Session:
     # -- the condition context ----------------------------------------------------------------
 
     def value(self, name: str) -> Any:
-        if name == "loss":
-            return self.loss_value
-        if name == "prev_loss":
-            return self.prev_loss
-        if name == "epoch":
-            return self._epoch
-        if name == "iteration":
-            return self._iteration
-        if name == "step":
-            return self._step
-        if name == "phase":
-            return self.last_phase
-        if name == "lr":
-            return self.lr
-        if name == "grad_norm":
-            return self.grad_norm(None)
-        if name == "update_ratio":
-            return self.update_ratio(None)
-        if name == "nan":
-            return self.find_nonfinite() is not None
-        raise GdstepError(f"unknown name {name!r}")
+        read = _VALUES.get(name)
+        if read is None:
+            raise GdstepError(f"unknown name {name!r}")
+        return read(self)
 
     def param(self, name: str, index: tuple[int, ...]) -> float:
         params = self.backend.params()
@@ -694,6 +675,20 @@ class Session:
 
     def __repr__(self) -> str:
         return f"<Session {self.describe()}>"
+
+
+_VALUES: dict[str, Callable[[Session], Any]] = {
+    "loss": lambda s: s.loss_value,
+    "prev_loss": lambda s: s.prev_loss,
+    "epoch": lambda s: s._epoch,
+    "iteration": lambda s: s._iteration,
+    "step": lambda s: s._step,
+    "phase": lambda s: s.last_phase,
+    "lr": lambda s: s.lr,
+    "grad_norm": lambda s: s.grad_norm(None),
+    "update_ratio": lambda s: s.update_ratio(None),
+    "nan": lambda s: s.find_nonfinite() is not None,
+}
 
 
 def _as_index(index: tuple[int, ...] | int) -> tuple[int, ...]:

@@ -28,7 +28,7 @@ def make_loss(config) -> Loss:
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
-    a.flags.writeable = False
+    a.setflags(write=False)
     return a
 
 
@@ -114,7 +114,7 @@ class NumpyBackend:
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
         outputs = self.model.forward(self._params, x)
         for out in outputs:
-            out.flags.writeable = False
+            out.setflags(write=False)
         return outputs
 
     def loss(self, outputs: Sequence[np.ndarray], y: np.ndarray) -> tuple[np.ndarray, float]:
@@ -125,16 +125,16 @@ class NumpyBackend:
         grad_output = self.loss_fn.backward(outputs[-1], y)
         deltas, grads = self.model.backward(self._params, x, outputs, grad_output, self.trainable)
         for d in deltas:
-            d.flags.writeable = False
+            d.setflags(write=False)
         for g in grads.values():
-            g.flags.writeable = False
+            g.setflags(write=False)
         return grad_output, deltas, grads
 
     def grad_sq_norms(self, grads: Mapping[str, np.ndarray]) -> dict[str, float]:
         out = {}
         for name, g in grads.items():
             flat = g.ravel()
-            out[name] = float(np.dot(flat, flat))
+            out[name] = float(flat.dot(flat))
         return out
 
     def update(self, grads: Mapping[str, np.ndarray]) -> dict[str, ParamUpdate]:
@@ -146,7 +146,7 @@ class NumpyBackend:
         _frozen(flat)
         for value in flat_state.values():
             if isinstance(value, np.ndarray):
-                value.flags.writeable = False
+                value.setflags(write=False)
         new, after = layout.views(flat), layout.state_views(flat_state)
         old, before = self._params, self._state
         self._flat, self._flat_state, self._state = flat, flat_state, after
