@@ -37,7 +37,8 @@ def open(scenario: str | Path | Scenario | None = None, backend: str = "numpy", 
     if backend not in ("numpy", "torch"):
         raise GdstepError(f"unknown backend {backend!r} (expected \"numpy\" or \"torch\")")
     if backend == "numpy" and device not in (None, "cpu"):
-        raise GdstepError(f"the numpy backend runs on the cpu only (asked for device {device!r}); use backend=\"torch\"")
+        raise GdstepError(f"the numpy backend runs on the cpu only (asked for device {device!r}); "
+                          "use the torch backend (--backend torch)")
     try:
         if backend == "numpy":
             from gdstep.backends.numpy_backend import NumpyBackend

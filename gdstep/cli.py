@@ -148,6 +148,9 @@ def cmd_replay(args) -> int:
 def cmd_tui(args) -> int:
     from gdstep.tui.app import run_tui
     session = open_session(args)
+    if not (sys.stdin.isatty() and sys.__stderr__.isatty()):   # Textual reads stdin, draws on stderr
+        raise UsageError("gdstep: the app needs a terminal; without one use "
+                         f"`gdstep run {args.scenario or 'xor'}` or `gdstep replay SCENARIO SCRIPT`")
     return run_tui(session)
 
 

@@ -26,6 +26,7 @@ are put back as they were, and the loop's own step runs as it would have.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from types import MappingProxyType
@@ -69,6 +70,10 @@ class Debugger:
             raise GdstepError(f"attach: model must be a torch.nn.Module, got {type(model).__name__}")
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise GdstepError(f"attach: optimizer must be a torch.optim optimizer, got {type(optimizer).__name__}")
+        from gdstep.backends.torch_support import needs_closure
+        if needs_closure(optimizer):
+            raise GdstepError(f"attach: {type(optimizer).__name__} needs a closure for step(); gdstep takes optimizers "
+                              "that step without one")
         if not callable(loss_fn):
             raise GdstepError(f"attach: loss_fn must be callable as loss_fn(output, target), got {type(loss_fn).__name__}")
         if on_break not in (None, "tui", "dump", "raise") and not callable(on_break):
@@ -287,7 +292,15 @@ class Debugger:
                 print(f"gdstep: {message} (no more files: {self.max_dumps} written)", file=sys.stderr)
                 self.dumps.append(Path(os.devnull))
             return
-        npz, txt = write_break(self.session, message, self.dump_dir)
+        # The interactive wording (state kept, rewind with back) does not hold for a loop that goes on.
+        message = re.sub(r"^paused: |; state kept from before \w+| \(the phase ran; rewind with back\)", "", message)
+        try:
+            npz, txt = write_break(self.session, message, self.dump_dir)
+        except OSError as e:      # a debugger never stops the training it watches
+            print(f"gdstep: {message} — cannot write the records to {self.dump_dir}: {e.strerror or e}; "
+                  "the loop goes on", file=sys.stderr)
+            self.dumps.append(Path(os.devnull))
+            return
         self.dumps.append(npz)
         print(f"gdstep: {message} — records written to {npz} (summary: {txt}); the loop goes on", file=sys.stderr)
 
@@ -310,7 +323,8 @@ class Debugger:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<gdstep.attach {self.session.describe()}>"
+        where = self.session.describe() if self.session is not None else "no iteration yet"
+        return f"<gdstep.attach {where}>"
 
 
 def attach(model, optimizer, loss_fn, breakpoints: Sequence[str] = ("nan",), **kw: Any) -> Debugger:

@@ -36,6 +36,9 @@ class ScriptError(GdstepError):
 
     def __init__(self, file: str | None, line: int | None, column: int | None, message: str):
         self.file, self.line, self.column, self.message = file, line, column, message
+        if file is None and line is None:       # one line typed at the prompt
+            super().__init__(f"column {column}: {message}" if column is not None else message)
+            return
         place = file or "<script>"
         if line is not None:
             place += f":{line}"

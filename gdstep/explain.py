@@ -156,7 +156,7 @@ def chain_rule(session, name: str, index: tuple[int, ...], shown: int = 4) -> Ch
     if kind == "weight":
         parts = [f"{factor(num(d))} × {factor(num(a))}" for _, d, a in products[:shown]]
     else:
-        parts = [num(d) for _, d, _ in products[:shown]]
+        parts = [factor(num(d)) for _, d, _ in products[:shown]]
     more = f" + … ({len(products)} samples)" if len(products) > shown else ""
     lines = [head, "  = " + " + ".join(parts) + more, f"  = {num(value)}"]
     delta_line = None
@@ -177,4 +177,36 @@ def chain_rule(session, name: str, index: tuple[int, ...], shown: int = 4) -> Ch
         delta_line = f"δ[0,{i}] = ∂L/∂y[0,{i}] = {_LOSS_GRAD.get(loss_kind, '∂L/∂y')} = {num(delta[0])}   (loss {loss_kind})"
     if delta_line:
         lines.append(delta_line)
+        upstream_line = _upstream_line(session, fwd, bwd, k, i, shown)
+        if upstream_line:
+            lines.append(upstream_line)
     return ChainRule(name, index, k, products, value, delta_line, tuple(lines))
+
+
+def _upstream_line(session, fwd, bwd, k: int, i: int, shown: int) -> str | None:
+    """Where ∂L/∂a of the activation after layer k comes from: back through the next
+    linear layer (Σ_j δ[0,j]·W[j,i]), or the loss itself when the activation is the output."""
+    layers = session.backend.layers
+    if k + 1 >= len(layers) or layers[k + 1].kind == "linear":
+        return None
+    upstream = arrays.element(bwd.deltas[k + 1], (0, i))
+    if k + 1 == len(layers) - 1:
+        loss_kind = session.scenario.loss.kind
+        y = arrays.element(fwd.outputs[k + 1], (0, i))
+        return (f"∂L/∂a[0,{i}] = ∂L/∂y[0,{i}] = {_LOSS_GRAD.get(loss_kind, '∂L/∂y')} = {factor(num(upstream))}"
+                f"   (y[0,{i}] = {num(y)}, loss {loss_kind})")
+    nxt = k + 2
+    if nxt >= len(layers) or layers[nxt].kind != "linear":
+        return None
+    weight_name = f"{nxt}.weight"
+    upd = session.record("update")
+    if upd is not None and upd.step == bwd.step and weight_name in upd.params:
+        weight = upd.params[weight_name].old          # the weights backward used, before this update
+    else:
+        weight = session.backend.params()[weight_name]
+    delta_next = arrays.to_numpy(bwd.deltas[nxt])[0]
+    column = arrays.to_numpy(weight)[:, i]
+    parts = [f"{factor(num(d))} × {factor(num(w))}" for d, w in list(zip(delta_next, column))[:shown]]
+    more = f" + … ({len(column)} terms)" if len(column) > shown else ""
+    return (f"∂L/∂a[0,{i}] = Σ_j δ{nxt}[0,j] · W{nxt}[j,{i}] = " + " + ".join(parts) + more
+            + f" = {factor(num(upstream))}   (back through layer {nxt})")

@@ -16,23 +16,38 @@ def atomic_write(path: str | Path, data: str | bytes) -> Path:
     if not directory.is_dir():
         raise GdstepError(f"{path}: the folder {directory} does not exist")
     mode = "wb" if isinstance(data, bytes) else "w"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        # mkstemp makes the file private (0600); the user's file gets the usual mode
+        os.fchmod(fd, _mode_of(path))
         with os.fdopen(fd, mode, **({} if isinstance(data, bytes) else {"encoding": "utf-8"})) as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        _remove(tmp)
         raise GdstepError(f"{path}: cannot write: {e.strerror or e}") from None
     except BaseException:
+        _remove(tmp)
+        raise
+    return path
+
+
+def _mode_of(path: Path) -> int:
+    """The mode of the file being replaced, else what the umask leaves of rw-rw-rw-."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def _remove(tmp: str | None) -> None:
+    if tmp is not None:
         try:
             os.unlink(tmp)
         except OSError:
             pass
-        raise
-    return path

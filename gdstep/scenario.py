@@ -456,7 +456,7 @@ def parse_scenario(text: str, path: Path | None = None) -> Scenario:
         if cond is None:
             continue
         try:
-            parse_condition(cond).check_names(net.param_names)
+            parse_condition(cond).check_names(net.param_shapes)
         except ConditionError as e:
             raise ScenarioError(file, where, str(e)) from None
     return Scenario(name, description, seed, data, model, MappingProxyType(init), loss, optimizer, training,

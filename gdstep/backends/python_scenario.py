@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from gdstep.backends.torch_support import needs_closure
 from gdstep.conditions import parse_condition
 from gdstep.data import Dataset
 from gdstep.errors import ConditionError, GdstepError, ScenarioError
@@ -107,7 +108,7 @@ def execute(path: Path) -> types.ModuleType:
 
 
 def _torch():
-    from gdstep.backends.torch_support import require_torch
+    from gdstep.backends.torch_support import needs_closure, require_torch
     return require_torch()
 
 
@@ -184,6 +185,9 @@ def load_python_scenario(path: str | Path, device: str | None = None, dtype: str
         raise ScenarioError(file, "loss_fn", f"expected a function loss_fn(output, target), got {type(loss_fn).__name__}")
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise ScenarioError(file, "optimizer", f"expected a torch.optim optimizer, got {type(optimizer).__name__}")
+    if needs_closure(optimizer):
+        raise ScenarioError(file, "optimizer", f"{type(optimizer).__name__} needs a closure for step(); gdstep steps "
+                            "forward, loss, backward and update one at a time and takes optimizers that step without one")
     owned = {id(p) for p in model.parameters()}
     if any(id(p) not in owned for g in optimizer.param_groups for p in g["params"]):
         raise ScenarioError(file, "optimizer", "updates parameters that are not the model's")

@@ -74,3 +74,14 @@ def device_name(device: Any) -> str:
     if device.type == "cpu":
         return "cpu"
     return f"{device.type}:{0 if device.index is None else device.index}"
+
+
+def needs_closure(optimizer) -> bool:
+    """An optimizer whose step() takes no step without a closure (torch.optim.LBFGS):
+    gdstep runs forward, loss and backward as phases of their own and cannot give one."""
+    import inspect
+    try:
+        parameter = inspect.signature(type(optimizer).step).parameters.get("closure")
+    except (TypeError, ValueError):
+        return False
+    return parameter is not None and parameter.default is inspect.Parameter.empty

@@ -20,13 +20,30 @@ def make_optimizer(kind: str, **hyperparameters: Any) -> Optimizer:
         cls = OPTIMIZERS[kind]
     except KeyError:
         raise ValueError(f"unknown optimizer {kind!r} (expected one of: {', '.join(OPTIMIZERS)})") from None
-    names = {f.name for f in dataclasses.fields(cls)}
-    for key in hyperparameters:
-        if key not in names:
-            raise ValueError(f"{kind} has no argument {key!r} (expected one of: {', '.join(sorted(names))})")
-    if "betas" in hyperparameters:
-        hyperparameters["betas"] = tuple(hyperparameters["betas"])
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    for key, value in hyperparameters.items():
+        if key not in defaults:
+            raise ValueError(f"{kind} has no argument {key!r} (expected one of: {', '.join(sorted(defaults))})")
+        hyperparameters[key] = _checked(key, value, defaults[key])
     return cls(**hyperparameters)
+
+
+def _checked(key: str, value: Any, default: Any) -> Any:
+    """A hyperparameter of the type its default has: true/false, a number, or two numbers."""
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if isinstance(default, tuple):
+        if not isinstance(value, (tuple, list)) or len(value) != 2 or not all(number(v) for v in value):
+            raise ValueError(f"{key}: expected two numbers such as 0.9,0.999, got {value!r}")
+        return tuple(float(v) for v in value)
+    if not number(value):
+        raise ValueError(f"{key}: expected a number, got {value!r}")
+    return float(value)
 
 
 def hyperparameters(opt: Optimizer) -> dict[str, Any]:

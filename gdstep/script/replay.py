@@ -50,8 +50,7 @@ def replay(session, script: str | Path, json_lines: bool = False, out: TextIO | 
             for line in outcome.lines:
                 print(f"      {line}", file=out)
         if outcome.error:
-            raise ScriptError(file, command.line, command.column, outcome.message.split(": ", 2)[-1]
-                              if outcome.message.startswith(file) else outcome.message)
+            raise outcome.exception or ScriptError(file, command.line, command.column, outcome.message)
         if outcome.failed_expect:
             if not json_lines:
                 print(f"FAILED: {file}:{command.line}: {outcome.lines[0]}", file=out)

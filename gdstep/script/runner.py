@@ -40,6 +40,7 @@ class Outcome:
     result: RunResult | None = None
     failed_expect: bool = False
     error: bool = False
+    exception: Exception | None = field(default=None, repr=False, compare=False)  # the GdstepError behind error
 
     def to_json(self) -> dict[str, Any]:
         return {"command": self.command, "line": self.line, "ok": self.ok,
@@ -90,7 +91,7 @@ class Runner:
         try:
             command = parse_command(text, line, file)
         except ScriptError as e:
-            return self._outcome(text.strip(), line, False, (), str(e), error=True)
+            return self._outcome(text.strip(), line, False, (), str(e), error=True, exception=e)
         if command is None:
             return self._outcome("", line, True, (), "")
         return self.execute(command, on_phase)
@@ -101,10 +102,9 @@ class Runner:
             handler = getattr(self, f"_do_{command.name}", None) or self._do_phase
             lines, values, result, record, failed = handler(command, on_phase)
         except GdstepError as e:
-            message = str(e)
             if command.line is not None and not isinstance(e, ScriptError):
-                message = str(ScriptError(self.file, command.line, command.column, message))
-            return self._outcome(command.text, command.line, False, (), message, error=True)
+                e = ScriptError(self.file, command.line, command.column, str(e))
+            return self._outcome(command.text, command.line, False, (), str(e), error=True, exception=e)
         if record:
             self.lines.append(record)
         lines = list(lines)
@@ -158,10 +158,10 @@ class Runner:
 
     def _outcome(self, command: str, line: int | None, ok: bool, lines: tuple[str, ...], message: str,
                  values: dict | None = None, result: RunResult | None = None, failed_expect: bool = False,
-                 error: bool = False) -> Outcome:
+                 error: bool = False, exception: Exception | None = None) -> Outcome:
         s = self.session
         return Outcome(command, line, ok, lines, message, s.cursor, s.step_count, s.loss_value, values or {}, result,
-                       failed_expect, error)
+                       failed_expect, error, exception)
 
     def _moved(self, text: str, go: Callable[[], RunResult]) -> Outcome:
         try:

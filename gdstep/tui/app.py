@@ -304,13 +304,15 @@ class GdstepApp(App[int]):
                 log.add(kind, outcome.message)
                 self.bell()
             elif job.echo:
-                for line in outcome.lines:
+                # set, back, break, unbreak and gradcheck log a session event that says it already
+                said = job.text.lstrip(":").split(" ", 1)[0] in ("set", "back", "break", "unbreak", "gradcheck")
+                for line in outcome.lines[1:] if said else outcome.lines:
                     log.add("output", line)
             elif job.kind == "run" and outcome.result is not None and \
                     outcome.result.reason in ("paused", "epochs", "max_steps"):
                 log.add("info", outcome.lines[0])
             if job.gradcheck and outcome.ok:
-                ok = "MISMATCH" not in outcome.message
+                ok = next((v for k, v in outcome.values.items() if k.endswith(" ok")), "MISMATCH" not in outcome.message)
                 self.query_one(ArithmeticView).gradcheck = GradcheckView.from_values(
                     job.gradcheck, dict(outcome.values), ok, message.position)
         if job.kind != "refresh":

@@ -253,9 +253,10 @@ class SurfaceMaker:
         near = [p for p in path if all(math.isfinite(v) and abs(v - v0) <= SURFACE_REACH * max(1.0, abs(v0))
                                        for v, v0 in zip(p, start))]
         box = _box(near)
-        if self._grid is None or not _inside(box, self._grid[0]):
-            self._grid = (_grow(box),) + self._loss_grid(_grow(box))
-        _, gx, gy, loss = self._grid
+        grid = self._grid                 # one read: resize() on the UI thread may clear it
+        if grid is None or not _inside(box, grid[0]):
+            grid = self._grid = (_grow(box),) + self._loss_grid(_grow(box))
+        _, gx, gy, loss = grid
         if self._last is not None and self._last.path == path and self._last.grid_x is gx:
             return self._last
         self._last = Surface(self.labels, gx, gy, loss, path)

@@ -59,7 +59,8 @@ class CommandPrompt(Input):
 
     def __init__(self, complete: Callable[[str], list[str]], *, id: str | None = None) -> None:
         super().__init__(placeholder="step 3 · run until loss < 0.1 · set lr 0.1 · break loss > prev_loss · "
-                                     "print 2.weight[0,1] · back 2 · save FILE.gds   (Tab completes)", id=id)
+                                     "print 2.weight[0,1] · back 2 · save FILE.gds   (Tab completes)", id=id,
+                         select_on_focus=False)   # a pre-filled line (w, the palette) is to be edited, not replaced
         self.history = PromptHistory()
         self._complete = complete
         self._choices: list[str] = []
