@@ -26,7 +26,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _backend_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", choices=("numpy", "torch"), default="numpy", help="numpy (exact reference) or torch")
+    p.add_argument("--backend", choices=("numpy", "torch"), default=None,
+                   help="numpy (the exact reference; the default) or torch (a .py scenario always)")
     p.add_argument("--device", default=None, help="cpu, cuda or auto (torch backend)")
     p.add_argument("--dtype", choices=("float64", "float32"), default=None, help="override the scenario's dtype")
 
@@ -65,7 +66,12 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
 
 def open_session(args):
     import gdstep
-    session = gdstep.open(args.scenario, backend=args.backend, device=args.device, dtype=args.dtype)
+    from gdstep.bundled import resolve
+    python = resolve(args.scenario).suffix == ".py"
+    if python and args.backend == "numpy":
+        raise UsageError(f"{args.scenario}: a Python scenario runs on the torch backend (leave out --backend numpy)")
+    backend = args.backend or ("torch" if python else "numpy")
+    session = gdstep.open(args.scenario, backend=backend, device=args.device, dtype=args.dtype)
     for event in session.events:
         if event.kind == "info":            # e.g. device "auto" fell back to the cpu
             print(f"gdstep: {event.message}", file=sys.stderr)
@@ -109,7 +115,13 @@ def cmd_run(args) -> int:
         except GdstepError as e:
             raise UsageError(f"gdstep run: --until: {e}") from None
     started = time.perf_counter()
-    result = _run_with_progress(session, until, args.max_steps, quiet=args.quiet)
+    try:
+        result = _run_with_progress(session, until, args.max_steps, quiet=args.quiet)
+    except KeyboardInterrupt:          # Ctrl+C: say where training got to, then stop
+        from gdstep.records import RunResult
+        result = RunResult("interrupted", 0, session.step_count, session.cursor, "interrupted (Ctrl+C)")
+        print(run_summary(session, result, time.perf_counter() - started))
+        return 130
     print(run_summary(session, result, time.perf_counter() - started))
     return 0
 

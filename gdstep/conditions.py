@@ -29,7 +29,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol
 
-from gdstep.errors import ConditionError
+from gdstep.fmt import show
+from gdstep.errors import ConditionError, index_problem, suggest
 
 PHASES = ("forward", "loss", "backward", "update")
 ALL_PHASES = frozenset(PHASES)
@@ -384,31 +385,18 @@ class Condition:
         known = shapes if isinstance(shapes, Mapping) else {n: None for n in shapes}
         for name, index, column in self.params:
             if name not in known:
-                import difflib
-                hint = difflib.get_close_matches(name, list(known), n=1)
-                raise ConditionError(self.text, column, f"no parameter {name!r}" + (f"; did you mean {hint[0]!r}?" if hint else f" (parameters: {', '.join(known)})"))
+                raise ConditionError(self.text, column, f"no parameter {name!r}" + suggest(name, known, "parameters"))
             shape = known[name]
-            if index is not None and shape is not None:
-                if len(index) != len(shape) or any(not 0 <= i < n for i, n in zip(index, shape)):
-                    raise ConditionError(self.text, column, f"index {list(index)} is out of range for {name} of shape {tuple(shape)}")
+            problem = index_problem(name, shape, index) if index is not None and shape is not None else None
+            if problem:
+                raise ConditionError(self.text, column, problem)
         return self
 
     def describe(self, context: Context) -> str:
         """The values the condition read, for the event log: `loss = 0.53, prev_loss = 0.51`."""
-        return ", ".join(f"{label} = {_show(fn(context))}" for label, fn in self.reads)
+        return ", ".join(f"{label} = {show(fn(context))}" for label, fn in self.reads)
 
 
-def _show(value: Any) -> str:
-    from gdstep.fmt import num
-    if value is None:
-        return "none"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int):
-        return str(value)
-    return num(value)
 
 
 def parse_expression(text: str) -> Condition:

@@ -8,6 +8,23 @@ else is a bug and keeps its traceback.
 from __future__ import annotations
 
 
+def suggest(word: str, options, what: str = "expected one of") -> str:
+    """`; did you mean 'tanh'?` for a near miss, else the list of what there is."""
+    import difflib
+    options = list(options)
+    hint = difflib.get_close_matches(word, options, n=1)
+    if hint:
+        return f"; did you mean {hint[0]!r}?"
+    return f" ({what}: {', '.join(options)})" if options else ""
+
+
+def index_problem(name: str, shape, index) -> str | None:
+    """What is wrong with `index` as an element of parameter `name`, or None."""
+    if len(index) != len(shape) or any(not 0 <= i < n for i, n in zip(index, shape)):
+        return f"index {list(index)} is out of range for {name} of shape {tuple(shape)}"
+    return None
+
+
 class GdstepError(Exception):
     """A mistake of the user's, described in one line."""
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gdstep import arrays
-from gdstep.errors import GdstepError
+from gdstep.errors import GdstepError, index_problem
 from gdstep.fmt import factor, index_text, num
 from gdstep.optim.base import Term
 
@@ -64,8 +64,9 @@ def _scalars(state: dict[str, Any], index: tuple[int, ...]) -> dict[str, float |
 
 
 def _check_index(name: str, shape: tuple[int, ...], index: tuple[int, ...]) -> None:
-    if len(index) != len(shape) or any(not 0 <= i < n for i, n in zip(index, shape)):
-        raise GdstepError(f"index {list(index)} is out of range for {name} of shape {tuple(shape)}")
+    problem = index_problem(name, shape, index)
+    if problem:
+        raise GdstepError(problem)
 
 
 def explain(session, name: str, index: tuple[int, ...]) -> Explanation:

@@ -28,5 +28,18 @@ def factor(text: str) -> str:
     return f"({text})" if text.startswith("-") else text
 
 
+def show(value) -> str:
+    """Any value a condition, watch or state can hold: none, true/false, text, a count, a number."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) or type(value).__name__.startswith(("int", "uint")):
+        return str(int(value))
+    return num(float(value))
+
+
 def index_text(index: tuple[int, ...]) -> str:
     return "[" + ",".join(str(i) for i in index) + "]"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gdstep import arrays
-from gdstep.errors import GdstepError
+from gdstep.errors import GdstepError, index_problem
 from gdstep.fmt import index_text, num
 
 
@@ -32,8 +32,9 @@ def gradcheck(session, name: str, index: tuple[int, ...], h: float | None = None
     if name not in backend.param_shapes:
         raise GdstepError(f"no parameter {name!r} (parameters: {', '.join(backend.param_shapes)})")
     shape = backend.param_shapes[name]
-    if len(index) != len(shape) or any(not 0 <= i < n for i, n in zip(index, shape)):
-        raise GdstepError(f"index {list(index)} is out of range for {name} of shape {tuple(shape)}")
+    problem = index_problem(name, shape, index)
+    if problem:
+        raise GdstepError(problem)
     float64 = backend.dtype == "float64"
     _, x, y = session.current_batch()
     w = arrays.element(backend.params()[name], index)

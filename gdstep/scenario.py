@@ -8,7 +8,6 @@ the TOML line, and what is wrong.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from gdstep.data import DATA_OPTIONS, Dataset, make_dataset, targets_for
-from gdstep.errors import ConditionError, ScenarioError
+from gdstep.errors import ConditionError, ScenarioError, suggest
 from gdstep.nn.init import INITS
 from gdstep.nn.layers import ACTIVATIONS
 from gdstep.nn.losses import LOSSES
@@ -151,9 +150,7 @@ class _Table:
         for key in self.data:
             if key not in self.used:
                 options = allowed if allowed is not None else sorted(self.used)
-                hint = difflib.get_close_matches(key, options, n=1)
-                extra = f"; did you mean {hint[0]!r}?" if hint else (f" (expected one of: {', '.join(options)})" if options else "")
-                self.fail(self.key_path(key), f"unknown key{extra}")
+                self.fail(self.key_path(key), f"unknown key{suggest(key, options)}")
 
 
 def check_type(value: Any, kind: type | tuple[type, ...], where: str, file: str) -> Any:
@@ -197,8 +194,7 @@ def _read_layers(model: _Table) -> tuple[LayerSpec, ...]:
             if item == "linear":
                 model.fail(where, "a linear layer needs its size: { linear = 4 }")
             if item not in ACTIVATIONS:
-                hint = difflib.get_close_matches(item, names, n=1)
-                model.fail(where, f"unknown layer {item!r}" + (f"; did you mean {hint[0]!r}?" if hint else f" (expected one of: {', '.join(names)})"))
+                model.fail(where, f"unknown layer {item!r}" + suggest(item, names))
             specs.append(LayerSpec(item))
         elif isinstance(item, dict):
             t = _Table(item, where, model.file)
@@ -300,8 +296,7 @@ def _read_loss(top: _Table) -> LossConfig:
     t = top.table("loss", required=True)
     kind = t.get("kind", str)
     if kind not in LOSSES:
-        hint = difflib.get_close_matches(kind, list(LOSSES), n=1)
-        t.fail(t.key_path("kind"), f"unknown loss {kind!r}" + (f"; did you mean {hint[0]!r}?" if hint else f" (expected one of: {', '.join(LOSSES)})"))
+        t.fail(t.key_path("kind"), f"unknown loss {kind!r}" + suggest(kind, LOSSES))
     delta = t.get("delta", float, 1.0) if kind == "huber" else 1.0
     if delta <= 0:
         t.fail(t.key_path("delta"), f"must be positive, got {delta}")
@@ -313,8 +308,7 @@ def _read_optimizer(top: _Table) -> Optimizer:
     t = top.table("optimizer", required=True)
     kind = t.get("kind", str)
     if kind not in OPTIMIZERS:
-        hint = difflib.get_close_matches(kind, list(OPTIMIZERS), n=1)
-        t.fail(t.key_path("kind"), f"unknown optimizer {kind!r}" + (f"; did you mean {hint[0]!r}?" if hint else f" (expected one of: {', '.join(OPTIMIZERS)})"))
+        t.fail(t.key_path("kind"), f"unknown optimizer {kind!r}" + suggest(kind, OPTIMIZERS))
     cls = OPTIMIZERS[kind]
     defaults = cls()
     args: dict[str, Any] = {}
@@ -442,8 +436,7 @@ def parse_scenario(text: str, path: Path | None = None) -> Scenario:
         where = init_table.key_path(key)
         init_table.used.add(key)
         if key not in net.param_shapes:
-            hint = difflib.get_close_matches(key, net.param_names, n=1)
-            raise ScenarioError(file, where, f"no such parameter" + (f"; did you mean {hint[0]!r}?" if hint else f" (parameters: {', '.join(net.param_names)})"))
+            raise ScenarioError(file, where, "no such parameter" + suggest(key, net.param_names, "parameters"))
         arr = _numeric_array(init_table.data[key], where, file)
         if arr.shape != net.param_shapes[key]:
             raise ScenarioError(file, where, f"has shape {arr.shape}, the model's {key} has shape {net.param_shapes[key]}")

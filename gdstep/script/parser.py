@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 
 from gdstep.conditions import parse_condition, parse_expression
-from gdstep.errors import ConditionError, ScriptError
+from gdstep.errors import ConditionError, ScriptError, suggest
 
 PHASE_COMMANDS = ("forward", "loss", "backward", "update")
 COMMANDS = PHASE_COMMANDS + ("next", "step", "epoch", "run", "back", "set", "break", "unbreak", "watch", "unwatch",
@@ -135,9 +135,7 @@ def parse_command(text: str, line: int | None = None, file: str | None = None) -
     rest = rest_raw.strip()
     rest_col = start + len(word) + 1 + (len(rest_raw) - len(rest_raw.lstrip()))
     if word not in COMMANDS:
-        import difflib
-        hint = difflib.get_close_matches(word, COMMANDS, n=1)
-        ln.fail(start, f"unknown command {word!r}" + (f"; did you mean {hint[0]!r}?" if hint else f" (commands: {', '.join(COMMANDS)})"))
+        ln.fail(start, f"unknown command {word!r}" + suggest(word, COMMANDS, "commands"))
 
     def make(args: tuple, canonical: str) -> Command:
         return Command(word, args, canonical, line, start, source)

@@ -16,8 +16,8 @@ import numpy as np
 
 from gdstep import arrays
 from gdstep.conditions import Condition
-from gdstep.errors import GdstepError, ScriptError
-from gdstep.fmt import index_text, num
+from gdstep.errors import GdstepError, ScriptError, index_problem, suggest
+from gdstep.fmt import index_text, num, show
 from gdstep.records import Cursor, RunResult
 from gdstep.script.parser import Command, parse_command
 
@@ -145,14 +145,12 @@ class Runner:
         if command.name == "gradcheck" or (command.name == "print" and command.args[0] in ("tensor", "state")):
             name = command.args[0] if command.name == "gradcheck" else command.args[1]
             if name not in shapes:
-                import difflib
-                hint = difflib.get_close_matches(name, list(shapes), n=1)
                 raise ScriptError(self.file, command.line, command.source.find(name) + 1 or None,
-                                  f"no parameter {name!r}" + (f"; did you mean {hint[0]!r}?" if hint else f" (parameters: {', '.join(shapes)})"))
+                                  f"no parameter {name!r}" + suggest(name, shapes, "parameters"))
             if command.name == "gradcheck":
-                index, shape = command.args[1], shapes[name]
-                if len(index) != len(shape) or any(not 0 <= i < n for i, n in zip(index, shape)):
-                    raise ScriptError(self.file, command.line, command.source.find("[") + 1 or None, f"index {list(index)} is out of range for {name} of shape {tuple(shape)}")
+                problem = index_problem(name, shapes[name], command.args[1])
+                if problem:
+                    raise ScriptError(self.file, command.line, command.source.find("[") + 1 or None, problem)
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -181,7 +179,7 @@ class Runner:
         for watch in self.watches:
             value = watch(self.session)
             values[watch.text] = value
-            shown = _show(value)
+            shown = show(value)
             if self._shown.get(watch.text) != shown:
                 self._shown[watch.text] = shown
                 lines.append(f"watch {watch.text} = {shown}")
@@ -193,6 +191,9 @@ class Runner:
         what = {"done": "done", "paused": "paused", "max_steps": "reached max"}.get(result.reason, result.message)
         if result.reason == "epochs" and not result.phases:
             return f"{text}: {what} — `set epochs N` to go further, or step with s and e — {where}"
+        if result.reason == "stop_when" and result.steps <= 1:
+            return (f"{text}: {what} — it still holds, so a run stops again at once; step with s, e or "
+                    f"`step N` to go past it — {where}")
         return f"{text}: {what} after {_count(result.steps, 'iteration')} ({_count(result.phases, 'phase')}) — {where}"
 
     def _record_run(self, command: Command, result: RunResult) -> str | None:
@@ -237,9 +238,10 @@ class Runner:
 
     def _do_back(self, command: Command, on_phase: OnPhase):
         n, unit = command.args
-        before = self.session.cursor
+        before, position = self.session.cursor, self.session.position
         cursor = self.session.back(phases=n) if unit == "phases" else self.session.back(iterations=n)
-        return [f"{command.text}: from {before} to {cursor}"], {}, None, command.text, False
+        clamped = " (clamped at the start)" if position < (n if unit == "phases" else 4 * n) else ""
+        return [f"{command.text}: from {before} to {cursor}{clamped}"], {}, None, command.text, False
 
     def _do_set(self, command: Command, on_phase: OnPhase):
         s = self.session
@@ -274,8 +276,8 @@ class Runner:
         if all(w.text != expr.text for w in self.watches):
             self.watches.append(expr)
         value = expr(self.session)
-        self._shown[expr.text] = _show(value)
-        return [f"watch {expr.text} = {_show(value)}"], {expr.text: value}, None, command.text, False
+        self._shown[expr.text] = show(value)
+        return [f"watch {expr.text} = {show(value)}"], {expr.text: value}, None, command.text, False
 
     def _do_unwatch(self, command: Command, on_phase: OnPhase):
         expr = command.args[0]
@@ -293,7 +295,7 @@ class Runner:
         what, arg = command.args
         if what == "value":
             value = arg(s)
-            return [f"{arg.text} = {_show(value)}"], {arg.text: value}, None, command.text, False
+            return [f"{arg.text} = {show(value)}"], {arg.text: value}, None, command.text, False
         if what == "tensor":
             value = arrays.to_numpy(s.backend.params()[arg])
             return _tensor_lines(arg, value), {arg: value}, None, command.text, False
@@ -349,16 +351,6 @@ def _count(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
-def _show(value: Any) -> str:
-    if value is None:
-        return "none"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    return num(float(value))
 
 
 def _tensor_lines(name: str, value: np.ndarray, limit: int = 8) -> list[str]:

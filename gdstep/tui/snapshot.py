@@ -15,7 +15,7 @@ import numpy as np
 
 from gdstep import arrays
 from gdstep.errors import GdstepError
-from gdstep.fmt import hp, index_text, num
+from gdstep.fmt import hp, index_text, num, show
 from gdstep.records import Cursor, Event
 from gdstep.tui.plot_data import Boundary, Curves, Surface, curves
 
@@ -311,7 +311,7 @@ class Snapshotter:
         values = {k: _element_or_value(v, index) for k, v in state.items()}
         if not values:
             return ("optimizer state: none yet" if not self.session.step_count else "optimizer state: none",)
-        return ("optimizer state (before this update):",) + tuple(f"  {k} = {_show(v)}" for k, v in values.items())
+        return ("optimizer state (before this update):",) + tuple(f"  {k} = {show(v)}" for k, v in values.items())
 
     # -- the batch view -------------------------------------------------------------------------
 
@@ -375,14 +375,6 @@ def _element_or_value(v: Any, index: tuple[int, ...]) -> Any:
     return arrays.element(v, index)
 
 
-def _show(v: Any) -> str:
-    if v is None:
-        return "none"
-    if isinstance(v, bool):
-        return str(v).lower()
-    if isinstance(v, int):
-        return str(v)
-    return num(v)
 
 
 def _hyperparameters(opt: Any) -> str:
@@ -411,6 +403,6 @@ def _state_lines(before: dict[str, Any], after: dict[str, Any], opt: Any) -> tup
         return tuple(lines)
     lines.append("optimizer state (before → after):")
     for key in keys:
-        lines.append(f"  {key}: {_show(before.get(key))} → {_show(after.get(key))}")
+        lines.append(f"  {key}: {show(before.get(key))} → {show(after.get(key))}")
     return tuple(lines)
 
