@@ -228,7 +228,10 @@ def targets_for(dataset: Dataset, loss_kind: str, out_features: int) -> np.ndarr
                 raise ValueError("cross_entropy needs integer class labels as targets")
             y = y[:, 0].astype(np.int64)
         if y.min() < 0 or y.max() >= out_features:
-            raise ValueError(f"class labels run 0..{int(y.max())} but the model has {out_features} outputs")
+            k = int(y.max()) + 1
+            raise ValueError(f"class labels run 0..{k - 1} but the model has {out_features} output"
+                             f"{'s' if out_features != 1 else ''}: cross_entropy needs one output per class, "
+                             f"so end the layers with {{ linear = {k} }}" + (" (or use bce after a sigmoid)" if k == 2 else ""))
         return y
     if y.ndim == 1:
         if out_features == 1:

@@ -20,11 +20,13 @@ class GradCheck:
     abs_error: float
     rel_error: float
     ok: bool
+    batch: str = ""          # which batch, at which parameters
 
     def __str__(self) -> str:
         mark = "ok" if self.ok else "MISMATCH"
+        where = f" ({self.batch})" if self.batch else ""
         return (f"gradcheck {self.name}{index_text(self.index)}: analytic {num(self.analytic)}, "
-                f"numeric {num(self.numeric)} (h = {self.h:g}), relative error {self.rel_error:.2e} — {mark}")
+                f"numeric {num(self.numeric)} (h = {self.h:g}), relative error {self.rel_error:.2e} — {mark}{where}")
 
 
 def gradcheck(session, name: str, index: tuple[int, ...], h: float | None = None) -> GradCheck:
@@ -47,4 +49,7 @@ def gradcheck(session, name: str, index: tuple[int, ...], h: float | None = None
     abs_error = abs(analytic - numeric)
     rel_error = abs_error / max(abs(analytic), abs(numeric), 1e-300)
     rtol, atol = (1e-5, 1e-8) if float64 else (2e-2, 1e-3)
-    return GradCheck(name, index, analytic, numeric, h, abs_error, rel_error, abs_error <= atol or rel_error <= rtol)
+    cursor = session.cursor
+    which = "this iteration's batch" if session.phase_due != "forward" else "the next iteration's batch"
+    batch = f"{which}, epoch {cursor.epoch} · iteration {cursor.iteration}, at the current parameters"
+    return GradCheck(name, index, analytic, numeric, h, abs_error, rel_error, abs_error <= atol or rel_error <= rtol, batch)
