@@ -49,8 +49,12 @@ class PhaseBar(Static):
             out.append(f" {phase} " if kind == "next" else phase, style=style(f"phase-bar--{kind}"))
         c = snap.cursor
         out.append("   ")
-        out.append_text(Text.assemble(("epoch ", label), str(c.epoch), (" · iter ", label),
-                                      f"{c.iteration}/{snap.iterations_per_epoch}", (" · step ", label), str(snap.step)))
+        if snap.loop:       # attach mode: the user's loop, one batch an iteration
+            out.append_text(Text.assemble(("loop iteration ", label), str(snap.step + (snap.phase_due != "forward") or 1),
+                                          (" · step ", label), str(snap.step)))
+        else:
+            out.append_text(Text.assemble(("epoch ", label), str(c.epoch), (" · iter ", label),
+                                          f"{c.iteration}/{snap.iterations_per_epoch}", (" · step ", label), str(snap.step)))
         out.append("\n")
         parts = [
             self._loss(snap, label),

@@ -115,6 +115,7 @@ class BatchPanel:
 @dataclass(frozen=True, eq=False)
 class Snapshot:
     scenario: str
+    loop: bool                        # attach mode: each loop iteration is one batch, no epochs
     cursor: Cursor
     phase_due: str
     last_phase: str | None
@@ -194,6 +195,7 @@ class Snapshotter:
         bwd = s.record("backward")
         return Snapshot(
             scenario=s.scenario.name,
+            loop=s.scenario.data.kind == "attached",
             cursor=s.cursor,
             phase_due=s.phase_due,
             last_phase=s.last_phase,
