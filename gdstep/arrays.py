@@ -42,7 +42,9 @@ def sq_norm(a: Any) -> float:
 def all_finite(arrays: Iterable[Any]) -> bool:
     """True when every element is finite: Σa² per array first, the exact test only on doubt.
     Views of one buffer (a backend's flat parameters and state) are summed once, over the
-    buffer, when together they are as large as it."""
+    buffer, when together they are at least half as large as it: one large reduction costs
+    less than many small ones, and a non-finite value outside the views only costs the
+    exact test of the views."""
     tensors = None
     bases = None
     for a in arrays:
@@ -77,7 +79,7 @@ def all_finite(arrays: Iterable[Any]) -> bool:
             return False
     if bases is not None:
         for base, size, views in bases.values():
-            whole = type(base) is np.ndarray and size >= base.size and base.dtype == views[0].dtype
+            whole = type(base) is np.ndarray and 2 * size >= base.size and base.dtype == views[0].dtype
             if not (whole and _finite(base)) and not all(_finite(v) for v in views):
                 return False
     return tensors is None or _torch_all_finite(tensors)
@@ -92,21 +94,19 @@ def _finite(a: np.ndarray) -> bool:
 
 def _torch_all_finite(tensors: list) -> bool:
     """The same test for torch tensors, where they live: one fused norm over the tensors of
-    each device (views of one buffer: over the buffer), finite exactly when every element
-    is, unless it overflows: then the exact test; one transfer to the host per device."""
+    each device (views of one buffer: over the buffer, as above), finite exactly when every
+    element is, unless it overflows: then the exact test; off the CPU, one transfer to the
+    host per device."""
     import torch
 
-    groups: dict[Any, list] = {}
+    checked = []
     bases: dict[int, list] | None = None
     for t in tensors:
         if not (t.is_floating_point() or t.is_complex()):
             continue
         base = t._base
         if base is None:
-            group = groups.get(t.device)
-            if group is None:
-                group = groups[t.device] = []
-            group.append(t)
+            checked.append(t)
             continue
         if bases is None:
             bases = {}
@@ -118,15 +118,24 @@ def _torch_all_finite(tensors: list) -> bool:
             entry[2].append(t)
     if bases is not None:
         for base, size, views in bases.values():
-            whole = size >= base.numel() and base.dtype == views[0].dtype
-            groups.setdefault(base.device, []).extend([base] if whole else views)
-    for group in groups.values():
+            whole = 2 * size >= base.numel() and base.dtype == views[0].dtype
+            checked.extend([base] if whole else views)
+    if not checked:
+        return True
+    device = checked[0].get_device()
+    groups = [checked]
+    if any(t.get_device() != device for t in checked):
+        by_device: dict[Any, list] = {}
+        for t in checked:
+            by_device.setdefault(t.device, []).append(t)
+        groups = list(by_device.values())
+    for group in groups:
         try:
             norms = torch._foreach_norm(group)
         except (RuntimeError, TypeError):
             norms = [torch.linalg.vector_norm(t) for t in group]
-        if len(norms) == 1:
-            ok = math.isfinite(norms[0].item())
+        if group[0].is_cpu:
+            ok = all(math.isfinite(n.item()) for n in norms)
         else:
             ok = math.isfinite(torch.stack(norms).sum().item())
         if not ok:

@@ -69,6 +69,7 @@ def test_all_finite_over_views_of_one_buffer():
     flat[9] = np.inf
     assert not arrays.all_finite([flat[:4], flat[4:8], flat[8:]])
     assert arrays.all_finite([flat[:4], flat[4:8], flat[:4], flat[4:8]])   # as large as the buffer, not covering it
+    assert arrays.all_finite([flat[:4], flat[4:8]])
     big = np.full(4096, 1e308)                    # the sum overflows, every element is finite
     with np.errstate(over="ignore"):
         assert arrays.all_finite([big[:2048], big[2048:]])
@@ -86,5 +87,6 @@ def test_all_finite_over_torch_views_of_one_buffer():
     flat[9] = math.inf
     assert not arrays.all_finite([flat[:4], flat[4:8], flat[8:], torch.ones(3)])
     assert arrays.all_finite([flat[:4], flat[4:8], flat[:4], flat[4:8]])
+    assert arrays.all_finite([flat[:4], flat[4:8]])
     big = torch.full((4096,), 3e38)
     assert arrays.all_finite([big[:2048], big[2048:], torch.ones(2, dtype=torch.float64)])

@@ -106,7 +106,7 @@ class NumpyBackend:
     # -- phases -----------------------------------------------------------------------------
 
     def batch(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self.x[indices], self.y[indices]
+        return self.x.take(indices, axis=0), self.y.take(indices, axis=0)
 
     # The phases run under the Session's np.errstate(all="ignore"): non-finite values are
     # found and reported by the Session, not warned about.

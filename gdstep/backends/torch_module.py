@@ -116,7 +116,7 @@ class ModuleBackend(SnapshotMixin):
         if len(indices) == self.n_samples and self._is_identity(indices):
             return x, y
         idx = self._index_tensor(indices)
-        return x[idx], (y[idx] if y is not None else None)
+        return x.index_select(0, idx), (y.index_select(0, idx) if y is not None else None)
 
     def _is_identity(self, indices: np.ndarray) -> bool:
         key = indices.base if indices.base is not None else indices
@@ -148,30 +148,36 @@ class ModuleBackend(SnapshotMixin):
         torch = self._torch
         if self._track_rng:
             self._rng_forward = self._rng_state()
-        with torch.enable_grad():
-            if self._sequential:
-                h = x.detach().requires_grad_() if self._input_grad and x.is_floating_point() else x
-                outs = []
-                for _, module in self._rows:
-                    h = module(h)
-                    outs.append(h)
-                out = h
-            else:
-                self._slots = [None] * len(self._rows)
-                capture, self._capture = self._capture, True
-                try:
-                    out = self.model(x)
-                finally:
-                    self._capture = capture
-                outs = self._slots
-                outs[-1] = first_tensor(out)
-                out = outs[-1]
+        if torch.is_grad_enabled():
+            outs, out = self._run_model(x)
+        else:
+            with torch.enable_grad():
+                outs, out = self._run_model(x)
         if out is None:
             raise GdstepError(f"the model returned {type(out).__name__}, not a tensor")
         self._graph = (outs, out)
         if self._copy_outputs:
-            return tuple(None if o is None else o.detach().clone() for o in outs)
-        return tuple(None if o is None else o.detach() for o in outs)
+            return tuple([None if o is None else o.detach().clone() for o in outs])
+        return tuple([None if o is None else o.detach() for o in outs])
+
+    def _run_model(self, x) -> tuple[list, Any]:
+        """Every row's output and the model's output, with the autograd graph."""
+        if self._sequential:
+            h = x.detach().requires_grad_() if self._input_grad and x.is_floating_point() else x
+            outs = []
+            for _, module in self._rows:
+                h = module(h)
+                outs.append(h)
+            return outs, h
+        self._slots = [None] * len(self._rows)
+        capture, self._capture = self._capture, True
+        try:
+            out = self.model(x)
+        finally:
+            self._capture = capture
+        outs = self._slots
+        outs[-1] = first_tensor(out)
+        return outs, outs[-1]
 
     def loss(self, outputs: Sequence[Any], y) -> tuple[Any, float]:
         out = self._graph[1] if self._graph is not None else outputs[-1]
@@ -209,7 +215,7 @@ class ModuleBackend(SnapshotMixin):
             norms = torch._foreach_norm(tensors)
         except (RuntimeError, TypeError):
             norms = [torch.linalg.vector_norm(g) for g in tensors]
-        if tensors[0].device.type == "cpu":
+        if tensors[0].is_cpu:
             values = [n.item() for n in norms]
         else:
             values = torch.stack([n.double() for n in norms]).tolist()
@@ -233,7 +239,7 @@ class ModuleBackend(SnapshotMixin):
         self.torch_optimizer.step()
         self._updates += 1
         by_name = self._by_name
-        after, made = self._state_copies([(name, by_name[name]) for name in names])
+        after, made = self._state_copies([by_name[name] for name in names])
         new = dict(zip(names, made))
         # Nothing changes parameters or optimizer state between updates but restore and
         # set_optimizer (which forget this): the next update starts from these copies.

@@ -1,6 +1,7 @@
 """Copies of a torch model's parameters and optimizer state, made once and shared: the copy
 of a parameter after an update is that update's record ("new"), the next update's "before"
-and the snapshot the Session keeps for rewinding. A copy is reused only while the live
+and the snapshot the Session keeps for rewinding. After a step everything the step may have
+changed is copied, in one call; elsewhere a parameter's copy is reused while the live
 tensor's version counter says it has not changed since it was made.
 
 Snapshots restore exactly: parameters, optimizer state (its tensors copied back, torch's
@@ -11,8 +12,7 @@ random numbers, the RNG state.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
@@ -24,8 +24,7 @@ class Initial(dict):
     numpy engine's `init` shows it: zeros, step 0, no momentum buffer."""
 
 
-@dataclass(frozen=True)
-class TorchSnapshot:
+class TorchSnapshot(NamedTuple):
     params: Mapping[str, Any]                 # name -> copy of every parameter
     state: Mapping[str, Mapping[str, Any]]    # name -> optimizer state as records show it
     scalar_dtypes: Mapping[tuple, Any]        # (name, key) -> dtype of a 0-d state tensor shown as a number
@@ -79,12 +78,15 @@ class SnapshotMixin:
 
     def _state_copies(self, also: list | None = None):
         """The optimizer state as records show it: copies of its tensors, 0-d CPU tensors
-        (torch's `step`) as numbers. With `also` (key, tensor) pairs, their copies are made
-        in the same call and returned beside it."""
+        (torch's `step`) as numbers. With `also` (tensors), their copies are made in the same
+        call and returned beside it. Everything is copied: after a step nearly all of it
+        changed, and asking each tensor whether it did costs more than the copy."""
         torch = self._torch
-        states, cache = self.torch_optimizer.state, self._cache
+        states = self.torch_optimizer.state
         result: dict[str, dict[str, Any]] = {}
-        items, where = [], []
+        tensors = list(also) if also else []
+        extra = len(tensors)
+        slots = []
         for name, p in self._train:
             st = states.get(p)
             if not st:
@@ -92,35 +94,35 @@ class SnapshotMixin:
                 continue
             d: dict[str, Any] = {}
             for k, v in st.items():
-                key = (name, k)
-                hit = cache.get(key)
-                if hit is not None and hit[0] is v:          # a tensor seen before: its kind is known
-                    if hit[1] == v._version and self._trust_versions:
-                        d[k] = hit[2]
-                    elif hit[3]:
-                        d[k] = self._scalar(key, v)
-                    else:
-                        d[k] = None
-                        items.append((key, v))
-                        where.append((d, k))
-                elif isinstance(v, torch.Tensor):
-                    if v.ndim == 0 and v.device.type == "cpu":
-                        d[k] = self._scalar(key, v)
-                    else:
-                        d[k] = None
-                        items.append((key, v))
-                        where.append((d, k))
-                else:
+                if not isinstance(v, torch.Tensor):
                     d[k] = v if isinstance(v, (int, float, bool, str, type(None))) else copy.deepcopy(v)
+                elif v.ndim == 0 and v.is_cpu:
+                    d[k] = self._number(name, k, v)
+                else:
+                    d[k] = None
+                    tensors.append(v)
+                    slots.append((d, k))
             result[name] = d
-        extra = len(also) if also else 0
-        if items or extra:
-            made = self._copies((also or []) + items)
-            for (d, k), c in zip(where, made[extra:]):
-                d[k] = c
-            if also is not None:
-                return result, made[:extra]
-        return (result, []) if also is not None else result
+        made = self._clones(tensors) if tensors else []
+        for (d, k), c in zip(slots, made[extra:]):
+            d[k] = c
+        return (result, made[:extra]) if also is not None else result
+
+    def _clones(self, tensors: list) -> list:
+        """Copies of `tensors`, made in one call. (One flat buffer with views was measured:
+        making the views costs more than it saves, and torch's allocator page-faults on a
+        large block allocated every step and kept for rewinding.)"""
+        with self._torch.no_grad():
+            return self._torch._foreach_clone(tensors) if len(tensors) > 1 else [tensors[0].clone()]
+
+    def _number(self, name: str, key: str, t) -> float | int:
+        """A 0-d CPU tensor as a number (an integer `step` as an int); its dtype is kept
+        for restoring it."""
+        value = t.item()
+        if key == "step" and float(value).is_integer():
+            value = int(value)
+        self._scalar_dtypes[(name, key)] = t.dtype
+        return value
 
     def _initial_state(self, name: str, p) -> Initial:
         config = self.optimizer
@@ -178,7 +180,6 @@ class SnapshotMixin:
             for k, v in saved.items():
                 if isinstance(v, torch.Tensor):
                     live[k] = v.clone()
-                    cache[(name, k)] = (live[k], live[k]._version, v, False)
                 elif (name, k) in snapshot.scalar_dtypes and isinstance(v, (int, float)) and not isinstance(v, bool):
                     live[k] = torch.tensor(v, dtype=snapshot.scalar_dtypes[(name, k)])
                     cache[(name, k)] = (live[k], live[k]._version, v, True)
