@@ -1,6 +1,6 @@
 """gdstep's torch backend in run mode (Session.run) against a plain torch loop.
 
-    python benchmarks/bench_torch.py [--steps 560] [--repeats 5] [--cuda-steps 300] [--threads N]
+    python benchmarks/bench_torch.py [--steps 560] [--rounds 9] [--cuda-steps 300] [--threads N]
 
 1. CPU: the MLP 64-128-128-10 (ReLU, cross_entropy, Adam lr 1e-3, batch 64, float32).
    Goal: Session.run ≥ 0.9 × the plain loop.
@@ -8,13 +8,16 @@
    Goal: Session.run ≥ 0.9 × a plain torch CUDA loop; the GPU's steps/s are printed.
 
 Both sides of a comparison run in one process, interleaved, on the same data, initial values
-and batch order; the best of the repeats counts. Session.run has everything on: records of
-every phase, snapshots for rewinding, non-finite checks and two breakpoints.
+and batch order. Each round runs both once, back to back, and the ratio is taken within the
+round; the median over rounds is reported (this machine's speed drifts from second to second,
+a ratio within a round does not). Session.run has everything on: records of every phase,
+snapshots for rewinding, non-finite checks and two breakpoints.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -55,50 +58,55 @@ def session_run(sc, steps: int, device: str):
     return elapsed, s.loss_value
 
 
-def compare(sc, steps: int, repeats: int, device: str, batch_size: int, sizes) -> dict[str, float]:
+def compare(sc, steps: int, rounds: int, device: str, batch_size: int, sizes) -> dict[str, list[float]]:
+    """Steps/s of each contender in each round."""
     from gdstep.backends.numpy_backend import NumpyBackend
 
     start = NumpyBackend(sc, "float32")
     params = {k: v.copy() for k, v in start.params().items()}
-    x, y = start.x, start.y
-    best: dict[str, float] = {}
+    x, y = start.x.copy(), start.y.copy()           # writable, as torch.as_tensor wants
     runs = [("plain torch", lambda: plain_torch(x, y, params, steps, batch_size=batch_size, device=device, sizes=sizes)),
             ("gdstep Session.run", lambda: session_run(sc, steps, device))]
-    for _ in range(repeats):
+    rates: dict[str, list[float]] = {name: [] for name, _ in runs}
+    for _ in range(rounds):
         for name, fn in runs:
             elapsed, _ = fn()
-            best[name] = min(best.get(name, float("inf")), elapsed)
-    return {name: steps / elapsed for name, elapsed in best.items()}
+            rates[name].append(steps / elapsed)
+    return rates
 
 
-def report(title: str, rates: dict[str, float], goal: float = 0.9) -> None:
+def report(title: str, rates: dict[str, list[float]], goal: float = 0.9) -> float:
     base = rates["plain torch"]
     print(f"\n{title}")
-    for name, rate in rates.items():
-        print(f"  {name:<20} {rate:9.1f} steps/s   × plain {rate / base:5.2f}")
-    ratio = rates["gdstep Session.run"] / base
+    for name, rs in rates.items():
+        ratios = [r / b for r, b in zip(rs, base)]
+        print(f"  {name:<20} {statistics.median(rs):9.1f} steps/s   × plain {statistics.median(ratios):5.2f} "
+              f"(range {min(ratios):.2f}–{max(ratios):.2f})")
+    ratio = statistics.median(r / b for r, b in zip(rates["gdstep Session.run"], base))
     print(f"  ratio {ratio:.2f} (goal ≥ {goal}): {'met' if ratio >= goal else 'NOT met'}")
+    return ratio
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=560, help="CPU iterations per measurement (560 = 20 epochs)")
     ap.add_argument("--cuda-steps", type=int, default=300, help="CUDA iterations per measurement")
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
     args = ap.parse_args(argv)
     import torch
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-    rates = compare(scenario("float32"), args.steps, args.repeats, "cpu", 64, (64, 128, 128, 10))
-    report(f"CPU: MLP 64-128-128-10, Adam, batch 64, float32; {args.steps} steps, best of {args.repeats}", rates)
+    rates = compare(scenario("float32"), args.steps, args.rounds, "cpu", 64, (64, 128, 128, 10))
+    report(f"CPU: MLP 64-128-128-10, Adam, batch 64, float32; {args.steps} steps, median of {args.rounds} rounds", rates)
     if torch.cuda.is_available():
         name = torch.cuda.get_device_name()
-        rates = compare(large_scenario(), args.cuda_steps, args.repeats, "cuda", 512, (784, 2048, 2048, 10))
+        rates = compare(large_scenario(), args.cuda_steps, args.rounds, "cuda", 512, (784, 2048, 2048, 10))
         report(f"CUDA ({name}): MLP 784-2048-2048-10, Adam, batch 512, float32; {args.cuda_steps} steps, "
-               f"best of {args.repeats}", rates)
-        print(f"  GPU steps/s: gdstep {rates['gdstep Session.run']:.1f}, plain torch {rates['plain torch']:.1f}")
+               f"median of {args.rounds} rounds", rates)
+        print(f"  GPU steps/s: gdstep {statistics.median(rates['gdstep Session.run']):.1f}, "
+              f"plain torch {statistics.median(rates['plain torch']):.1f}")
     else:
         print("\nCUDA: no GPU here; the 784-2048-2048-10 comparison runs where one is available")
 

@@ -98,6 +98,7 @@ class NumpyBackend:
         self._params = {**params, **self._layout.views(self._flat)}
         self.optimizer = scenario.optimizer
         self._flat_state, self._state = self._init_state(self.optimizer)
+        self._flat_grad: tuple[Any, np.ndarray | None] = (None, None)
 
     def _init_state(self, optimizer) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         flat_state = optimizer.init(self._flat)
@@ -122,12 +123,16 @@ class NumpyBackend:
         return _frozen(per_sample), value
 
     def backward(self, x, outputs, y) -> tuple[np.ndarray, tuple[np.ndarray, ...], dict[str, np.ndarray]]:
+        """δ and the gradients; the gradients are views of one flat gradient, which the update
+        takes as it is."""
         grad_output = self.loss_fn.backward(outputs[-1], y)
-        deltas, grads = self.model.backward(self._params, x, outputs, grad_output, self.trainable)
+        flat_grad = np.empty(self._layout.size, dtype=self._flat.dtype)
+        deltas, grads = self.model.backward(self._params, x, outputs, grad_output, self.trainable,
+                                            out=self._layout.views(flat_grad))
         for d in deltas:
             d.setflags(write=False)
-        for g in grads.values():
-            g.setflags(write=False)
+        flat_grad.setflags(write=False)
+        self._flat_grad = (grads, flat_grad)
         return grad_output, deltas, grads
 
     def grad_sq_norms(self, grads: Mapping[str, np.ndarray]) -> dict[str, float]:
@@ -142,7 +147,10 @@ class NumpyBackend:
         layout = self._layout
         if grads.keys() != self.trainable:
             raise ValueError(f"update needs a gradient for every trainable parameter, got {sorted(grads)}")
-        flat, flat_state = self.optimizer.update(self._flat, layout.pack(grads), self._flat_state)
+        made_by_backward, flat_grad = self._flat_grad
+        if made_by_backward is not grads:
+            flat_grad = layout.pack(grads)
+        flat, flat_state = self.optimizer.update(self._flat, flat_grad, self._flat_state)
         _frozen(flat)
         for value in flat_state.values():
             if isinstance(value, np.ndarray):

@@ -2,7 +2,8 @@
 
 Layers hold no parameter values: `forward(params, x)` and `backward(params, x, y, grad_y)`
 read them from a dict keyed by torch's names (`0.weight`), so a training state is plain data
-that can be snapshotted and rewound. `backward` returns ∂L/∂x and the parameter gradients.
+that can be snapshotted and rewound. `backward` returns ∂L/∂x and the parameter gradients,
+written into `out` when it holds an array for them (the backend's flat gradient).
 """
 
 from __future__ import annotations
@@ -37,13 +38,13 @@ class Linear:
             z += params[self.bias]
         return z
 
-    def backward(self, params: Params, x: np.ndarray, y: np.ndarray, grad_y: np.ndarray,
-                 trainable: frozenset[str], need_grad_x: bool = True) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+    def backward(self, params: Params, x: np.ndarray, y: np.ndarray, grad_y: np.ndarray, trainable: frozenset[str],
+                 need_grad_x: bool = True, out: Params = NO_GRADS) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
         grads = {}
         if self.weight in trainable:
-            grads[self.weight] = grad_y.T @ x          # ∂L/∂W[i,j] = Σ_b δ[b,i]·x[b,j]
+            grads[self.weight] = np.matmul(grad_y.T, x, out=out.get(self.weight))    # ∂L/∂W[i,j] = Σ_b δ[b,i]·x[b,j]
         if self.has_bias and self.bias in trainable:
-            grads[self.bias] = grad_y.sum(axis=0)       # ∂L/∂b[i] = Σ_b δ[b,i]
+            grads[self.bias] = np.sum(grad_y, axis=0, out=out.get(self.bias))         # ∂L/∂b[i] = Σ_b δ[b,i]
         grad_x = grad_y @ params[self.weight] if need_grad_x else None
         return grad_x, grads
 
@@ -64,8 +65,8 @@ class Activation:
     def forward(self, params: Params, x: np.ndarray) -> np.ndarray:
         return x
 
-    def backward(self, params: Params, x: np.ndarray, y: np.ndarray, grad_y: np.ndarray,
-                 trainable: frozenset[str], need_grad_x: bool = True) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+    def backward(self, params: Params, x: np.ndarray, y: np.ndarray, grad_y: np.ndarray, trainable: frozenset[str],
+                 need_grad_x: bool = True, out: Params = NO_GRADS) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
         return (grad_y * self.derivative(x, y) if need_grad_x else None), NO_GRADS
 
     def derivative(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -78,7 +79,7 @@ class Activation:
 class Identity(Activation):
     kind = "identity"
 
-    def backward(self, params, x, y, grad_y, trainable, need_grad_x=True):
+    def backward(self, params, x, y, grad_y, trainable, need_grad_x=True, out=NO_GRADS):
         return (grad_y if need_grad_x else None), NO_GRADS
 
 
@@ -108,7 +109,7 @@ class ReLU(Activation):
     def forward(self, params, x):
         return np.maximum(x, 0.0)
 
-    def backward(self, params, x, y, grad_y, trainable, need_grad_x=True):
+    def backward(self, params, x, y, grad_y, trainable, need_grad_x=True, out=NO_GRADS):
         return (np.where(x > 0, grad_y, 0.0) if need_grad_x else None), NO_GRADS
 
     def derivative(self, x, y):

@@ -7,7 +7,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from gdstep.nn.layers import ACTIVATIONS, Activation, LeakyReLU, Linear
+from gdstep.nn.layers import ACTIVATIONS, NO_GRADS, Activation, LeakyReLU, Linear
 
 Params = Mapping[str, np.ndarray]
 
@@ -38,15 +38,16 @@ class Sequential:
         return tuple(outputs)
 
     def backward(self, params: Params, x: np.ndarray, outputs: Sequence[np.ndarray], grad_output: np.ndarray,
-                 trainable: frozenset[str]) -> tuple[tuple[np.ndarray, ...], dict[str, np.ndarray]]:
-        """δ for every layer's output (∂L/∂z, ∂L/∂a) and the gradient of every trainable parameter."""
+                 trainable: frozenset[str], out: Params = NO_GRADS) -> tuple[tuple[np.ndarray, ...], dict[str, np.ndarray]]:
+        """δ for every layer's output (∂L/∂z, ∂L/∂a) and the gradient of every trainable parameter
+        (written into `out`'s arrays where it has them)."""
         deltas: list[np.ndarray] = [grad_output]
         grads: dict[str, np.ndarray] = {}
         grad = grad_output
         for i in range(len(self.layers) - 1, -1, -1):
             layer_input = outputs[i - 1] if i else x
             grad, layer_grads = self.layers[i].backward(params, layer_input, outputs[i], grad, trainable,
-                                                        need_grad_x=i > 0)
+                                                        need_grad_x=i > 0, out=out)
             grads.update(layer_grads)
             if i:
                 deltas.append(grad)
