@@ -66,14 +66,12 @@ class SnapshotMixin:
         return dict(zip(names, self._copies([(name, by_name[name]) for name in names])))
 
     def _scalar(self, key: tuple, t) -> float | int:
+        """A live 0-d state tensor as a number, read again only when its version changed."""
         hit = self._cache.get(key)
         if hit is not None and hit[0] is t and hit[1] == t._version and self._trust_versions:
             return hit[2]
-        value = t.item()
-        if key[1] == "step" and float(value).is_integer():
-            value = int(value)
+        value = self._number(key[0], key[1], t)
         self._cache[key] = (t, t._version, value, True)
-        self._scalar_dtypes[key] = t.dtype
         return value
 
     def _state_copies(self, also: list | None = None):
