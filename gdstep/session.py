@@ -15,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -64,10 +66,13 @@ class Session:
         self._batch: tuple[np.ndarray, Any, Any] | None = None
         self._records: dict[str, Any] = {}
         self._settings_log: dict[int, dict[str, Any]] = {}
-        self._losses: list[float] = []
-        self._loss_epochs: list[int] = []
-        self._loss_sizes: list[int] = []
-        self._grad_norms: list[Mapping[str, float]] = []
+        # Per-iteration history, compact (8 bytes a value) since it grows with every step:
+        # the loss, its epoch and batch size, and ‖∂L/∂W‖ of each trainable parameter.
+        self._losses = array("d")
+        self._loss_epochs = array("q")
+        self._loss_sizes = array("q")
+        self._norm_names = tuple(n for n in backend.param_shapes if n in backend.trainable)
+        self._grad_norms = array("d")         # len(_norm_names) values a step, nan where none
         self._by_phase: dict[str, list[Breakpoint]] = {p: [] for p in PHASES}
         self._timeline = Timeline(backend.snapshot_nbytes, budget=history_budget)
         self._timeline.save(self._boundary())
@@ -178,7 +183,9 @@ class Session:
 
     @property
     def history(self) -> "History":
-        return History(tuple(self._losses), tuple(self._loss_epochs), tuple(self._loss_sizes), tuple(self._grad_norms))
+        """A copy of the per-iteration history (cheap: compact arrays are copied whole)."""
+        return History(array("d", self._losses), array("q", self._loss_epochs), array("q", self._loss_sizes),
+                       GradNormRows(self._norm_names, array("d", self._grad_norms)))
 
     def evaluate(self) -> tuple[float, float | None]:
         """Loss and, for classifiers, accuracy on the whole dataset with the current parameters."""
@@ -287,7 +294,7 @@ class Session:
         norms = {name: math.sqrt(v) for name, v in sq.items()}
         total = math.sqrt(sum(sq.values()))
         self._records["backward"] = BackwardRecord(self._step, grad_output, deltas, grads, norms, total)
-        self._grad_norms.append(norms)
+        self._grad_norms.extend([norms.get(n, math.nan) for n in self._norm_names])
         self._phase = 3
         if check and not math.isfinite(total):
             # ‖∇L‖ is finite exactly when every gradient is finite and no square overflows,
@@ -562,7 +569,7 @@ class Session:
         self._offset, self._batch_size, self._phase = boundary.offset, boundary.batch_size, 0
         self._batch, self._records = None, {}
         del self._losses[boundary.step:], self._loss_epochs[boundary.step:], self._loss_sizes[boundary.step:]
-        del self._grad_norms[boundary.step:]
+        del self._grad_norms[boundary.step * len(self._norm_names):]
         self._timeline.start_near()
         dense_from = t_step - self._timeline.recent
         while self.position < target:
@@ -704,14 +711,36 @@ def _describe_optimizer(opt: Any) -> str:
     return repr(opt)
 
 
+class GradNormRows(Sequence):
+    """‖∂L/∂W‖ per parameter for each iteration, stored flat; row i reads as a dict."""
+
+    def __init__(self, names: tuple[str, ...], values: array):
+        self.names, self.values = names, values
+
+    def __len__(self) -> int:
+        return len(self.values) // len(self.names) if self.names else 0
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(i)
+        k = len(self.names)
+        row = self.values[i * k:(i + 1) * k]
+        return {name: v for name, v in zip(self.names, row) if not math.isnan(v)}
+
+
 @dataclass(frozen=True)
 class History:
     """Per-iteration values so far: the loss, its epoch and batch size, gradient norms."""
 
-    losses: tuple[float, ...]
-    epochs: tuple[int, ...]
-    batch_sizes: tuple[int, ...]
-    grad_norms: tuple[Mapping[str, float], ...]
+    losses: Sequence[float]
+    epochs: Sequence[int]
+    batch_sizes: Sequence[int]
+    grad_norms: Sequence[Mapping[str, float]]
 
     def epoch_losses(self) -> list[tuple[int, float]]:
         """The mean loss of each epoch so far, weighted by batch size."""
@@ -723,4 +752,8 @@ class History:
         return [(e, total / count) for e, (total, count) in out.items()]
 
     def grad_norm_series(self, name: str) -> list[float]:
-        return [norms.get(name, math.nan) for norms in self.grad_norms]
+        rows = self.grad_norms
+        if isinstance(rows, GradNormRows) and name in rows.names:
+            k, j = len(rows.names), rows.names.index(name)
+            return list(rows.values[j::k])
+        return [norms.get(name, math.nan) for norms in rows]

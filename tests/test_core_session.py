@@ -56,7 +56,7 @@ epochs = 1000
 
 def snapshot(s: gdstep.Session) -> dict:
     return {"cursor": s.cursor, "step": s.step_count, "params": s.params, "state": s.optimizer_state,
-            "losses": s.history.losses, "position": s.position}
+            "losses": tuple(s.history.losses), "position": s.position}
 
 
 def assert_identical(a: dict, b: dict) -> None:
@@ -480,15 +480,15 @@ def test_rewind_across_settings_changes_is_exact():
     s.set(optimizer="adam")
     s.step(4)
     s.forward()
-    end, sizes = snapshot(s), s.history.batch_sizes
+    end, sizes = snapshot(s), tuple(s.history.batch_sizes)
     assert sizes == (4, 4, 2, 3, 3, 3, 1, 3, 3)      # 10 samples: 4, 4, (3 asked, 2 left) | 3, 3, 3, 1 | 3, 3
     for k in (1, 5, 8, 9):
         s.back(iterations=k)
-        assert s.history.batch_sizes == sizes[:9 - k]
+        assert tuple(s.history.batch_sizes) == sizes[:9 - k]
         s.step(k)
         s.forward()
         assert_identical(snapshot(s), end)
-        assert s.history.batch_sizes == sizes
+        assert tuple(s.history.batch_sizes) == sizes
     s.back(iterations=9)                            # before any change: the scenario's settings
     assert s.batch_size == 4 and s.lr == 0.1 and s.optimizer.kind == "sgd"
 
@@ -818,3 +818,20 @@ def test_condition_context_values():
     s.backward()
     assert s.value("grad_norm") == s.record("backward").grad_norm
     assert s.param("0.weight", (1, 1)) == s.params["0.weight"][1, 1]
+
+
+def test_per_iteration_history_is_compact_and_follows_rewinds():
+    """A long run keeps 8 bytes a value of history: loss, epoch, batch size and one norm a
+    trainable parameter per iteration, not a dict per iteration."""
+    s = gdstep.open("spiral")
+    s.step(250)
+    h = s.history
+    n_params = len(s.backend.trainable)
+    assert len(h.losses) == len(h.grad_norms) == 250
+    held = sum(a.itemsize * len(a) for a in (s._losses, s._loss_epochs, s._loss_sizes, s._grad_norms))
+    assert held == 8 * 250 * (3 + n_params)
+    assert set(h.grad_norms[-1]) == s.backend.trainable
+    assert h.grad_norms[-1]["0.weight"] == pytest.approx(s.record("backward").grad_norms["0.weight"], rel=0, abs=0)
+    s.back(iterations=100)
+    assert len(s.history.losses) == len(s.history.grad_norms) == 150
+    assert s.history.grad_norm_series("2.bias") == [row["2.bias"] for row in s.history.grad_norms]

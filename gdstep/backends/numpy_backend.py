@@ -74,10 +74,10 @@ def layer_infos(model) -> tuple[LayerInfo, ...]:
 class NumpyBackend:
     name = "numpy"
     device = "cpu"
-    notes: list[str] = []
 
     def __init__(self, scenario, dtype: str | None = None):
         self.scenario = scenario
+        self.notes: list[str] = []
         self.dtype = dtype or scenario.model.dtype or "float64"
         dt = np.dtype(self.dtype)
         self.model = scenario.build_model()
