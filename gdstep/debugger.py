@@ -120,7 +120,7 @@ class Debugger:
                               frozen=tuple(n for n in b.param_shapes if n not in b.trainable)),
             init=MappingProxyType({}), loss=LossConfig(self.loss.kind), optimizer=b.optimizer,
             training=TrainingConfig(None, 10**9, False, None), breakpoints=self._conditions, path=None, dataset=None)
-        self.session = Session(scenario, b, history_budget=self._history_budget)
+        self.session = Session(scenario, b, history_budget=self._history_budget, attached=True)
         return self.session
 
     # -- the loop drives ------------------------------------------------------------------------

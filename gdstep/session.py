@@ -46,9 +46,10 @@ class Breakpoint:
 
 
 class Session:
-    def __init__(self, scenario, backend, history_budget: int = 64 * 2**20):
+    def __init__(self, scenario, backend, history_budget: int = 64 * 2**20, attached: bool = False):
         self.scenario = scenario
         self.backend = backend
+        self.attached = attached          # a user's own training loop (attach mode), not a scenario
         self.n = backend.n_samples
         self.seed = scenario.seed
         self.shuffle = scenario.training.shuffle

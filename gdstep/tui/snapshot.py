@@ -195,7 +195,7 @@ class Snapshotter:
         bwd = s.record("backward")
         return Snapshot(
             scenario=s.scenario.name,
-            loop=s.scenario.data.kind == "attached",
+            loop=s.attached,
             cursor=s.cursor,
             phase_due=s.phase_due,
             last_phase=s.last_phase,
