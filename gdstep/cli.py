@@ -118,8 +118,8 @@ def cmd_run(args) -> int:
     try:
         result = _run_with_progress(session, until, args.max_steps, quiet=args.quiet)
     except KeyboardInterrupt:          # Ctrl+C: say where training got to, then stop
-        from gdstep.records import RunResult
-        result = RunResult("interrupted", 0, session.step_count, session.cursor, "interrupted (Ctrl+C)")
+        from gdstep.records import RunResult, StopReason
+        result = RunResult(StopReason.INTERRUPTED, 0, session.step_count, session.cursor, "interrupted (Ctrl+C)")
         print(run_summary(session, result, time.perf_counter() - started))
         return 130
     print(run_summary(session, result, time.perf_counter() - started))

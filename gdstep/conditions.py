@@ -31,8 +31,8 @@ from typing import Any, Callable, Mapping, Protocol
 
 from gdstep.fmt import show
 from gdstep.errors import ConditionError, index_problem, suggest
+from gdstep.records import PHASES
 
-PHASES = ("forward", "loss", "backward", "update")
 ALL_PHASES = frozenset(PHASES)
 
 # name -> the phases after which its value can change

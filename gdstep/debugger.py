@@ -195,12 +195,10 @@ class Debugger:
         s.next_phase()
         message = next((e.message for e in s.events[seen:] if e.kind == "nonfinite"), None)
         if message is None:
-            for bp in s.breakpoints:
-                if bp.enabled and phase in bp.condition.phases and bp.condition(s):
-                    bp.hits += 1
-                    message = f"breakpoint {bp.id} hit: {bp.text} ({bp.condition.describe(s)})"
-                    s.log("breakpoint", message)
-                    break
+            hit = s.breakpoints.first_hit(s, phase)
+            if hit is not None:
+                message = hit.hit_message(s)
+                s.log("breakpoint", message)
         if message is None:
             return False
         self._look(message)

@@ -1,134 +1,104 @@
-"""Snapshots of the training state at iteration boundaries, in bounded memory.
+"""The per-iteration history: the loss, its epoch and batch size, and ‖∂L/∂W‖ of each
+trainable parameter, one row an iteration.
 
-Rewinding restores the nearest snapshot at or before the target and recomputes from there
-(the engine is deterministic, so the result is exact to the bit). The timeline keeps:
-
-- step 0;
-- a grid: every `interval`-th step;
-- the last `recent` steps behind the frontier (the furthest step computed), so stepping
-  back a little is instant;
-- up to `recent` steps just before the latest rewind target, so that stepping back again
-  from there is instant too.
-
-When the bytes held pass the budget, the grid's interval doubles (dropping every other
-grid snapshot); the recent runs shrink only if they alone exceed it.
+It grows with every step of a long run, so it is kept compact (8 bytes a value, in
+`array`s) and trimmed with the cursor when the session rewinds. `History` is the copy
+that readers (plots, summaries, scripts) get.
 """
 
 from __future__ import annotations
 
-import bisect
-from typing import Any, Callable, NamedTuple
+import math
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Mapping
 
 
-class Boundary(NamedTuple):
-    """Everything needed to resume at the start of iteration `step`, exactly."""
+class HistoryArrays:
+    """The live history of a Session: appended to by the loss and backward phases."""
 
-    step: int
-    epoch: int
-    iteration: int
-    offset: int
-    batch_size: int | None
-    backend: Any          # the backend's own capture: parameters, optimizer state and config
+    def __init__(self, norm_names: tuple[str, ...]):
+        self.norm_names = norm_names
+        self.losses = array("d")
+        self.epochs = array("q")
+        self.batch_sizes = array("q")
+        self.grad_norms = array("d")          # len(norm_names) values a step, nan where none
 
+    def add_loss(self, value: float, epoch: int, batch_size: int) -> None:
+        self.losses.append(value)
+        self.epochs.append(epoch)
+        self.batch_sizes.append(batch_size)
 
-class Timeline:
-    def __init__(self, nbytes: Callable[[Any], int], budget: int = 64 * 2**20, recent: int = 16, interval: int = 16):
-        self._nbytes = nbytes
-        self.budget, self.recent, self.interval = budget, recent, interval
-        self._snaps: dict[int, tuple[Boundary, int]] = {}
-        self._steps: list[int] = []
-        self._near: list[int] = []        # steps saved around the latest rewind target
-        self.frontier = -1
-        self.nbytes = 0
-        self._last_size: int | None = None
+    def add_grad_norms(self, norms: Mapping[str, float]) -> None:
+        self.grad_norms.extend([norms.get(n, math.nan) for n in self.norm_names])
 
-    def __len__(self) -> int:
-        return len(self._steps)
-
-    def __contains__(self, step: int) -> bool:
-        return step in self._snaps
+    def truncate(self, steps: int) -> None:
+        """Keep the first `steps` iterations (a rewind to the start of iteration `steps`)."""
+        del self.losses[steps:], self.epochs[steps:], self.batch_sizes[steps:]
+        del self.grad_norms[steps * len(self.norm_names):]
 
     @property
-    def steps(self) -> list[int]:
-        return list(self._steps)
+    def last_loss(self) -> float | None:
+        return self.losses[-1] if self.losses else None
 
-    def _kept(self, step: int) -> bool:
-        return step == 0 or step % self.interval == 0 or step > self.frontier - self.recent or step in self._near
+    @property
+    def prev_loss(self) -> float | None:
+        return self.losses[-2] if len(self.losses) > 1 else None
 
-    def save(self, boundary: Boundary, near: bool = False) -> None:
-        """Keep `boundary` if the policy wants it: at the frontier, on the grid, or (`near`)
-        just before a rewind target."""
-        step = boundary.step
-        if step in self._snaps:
-            return
-        if step > self.frontier:
-            old = self.frontier - self.recent + 1
-            self.frontier = step
-            if old > 0 and old in self._snaps and not self._kept(old):
-                self._drop(old)
-        elif near:
-            self._near.append(step)
-            if len(self._near) > self.recent:
-                dropped = self._near.pop(0)
-                if dropped in self._snaps and not self._kept(dropped):
-                    self._drop(dropped)
-        elif step % self.interval:
-            return
-        # Measuring a snapshot costs more than taking one: measure the grid's and the first;
-        # the others are the size of the last measured (sizes change only with the optimizer).
-        if self._last_size is None or step % self.interval == 0:
-            self._last_size = self._nbytes(boundary.backend)
-        self._snaps[step] = (boundary, self._last_size)
-        if not self._steps or step > self._steps[-1]:
-            self._steps.append(step)
-        else:
-            bisect.insort(self._steps, step)
-        self.nbytes += self._last_size
-        if self.nbytes > self.budget:
-            self._thin()
+    @property
+    def nbytes(self) -> int:
+        return sum(a.itemsize * len(a) for a in (self.losses, self.epochs, self.batch_sizes, self.grad_norms))
 
-    def start_near(self) -> None:
-        """A new rewind: the snapshots kept around the previous target may go."""
-        old, self._near = self._near, []
-        for step in old:
-            if step in self._snaps and not self._kept(step):
-                self._drop(step)
+    def copy(self) -> "History":
+        """A copy for readers (cheap: compact arrays are copied whole)."""
+        return History(array("d", self.losses), array("q", self.epochs), array("q", self.batch_sizes),
+                       GradNormRows(self.norm_names, array("d", self.grad_norms)))
 
-    def _drop(self, step: int) -> None:
-        _, size = self._snaps.pop(step)
-        del self._steps[bisect.bisect_left(self._steps, step)]
-        self.nbytes -= size
 
-    def _thin(self) -> None:
-        while self.nbytes > self.budget:
-            grid = [s for s in self._steps if s % self.interval == 0 and s % (2 * self.interval)
-                    and s <= self.frontier - self.recent and s not in self._near and s != 0]
-            if grid and self.interval < 2**40:
-                self.interval *= 2
-                for s in grid:
-                    self._drop(s)
-                continue
-            if self._near:                       # then the snapshots around the last rewind
-                self.start_near()
-                continue
-            extra = [s for s in self._steps if 0 < s < self.frontier and not (s % self.interval == 0)]
-            if extra:                            # then the recent run, oldest first
-                self._drop(extra[0])
-                self.recent = max(1, self.frontier - (extra[1] if len(extra) > 1 else self.frontier))
-                continue
-            grid = [s for s in self._steps if 0 < s < self.frontier]
-            if not grid:
-                return
-            self._drop(grid[0])
+class GradNormRows(Sequence):
+    """‖∂L/∂W‖ per parameter for each iteration, stored flat; row i reads as a dict."""
 
-    def at_or_before(self, step: int) -> Boundary:
-        i = bisect.bisect_right(self._steps, step) - 1
-        return self._snaps[self._steps[max(i, 0)]][0]
+    def __init__(self, names: tuple[str, ...], values: array):
+        self.names, self.values = names, values
 
-    def truncate_after(self, step: int) -> None:
-        """A new branch starts at `step`: what was computed beyond it no longer holds."""
-        while self._steps and self._steps[-1] > step:
-            self._drop(self._steps[-1])
-        self._near = [s for s in self._near if s <= step]
-        self.frontier = self._steps[-1] if self._steps else -1
-        self._last_size = None
+    def __len__(self) -> int:
+        return len(self.values) // len(self.names) if self.names else 0
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(i)
+        k = len(self.names)
+        row = self.values[i * k:(i + 1) * k]
+        return {name: v for name, v in zip(self.names, row) if not math.isnan(v)}
+
+
+@dataclass(frozen=True)
+class History:
+    """Per-iteration values so far: the loss, its epoch and batch size, gradient norms."""
+
+    losses: Sequence[float]
+    epochs: Sequence[int]
+    batch_sizes: Sequence[int]
+    grad_norms: Sequence[Mapping[str, float]]
+
+    def epoch_losses(self) -> list[tuple[int, float]]:
+        """The mean loss of each epoch so far, weighted by batch size."""
+        out: dict[int, list[float]] = {}
+        for loss, epoch, size in zip(self.losses, self.epochs, self.batch_sizes):
+            acc = out.setdefault(epoch, [0.0, 0.0])
+            acc[0] += loss * size
+            acc[1] += size
+        return [(e, total / count) for e, (total, count) in out.items()]
+
+    def grad_norm_series(self, name: str) -> list[float]:
+        rows = self.grad_norms
+        if isinstance(rows, GradNormRows) and name in rows.names:
+            k, j = len(rows.names), rows.names.index(name)
+            return list(rows.values[j::k])
+        return [norms.get(name, math.nan) for norms in rows]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Mapping, NamedTuple
 
 PHASES = ("forward", "loss", "backward", "update")
@@ -114,12 +115,25 @@ class Event:
     message: str
 
 
+class StopReason(StrEnum):
+    """Why a run stopped (equal to its name as a string: `reason == "breakpoint"`)."""
+
+    DONE = "done"                   # the steps, epochs or phase asked for have run
+    BREAKPOINT = "breakpoint"
+    UNTIL = "until"
+    STOP_WHEN = "stop_when"         # the scenario's own stop condition
+    MAX_STEPS = "max_steps"
+    EPOCHS = "epochs"               # the scenario's epoch limit
+    NONFINITE = "nonfinite"         # a non-finite value: the state is kept from before it
+    PAUSED = "paused"               # the caller asked (the app's pause key)
+    INTERRUPTED = "interrupted"     # Ctrl+C in `gdstep run`
+
+
 @dataclass(frozen=True, slots=True)
 class RunResult:
-    """Why a run stopped: `reason` is one of done, breakpoint, until, stop_when, max_steps,
-    epochs, nonfinite, paused."""
+    """Why a run stopped, how far it went and where it stands."""
 
-    reason: str
+    reason: StopReason
     phases: int
     steps: int
     cursor: Cursor

@@ -828,7 +828,7 @@ def test_per_iteration_history_is_compact_and_follows_rewinds():
     h = s.history
     n_params = len(s.backend.trainable)
     assert len(h.losses) == len(h.grad_norms) == 250
-    held = sum(a.itemsize * len(a) for a in (s._losses, s._loss_epochs, s._loss_sizes, s._grad_norms))
+    held = s.history_nbytes
     assert held == 8 * 250 * (3 + n_params)
     assert set(h.grad_norms[-1]) == s.backend.trainable
     assert h.grad_norms[-1]["0.weight"] == pytest.approx(s.record("backward").grad_norms["0.weight"], rel=0, abs=0)

@@ -75,7 +75,7 @@ def test_rewind_from_thinned_history_is_exact():
     s.step(40)
     first = s.params
     s.step(30)
-    assert s._timeline.nbytes <= 60_000 + s.backend.snapshot_nbytes(s.backend.capture())
+    assert s.checkpoint_nbytes <= 60_000 + s.backend.snapshot_nbytes(s.backend.capture())
     s.back(iterations=30)
     for k, v in first.items():
         np.testing.assert_array_equal(s.params[k], v)

@@ -27,8 +27,9 @@ from dataclasses import dataclass
 
 from gdstep.conditions import parse_condition, parse_expression
 from gdstep.errors import ConditionError, ScriptError, suggest
+from gdstep.records import PHASES
 
-PHASE_COMMANDS = ("forward", "loss", "backward", "update")
+PHASE_COMMANDS = PHASES
 COMMANDS = PHASE_COMMANDS + ("next", "step", "epoch", "run", "back", "set", "break", "unbreak", "watch", "unwatch",
                              "print", "gradcheck", "expect", "screenshot", "export", "save")
 SET_KEYS = ("lr", "optimizer", "batch_size", "epochs")

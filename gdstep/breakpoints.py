@@ -1,0 +1,73 @@
+"""Breakpoints: numbered conditions, each checked only after the phases whose values it reads.
+
+One registry serves the Session's runs and attach mode's watched phases, so a breakpoint
+fires, counts its hits and words its event the same way wherever it is checked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from gdstep.conditions import Condition, Context
+from gdstep.errors import GdstepError
+from gdstep.records import PHASES
+
+
+@dataclass
+class Breakpoint:
+    id: int
+    condition: Condition
+    enabled: bool = True
+    hits: int = 0
+
+    @property
+    def text(self) -> str:
+        return self.condition.text
+
+    def hit_message(self, context: Context) -> str:
+        return f"breakpoint {self.id} hit: {self.text} ({self.condition.describe(context)})"
+
+
+class Breakpoints(Sequence):
+    """The breakpoints in the order they were set, with ids that are never reused."""
+
+    def __init__(self) -> None:
+        self._items: list[Breakpoint] = []
+        self._next_id = 1
+        self._by_phase: dict[str, tuple[Breakpoint, ...]] = {p: () for p in PHASES}
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, i):
+        return self._items[i]
+
+    def __repr__(self) -> str:
+        return f"Breakpoints({[f'{bp.id}: {bp.text}' for bp in self._items]})"
+
+    def add(self, condition: Condition) -> Breakpoint:
+        bp = Breakpoint(self._next_id, condition)
+        self._next_id += 1
+        self._items.append(bp)
+        self._index()
+        return bp
+
+    def remove(self, id: int) -> Breakpoint:
+        for bp in self._items:
+            if bp.id == id:
+                self._items.remove(bp)
+                self._index()
+                return bp
+        raise GdstepError(f"no breakpoint {id} (breakpoints: {', '.join(str(b.id) for b in self._items) or 'none'})")
+
+    def _index(self) -> None:
+        self._by_phase = {p: tuple(bp for bp in self._items if p in bp.condition.phases) for p in PHASES}
+
+    def first_hit(self, context: Context, phase: str) -> Breakpoint | None:
+        """The first enabled breakpoint that holds after `phase` (its hit counted), or None."""
+        for bp in self._by_phase[phase]:
+            if bp.enabled and bp.condition(context):
+                bp.hits += 1
+                return bp
+        return None

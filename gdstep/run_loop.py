@@ -1,0 +1,111 @@
+"""The run loop: phases one after another until something says stop.
+
+A run checks, after each phase, only what that phase can have changed: a non-finite value
+(then it steps back to before that phase), the breakpoints that read its values, `until`,
+the scenario's `stop_when`, the requested count, and the caller's pause request. Mixed into
+the Session, whose state machine it drives.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from gdstep.conditions import Condition, parse_condition
+from gdstep.errors import GdstepError
+from gdstep.records import PHASES, NonFinite, RunResult, StopReason
+
+
+class RunLoop:
+    def step(self, n: int = 1, **kw) -> RunResult:
+        """Run n whole iterations (finishing the current one counts as the first)."""
+        if n < 1:
+            return self._no_run(n, "step")
+        target = self._step + n
+        return self._run(lambda: self._phase == 0 and self._step >= target, **kw)
+
+    def epoch(self, n: int = 1, **kw) -> RunResult:
+        """Run to the end of the n-th epoch from here (finishing the current one counts)."""
+        if n < 1:
+            return self._no_run(n, "epoch")
+        target = self._epoch + n
+        return self._run(lambda: self._phase == 0 and self._epoch >= target, **kw)
+
+    def run_to(self, phase: str, **kw) -> RunResult:
+        """Run phases until `phase` has just run (at most one iteration)."""
+        if phase not in PHASES:
+            raise GdstepError(f"no phase {phase!r} (phases: {', '.join(PHASES)})")
+        target = (PHASES.index(phase) + 1) % 4
+        return self._run(lambda: self._phase == target, **kw)
+
+    def run(self, until: str | Condition | None = None, max_steps: int | None = None, **kw) -> RunResult:
+        """Run until a breakpoint, `until`, the scenario's stop_when, max_steps iterations or
+        the scenario's epoch limit, whichever comes first."""
+        cond = self._condition(until) if until is not None else None
+        if max_steps is not None and max_steps < 1:
+            return self._no_run(max_steps, "run: max_steps", StopReason.MAX_STEPS)
+        start = self._step
+        done = (lambda: self._phase == 0 and self._step - start >= max_steps) if max_steps is not None else None
+        return self._run(done, until=cond, epoch_limit=True, done_reason=StopReason.MAX_STEPS, **kw)
+
+    def _no_run(self, n: int, what: str, reason: StopReason = StopReason.DONE) -> RunResult:
+        """step(0), epoch(0), run(max_steps=0) run nothing (the run loop runs a phase before
+        it checks whether it is done); a negative count is a mistake."""
+        if n < 0:
+            raise GdstepError(f"{what}: expected a whole number >= 0, got {n}")
+        return RunResult(reason, 0, 0, self.cursor, "nothing to run (0 iterations)")
+
+    def _condition(self, text: str | Condition) -> Condition:
+        if isinstance(text, Condition):
+            return text
+        return parse_condition(text).check_names(self.backend.param_shapes)
+
+    def _run(self, done: Callable[[], bool] | None, until: Condition | None = None, epoch_limit: bool = False,
+             done_reason: StopReason = StopReason.DONE, on_phase: Callable[[], bool] | None = None) -> RunResult:
+        """The run loop. `on_phase` is called after every phase (from the caller's thread);
+        returning True pauses the run there."""
+        with np.errstate(all="ignore"):
+            return self._run_loop(done, until, epoch_limit, done_reason, on_phase)
+
+    def _run_loop(self, done, until, epoch_limit, done_reason, on_phase) -> RunResult:
+        start_step = self._step
+        stop_when = self.stop_when if epoch_limit else None   # the scenario's limits bound `run`, not step/epoch
+        watch_until = until.phases if until else frozenset()
+        watch_stop = stop_when.phases if stop_when else frozenset()
+        reason = message = None
+        bad: NonFinite | None = None
+        phases = 0
+        while True:
+            if epoch_limit and self._phase == 0 and self._epoch > self.epochs:
+                reason, message = StopReason.EPOCHS, f"reached the epoch limit ({self.epochs})"
+                break
+            phase = self._phase
+            name = PHASES[phase]
+            bad = self._phase_fns[phase](True)
+            if bad is not None:
+                self._seek(self.position - 1)
+                reason, message = StopReason.NONFINITE, f"paused: {bad}; state kept from before {bad.phase}"
+                self._log("nonfinite", message)
+                break
+            phases += 1
+            hit = self.breakpoints.first_hit(self, name)
+            if hit is not None:
+                reason, message = StopReason.BREAKPOINT, hit.hit_message(self)
+                self._log("breakpoint", message)
+                break
+            if until is not None and name in watch_until and until(self):
+                reason, message = StopReason.UNTIL, f"until {until.text} ({until.describe(self)})"
+                self._log("stop", message)
+                break
+            if stop_when is not None and name in watch_stop and stop_when(self):
+                reason, message = StopReason.STOP_WHEN, f"stop_when {stop_when.text} ({stop_when.describe(self)})"
+                self._log("stop", message)
+                break
+            if done is not None and done():
+                reason, message = done_reason, ("done" if done_reason == StopReason.DONE else "reached max_steps")
+                break
+            if on_phase is not None and on_phase():
+                reason, message = StopReason.PAUSED, "paused"
+                break
+        return RunResult(reason, phases, self._step - start_step, self.cursor, message, bad)
