@@ -9,8 +9,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
 from gdstep.errors import GdstepError, ScenarioError
 from gdstep.scenario import Scenario, load_scenario
 from gdstep.session import Session
@@ -31,26 +29,40 @@ def open(scenario: str | Path | Scenario | None = None, backend: str = "numpy", 
     else:
         path = resolve(scenario)
         if path.suffix == ".py":
-            from gdstep.backends.python_scenario import open_python_scenario
-            return open_python_scenario(path, device=device, dtype=dtype, history_budget=history_budget)
+            from gdstep.backends.python_scenario import load_python_scenario
+            loaded, engine = load_python_scenario(path, device=device, dtype=dtype)
+            return Session(loaded, engine, history_budget=history_budget)
         loaded = load_scenario(path)
+    return Session(loaded, make_backend(loaded, backend, device, dtype), history_budget=history_budget)
+
+
+def make_backend(scenario: Scenario, backend: str = "numpy", device: str | None = None, dtype: str | None = None):
+    """The backend for a scenario file, built from its prepared problem (gdstep.problem)."""
+    from gdstep.problem import prepare
+
     if backend not in ("numpy", "torch"):
         raise GdstepError(f"unknown backend {backend!r} (expected \"numpy\" or \"torch\")")
     if backend == "numpy" and device not in (None, "cpu"):
         raise GdstepError(f"the numpy backend runs on the cpu only (asked for device {device!r}); "
                           "use the torch backend (--backend torch)")
     try:
+        problem = prepare(scenario)
         if backend == "numpy":
             from gdstep.backends.numpy_backend import NumpyBackend
-            engine: Any = NumpyBackend(loaded, dtype)
-        else:
-            from gdstep.backends.torch_backend import TorchBackend
-            engine = TorchBackend(loaded, device=device, dtype=dtype)
+            return NumpyBackend(problem, dtype)
+        from gdstep.backends.torch_backend import TorchBackend
+        return TorchBackend(problem, device=device, dtype=dtype)
     except MemoryError:
         import math
-        count = sum(math.prod(shape) for shape in loaded.build_model().param_shapes.values())
-        raise ScenarioError(loaded.file, "model.layers", f"the model's {count:,} parameters do not fit in memory") from None
-    return Session(loaded, engine, history_budget=history_budget)
+        count = sum(math.prod(shape) for shape in scenario.build_model().param_shapes.values())
+        raise ScenarioError(scenario.file, "model.layers", f"the model's {count:,} parameters do not fit in memory") from None
+
+
+def compare_backends(scenario, steps: int = 5, device: str | None = None):
+    """Run a scenario `steps` iterations on numpy and on torch (float64) from the same start
+    and compare every parameter, the optimizer state and the loss (gdstep.parity)."""
+    from gdstep.parity import compare_backends as compare
+    return compare(scenario, steps=steps, device=device, session_class=Session)
 
 
 def attach(model, optimizer, loss_fn, breakpoints=("nan",), **kw):
@@ -65,4 +77,5 @@ def set_trace(**kw) -> None:
     return _set_trace(**kw)
 
 
-__all__ = ["GdstepError", "Scenario", "ScenarioError", "Session", "attach", "load_scenario", "open", "set_trace"]
+__all__ = ["GdstepError", "Scenario", "ScenarioError", "Session", "attach", "compare_backends", "load_scenario",
+           "make_backend", "open", "set_trace"]

@@ -93,8 +93,7 @@ def cmd_check(args) -> int:
     session = open_session(args)
     print(describe_scenario(session))
     if args.parity:
-        from gdstep.parity import compare_backends
-        print(compare_backends(session.scenario, device=args.device))
+        print(session.compare_backends(device=args.device))
     return 0
 
 

@@ -68,14 +68,15 @@ def _row(name: str, a, b) -> ParityRow:
     return ParityRow(name, tuple(a.shape), max_abs, float(finite.max(initial=0.0)))
 
 
-def compare_backends(scenario, steps: int = 5, device: str | None = None) -> Parity:
+def compare_backends(scenario, steps: int = 5, device: str | None = None, *, session_class) -> Parity:
     """Run `steps` iterations on the numpy engine and on the torch backend (float64, on
-    `device`) from the same start; compare every parameter, the optimizer state and the loss."""
+    `device`) from the same start; compare every parameter, the optimizer state and the loss.
+    `session_class` is gdstep's Session (handed in: the Session offers this comparison)."""
     from gdstep.backends.numpy_backend import NumpyBackend
     from gdstep.backends.python_scenario import PythonScenario
     from gdstep.backends.torch_backend import TorchBackend
+    from gdstep.problem import prepare
     from gdstep.scenario import Scenario, load_scenario
-    from gdstep.session import Session
 
     if not isinstance(scenario, Scenario):
         from gdstep.bundled import resolve
@@ -89,9 +90,10 @@ def compare_backends(scenario, steps: int = 5, device: str | None = None) -> Par
                           "a Python scenario runs on torch only")
     if not isinstance(steps, int) or steps < 1:
         raise GdstepError(f"parity: steps must be a whole number >= 1, got {steps!r}")
-    reference = Session(scenario, NumpyBackend(scenario, "float64"))
-    torch_backend = TorchBackend(scenario, device=device, dtype="float64")
-    candidate = Session(scenario, torch_backend)
+    problem = prepare(scenario)
+    reference = session_class(scenario, NumpyBackend(problem, "float64"))
+    torch_backend = TorchBackend(problem, device=device, dtype="float64")
+    candidate = session_class(scenario, torch_backend)
     for s in (reference, candidate):
         s.seek(4 * steps)            # unchecked: parity reports differences, it does not stop on them
     rows = []

@@ -342,7 +342,7 @@ class Session(RunLoop, SessionValues):
     def compare_backends(self, steps: int = 5, device: str | None = None):
         """Run this scenario a few steps on numpy and torch (float64) from the start; see gdstep.parity."""
         from gdstep.parity import compare_backends
-        return compare_backends(self.scenario, steps=steps, device=device)
+        return compare_backends(self.scenario, steps=steps, device=device, session_class=type(self))
 
     def gradcheck(self, name: str, index: tuple[int, ...] | int, h: float | None = None):
         from gdstep.gradcheck import gradcheck

@@ -211,7 +211,7 @@ def test_cli_run_and_check_parity_on_torch(capsys):
 
 
 def test_parity_refuses_a_python_scenario():
-    from gdstep.parity import compare_backends
+    from gdstep import compare_backends
     with pytest.raises(GdstepError, match="Python scenario runs on torch only"):
         compare_backends("scenarios/residual.py")
 

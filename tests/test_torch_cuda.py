@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.cuda,
 
 @pytest.mark.parametrize("name", ["xor", "spiral", "textbook"])
 def test_cuda_matches_numpy_in_float64(name):
-    from gdstep.parity import compare_backends
+    from gdstep import compare_backends
     report = compare_backends(name, steps=20, device="cuda")
     assert report.device.startswith("cuda:") and report.ok, str(report)
 

@@ -9,17 +9,15 @@ the same numbers), in a few large array operations instead of many small ones.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from gdstep.backends.base import LayerInfo
-from gdstep.data import targets_for
-from gdstep.nn.init import initial_params
 from gdstep.nn.layers import Linear
 from gdstep.nn.losses import LOSSES, Huber, Loss
+from gdstep.problem import as_problem
 from gdstep.records import ParamUpdate
 
 
@@ -75,28 +73,27 @@ class NumpyBackend:
     name = "numpy"
     device = "cpu"
 
-    def __init__(self, scenario, dtype: str | None = None):
-        self.scenario = scenario
+    def __init__(self, problem, dtype: str | None = None):
+        """`problem`: a prepared Problem (gdstep.problem), or a scenario to prepare."""
+        problem = as_problem(problem)
+        self.problem = problem
         self.notes: list[str] = []
-        self.dtype = dtype or scenario.model.dtype or "float64"
+        self.dtype = dtype or problem.dtype or "float64"
         dt = np.dtype(self.dtype)
-        self.model = scenario.build_model()
-        self.loss_fn = make_loss(scenario.loss)
-        dataset = scenario.dataset
-        self.x = _frozen(dataset.x.astype(dt))
-        y = targets_for(dataset, scenario.loss.kind, self.model.out_features)
-        self.y = _frozen(y.astype(dt) if y.dtype.kind == "f" else y)
+        self.model = problem.model
+        self.loss_fn = make_loss(problem.loss)
+        self.x = _frozen(problem.x.astype(dt))
+        y = problem.y
+        self.y = _frozen(y.astype(dt) if y.dtype.kind == "f" else y.copy())
         self.n_samples = len(self.x)
         self.param_shapes = dict(self.model.param_shapes)
-        self.trainable = frozenset(n for n in self.param_shapes if n not in scenario.model.frozen)
+        self.trainable = problem.trainable
         self.layers = layer_infos(self.model)
-        start = initial_params(self.model, scenario.model.init, scenario.model.init_scale, scenario.seed,
-                               dict(scenario.init))
         self._layout = FlatLayout({n: s for n, s in self.param_shapes.items() if n in self.trainable})
-        params = {name: _frozen(p.astype(dt)) for name, p in start.items()}
+        params = {name: _frozen(p.astype(dt)) for name, p in problem.start.items()}
         self._flat = _frozen(self._layout.pack(params).astype(dt, copy=False))
         self._params = {**params, **self._layout.views(self._flat)}
-        self.optimizer = scenario.optimizer
+        self.optimizer = problem.optimizer
         self._flat_state, self._state = self._init_state(self.optimizer)
         self._flat_grad: tuple[Any, np.ndarray | None] = (None, None)
 
@@ -217,7 +214,7 @@ class NumpyBackend:
         with np.errstate(all="ignore"):
             out = self.model.forward(self._params, self.x)[-1]
             value = self.loss_fn.forward(out, self.y)[1]
-        kind = self.scenario.loss.kind
+        kind = self.problem.loss.kind
         if kind == "cross_entropy":
             return value, float(np.mean(out.argmax(axis=1) == self.y))
         if kind == "bce":

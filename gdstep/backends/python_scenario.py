@@ -266,12 +266,3 @@ def _probe(backend, file: str) -> None:
     if not backend._sequential:
         called[-1] = True
         backend.drop_layers([i for i, c in enumerate(called) if not c])
-
-
-def open_python_scenario(path: str | Path, device: str | None = None, dtype: str | None = None,
-                         history_budget: int = 64 * 2**20):
-    """A Session on a Python scenario (the torch backend)."""
-    from gdstep.session import Session
-
-    scenario, backend = load_python_scenario(path, device=device, dtype=dtype)
-    return Session(scenario, backend, history_budget=history_budget)

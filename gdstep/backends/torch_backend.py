@@ -12,9 +12,8 @@ from gdstep.backends.torch_loss import ScenarioLoss
 from gdstep.backends.torch_module import ModuleBackend
 from gdstep.backends.torch_optim import build
 from gdstep.backends.torch_support import require_torch, resolve_device, torch_dtype
-from gdstep.data import targets_for
-from gdstep.nn.init import initial_params
 from gdstep.nn.layers import Linear
+from gdstep.problem import as_problem
 
 
 def build_sequential(model, dtype, device):
@@ -33,30 +32,27 @@ def build_sequential(model, dtype, device):
 
 
 class TorchBackend(ModuleBackend):
-    def __init__(self, scenario, device: str | None = None, dtype: str | None = None):
+    def __init__(self, problem, device: str | None = None, dtype: str | None = None):
+        """`problem`: a prepared Problem (gdstep.problem), or a scenario to prepare."""
         torch = require_torch()
+        problem = as_problem(problem)
         dev, note = resolve_device(device)
-        dtype = dtype or scenario.model.dtype or "float32"
+        dtype = dtype or problem.dtype or "float32"
         dt = torch_dtype(dtype)
         np_dt = np.dtype(dtype)
-        numpy_model = scenario.build_model()
-        model = build_sequential(numpy_model, dt, dev)
-        start = initial_params(numpy_model, scenario.model.init, scenario.model.init_scale, scenario.seed,
-                               dict(scenario.init))
-        frozen = set(scenario.model.frozen)
+        model = build_sequential(problem.model, dt, dev)
         with torch.no_grad():
             for name, p in model.named_parameters():
-                p.copy_(torch.from_numpy(np.ascontiguousarray(start[name].astype(np_dt))))
-                p.requires_grad_(name not in frozen)
-        dataset = scenario.dataset
-        x = torch.from_numpy(np.ascontiguousarray(dataset.x.astype(np_dt))).to(dev)
-        y = targets_for(dataset, scenario.loss.kind, numpy_model.out_features)
+                p.copy_(torch.from_numpy(np.ascontiguousarray(problem.start[name].astype(np_dt))))
+                p.requires_grad_(name in problem.trainable)
+        x = torch.from_numpy(np.ascontiguousarray(problem.x.astype(np_dt))).to(dev)
+        y = problem.y
         y = torch.from_numpy(np.ascontiguousarray(y.astype(np_dt) if y.dtype.kind == "f" else y.astype(np.int64))).to(dev)
-        trainable = [name for name, _ in model.named_parameters() if name not in frozen]
-        params = [p for name, p in model.named_parameters() if name not in frozen]
-        optimizer = build(scenario.optimizer, params)
-        super().__init__(model, ScenarioLoss(scenario.loss.kind, scenario.loss.delta), optimizer, x, y,
-                         trainable=trainable, layers=layer_infos(numpy_model), config=scenario.optimizer)
-        self.scenario = scenario
+        trainable = [name for name, _ in model.named_parameters() if name in problem.trainable]
+        params = [p for name, p in model.named_parameters() if name in problem.trainable]
+        optimizer = build(problem.optimizer, params)
+        super().__init__(model, ScenarioLoss(problem.loss.kind, problem.loss.delta), optimizer, x, y,
+                         trainable=trainable, layers=layer_infos(problem.model), config=problem.optimizer)
+        self.problem = problem
         if note:
             self.notes.append(note)
