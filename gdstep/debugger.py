@@ -151,12 +151,12 @@ class Debugger:
             raise GdstepError("watch: the model has not run forward since attach")
         self._hook_optimizer()
         b.sync_config()
-        s = self.session or self._session([o is not None for o in b._slots])
-        if not b._watching:
+        s = self.session or self._session(b.layers_seen())
+        if not b.watching:
             b.start_watching()
         self._resync()
         x = b.last_input
-        if all(p.grad is None for _, p in b._train):
+        if not b.has_grads():
             raise GdstepError("watch(loss) goes between loss.backward() and optimizer.step(): "
                               "there are no gradients yet")
         b.add_batch(s.step_count, x, y)
@@ -211,19 +211,14 @@ class Debugger:
         """Watch mode: open the debugger, then put back what it changed."""
         s, b = self.session, self.backend
         position = s.position
-        live = b.capture()
-        grads = [(p, p.grad) for _, p in b._train]
-        observed = dict(b._observed)
+        held = b.loop_state()
         self._break(message)
         if s.position != position:
             try:
                 s.seek(position)
             except GdstepError as e:
                 print(f"gdstep: could not return to where the loop is: {e}", file=sys.stderr)
-        b.restore(live)
-        for p, g in grads:
-            p.grad = g
-        b._observed.update(observed)
+        b.put_back(held)
 
     def _resync(self) -> None:
         """Stand at the loop's iteration boundary (after a debugger session moved us)."""

@@ -108,7 +108,7 @@ def execute(path: Path) -> types.ModuleType:
 
 
 def _torch():
-    from gdstep.backends.torch_support import needs_closure, require_torch
+    from gdstep.backends.torch_support import require_torch
     return require_torch()
 
 
@@ -243,26 +243,14 @@ def _probe(backend, file: str) -> None:
     """Run the model and the loss once on two samples (no training, in eval mode): a model
     that does not take the data fails here, named; the layers it never calls are dropped."""
     torch = _torch()
-    rows = backend._rows
-    called = [False] * len(rows)
-    hooks = []
-    if not backend._sequential:
-        for i, (_, m) in enumerate(rows):
-            hooks.append(m.register_forward_hook(lambda m, a, o, i=i: called.__setitem__(i, True)))
     x, y = backend.x[:2], backend.y[:2]
     try:
-        with torch.no_grad(), backend._eval():
-            out = backend.model(x)
+        out, called = backend.probe(x)
     except Exception as e:
         raise ScenarioError(file, "model", f"model(x) fails on the data: {type(e).__name__}: {e}") from None
-    finally:
-        for h in hooks:
-            h.remove()
     try:
         with torch.no_grad():
             backend.loss_fn(out, y)
     except Exception as e:
         raise ScenarioError(file, "loss_fn", f"loss_fn(model(x), y) fails: {type(e).__name__}: {e}") from None
-    if not backend._sequential:
-        called[-1] = True
-        backend.drop_layers([i for i, c in enumerate(called) if not c])
+    backend.drop_layers([i for i, c in enumerate(called) if not c])

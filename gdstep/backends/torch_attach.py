@@ -61,16 +61,36 @@ class AttachBackend(ModuleBackend):
 
     def trial(self, x) -> list[bool]:
         """Which rows produce an output: the model once on two samples, no grad, eval mode."""
-        torch = self._torch
-        self._slots = [None] * len(self._rows)
-        with torch.no_grad(), self._eval():
-            try:
-                self.model(x[:2])
-            except Exception:       # the real forward will say what is wrong
-                return [True] * len(self._rows)
-        called = [o is not None for o in self._slots]
+        try:
+            _, called = self.probe(x[:2])
+        except Exception:           # the real forward will say what is wrong
+            called = [True] * len(self._rows)
         self._slots = [None] * len(self._rows)
         return called
+
+    def layers_seen(self) -> list[bool]:
+        """Which rows produced an output in the loop's latest forward."""
+        return [o is not None for o in self._slots]
+
+    @property
+    def watching(self) -> bool:
+        return self._watching
+
+    def has_grads(self) -> bool:
+        """Whether the loop has made gradients (called backward) since they were last cleared."""
+        return any(p.grad is not None for _, p in self._train)
+
+    def loop_state(self) -> tuple:
+        """What the loop holds between its backward() and step(): parameters, optimizer
+        state, the gradients and the phases observed; `put_back` restores it exactly."""
+        return self.capture(), [(p, p.grad) for _, p in self._train], dict(self._observed)
+
+    def put_back(self, held: tuple) -> None:
+        live, grads, observed = held
+        self.restore(live)
+        for p, g in grads:
+            p.grad = g
+        self._observed.update(observed)
 
     # -- data ------------------------------------------------------------------------------------
 

@@ -104,6 +104,25 @@ class ModuleBackend(SnapshotMixin):
                 self._slots[i] = first_tensor(output)
         return record
 
+    def probe(self, x) -> tuple[Any, list[bool]]:
+        """Run the model once on `x`, in eval mode without gradients, changing nothing: its
+        output, and which layer rows produced one (a module defined but never called did
+        not). Raises what the model raises."""
+        torch = self._torch
+        called = [True] * len(self._rows)
+        hooks = []
+        if not self._sequential:
+            called = [False] * len(self._rows)
+            for i, (_, m) in enumerate(self._rows):
+                hooks.append(m.register_forward_hook(lambda m, a, o, i=i: called.__setitem__(i, True)))
+        try:
+            with torch.no_grad(), self._eval():
+                out = self.model(x)
+        finally:
+            for h in hooks:
+                h.remove()
+        return out, called
+
     def remove_hooks(self) -> None:
         for h in self._hooks:
             h.remove()
