@@ -122,3 +122,12 @@ def test_scripts_never_import_the_app():
     for name in MODULES:
         if name.startswith("gdstep.script"):
             assert not any(is_app(m) for m in imports(name)), name
+
+
+def test_every_package_ships_in_the_wheel():
+    import tomllib
+
+    config = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    listed = set(config["tool"]["setuptools"]["packages"])
+    found = {module_name(p) for p in PACKAGE.rglob("__init__.py")}
+    assert found <= listed, f"not in pyproject.toml's packages: {sorted(found - listed)}"

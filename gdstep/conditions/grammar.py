@@ -1,104 +1,16 @@
-"""Conditions: a small expression language for breakpoints, `until`, `stop_when` and `expect`.
-
-Parsed by hand and compiled to closures; nothing is ever passed to `eval`. The grammar:
-
-    expr    := or
-    or      := and ("or" and)*
-    and     := not ("and" not)*
-    not     := "not" not | compare
-    compare := sum (("<" | "<=" | ">" | ">=" | "==" | "!=") sum)*      (chains as in Python)
-    sum     := product (("+" | "-") product)*
-    product := unary (("*" | "/") unary)*
-    unary   := "-" unary | atom
-    atom    := NUMBER | STRING | "true" | "false" | NAME | PARAM "[" INT ("," INT)* "]"
-             | FUNC "(" (PARAM | expr) ")" | "(" expr ")"
-
-NAME is one of `loss prev_loss epoch iteration step phase lr grad_norm update_ratio nan`;
-FUNC is `grad_norm`, `update_ratio` (of one parameter) or `abs`; PARAM is a parameter name
-such as `0.weight`. A value that does not exist yet (no loss before the first loss phase) is
-`none`, and every comparison with it is false.
-
-Each condition knows after which phases its value can change (`phases`), so a breakpoint on
-`loss > prev_loss` is checked once per iteration, right after the loss phase.
-"""
+"""The recursive-descent parser of the condition grammar (see gdstep.conditions): it
+compiles an expression into closures over a Context, checking names and types as it goes."""
 
 from __future__ import annotations
 
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable
 
-from gdstep.fmt import show
-from gdstep.errors import ConditionError, index_problem, suggest
-from gdstep.records import PHASES
-
-ALL_PHASES = frozenset(PHASES)
-
-# name -> the phases after which its value can change
-NAMES: dict[str, frozenset[str]] = {
-    "loss": frozenset({"loss"}),
-    "prev_loss": frozenset({"loss"}),
-    "grad_norm": frozenset({"backward"}),
-    "update_ratio": frozenset({"update"}),
-    "epoch": frozenset({"update"}),
-    "iteration": frozenset({"update"}),
-    "step": frozenset({"update"}),
-    "lr": frozenset({"forward", "update"}),
-    "phase": ALL_PHASES,
-    "nan": ALL_PHASES,
-}
-STRING_NAMES = {"phase"}
-BOOL_NAMES = {"nan"}
-FUNCTIONS = {"grad_norm": "backward", "update_ratio": "update", "abs": None}
-KEYWORDS = {"and", "or", "not", "true", "false"}
-
-
-class Context(Protocol):
-    """What a condition reads; the Session provides one."""
-
-    def value(self, name: str) -> Any: ...
-
-    def param(self, name: str, index: tuple[int, ...]) -> float: ...
-
-    def grad_norm(self, name: str | None) -> float | None: ...
-
-    def update_ratio(self, name: str | None) -> float | None: ...
-
-
-_TOKEN = re.compile(r"""
-    (?P<ws>\s+)
-  | (?P<number>(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?(?![\w.]))
-  | (?P<name>(?:\d+|[A-Za-z_]\w*)(?:\.(?:\d+|[A-Za-z_]\w*))*)
-  | (?P<string>"[^"]*"|'[^']*')
-  | (?P<op><=|>=|==|!=|<|>|\+|-|\*|/|\(|\)|\[|\]|,)
-""", re.VERBOSE)
-
-
-@dataclass(frozen=True)
-class Token:
-    kind: str
-    text: str
-    column: int  # 1-based
-
-
-def tokenize(text: str) -> list[Token]:
-    tokens, pos = [], 0
-    while pos < len(text):
-        m = _TOKEN.match(text, pos)
-        if not m:
-            ch = text[pos]
-            hint = " (use == to compare)" if ch == "=" else ""
-            raise ConditionError(text, pos + 1, f"unexpected character {ch!r}{hint}")
-        kind = m.lastgroup
-        if kind != "ws":
-            tokens.append(Token(kind, m.group(), pos + 1))
-        pos = m.end()
-    tokens.append(Token("end", "", len(text) + 1))
-    return tokens
-
-
-Fn = Callable[[Context], Any]
+from gdstep.conditions.lexer import Token
+from gdstep.conditions.names import BOOL_NAMES, FUNCTIONS, KEYWORDS, NAMES, STRING_NAMES, Fn
+from gdstep.errors import ConditionError
 
 
 def _compare(op: str) -> Callable[[Any, Any], bool]:
@@ -130,7 +42,7 @@ def _arith(op: str) -> Callable[[Any, Any], Any]:
 
 
 @dataclass
-class _Parser:
+class Parser:
     text: str
     tokens: list[Token]
     pos: int = 0
@@ -356,74 +268,3 @@ class _Parser:
             fn = lambda c: c.update_ratio(name)
         self.reads[f"{word}({name})"] = fn
         return fn, "num"
-
-
-@dataclass(frozen=True)
-class Condition:
-    """A parsed condition: call it with a Context; `phases` says when it is worth checking."""
-
-    text: str
-    fn: Fn = field(repr=False, compare=False)
-    names: frozenset[str]
-    params: tuple[tuple[str, tuple[int, ...] | None, int], ...]
-    reads: tuple[tuple[str, Fn], ...] = field(default=(), repr=False, compare=False)
-
-    def __call__(self, context: Context) -> bool:
-        return bool(self.fn(context))
-
-    @property
-    def phases(self) -> frozenset[str]:
-        phases: set[str] = set()
-        for name in self.names:
-            phases |= NAMES[name]
-        if any(index is not None for _, index, _ in self.params):
-            phases.add("update")
-        return frozenset(phases) if phases else ALL_PHASES
-
-    def check_names(self, shapes: Mapping[str, tuple[int, ...]] | tuple[str, ...] | list[str]) -> "Condition":
-        """Refuse unknown parameters and (given shapes) indices out of range."""
-        known = shapes if isinstance(shapes, Mapping) else {n: None for n in shapes}
-        for name, index, column in self.params:
-            if name not in known:
-                raise ConditionError(self.text, column, f"no parameter {name!r}" + suggest(name, known, "parameters"))
-            shape = known[name]
-            problem = index_problem(name, shape, index) if index is not None and shape is not None else None
-            if problem:
-                raise ConditionError(self.text, column, problem)
-        return self
-
-    def describe(self, context: Context) -> str:
-        """The values the condition read, for the event log: `loss = 0.53, prev_loss = 0.51`."""
-        return ", ".join(f"{label} = {show(fn(context))}" for label, fn in self.reads)
-
-
-
-
-def parse_expression(text: str) -> Condition:
-    """Parse a numeric expression (`2.weight[0,1]`, `grad_norm(0.weight)`, `loss * 2`) for
-    `watch` and `print`; calling the result gives the number (or None), not a truth value."""
-    if not isinstance(text, str):
-        raise ConditionError(str(text), None, "an expression is text, such as \"loss\"")
-    parser = _Parser(text, tokenize(text))
-    fn, kind = parser.parse()
-    if kind == "bool":
-        raise ConditionError(text, 1, "expected a value such as loss or 2.weight[0,1], not a condition")
-    return Expression(text, fn, frozenset(parser.names), tuple(parser.params), tuple(parser.reads.items()))
-
-
-class Expression(Condition):
-    """A parsed value: calling it returns the number (or string, or None)."""
-
-    def __call__(self, context: Context) -> Any:
-        return self.fn(context)
-
-
-def parse_condition(text: str) -> Condition:
-    """Parse a condition; raises ConditionError with the column of what is wrong."""
-    if not isinstance(text, str):
-        raise ConditionError(str(text), None, "a condition is text, such as \"loss < 0.01\"")
-    parser = _Parser(text, tokenize(text))
-    fn, kind = parser.parse()
-    if kind != "bool":
-        raise ConditionError(text, 1, "a condition must be true or false: compare it, as in \"loss < 0.01\"")
-    return Condition(text, fn, frozenset(parser.names), tuple(parser.params), tuple(parser.reads.items()))

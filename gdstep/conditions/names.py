@@ -1,0 +1,42 @@
+"""The names a condition can read, and after which phases each can change."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol
+
+from gdstep.records import PHASES
+
+ALL_PHASES = frozenset(PHASES)
+
+# name -> the phases after which its value can change
+NAMES: dict[str, frozenset[str]] = {
+    "loss": frozenset({"loss"}),
+    "prev_loss": frozenset({"loss"}),
+    "grad_norm": frozenset({"backward"}),
+    "update_ratio": frozenset({"update"}),
+    "epoch": frozenset({"update"}),
+    "iteration": frozenset({"update"}),
+    "step": frozenset({"update"}),
+    "lr": frozenset({"forward", "update"}),
+    "phase": ALL_PHASES,
+    "nan": ALL_PHASES,
+}
+STRING_NAMES = {"phase"}
+BOOL_NAMES = {"nan"}
+FUNCTIONS = {"grad_norm": "backward", "update_ratio": "update", "abs": None}
+KEYWORDS = {"and", "or", "not", "true", "false"}
+
+
+class Context(Protocol):
+    """What a condition reads; the Session provides one."""
+
+    def value(self, name: str) -> Any: ...
+
+    def param(self, name: str, index: tuple[int, ...]) -> float: ...
+
+    def grad_norm(self, name: str | None) -> float | None: ...
+
+    def update_ratio(self, name: str | None) -> float | None: ...
+
+
+Fn = Callable[[Context], Any]
