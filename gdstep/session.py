@@ -57,7 +57,7 @@ class Session(RunLoop, SessionValues):
         self._records: dict[str, Any] = {}
         self._settings = SettingsLog()
         self._history = HistoryArrays(tuple(n for n in backend.param_shapes if n in backend.trainable))
-        self._timeline = Timeline(backend.snapshot_nbytes, budget=history_budget)
+        self._timeline = Timeline(backend.checkpoint_nbytes, budget=history_budget)
         self._timeline.save(self._checkpoint())
         self._phase_fns = (self._forward, self._loss, self._backward, self._update)
         self._layer_names = tuple(f"{info.name} {info.kind}" for info in backend.layers)

@@ -75,7 +75,7 @@ def test_rewind_from_thinned_history_is_exact():
     s.step(40)
     first = s.params
     s.step(30)
-    assert s.checkpoint_nbytes <= 60_000 + s.backend.snapshot_nbytes(s.backend.capture())
+    assert s.checkpoint_nbytes <= 60_000 + s.backend.checkpoint_nbytes(s.backend.capture())
     s.back(iterations=30)
     for k, v in first.items():
         np.testing.assert_array_equal(s.params[k], v)
@@ -88,7 +88,7 @@ def test_snapshots_share_the_update_copies():
     snap = s.backend.capture()
     assert snap.params["0.weight"] is u.new               # no second copy
     assert snap.state["0.weight"]["exp_avg"] is u.state_after["exp_avg"]
-    assert s.backend.snapshot_nbytes(snap) == sum(p.nbytes for p in s.params.values()) * 3
+    assert s.backend.checkpoint_nbytes(snap) == sum(p.nbytes for p in s.params.values()) * 3
 
 
 def test_records_do_not_change_afterwards():

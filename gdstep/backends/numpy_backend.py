@@ -1,5 +1,5 @@
 """The numpy backend: the exact, readable reference. Its state is plain data — dicts of
-arrays that are never changed in place — so a snapshot is a reference, free to take.
+arrays that are never changed in place — so a checkpoint is a reference, free to take.
 
 The trainable parameters and their optimizer state each live in one flat vector, and every
 parameter is a view of it. The optimizers are elementwise, so one update over the flat
@@ -175,11 +175,11 @@ class NumpyBackend:
     def capture(self) -> tuple:
         return self._params, self._state, self.optimizer, self._flat, self._flat_state
 
-    def restore(self, snapshot: tuple) -> None:
-        self._params, self._state, self.optimizer, self._flat, self._flat_state = snapshot
+    def restore(self, checkpoint: tuple) -> None:
+        self._params, self._state, self.optimizer, self._flat, self._flat_state = checkpoint
 
-    def snapshot_nbytes(self, snapshot: tuple) -> int:
-        params, state, optimizer = snapshot[:3]
+    def checkpoint_nbytes(self, checkpoint: tuple) -> int:
+        params, state, optimizer = checkpoint[:3]
         first = next(iter(state.values()), {})
         key = (type(optimizer), tuple((k, v is None) for k, v in first.items()))  # sizes follow from these
         if getattr(self, "_nbytes_key", None) == key:

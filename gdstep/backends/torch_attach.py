@@ -201,6 +201,6 @@ class AttachBackend(ModuleBackend):
     def driving(self) -> bool:
         return self._driving
 
-    def restore(self, snapshot) -> None:
+    def restore(self, checkpoint) -> None:
         self._observed.clear()
-        super().restore(snapshot)
+        super().restore(checkpoint)

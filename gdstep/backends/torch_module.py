@@ -1,5 +1,5 @@
 """The torch engine over any `nn.Module`: the four phases with autograd and torch.optim,
-records of every layer, and exact snapshots.
+records of every layer, and exact checkpoints.
 
 - forward keeps every layer's output (a Sequential runs child by child; any other module
   records through forward hooks);
@@ -8,7 +8,7 @@ records of every layer, and exact snapshots.
   parameter gradients then go to `.grad` for the optimizer;
 - update runs the real `optimizer.step()` and records its real state before and after.
 
-Records hold copies made once (gdstep.backends.torch_snapshot). Large tensors stay on their
+Records hold copies made once (gdstep.backends.torch_checkpoint). Large tensors stay on their
 device; only losses and norms come to the host (one transfer per phase).
 """
 
@@ -21,13 +21,13 @@ import numpy as np
 
 from gdstep.backends.torch_layers import first_tensor, has_inplace, layer_infos, module_layers
 from gdstep.backends.torch_optim import apply, build, config_of, same_kind, torch_classes
-from gdstep.backends.torch_snapshot import Initial, SnapshotMixin
+from gdstep.backends.torch_checkpoint import Initial, CheckpointMixin
 from gdstep.backends.torch_support import device_name, dtype_name, require_torch
 from gdstep.errors import GdstepError
 from gdstep.records import ParamUpdate
 
 
-class ModuleBackend(SnapshotMixin):
+class ModuleBackend(CheckpointMixin):
     name = "torch"
 
     def __init__(self, model, loss, optimizer, x, y, *, trainable: Sequence[str] | None = None,

@@ -1,10 +1,10 @@
 """Copies of a torch model's parameters and optimizer state, made once and shared: the copy
 of a parameter after an update is that update's record ("new"), the next update's "before"
-and the snapshot the Session keeps for rewinding. After a step everything the step may have
+and the checkpoint the Session keeps for rewinding. After a step everything the step may have
 changed is copied, in one call; elsewhere a parameter's copy is reused while the live
 tensor's version counter says it has not changed since it was made.
 
-Snapshots restore exactly: parameters, optimizer state (its tensors copied back, torch's
+Checkpoints restore exactly: parameters, optimizer state (its tensors copied back, torch's
 0-d `step` rebuilt with its dtype), hyperparameters, buffers and, for modules that draw
 random numbers, the RNG state.
 """
@@ -24,7 +24,7 @@ class Initial(dict):
     numpy engine's `init` shows it: zeros, step 0, no momentum buffer."""
 
 
-class TorchSnapshot(NamedTuple):
+class TorchCheckpoint(NamedTuple):
     params: Mapping[str, Any]                 # name -> copy of every parameter
     state: Mapping[str, Mapping[str, Any]]    # name -> optimizer state as records show it
     scalar_dtypes: Mapping[tuple, Any]        # (name, key) -> dtype of a 0-d state tensor shown as a number
@@ -36,7 +36,7 @@ class TorchSnapshot(NamedTuple):
     updates: int                              # updates done by this backend
 
 
-class SnapshotMixin:
+class CheckpointMixin:
     """The copies, capture and restore of ModuleBackend (which provides the model's
     parameters, buffers and optimizer)."""
 
@@ -136,7 +136,7 @@ class SnapshotMixin:
         self._initial[key] = (config, state)
         return state
 
-    def capture(self) -> TorchSnapshot:
+    def capture(self) -> TorchCheckpoint:
         opt = self.torch_optimizer
         fresh = self._fresh
         if fresh is not None and len(fresh[0]) == len(self._named):
@@ -149,44 +149,44 @@ class SnapshotMixin:
         buffers = {n: b.detach().clone() for n, b in self._buffers} if self._buffers else None
         groups = tuple(group_hyperparameters(g) for g in opt.param_groups) if len(opt.param_groups) > 1 else None
         rng = self._rng_state() if self._track_rng else None
-        return TorchSnapshot(params, state, self._scalar_dtypes, self.optimizer, opt, groups, buffers, rng, self._updates)
+        return TorchCheckpoint(params, state, self._scalar_dtypes, self.optimizer, opt, groups, buffers, rng, self._updates)
 
-    def restore(self, snapshot: TorchSnapshot) -> None:
+    def restore(self, checkpoint: TorchCheckpoint) -> None:
         torch = self._torch
         cache = self._cache
         self._graph = self._loss_tensor = self._fresh = None
-        self.torch_optimizer, self.optimizer = snapshot.optimizer, snapshot.config
+        self.torch_optimizer, self.optimizer = checkpoint.optimizer, checkpoint.config
         self._known_step = type(self.torch_optimizer) in set(torch_classes().values())
-        if snapshot.groups is not None:
-            for group, values in zip(self.torch_optimizer.param_groups, snapshot.groups):
+        if checkpoint.groups is not None:
+            for group, values in zip(self.torch_optimizer.param_groups, checkpoint.groups):
                 group.update(values)
         else:
-            apply(snapshot.config, self.torch_optimizer)
+            apply(checkpoint.config, self.torch_optimizer)
         with torch.no_grad():
             for name, p in self._named:
-                self._write(name, p, snapshot.params[name])
-            if snapshot.buffers is not None:
+                self._write(name, p, checkpoint.params[name])
+            if checkpoint.buffers is not None:
                 for name, b in self._buffers:
-                    b.copy_(snapshot.buffers[name])
+                    b.copy_(checkpoint.buffers[name])
         states = self.torch_optimizer.state
         states.clear()
         for name, p in self._train:
-            saved = snapshot.state.get(name)
+            saved = checkpoint.state.get(name)
             if saved is None or isinstance(saved, Initial):
                 continue
             live = {}
             for k, v in saved.items():
                 if isinstance(v, torch.Tensor):
                     live[k] = v.clone()
-                elif (name, k) in snapshot.scalar_dtypes and isinstance(v, (int, float)) and not isinstance(v, bool):
-                    live[k] = torch.tensor(v, dtype=snapshot.scalar_dtypes[(name, k)])
+                elif (name, k) in checkpoint.scalar_dtypes and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    live[k] = torch.tensor(v, dtype=checkpoint.scalar_dtypes[(name, k)])
                     cache[(name, k)] = (live[k], live[k]._version, v, True)
                 else:
                     live[k] = copy.deepcopy(v)
             states[p] = live
-        if snapshot.rng is not None:
-            self._set_rng(snapshot.rng)
-        self._updates = snapshot.updates
+        if checkpoint.rng is not None:
+            self._set_rng(checkpoint.rng)
+        self._updates = checkpoint.updates
 
     def _write(self, key: str, live, saved) -> None:
         """Copy a saved value into a live tensor, unless it is known to hold it already."""
@@ -196,13 +196,13 @@ class SnapshotMixin:
         live.copy_(saved)
         self._cache[key] = (live, live._version, saved, False)
 
-    def snapshot_nbytes(self, snapshot: TorchSnapshot) -> int:
+    def checkpoint_nbytes(self, checkpoint: TorchCheckpoint) -> int:
         torch = self._torch
-        total = sum(t.nbytes for t in snapshot.params.values())
-        for state in snapshot.state.values():
+        total = sum(t.nbytes for t in checkpoint.params.values())
+        for state in checkpoint.state.values():
             total += sum(v.nbytes for v in state.values() if isinstance(v, torch.Tensor))
-        if snapshot.buffers:
-            total += sum(t.nbytes for t in snapshot.buffers.values())
+        if checkpoint.buffers:
+            total += sum(t.nbytes for t in checkpoint.buffers.values())
         return total
 
     # -- randomness ------------------------------------------------------------------------------
