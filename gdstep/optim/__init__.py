@@ -56,4 +56,5 @@ def hyperparameters(opt: Optimizer) -> dict[str, Any]:
     return {f.name: getattr(opt, f.name) for f in dataclasses.fields(opt)}
 
 
-__all__ = ["OPTIMIZERS", "Adagrad", "Adam", "AdamW", "Optimizer", "RMSprop", "SGD", "Term", "hyperparameters", "make_optimizer"]
+__all__ = ["OPTIMIZERS", "Adagrad", "Adam", "AdamW", "Optimizer", "RMSprop", "SGD", "Term",
+           "hyperparameters", "make_optimizer"]

@@ -9,6 +9,7 @@ import numpy as np
 
 from gdstep.fmt import factor, hp, num
 from gdstep.optim.base import Optimizer, State
+from gdstep.optim.ops import Ops
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,20 +26,21 @@ class Adagrad(Optimizer):
     def init(self, param: np.ndarray) -> dict[str, Any]:
         return {"step": 0, "sum": np.full_like(param, self.initial_accumulator_value)}
 
-    def formula(self, x: Any, w: Any, g: Any, state: State) -> tuple[Any, dict[str, Any]]:
+    def formula(self, ops: Ops, w: Any, g: Any, state: State) -> tuple[Any, dict[str, Any]]:
         lr, lr_decay, eps = self.lr, self.lr_decay, self.eps
-        w, g = self.decay(x, w, g)
+        w, g = self.decay(ops, w, g)
         t = int(state["step"]) + 1
-        x.term("t", "step", t, lambda: str(t))
+        ops.term("t", "step", t, lambda: str(t))
         clr, lr_symbol = lr / (1 + (t - 1) * lr_decay), "η"
         if lr_decay:
-            clr = x.term("η_t", "η / (1 + (t − 1)·lr_decay)", clr, lambda: f"{hp(lr)} / (1 + {t - 1} × {hp(lr_decay)})")
+            clr = ops.term("η_t", "η / (1 + (t − 1)·lr_decay)", clr,
+                           lambda: f"{hp(lr)} / (1 + {t - 1} × {hp(lr_decay)})")
             lr_symbol = "η_t"
         s_prev = state["sum"]
-        s = x.term("sum", "sum + g²", s_prev + g * g, lambda: f"{num(s_prev)} + {factor(num(g))}²")
-        denom = x.sqrt(s)
+        s = ops.term("sum", "sum + g²", s_prev + g * g, lambda: f"{num(s_prev)} + {factor(num(g))}²")
+        denom = ops.sqrt(s)
         denom += eps
-        denom = x.term("denom", "√sum + ε", denom, lambda: f"√{num(s)} + {hp(eps)}")
-        w_new = x.term("W_new", f"W_old − {lr_symbol}·g / denom", w - clr * (g / denom),
-                       lambda: f"{num(w)} − {hp(clr)} × {factor(num(g))} / {num(denom)}")
+        denom = ops.term("denom", "√sum + ε", denom, lambda: f"√{num(s)} + {hp(eps)}")
+        w_new = ops.term("W_new", f"W_old − {lr_symbol}·g / denom", w - clr * (g / denom),
+                         lambda: f"{num(w)} − {hp(clr)} × {factor(num(g))} / {num(denom)}")
         return w_new, {"step": t, "sum": s}

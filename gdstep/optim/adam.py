@@ -14,6 +14,7 @@ import numpy as np
 
 from gdstep.fmt import factor, hp, num
 from gdstep.optim.base import Optimizer, State
+from gdstep.optim.ops import Ops
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,42 +34,42 @@ class Adam(Optimizer):
             state["max_exp_avg_sq"] = np.zeros_like(param)
         return state
 
-    def formula(self, x: Any, w: Any, g: Any, state: State) -> tuple[Any, dict[str, Any]]:
+    def formula(self, ops: Ops, w: Any, g: Any, state: State) -> tuple[Any, dict[str, Any]]:
         (beta1, beta2), lr, eps = self.betas, self.lr, self.eps
-        w, g = self.decay(x, w, g)
+        w, g = self.decay(ops, w, g)
         t = int(state["step"]) + 1
-        x.term("t", "step", t, lambda: str(t))
+        ops.term("t", "step", t, lambda: str(t))
         m_prev, v_prev = state["exp_avg"], state["exp_avg_sq"]
-        m = g - m_prev                                    # torch's lerp_(grad, 1 − β₁): m + (1 − β₁)·(g − m)
+        m = g - m_prev                                    # torch's lerp_: m + (1 − β₁)·(g − m)
         m *= 1 - beta1
         m += m_prev
-        m = x.term("m", "β₁·m + (1 − β₁)·g", m,
-                   lambda: f"{hp(beta1)} × {factor(num(m_prev))} + {hp(1 - beta1)} × {factor(num(g))}")
+        m = ops.term("m", "β₁·m + (1 − β₁)·g", m,
+                     lambda: f"{hp(beta1)} × {factor(num(m_prev))} + {hp(1 - beta1)} × {factor(num(g))}")
         v = g * g
         v *= 1 - beta2
         scratch = v_prev * beta2
         v += scratch                                      # β₂·v + (1 − β₂)·g²
-        v = x.term("v", "β₂·v + (1 − β₂)·g²", v,
-                   lambda: f"{hp(beta2)} × {num(v_prev)} + {hp(1 - beta2)} × {factor(num(g))}²")
+        v = ops.term("v", "β₂·v + (1 − β₂)·g²", v,
+                     lambda: f"{hp(beta2)} × {num(v_prev)} + {hp(1 - beta2)} × {factor(num(g))}²")
         new_state = {"step": t, "exp_avg": m, "exp_avg_sq": v}
         second, v_name, v_hat_name = v, "v", "v̂"
         if self.amsgrad:
             v_max_prev = state["max_exp_avg_sq"]
-            second = new_state["max_exp_avg_sq"] = x.term(
-                "v_max", "max(v_max, v)", x.maximum(v_max_prev, v), lambda: f"max({num(v_max_prev)}, {num(v)})")
+            second = new_state["max_exp_avg_sq"] = ops.term(
+                "v_max", "max(v_max, v)", ops.maximum(v_max_prev, v), lambda: f"max({num(v_max_prev)}, {num(v)})")
             v_name, v_hat_name = "v_max", "v̂_max"
         bias_correction1, bias_correction2 = 1 - beta1**t, 1 - beta2**t
-        m_hat = x.aside("m̂", "m / (1 − β₁ᵗ)", lambda: m / bias_correction1,
-                        lambda: f"{num(m)} / (1 − {hp(beta1)}^{t})")
-        v_hat = x.aside(v_hat_name, f"{v_name} / (1 − β₂ᵗ)", lambda: second / bias_correction2,
-                        lambda: f"{num(second)} / (1 − {hp(beta2)}^{t})")
-        denom = x.sqrt(second, out=scratch)
+        m_hat = ops.aside("m̂", "m / (1 − β₁ᵗ)", lambda: m / bias_correction1,
+                          lambda: f"{num(m)} / (1 − {hp(beta1)}^{t})")
+        v_hat = ops.aside(v_hat_name, f"{v_name} / (1 − β₂ᵗ)", lambda: second / bias_correction2,
+                          lambda: f"{num(second)} / (1 − {hp(beta2)}^{t})")
+        denom = ops.sqrt(second, out=scratch)
         denom /= math.sqrt(bias_correction2)
         denom += eps                                      # √v / √(1 − β₂ᵗ) + ε
-        denom = x.term("denom", f"√{v_hat_name} + ε", denom, lambda: f"√{num(v_hat)} + {hp(eps)}")
-        step = x.divide(m, denom, out=denom)
+        denom = ops.term("denom", f"√{v_hat_name} + ε", denom, lambda: f"√{num(v_hat)} + {hp(eps)}")
+        step = ops.divide(m, denom, out=denom)
         step *= lr / bias_correction1
         w_symbol = "W" if self.decoupled_weight_decay and self.weight_decay else "W_old"
-        w_new = x.term("W_new", f"{w_symbol} − η·m̂ / denom", x.subtract(w, step, out=step),
-                       lambda: f"{num(w)} − {hp(lr)} × {factor(num(m_hat))} / {num(denom)}")
+        w_new = ops.term("W_new", f"{w_symbol} − η·m̂ / denom", ops.subtract(w, step, out=step),
+                         lambda: f"{num(w)} − {hp(lr)} × {factor(num(m_hat))} / {num(denom)}")
         return w_new, new_state

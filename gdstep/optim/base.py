@@ -7,7 +7,7 @@ parameter at a time, with torch.optim's state names. `terms(w, g, state)` runs t
 formula on a single element and returns every intermediate, so the arithmetic can be shown
 with the real numbers; its first term is `g`, its last `W_new`.
 
-A subclass writes `init` and `formula(x, w, g, state) -> (w_new, new_state)` once (see
+A subclass writes `init` and `formula(ops, w, g, state) -> (w_new, new_state)` once (see
 gdstep.optim.ops), and names its torch twin: `torch_twins`, the torch.optim class names and
 param-group flags that are this optimizer, the first the one the torch backend builds.
 """
@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Mapping
 import numpy as np
 
 from gdstep.fmt import factor, hp, num
-from gdstep.optim.ops import ARRAYS, Recording, Term, scalar
+from gdstep.optim.ops import ARRAYS, Ops, Recording, Term, scalar
 
 State = Mapping[str, Any]
 
@@ -49,30 +49,30 @@ class Optimizer:
     def init(self, param: np.ndarray) -> dict[str, Any]:
         raise NotImplementedError
 
-    def formula(self, x: Any, w: Any, g: Any, state: State) -> tuple[Any, dict[str, Any]]:
-        """The update, written once for `x` = ARRAYS or a Recording; the last term is W_new."""
+    def formula(self, ops: Ops, w: Any, g: Any, state: State) -> tuple[Any, dict[str, Any]]:
+        """The update, written once for `ops` = ARRAYS or a Recording; the last term is W_new."""
         raise NotImplementedError
 
     def update(self, param: np.ndarray, grad: np.ndarray, state: State) -> tuple[np.ndarray, dict[str, Any]]:
         return self.formula(ARRAYS, param, grad, state)
 
     def terms(self, w: float, g: float, state: Mapping[str, float | None]) -> list[Term]:
-        x = Recording()
-        g = x.term("g", "∂L/∂W", scalar(g), lambda: num(g))
+        ops = Recording()
+        g = ops.term("g", "∂L/∂W", scalar(g), lambda: num(g))
         with np.errstate(all="ignore"):
-            self.formula(x, scalar(w), g, {k: scalar(v) for k, v in state.items()})
-        return x.terms
+            self.formula(ops, scalar(w), g, {k: scalar(v) for k, v in state.items()})
+        return ops.terms
 
-    def decay(self, x: Any, w: Any, g: Any) -> tuple[Any, Any]:
+    def decay(self, ops: Ops, w: Any, g: Any) -> tuple[Any, Any]:
         """Weight decay, for every optimizer that has it: L2 in the gradient, `g + λ·W`, as
         torch's weight_decay; or decoupled, `W·(1 − η·λ)` before the step, as AdamW."""
         lam = self.weight_decay
         if not lam:
             return w, g
         if self.decoupled_weight_decay:
-            return x.term("W", "W_old·(1 − η·λ)", w * (1 - self.lr * lam),
-                          lambda: f"{num(w)} × (1 − {hp(self.lr)} × {hp(lam)})"), g
-        return w, x.term("g", "g + λ·W", g + lam * w, lambda: f"{num(g)} + {hp(lam)} × {factor(num(w))}")
+            return ops.term("W", "W_old·(1 − η·λ)", w * (1 - self.lr * lam),
+                            lambda: f"{num(w)} × (1 − {hp(self.lr)} × {hp(lam)})"), g
+        return w, ops.term("g", "g + λ·W", g + lam * w, lambda: f"{num(g)} + {hp(lam)} × {factor(num(w))}")
 
 
 def check_hyperparameters(opt: Any) -> None:

@@ -1,9 +1,9 @@
 """The Term the debugger prints, and the two ways an optimizer's formula runs: on whole
 arrays, or on one element with its terms.
 
-An optimizer writes its update once, `formula(x, w, g, state)`, with arithmetic operators and
-the few functions of `x` (numpy's names and `out=` buffers). Each intermediate worth showing
-goes through `x.term(symbol, formula, value, numbers)`:
+An optimizer writes its update once, `formula(ops, w, g, state)`, with arithmetic operators and
+the few functions of `ops` (numpy's names and `out=` buffers). Each intermediate worth showing
+goes through `ops.term(symbol, formula, value, numbers)`:
 
 - `ARRAYS` runs it on numpy arrays, in place where the formula asks (`out=`, `*=`), so the
   bits are numpy's and torch's; `term` hands the value back and never builds the text.
@@ -91,6 +91,9 @@ class Recording:
 
     def aside(self, symbol: str, formula: str, value: Callable[[], Any], numbers: Callable[[], str]) -> Any:
         return self.term(symbol, formula, value(), numbers)
+
+
+Ops = Arrays | Recording
 
 
 def scalar(value: Any) -> Any:

@@ -9,6 +9,7 @@ import numpy as np
 
 from gdstep.fmt import factor, hp, num
 from gdstep.optim.base import Optimizer, State
+from gdstep.optim.ops import Ops
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,32 +32,34 @@ class RMSprop(Optimizer):
             state["grad_avg"] = np.zeros_like(param)
         return state
 
-    def formula(self, x: Any, w: Any, g: Any, state: State) -> tuple[Any, dict[str, Any]]:
+    def formula(self, ops: Ops, w: Any, g: Any, state: State) -> tuple[Any, dict[str, Any]]:
         alpha, mu, eps = self.alpha, self.momentum, self.eps
-        w, g = self.decay(x, w, g)
+        w, g = self.decay(ops, w, g)
         v_prev = state["square_avg"]
-        v = x.term("v", "α·v + (1 − α)·g²", alpha * v_prev + (1 - alpha) * (g * g),
-                   lambda: f"{hp(alpha)} × {num(v_prev)} + {hp(1 - alpha)} × {factor(num(g))}²")
+        v = ops.term("v", "α·v + (1 − α)·g²", alpha * v_prev + (1 - alpha) * (g * g),
+                     lambda: f"{hp(alpha)} × {num(v_prev)} + {hp(1 - alpha)} × {factor(num(g))}²")
         new_state: dict[str, Any] = {"step": int(state["step"]) + 1, "square_avg": v}
         if self.centered:
             ga_prev = state["grad_avg"]
-            ga = new_state["grad_avg"] = x.term(
+            ga = new_state["grad_avg"] = ops.term(
                 "ḡ", "α·ḡ + (1 − α)·g", ga_prev + (1 - alpha) * (g - ga_prev),
                 lambda: f"{hp(alpha)} × {factor(num(ga_prev))} + {hp(1 - alpha)} × {factor(num(g))}")
-            denom = x.sqrt(v - ga * ga)
+            denom = ops.sqrt(v - ga * ga)
             denom += eps
-            denom = x.term("denom", "√(v − ḡ²) + ε", denom, lambda: f"√({num(v)} − {factor(num(ga))}²) + {hp(eps)}")
+            denom = ops.term("denom", "√(v − ḡ²) + ε", denom,
+                             lambda: f"√({num(v)} − {factor(num(ga))}²) + {hp(eps)}")
         else:
-            denom = x.sqrt(v)
+            denom = ops.sqrt(v)
             denom += eps
-            denom = x.term("denom", "√v + ε", denom, lambda: f"√{num(v)} + {hp(eps)}")
+            denom = ops.term("denom", "√v + ε", denom, lambda: f"√{num(v)} + {hp(eps)}")
         if mu > 0:
             b_prev = state["momentum_buffer"]
-            b = new_state["momentum_buffer"] = x.term(
+            b = new_state["momentum_buffer"] = ops.term(
                 "b", "μ·b + g / denom", mu * b_prev + g / denom,
                 lambda: f"{hp(mu)} × {factor(num(b_prev))} + {factor(num(g))} / {num(denom)}")
-            w_new = x.term("W_new", "W_old − η·b", w - self.lr * b, lambda: f"{num(w)} − {hp(self.lr)} × {factor(num(b))}")
+            w_new = ops.term("W_new", "W_old − η·b", w - self.lr * b,
+                             lambda: f"{num(w)} − {hp(self.lr)} × {factor(num(b))}")
         else:
-            w_new = x.term("W_new", "W_old − η·g / denom", w - self.lr * (g / denom),
-                           lambda: f"{num(w)} − {hp(self.lr)} × {factor(num(g))} / {num(denom)}")
+            w_new = ops.term("W_new", "W_old − η·g / denom", w - self.lr * (g / denom),
+                             lambda: f"{num(w)} − {hp(self.lr)} × {factor(num(g))} / {num(denom)}")
         return w_new, new_state

@@ -9,6 +9,7 @@ import numpy as np
 
 from gdstep.fmt import factor, hp, num
 from gdstep.optim.base import Optimizer, State
+from gdstep.optim.ops import Ops
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,22 +25,22 @@ class SGD(Optimizer):
     def init(self, param: np.ndarray) -> dict[str, Any]:
         return {"momentum_buffer": None} if self.momentum else {}
 
-    def formula(self, x: Any, w: Any, g: Any, state: State) -> tuple[Any, dict[str, Any]]:
-        mu = self.momentum
-        w, g = self.decay(x, w, g)
+    def formula(self, ops: Ops, w: Any, g: Any, state: State) -> tuple[Any, dict[str, Any]]:
+        mu, tau = self.momentum, self.dampening
+        w, g = self.decay(ops, w, g)
         d_p, d_p_symbol, new_state = g, "g", {}
         if mu:
             b_prev = state.get("momentum_buffer")
             if b_prev is None:
-                b = x.term("b", "g   (first step: the buffer starts as the gradient)", g, lambda: num(g))
+                b = ops.term("b", "g   (first step: the buffer starts as the gradient)", g, lambda: num(g))
             else:
-                b = x.term("b", "μ·b + (1 − τ)·g", mu * b_prev + (1 - self.dampening) * g,
-                           lambda: f"{hp(mu)} × {factor(num(b_prev))} + {hp(1 - self.dampening)} × {factor(num(g))}")
+                b = ops.term("b", "μ·b + (1 − τ)·g", mu * b_prev + (1 - tau) * g,
+                             lambda: f"{hp(mu)} × {factor(num(b_prev))} + {hp(1 - tau)} × {factor(num(g))}")
             new_state["momentum_buffer"] = b
             if self.nesterov:
-                d_p = x.term("g", "g + μ·b", g + mu * b, lambda: f"{num(g)} + {hp(mu)} × {factor(num(b))}")
+                d_p = ops.term("g", "g + μ·b", g + mu * b, lambda: f"{num(g)} + {hp(mu)} × {factor(num(b))}")
             else:
                 d_p, d_p_symbol = b, "b"
-        w_new = x.term("W_new", f"W_old − η·{d_p_symbol}", w - self.lr * d_p,
-                       lambda: f"{num(w)} − {hp(self.lr)} × {factor(num(d_p))}")
+        w_new = ops.term("W_new", f"W_old − η·{d_p_symbol}", w - self.lr * d_p,
+                         lambda: f"{num(w)} − {hp(self.lr)} × {factor(num(d_p))}")
         return w_new, new_state
