@@ -16,50 +16,12 @@ import pytest
 import torch
 
 from gdstep.optim import OPTIMIZERS, make_optimizer
+from optim_cases import CASES, TORCH as TORCH_NAMES, case_id
 
 STEPS = 35
 SHAPES = {"0.weight": (3, 4), "0.bias": (3,)}
 
-CONFIGS = [
-    ("sgd", {"lr": 0.05}),
-    ("sgd", {"lr": 0.05, "momentum": 0.9}),
-    ("sgd", {"lr": 0.05, "momentum": 0.8, "dampening": 0.3}),
-    ("sgd", {"lr": 0.05, "momentum": 0.9, "nesterov": True}),
-    ("sgd", {"lr": 0.05, "weight_decay": 0.1}),
-    ("sgd", {"lr": 0.03, "momentum": 0.7, "dampening": 0.1, "weight_decay": 0.05}),
-    ("sgd", {"lr": 0.03, "momentum": 0.9, "nesterov": True, "weight_decay": 0.02}),
-    ("rmsprop", {"lr": 0.01}),
-    ("rmsprop", {"lr": 0.01, "alpha": 0.9}),
-    ("rmsprop", {"lr": 0.01, "eps": 1e-3}),
-    ("rmsprop", {"lr": 0.01, "momentum": 0.9}),
-    ("rmsprop", {"lr": 0.01, "centered": True}),
-    ("rmsprop", {"lr": 0.01, "weight_decay": 0.1}),
-    ("rmsprop", {"lr": 0.005, "alpha": 0.95, "eps": 1e-6, "momentum": 0.5, "centered": True, "weight_decay": 0.01}),
-    ("adagrad", {"lr": 0.1}),
-    ("adagrad", {"lr": 0.1, "lr_decay": 0.05}),
-    ("adagrad", {"lr": 0.1, "eps": 1e-3}),
-    ("adagrad", {"lr": 0.1, "weight_decay": 0.1}),
-    ("adagrad", {"lr": 0.1, "initial_accumulator_value": 0.5}),
-    ("adagrad", {"lr": 0.2, "lr_decay": 0.01, "eps": 1e-6, "weight_decay": 0.05, "initial_accumulator_value": 0.1}),
-    ("adam", {"lr": 0.01}),
-    ("adam", {"lr": 0.01, "betas": (0.8, 0.99)}),
-    ("adam", {"lr": 0.01, "eps": 1e-4}),
-    ("adam", {"lr": 0.01, "weight_decay": 0.1}),
-    ("adam", {"lr": 0.01, "amsgrad": True}),
-    ("adam", {"lr": 0.02, "betas": (0.5, 0.9), "eps": 1e-6, "weight_decay": 0.05, "amsgrad": True}),
-    ("adamw", {"lr": 0.01}),
-    ("adamw", {"lr": 0.01, "weight_decay": 0.3}),
-    ("adamw", {"lr": 0.01, "weight_decay": 0.0}),
-    ("adamw", {"lr": 0.01, "betas": (0.7, 0.95), "eps": 1e-5, "amsgrad": True, "weight_decay": 0.1}),
-]
-
-TORCH = {"sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop, "adagrad": torch.optim.Adagrad,
-         "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
-
-
-def config_id(config) -> str:
-    kind, args = config
-    return kind + "-" + "-".join(f"{k}={v}" for k, v in args.items() if k != "lr")
+TORCH = {kind: getattr(torch.optim, name) for kind, name in TORCH_NAMES.items()}
 
 
 def test_every_optimizer_and_option_is_covered():
@@ -72,7 +34,7 @@ def test_every_optimizer_and_option_is_covered():
         "adamw": {"betas", "eps", "weight_decay", "amsgrad"},
     }
     for kind, wanted in options.items():
-        used = set().union(*(set(args) for k, args in CONFIGS if k == kind))
+        used = set().union(*(set(args) for k, args in CASES if k == kind))
         assert wanted <= used, (kind, wanted - used)
 
 
@@ -100,7 +62,7 @@ def torch_state_value(v):
     return v
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=config_id)
+@pytest.mark.parametrize("config", CASES, ids=case_id)
 def test_numpy_optimizer_matches_torch_optim(config):
     kind, args = config
     opt = make_optimizer(kind, **args)
@@ -139,7 +101,7 @@ def test_numpy_optimizer_matches_torch_optim(config):
 def test_update_is_pure():
     """update() returns new arrays and leaves its inputs alone (the history keeps references)."""
     grads_of = GradientSequence()
-    for kind, args in CONFIGS:
+    for kind, args in CASES:
         opt = make_optimizer(kind, **args)
         params = start_params()
         state = {n: opt.init(p) for n, p in params.items()}
@@ -183,7 +145,7 @@ def element_state(state, index):
     return out
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=config_id)
+@pytest.mark.parametrize("config", CASES, ids=case_id)
 def test_terms_agree_with_the_vectorized_update_and_state(config):
     kind, args = config
     opt = make_optimizer(kind, **args)
@@ -270,3 +232,32 @@ def test_terms_print_as_one_equation_each():
     assert lines["g"] == "g = ∂L/∂W = -0.100000"
     m = 0.01 + 0.1 * (-0.1 - 0.01)
     assert lines["m"] == f"m = β₁·m + (1 − β₁)·g = 0.9 × 0.010000 + 0.1 × (-0.100000) = {m:.6f}"
+
+
+def same(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_terms_are_the_update_itself(case):
+    """One formula serves both: in float64 every term that names state, and W_new, equal the
+    vectorized update bit for bit, also where a value goes non-finite (an inf, then a NaN
+    gradient, which amsgrad's max carries on as torch.maximum does)."""
+    kind, args = case
+    opt = make_optimizer(kind, **args)
+    grads_of = GradientSequence()
+    w = start_params()["0.weight"]
+    state = opt.init(w)
+    for step in range(6):
+        g = grads_of(step, {"0.weight": w})["0.weight"]
+        g[1, 1] = math.inf if step == 2 else math.nan if step == 3 else g[1, 1]
+        with np.errstate(all="ignore"):
+            new_w, new_s = opt.update(w, g, state)
+        for index in [(0, 0), (1, 1), (2, 3)]:
+            terms = opt.terms(float(w[index]), float(g[index]), element_state(state, index))
+            assert terms[-1].symbol == "W_new" and same(terms[-1].value, float(new_w[index])), (step, index)
+            for term in terms:
+                key = TERM_STATE[kind].get(term.symbol)
+                if key is not None and key != "step":
+                    assert same(term.value, float(new_s[key][index])), (step, index, term)
+        w, state = new_w, new_s

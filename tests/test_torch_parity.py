@@ -16,53 +16,18 @@ from gdstep.backends.numpy_backend import NumpyBackend
 from gdstep.backends.torch_backend import TorchBackend
 from gdstep.scenario import load_scenario, parse_scenario
 from gdstep.session import Session
+from optim_cases import ALL_ON, CASES, case_id
 
 STEPS = 50
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 
-OPTIONS = [
-    ("sgd", {"lr": 0.05}),
-    ("sgd", {"lr": 0.05, "momentum": 0.9}),
-    ("sgd", {"lr": 0.05, "momentum": 0.8, "dampening": 0.3}),
-    ("sgd", {"lr": 0.05, "momentum": 0.9, "nesterov": True}),
-    ("sgd", {"lr": 0.05, "weight_decay": 0.1}),
-    ("sgd", {"lr": 0.03, "momentum": 0.9, "nesterov": True, "weight_decay": 0.02}),
-    ("rmsprop", {"lr": 0.01}),
-    ("rmsprop", {"lr": 0.01, "alpha": 0.9}),
-    ("rmsprop", {"lr": 0.01, "eps": 1e-3}),
-    ("rmsprop", {"lr": 0.01, "momentum": 0.9}),
-    ("rmsprop", {"lr": 0.01, "centered": True}),
-    ("rmsprop", {"lr": 0.01, "weight_decay": 0.1}),
-    ("rmsprop", {"lr": 0.005, "alpha": 0.95, "eps": 1e-6, "momentum": 0.5, "centered": True, "weight_decay": 0.01}),
-    ("adagrad", {"lr": 0.1}),
-    ("adagrad", {"lr": 0.1, "lr_decay": 0.05}),
-    ("adagrad", {"lr": 0.1, "eps": 1e-3}),
-    ("adagrad", {"lr": 0.1, "weight_decay": 0.1}),
-    ("adagrad", {"lr": 0.1, "initial_accumulator_value": 0.5}),
-    ("adam", {"lr": 0.01}),
-    ("adam", {"lr": 0.01, "betas": [0.8, 0.99]}),
-    ("adam", {"lr": 0.01, "eps": 1e-4}),
-    ("adam", {"lr": 0.01, "weight_decay": 0.1}),
-    ("adam", {"lr": 0.01, "amsgrad": True}),
-    ("adamw", {"lr": 0.01}),
-    ("adamw", {"lr": 0.01, "weight_decay": 0.3}),
-    ("adamw", {"lr": 0.01, "betas": [0.7, 0.95], "eps": 1e-5, "amsgrad": True, "weight_decay": 0.1}),
-]
-# Every option at once, per kind: crossed with every loss below.
-ALL_ON = {
-    "sgd": {"lr": 0.03, "momentum": 0.7, "dampening": 0.1, "weight_decay": 0.05},
-    "rmsprop": {"lr": 0.005, "alpha": 0.95, "eps": 1e-6, "momentum": 0.5, "centered": True, "weight_decay": 0.01},
-    "adagrad": {"lr": 0.2, "lr_decay": 0.01, "eps": 1e-6, "weight_decay": 0.05, "initial_accumulator_value": 0.1},
-    "adam": {"lr": 0.02, "betas": [0.5, 0.9], "eps": 1e-6, "weight_decay": 0.05, "amsgrad": True},
-    "adamw": {"lr": 0.01, "betas": [0.7, 0.95], "eps": 1e-5, "amsgrad": True, "weight_decay": 0.1},
-}
 LOSSES = ["mse", "sse", "half_sse", "mae", "huber", "bce", "cross_entropy"]
 
 
 def _toml_value(v) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
-    if isinstance(v, list):
+    if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     return repr(v)
 
@@ -131,12 +96,7 @@ def assert_state_equal(a, b, tol=1e-10):
                                            rtol=tol, atol=tol, err_msg=f"{name} {key}")
 
 
-def option_id(item) -> str:
-    kind, args = item
-    return kind + "-" + "-".join(f"{k}={v}" for k, v in args.items() if k != "lr")
-
-
-@pytest.mark.parametrize("index, item", list(enumerate(OPTIONS)), ids=[option_id(o) for o in OPTIONS])
+@pytest.mark.parametrize("index, item", list(enumerate(CASES)), ids=[case_id(o) for o in CASES])
 def test_every_optimizer_option_matches_numpy_after_50_steps(index, item):
     kind, args = item
     loss = LOSSES[index % len(LOSSES)]              # every option, the losses in turn
@@ -159,7 +119,7 @@ def test_the_options_cover_every_hyperparameter():
     import dataclasses
     for kind, cls in OPTIMIZERS.items():
         names = {f.name for f in dataclasses.fields(cls)} - {"lr"}
-        used = set().union(*(set(a) for k, a in OPTIONS if k == kind)) | set(ALL_ON[kind])
+        used = set().union(*(set(a) for k, a in CASES if k == kind)) | set(ALL_ON[kind])
         assert names <= used, (kind, names - used)
 
 

@@ -1,8 +1,8 @@
 """gdstep's optimizer configs and torch.optim optimizers, mapped both ways.
 
-A torch optimizer that gdstep has the formula for (SGD, RMSprop, Adagrad, Adam, AdamW with
-one set of hyperparameters, not maximizing) maps to the gdstep.optim config of the same
-kind, so `explain` shows its terms. Any other becomes an opaque config: a frozen dataclass
+A torch optimizer that gdstep has the formula for (one that a gdstep.optim class names in its
+`torch_twins`, with one set of hyperparameters, not maximizing) maps to that class's config,
+so `explain` shows its terms; nothing here names an optimizer. Any other becomes an opaque config: a frozen dataclass
 named after the torch class with its hyperparameters as fields and no `terms`, so the
 debugger shows its state and ΔW without a formula, and `set lr` still works.
 """
@@ -20,10 +20,21 @@ from gdstep.optim import OPTIMIZERS, hyperparameters, make_optimizer
 IMPLEMENTATION_KEYS = frozenset({"foreach", "fused", "capturable", "differentiable"})
 
 
-def torch_classes() -> dict[str, type]:
+def _torch_class(name: str) -> type | None:
     import torch
-    return {"sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop, "adagrad": torch.optim.Adagrad,
-            "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+    return getattr(torch.optim, name, None)
+
+
+def torch_classes() -> dict[str, type]:
+    """Each gdstep optimizer's torch.optim class, the one `build` makes: its first twin."""
+    return {kind: _torch_class(cls.torch_twins[0][0]) for kind, cls in OPTIMIZERS.items()}
+
+
+def _is_twin(cls: type, optimizer) -> bool:
+    """Whether the torch optimizer is one of the spellings `cls.torch_twins` names."""
+    group = optimizer.param_groups[0]
+    return any(type(optimizer) is _torch_class(name) and all(bool(group.get(k, False)) == v for k, v in flags.items())
+               for name, flags in getattr(cls, "torch_twins", ()))
 
 
 def _plain(value: Any) -> Any:
@@ -63,10 +74,7 @@ def config_of(optimizer) -> Any:
     groups = [group_hyperparameters(g) for g in optimizer.param_groups]
     first = groups[0]
     uniform = all(g == first for g in groups[1:])
-    kinds = {cls: kind for kind, cls in torch_classes().items()}
-    kind = kinds.get(type(optimizer))
-    if kind == "adam" and first.get("decoupled_weight_decay"):
-        kind = "adamw"
+    kind = next((kind for kind, cls in OPTIMIZERS.items() if _is_twin(cls, optimizer)), None)
     if kind is not None and uniform and not first.get("maximize") and not first.get("differentiable"):
         names = [f.name for f in dataclasses.fields(OPTIMIZERS[kind])]
         try:
@@ -88,24 +96,18 @@ def build(config: Any, params: list) -> Any:
             return type(config).torch_class(params, **args)
         except Exception as e:  # a user's optimizer class with other constructor arguments
             raise GdstepError(f"cannot rebuild {config.kind} from its hyperparameters: {e}") from None
-    classes = torch_classes()
-    if getattr(config, "kind", None) not in classes:
+    twins = getattr(type(config), "torch_twins", ())
+    torch_class = _torch_class(twins[0][0]) if twins else None
+    if torch_class is None:
         raise GdstepError(f"the torch backend has no optimizer {getattr(config, 'kind', config)!r}")
-    return classes[config.kind](params, **hyperparameters(config))
+    return torch_class(params, **hyperparameters(config))
 
 
 def same_kind(config: Any, optimizer) -> bool:
     """True when `optimizer` can take `config`'s hyperparameters without new state."""
     if is_opaque(config):
         return type(optimizer) is type(config).torch_class
-    kind = getattr(config, "kind", None)
-    current = type(optimizer)
-    classes = torch_classes()
-    if kind == "adamw" and current is classes["adam"]:
-        return bool(optimizer.param_groups[0].get("decoupled_weight_decay"))
-    if kind == "adam" and current is classes["adam"]:
-        return not optimizer.param_groups[0].get("decoupled_weight_decay")
-    return classes.get(kind) is current
+    return _is_twin(type(config), optimizer)
 
 
 def apply(config: Any, optimizer) -> None:

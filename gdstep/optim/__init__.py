@@ -1,4 +1,8 @@
-"""Optimizers with torch.optim's semantics and state names, as pure init/update pairs."""
+"""Optimizers with torch.optim's semantics and state names, as pure init/update pairs.
+
+Each is one class in one file (its hyperparameters, its formula written once for the update
+and the explained terms, its torch twin), listed once in OPTIMIZERS below.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,13 @@ import dataclasses
 from typing import Any
 
 from gdstep.optim.adagrad import Adagrad
-from gdstep.optim.adam import Adam, AdamW
+from gdstep.optim.adam import Adam
+from gdstep.optim.adamw import AdamW
 from gdstep.optim.base import Optimizer, Term
 from gdstep.optim.rmsprop import RMSprop
 from gdstep.optim.sgd import SGD
 
-OPTIMIZERS: dict[str, type] = {cls.kind: cls for cls in (SGD, RMSprop, Adagrad, Adam, AdamW)}
+OPTIMIZERS: dict[str, type[Optimizer]] = {cls.kind: cls for cls in (SGD, RMSprop, Adagrad, Adam, AdamW)}
 
 
 def make_optimizer(kind: str, **hyperparameters: Any) -> Optimizer:
@@ -51,4 +56,5 @@ def hyperparameters(opt: Optimizer) -> dict[str, Any]:
     return {f.name: getattr(opt, f.name) for f in dataclasses.fields(opt)}
 
 
-__all__ = ["OPTIMIZERS", "Adagrad", "Adam", "AdamW", "Optimizer", "RMSprop", "SGD", "Term", "hyperparameters", "make_optimizer"]
+__all__ = ["OPTIMIZERS", "Adagrad", "Adam", "AdamW", "Optimizer", "RMSprop", "SGD", "Term",
+           "hyperparameters", "make_optimizer"]

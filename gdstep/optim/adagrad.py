@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 
 from gdstep.fmt import factor, hp, num
-from gdstep.optim.base import State, Term, check_hyperparameters
+from gdstep.optim.base import Optimizer, State
+from gdstep.optim.ops import Ops
 
 
 @dataclass(frozen=True, slots=True)
-class Adagrad:
+class Adagrad(Optimizer):
     lr: float = 1e-2
     lr_decay: float = 0.0
     weight_decay: float = 0.0
@@ -21,40 +21,26 @@ class Adagrad:
     eps: float = 1e-10
     kind: ClassVar[str] = "adagrad"
     guarded_state: ClassVar[tuple[str, ...]] = ("sum",)
-
-    def __post_init__(self) -> None:
-        check_hyperparameters(self)
+    torch_twins: ClassVar = (("Adagrad", {}),)
 
     def init(self, param: np.ndarray) -> dict[str, Any]:
         return {"step": 0, "sum": np.full_like(param, self.initial_accumulator_value)}
 
-    def update(self, param: np.ndarray, grad: np.ndarray, state: State) -> tuple[np.ndarray, dict[str, Any]]:
-        step = state["step"] + 1
-        if self.weight_decay:
-            grad = grad + self.weight_decay * param
-        clr = self.lr / (1 + (step - 1) * self.lr_decay)
-        total = state["sum"] + grad * grad
-        std = np.sqrt(total)
-        std += self.eps
-        return param - clr * (grad / std), {"step": step, "sum": total}
-
-    def terms(self, w: float, g: float, state: Mapping[str, float | None]) -> list[Term]:
+    def formula(self, ops: Ops, w: Any, g: Any, state: State) -> tuple[Any, dict[str, Any]]:
+        lr, lr_decay, eps = self.lr, self.lr_decay, self.eps
+        w, g = self.decay(ops, w, g)
         t = int(state["step"]) + 1
-        out = [Term("g", "∂L/∂W", num(g), g)]
-        if self.weight_decay:
-            g_decayed = g + self.weight_decay * w
-            out.append(Term("g", "g + λ·W", f"{num(g)} + {hp(self.weight_decay)} × {factor(num(w))}", g_decayed))
-            g = g_decayed
-        out.append(Term("t", "step", str(t), t))
-        clr = self.lr / (1 + (t - 1) * self.lr_decay)
-        if self.lr_decay:
-            out.append(Term("η_t", "η / (1 + (t − 1)·lr_decay)", f"{hp(self.lr)} / (1 + {t - 1} × {hp(self.lr_decay)})", clr))
-        s_prev = float(state["sum"])
-        s = s_prev + g * g
-        out.append(Term("sum", "sum + g²", f"{num(s_prev)} + {factor(num(g))}²", s))
-        denom = math.sqrt(s) + self.eps
-        out.append(Term("denom", "√sum + ε", f"√{num(s)} + {hp(self.eps)}", denom))
-        new_w = w - clr * (g / denom)
-        lr_symbol = "η_t" if self.lr_decay else "η"
-        out.append(Term("W_new", f"W_old − {lr_symbol}·g / denom", f"{num(w)} − {hp(clr)} × {factor(num(g))} / {num(denom)}", new_w))
-        return out
+        ops.term("t", "step", t, lambda: str(t))
+        clr, lr_symbol = lr / (1 + (t - 1) * lr_decay), "η"
+        if lr_decay:
+            clr = ops.term("η_t", "η / (1 + (t − 1)·lr_decay)", clr,
+                           lambda: f"{hp(lr)} / (1 + {t - 1} × {hp(lr_decay)})")
+            lr_symbol = "η_t"
+        s_prev = state["sum"]
+        s = ops.term("sum", "sum + g²", s_prev + g * g, lambda: f"{num(s_prev)} + {factor(num(g))}²")
+        denom = ops.sqrt(s)
+        denom += eps
+        denom = ops.term("denom", "√sum + ε", denom, lambda: f"√{num(s)} + {hp(eps)}")
+        w_new = ops.term("W_new", f"W_old − {lr_symbol}·g / denom", w - clr * (g / denom),
+                         lambda: f"{num(w)} − {hp(clr)} × {factor(num(g))} / {num(denom)}")
+        return w_new, {"step": t, "sum": s}

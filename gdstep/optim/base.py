@@ -1,56 +1,78 @@
-"""What every optimizer shares: the Term that the debugger prints, and the protocol.
+"""What every optimizer shares: the update and the terms from one formula, weight decay, the
+argument checks.
 
 An optimizer is a frozen dataclass of hyperparameters with two pure functions, as in optax:
 `init(param) -> state` and `update(param, grad, state) -> (new_param, new_state)`, on one
-parameter at a time, with torch.optim's state names. `terms(w, g, state)` recomputes the
-same update for a single element in plain floats and returns every intermediate, so the
-arithmetic can be shown with the real numbers; its last term is `W_new`.
+parameter at a time, with torch.optim's state names. `terms(w, g, state)` runs the same
+formula on a single element and returns every intermediate, so the arithmetic can be shown
+with the real numbers; its first term is `g`, its last `W_new`.
+
+A subclass writes `init` and `formula(ops, w, g, state) -> (w_new, new_state)` once (see
+gdstep.optim.ops), and names its torch twin: `torch_twins`, the torch.optim class names and
+param-group flags that are this optimizer, the first the one the torch backend builds.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping, Protocol
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
+from gdstep.fmt import factor, hp, num
+from gdstep.optim.ops import ARRAYS, Ops, Recording, Term, scalar
+
 State = Mapping[str, Any]
 
-
-@dataclass(frozen=True, slots=True)
-class Term:
-    """One line of an update: `symbol = formula = numbers = value`."""
-
-    symbol: str
-    formula: str
-    numbers: str
-    value: float
-
-    def __str__(self) -> str:
-        from gdstep.fmt import num
-
-        parts = [self.symbol, self.formula]
-        if self.numbers and self.numbers != self.formula:
-            parts.append(self.numbers)
-        if self.numbers != num(self.value) and not isinstance(self.value, int):   # a count: `t = step = 3`
-            parts.append(num(self.value))
-        return " = ".join(dict.fromkeys(parts))
+__all__ = ["Optimizer", "State", "Term", "check_hyperparameters"]
 
 
-class Optimizer(Protocol):
+class Optimizer:
     kind: ClassVar[str]
     lr: float
+    weight_decay: float
     # State that can turn non-finite while the parameter stays finite (v = inf makes the
     # step 0), so a run checks it apart; a non-finite buffer that feeds the step linearly
     # shows in the parameter. With finite gradients of finite norm these stay finite too.
-    guarded_state: ClassVar[tuple[str, ...]]
+    guarded_state: ClassVar[tuple[str, ...]] = ()
+    # torch.optim spellings of this optimizer: (class name, param-group flags that must hold,
+    # an absent flag counting as false); the first is what the torch backend builds.
+    torch_twins: ClassVar[tuple[tuple[str, Mapping[str, bool]], ...]] = ()
+    # AdamW's W·(1 − η·λ) before the step, instead of L2's g + λ·W.
+    decoupled_weight_decay: ClassVar[bool] = False
 
-    def init(self, param: np.ndarray) -> dict[str, Any]: ...
+    __slots__ = ()
 
-    def update(self, param: np.ndarray, grad: np.ndarray, state: State) -> tuple[np.ndarray, dict[str, Any]]: ...
+    def __post_init__(self) -> None:
+        check_hyperparameters(self)
 
-    def terms(self, w: float, g: float, state: Mapping[str, float | None]) -> list[Term]: ...
+    def init(self, param: np.ndarray) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def formula(self, ops: Ops, w: Any, g: Any, state: State) -> tuple[Any, dict[str, Any]]:
+        """The update, written once for `ops` = ARRAYS or a Recording; the last term is W_new."""
+        raise NotImplementedError
+
+    def update(self, param: np.ndarray, grad: np.ndarray, state: State) -> tuple[np.ndarray, dict[str, Any]]:
+        return self.formula(ARRAYS, param, grad, state)
+
+    def terms(self, w: float, g: float, state: Mapping[str, float | None]) -> list[Term]:
+        ops = Recording()
+        g = ops.term("g", "∂L/∂W", scalar(g), lambda: num(g))
+        with np.errstate(all="ignore"):
+            self.formula(ops, scalar(w), g, {k: scalar(v) for k, v in state.items()})
+        return ops.terms
+
+    def decay(self, ops: Ops, w: Any, g: Any) -> tuple[Any, Any]:
+        """Weight decay, for every optimizer that has it: L2 in the gradient, `g + λ·W`, as
+        torch's weight_decay; or decoupled, `W·(1 − η·λ)` before the step, as AdamW."""
+        lam = self.weight_decay
+        if not lam:
+            return w, g
+        if self.decoupled_weight_decay:
+            return ops.term("W", "W_old·(1 − η·λ)", w * (1 - self.lr * lam),
+                            lambda: f"{num(w)} × (1 − {hp(self.lr)} × {hp(lam)})"), g
+        return w, ops.term("g", "g + λ·W", g + lam * w, lambda: f"{num(g)} + {hp(lam)} × {factor(num(w))}")
 
 
 def check_hyperparameters(opt: Any) -> None:
