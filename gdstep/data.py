@@ -15,6 +15,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from gdstep.errors import MissingColumn
+
 # kind -> {option: default}; `None` means required or computed.
 DATA_OPTIONS: dict[str, dict[str, Any]] = {
     "xor": {"n": 200, "noise": 0.1},
@@ -168,11 +170,11 @@ def read_csv(path: Path, target: str | None, features: list[str] | None) -> Data
         raise ValueError("no data rows after the header")
     target = header[-1] if target is None else target
     if target not in header:
-        raise ValueError(f"no column {target!r} (columns: {', '.join(header)})")
+        raise MissingColumn(target, header)
     features = [h for h in header if h != target] if features is None else list(features)
     for name in features:
         if name not in header:
-            raise ValueError(f"no column {name!r} (columns: {', '.join(header)})")
+            raise MissingColumn(name, header)
     cols = {name: header.index(name) for name in header}
     x = np.empty((len(body), len(features)))
     raw_y = []

@@ -25,6 +25,22 @@ def index_problem(name: str, shape, index) -> str | None:
     return None
 
 
+class HyperparameterError(ValueError):
+    """An optimizer argument torch.optim would refuse; `key` names it (None: the call as a whole)."""
+
+    def __init__(self, key: str | None, message: str):
+        self.key, self.message = key, message
+        super().__init__(f"{key}: {message}" if key else message)
+
+
+class MissingColumn(ValueError):
+    """A csv file without the column a scenario names."""
+
+    def __init__(self, column: str, header: list[str]):
+        self.column = column
+        super().__init__(f"no column {column!r} (columns: {', '.join(header)})")
+
+
 class GdstepError(Exception):
     """A mistake of the user's, described in one line."""
 

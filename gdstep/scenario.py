@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from gdstep.data import DATA_OPTIONS, Dataset, make_dataset, targets_for
-from gdstep.errors import ConditionError, ScenarioError, suggest
+from gdstep.errors import ConditionError, HyperparameterError, MissingColumn, ScenarioError, suggest
 from gdstep.nn.init import INITS
 from gdstep.nn.layers import ACTIVATIONS
 from gdstep.nn.losses import LOSSES
@@ -330,12 +330,12 @@ def _read_optimizer(top: _Table) -> Optimizer:
     t.done(["kind", *field_names])
     try:
         return make_optimizer(kind, **args)
-    except ValueError as e:
-        key, _, message = str(e).partition(": ")
-        where = t.key_path(key) if key in field_names else t.path
-        if key == "lr" and "must be >= 0" in message:
+    except HyperparameterError as e:
+        named = e.key in field_names
+        message = e.message if named else str(e)
+        if e.key == "lr" and "must be >= 0" in message:
             message = f"the learning rate must be >= 0, got {args['lr']}"
-        raise ScenarioError(t.file, where, message if key in field_names else str(e)) from None
+        raise ScenarioError(t.file, t.key_path(e.key) if named else t.path, message) from None
 
 
 def _read_training(top: _Table) -> TrainingConfig:
@@ -412,11 +412,11 @@ def parse_scenario(text: str, path: Path | None = None) -> Scenario:
                                base_dir=path.parent if path else None)
     except OSError as e:
         raise ScenarioError(file, "data.path", f"cannot read {e.filename}: {e.strerror}") from None
-    except (ValueError, MemoryError) as e:                        # MemoryError: n far too large
-        where = "data.path" if data.kind == "csv" else "data"
-        if data.kind == "csv" and str(e).startswith("no column "):   # name the key that names the column
-            where = "data.target" if str(e).startswith(f"no column {data.options['target']!r}") else "data.features"
+    except MissingColumn as e:                                    # name the key that names the column
+        where = "data.target" if e.column == data.options["target"] else "data.features"
         raise ScenarioError(file, where, str(e)) from None
+    except (ValueError, MemoryError) as e:                        # MemoryError: n far too large
+        raise ScenarioError(file, "data.path" if data.kind == "csv" else "data", str(e)) from None
     if data.standardize:
         dataset = dataset.standardized()
     net = build_model(model.layers, dataset.n_features)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from gdstep.errors import HyperparameterError
 from gdstep.optim.adagrad import Adagrad
 from gdstep.optim.adam import Adam
 from gdstep.optim.adamw import AdamW
@@ -20,15 +21,15 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {cls.kind: cls for cls in (SGD, RMSprop
 
 
 def make_optimizer(kind: str, **hyperparameters: Any) -> Optimizer:
-    """Build an optimizer by name; unknown kinds or arguments raise ValueError naming them."""
+    """Build an optimizer by name; unknown kinds or arguments raise HyperparameterError (a ValueError) naming them."""
     try:
         cls = OPTIMIZERS[kind]
     except KeyError:
-        raise ValueError(f"unknown optimizer {kind!r} (expected one of: {', '.join(OPTIMIZERS)})") from None
+        raise HyperparameterError(None, f"unknown optimizer {kind!r} (expected one of: {', '.join(OPTIMIZERS)})") from None
     defaults = {f.name: f.default for f in dataclasses.fields(cls)}
     for key, value in hyperparameters.items():
         if key not in defaults:
-            raise ValueError(f"{kind} has no argument {key!r} (expected one of: {', '.join(sorted(defaults))})")
+            raise HyperparameterError(None, f"{kind} has no argument {key!r} (expected one of: {', '.join(sorted(defaults))})")
         hyperparameters[key] = _checked(key, value, defaults[key])
     return cls(**hyperparameters)
 
@@ -40,14 +41,14 @@ def _checked(key: str, value: Any, default: Any) -> Any:
 
     if isinstance(default, bool):
         if not isinstance(value, bool):
-            raise ValueError(f"{key}: expected true or false, got {value!r}")
+            raise HyperparameterError(key, f"expected true or false, got {value!r}")
         return value
     if isinstance(default, tuple):
         if not isinstance(value, (tuple, list)) or len(value) != 2 or not all(number(v) for v in value):
-            raise ValueError(f"{key}: expected two numbers such as 0.9,0.999, got {value!r}")
+            raise HyperparameterError(key, f"expected two numbers such as 0.9,0.999, got {value!r}")
         return tuple(float(v) for v in value)
     if not number(value):
-        raise ValueError(f"{key}: expected a number, got {value!r}")
+        raise HyperparameterError(key, f"expected a number, got {value!r}")
     return float(value)
 
 

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
+from gdstep.errors import HyperparameterError
 from gdstep.fmt import factor, hp, num
 from gdstep.optim.ops import ARRAYS, Ops, Recording, Term, scalar
 
@@ -76,18 +77,18 @@ class Optimizer:
 
 
 def check_hyperparameters(opt: Any) -> None:
-    """torch.optim's own argument checks, raised as ValueError naming the field."""
+    """torch.optim's own argument checks, raised as HyperparameterError naming the field."""
     for f in dataclasses.fields(opt):
         value = getattr(opt, f.name)
         if f.name == "betas":
             if not (isinstance(value, tuple) and len(value) == 2):
-                raise ValueError(f"betas: expected two numbers, got {value!r}")
+                raise HyperparameterError("betas", f"expected two numbers, got {value!r}")
             for i, b in enumerate(value):
                 if not 0.0 <= b < 1.0:
-                    raise ValueError(f"betas: beta{i + 1} must be in [0, 1), got {b}")
+                    raise HyperparameterError("betas", f"beta{i + 1} must be in [0, 1), got {b}")
         elif isinstance(value, bool):
             continue
         elif isinstance(value, (int, float)) and value < 0:
-            raise ValueError(f"{f.name}: must be >= 0, got {value}")
+            raise HyperparameterError(f.name, f"must be >= 0, got {value}")
     if getattr(opt, "nesterov", False) and (opt.momentum <= 0 or opt.dampening != 0):
-        raise ValueError("nesterov: needs momentum > 0 and dampening = 0")
+        raise HyperparameterError("nesterov", "needs momentum > 0 and dampening = 0")
