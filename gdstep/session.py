@@ -82,9 +82,9 @@ class Session:
         # A run checks each linear layer's z and the last output: our activations map finite
         # inputs to finite outputs, so this finds any non-finite activation. Other layers (a
         # custom module's) are all checked.
-        known = {"linear", "sigmoid", "tanh", "relu", "leaky_relu", "identity"}
+        from gdstep.nn.layers import keeps_finite
         self._checked_layers = tuple(i for i, info in enumerate(backend.layers)
-                                     if info.kind not in known or info.kind == "linear" or i == len(backend.layers) - 1)
+                                     if not keeps_finite(info.kind) or i == len(backend.layers) - 1)
         for text in scenario.breakpoints:
             self.add_breakpoint(text, log=False)
         for note in getattr(backend, "notes", ()):     # e.g. device "auto" fell back to the cpu

@@ -14,22 +14,12 @@ from gdstep.backends.torch_optim import build
 from gdstep.backends.torch_support import require_torch, resolve_device, torch_dtype
 from gdstep.data import targets_for
 from gdstep.nn.init import initial_params
-from gdstep.nn.layers import Linear
 
 
 def build_sequential(model, dtype, device):
     """torch.nn.Sequential with the layers of a numpy Sequential, so the names agree."""
     torch = require_torch()
-    nn = torch.nn
-    modules = []
-    for layer in model.layers:
-        if isinstance(layer, Linear):
-            modules.append(nn.Linear(layer.in_features, layer.out_features, bias=layer.has_bias))
-        elif layer.kind == "leaky_relu":
-            modules.append(nn.LeakyReLU(layer.negative_slope))
-        else:
-            modules.append({"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU, "identity": nn.Identity}[layer.kind]())
-    return nn.Sequential(*modules).to(device=device, dtype=dtype)
+    return torch.nn.Sequential(*(layer.torch_module() for layer in model.layers)).to(device=device, dtype=dtype)
 
 
 class TorchBackend(ModuleBackend):
@@ -55,7 +45,7 @@ class TorchBackend(ModuleBackend):
         trainable = [name for name, _ in model.named_parameters() if name not in frozen]
         params = [p for name, p in model.named_parameters() if name not in frozen]
         optimizer = build(scenario.optimizer, params)
-        super().__init__(model, ScenarioLoss(scenario.loss.kind, scenario.loss.delta), optimizer, x, y,
+        super().__init__(model, ScenarioLoss(scenario.loss.kind, **scenario.loss.options), optimizer, x, y,
                          trainable=trainable, layers=layer_infos(numpy_model), config=scenario.optimizer)
         self.scenario = scenario
         if note:
