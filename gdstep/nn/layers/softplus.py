@@ -34,7 +34,7 @@ class Softplus(Activation):
 
     @property
     def derivative_text(self) -> str:
-        return f"softplus'(z) = σ(β·z) = e^(βz) / (1 + e^(βz)), 1 where β·z > {self.threshold:g}; β = {self.beta:g}"
+        return f"softplus'(z) = σ(β·z), 1 where β·z > {self.threshold:g}; β = {self.beta:g}"
 
     def forward(self, params, x):
         bx = x * self.beta
