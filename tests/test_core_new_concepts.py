@@ -315,3 +315,29 @@ def test_a_users_nll_loss_reports_accuracy_as_nll():
         assert loss.accuracy(logp, target) == pytest.approx(2 / 3)
     per_sample, value = ModuleLoss(torch.nn.NLLLoss())(logp, target)
     np.testing.assert_allclose(per_sample.numpy(), -logp[torch.arange(3), target].numpy())
+
+
+def test_a_python_scenario_with_the_new_modules_is_read_as_these_kinds(tmp_path):
+    path = tmp_path / "model.py"
+    path.write_text("""
+import torch
+from torch import nn
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(2, 4), nn.Softplus(beta=2.0), nn.Linear(4, 4), nn.GELU(approximate="tanh"),
+                      nn.Linear(4, 3), nn.LogSoftmax(dim=1))
+loss_fn = nn.NLLLoss()
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+data = (torch.randn(12, 2, dtype=torch.float64), torch.randint(0, 3, (12,)))
+""", encoding="utf-8")
+    s = gdstep.open(path, dtype="float64")
+    assert [info.kind for info in s.backend.layers] == ["linear", "softplus", "linear", "gelu_tanh", "linear", "log_softmax"]
+    assert s.scenario.loss.kind == "nll" and s.scenario.is_classifier
+    s.forward()
+    s.loss()
+    s.backward()
+    c = s.chain_rule("0.weight", (1, 0))
+    assert "softplus'(z) = σ(β·z), 1 where β·z > 20; β = 2" in c.delta_line
+    assert "log_softmax: δz" in s.chain_rule("4.weight", (0, 0)).delta_line
+    _, accuracy = s.backend.evaluate()
+    out = s.backend.model(s.backend.x)
+    assert accuracy == pytest.approx((out.argmax(1) == s.backend.y).double().mean().item())
