@@ -14,8 +14,6 @@ from typing import Any
 from gdstep.errors import GdstepError
 from gdstep.nn.losses import LOSSES, loss_class, loss_for_torch_class, torch_loss_kind
 
-KINDS = tuple(LOSSES)
-
 
 class ScenarioLoss:
     """A scenario's `[loss]` on torch tensors: `(per_sample, loss) = loss(output, target)`."""
