@@ -158,8 +158,8 @@ def chain_rule(session, name: str, index: tuple[int, ...], shown: int = 4) -> Ch
     outputs = fwd.outputs
     after = layers[k + 1].layer if k + 1 < len(layers) else None     # the layer z goes into
     if after is not None:
-        row = (lambda a: arrays.to_numpy(a)[0])
-        delta_line = after.delta_line(i, row(outputs[k]), row(outputs[k + 1]), row(bwd.deltas[k + 1]), float(delta[0]))
+        z, a, upstream = (arrays.to_numpy(t)[0] for t in (outputs[k], outputs[k + 1], bwd.deltas[k + 1]))
+        delta_line = after.delta_line(i, z, a, upstream, float(delta[0]))
     elif k == len(layers) - 1:
         loss_kind = session.scenario.loss.kind
         delta_line = f"δ[0,{i}] = ∂L/∂y[0,{i}] = {_loss_grad(loss_kind)} = {num(delta[0])}   (loss {loss_kind})"
