@@ -221,28 +221,8 @@ def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
 
 
 def targets_for(dataset: Dataset, loss_kind: str, out_features: int) -> np.ndarray:
-    """The targets in the form the loss takes: class indices for cross_entropy, one column
-    of 0/1 for bce with one output, one-hot for a regression loss on k > 1 outputs."""
-    y = dataset.y
-    if loss_kind == "cross_entropy":
-        if y.ndim == 2:
-            if y.shape[1] != 1 or not np.all(y == np.round(y)):
-                raise ValueError("cross_entropy needs integer class labels as targets")
-            y = y[:, 0].astype(np.int64)
-        if y.min() < 0 or y.max() >= out_features:
-            k = int(y.max()) + 1
-            raise ValueError(f"class labels run 0..{k - 1} but the model has {out_features} output"
-                             f"{'s' if out_features != 1 else ''}: cross_entropy needs one output per class, "
-                             f"so end the layers with {{ linear = {k} }}" + (" (or use bce after a sigmoid)" if k == 2 else ""))
-        return y
-    if y.ndim == 1:
-        if out_features == 1:
-            return y.astype(float)[:, None]
-        if y.max() >= out_features:
-            raise ValueError(f"class labels run 0..{int(y.max())} but the model has {out_features} outputs")
-        onehot = np.zeros((len(y), out_features))
-        onehot[np.arange(len(y)), y] = 1.0
-        return onehot
-    if y.shape[1] != out_features:
-        raise ValueError(f"targets have {y.shape[1]} columns but the model has {out_features} outputs")
-    return y
+    """The targets in the form the loss takes (its class's `targets`): class indices, or float
+    columns (one column of 0/1 for labels and one output, one-hot for k > 1 outputs)."""
+    from gdstep.nn.losses import LOSSES
+
+    return LOSSES[loss_kind].targets(dataset.y, out_features)

@@ -10,6 +10,8 @@ from typing import Any
 from gdstep import arrays
 from gdstep.errors import GdstepError, index_problem
 from gdstep.fmt import factor, index_text, num
+from gdstep.nn.layers import is_affine
+from gdstep.nn.losses import loss_class
 from gdstep.optim.base import Term
 
 
@@ -117,17 +119,9 @@ class ChainRule:
         return "\n".join(self.lines)
 
 
-_DERIVATIVE = {
-    "sigmoid": ("σ'(z) = a·(1 − a)", lambda z, a: a * (1 - a)),
-    "tanh": ("tanh'(z) = 1 − a²", lambda z, a: 1 - a * a),
-    "relu": ("relu'(z) = 1 if z > 0 else 0", lambda z, a: 1.0 if z > 0 else 0.0),
-    "identity": ("1", lambda z, a: 1.0),
-}
-
-_LOSS_GRAD = {
-    "half_sse": "y − t", "sse": "2·(y − t)", "mse": "2·(y − t) / N", "mae": "sign(y − t) / N",
-    "huber": "clip(y − t, −δ, δ) / N", "bce": "(y − t) / (y·(1 − y)) / N", "cross_entropy": "(softmax(z) − onehot(t)) / B",
-}
+def _loss_grad(kind: str) -> str:
+    """∂L/∂y as its loss class writes it."""
+    return getattr(loss_class(kind), "grad_formula", "∂L/∂y")
 
 
 def chain_rule(session, name: str, index: tuple[int, ...], shown: int = 4) -> ChainRule:
@@ -139,7 +133,7 @@ def chain_rule(session, name: str, index: tuple[int, ...], shown: int = 4) -> Ch
         raise GdstepError("no backward has run yet: the chain rule needs δ from the backward phase")
     layer_text, _, kind = name.partition(".")
     layers = session.backend.layers
-    if not layer_text.isdigit() or int(layer_text) >= len(layers) or layers[int(layer_text)].kind != "linear":
+    if not layer_text.isdigit() or int(layer_text) >= len(layers) or not is_affine(layers[int(layer_text)].kind):
         raise GdstepError(f"the chain rule is shown for the linear layers of a scenario model, not {name}")
     k = int(layer_text)
     i = index[0]
@@ -162,20 +156,13 @@ def chain_rule(session, name: str, index: tuple[int, ...], shown: int = 4) -> Ch
     lines = [head, "  = " + " + ".join(parts) + more, f"  = {num(value)}"]
     delta_line = None
     outputs = fwd.outputs
-    z0 = arrays.element(outputs[k], (0, i))
-    if k + 1 < len(layers) and layers[k + 1].kind in _DERIVATIVE:
-        act = layers[k + 1].kind
-        formula, fprime = _DERIVATIVE[act]
-        a0 = arrays.element(outputs[k + 1], (0, i))
-        upstream = arrays.element(bwd.deltas[k + 1], (0, i))
-        delta_line = (f"δ[0,{i}] = ∂L/∂a[0,{i}] · f'(z[0,{i}]) = {factor(num(upstream))} × {num(fprime(z0, a0))}"
-                      f" = {num(delta[0])}   ({formula})")
-    elif k + 1 < len(layers) and layers[k + 1].kind == "leaky_relu":
-        upstream = arrays.element(bwd.deltas[k + 1], (0, i))
-        delta_line = f"δ[0,{i}] = ∂L/∂a[0,{i}] · f'(z[0,{i}]) = {factor(num(upstream))} × f'({num(z0)}) = {num(delta[0])}"
+    after = layers[k + 1].layer if k + 1 < len(layers) else None     # the layer z goes into
+    if after is not None:
+        z, a, upstream = (arrays.to_numpy(t)[0] for t in (outputs[k], outputs[k + 1], bwd.deltas[k + 1]))
+        delta_line = after.delta_line(i, z, a, upstream, float(delta[0]))
     elif k == len(layers) - 1:
         loss_kind = session.scenario.loss.kind
-        delta_line = f"δ[0,{i}] = ∂L/∂y[0,{i}] = {_LOSS_GRAD.get(loss_kind, '∂L/∂y')} = {num(delta[0])}   (loss {loss_kind})"
+        delta_line = f"δ[0,{i}] = ∂L/∂y[0,{i}] = {_loss_grad(loss_kind)} = {num(delta[0])}   (loss {loss_kind})"
     if delta_line:
         lines.append(delta_line)
         upstream_line = _upstream_line(session, fwd, bwd, k, i, shown)
@@ -188,16 +175,16 @@ def _upstream_line(session, fwd, bwd, k: int, i: int, shown: int) -> str | None:
     """Where ∂L/∂a of the activation after layer k comes from: back through the next
     linear layer (Σ_j δ[0,j]·W[j,i]), or the loss itself when the activation is the output."""
     layers = session.backend.layers
-    if k + 1 >= len(layers) or layers[k + 1].kind == "linear":
+    if k + 1 >= len(layers) or is_affine(layers[k + 1].kind):
         return None
     upstream = arrays.element(bwd.deltas[k + 1], (0, i))
     if k + 1 == len(layers) - 1:
         loss_kind = session.scenario.loss.kind
         y = arrays.element(fwd.outputs[k + 1], (0, i))
-        return (f"∂L/∂a[0,{i}] = ∂L/∂y[0,{i}] = {_LOSS_GRAD.get(loss_kind, '∂L/∂y')} = {factor(num(upstream))}"
+        return (f"∂L/∂a[0,{i}] = ∂L/∂y[0,{i}] = {_loss_grad(loss_kind)} = {factor(num(upstream))}"
                 f"   (y[0,{i}] = {num(y)}, loss {loss_kind})")
     nxt = k + 2
-    if nxt >= len(layers) or layers[nxt].kind != "linear":
+    if nxt >= len(layers) or not is_affine(layers[nxt].kind):
         return None
     weight_name = f"{nxt}.weight"
     upd = session.record("update")

@@ -20,8 +20,8 @@ import numpy as np
 from gdstep.data import DATA_OPTIONS, Dataset, make_dataset, targets_for
 from gdstep.errors import ConditionError, HyperparameterError, MissingColumn, ScenarioError, suggest
 from gdstep.nn.init import INITS
-from gdstep.nn.layers import ACTIVATIONS
-from gdstep.nn.losses import LOSSES
+from gdstep.nn.layers import LAYERS, layer_class
+from gdstep.nn.losses import LOSSES, loss_class
 from gdstep.nn.model import Sequential, build_model
 from gdstep.optim import OPTIMIZERS, Optimizer, make_optimizer
 
@@ -29,19 +29,29 @@ _REQUIRED = object()
 DTYPES = ("float64", "float32")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class LayerSpec:
-    kind: str                       # "linear" or an activation name
-    out_features: int | None = None  # linear only
-    bias: bool = True                # linear only
-    negative_slope: float = 0.01     # leaky_relu only
+    """A layer as the scenario names it: its kind and the options its class takes, e.g.
+    `LayerSpec("linear", 5, bias=False)`, `LayerSpec("leaky_relu", negative_slope=0.2)`."""
+
+    kind: str                                   # a key of gdstep.nn.layers.LAYERS
+    options: tuple[tuple[str, Any], ...]        # (name, value) of every option, defaults filled in
+
+    def __init__(self, kind: str, *args: Any, **kwargs: Any):
+        cls = layer_class(kind)
+        if cls is None:
+            raise ValueError(f"unknown layer {kind!r}")
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "options", tuple(cls.options(*args, **kwargs).items()))
+
+    def __getattr__(self, name: str) -> Any:        # spec.out_features, spec.negative_slope
+        for key, value in self.__dict__.get("options", ()):
+            if key == name:
+                return value
+        raise AttributeError(name)
 
     def __str__(self) -> str:
-        if self.kind == "linear":
-            return f"linear {self.out_features}" + ("" if self.bias else " (no bias)")
-        if self.kind == "leaky_relu":
-            return f"leaky_relu({self.negative_slope:g})"
-        return self.kind
+        return LAYERS[self.kind].spec_text(dict(self.options))
 
 
 @dataclass(frozen=True)
@@ -62,8 +72,18 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    kind: str
-    delta: float = 1.0              # huber only
+    kind: str                                           # a key of gdstep.nn.losses.LOSSES (or a user's loss)
+    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # its class's arguments, e.g. huber's delta
+
+    def __getattr__(self, name: str) -> Any:        # loss.delta
+        options = self.__dict__.get("options", {})
+        if name in options:
+            return options[name]
+        raise AttributeError(name)
+
+    def __str__(self) -> str:
+        cls = loss_class(self.kind)
+        return cls.config_text(self.options) if cls is not None else self.kind
 
 
 @dataclass(frozen=True)
@@ -97,12 +117,8 @@ class Scenario:
         return build_model(self.model.layers, self.dataset.n_features)
 
     @property
-    def targets(self) -> np.ndarray:
-        return targets_for(self.dataset, self.loss.kind, self.build_model().out_features)
-
-    @property
     def is_classifier(self) -> bool:
-        return self.loss.kind in ("bce", "cross_entropy")
+        return getattr(loss_class(self.loss.kind), "classification", False)
 
 
 # -- reading -------------------------------------------------------------------------------------
@@ -186,32 +202,25 @@ def _read_layers(model: _Table) -> tuple[LayerSpec, ...]:
     where_all = model.key_path("layers")
     if not raw:
         model.fail(where_all, "needs at least one layer")
-    names = ["linear", *ACTIVATIONS]
     specs = []
     for i, item in enumerate(raw):
         where = f"{where_all}[{i}]"
         if isinstance(item, str):
-            if item == "linear":
-                model.fail(where, "a linear layer needs its size: { linear = 4 }")
-            if item not in ACTIVATIONS:
-                model.fail(where, f"unknown layer {item!r}" + suggest(item, names))
-            specs.append(LayerSpec(item))
+            cls = layer_class(item)
+            if cls is None:
+                model.fail(where, f"unknown layer {item!r}" + suggest(item, list(LAYERS)))
+            specs.append(LayerSpec(item, **cls.read_name(lambda message: model.fail(where, message))))
         elif isinstance(item, dict):
             t = _Table(item, where, model.file)
-            if "linear" in item:
-                out = t.get("linear", int)
-                if out < 1:
-                    t.fail(t.key_path("linear"), f"must be a positive number of units, got {out}")
-                specs.append(LayerSpec("linear", out, bias=t.get("bias", bool, True)))
-            elif "leaky_relu" in item:
-                slope = t.get("leaky_relu", float)
-                specs.append(LayerSpec("leaky_relu", negative_slope=slope))
-            else:
-                t.fail(where, "expected { linear = N } or { leaky_relu = SLOPE } or an activation name")
+            cls = next((LAYERS[key] for key in item if key in LAYERS and LAYERS[key].table_form), None)
+            if cls is None:
+                forms = " or ".join(c.table_form for c in LAYERS.values() if c.table_form)
+                t.fail(where, f"expected {forms} or an activation name")
+            specs.append(LayerSpec(cls.kind, **cls.read_table(t)))
             t.done()
         else:
             model.fail(where, f"expected a layer such as {{ linear = 4 }} or \"tanh\", got {_type_name(item)}")
-    if not any(s.kind == "linear" for s in specs):
+    if not any(LAYERS[s.kind].affine for s in specs):
         model.fail(where_all, "needs at least one { linear = N } layer")
     return tuple(specs)
 
@@ -297,11 +306,9 @@ def _read_loss(top: _Table) -> LossConfig:
     kind = t.get("kind", str)
     if kind not in LOSSES:
         t.fail(t.key_path("kind"), f"unknown loss {kind!r}" + suggest(kind, LOSSES))
-    delta = t.get("delta", float, 1.0) if kind == "huber" else 1.0
-    if delta <= 0:
-        t.fail(t.key_path("delta"), f"must be positive, got {delta}")
+    options = LOSSES[kind].read_options(t)
     t.done()
-    return LossConfig(kind, delta)
+    return LossConfig(kind, MappingProxyType(options))
 
 
 def _read_optimizer(top: _Table) -> Optimizer:
@@ -420,8 +427,9 @@ def parse_scenario(text: str, path: Path | None = None) -> Scenario:
     if data.standardize:
         dataset = dataset.standardized()
     net = build_model(model.layers, dataset.n_features)
-    if loss.kind == "bce" and model.layers[-1].kind != "sigmoid":
-        raise ScenarioError(file, "loss.kind", 'bce takes probabilities: end model.layers with "sigmoid"')
+    problem = LOSSES[loss.kind].check_layers(tuple(spec.kind for spec in model.layers))
+    if problem:
+        raise ScenarioError(file, "loss.kind", problem)
     try:
         targets_for(dataset, loss.kind, net.out_features)
     except ValueError as e:

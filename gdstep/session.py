@@ -29,6 +29,7 @@ from gdstep.conditions import parse_condition
 from gdstep.data import epoch_permutation
 from gdstep.errors import GdstepError, PhaseOrderError
 from gdstep.history import HistoryArrays
+from gdstep.nn.layers import keeps_finite
 from gdstep.records import PHASES, BackwardRecord, Cursor, Event, ForwardRecord, LossRecord, NonFinite, UpdateRecord
 from gdstep.run_loop import RunLoop
 from gdstep.settings import SettingsLog
@@ -61,12 +62,11 @@ class Session(RunLoop, SessionValues):
         self._timeline.save(self._checkpoint())
         self._phase_fns = (self._forward, self._loss, self._backward, self._update)
         self._layer_names = tuple(f"{info.name} {info.kind}" for info in backend.layers)
-        # A run checks each linear layer's z and the last output: our activations map finite
-        # inputs to finite outputs, so this finds any non-finite activation. Other layers (a
-        # custom module's) are all checked.
-        known = {"linear", "sigmoid", "tanh", "relu", "leaky_relu", "identity"}
+        # A run checks the outputs of the layers that can turn finite inputs non-finite (a
+        # linear layer's z, a custom module's output) and the last output: the others map
+        # finite to finite, so this finds any non-finite activation.
         self._checked_layers = tuple(i for i, info in enumerate(backend.layers)
-                                     if info.kind not in known or info.kind == "linear" or i == len(backend.layers) - 1)
+                                     if not keeps_finite(info.kind) or i == len(backend.layers) - 1)
         for text in scenario.breakpoints:
             self.add_breakpoint(text, log=False)
         for note in getattr(backend, "notes", ()):     # e.g. device "auto" fell back to the cpu

@@ -39,7 +39,7 @@ def describe_scenario(session) -> str:
     init = s.model.init + (f" (scale {s.model.init_scale:g})" if s.model.init_scale else "")
     explicit = f", explicit values for {', '.join(s.init)}" if s.init else ""
     lines.append(f"  parameters {n_params} ({', '.join(f'{n} {tuple(sh)}' for n, sh in b.param_shapes.items())}){frozen}; init {init}{explicit}")
-    lines.append(f"  loss       {s.loss.kind}" + (f" (delta {s.loss.delta:g})" if s.loss.kind == "huber" else ""))
+    lines.append(f"  loss       {s.loss}")
     lines.append(f"  optimizer  {_optimizer_text(s.optimizer)}")
     t = s.training
     batch = "full batch" if t.batch_size is None else f"batch {t.batch_size}"

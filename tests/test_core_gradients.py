@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from gdstep.nn.layers import ACTIVATIONS, Identity, LeakyReLU, Linear, ReLU, Sigmoid, Tanh
-from gdstep.nn.losses import BCE, LOSSES, MAE, MSE, SSE, CrossEntropy, HalfSSE, Huber
+from gdstep.nn.losses import BCE, LOSSES, MAE, MSE, NLL, SSE, CrossEntropy, HalfSSE, Huber
 from gdstep.nn.model import Sequential
 
 H = 1e-6
@@ -48,6 +48,11 @@ TORCH_ACTIVATION = {
     "relu": F.relu,
     "leaky_relu": lambda x: F.leaky_relu(x, 0.01),
     "identity": lambda x: x,
+    "softplus": F.softplus,
+    "elu": F.elu,
+    "gelu": F.gelu,
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "log_softmax": lambda x: F.log_softmax(x, dim=1),
 }
 
 
@@ -163,6 +168,8 @@ def torch_loss(kind: str, out: torch.Tensor, target: torch.Tensor, delta: float 
         return torch.nn.BCELoss(reduction="mean")(out, target)
     if kind == "cross_entropy":
         return torch.nn.CrossEntropyLoss(reduction="mean")(out, target)
+    if kind == "nll":
+        return torch.nn.NLLLoss(reduction="mean")(out, target)
     raise AssertionError(kind)
 
 
@@ -183,6 +190,8 @@ def torch_per_sample(kind: str, out: torch.Tensor, target: torch.Tensor, delta: 
         return torch.nn.BCELoss(reduction="none")(out, target).mean(dim=1)
     if kind == "cross_entropy":
         return torch.nn.CrossEntropyLoss(reduction="none")(out, target)
+    if kind == "nll":
+        return torch.nn.NLLLoss(reduction="none")(out, target)
     raise AssertionError(kind)
 
 
@@ -191,6 +200,8 @@ def loss_case(kind: str, rng: np.random.Generator, delta: float = 1.0):
     b, k = 7, 3
     if kind == "cross_entropy":
         return CrossEntropy(), 3.0 * rng.standard_normal((b, k)), rng.integers(0, k, size=b)
+    if kind == "nll":
+        return NLL(), CrossEntropy.log_softmax(3.0 * rng.standard_normal((b, k))), rng.integers(0, k, size=b)
     if kind == "bce":
         return BCE(), rng.uniform(0.05, 0.95, size=(b, k)), rng.integers(0, 2, size=(b, k)).astype(float)
     target = rng.standard_normal((b, k))
@@ -201,7 +212,7 @@ def loss_case(kind: str, rng: np.random.Generator, delta: float = 1.0):
     return LOSSES[kind](), target + away_from_zero(rng, (b, k)), target
 
 
-LOSS_KINDS = ["mse", "sse", "half_sse", "mae", "huber", "bce", "cross_entropy"]
+LOSS_KINDS = ["mse", "sse", "half_sse", "mae", "huber", "bce", "cross_entropy", "nll"]
 
 
 def test_every_loss_is_covered():
@@ -213,7 +224,7 @@ def test_loss_value_and_per_sample_match_torch(kind):
     rng = np.random.default_rng(5)
     loss, out, target = loss_case(kind, rng)
     per_sample, value = loss.forward(out, target)
-    tt = torch.tensor(target) if kind == "cross_entropy" else torch.tensor(target, dtype=torch.float64)
+    tt = torch.tensor(target) if kind in ("cross_entropy", "nll") else torch.tensor(target, dtype=torch.float64)
     ref = torch_loss(kind, torch.tensor(out), tt).item()
     assert value == pytest.approx(ref, rel=1e-13, abs=1e-15)
     np.testing.assert_allclose(per_sample, torch_per_sample(kind, torch.tensor(out), tt).numpy(), rtol=1e-13, atol=1e-15)
@@ -228,7 +239,7 @@ def test_loss_gradient_matches_autograd_and_finite_differences(kind):
     assert grad.shape == out.shape
 
     ot = t64(out)
-    tt = torch.tensor(target) if kind == "cross_entropy" else torch.tensor(target, dtype=torch.float64)
+    tt = torch.tensor(target) if kind in ("cross_entropy", "nll") else torch.tensor(target, dtype=torch.float64)
     torch_loss(kind, ot, tt).backward()
     np.testing.assert_allclose(grad, ot.grad.numpy(), rtol=1e-12, atol=1e-15)
 

@@ -8,7 +8,7 @@ may carry private values from one phase to the next (torch keeps its autograd gr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
@@ -25,6 +25,7 @@ class LayerInfo:
     kind: str                         # "linear", "tanh", or the module's class name
     text: str                         # "Linear(2 → 4)"
     params: tuple[str, ...]           # its parameter names
+    layer: Any = field(default=None, compare=False, repr=False)  # the gdstep.nn layer it computes, if any
 
 
 class Backend(Protocol):

@@ -15,14 +15,13 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from gdstep.backends.base import LayerInfo
-from gdstep.nn.layers import Linear
-from gdstep.nn.losses import LOSSES, Huber, Loss
+from gdstep.nn.losses import Loss, make_loss as _make_loss
 from gdstep.problem import as_problem
 from gdstep.records import ParamUpdate
 
 
 def make_loss(config) -> Loss:
-    return Huber(config.delta) if config.kind == "huber" else LOSSES[config.kind]()
+    return _make_loss(config.kind, config.options)
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
@@ -61,11 +60,7 @@ class FlatLayout:
 def layer_infos(model) -> tuple[LayerInfo, ...]:
     infos = []
     for layer in model.layers:
-        if isinstance(layer, Linear):
-            text = f"Linear({layer.in_features} → {layer.out_features})" + ("" if layer.has_bias else ", no bias")
-        else:
-            text = repr(layer).replace("()", "")
-        infos.append(LayerInfo(layer.index, str(layer.index), layer.kind, text, tuple(layer.param_shapes)))
+        infos.append(LayerInfo(layer.index, str(layer.index), layer.kind, layer.text, tuple(layer.param_shapes), layer))
     return tuple(infos)
 
 
@@ -214,12 +209,7 @@ class NumpyBackend:
         with np.errstate(all="ignore"):
             out = self.model.forward(self._params, self.x)[-1]
             value = self.loss_fn.forward(out, self.y)[1]
-        kind = self.problem.loss.kind
-        if kind == "cross_entropy":
-            return value, float(np.mean(out.argmax(axis=1) == self.y))
-        if kind == "bce":
-            return value, float(np.mean((out > 0.5) == (self.y > 0.5)))
-        return value, None
+        return value, self.loss_fn.accuracy(out, self.y)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         with np.errstate(all="ignore"):

@@ -43,10 +43,6 @@ class PythonScenario(Scenario):
     def build_model(self):
         raise GdstepError(f"{self.file} is a Python scenario: it runs on the torch backend only")
 
-    @property
-    def targets(self) -> np.ndarray:
-        return self.dataset.y if self.dataset is not None else None
-
 
 def _where_in_file(path: Path, tb) -> str | None:
     line = None

@@ -12,23 +12,13 @@ from gdstep.backends.torch_loss import ScenarioLoss
 from gdstep.backends.torch_module import ModuleBackend
 from gdstep.backends.torch_optim import build
 from gdstep.backends.torch_support import require_torch, resolve_device, torch_dtype
-from gdstep.nn.layers import Linear
 from gdstep.problem import as_problem
 
 
 def build_sequential(model, dtype, device):
     """torch.nn.Sequential with the layers of a numpy Sequential, so the names agree."""
     torch = require_torch()
-    nn = torch.nn
-    modules = []
-    for layer in model.layers:
-        if isinstance(layer, Linear):
-            modules.append(nn.Linear(layer.in_features, layer.out_features, bias=layer.has_bias))
-        elif layer.kind == "leaky_relu":
-            modules.append(nn.LeakyReLU(layer.negative_slope))
-        else:
-            modules.append({"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU, "identity": nn.Identity}[layer.kind]())
-    return nn.Sequential(*modules).to(device=device, dtype=dtype)
+    return torch.nn.Sequential(*(layer.torch_module() for layer in model.layers)).to(device=device, dtype=dtype)
 
 
 class TorchBackend(ModuleBackend):
@@ -51,7 +41,7 @@ class TorchBackend(ModuleBackend):
         trainable = [name for name, _ in model.named_parameters() if name in problem.trainable]
         params = [p for name, p in model.named_parameters() if name in problem.trainable]
         optimizer = build(problem.optimizer, params)
-        super().__init__(model, ScenarioLoss(problem.loss.kind, problem.loss.delta), optimizer, x, y,
+        super().__init__(model, ScenarioLoss(problem.loss.kind, **problem.loss.options), optimizer, x, y,
                          trainable=trainable, layers=layer_infos(problem.model), config=problem.optimizer)
         self.problem = problem
         if note:

@@ -11,27 +11,22 @@ from __future__ import annotations
 from typing import Any
 
 from gdstep.backends.base import LayerInfo
+from gdstep.nn.layers import layer_from_torch
 
-KINDS = {"Linear": "linear", "Sigmoid": "sigmoid", "Tanh": "tanh", "ReLU": "relu",
-         "LeakyReLU": "leaky_relu", "Identity": "identity"}
 OUTPUT = "(output)"
 
 
 def layer_kind(module) -> str:
-    import torch.nn as nn
-
-    name = type(module).__name__
-    if name in KINDS and getattr(nn, name, None) is type(module):
-        return KINDS[name]
-    return name
+    """The gdstep layer kind a torch module computes (nn.Tanh() -> "tanh"), else its class name."""
+    layer = layer_from_torch(module)
+    return layer.kind if layer is not None else type(module).__name__
 
 
 def layer_text(module) -> str:
-    import torch.nn as nn
-
-    if type(module) is nn.Linear:
-        return f"Linear({module.in_features} → {module.out_features})" + ("" if module.bias is not None else ", no bias")
-    text = repr(module).replace("()", "")
+    layer = layer_from_torch(module)
+    text = type(layer).torch_text(module) if layer is not None else None
+    if text is None:
+        text = repr(module).replace("()", "")
     return text if "\n" not in text and len(text) <= 60 else type(module).__name__
 
 
@@ -60,7 +55,9 @@ def layer_infos(model, rows: list[tuple[str, Any]]) -> tuple[LayerInfo, ...]:
             infos.append(LayerInfo(i, OUTPUT, type(model).__name__, f"{type(model).__name__} output", direct))
             continue
         direct = tuple(f"{name}.{n}" for n, _ in module.named_parameters(recurse=False))
-        infos.append(LayerInfo(i, name, layer_kind(module), layer_text(module), direct))
+        layer = layer_from_torch(module, i)
+        infos.append(LayerInfo(i, name, layer.kind if layer is not None else type(module).__name__,
+                               layer_text(module), direct, layer))
     return tuple(infos)
 
 

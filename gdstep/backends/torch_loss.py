@@ -1,66 +1,39 @@
 """Losses on the torch backend: the scenario's losses as torch computes them, and the user's
 own `loss_fn`, each returning (per-sample losses, the loss with its autograd graph).
 
-The scenario losses reduce exactly as gdstep.nn.losses does (mean, except `sse` and
-`half_sse`); the per-sample values are the unreduced torch loss averaged (or summed) over
-each sample's outputs, as the numpy engine reports them.
+A scenario loss is its gdstep.nn.losses class's torch twin (`Loss.torch`), which reduces
+exactly as the numpy engine does; a user's torch loss is recognised as a gdstep loss kind
+where it computes one (`Loss.recognizes`).
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable
+from typing import Any
 
 from gdstep.errors import GdstepError
-
-KINDS = ("mse", "sse", "half_sse", "mae", "huber", "bce", "cross_entropy")
+from gdstep.nn.losses import LOSSES, loss_class, loss_for_torch_class, torch_loss_kind
 
 
 class ScenarioLoss:
     """A scenario's `[loss]` on torch tensors: `(per_sample, loss) = loss(output, target)`."""
 
-    def __init__(self, kind: str, delta: float = 1.0):
-        import torch.nn.functional as F
-
-        if kind not in KINDS:
+    def __init__(self, kind: str, **options):
+        if kind not in LOSSES:
             raise ValueError(f"unknown loss {kind!r}")
-        self.kind, self.delta = kind, delta
-        elementwise: dict[str, Callable] = {
-            "mse": F.mse_loss, "sse": F.mse_loss, "half_sse": F.mse_loss, "mae": F.l1_loss,
-            "bce": F.binary_cross_entropy, "cross_entropy": F.cross_entropy,
-            "huber": lambda out, t, reduction: F.huber_loss(out, t, reduction=reduction, delta=delta),
-        }
-        self._elementwise = elementwise[kind]
+        self.kind = kind
+        self._loss = LOSSES[kind](**options)
 
     def __call__(self, output, target):
-        per = self._elementwise(output, target, reduction="none")
-        kind = self.kind
-        if kind == "cross_entropy":
-            return per.detach(), per.mean()
-        if kind == "sse":
-            return per.detach().sum(1), per.sum()
-        if kind == "half_sse":
-            return 0.5 * per.detach().sum(1), 0.5 * per.sum()
-        return per.detach().mean(1), per.mean()
+        return self._loss.torch(output, target)
+
+    def accuracy(self, output, target) -> float | None:
+        return self._loss.accuracy(output, target)
 
 
 def loss_kind(loss_fn: Any) -> str:
     """The scenario loss kind a user's torch loss computes, or its class (function) name."""
-    from torch import nn
-
-    t = type(loss_fn)
-    reduction = getattr(loss_fn, "reduction", None)
-    if t is nn.CrossEntropyLoss and loss_fn.weight is None and not loss_fn.label_smoothing and reduction == "mean":
-        return "cross_entropy"
-    if t is nn.BCELoss and loss_fn.weight is None and reduction == "mean":
-        return "bce"
-    if t is nn.MSELoss and reduction in ("mean", "sum"):
-        return "mse" if reduction == "mean" else "sse"
-    if t is nn.L1Loss and reduction == "mean":
-        return "mae"
-    if t is nn.HuberLoss and reduction == "mean":
-        return "huber"
-    return getattr(loss_fn, "__name__", None) or t.__name__
+    return torch_loss_kind(loss_fn) or getattr(loss_fn, "__name__", None) or type(loss_fn).__name__
 
 
 class ModuleLoss:
@@ -93,3 +66,14 @@ class ModuleLoss:
                 per = flat.mean(1) if self._reduction == "mean" else flat.sum(1)
             per_sample = per
         return per_sample, loss.reshape(())
+
+    def accuracy(self, output, target) -> float | None:
+        """As the gdstep loss it is, or the one whose torch class it is a variant of (a weighted
+        CrossEntropyLoss still predicts the largest output); BCEWithLogitsLoss, which gdstep
+        has no kind for, by the sign of the logit."""
+        cls = loss_class(self.kind) or loss_for_torch_class(type(self.loss_fn).__name__)
+        if cls is not None:
+            return cls().accuracy(output, target)
+        if type(self.loss_fn).__name__ == "BCEWithLogitsLoss":
+            return float(((output > 0) == (target > 0.5)).sum()) / output.numel()
+        return None

@@ -362,14 +362,8 @@ class ModuleBackend(CheckpointMixin):
         with torch.no_grad():
             _, loss = self.loss_fn(out, y)
             value = loss.item()
-            kind = getattr(self.loss_fn, "kind", None)
-            if kind in ("cross_entropy", "CrossEntropyLoss", "NLLLoss") and out.ndim == 2 and y.ndim == 1:
-                return value, (out.argmax(dim=1) == y).double().mean().item()
-            if kind in ("bce", "BCELoss"):
-                return value, ((out > 0.5) == (y > 0.5)).double().mean().item()
-            if kind == "BCEWithLogitsLoss":
-                return value, ((out > 0) == (y > 0.5)).double().mean().item()
-        return value, None
+            accuracy = getattr(self.loss_fn, "accuracy", None)
+            return value, (accuracy(out, y) if accuracy is not None else None)
 
     def evaluation_data(self) -> tuple[Any, Any]:
         return self.x, self.y

@@ -43,16 +43,10 @@ def initial_params(model, kind: str, scale: float | None, seed: int,
                    explicit: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Every parameter's starting value, float64: drawn layer by layer from the init stream
     of `seed`, then replaced by any explicit `[init]` values. Both backends start here."""
-    from gdstep.nn.layers import Linear
-
     rng = np.random.default_rng([seed, 1])
     params: dict[str, np.ndarray] = {}
     for layer in model.layers:
-        if isinstance(layer, Linear):
-            weight, bias = init_linear(kind, rng, layer.out_features, layer.in_features, layer.has_bias, scale)
-            params[layer.weight] = weight
-            if bias is not None:
-                params[layer.bias] = bias
+        params.update(layer.initial_params(kind, rng, scale))
     for name, value in (explicit or {}).items():
         params[name] = np.array(value, dtype=float)
     return params

@@ -7,7 +7,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from gdstep.nn.layers import ACTIVATIONS, NO_GRADS, Activation, LeakyReLU, Linear
+from gdstep.nn.layers import LAYERS, NO_GRADS, Layer
 
 Params = Mapping[str, np.ndarray]
 
@@ -15,7 +15,7 @@ Params = Mapping[str, np.ndarray]
 class Sequential:
     """Layers in order; parameter names follow torch.nn.Sequential (`0.weight`, `2.bias`)."""
 
-    def __init__(self, layers: Sequence[Linear | Activation]):
+    def __init__(self, layers: Sequence[Layer]):
         self.layers = tuple(layers)
         self.param_shapes: dict[str, tuple[int, ...]] = {}
         for layer in self.layers:
@@ -27,7 +27,10 @@ class Sequential:
 
     @property
     def out_features(self) -> int:
-        return next(layer.out_features for layer in reversed(self.layers) if isinstance(layer, Linear))
+        features = None                               # inferred by the first layer that sets them
+        for layer in self.layers:
+            features = layer.features_out(features)
+        return features
 
     def forward(self, params: Params, x: np.ndarray) -> tuple[np.ndarray, ...]:
         """The output of every layer: z for a linear layer, a for an activation."""
@@ -55,13 +58,9 @@ class Sequential:
         return tuple(deltas), {name: grads[name] for name in self.param_shapes if name in grads}
 
 
-def build_layer(index: int, spec, in_features: int) -> Linear | Activation:
-    """A layer from its scenario spec (see scenario.LayerSpec)."""
-    if spec.kind == "linear":
-        return Linear(index, in_features, spec.out_features, bias=spec.bias)
-    if spec.kind == "leaky_relu":
-        return LeakyReLU(index, spec.negative_slope)
-    return ACTIVATIONS[spec.kind](index)
+def build_layer(index: int, spec, in_features: int) -> Layer:
+    """A layer from its scenario spec (see scenario.LayerSpec): its kind's class, given the spec's options."""
+    return LAYERS[spec.kind].build(index, in_features, **dict(spec.options))
 
 
 def build_model(layer_specs, in_features: int) -> Sequential:
@@ -69,7 +68,6 @@ def build_model(layer_specs, in_features: int) -> Sequential:
     features = in_features
     for i, spec in enumerate(layer_specs):
         layer = build_layer(i, spec, features)
-        if isinstance(layer, Linear):
-            features = layer.out_features
+        features = layer.features_out(features)
         layers.append(layer)
     return Sequential(layers)

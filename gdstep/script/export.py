@@ -15,26 +15,11 @@ import numpy as np
 from gdstep import arrays
 from gdstep.fmt import index_text, num
 from gdstep.files import atomic_write
+from gdstep.nn.layers import is_affine, layer_class
+from gdstep.nn.losses import loss_class
 
 ROWS, COLS, ELEMENTS = 8, 8, 4
 
-LAYER_TEX = {
-    "linear": r"z = a_{\text{in}}\,W^\top + b",
-    "sigmoid": r"a = \sigma(z) = \frac{1}{1 + e^{-z}}",
-    "tanh": r"a = \tanh(z)",
-    "relu": r"a = \max(0, z)",
-    "leaky_relu": r"a = \begin{cases} z & z > 0 \\ s\,z & z \le 0 \end{cases}",
-    "identity": r"a = z",
-}
-LOSS_TEX = {
-    "mse": r"L = \frac{1}{N}\sum_i (y_i - t_i)^2",
-    "sse": r"L = \sum_i (y_i - t_i)^2",
-    "half_sse": r"L = \sum_i \tfrac{1}{2}(t_i - y_i)^2",
-    "mae": r"L = \frac{1}{N}\sum_i |y_i - t_i|",
-    "huber": r"L = \frac{1}{N}\sum_i \begin{cases} \tfrac12 d_i^2 & |d_i| \le \delta \\ \delta(|d_i| - \tfrac12\delta) & \text{else} \end{cases}",
-    "bce": r"L = -\frac{1}{N}\sum_i \big(t_i \log y_i + (1 - t_i)\log(1 - y_i)\big)",
-    "cross_entropy": r"L = -\frac{1}{B}\sum_b \log \operatorname{softmax}(z_b)_{t_b}",
-}
 OPTIMIZER_TEX = {
     "sgd": [r"b \leftarrow \mu\,b + (1 - \tau)\,g \quad (\text{with momentum; } b = g \text{ at the first step})",
             r"W_{\text{new}} = W_{\text{old}} - \eta\,g \quad (\text{or } - \eta\,b \text{ with momentum})"],
@@ -110,18 +95,19 @@ def worked_example(session) -> str:
         lines += ["## 2. Forward", ""]
         layer_input = "x"
         for i, (info, out) in enumerate(zip(b.layers, fwd.outputs)):
-            symbol = "z" if info.kind == "linear" else "a"
-            tex = LAYER_TEX.get(info.kind)
+            affine = is_affine(info.kind)
+            symbol = "z" if affine else "a"
+            tex = getattr(layer_class(info.kind), "tex", None)
             lines.append(f"**Layer {info.name}: {info.text}**" + (f" — $${tex}$$" if tex else ""))
             lines.append("")
-            if info.kind == "linear":
+            if affine:
                 lines.append(f"input: {layer_input}; output {symbol}{info.name}:")
                 lines.append("")
             lines += _table(out, "row", f"{symbol}{info.name}", names) + [""]
             layer_input = f"{symbol}{info.name}"
     loss = records.get("loss")
     if loss:
-        lines += ["## 3. Loss", "", f"$${LOSS_TEX.get(loss.kind, 'L')}$$", "", "Output $y$ and target $t$ per sample, and each sample's loss:", ""]
+        lines += ["## 3. Loss", "", f"$${getattr(loss_class(loss.kind), 'tex', 'L')}$$", "", "Output $y$ and target $t$ per sample, and each sample's loss:", ""]
         lines += _table(loss.output, "row", "y") + [""] + _table(loss.target, "row", "t") + [""]
         lines += _table(loss.per_sample, "row", "loss") + ["", f"**L = {num(loss.value)}**", ""]
     bwd = records.get("backward")
@@ -130,7 +116,7 @@ def worked_example(session) -> str:
                   r"Each linear layer's $\delta = \partial L / \partial z$, then $\partial L/\partial W = \delta^\top a_{\text{in}}$ and $\partial L/\partial b = \sum_b \delta_b$.", ""]
         lines += ["∂L/∂output:", ""] + _table(bwd.grad_output, "row", "∂L/∂y") + [""]
         for info, delta in zip(b.layers, bwd.deltas):
-            if info.kind != "linear":
+            if not is_affine(info.kind):
                 continue
             lines += [f"δ of layer {info.name} ({info.text}):", ""] + _table(delta, "row", f"δ{info.name}") + [""]
         for name, grad in bwd.grads.items():

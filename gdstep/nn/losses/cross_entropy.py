@@ -1,0 +1,46 @@
+"""cross_entropy: log-softmax of logits (stable) and NLL of integer classes, as
+torch.nn.CrossEntropyLoss()."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gdstep.nn.losses.base import ArgmaxAccuracy, Loss, register
+
+
+@register
+class CrossEntropy(ArgmaxAccuracy, Loss):
+    kind, formula, classification = "cross_entropy", "L = −mean(log softmax(z)[class])", True
+    class_targets = True
+    two_class_hint = " (or use bce after a sigmoid)"
+    grad_formula = "(softmax(z) − onehot(t)) / B"
+    tex = r"L = -\frac{1}{B}\sum_b \log \operatorname{softmax}(z_b)_{t_b}"
+    torch_class = "CrossEntropyLoss"
+
+    def __init__(self):
+        self._cache: tuple = (None, None, None)  # (output, target, log-probabilities) of the last forward
+
+    @staticmethod
+    def log_softmax(z: np.ndarray) -> np.ndarray:
+        shifted = z - z.max(axis=1, keepdims=True)
+        return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+    def forward(self, output, target):
+        logp = self.log_softmax(output)
+        self._cache = (output, target, logp)
+        per_sample = -logp[np.arange(len(target)), target]
+        return per_sample, float(per_sample.mean())
+
+    def backward(self, output, target):
+        cached_output, cached_target, logp = self._cache
+        if cached_output is not output or cached_target is not target:
+            logp = self.log_softmax(output)
+        grad = np.exp(logp)                               # softmax(z) − onehot(t), over the batch
+        grad[np.arange(len(target)), target] -= 1.0
+        grad /= len(target)
+        return grad
+
+    def torch(self, output, target):
+        import torch.nn.functional as F
+        per = F.cross_entropy(output, target, reduction="none")
+        return per.detach(), per.mean()
