@@ -22,6 +22,10 @@ class Adagrad(Optimizer):
     kind: ClassVar[str] = "adagrad"
     guarded_state: ClassVar[tuple[str, ...]] = ("sum",)
     torch_twins: ClassVar = (("Adagrad", {}),)
+    tex: ClassVar[tuple[str, ...]] = (                 # the update as `export` writes it
+        r"s \leftarrow s + g^2",
+        r"W_{\text{new}} = W_{\text{old}} - \frac{\eta}{1 + (t - 1)\,\text{lr\_decay}}\,\frac{g}{\sqrt{s} + \epsilon}",
+    )
 
     def init(self, param: np.ndarray) -> dict[str, Any]:
         return {"step": 0, "sum": np.full_like(param, self.initial_accumulator_value)}

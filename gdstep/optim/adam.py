@@ -27,6 +27,11 @@ class Adam(Optimizer):
     kind: ClassVar[str] = "adam"
     guarded_state: ClassVar[tuple[str, ...]] = ("exp_avg_sq", "max_exp_avg_sq")
     torch_twins: ClassVar = (("Adam", {"decoupled_weight_decay": False}),)
+    tex: ClassVar[tuple[str, ...]] = (                 # the update as `export` writes it
+        r"m \leftarrow \beta_1 m + (1 - \beta_1)\,g, \qquad v \leftarrow \beta_2 v + (1 - \beta_2)\,g^2",
+        r"\hat m = \frac{m}{1 - \beta_1^t}, \qquad \hat v = \frac{v}{1 - \beta_2^t}",
+        r"W_{\text{new}} = W_{\text{old}} - \eta\,\frac{\hat m}{\sqrt{\hat v} + \epsilon}",
+    )
 
     def init(self, param: np.ndarray) -> dict[str, Any]:
         state = {"step": 0, "exp_avg": np.zeros_like(param), "exp_avg_sq": np.zeros_like(param)}

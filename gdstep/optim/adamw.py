@@ -17,3 +17,8 @@ class AdamW(Adam):
     decoupled_weight_decay: ClassVar[bool] = True
     # torch ≥ 2.7 also spells it Adam(decoupled_weight_decay=True)
     torch_twins: ClassVar = (("AdamW", {}), ("Adam", {"decoupled_weight_decay": True}))
+    tex: ClassVar[tuple[str, ...]] = (                 # the update as `export` writes it
+        r"W \leftarrow W_{\text{old}}\,(1 - \eta\lambda)",
+        r"m \leftarrow \beta_1 m + (1 - \beta_1)\,g, \qquad v \leftarrow \beta_2 v + (1 - \beta_2)\,g^2",
+        r"W_{\text{new}} = W - \eta\,\frac{\hat m}{\sqrt{\hat v} + \epsilon}",
+    )

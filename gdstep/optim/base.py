@@ -39,6 +39,7 @@ class Optimizer:
     # torch.optim spellings of this optimizer: (class name, param-group flags that must hold,
     # an absent flag counting as false); the first is what the torch backend builds.
     torch_twins: ClassVar[tuple[tuple[str, Mapping[str, bool]], ...]] = ()
+    tex: ClassVar[tuple[str, ...]] = ()        # the update in TeX, one display line each, for `export`
     # AdamW's W·(1 − η·λ) before the step, instead of L2's g + λ·W.
     decoupled_weight_decay: ClassVar[bool] = False
 

@@ -23,6 +23,10 @@ class RMSprop(Optimizer):
     kind: ClassVar[str] = "rmsprop"
     guarded_state: ClassVar[tuple[str, ...]] = ("square_avg",)
     torch_twins: ClassVar = (("RMSprop", {}),)
+    tex: ClassVar[tuple[str, ...]] = (                 # the update as `export` writes it
+        r"v \leftarrow \alpha v + (1 - \alpha)\,g^2",
+        r"W_{\text{new}} = W_{\text{old}} - \eta\,\frac{g}{\sqrt{v} + \epsilon}",
+    )
 
     def init(self, param: np.ndarray) -> dict[str, Any]:
         state: dict[str, Any] = {"step": 0, "square_avg": np.zeros_like(param)}

@@ -21,6 +21,10 @@ class SGD(Optimizer):
     nesterov: bool = False
     kind: ClassVar[str] = "sgd"
     torch_twins: ClassVar = (("SGD", {}),)
+    tex: ClassVar[tuple[str, ...]] = (                 # the update as `export` writes it
+        r"b \leftarrow \mu\,b + (1 - \tau)\,g \quad (\text{with momentum; } b = g \text{ at the first step})",
+        r"W_{\text{new}} = W_{\text{old}} - \eta\,g \quad (\text{or } - \eta\,b \text{ with momentum})",
+    )
 
     def init(self, param: np.ndarray) -> dict[str, Any]:
         return {"momentum_buffer": None} if self.momentum else {}

@@ -20,20 +20,6 @@ from gdstep.nn.losses import loss_class
 
 ROWS, COLS, ELEMENTS = 8, 8, 4
 
-OPTIMIZER_TEX = {
-    "sgd": [r"b \leftarrow \mu\,b + (1 - \tau)\,g \quad (\text{with momentum; } b = g \text{ at the first step})",
-            r"W_{\text{new}} = W_{\text{old}} - \eta\,g \quad (\text{or } - \eta\,b \text{ with momentum})"],
-    "adam": [r"m \leftarrow \beta_1 m + (1 - \beta_1)\,g, \qquad v \leftarrow \beta_2 v + (1 - \beta_2)\,g^2",
-             r"\hat m = \frac{m}{1 - \beta_1^t}, \qquad \hat v = \frac{v}{1 - \beta_2^t}",
-             r"W_{\text{new}} = W_{\text{old}} - \eta\,\frac{\hat m}{\sqrt{\hat v} + \epsilon}"],
-    "adamw": [r"W \leftarrow W_{\text{old}}\,(1 - \eta\lambda)",
-              r"m \leftarrow \beta_1 m + (1 - \beta_1)\,g, \qquad v \leftarrow \beta_2 v + (1 - \beta_2)\,g^2",
-              r"W_{\text{new}} = W - \eta\,\frac{\hat m}{\sqrt{\hat v} + \epsilon}"],
-    "rmsprop": [r"v \leftarrow \alpha v + (1 - \alpha)\,g^2",
-                r"W_{\text{new}} = W_{\text{old}} - \eta\,\frac{g}{\sqrt{v} + \epsilon}"],
-    "adagrad": [r"s \leftarrow s + g^2",
-                r"W_{\text{new}} = W_{\text{old}} - \frac{\eta}{1 + (t - 1)\,\text{lr\_decay}}\,\frac{g}{\sqrt{s} + \epsilon}"],
-}
 
 
 def _table(array: Any, row_label: str = "sample", col_prefix: str = "", row_names: list[str] | None = None) -> list[str]:
@@ -131,7 +117,7 @@ def worked_example(session) -> str:
     upd = records.get("update")
     if upd:
         lines += ["## 5. Update", ""]
-        for tex in OPTIMIZER_TEX.get(kind, []):
+        for tex in getattr(upd.optimizer, "tex", ()):
             lines += [f"$${tex}$$", ""]
         for name, u in upd.params.items():
             shape = b.param_shapes[name]
