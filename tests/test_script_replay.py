@@ -122,3 +122,16 @@ def test_export_of_the_textbook_step_shows_the_classic_numbers():
     assert "W_new = W_old − η·g = 0.400000 − 0.5 × 0.082167 = 0.358916" in text
     assert "| 0 | 0.751365 | 0.772928 |" in text           # the outputs y before training
     assert "**L = 0.298371**" in text
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adam", "adamw", "rmsprop", "adagrad"])
+def test_export_writes_the_update_rule_of_the_optimizer_used(kind):
+    s = gdstep.open("xor")
+    s.set(optimizer=kind, lr=0.01)
+    s.step()
+    text = worked_example(s)
+    signature = {"sgd": r"- \eta\,g", "adam": r"\hat m = \frac{m}{1 - \beta_1^t}", "adamw": r"(1 - \eta\lambda)",
+                 "rmsprop": r"v \leftarrow \alpha v", "adagrad": r"s \leftarrow s + g^2"}[kind]
+    assert signature in text
+    others = [sig for k, sig in {"rmsprop": r"v \leftarrow \alpha v", "adagrad": r"s \leftarrow s + g^2"}.items() if k != kind]
+    assert not any(sig in text for sig in others)
