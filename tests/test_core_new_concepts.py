@@ -343,3 +343,16 @@ data = (torch.randn(12, 2, dtype=torch.float64), torch.randint(0, 3, (12,)))
     _, accuracy = s.backend.evaluate()
     out = s.backend.model(s.backend.x)
     assert accuracy == pytest.approx((out.argmax(1) == s.backend.y).double().mean().item())
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_bce_gradient_where_y_times_one_minus_y_underflows_is_torchs_to_the_bit(dtype):
+    """torch clamps y·(1 − y) at a float 1e-12 (9.99999996e-13 as a double), not at 1e-12."""
+    from gdstep.nn.losses import loss_class
+
+    y = torch.tensor([[1e-13], [1 - 1e-14], [3e-13], [0.3]], dtype=dtype, requires_grad=True)
+    t = torch.tensor([[0.0], [1.0], [1.0], [1.0]], dtype=dtype)
+    F.binary_cross_entropy(y, t).backward()
+    mine = loss_class("bce")().backward(y.detach().numpy(), t.numpy())
+    assert mine.dtype == y.grad.numpy().dtype
+    assert np.array_equal(mine, y.grad.numpy())

@@ -1,11 +1,14 @@
 """bce: −mean(t·log y + (1 − t)·log(1 − y)) on probabilities, as torch.nn.BCELoss():
-logs clamped at −100, the gradient's denominator at 1e-12."""
+logs clamped at −100, the gradient's denominator at torch's EPSILON (a C++ `float` 1e-12,
+which is 9.99999996e-13 as a double)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from gdstep.nn.losses.base import Loss, fraction, register
+
+EPSILON = float(np.float32(1e-12))      # torch: `constexpr float EPSILON = 1e-12`
 
 
 @register
@@ -28,7 +31,7 @@ class BCE(Loss):
         return per_element.mean(axis=1), float(per_element.mean())
 
     def backward(self, output, target):
-        return (output - target) / np.maximum((1.0 - output) * output, 1e-12) / output.size
+        return (output - target) / np.maximum((1.0 - output) * output, EPSILON) / output.size
 
     def accuracy(self, output, target):
         return fraction((output > 0.5) == (target > 0.5))
