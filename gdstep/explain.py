@@ -88,12 +88,7 @@ def explain(session, name: str, index: tuple[int, ...]) -> Explanation:
     if hasattr(opt, "terms"):
         terms = tuple(opt.terms(w_old, g, before))
         exact = terms[-1].value
-        if not (exact == w_new or (math.isnan(exact) and math.isnan(w_new))):
-            scale = max(abs(exact), abs(w_new), 1e-300)
-            tolerance = 1e-12 if session.backend.dtype == "float64" else 1e-5  # a few roundings of the dtype
-            if abs(exact - w_new) / scale > tolerance:
-                note = (f"(the terms, in float64, give {exact:.9g}; the backend's {session.backend.dtype} "
-                        f"arithmetic gave {w_new:.9g})")
+        note = _difference(w_old, w_new, exact, session.backend.dtype)
     else:
         delta = w_new - w_old
         terms = (Term("g", "∂L/∂W", num(g), g),
@@ -101,6 +96,25 @@ def explain(session, name: str, index: tuple[int, ...]) -> Explanation:
                  Term("W_new", "W_old + ΔW", f"{num(w_old)} + {factor(num(delta))}", w_new))
     kind = getattr(opt, "kind", type(opt).__name__)
     return Explanation(name, index, rec.step, kind, w_old, g, w_new, terms, before, after, note)
+
+
+def _difference(w_old: float, w_new: float, exact: float, dtype: str) -> str | None:
+    """What to say where the parameter the backend wrote differs from the terms' W_new (in
+    float64): a step the dtype's rounding swallowed, a ΔW it changed, or other arithmetic."""
+    if exact == w_new or (math.isnan(exact) and math.isnan(w_new)):
+        return None
+    delta, applied = exact - w_old, w_new - w_old        # exact in float64: w_old, w_new are dtype values
+    if math.isfinite(delta) and delta != 0 and applied == 0:
+        return (f"(ΔW = {delta:.3g} is absorbed by {dtype} rounding: W_old + ΔW rounds back to W_old, "
+                "so this element did not change)")
+    scale = max(abs(exact), abs(w_new), 1e-300)
+    tolerance = 1e-12 if dtype == "float64" else 1e-5          # a few roundings of the dtype
+    if abs(exact - w_new) / scale > tolerance:
+        return f"(the terms, in float64, give {exact:.9g}; the backend's {dtype} arithmetic gave {w_new:.9g})"
+    if math.isfinite(delta) and abs(applied - delta) > 1e-3 * abs(delta):
+        return (f"(the applied ΔW is {applied:.6g}, not {delta:.6g}: {dtype} rounds W_old + ΔW "
+                f"to the nearest {dtype} number, {abs(applied - delta) / abs(delta):.1%} off)")
+    return None
 
 
 @dataclass(frozen=True)
