@@ -70,7 +70,8 @@ class RunLoop:
 
     def _run_loop(self, done, until, epoch_limit, done_reason, on_phase) -> RunResult:
         start_step = self._step
-        stop_when = self.stop_when if epoch_limit else None   # the scenario's limits bound `run`, not step/epoch
+        # The scenario's limits bound `run`, not step/epoch; an explicit `until` replaces stop_when.
+        stop_when = self.stop_when if epoch_limit and until is None else None
         watch_until = until.phases if until else frozenset()
         watch_stop = stop_when.phases if stop_when else frozenset()
         reason = message = None

@@ -178,6 +178,8 @@ class Session(RunLoop, SessionValues):
             return
         if "optimizer" in entry:
             self.backend.set_optimizer(entry["optimizer"])
+        if "edit" in entry:
+            self.backend.set_optimizer(entry["edit"], fresh_state=self._step == 0)   # no state before a step
         if "lr" in entry:
             self.backend.set_optimizer(dataclasses.replace(self.backend.optimizer, lr=entry["lr"]), fresh_state=False)
         if "batch_size" in entry:
@@ -267,12 +269,21 @@ class Session(RunLoop, SessionValues):
             **hyperparameters: Any) -> int:
         """Change settings from the next iteration to start (this one, at a boundary).
 
-        `optimizer` is a kind (`"adam"`) or an optimizer config; a new optimizer starts with
-        fresh state and keeps the current lr unless `lr` is given; extra keyword arguments are
-        its hyperparameters. A change made after a rewind starts a new branch: what was
-        computed beyond this point is dropped. Returns the step the change takes effect at.
+        `optimizer` is a kind (`"adam"`) or an optimizer config: a new optimizer with fresh
+        state and, unless `lr` is given, torch's default lr for its kind; extra keyword
+        arguments are its hyperparameters. Hyperparameters alone (`momentum=0.5`) edit the
+        optimizer in place and keep its state, as a torch `param_groups` edit does. A change
+        made after a rewind starts a new branch: what was computed beyond this point is
+        dropped. Returns the step the change takes effect at.
         """
         changes = settings.changes(self.optimizer, lr, optimizer, batch_size, **hyperparameters)
+        if "edit" in changes and self._step > 0:
+            state = next(iter(self.backend.optimizer_state().values()), {})
+            missing = settings.missing_state(changes["edit"], state)
+            if missing:
+                raise GdstepError(f"set {' '.join(hyperparameters)}: {self.optimizer.kind}'s state has no "
+                                  f"{', '.join(missing)} to keep (torch's step would fail on it); start afresh with "
+                                  f"set optimizer {self.optimizer.kind} " + " ".join(f"{k}={v}" for k, v in hyperparameters.items()))
         at = self._step + (1 if self._phase else 0)
         self._timeline.truncate_after(at)
         self._settings.record(at, changes)

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Mapping
+
+import numpy as np
 
 from gdstep.errors import GdstepError
 
-SETTINGS = ("optimizer", "lr", "batch_size")
 
 
 class SettingsLog:
@@ -29,12 +30,15 @@ class SettingsLog:
         return self._log.get(step, {})
 
     def pending(self, step: int, key: str, current: Any) -> Any:
-        """A setting as it will be when iteration `step` starts; the optimizer with its lr."""
+        """A setting as it will be when iteration `step` starts; the optimizer with its edits
+        and lr."""
         entry = self._log.get(step)
         if not entry:
             return current
-        value = entry.get(key, current)
-        if key == "optimizer" and "lr" in entry and dataclasses.is_dataclass(value):
+        if key != "optimizer":
+            return entry.get(key, current)
+        value = entry.get("edit", entry.get("optimizer", current))
+        if "lr" in entry and dataclasses.is_dataclass(value):
             value = dataclasses.replace(value, lr=entry["lr"])
         return value
 
@@ -44,39 +48,50 @@ class SettingsLog:
         for step in [s for s in self._log if s > at]:
             del self._log[step]
         entry = self._log.setdefault(at, {})
+        changes = dict(changes)
         if "optimizer" in changes:
             entry.pop("lr", None)
+            entry.pop("edit", None)
+        elif "edit" in changes and "optimizer" in entry:     # an edit of an optimizer not started yet
+            entry["optimizer"] = changes.pop("edit")
+        if "edit" in changes or "optimizer" in changes:
+            entry.pop("lr", None)                            # the config carries the lr in force
         entry.update(changes)
 
 
 def changes(current, lr: float | None = None, optimizer: Any = None, batch_size: int | str | None = None,
             **hyperparameters: Any) -> dict[str, Any]:
-    """The validated values of a `set`: a new optimizer config, an lr, a batch size (None
-    for the full batch). `optimizer` is a kind (`"adam"`) or a config; a new kind keeps the
-    current lr unless `lr` is given; hyperparameters alone edit the current optimizer."""
+    """The validated values of a `set`, keyed as the log keeps them:
+
+    - `optimizer`: a new optimizer with fresh state — a kind (`"adam"`) with its arguments,
+      taking torch's default lr for that kind unless `lr` is given; or a config as it is;
+    - `edit`: hyperparameters alone (`momentum=0.5`), an edit of the current optimizer that
+      keeps its state, as a torch `param_groups` edit does;
+    - `lr`, and `batch_size` (None for the full batch).
+    """
     from gdstep.optim import make_optimizer
 
     out: dict[str, Any] = {}
-    if optimizer is not None or hyperparameters:
-        if optimizer is None:
-            kind = current.kind
-        elif isinstance(optimizer, str):
-            kind = optimizer
-        else:
-            kind = None
-        if kind is not None:
+    if optimizer is not None:
+        if isinstance(optimizer, str):
             args = dict(hyperparameters)
-            args.setdefault("lr", current.lr if lr is None else lr)
-            if kind == current.kind and optimizer is None:
-                base = {f.name: getattr(current, f.name) for f in dataclasses.fields(current)}
-                base.update(args)
-                args = base
+            if lr is not None:
+                args["lr"] = lr
             try:
-                out["optimizer"] = make_optimizer(kind, **args)
+                out["optimizer"] = make_optimizer(optimizer, **args)
             except (ValueError, TypeError) as e:
                 raise GdstepError(f"set optimizer: {e}") from None
         else:
             out["optimizer"] = optimizer
+    elif hyperparameters:
+        args = {f.name: getattr(current, f.name) for f in dataclasses.fields(current)}
+        args.update(hyperparameters)
+        if lr is not None:
+            args["lr"] = lr
+        try:
+            out["edit"] = make_optimizer(current.kind, **args)
+        except (ValueError, TypeError) as e:
+            raise GdstepError(f"set {' '.join(hyperparameters)}: {e}") from None
     elif lr is not None:
         if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not math.isfinite(lr) or lr < 0:
             raise GdstepError(f"set lr: the learning rate must be a number >= 0, got {lr!r}")
@@ -89,15 +104,29 @@ def changes(current, lr: float | None = None, optimizer: Any = None, batch_size:
         else:
             raise GdstepError(f"set batch_size: expected a positive integer or \"full\", got {batch_size!r}")
     if not out:
-        raise GdstepError("set: nothing to change (lr, optimizer or batch_size)")
+        raise GdstepError("set: nothing to change (lr, optimizer, a hyperparameter or batch_size)")
     return out
 
 
+def missing_state(edited, state: Mapping[str, Any]) -> list[str]:
+    """State an edited optimizer needs that the current state lacks (RMSprop's momentum
+    buffer when momentum is switched on): torch's step fails there, so the edit is refused.
+    State the update starts itself (SGD's momentum buffer, None at first) is not missing."""
+    wanted = edited.init(np.zeros(1))
+    return [k for k, v in wanted.items() if v is not None and k not in state]
+
+
 def describe(key: str, value: Any) -> str:
-    """A logged change as the event log shows it: `adam(lr=0.01, …)`, `full`, `0.1`."""
+    """A logged change as the event log shows it."""
     if key == "optimizer":
         if dataclasses.is_dataclass(value):
-            args = ", ".join(f"{f.name}={getattr(value, f.name)!r}" for f in dataclasses.fields(value))
-            return f"{value.kind}({args})"
+            return f"{_config(value)}, fresh state"
         return repr(value)
+    if key == "edit":
+        return f"{_config(value)}, state kept (a param_groups edit)"
     return "full" if value is None else str(value)
+
+
+def _config(opt: Any) -> str:
+    args = ", ".join(f"{f.name}={getattr(opt, f.name)!r}" for f in dataclasses.fields(opt))
+    return f"{opt.kind}({args})"

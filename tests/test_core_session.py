@@ -445,9 +445,10 @@ def test_set_optimizer_starts_fresh_state():
     m, v = 0.2 * g, 0.1 * g * g                    # the first Adam step, by hand
     np.testing.assert_allclose(u.state_after["exp_avg"], m, rtol=1e-15)
     np.testing.assert_allclose(u.state_after["exp_avg_sq"], v, rtol=1e-15)
-    expected = u.old - 0.1 * (m / 0.2) / (np.sqrt(v / 0.1) + 1e-8)   # lr kept at 0.1
+    expected = u.old - 1e-3 * (m / 0.2) / (np.sqrt(v / 0.1) + 1e-8)  # torch's default lr for Adam
     np.testing.assert_allclose(u.new, expected, rtol=1e-12)
-    assert s.record("update").optimizer.kind == "adam" and s.lr == 0.1
+    assert s.record("update").optimizer.kind == "adam" and s.lr == 1e-3 == torch_default_lr("Adam")
+    assert "lr=0.001" in s.events[-1].message and "fresh state" in s.events[-1].message
     with pytest.raises(GdstepError):
         s.set(optimizer="adamm")
     with pytest.raises(GdstepError):
@@ -835,3 +836,79 @@ def test_per_iteration_history_is_compact_and_follows_rewinds():
     s.back(iterations=100)
     assert len(s.history.losses) == len(s.history.grad_norms) == 150
     assert s.history.grad_norm_series("2.bias") == [row["2.bias"] for row in s.history.grad_norms]
+
+
+def torch_default_lr(name: str) -> float:
+    import inspect
+
+    import torch
+    return inspect.signature(getattr(torch.optim, name)).parameters["lr"].default
+
+
+@pytest.mark.parametrize("kind, name", [("sgd", "SGD"), ("adam", "Adam"), ("adamw", "AdamW"), ("rmsprop", "RMSprop"),
+                                        ("adagrad", "Adagrad")])
+def test_set_optimizer_takes_torchs_default_lr_unless_given(kind, name):
+    s = open_text(regression(n=10, batch="4", optimizer='kind = "sgd"\nlr = 0.5'))
+    s.step()
+    s.set(optimizer=kind)
+    assert s.lr == torch_default_lr(name)
+    s.set(optimizer=kind, lr=0.02)
+    assert s.lr == 0.02
+
+
+def test_set_a_hyperparameter_keeps_the_state_as_a_torch_param_group_edit():
+    """SGD momentum 0.9 for 3 steps, then momentum 0.5 and dampening 0.1: the same as
+    torch.optim.SGD whose param_groups are edited between steps, on the same batches."""
+    import torch
+
+    text = regression(n=10, batch="4", optimizer='kind = "sgd"\nlr = 0.1\nmomentum = 0.9')
+    s = open_text(text)
+    start = s.params
+    batches = []
+    for k in range(5):
+        if k == 3:
+            s.set(momentum=0.5, dampening=0.1)
+            assert "state kept" in s.events[-1].message and s.optimizer.momentum == 0.5 and s.lr == 0.1
+        batches.append(s.next_batch_indices())
+        s.step()
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Tanh(), torch.nn.Linear(3, 1)).double()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(torch.tensor(start[name]))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x_all, y_all = torch.tensor(s.backend.x), torch.tensor(s.backend.y)
+    for k, rows in enumerate(batches):
+        if k == 3:
+            opt.param_groups[0].update(momentum=0.5, dampening=0.1)
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(model(x_all[rows]), y_all[rows]).backward()
+        opt.step()
+    for name, p in model.named_parameters():
+        np.testing.assert_allclose(s.params[name], p.detach().numpy(), rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(s.optimizer_state[name]["momentum_buffer"], opt.state[p]["momentum_buffer"].numpy(),
+                                   rtol=1e-12, atol=1e-15)
+
+
+def test_an_edit_that_needs_state_the_optimizer_lacks_is_refused():
+    s = open_text(regression(n=10, batch="4", optimizer='kind = "rmsprop"\nlr = 0.01'))
+    s.step(2)
+    with pytest.raises(GdstepError, match=r"set momentum: rmsprop's state has no momentum_buffer .* set optimizer rmsprop momentum=0.9"):
+        s.set(momentum=0.9)
+    s.back(iterations=2)
+    s.set(momentum=0.9)                      # before the first step there is no state to keep
+    s.step()
+    assert s.optimizer_state["0.weight"]["momentum_buffer"] is not None
+
+
+def test_a_nesterov_edit_names_what_was_set():
+    s = open_text(regression(n=10, batch="4", optimizer='kind = "sgd"\nlr = 0.1\nmomentum = 0.9\nnesterov = true'))
+    with pytest.raises(GdstepError, match=r"^set momentum: nesterov: needs momentum > 0"):
+        s.set(momentum=0.0)
+
+
+def test_an_explicit_until_wins_over_stop_when_for_that_run():
+    s = open_text(regression(n=10, batch="4", extra='stop_when = "loss < 10"'))
+    assert s.run().reason == "stop_when"           # at once: the loss is below 10 from the start
+    result = s.run(until="step >= 6")
+    assert result.reason == "until" and s.step_count == 6
+    assert s.run(max_steps=1).reason == "stop_when"   # without until, stop_when holds again
