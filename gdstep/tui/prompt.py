@@ -66,6 +66,36 @@ class CommandPrompt(Input):
         self._choices: list[str] = []
         self._choice = -1
 
+    @property
+    def is_open(self) -> bool:
+        return self.has_class("-open")
+
+    def open(self, text: str = "") -> None:
+        """Show the prompt, filled with `text` to edit, the cursor at its end."""
+        self.add_class("-open")
+        self.value = text
+        self.cursor_position = len(text)
+        self.focus()
+
+    def close(self) -> None:
+        self.remove_class("-open")
+
+    async def take_key(self, event, focused) -> None:
+        """A key that reached the app while the prompt is open was typed for the prompt
+        (ahead of the focus, in a burst): a printable key goes in; enter and backspace do
+        what they do here, while the focus is still on its way."""
+        if not self.is_open:
+            return
+        if event.is_printable:
+            event.stop()
+            self.insert_text_at_cursor(event.character)
+        elif focused is not self and event.key in ("enter", "backspace"):
+            event.stop()
+            if event.key == "enter":
+                await self.action_submit()
+            else:
+                self.action_delete_left()
+
     def action_history_back(self) -> None:
         if self.history.back(self.value):
             self._set(self.history.current)
