@@ -8,37 +8,36 @@ replays to the same state), and posts the Frames this app draws (FrameReady, Job
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from textual import on
 from textual.app import App, ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.reactive import var
+from textual.screen import Screen
 from textual.widgets import ContentSwitcher, Input
 from textual.worker import Worker, WorkerState
 
 from gdstep.fmt import index_text
 from gdstep.tui.arithmetic_view import ArithmeticView, GradcheckView
-from gdstep.tui.batch_view import BatchView, batch_capacity
+from gdstep.tui.batch_view import BatchView
 from gdstep.tui.bindings import BINDINGS
 from gdstep.tui.commands import GdstepCommands
+from gdstep.tui.drawing import draw, measure
 from gdstep.tui.driver import SessionDriver
 from gdstep.tui.event_log import EventLog
 from gdstep.tui.footer import KeyFooter
-from gdstep.tui.frame import Frame, Layout, Selection
+from gdstep.tui.frame import Frame, Selection
 from gdstep.tui.help_screen import HelpScreen
 from gdstep.tui.messages import FrameReady, JobDone, Running
 from gdstep.tui.model_tree import ModelTree
 from gdstep.tui.phase_bar import PhaseBar
 from gdstep.tui.plots import BoundaryPlot, GradNormPlot, LossPlot, SurfacePlot
-from gdstep.tui.prompt import CommandPrompt
+from gdstep.tui.prompt import CommandPrompt, PromptFirst
 from gdstep.tui.tensor_view import TensorView
 
-SAID = ("set", "back", "break", "unbreak", "gradcheck")   # commands whose session event says it already
 
-
-class GdstepApp(App[int]):
+class GdstepApp(PromptFirst, App[int]):
     CSS_PATH = "app.tcss"
     TITLE = "gdstep"
     COMMANDS = App.COMMANDS | {GdstepCommands}
@@ -59,6 +58,11 @@ class GdstepApp(App[int]):
         self.frame: Frame | None = None
         self._plot_ids = [plot_id for plot_id, shown in (("boundary-plot", self.model.boundary),
                                                           ("surface-plot", self.model.surface)) if shown] + ["grad-plot"]
+
+    @property
+    def main(self) -> Screen:
+        """The screen the app draws on (the help screen or the palette may be above it)."""
+        return self.screen_stack[0]
 
     @property
     def runner(self):
@@ -115,7 +119,7 @@ class GdstepApp(App[int]):
 
     def on_job_done(self, message: JobDone) -> None:
         job, outcome = message.job, message.outcome
-        log = self.query_one(EventLog)
+        log = self.main.query_one(EventLog)
         if job.echo:
             log.add("command", f"› {job.text}")
         if message.frame is not None:
@@ -123,18 +127,11 @@ class GdstepApp(App[int]):
         if message.error is not None:
             self.log_error(f"{job.text}: {message.error}")
         elif outcome is not None:
+            log.add_outcome(job.text, outcome, echo=job.echo, run=job.kind == "run")
             if not outcome.ok:
-                log.add("expect" if outcome.failed_expect else "error", outcome.message)
                 self.bell()
-            elif job.echo:
-                said = job.text.lstrip(":").split(" ", 1)[0] in SAID
-                for line in outcome.lines[1:] if said else outcome.lines:
-                    log.add("output", line)
-            elif job.kind == "run" and outcome.result is not None and \
-                    outcome.result.reason in ("paused", "epochs", "max_steps"):
-                log.add("info", outcome.lines[0])
             if outcome.gradcheck is not None and message.frame is not None:
-                self.query_one(ArithmeticView).gradcheck = GradcheckView.of(outcome.gradcheck, message.frame.position)
+                self.main.query_one(ArithmeticView).gradcheck = GradcheckView.of(outcome.gradcheck, message.frame.position)
         self.driver.reported(job)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
@@ -144,7 +141,7 @@ class GdstepApp(App[int]):
             self.log_error(f"{event.worker.name}: {type(error).__name__}: {error}")
 
     def log_error(self, message: str) -> None:
-        self.query_one(EventLog).add("error", message)
+        self.main.query_one(EventLog).add("error", message)
         self.notify(message.splitlines()[-1][:200], title="error", severity="error")
 
     # -- drawing ----------------------------------------------------------------------------------
@@ -152,37 +149,7 @@ class GdstepApp(App[int]):
     def draw(self, frame: Frame) -> None:
         """Hand a Frame to the widgets."""
         self.frame = frame
-        bar = self.query_one(PhaseBar)
-        bar.frame = frame
-        bar.running = self.running
-        self.query_one(TensorView).panel = frame.tensor
-        arithmetic = self.query_one(ArithmeticView)
-        arithmetic.arithmetic = frame.arithmetic
-        self.query_one("#arithmetic-box").border_title = frame.arithmetic.title
-        if arithmetic.gradcheck is not None and arithmetic.gradcheck.step != frame.position:
-            arithmetic.gradcheck = None
-        self.query_one(BatchView).panel = frame.batch
-        if frame.batch is not None:
-            self.query_one("#batch-box").border_title = frame.batch.title
-        self.query_one("#details", ContentSwitcher).current = "batch-box" if frame.batch is not None \
-            else "arithmetic-box"
-        curves = frame.curves
-        if curves is not None:
-            for plot in self.query(LossPlot).results():
-                if plot.curves is None or plot.curves.n != curves.n or plot.curves != curves:
-                    plot.curves = curves
-            for plot in self.query(GradNormPlot).results():
-                if plot.curves is None or plot.curves.grad_norms != curves.grad_norms:
-                    plot.curves = curves
-        if frame.boundary is not None:
-            for plot in self.query(BoundaryPlot).results():
-                plot.boundary = frame.boundary        # the same object again is no change
-        if frame.surface is not None:
-            for plot in self.query(SurfacePlot).results():
-                plot.surface = frame.surface
-        log = self.query_one(EventLog)
-        for event in frame.events:
-            log.add_event(event)
+        draw(self.main, frame, self.running)
 
     def watch_running(self, running: bool) -> None:
         for bar in self.query(PhaseBar).results():
@@ -199,23 +166,8 @@ class GdstepApp(App[int]):
         self.driver.show(new)
 
     def _size_views(self, redraw: bool = True) -> None:
-        """Tell the driver how much the views show: the tensor window, the samples of the
-        batch, the grids of the boundary and the surface (one point per cell or finer)."""
-        layout = self.driver.layout
-        tensor_rows, tensor_cols = layout.tensor_rows, layout.tensor_cols
-        shape = self.model.shapes.get(self.selection.name)
-        if shape is not None:
-            fit = self.query_one(TensorView).capacity(shape)
-            tensor_rows, tensor_cols = fit.rows, fit.cols
-        boundary, surface = layout.boundary_grid, layout.surface_grid
-        for plot in self.query(BoundaryPlot).results():
-            width, height = plot.content_size
-            boundary = (max(48, 3 * width), max(24, 3 * height))
-        for plot in self.query(SurfacePlot).results():
-            width, height = plot.content_size
-            surface = (max(24, int(1.5 * width)), max(12, int(1.5 * height)))
-        details = self.query_one("#details")
-        layout = Layout(tensor_rows, tensor_cols, batch_capacity(max(details.size.width - 5, 20)), 4, boundary, surface)
+        """Tell the driver how much the views show (drawing.py: `measure`)."""
+        layout = measure(self.main, self.model.shapes.get(self.selection.name), self.driver.layout)
         if redraw:
             self.driver.resize(layout)
         else:
@@ -251,42 +203,37 @@ class GdstepApp(App[int]):
 
     # -- actions: everything that changes the session is a job for the driver -------------------
 
-    def _busy_with_run(self) -> bool:
+    def _unless_running(self, job: Callable[..., None], *args: Any, **kwargs: Any) -> None:
+        """Ask the driver for a job, unless a run is going: r pauses it first."""
         if self.driver.running_a_run:
             self.notify("A run is going: press r to pause it first.", title="running", timeout=2)
-            return True
-        return False
+        else:
+            job(*args, **kwargs)
 
     def run_command(self, text: str, echo: bool = True) -> None:
         """Run one line of the script language (the `:` prompt, the palette)."""
-        if not self._busy_with_run():
-            self.driver.execute(text, echo=echo)
+        self._unless_running(self.driver.execute, text, echo=echo)
 
     def action_next_phase(self) -> None:
-        if not self._busy_with_run():
-            self.driver.execute("next", kind="command")
+        self._unless_running(self.driver.execute, "next", kind="command")
 
     def action_run_to(self, phase: str) -> None:
-        if not self._busy_with_run():
-            self.driver.run_to(phase)
+        self._unless_running(self.driver.run_to, phase)
 
     def action_step(self) -> None:
-        if not self._busy_with_run():
-            self.driver.execute("step")
+        self._unless_running(self.driver.execute, "step")
 
     def action_epoch(self) -> None:
-        if not self._busy_with_run():
-            self.driver.execute("epoch")
+        self._unless_running(self.driver.execute, "epoch")
+
+    def action_back(self) -> None:
+        self._unless_running(self.driver.execute, "back")
 
     def action_run_pause(self) -> None:
         if self.driver.running:
             self.driver.pause()
         else:
             self.driver.run()
-
-    def action_back(self) -> None:
-        if not self._busy_with_run():
-            self.driver.execute("back")
 
     def action_gradcheck(self) -> None:
         selected = self.model.element(self.selection)
@@ -320,24 +267,6 @@ class GdstepApp(App[int]):
             self._prompt_closed()
         if text:
             self.run_command(text.lstrip(":"))
-
-    # Keys arrive in a burst: `:` opens the prompt while the keys after it already wait in the
-    # old focus's queue. While the prompt is open the single-key bindings are off, and a key
-    # that still reaches the app was typed for the prompt (prompt.py: `take_key`).
-
-    def _prompt(self) -> CommandPrompt | None:
-        return next(iter(self.query(CommandPrompt).results()), None)      # none on the help screen
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        prompt = self._prompt()
-        if prompt is not None and prompt.is_open and action not in ("quit", "command_palette"):
-            return not any(action == b.action.split("(")[0] for b in self.BINDINGS if isinstance(b, Binding))
-        return True
-
-    async def on_key(self, event) -> None:
-        prompt = self._prompt()
-        if prompt is not None:
-            await prompt.take_key(event, focused=self.focused)
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(list(self.BINDINGS)))
