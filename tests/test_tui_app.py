@@ -131,17 +131,24 @@ async def test_r_runs_in_a_worker_and_r_pauses_it():
     session = gdstep.open("xor")
     session.epochs = 10**9
     session.stop_when = None
-    app = make_app(session, timestamps=False)
-    async with app.run_test(size=SIZE) as pilot:
+    app = make_app(session, timestamps=False, frame_interval=0.02)
+    messages = []
+    async with app.run_test(size=SIZE, message_hook=messages.append) as pilot:
         await settle(pilot)
+        del messages[:]
         app.simulate_key("r")      # pilot.press would wait for the busy process to go idle
         await until(lambda: session.position > 0)
         assert app.running
         assert app.query_one(PhaseBar).running
+        await until(lambda: any(isinstance(m, FrameReady) for m in messages))   # frames while it runs
         await pilot.press("r")
         await settle(pilot)
         assert not app.running
         assert not app.query_one(PhaseBar).running
+        assert [m.running for m in messages if isinstance(m, Running)] == [True, False]
+        done = [m for m in messages if isinstance(m, JobDone)]
+        assert [m.job.text for m in done] == ["run"] and done[0].outcome.result.reason == "paused"
+        assert done[0].frame.position == session.position == app.frame.position
         position = session.position
         assert position > 0
         assert "run: paused" in log_text(app)
@@ -234,11 +241,14 @@ async def test_save_from_the_prompt_replays_to_the_same_state(tmp_path):
 async def test_g_checks_the_gradient_of_the_selected_element():
     session = gdstep.open("textbook")
     app = make_app(session, timestamps=False)
-    async with app.run_test(size=SIZE) as pilot:
+    messages = []
+    async with app.run_test(size=SIZE, message_hook=messages.append) as pilot:
         await settle(pilot)
         await select(pilot, "2.weight")
         await pilot.press("b", "g")
         await settle(pilot)
+        checked = [m.outcome.gradcheck for m in messages if isinstance(m, JobDone) and m.job.text.startswith("gradcheck")]
+        assert len(checked) == 1 and checked[0] == session.gradcheck("2.weight", (0, 0))
         check = app.query_one(ArithmeticView).gradcheck
         assert check is not None and check.ok and check.label == "2.weight[0,0]"
         assert check.analytic == pytest.approx(0.082167, abs=1e-6)
@@ -367,6 +377,18 @@ lr = 0.01
         await settle(pilot)
         assert app.query_one(TensorView).panel.index == (2, 1)
         assert app.query_one(ArithmeticView).lines == session.explain("0.weight", (2, 1)).lines
+
+
+def test_replay_saves_screenshots_through_the_app(tmp_path, capsys):
+    """The command line hands the Runner the headless app's screenshot."""
+    from gdstep.cli import main
+
+    script, target = tmp_path / "shoot.gds", tmp_path / "xor.svg"
+    script.write_text(f"step 2\nscreenshot {target}\n")
+    assert main(["replay", "xor", str(script)]) == 0
+    svg = target.read_text().replace("&#160;", " ")
+    assert "screenshot saved to" in capsys.readouterr().out
+    assert "0.weight" in svg and "step 2" in svg
 
 
 async def test_screenshot_command_saves_an_svg(tmp_path):

@@ -23,7 +23,7 @@ class GradcheckView:
     numeric: float
     rel_error: float
     ok: bool
-    step: int             # the session's position when it was checked: stale after a change
+    position: int         # the session's position when it was checked: stale after a change
 
     @classmethod
     def of(cls, check: GradCheck, position: int) -> "GradcheckView":

@@ -25,7 +25,7 @@ def draw(screen: DOMNode, frame: Frame, running: bool) -> None:
     arithmetic = screen.query_one(ArithmeticView)
     arithmetic.arithmetic = frame.arithmetic
     screen.query_one("#arithmetic-box").border_title = frame.arithmetic.title
-    if arithmetic.gradcheck is not None and arithmetic.gradcheck.step != frame.position:
+    if arithmetic.gradcheck is not None and arithmetic.gradcheck.position != frame.position:
         arithmetic.gradcheck = None                  # stale: the session has moved since
     screen.query_one(BatchView).panel = frame.batch
     if frame.batch is not None:
