@@ -119,8 +119,8 @@ class SessionDriver:
             if self._draining:
                 return
             self._draining = True
-        self._worker = self.app.run_worker(self._drain, name="session", group="session", thread=True,
-                                           exclusive=False, exit_on_error=False)
+        self.app.run_worker(self._drain, name="session", group="session", thread=True, exclusive=False,
+                            exit_on_error=False)
         # exclusive=False: a new worker starts only after the last one left its loop; exclusive
         # would cancel that one while it reports, and its waiters would see it cancelled.
 
@@ -157,7 +157,7 @@ class SessionDriver:
 
     def _drain(self) -> None:
         """Run the queued jobs in order; after each, post its outcome and a frame."""
-        worker = get_current_worker()
+        worker = self._worker = get_current_worker()
         while True:
             with self._lock:
                 if worker.is_cancelled or not (self._jobs or self._dirty):
@@ -184,7 +184,7 @@ class SessionDriver:
         except Exception:                   # a bug, not a user mistake: report it, keep going
             error = traceback.format_exc(limit=-3).strip()
         try:
-            if job.kind != "run":
+            if job.kind == "command":              # a rewind or a new setting may rewrite the history
                 self.frames.invalidate()
             frame = self.frames.build(self.selection, self.layout, plots=True)
             self._next_plot = monotonic() + self.plot_interval
