@@ -423,15 +423,14 @@ async def test_keys_typed_ahead_of_the_prompt_reach_it():
 
     s = gdstep.open("xor")
     app = make_app(s, timestamps=False)
-    async with app.run_test(size=(120, 36)) as pilot:
+    async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         names = {" ": "space", ".": "full_stop", ":": "colon"}
         for ch in ":set lr 0.1":
             app.post_message(events.Key(names.get(ch, ch), ch))
         app.post_message(events.Key("enter", "\r"))
         await pilot.pause(0.3)
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await settle(pilot)
         assert s.lr == 0.1 and s.position == 0
         assert app.runner.lines == ["set lr 0.1"]
 
@@ -441,14 +440,13 @@ async def test_a_prefilled_prompt_is_edited_not_replaced(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     s = gdstep.open("xor")
     app = make_app(s, timestamps=False)
-    async with app.run_test(size=(120, 36)) as pilot:
+    async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         await pilot.press("s", "w")
         await pilot.pause()
         await pilot.press("backspace", "backspace", "backspace", "backspace", "full_stop", "g", "d", "s", "enter")
         await pilot.pause(0.3)
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await settle(pilot)
         saved = tmp_path / "xor-session.gds"
         assert saved.exists() and saved.read_text().splitlines()[-1] == "step"
         assert oct(saved.stat().st_mode & 0o777) != oct(0o600)

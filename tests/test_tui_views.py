@@ -176,3 +176,18 @@ def test_prompt_history_moves_back_and_forward():
     assert h.forward() and h.forward() and h.current == "typing"
     assert not h.forward()
     assert _common_prefix(["set lr", "set optimizer"]) == "set "
+
+
+def test_frames_are_built_without_textual():
+    """What the screen shows is plain data: building it needs no UI."""
+    import subprocess
+    import sys
+    code = ("import sys, gdstep\n"
+            "from gdstep.tui.frame_builder import FrameBuilder\n"
+            "from gdstep.tui.frame import Selection\n"
+            "s = gdstep.open('spiral'); s.step(3)\n"
+            "frame = FrameBuilder(s).build(Selection('0.weight', 1, 1))\n"
+            "assert frame.tensor.index == (1, 1) and frame.boundary is not None and frame.curves.n == 3\n"
+            "print(','.join(sorted(m for m in sys.modules if m == 'textual' or m.startswith('textual.'))))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == ""

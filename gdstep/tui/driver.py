@@ -5,8 +5,8 @@ for: the keys' and the prompt's commands (through the script Runner, so the reco
 replays), and redraws (a new selection, a new size). While a job runs, the worker builds a
 Frame a few times a second and posts FrameReady; after each job it posts JobDone with the
 frame after it; whenever the count of the user's open jobs crosses zero it posts Running.
-The UI thread never reads the session, except to build the first frame before any worker
-exists: `start()`.
+The UI thread reads the session only to build the first frame, before any worker exists
+(`start()`), and for the prompt's completions (`complete()`: names a run does not change).
 
 One worker at a time, by the driver's own bookkeeping: the UI thread starts one only when
 none is draining the queue, and the worker stops only when the queue is empty, both under
