@@ -450,3 +450,18 @@ async def test_a_prefilled_prompt_is_edited_not_replaced(tmp_path, monkeypatch):
         saved = tmp_path / "xor-session.gds"
         assert saved.exists() and saved.read_text().splitlines()[-1] == "step"
         assert oct(saved.stat().st_mode & 0o777) != oct(0o600)
+
+
+async def test_frames_arriving_under_the_help_screen_are_drawn_on_the_main_screen():
+    session = gdstep.open("xor")
+    app = make_app(session, timestamps=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        app.run_command("step 3")
+        await settle(pilot)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert session.step_count == 3 and app.query_one(PhaseBar).frame.step == 3
+        assert "› step 3" in log_text(app)

@@ -14,7 +14,6 @@ from textual import on
 from textual.app import App, ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.reactive import var
-from textual.screen import Screen
 from textual.widgets import ContentSwitcher, Input
 from textual.worker import Worker, WorkerState
 
@@ -58,11 +57,6 @@ class GdstepApp(PromptFirst, App[int]):
         self.frame: Frame | None = None
         self._plot_ids = [plot_id for plot_id, shown in (("boundary-plot", self.model.boundary),
                                                           ("surface-plot", self.model.surface)) if shown] + ["grad-plot"]
-
-    @property
-    def main(self) -> Screen:
-        """The screen the app draws on (the help screen or the palette may be above it)."""
-        return self.screen_stack[0]
 
     @property
     def runner(self):
@@ -119,7 +113,7 @@ class GdstepApp(PromptFirst, App[int]):
 
     def on_job_done(self, message: JobDone) -> None:
         job, outcome = message.job, message.outcome
-        log = self.main.query_one(EventLog)
+        log = self.query_one(EventLog)
         if job.echo:
             log.add("command", f"› {job.text}")
         if message.frame is not None:
@@ -131,7 +125,7 @@ class GdstepApp(PromptFirst, App[int]):
             if not outcome.ok:
                 self.bell()
             if outcome.gradcheck is not None and message.frame is not None:
-                self.main.query_one(ArithmeticView).gradcheck = GradcheckView.of(outcome.gradcheck, message.frame.position)
+                self.query_one(ArithmeticView).gradcheck = GradcheckView.of(outcome.gradcheck, message.frame.position)
         self.driver.reported(job)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
@@ -141,7 +135,7 @@ class GdstepApp(PromptFirst, App[int]):
             self.log_error(f"{event.worker.name}: {type(error).__name__}: {error}")
 
     def log_error(self, message: str) -> None:
-        self.main.query_one(EventLog).add("error", message)
+        self.query_one(EventLog).add("error", message)
         self.notify(message.splitlines()[-1][:200], title="error", severity="error")
 
     # -- drawing ----------------------------------------------------------------------------------
@@ -149,7 +143,7 @@ class GdstepApp(PromptFirst, App[int]):
     def draw(self, frame: Frame) -> None:
         """Hand a Frame to the widgets."""
         self.frame = frame
-        draw(self.main, frame, self.running)
+        draw(self, frame, self.running)
 
     def watch_running(self, running: bool) -> None:
         for bar in self.query(PhaseBar).results():
@@ -167,7 +161,7 @@ class GdstepApp(PromptFirst, App[int]):
 
     def _size_views(self, redraw: bool = True) -> None:
         """Tell the driver how much the views show (drawing.py: `measure`)."""
-        layout = measure(self.main, self.model.shapes.get(self.selection.name), self.driver.layout)
+        layout = measure(self, self.model.shapes.get(self.selection.name), self.driver.layout)
         if redraw:
             self.driver.resize(layout)
         else:
