@@ -42,7 +42,9 @@ class SessionDriver:
 
         self.app = app
         self.session = session
-        self.runner = runner if runner is not None else Runner(session, screenshot=self.screenshot)
+        self.runner = runner if runner is not None else Runner(session)
+        if self.runner.screenshot is None:        # in the app, `screenshot FILE.svg` is of the app
+            self.runner.screenshot = self.screenshot
         self.frames = FrameBuilder(session)
         self.model = self.frames.model
         self.frame_interval = frame_interval
