@@ -152,8 +152,9 @@ def _run_with_progress(session, until, max_steps, quiet: bool):
 
 def cmd_replay(args) -> int:
     from gdstep.script.replay import replay
+    from gdstep.tui.screenshot import headless_screenshot     # imports the app only when a script shoots
     session = open_session(args)
-    return replay(session, args.script, json_lines=args.json)
+    return replay(session, args.script, json_lines=args.json, screenshot=headless_screenshot)
 
 
 def cmd_tui(args) -> int:

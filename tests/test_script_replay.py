@@ -135,3 +135,35 @@ def test_export_writes_the_update_rule_of_the_optimizer_used(kind):
     assert signature in text
     others = [sig for k, sig in {"rmsprop": r"v \leftarrow \alpha v", "adagrad": r"s \leftarrow s + g^2"}.items() if k != kind]
     assert not any(sig in text for sig in others)
+
+
+def test_screenshots_need_the_function_the_app_or_the_command_line_passes(tmp_path):
+    s = gdstep.open("xor")
+    outcome = Runner(s).execute_line(f"screenshot {tmp_path / 'a.svg'}")
+    assert not outcome.ok and "screenshots need the app" in outcome.message
+    shots = []
+    runner = Runner(s, screenshot=lambda session, path: shots.append((session, str(path))) or Path(path))
+    assert runner.execute_line(f"screenshot {tmp_path / 'b.svg'}").ok
+    assert shots == [(s, str(tmp_path / "b.svg"))]
+    assert runner.lines == []                       # a picture is not a step to replay
+
+
+def test_the_script_package_never_imports_the_app():
+    import subprocess
+    import sys
+    code = ("import sys, gdstep, gdstep.script, gdstep.script.replay, gdstep.script.runner\n"
+            "s = gdstep.open('xor'); gdstep.script.Runner(s).execute_line('gradcheck 0.weight[0,0]')\n"
+            "print(','.join(sorted(m for m in sys.modules if m.startswith('gdstep.tui'))))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == ""
+
+
+def test_gradcheck_outcome_carries_the_check():
+    s = gdstep.open("textbook")
+    s.forward(); s.loss(); s.backward()
+    outcome = Runner(s).execute_line("gradcheck 2.weight[0,1]")
+    check = outcome.gradcheck
+    assert outcome.ok and check is not None and (check.name, check.index) == ("2.weight", (0, 1))
+    assert check.analytic == pytest.approx(s.grads["2.weight"][0, 1], rel=1e-12) and check.ok
+    assert outcome.values["2.weight[0,1] analytic"] == check.analytic      # --json prints these
+    assert Runner(s).execute_line("step").gradcheck is None

@@ -3,10 +3,10 @@ widgets show what the session holds. Workers are waited for, never slept on."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 
 import pytest
+from conftest import SIZE, command, log_kinds, log_text, select, settle, until
 
 import gdstep
 from gdstep.script import Runner
@@ -14,45 +14,10 @@ from gdstep.tui.app import GdstepApp, make_app
 from gdstep.tui.arithmetic_view import ArithmeticView
 from gdstep.tui.event_log import EventLog
 from gdstep.tui.help_screen import HelpScreen
+from gdstep.tui.messages import FrameReady, JobDone, Running
 from gdstep.tui.model_tree import ModelTree
 from gdstep.tui.phase_bar import PhaseBar
 from gdstep.tui.tensor_view import TensorView
-
-SIZE = (120, 36)
-
-
-async def settle(pilot) -> None:
-    """Wait until every queued job has run and the screen has caught up."""
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
-
-
-async def select(pilot, name: str) -> None:
-    pilot.app.query_one(ModelTree).select_parameter(name)
-    await pilot.pause()
-    assert pilot.app.selection.name == name
-
-
-async def command(pilot, text: str) -> None:
-    """Open the prompt with `:`, enter a line (set at once: typing it key by key is slow)."""
-    await pilot.press("colon")
-    pilot.app.query_one("#prompt").value = text
-    await pilot.press("enter")
-
-
-async def until(condition, timeout: float = 10.0) -> None:
-    """Yield to the app until `condition()` holds (a run in a worker thread has no message to wait for)."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not condition():
-        assert loop.time() < end, "timed out"
-        await asyncio.sleep(0.005)
-
-
-def log_text(app: GdstepApp) -> str:
-    return "\n".join(message for _, message in app.query_one(EventLog).messages)
 
 
 async def test_mount_renders_a_meaningful_screen_without_input():
@@ -62,7 +27,7 @@ async def test_mount_renders_a_meaningful_screen_without_input():
         await settle(pilot)
         svg = app.export_screenshot()
         assert "forward" in svg and "0.weight" in svg
-        assert app.query_one(PhaseBar).snapshot.phase_due == "forward"
+        assert app.query_one(PhaseBar).frame.phase_due == "forward"
         assert app.query_one(TensorView).panel.name == "0.weight"
         assert not app.running
     assert session.position == 0
@@ -77,7 +42,7 @@ async def test_n_runs_the_phases_in_order_and_the_bar_follows():
         for _ in range(5):
             await pilot.press("n")
             await settle(pilot)
-            seen.append((session.last_phase, app.query_one(PhaseBar).snapshot.phase_due))
+            seen.append((session.last_phase, app.query_one(PhaseBar).frame.phase_due))
         await pilot.press("space")
         await settle(pilot)
     assert seen == [("forward", "loss"), ("loss", "backward"), ("backward", "update"), ("update", "forward"),
@@ -108,7 +73,7 @@ async def test_arithmetic_panel_is_the_update_of_the_selected_element():
         assert panel.lines[-1] == "W_new = W_old − η·g = 0.400000 − 0.5 × 0.082167 = 0.358916"
         assert "0.358916" in str(panel.render())
         await pilot.press("shift+down", "shift+right")
-        await pilot.pause()
+        await settle(pilot)
         assert app.selection.row == 1 and app.selection.col == 1
         assert panel.lines == session.explain("2.weight", (1, 1)).lines
         assert app.query_one(TensorView).panel.index == (1, 1)
@@ -155,7 +120,7 @@ async def test_left_rewinds_one_phase_and_is_recorded():
         await pilot.press("left")
         await settle(pilot)
         assert session.cursor.phase == "backward"
-        assert app.query_one(PhaseBar).snapshot.phase_due == "backward"
+        assert app.query_one(PhaseBar).frame.phase_due == "backward"
         await pilot.press("left", "left", "left", "left")
         await settle(pilot)
     assert session.position == 0
@@ -166,17 +131,24 @@ async def test_r_runs_in_a_worker_and_r_pauses_it():
     session = gdstep.open("xor")
     session.epochs = 10**9
     session.stop_when = None
-    app = make_app(session, timestamps=False)
-    async with app.run_test(size=SIZE) as pilot:
+    app = make_app(session, timestamps=False, frame_interval=0.02)
+    messages = []
+    async with app.run_test(size=SIZE, message_hook=messages.append) as pilot:
         await settle(pilot)
+        del messages[:]
         app.simulate_key("r")      # pilot.press would wait for the busy process to go idle
         await until(lambda: session.position > 0)
         assert app.running
         assert app.query_one(PhaseBar).running
+        await until(lambda: any(isinstance(m, FrameReady) for m in messages))   # frames while it runs
         await pilot.press("r")
         await settle(pilot)
         assert not app.running
         assert not app.query_one(PhaseBar).running
+        assert [m.running for m in messages if isinstance(m, Running)] == [True, False]
+        done = [m for m in messages if isinstance(m, JobDone)]
+        assert [m.job.text for m in done] == ["run"] and done[0].outcome.result.reason == "paused"
+        assert done[0].frame.position == session.position == app.frame.position
         position = session.position
         assert position > 0
         assert "run: paused" in log_text(app)
@@ -198,8 +170,7 @@ async def test_overshoot_shows_the_breakpoint_then_the_nonfinite_pause():
         await settle(pilot)
         await pilot.press("r")
         await settle(pilot)
-        kinds = [kind for kind, _ in app.query_one(EventLog).messages]
-        assert "breakpoint" in kinds
+        assert "breakpoint" in log_kinds(app)
         assert "breakpoint 1 hit: loss > prev_loss" in log_text(app)
         await command(pilot, "unbreak 1")
         await settle(pilot)
@@ -270,11 +241,14 @@ async def test_save_from_the_prompt_replays_to_the_same_state(tmp_path):
 async def test_g_checks_the_gradient_of_the_selected_element():
     session = gdstep.open("textbook")
     app = make_app(session, timestamps=False)
-    async with app.run_test(size=SIZE) as pilot:
+    messages = []
+    async with app.run_test(size=SIZE, message_hook=messages.append) as pilot:
         await settle(pilot)
         await select(pilot, "2.weight")
         await pilot.press("b", "g")
         await settle(pilot)
+        checked = [m.outcome.gradcheck for m in messages if isinstance(m, JobDone) and m.job.text.startswith("gradcheck")]
+        assert len(checked) == 1 and checked[0] == session.gradcheck("2.weight", (0, 0))
         check = app.query_one(ArithmeticView).gradcheck
         assert check is not None and check.ok and check.label == "2.weight[0,0]"
         assert check.analytic == pytest.approx(0.082167, abs=1e-6)
@@ -346,7 +320,7 @@ async def test_palette_sets_the_learning_rate_and_switches_the_optimizer():
         await settle(pilot)
         assert session.optimizer.kind == "adam"
         assert app.runner.lines == ["set lr 0.05", "set optimizer adam"]
-        assert "setting" in [kind for kind, _ in app.query_one(EventLog).messages]
+        assert "setting" in log_kinds(app)
 
 
 async def test_usable_at_80_by_24():
@@ -400,9 +374,21 @@ lr = 0.01
         assert rows * cols <= 64
         assert panel.grids[0].stats.count == 1_000_000
         await pilot.press("shift+down", "shift+down", "shift+right")
-        await pilot.pause()
+        await settle(pilot)
         assert app.query_one(TensorView).panel.index == (2, 1)
         assert app.query_one(ArithmeticView).lines == session.explain("0.weight", (2, 1)).lines
+
+
+def test_replay_saves_screenshots_through_the_app(tmp_path, capsys):
+    """The command line hands the Runner the headless app's screenshot."""
+    from gdstep.cli import main
+
+    script, target = tmp_path / "shoot.gds", tmp_path / "xor.svg"
+    script.write_text(f"step 2\nscreenshot {target}\n")
+    assert main(["replay", "xor", str(script)]) == 0
+    svg = target.read_text().replace("&#160;", " ")
+    assert "screenshot saved to" in capsys.readouterr().out
+    assert "0.weight" in svg and "step 2" in svg
 
 
 async def test_screenshot_command_saves_an_svg(tmp_path):
@@ -427,7 +413,7 @@ async def test_the_torch_backend_renders_through_the_same_views():
         await settle(pilot)
         assert app.query_one(ArithmeticView).lines == session.explain("2.weight", (0, 0)).lines
         assert app.query_one(ArithmeticView).lines[-1].endswith("= 0.358916")
-        assert app.query_one(PhaseBar).snapshot.backend == "torch"
+        assert app.query_one(PhaseBar).frame.backend == "torch"
         assert not [m for kind, m in app.query_one(EventLog).messages if kind == "error"]
 
 
@@ -437,15 +423,14 @@ async def test_keys_typed_ahead_of_the_prompt_reach_it():
 
     s = gdstep.open("xor")
     app = make_app(s, timestamps=False)
-    async with app.run_test(size=(120, 36)) as pilot:
+    async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         names = {" ": "space", ".": "full_stop", ":": "colon"}
         for ch in ":set lr 0.1":
             app.post_message(events.Key(names.get(ch, ch), ch))
         app.post_message(events.Key("enter", "\r"))
         await pilot.pause(0.3)
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await settle(pilot)
         assert s.lr == 0.1 and s.position == 0
         assert app.runner.lines == ["set lr 0.1"]
 
@@ -455,14 +440,28 @@ async def test_a_prefilled_prompt_is_edited_not_replaced(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     s = gdstep.open("xor")
     app = make_app(s, timestamps=False)
-    async with app.run_test(size=(120, 36)) as pilot:
+    async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         await pilot.press("s", "w")
         await pilot.pause()
         await pilot.press("backspace", "backspace", "backspace", "backspace", "full_stop", "g", "d", "s", "enter")
         await pilot.pause(0.3)
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await settle(pilot)
         saved = tmp_path / "xor-session.gds"
         assert saved.exists() and saved.read_text().splitlines()[-1] == "step"
         assert oct(saved.stat().st_mode & 0o777) != oct(0o600)
+
+
+async def test_frames_arriving_under_the_help_screen_are_drawn_on_the_main_screen():
+    session = gdstep.open("xor")
+    app = make_app(session, timestamps=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        app.run_command("step 3")
+        await settle(pilot)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert session.step_count == 3 and app.query_one(PhaseBar).frame.step == 3
+        assert "› step 3" in log_text(app)

@@ -7,6 +7,8 @@ at them (tests/__snapshots__/) before committing.
 
 from __future__ import annotations
 
+from conftest import press, settle
+
 import gdstep
 from gdstep.tui.app import make_app
 from gdstep.tui.model_tree import ModelTree
@@ -21,16 +23,11 @@ def _app(scenario: str, theme: str | None = None):
 
 def _keys(*keys: str, select: str | None = None):
     async def run_before(pilot) -> None:
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
+        await settle(pilot)
         if select:
             pilot.app.query_one(ModelTree).select_parameter(select)
-            await pilot.pause()
-        for key in keys:
-            await pilot.press(key)
-            await pilot.app.workers.wait_for_complete()
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
+            await settle(pilot)
+        await press(pilot, *keys)
     return run_before
 
 

@@ -1,4 +1,4 @@
-"""The TUI's pure parts, without an app: what a Snapshot holds in each phase, the plot data,
+"""The TUI's pure parts, without an app: what a Frame holds in each phase, the plot data,
 the cell format, the tensor-view fit, the prompt history."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import gdstep
 from gdstep.tui.cells import WIDTH, cell
 from gdstep.tui.plot_data import BoundaryMaker, SurfaceMaker, curves, two_numbers
 from gdstep.tui.prompt import PromptHistory, _common_prefix
-from gdstep.tui.snapshot import Selection, Snapshotter, as_matrix_shape, element_index
+from gdstep.tui.frame import Selection, as_matrix_shape, element_index
+from gdstep.tui.frame_builder import FrameBuilder
 from gdstep.tui.tensor_view import fit
 
 
@@ -51,58 +52,58 @@ def test_matrix_view_of_any_shape():
 
 def test_the_three_grids_follow_the_phases():
     s = gdstep.open("textbook")
-    snap = Snapshotter(s)
+    frames = FrameBuilder(s)
     sel = Selection("2.weight", 0, 1)
     w0 = s.params["2.weight"]
-    panel = snap.take(sel).tensor
+    panel = frames.build(sel).tensor
     assert [g.label for g in panel.grids] == ["W", "∇W", "W_new"]
     assert (panel.grids[0].values == w0).all() and panel.grids[1].values is None and panel.grids[2].values is None
     s.forward(); s.loss(); s.backward()
-    panel = snap.take(sel).tensor
+    panel = frames.build(sel).tensor
     assert (panel.grids[1].values == s.grads["2.weight"]).all() and panel.grids[2].values is None
     s.update()
-    panel = snap.take(sel).tensor
+    panel = frames.build(sel).tensor
     assert [g.label for g in panel.grids] == ["W_old", "∇W", "W_new"]
     assert (panel.grids[0].values == w0).all()
     assert (panel.grids[2].values == s.params["2.weight"]).all()
     assert panel.index == (0, 1) and panel.whole
     s.forward()                                       # a new iteration: the gradient is the old one's, not shown
-    panel = snap.take(sel).tensor
+    panel = frames.build(sel).tensor
     assert panel.grids[1].values is None
 
 
 def test_arithmetic_and_batch_follow_the_phases():
     s = gdstep.open("textbook")
-    snap = Snapshotter(s)
+    frames = FrameBuilder(s)
     sel = Selection("2.weight", 0, 0)
-    assert snap.take(sel).arithmetic.mode == "none"
+    assert frames.build(sel).arithmetic.mode == "none"
     s.forward()
-    batch = snap.take(sel).batch
+    batch = frames.build(sel).batch
     assert batch is not None and batch.phase == "forward"
     labels = [row.label for row in batch.rows]
     assert labels[:2] == ["x[0]", "x[1]"] and "a3[1]" in labels
     out = dict((row.label, row.values) for row in batch.rows)
     assert out["a3[0]"][0] == pytest.approx(0.75136507, abs=1e-8)    # the textbook's out_o1
     s.loss()
-    batch = snap.take(sel).batch
+    batch = frames.build(sel).batch
     assert [row.label for row in batch.rows][-1] == "loss"
     assert batch.rows[-1].values[0] == pytest.approx(0.298371109, abs=1e-9)
     s.backward()
-    a = snap.take(sel).arithmetic
+    a = frames.build(sel).arithmetic
     assert a.mode == "chain" and a.lines == s.chain_rule("2.weight", (0, 0)).lines
     s.update()
-    a = snap.take(sel).arithmetic
+    a = frames.build(sel).arithmetic
     assert a.mode == "update" and a.lines == s.explain("2.weight", (0, 0)).lines
 
 
 def test_events_are_reported_once():
     s = gdstep.open("overshoot")
-    snap = Snapshotter(s)
-    assert snap.take(Selection()).events == ()
+    frames = FrameBuilder(s)
+    assert frames.build(Selection()).events == ()
     s.run()
-    first = snap.take(Selection()).events
+    first = frames.build(Selection()).events
     assert [e.kind for e in first] == ["breakpoint"]
-    assert snap.take(Selection()).events == ()
+    assert frames.build(Selection()).events == ()
 
 
 def test_curves_epoch_means_match_the_history_incrementally():
@@ -175,3 +176,18 @@ def test_prompt_history_moves_back_and_forward():
     assert h.forward() and h.forward() and h.current == "typing"
     assert not h.forward()
     assert _common_prefix(["set lr", "set optimizer"]) == "set "
+
+
+def test_frames_are_built_without_textual():
+    """What the screen shows is plain data: building it needs no UI."""
+    import subprocess
+    import sys
+    code = ("import sys, gdstep\n"
+            "from gdstep.tui.frame_builder import FrameBuilder\n"
+            "from gdstep.tui.frame import Selection\n"
+            "s = gdstep.open('spiral'); s.step(3)\n"
+            "frame = FrameBuilder(s).build(Selection('0.weight', 1, 1))\n"
+            "assert frame.tensor.index == (1, 1) and frame.boundary is not None and frame.curves.n == 3\n"
+            "print(','.join(sorted(m for m in sys.modules if m == 'textual' or m.startswith('textual.'))))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == ""

@@ -14,7 +14,7 @@ from typing import TextIO
 
 from gdstep.errors import ScriptError
 from gdstep.script.parser import parse_script
-from gdstep.script.runner import Runner
+from gdstep.script.runner import Runner, Screenshot
 
 
 def read_script(path: str | Path) -> tuple[str, str]:
@@ -31,11 +31,13 @@ def read_script(path: str | Path) -> tuple[str, str]:
         raise ScriptError(file, None, None, e.strerror or str(e)) from None
 
 
-def replay(session, script: str | Path, json_lines: bool = False, out: TextIO | None = None) -> int:
+def replay(session, script: str | Path, json_lines: bool = False, out: TextIO | None = None,
+           screenshot: Screenshot | None = None) -> int:
+    """`screenshot` saves the app's picture for `screenshot FILE.svg` (the command line passes it)."""
     out = out or sys.stdout
     text, file = read_script(script)
     commands = parse_script(text, file)
-    runner = Runner(session)
+    runner = Runner(session, screenshot=screenshot)
     runner.file = file
     for command in commands:        # every name checked before anything runs
         runner.check(command)

@@ -2,7 +2,9 @@
 
 Scripts, the TUI's `:` prompt and the TUI's keys all go through one Runner, so the
 recording (`runner.lines`) replays to the same state, bit for bit. A run paused from the
-outside (the TUI's `r`) is recorded as `next K`, the phases it actually ran.
+outside (the TUI's `r`) is recorded as `next K`, the phases it actually ran. This package
+never imports the app: whoever has one (the command line, the app itself) hands the Runner
+its screenshot function.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from gdstep import arrays
 from gdstep.conditions import Condition
 from gdstep.errors import GdstepError, ScriptError, index_problem, suggest
 from gdstep.fmt import index_text, num, show
+from gdstep.gradcheck import GradCheck
 from gdstep.records import Cursor, RunResult
 from gdstep.script.parser import Command, parse_command
 
 OnPhase = Callable[[], bool] | None
+Screenshot = Callable[[Any, "str | Path"], Path]    # (session, FILE.svg) -> the file written
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,7 @@ class Outcome:
     loss: float | None
     values: dict[str, Any] = field(default_factory=dict)
     result: RunResult | None = None
+    gradcheck: GradCheck | None = None          # what `gradcheck NAME[i,j]` found
     failed_expect: bool = False
     error: bool = False
     exception: Exception | None = field(default=None, repr=False, compare=False)  # the GdstepError behind error
@@ -73,9 +78,10 @@ def _jsonable(value: Any) -> Any:
 
 
 class Runner:
-    """Executes commands on `session`; `screenshot(path)` saves an SVG of the app."""
+    """Executes commands on `session`; `screenshot(session, path)` saves an SVG of the app
+    drawing it (without one, `screenshot FILE.svg` is an error that says so)."""
 
-    def __init__(self, session, screenshot: Callable[[str], Any] | None = None):
+    def __init__(self, session, screenshot: Screenshot | None = None):
         self.session = session
         self.screenshot = screenshot
         self.watches: list[Condition] = []
@@ -112,8 +118,9 @@ class Runner:
         if command.name not in ("watch", "unwatch", "save", "screenshot", "export"):
             lines.extend(self._watch_lines(values))
         message = lines[0] if lines else command.text
-        return self._outcome(command.text, command.line, not failed, tuple(lines), message, values, result,
-                             failed_expect=failed)
+        check = result if isinstance(result, GradCheck) else None
+        return self._outcome(command.text, command.line, not failed, tuple(lines), message, values,
+                             None if check else result, failed_expect=failed, gradcheck=check)
 
     def run_to(self, phase: str, on_phase: OnPhase = None) -> Outcome:
         """The TUI's f/l/b/u keys: run until `phase` has just run; recorded as `next K`."""
@@ -156,10 +163,10 @@ class Runner:
 
     def _outcome(self, command: str, line: int | None, ok: bool, lines: tuple[str, ...], message: str,
                  values: dict | None = None, result: RunResult | None = None, failed_expect: bool = False,
-                 error: bool = False, exception: Exception | None = None) -> Outcome:
+                 error: bool = False, exception: Exception | None = None, gradcheck: GradCheck | None = None) -> Outcome:
         s = self.session
         return Outcome(command, line, ok, lines, message, s.cursor, s.step_count, s.loss_value, values or {}, result,
-                       failed_expect, error, exception)
+                       gradcheck, failed_expect, error, exception)
 
     def _moved(self, text: str, go: Callable[[], RunResult]) -> Outcome:
         try:
@@ -315,11 +322,11 @@ class Runner:
 
     def _do_gradcheck(self, command: Command, on_phase: OnPhase):
         name, index = command.args
-        result = self.session.gradcheck(name, index)
+        check = self.session.gradcheck(name, index)
         label = f"{name}{index_text(index)}"
-        values = {f"{label} analytic": result.analytic, f"{label} numeric": result.numeric,
-                  f"{label} relative error": result.rel_error, f"{label} ok": result.ok}
-        return [str(result)], values, None, command.text, False
+        values = {f"{label} analytic": check.analytic, f"{label} numeric": check.numeric,
+                  f"{label} relative error": check.rel_error, f"{label} ok": check.ok}   # for --json
+        return [str(check)], values, check, command.text, False
 
     def _do_expect(self, command: Command, on_phase: OnPhase):
         cond = command.args[0]
@@ -331,10 +338,9 @@ class Runner:
     def _do_screenshot(self, command: Command, on_phase: OnPhase):
         path = command.args[0]
         if self.screenshot is None:
-            from gdstep.script.screenshot import headless_screenshot
-            headless_screenshot(self.session, path, runner=self)
-        else:
-            self.screenshot(path)
+            raise GdstepError(f"screenshot {path}: screenshots need the app, and this Runner was made without it "
+                              "(gdstep replay and the app itself pass one: Runner(session, screenshot=...))")
+        self.screenshot(self.session, path)
         return [f"screenshot saved to {path}"], {}, None, None, False
 
     def _do_export(self, command: Command, on_phase: OnPhase):

@@ -11,8 +11,9 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import Static
 
-from gdstep.fmt import num
-from gdstep.tui.snapshot import Arithmetic
+from gdstep.fmt import index_text, num
+from gdstep.gradcheck import GradCheck
+from gdstep.tui.frame import Arithmetic
 
 
 @dataclass(frozen=True)
@@ -22,12 +23,12 @@ class GradcheckView:
     numeric: float
     rel_error: float
     ok: bool
-    step: int             # the session's position when it was checked: stale after a change
+    position: int         # the session's position when it was checked: stale after a change
 
     @classmethod
-    def from_values(cls, label: str, values: dict, ok: bool, position: int) -> "GradcheckView":
-        return cls(label, float(values[f"{label} analytic"]), float(values[f"{label} numeric"]),
-                   float(values[f"{label} relative error"]), ok, position)
+    def of(cls, check: GradCheck, position: int) -> "GradcheckView":
+        return cls(f"{check.name}{index_text(check.index)}", float(check.analytic), float(check.numeric),
+                   float(check.rel_error), bool(check.ok), position)
 
 
 class ArithmeticView(Static):

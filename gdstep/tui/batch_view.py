@@ -9,7 +9,7 @@ from textual.reactive import reactive
 from textual.widgets import Static
 
 from gdstep.tui import cells
-from gdstep.tui.snapshot import BatchPanel
+from gdstep.tui.frame import BatchPanel
 
 LABEL = 8
 

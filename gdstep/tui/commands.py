@@ -26,7 +26,7 @@ class GdstepCommands(Provider):
         out.append(("Set learning rate…", partial(app.open_prompt, "set lr "), "set lr X, from the next iteration"))
         out.append(("Switch optimizer…", partial(app.open_prompt, "set optimizer "),
                     "set optimizer KIND, then hyperparameters as name=value (Tab lists the kinds)"))
-        current = getattr(app.session.optimizer, "kind", "")
+        current = app.frame.optimizer if app.frame is not None else ""
         for kind in OPTIMIZERS:
             if kind != current:
                 out.append((f"Switch optimizer to {kind}", partial(app.run_command, f"set optimizer {kind}"),

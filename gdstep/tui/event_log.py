@@ -12,6 +12,7 @@ from gdstep.records import Event
 
 KINDS = ("breakpoint", "nonfinite", "setting", "stop", "rewind", "gradcheck", "error", "info", "expect", "command",
          "output")
+SAID = ("set", "back", "break", "unbreak", "gradcheck")     # their session event says it: no output line
 
 
 class EventLog(RichLog):
@@ -24,6 +25,18 @@ class EventLog(RichLog):
 
     def add_event(self, event: Event) -> None:
         self._add(event.kind, event.message, event.time, event.step)
+
+    def add_outcome(self, text: str, outcome, *, echo: bool, run: bool) -> None:
+        """What a command did (a script Outcome): a mistake always; with `echo` (typed at the
+        prompt) its output; else a run that stopped short of its goal."""
+        if not outcome.ok:
+            self.add("expect" if outcome.failed_expect else "error", outcome.message)
+        elif echo:
+            said = text.lstrip(":").split(" ", 1)[0] in SAID
+            for line in outcome.lines[1:] if said else outcome.lines:
+                self.add("output", line)
+        elif run and outcome.result is not None and outcome.result.reason in ("paused", "epochs", "max_steps"):
+            self.add("info", outcome.lines[0])
 
     def add(self, kind: str, message: str, step: int | None = None) -> None:
         self._add(kind, message, time.time(), step)

@@ -1,4 +1,5 @@
-"""What the session worker tells the UI thread: a new frame, and a finished job."""
+"""What the driver asks of the worker (a Job) and tells the app (FrameReady, JobDone,
+Running)."""
 
 from __future__ import annotations
 
@@ -7,32 +8,46 @@ from typing import Any, Callable
 
 from textual.message import Message
 
-from gdstep.tui.snapshot import Snapshot
+from gdstep.tui.frame import Frame
+
+OnPhase = Callable[[], bool]
 
 
 @dataclass(frozen=True)
 class Job:
     """One thing to do on the session, on the worker thread; `call(on_phase)` returns the
-    script runner's Outcome."""
+    script runner's Outcome (None for a redraw)."""
 
     text: str                                  # the command, as shown in the log
-    call: Callable[[Callable[[], bool]], Any]
-    kind: str = "command"                      # command | run (long: other keys wait) | refresh
+    call: Callable[[OnPhase], Any]
+    kind: str = "command"                      # command | run (long: other keys wait) | redraw
     echo: bool = False                         # write the command and its output to the log
-    gradcheck: str | None = None               # "2.weight[0,0]" for `g`
+
+    @property
+    def user(self) -> bool:
+        """Asked for by the user: it counts while the app says it is running."""
+        return self.kind != "redraw"
 
 
 @dataclass
-class Frame(Message):
-    """A snapshot taken while a job runs (a few times a second)."""
+class FrameReady(Message):
+    """A Frame to draw: while a job runs (a few times a second), or after a redraw."""
 
-    snapshot: Snapshot
+    frame: Frame
 
 
 @dataclass
 class JobDone(Message):
+    """A job has run; the frame after it (None if even that failed)."""
+
     job: Job
     outcome: Any                               # gdstep.script.Outcome, or None after an error
     error: str | None                          # an exception that is not a user mistake
-    snapshot: Snapshot | None
-    position: int = 0
+    frame: Frame | None
+
+
+@dataclass
+class Running(Message):
+    """The user's jobs are not all done (True), or they are (False)."""
+
+    running: bool

@@ -7,6 +7,8 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import Tree
 
+from gdstep.tui.frame import Model
+
 
 class ModelTree(Tree[str], inherit_bindings=False):
     """Only the cursor keys of Tree: space, shift+arrows belong to the app (next phase,
@@ -23,23 +25,19 @@ class ModelTree(Tree[str], inherit_bindings=False):
             self.name = name
             super().__init__()
 
-    def __init__(self, session, *, id: str | None = None) -> None:
-        super().__init__(session.scenario.name, id=id)
+    def __init__(self, model: Model, *, id: str | None = None) -> None:
+        super().__init__(model.scenario, id=id)
         self.show_root = False
         self.guide_depth = 2
-        backend = session.backend
-        first = None
         self._parameter_nodes = {}
-        for info in backend.layers:
+        for info in model.layers:
             layer = self.root.add(f"{info.name} {info.text}", data=None, expand=True, allow_expand=False)
             for name in info.params:
-                shape = tuple(backend.param_shapes[name])
                 short = name.rsplit(".", 1)[-1] if name.startswith(info.name + ".") else name
-                frozen = "" if name in backend.trainable else " frozen"
-                dims = "×".join(map(str, shape)) or "scalar"
+                frozen = "" if name in model.trainable else " frozen"
+                dims = "×".join(map(str, model.shapes[name])) or "scalar"
                 self._parameter_nodes[name] = layer.add_leaf(f"{short} {dims}{frozen}", data=name)
-                first = first or name
-        self.first_parameter = first
+        self.first_parameter = model.first_parameter
 
     def select_parameter(self, name: str) -> None:
         node = self._parameter_nodes.get(name)

@@ -11,7 +11,7 @@ from textual.widgets import Static
 
 from gdstep.fmt import hp, num
 from gdstep.records import PHASES
-from gdstep.tui.snapshot import Snapshot
+from gdstep.tui.frame import Frame
 
 
 class PhaseBar(Static):
@@ -26,11 +26,11 @@ class PhaseBar(Static):
         "phase-bar--paused",
     }
 
-    snapshot: reactive[Snapshot | None] = reactive(None, layout=False)
+    frame: reactive[Frame | None] = reactive(None, layout=False)
     running: reactive[bool] = reactive(False, layout=False)
 
     def render(self) -> Text:
-        snap = self.snapshot
+        snap = self.frame
         out = Text(no_wrap=True, overflow="crop")
         if snap is None:
             return out
@@ -71,7 +71,7 @@ class PhaseBar(Static):
             out.append_text(part)
         return out
 
-    def _loss(self, snap: Snapshot, label) -> Text:
+    def _loss(self, snap: Frame, label) -> Text:
         text = Text.assemble(("loss ", label), num(snap.loss) if snap.loss is not None else "–")
         change = snap.loss_change
         if change is not None and math.isfinite(change):

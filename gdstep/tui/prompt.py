@@ -66,6 +66,34 @@ class CommandPrompt(Input):
         self._choices: list[str] = []
         self._choice = -1
 
+    @property
+    def is_open(self) -> bool:
+        return self.has_class("-open")
+
+    def open(self, text: str = "") -> None:
+        """Show the prompt, filled with `text` to edit, the cursor at its end."""
+        self.add_class("-open")
+        self.value = text
+        self.cursor_position = len(text)
+        self.focus()
+
+    def close(self) -> None:
+        self.remove_class("-open")
+
+    async def take_key(self, event, focused) -> None:
+        """A key that reached the app while the prompt is open, typed for the prompt ahead of
+        the focus: a printable key goes in; enter and backspace do what they do here (the
+        prompt's own printable keys never get to the app)."""
+        if event.is_printable:
+            event.stop()
+            self.insert_text_at_cursor(event.character)
+        elif focused is not self and event.key in ("enter", "backspace"):
+            event.stop()
+            if event.key == "enter":
+                await self.action_submit()
+            else:
+                self.action_delete_left()
+
     def action_history_back(self) -> None:
         if self.history.back(self.value):
             self._set(self.history.current)
@@ -112,6 +140,29 @@ class CommandPrompt(Input):
             self._choices = []
         self.value = text
         self.cursor_position = len(text)
+
+
+class PromptFirst:
+    """For the App: while the prompt is open, keys are the prompt's.
+
+    Keys arrive in a burst: `:` opens the prompt and moves the focus while the keys after it
+    already wait in the old focus's queue, then bubble up to the app. While the prompt is
+    open the app's single-key bindings are off, so they cannot step or run; a key that still
+    reaches the app was typed for the prompt (`CommandPrompt.take_key`)."""
+
+    def _open_prompt(self) -> CommandPrompt | None:
+        prompt = next(iter(self.query(CommandPrompt).results()), None)     # none on the help screen
+        return prompt if prompt is not None and prompt.is_open else None
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action not in ("quit", "command_palette") and self._open_prompt() is not None:
+            return not any(action == b.action.split("(")[0] for b in self.BINDINGS if isinstance(b, Binding))
+        return True
+
+    async def on_key(self, event) -> None:
+        prompt = self._open_prompt()
+        if prompt is not None:
+            await prompt.take_key(event, focused=self.focused)
 
 
 def _common_prefix(words: list[str]) -> str:

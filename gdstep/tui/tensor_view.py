@@ -1,6 +1,6 @@
 """W, ∇W and W_new of the selected parameter, side by side, on a diverging colour scale.
 
-Only a window of the tensor is ever drawn (the Snapshot holds just that window); when the
+Only a window of the tensor is ever drawn (the Frame holds just that window); when the
 window does not show every element, summary statistics of the whole tensor follow. The
 three grids sit side by side when that shows more elements, else one above the other.
 """
@@ -20,7 +20,7 @@ from textual.reactive import reactive
 from textual.widget import Widget
 
 from gdstep.tui import cells
-from gdstep.tui.snapshot import TensorPanel, as_matrix_shape
+from gdstep.tui.frame import TensorPanel, as_matrix_shape
 
 CELL = cells.WIDTH + 1
 GAP = 2

@@ -1,14 +1,14 @@
-"""What the screen shows, read from the Session in one go: an immutable Snapshot.
+"""Builds Frames from the Session: everything the screen shows, read in one go.
 
-A Snapshot is taken on the thread that runs the session (the run worker, or the UI thread
-when nothing runs), so the widgets never read a session that is changing under them. It
-holds windows of the arrays (never a whole large tensor), the explanation lines of the
-selected element and the curves for the plots. This module does not import Textual.
+Only the driver calls a FrameBuilder, on the thread that owns the session at that moment
+(the worker while jobs run; the UI thread once, before any worker starts). The builder
+keeps caches and what it has already reported, never training state. This module does not
+import Textual.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -16,139 +16,9 @@ import numpy as np
 from gdstep import arrays
 from gdstep.errors import GdstepError
 from gdstep.fmt import hp, index_text, num, show
-from gdstep.records import Cursor, Event
-from gdstep.tui.plot_data import Boundary, Curves, Surface, curves
-
-
-@dataclass(frozen=True)
-class Selection:
-    """The parameter shown in the tensor view and its selected element, as (row, col) of
-    the parameter seen as a matrix: a bias is a column, higher dimensions are flattened."""
-
-    name: str | None = None
-    row: int = 0
-    col: int = 0
-
-
-def as_matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
-    if len(shape) == 0:
-        return 1, 1
-    if len(shape) == 1:
-        return shape[0], 1
-    return shape[0], int(np.prod(shape[1:], dtype=np.int64))
-
-
-def element_index(shape: tuple[int, ...], row: int, col: int) -> tuple[int, ...]:
-    """The parameter's own index of the matrix element (row, col)."""
-    if len(shape) == 0:
-        return ()
-    if len(shape) == 1:
-        return (row,)
-    if len(shape) == 2:
-        return (row, col)
-    return (row, *(int(i) for i in np.unravel_index(col, shape[1:])))
-
-
-def clamp_selection(selection: Selection, shapes: dict[str, tuple[int, ...]]) -> Selection:
-    if selection.name not in shapes:
-        return selection
-    rows, cols = as_matrix_shape(tuple(shapes[selection.name]))
-    row, col = min(max(selection.row, 0), rows - 1), min(max(selection.col, 0), cols - 1)
-    if (row, col) == (selection.row, selection.col):
-        return selection
-    return Selection(selection.name, row, col)
-
-
-@dataclass(frozen=True, eq=False)
-class Grid:
-    """One of W, ∇W, W_new: a window of values, or why there is none yet."""
-
-    label: str
-    values: np.ndarray | None
-    note: str = ""
-    stats: arrays.Stats | None = None
-
-
-@dataclass(frozen=True, eq=False)
-class TensorPanel:
-    name: str
-    shape: tuple[int, ...]
-    row: int
-    col: int
-    index: tuple[int, ...]
-    origin: tuple[int, int]            # (row, col) of the window's top-left element
-    grids: tuple[Grid, Grid, Grid]
-    caption: str
-    whole: bool                        # the window shows every element
-
-
-@dataclass(frozen=True)
-class Arithmetic:
-    """The update arithmetic (or, after backward, the chain rule) of the selected element."""
-
-    mode: str                          # update | chain | previous | none | error
-    title: str
-    lines: tuple[str, ...]
-    state: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, eq=False)
-class BatchRow:
-    label: str                         # "x[0]", "z0[3]", "loss"
-    values: np.ndarray                 # one value per shown sample
-    group: str                         # "input", "linear", "activation", "target", "loss"
-
-
-@dataclass(frozen=True, eq=False)
-class BatchPanel:
-    """The batch of the iteration in progress: each sample is a column, read top to bottom
-    through the network."""
-
-    phase: str
-    title: str
-    samples: np.ndarray                # dataset rows of the shown samples
-    size: int                          # samples in the batch
-    rows: tuple[BatchRow, ...]
-    notes: tuple[str, ...]
-
-
-@dataclass(frozen=True, eq=False)
-class Snapshot:
-    scenario: str
-    loop: bool                        # attach mode: each loop iteration is one batch, no epochs
-    cursor: Cursor
-    phase_due: str
-    last_phase: str | None
-    step: int
-    position: int                      # phases run since the start
-    iterations_per_epoch: int
-    epochs: int
-    loss: float | None
-    loss_change: float | None
-    lr: float
-    optimizer: str
-    backend: str
-    device: str
-    dtype: str
-    breakpoints: tuple[str, ...]
-    tensor: TensorPanel | None
-    arithmetic: Arithmetic
-    batch: BatchPanel | None
-    curves: Curves | None              # None: the plots are not redrawn this time
-    events: tuple[Event, ...]          # events new since the previous snapshot
-    boundary: Boundary | None = None
-    surface: Surface | None = None
-    grad_norms: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class Layout:
-    """How much of each view fits on screen; set by the widgets, read by the Snapshotter."""
-
-    tensor_rows: int = 6
-    tensor_cols: int = 2
-    batch_samples: int = 6
-    batch_units: int = 4
+from gdstep.tui.frame import (Arithmetic, BatchPanel, BatchRow, Frame, Grid, Layout, Model, Selection, TensorPanel,
+                              as_matrix_shape, clamp_selection, element_index)
+from gdstep.tui.plot_data import BoundaryMaker, SurfaceMaker, curves, two_numbers
 
 
 class StatsCache:
@@ -170,30 +40,47 @@ class StatsCache:
         return value
 
 
-class Snapshotter:
-    """Takes Snapshots of one session; keeps only caches and what it has already reported."""
+class FrameBuilder:
+    """Builds the Frames of one session, with the plot makers that apply to it."""
 
     def __init__(self, session):
         self.session = session
-        self.layout = Layout()
         self.stats = StatsCache()
         self._events_seen = 0
         self._curves_cache: dict[str, Any] = {}
+        self.boundary = BoundaryMaker(session) if BoundaryMaker.supported(session) else None
+        self.surface = SurfaceMaker(session, two_numbers(session)) if SurfaceMaker.supported(session) else None
+        backend = session.backend
+        self.model = Model(session.scenario.name, str(session.scenario.file), tuple(backend.layers),
+                           {name: tuple(shape) for name, shape in backend.param_shapes.items()},
+                           frozenset(backend.trainable), self.boundary is not None, self.surface is not None)
 
     def invalidate(self) -> None:
         """After a rewind or a change of settings: the history may have been rewritten."""
         self._curves_cache.clear()
 
-    def take(self, selection: Selection, *, plots: bool = True, boundary: Boundary | None = None,
-             surface: Surface | None = None) -> Snapshot:
+    def observe(self) -> None:
+        """After every phase of a run: the path of the loss surface, one point per step."""
+        if self.surface is not None and self.session.phase_due == "forward":
+            self.surface.observe()
+
+    def build(self, selection: Selection, layout: Layout = Layout(), *, plots: bool = True) -> Frame:
+        """The Frame of the session now; `plots` adds the curves, the boundary and the surface
+        (else the plots keep what they show)."""
         s = self.session
+        boundary = surface = None
+        if plots and self.boundary is not None:
+            boundary = self.boundary.compute(*layout.boundary_grid)
+        if plots and self.surface is not None:
+            self.surface.resize(*layout.surface_grid)
+            surface = self.surface.compute()
         loss, prev = s.loss_value, s.prev_loss
         change = loss - prev if loss is not None and prev is not None else None
         events = tuple(s.events[self._events_seen:])
         self._events_seen += len(events)
         opt = s.optimizer
         bwd = s.record("backward")
-        return Snapshot(
+        return Frame(
             scenario=s.scenario.name,
             loop=s.attached,
             cursor=s.cursor,
@@ -211,9 +98,9 @@ class Snapshotter:
             device=str(s.backend.device),
             dtype=str(s.backend.dtype),
             breakpoints=tuple(f"{bp.id}: {bp.text}" for bp in s.breakpoints),
-            tensor=self._tensor(selection),
+            tensor=self._tensor(selection, layout),
             arithmetic=self._arithmetic(selection),
-            batch=self._batch(),
+            batch=self._batch(layout),
             curves=curves(s.history, s.backend.layers, self._curves_cache) if plots else None,
             events=events,
             boundary=boundary,
@@ -223,7 +110,7 @@ class Snapshotter:
 
     # -- the tensor view ------------------------------------------------------------------------
 
-    def _tensor(self, selection: Selection) -> TensorPanel | None:
+    def _tensor(self, selection: Selection, layout: Layout) -> TensorPanel | None:
         s = self.session
         shapes = s.backend.param_shapes
         name = selection.name
@@ -234,7 +121,7 @@ class Snapshotter:
         row, col = selection.row, selection.col
         index = element_index(shape, row, col)
         rows_total, cols_total = as_matrix_shape(shape)
-        rows, cols = max(1, self.layout.tensor_rows), max(1, self.layout.tensor_cols)
+        rows, cols = max(1, layout.tensor_rows), max(1, layout.tensor_cols)
         whole = rows_total <= rows and cols_total <= cols
         frozen = name not in s.backend.trainable
 
@@ -317,7 +204,7 @@ class Snapshotter:
 
     # -- the batch view -------------------------------------------------------------------------
 
-    def _batch(self) -> BatchPanel | None:
+    def _batch(self, layout: Layout) -> BatchPanel | None:
         s = self.session
         if s.last_phase not in ("forward", "loss"):
             return None
@@ -325,9 +212,9 @@ class Snapshotter:
         if fwd is None:
             return None
         size = len(fwd.indices)
-        shown = min(size, max(1, self.layout.batch_samples))
+        shown = min(size, max(1, layout.batch_samples))
         # one sample is shown as a vector per line, with as many units as fit across
-        units = max(1, self.layout.batch_samples if shown == 1 else self.layout.batch_units)
+        units = max(1, layout.batch_samples if shown == 1 else layout.batch_units)
         samples = arrays.to_numpy(fwd.indices[:shown])
         rows: list[BatchRow] = []
         notes: list[str] = []
@@ -377,10 +264,7 @@ def _element_or_value(v: Any, index: tuple[int, ...]) -> Any:
     return arrays.element(v, index)
 
 
-
-
 def _hyperparameters(opt: Any) -> str:
-    import dataclasses
     if not dataclasses.is_dataclass(opt):
         return repr(opt)
     parts = []
