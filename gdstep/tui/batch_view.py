@@ -23,7 +23,7 @@ class BatchView(Static):
     COMPONENT_CLASSES = {
         "batch-view--label",
         "batch-view--input",
-        "batch-view--linear",
+        "batch-view--affine",
         "batch-view--activation",
         "batch-view--target",
         "batch-view--loss",

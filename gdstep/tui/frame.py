@@ -97,7 +97,7 @@ class Arithmetic:
 class BatchRow:
     label: str                         # "x[0]", "z0[3]", "loss"
     values: np.ndarray                 # one value per shown sample
-    group: str                         # "input", "linear", "activation", "target", "loss"
+    group: str                         # "input", "affine" (z of a linear layer), "activation", "target", "loss"
 
 
 @dataclass(frozen=True, eq=False)

@@ -16,6 +16,7 @@ import numpy as np
 from gdstep import arrays
 from gdstep.errors import GdstepError
 from gdstep.fmt import hp, index_text, num, show
+from gdstep.nn.layers import is_affine
 from gdstep.tui.frame import (Arithmetic, BatchPanel, BatchRow, Frame, Grid, Layout, Model, Selection, TensorPanel,
                               as_matrix_shape, clamp_selection, element_index)
 from gdstep.tui.plot_data import BoundaryMaker, SurfaceMaker, curves, two_numbers
@@ -231,8 +232,8 @@ class FrameBuilder:
         layers = s.backend.layers
         for k, out in enumerate(fwd.outputs):
             kind = layers[k].kind if k < len(layers) else "?"
-            symbol = f"z{k}" if kind == "linear" else f"a{k}"
-            add(symbol, out, "linear" if kind == "linear" else "activation")
+            affine = is_affine(kind)
+            add(f"z{k}" if affine else f"a{k}", out, "affine" if affine else "activation")
         title = f"forward of iteration {fwd.iteration}: {size} sample{'s' if size != 1 else ''}"
         loss = s.record("loss")
         if s.last_phase == "loss" and loss is not None:

@@ -139,7 +139,7 @@ class BoundaryMaker:
     @staticmethod
     def supported(session) -> bool:
         backend = session.backend
-        if not hasattr(backend, "predict") or session.scenario.loss.kind not in ("bce", "cross_entropy"):
+        if not hasattr(backend, "predict") or not session.scenario.is_classifier:
             return False
         try:
             x, _ = backend.batch(np.arange(min(1, backend.n_samples)))
