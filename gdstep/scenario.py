@@ -8,7 +8,6 @@ the TOML line, and what is wrong.
 from __future__ import annotations
 
 import dataclasses
-import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +23,8 @@ from gdstep.nn.layers import LAYERS, layer_class
 from gdstep.nn.losses import LOSSES, loss_class
 from gdstep.nn.model import Sequential, build_model
 from gdstep.optim import OPTIMIZERS, Optimizer, make_optimizer
+from gdstep.toml_table import Table, numeric_array, toml_error, type_name
 
-_REQUIRED = object()
 DTYPES = ("float64", "float32")
 
 
@@ -123,81 +122,7 @@ class Scenario:
 
 # -- reading -------------------------------------------------------------------------------------
 
-def _type_name(value: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
-            dict: "a table"}.get(type(value), type(value).__name__)
-
-
-class _Table:
-    """One TOML table being read: typed gets, and unknown keys reported with a suggestion."""
-
-    def __init__(self, data: Any, path: str, file: str):
-        self.file, self.path = file, path
-        if not isinstance(data, dict):
-            self.fail(path, f"expected a table, got {_type_name(data)}")
-        self.data, self.used = data, set()
-
-    def key_path(self, key: str | int) -> str:
-        if isinstance(key, int):
-            return f"{self.path}[{key}]"
-        shown = key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else f'"{key}"'
-        return f"{self.path}.{shown}" if self.path else shown
-
-    def fail(self, where: str, message: str):
-        raise ScenarioError(self.file, where, message)
-
-    def get(self, key: str, kind: type | tuple[type, ...], default: Any = _REQUIRED) -> Any:
-        self.used.add(key)
-        if key not in self.data:
-            if default is _REQUIRED:
-                self.fail(self.key_path(key), "missing")
-            return default
-        return check_type(self.data[key], kind, self.key_path(key), self.file)
-
-    def table(self, key: str, required: bool = False) -> "_Table":
-        self.used.add(key)
-        if key not in self.data:
-            if required:
-                self.fail(self.key_path(key), "missing")
-            return _Table({}, self.key_path(key), self.file)
-        return _Table(self.data[key], self.key_path(key), self.file)
-
-    def done(self, allowed: list[str] | None = None) -> None:
-        for key in self.data:
-            if key not in self.used:
-                options = allowed if allowed is not None else sorted(self.used)
-                self.fail(self.key_path(key), f"unknown key{suggest(key, options)}")
-
-
-def check_type(value: Any, kind: type | tuple[type, ...], where: str, file: str) -> Any:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    if float in kinds and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, bool) and bool not in kinds:
-        ok = False
-    else:
-        ok = isinstance(value, kinds)
-    if not ok:
-        wanted = " or ".join(_type_name(k()) for k in kinds)
-        raise ScenarioError(file, where, f"expected {wanted}, got {_type_name(value)} {value!r}")
-    if isinstance(value, float) and not np.isfinite(value):
-        raise ScenarioError(file, where, f"must be a finite number, got {value}")
-    return value
-
-
-def _numeric_array(value: Any, where: str, file: str, ndim: tuple[int, ...] = (1, 2)) -> np.ndarray:
-    try:
-        arr = np.array(value, dtype=float)
-    except (ValueError, TypeError):
-        raise ScenarioError(file, where, "expected a list of numbers (or a list of equal-length lists)") from None
-    if arr.ndim not in ndim or arr.size == 0:
-        raise ScenarioError(file, where, f"expected a non-empty {' or '.join(f'{d}-D' for d in ndim)} list of numbers, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ScenarioError(file, where, "values must be finite")
-    return arr
-
-
-def _read_layers(model: _Table) -> tuple[LayerSpec, ...]:
+def _read_layers(model: Table) -> tuple[LayerSpec, ...]:
     raw = model.get("layers", list)
     where_all = model.key_path("layers")
     if not raw:
@@ -211,7 +136,7 @@ def _read_layers(model: _Table) -> tuple[LayerSpec, ...]:
                 model.fail(where, f"unknown layer {item!r}" + suggest(item, list(LAYERS)))
             specs.append(LayerSpec(item, **cls.read_name(lambda message: model.fail(where, message))))
         elif isinstance(item, dict):
-            t = _Table(item, where, model.file)
+            t = Table(item, where, model.file)
             cls = next((LAYERS[key] for key in item if key in LAYERS and LAYERS[key].table_form), None)
             if cls is None:
                 forms = " or ".join(c.table_form for c in LAYERS.values() if c.table_form)
@@ -219,13 +144,13 @@ def _read_layers(model: _Table) -> tuple[LayerSpec, ...]:
             specs.append(LayerSpec(cls.kind, **cls.read_table(t)))
             t.done()
         else:
-            model.fail(where, f"expected a layer such as {{ linear = 4 }} or \"tanh\", got {_type_name(item)}")
+            model.fail(where, f"expected a layer such as {{ linear = 4 }} or \"tanh\", got {type_name(item)}")
     if not any(LAYERS[s.kind].affine for s in specs):
         model.fail(where_all, "needs at least one { linear = N } layer")
     return tuple(specs)
 
 
-def _read_data(top: _Table) -> DataConfig:
+def _read_data(top: Table) -> DataConfig:
     t = top.table("data", required=True)
     kind = t.get("kind", str)
     if kind not in DATA_OPTIONS:
@@ -235,7 +160,7 @@ def _read_data(top: _Table) -> DataConfig:
         where = t.key_path(key)
         if key in ("x", "y"):
             value = t.get(key, list)
-            options[key] = _numeric_array(value, where, t.file).tolist() if key == "x" else value
+            options[key] = numeric_array(value, where, t.file).tolist() if key == "x" else value
         elif key == "path":
             options[key] = t.get(key, str)
         elif key == "target":
@@ -247,7 +172,7 @@ def _read_data(top: _Table) -> DataConfig:
             options[key] = value
         elif key == "weights":
             value = t.get(key, list, None)
-            options[key] = None if value is None else _numeric_array(value, where, t.file, (1,)).tolist()
+            options[key] = None if value is None else numeric_array(value, where, t.file, (1,)).tolist()
         elif key == "bias":
             options[key] = t.get(key, float, None)
         elif isinstance(default, int):
@@ -282,7 +207,7 @@ def _read_data(top: _Table) -> DataConfig:
     return DataConfig(kind, MappingProxyType(options), standardize)
 
 
-def _read_model(top: _Table) -> ModelConfig:
+def _read_model(top: Table) -> ModelConfig:
     t = top.table("model", required=True)
     layers = _read_layers(t)
     init = t.get("init", str, "torch")
@@ -301,7 +226,7 @@ def _read_model(top: _Table) -> ModelConfig:
     return ModelConfig(layers, init, scale, tuple(frozen), dtype)
 
 
-def _read_loss(top: _Table) -> LossConfig:
+def _read_loss(top: Table) -> LossConfig:
     t = top.table("loss", required=True)
     kind = t.get("kind", str)
     if kind not in LOSSES:
@@ -311,7 +236,7 @@ def _read_loss(top: _Table) -> LossConfig:
     return LossConfig(kind, MappingProxyType(options))
 
 
-def _read_optimizer(top: _Table) -> Optimizer:
+def _read_optimizer(top: Table) -> Optimizer:
     t = top.table("optimizer", required=True)
     kind = t.get("kind", str)
     if kind not in OPTIMIZERS:
@@ -345,7 +270,7 @@ def _read_optimizer(top: _Table) -> Optimizer:
         raise ScenarioError(t.file, t.key_path(e.key) if named else t.path, message) from None
 
 
-def _read_training(top: _Table) -> TrainingConfig:
+def _read_training(top: Table) -> TrainingConfig:
     t = top.table("training")
     raw_batch = t.get("batch_size", (int, str), "full")
     if isinstance(raw_batch, str):
@@ -365,31 +290,17 @@ def _read_training(top: _Table) -> TrainingConfig:
     return TrainingConfig(batch_size, epochs, shuffle, stop_when)
 
 
-def _read_breakpoints(top: _Table) -> tuple[str, ...]:
+def _read_breakpoints(top: Table) -> tuple[str, ...]:
     top.used.add("breakpoints")
     raw = top.data.get("breakpoints", [])
     if not isinstance(raw, list):
         top.fail("breakpoints", 'expected [[breakpoints]] tables with when = "CONDITION"')
     conditions = []
     for i, item in enumerate(raw):
-        t = _Table(item, f"breakpoints[{i}]", top.file)
+        t = Table(item, f"breakpoints[{i}]", top.file)
         conditions.append(t.get("when", str))
         t.done()
     return tuple(conditions)
-
-
-def _toml_error(file: str, e: tomllib.TOMLDecodeError, text: str = "") -> ScenarioError:
-    message = str(e)
-    if "(at end of document)" in message:
-        lines = text.rstrip("\n").count("\n") + 1 if text else None
-        message = message.replace("(at end of document)", "").strip()
-        where = f"line {lines}, end of file" if lines else "end of file"
-        return ScenarioError(file, where, f"invalid TOML: {message[:1].lower() + message[1:]}")
-    m = re.search(r"\(at line (\d+), column (\d+)\)", message)
-    if m:
-        message = message[: m.start()].strip()
-        return ScenarioError(file, f"line {m.group(1)}, column {m.group(2)}", f"invalid TOML: {message[:1].lower() + message[1:]}")
-    return ScenarioError(file, None, f"invalid TOML: {message}")
 
 
 def parse_scenario(text: str, path: Path | None = None) -> Scenario:
@@ -398,8 +309,8 @@ def parse_scenario(text: str, path: Path | None = None) -> Scenario:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise _toml_error(file, e, text) from None
-    top = _Table(raw, "", file)
+        raise toml_error(file, e, text) from None
+    top = Table(raw, "", file)
     name = top.get("name", str, path.stem if path else "scenario")
     description = top.get("description", str, "")
     seed = top.get("seed", int, 0)
@@ -445,7 +356,7 @@ def parse_scenario(text: str, path: Path | None = None) -> Scenario:
         init_table.used.add(key)
         if key not in net.param_shapes:
             raise ScenarioError(file, where, "no such parameter" + suggest(key, net.param_names, "parameters"))
-        arr = _numeric_array(init_table.data[key], where, file)
+        arr = numeric_array(init_table.data[key], where, file)
         if arr.shape != net.param_shapes[key]:
             raise ScenarioError(file, where, f"has shape {arr.shape}, the model's {key} has shape {net.param_shapes[key]}")
         arr.setflags(write=False)

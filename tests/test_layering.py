@@ -131,3 +131,8 @@ def test_every_package_ships_in_the_wheel():
     listed = set(config["tool"]["setuptools"]["packages"])
     found = {module_name(p) for p in PACKAGE.rglob("__init__.py")}
     assert found <= listed, f"not in pyproject.toml's packages: {sorted(found - listed)}"
+
+
+def test_no_module_is_over_400_lines():
+    long = {name: n for name, path in MODULES.items() if (n := len(path.read_text(encoding="utf-8").splitlines())) > 400}
+    assert not long, f"split these: {long}"
