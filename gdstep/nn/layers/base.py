@@ -158,7 +158,6 @@ class Activation(Layer):
     """An elementwise function; `derivative(x, y)` is f'(x), written with y = f(x) where cheaper."""
 
     kind: ClassVar[str] = "identity"
-    formula: ClassVar[str] = "x"
     derivative_text: ClassVar[str] = "1"       # the f' that chain_rule prints
     keeps_finite = True
 

@@ -10,7 +10,7 @@ from gdstep.nn.layers.base import Activation, register
 
 @register
 class ELU(Activation):
-    kind, formula = "elu", "x if x > 0 else α·(e^x − 1)"
+    kind = "elu"
     table_form = "{ elu = ALPHA }"
     torch_class = "ELU"
     tex = r"a = \begin{cases} z & z > 0 \\ \alpha\,(e^{z} - 1) & z \le 0 \end{cases}"

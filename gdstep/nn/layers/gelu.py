@@ -18,7 +18,7 @@ def erf(x: np.ndarray) -> np.ndarray:
 
 @register
 class GELU(Activation):
-    kind, formula = "gelu", "x·Φ(x) = ½x·(1 + erf(x/√2))"
+    kind = "gelu"
     derivative_text = "gelu'(z) = Φ(z) + z·φ(z) = ½(1 + erf(z/√2)) + z·e^(−z²/2)/√(2π)"
     torch_class = "GELU"
     tex = r"a = z\,\Phi(z) = \tfrac12 z\big(1 + \operatorname{erf}(z/\sqrt2)\big)"

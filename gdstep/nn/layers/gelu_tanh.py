@@ -15,7 +15,7 @@ KAPPA = 0.044715
 
 @register
 class GELUTanh(Activation):
-    kind, formula = "gelu_tanh", "½x·(1 + tanh(u)),  u = √(2/π)·(x + 0.044715·x³)"
+    kind = "gelu_tanh"
     derivative_text = "gelu_tanh'(z) = ½(1 + tanh u) + ½z·(1 − tanh²u)·√(2/π)·(1 + 3·0.044715·z²)"
     torch_class = "GELU"
     tex = (r"a = \tfrac12 z\big(1 + \tanh u\big), \quad u = \sqrt{2/\pi}\,\big(z + 0.044715\,z^3\big)")

@@ -10,7 +10,7 @@ from gdstep.nn.layers.base import Activation, register
 
 @register
 class LeakyReLU(Activation):
-    kind, formula = "leaky_relu", "x if x > 0 else s·x"
+    kind = "leaky_relu"
     table_form = "{ leaky_relu = SLOPE }"
     torch_class = "LeakyReLU"
     tex = r"a = \begin{cases} z & z > 0 \\ s\,z & z \le 0 \end{cases}"

@@ -15,7 +15,6 @@ from gdstep.nn.layers.base import NO_GRADS, Layer, register
 @register
 class LogSoftmax(Layer):
     kind = "log_softmax"
-    formula = "z − log Σ_j e^z[j]"
     keeps_finite = False          # z − max(z) can overflow where a row's values span more than the float range
     torch_class = "LogSoftmax"
     tex = r"a_i = z_i - \log \sum_j e^{z_j}"

@@ -9,7 +9,7 @@ from gdstep.nn.layers.base import NO_GRADS, Activation, register
 
 @register
 class ReLU(Activation):
-    kind, formula = "relu", "max(0, x)"
+    kind = "relu"
     derivative_text = "relu'(z) = 1 if z > 0 else 0"
     torch_class = "ReLU"
     tex = r"a = \max(0, z)"

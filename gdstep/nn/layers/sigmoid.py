@@ -9,7 +9,7 @@ from gdstep.nn.layers.base import Activation, register
 
 @register
 class Sigmoid(Activation):
-    kind, formula = "sigmoid", "σ(x) = 1 / (1 + e^−x)"
+    kind = "sigmoid"
     derivative_text = "σ'(z) = a·(1 − a)"
     torch_class = "Sigmoid"
     tex = r"a = \sigma(z) = \frac{1}{1 + e^{-z}}"

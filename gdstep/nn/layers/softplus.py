@@ -11,7 +11,7 @@ from gdstep.nn.layers.base import Activation, register
 
 @register
 class Softplus(Activation):
-    kind, formula = "softplus", "log(1 + e^(β·x)) / β"
+    kind = "softplus"
     table_form = "{ softplus = BETA }"
     torch_class = "Softplus"
     tex = r"a = \tfrac{1}{\beta}\log\!\big(1 + e^{\beta z}\big) \quad (a = z \text{ where } \beta z > \text{threshold})"

@@ -9,7 +9,7 @@ from gdstep.nn.layers.base import Activation, register
 
 @register
 class Tanh(Activation):
-    kind, formula = "tanh", "tanh(x)"
+    kind = "tanh"
     derivative_text = "tanh'(z) = 1 − a²"
     torch_class = "Tanh"
     tex = r"a = \tanh(z)"

@@ -79,7 +79,6 @@ def float_targets(y: np.ndarray, out_features: int) -> np.ndarray:
 
 class Loss:
     kind: ClassVar[str]
-    formula: ClassVar[str]
     grad_formula: ClassVar[str] = "∂L/∂y"   # ∂L/∂y, as chain_rule prints it
     tex: ClassVar[str] = "L"                # what `export` writes
     classification: ClassVar[bool] = False  # the model classifies: accuracy is reported

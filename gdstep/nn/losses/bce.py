@@ -13,7 +13,7 @@ EPSILON = float(np.float32(1e-12))      # torch: `constexpr float EPSILON = 1e-1
 
 @register
 class BCE(Loss):
-    kind, formula, classification = "bce", "L = −mean(t·log y + (1 − t)·log(1 − y))", True
+    kind, classification = "bce", True
     grad_formula = "(y − t) / (y·(1 − y)) / N"
     tex = r"L = -\frac{1}{N}\sum_i \big(t_i \log y_i + (1 - t_i)\log(1 - y_i)\big)"
     torch_class = "BCELoss"

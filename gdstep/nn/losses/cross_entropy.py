@@ -10,7 +10,7 @@ from gdstep.nn.losses.base import ArgmaxAccuracy, Loss, register
 
 @register
 class CrossEntropy(ArgmaxAccuracy, Loss):
-    kind, formula, classification = "cross_entropy", "L = −mean(log softmax(z)[class])", True
+    kind, classification = "cross_entropy", True
     class_targets = True
     two_class_hint = " (or use bce after a sigmoid)"
     grad_formula = "(softmax(z) − onehot(t)) / B"

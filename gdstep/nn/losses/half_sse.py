@@ -8,7 +8,7 @@ from gdstep.nn.losses.base import Loss, register
 
 @register
 class HalfSSE(Loss):
-    kind, formula = "half_sse", "L = Σ ½(t − y)²"
+    kind = "half_sse"
     grad_formula = "y − t"
     tex = r"L = \sum_i \tfrac{1}{2}(t_i - y_i)^2"
 

@@ -10,7 +10,7 @@ from gdstep.nn.losses.base import Loss, register
 
 @register
 class Huber(Loss):
-    kind, formula = "huber", "L = mean(½d² if |d| ≤ δ else δ·(|d| − ½δ)),  d = y − t"
+    kind = "huber"
     grad_formula = "clip(y − t, −δ, δ) / N"
     tex = (r"L = \frac{1}{N}\sum_i \begin{cases} \tfrac12 d_i^2 & |d_i| \le \delta \\ "
            r"\delta(|d_i| - \tfrac12\delta) & \text{else} \end{cases}")

@@ -9,7 +9,7 @@ from gdstep.nn.losses.base import Loss, register
 
 @register
 class MAE(Loss):
-    kind, formula = "mae", "L = mean(|y − t|)"
+    kind = "mae"
     grad_formula = "sign(y − t) / N"
     tex = r"L = \frac{1}{N}\sum_i |y_i - t_i|"
     torch_class = "L1Loss"

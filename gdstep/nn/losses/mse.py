@@ -7,7 +7,7 @@ from gdstep.nn.losses.base import Loss, register
 
 @register
 class MSE(Loss):
-    kind, formula = "mse", "L = mean((y − t)²)"
+    kind = "mse"
     grad_formula = "2·(y − t) / N"
     tex = r"L = \frac{1}{N}\sum_i (y_i - t_i)^2"
     torch_class = "MSELoss"

@@ -10,7 +10,7 @@ from gdstep.nn.losses.base import ArgmaxAccuracy, Loss, register
 
 @register
 class NLL(ArgmaxAccuracy, Loss):
-    kind, formula, classification = "nll", "L = −mean(y[class])", True
+    kind, classification = "nll", True
     class_targets = True
     grad_formula = "−onehot(t) / B"
     tex = r"L = -\frac{1}{B}\sum_b y_{b,t_b}"

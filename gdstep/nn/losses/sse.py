@@ -7,7 +7,7 @@ from gdstep.nn.losses.base import Loss, register
 
 @register
 class SSE(Loss):
-    kind, formula = "sse", "L = Σ (y − t)²"
+    kind = "sse"
     grad_formula = "2·(y − t)"
     tex = r"L = \sum_i (y_i - t_i)^2"
     torch_class = "MSELoss"
