@@ -305,6 +305,9 @@ class Session(RunLoop, SessionValues):
         if not isinstance(count, int) or count < 0:
             raise GdstepError(f"back: expected a whole number >= 0, got {phases if phases is not None else iterations!r}")
         before = self.cursor
+        if self.position == 0 and count:
+            self._log("rewind", f"nothing to rewind: this is the start ({before})")
+            return before
         target = max(0, self.position - count)
         self._seek(target)
         self._log("rewind", f"back from {before} to {self.cursor}")

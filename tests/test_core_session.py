@@ -912,3 +912,12 @@ def test_an_explicit_until_wins_over_stop_when_for_that_run():
     result = s.run(until="step >= 6")
     assert result.reason == "until" and s.step_count == 6
     assert s.run(max_steps=1).reason == "stop_when"   # without until, stop_when holds again
+
+
+def test_back_at_the_start_says_there_is_nothing_to_rewind():
+    s = spiral()
+    assert s.back() == s.cursor and s.position == 0
+    assert s.events[-1].message.startswith("nothing to rewind") and "back from" not in s.events[-1].message
+    s.forward()
+    s.back(5)                                       # clamps at the start: that one was a rewind
+    assert s.position == 0 and s.events[-1].message.startswith("back from")
