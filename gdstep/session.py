@@ -292,6 +292,11 @@ class Session(RunLoop, SessionValues):
             self._log("setting", f"{key} → {settings.describe(key, value)} from {when} (step {at})")
         return at
 
+    def set_stop_when(self, condition: str | None) -> None:
+        """Replace the scenario's stop_when (None: no stop condition) for the runs to come."""
+        self.stop_when = None if condition is None else self._condition(condition)
+        self._log("setting", f"stop_when → {self.stop_when.text if self.stop_when else 'none'}")
+
     # -- rewind -------------------------------------------------------------------------------
 
     def back(self, phases: int | None = None, iterations: int | None = None) -> Cursor:

@@ -921,3 +921,13 @@ def test_back_at_the_start_says_there_is_nothing_to_rewind():
     s.forward()
     s.back(5)                                       # clamps at the start: that one was a rewind
     assert s.position == 0 and s.events[-1].message.startswith("back from")
+
+
+def test_set_stop_when_replaces_the_scenarios():
+    s = open_text(regression(n=10, batch="4", extra='stop_when = "loss < 10"'))
+    s.set_stop_when("step >= 3")
+    assert s.run().reason == "stop_when" and s.step_count == 3
+    s.set_stop_when(None)
+    assert s.run(max_steps=2).reason == "max_steps"
+    with pytest.raises(GdstepError):
+        s.set_stop_when("loss <")
