@@ -46,6 +46,14 @@ class Breakpoints(Sequence):
     def __repr__(self) -> str:
         return f"Breakpoints({[f'{bp.id}: {bp.text}' for bp in self._items]})"
 
+    def copy(self) -> "Breakpoints":
+        """The same breakpoints (ids, enabled, hit counts) in a registry of their own."""
+        twin = Breakpoints()
+        twin._items = [Breakpoint(bp.id, bp.condition, bp.enabled, bp.hits) for bp in self._items]
+        twin._next_id = self._next_id
+        twin._index()
+        return twin
+
     def add(self, condition: Condition) -> Breakpoint:
         bp = Breakpoint(self._next_id, condition)
         self._next_id += 1

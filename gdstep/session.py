@@ -1,12 +1,10 @@
 """The Session: training one phase at a time, remembering everything, rewinding exactly.
 
-One object serves the TUI, scripts and notebooks. It is the state machine of training: the
-cursor and the batches, the phases in order, the run loop and rewinding. Its collaborators
-each keep one thing: the backend the parameters and optimizer state, `HistoryArrays` the
-per-iteration values, `Breakpoints` the conditions that pause a run, `SettingsLog` the
-settings changed on the way, `Timeline` the checkpoints that rewinds restore, and
-`gdstep.nonfinite` names the culprit when a value turns non-finite. Phases run strictly in
-order:
+One object serves the TUI, scripts and notebooks: the state machine of training (the cursor
+and batches, the phases in order, rewinding), with collaborators that each keep one thing —
+the backend (parameters, optimizer state), `HistoryArrays`, `Breakpoints`, `SettingsLog`,
+`Timeline` (rewind checkpoints), `gdstep.nonfinite` (the culprit of a non-finite value) —
+and mixins for the run loop, the values it shows and forks. Phases run strictly in order:
 
     forward → loss → backward → update        (one iteration = one mini-batch)
 
@@ -28,6 +26,7 @@ from gdstep.breakpoints import Breakpoint, Breakpoints
 from gdstep.conditions import parse_condition
 from gdstep.data import epoch_permutation
 from gdstep.errors import GdstepError, PhaseOrderError
+from gdstep.forks import Forks
 from gdstep.history import HistoryArrays
 from gdstep.nn.layers import keeps_finite
 from gdstep.records import PHASES, BackwardRecord, Cursor, Event, ForwardRecord, LossRecord, NonFinite, UpdateRecord
@@ -37,7 +36,7 @@ from gdstep.values import SessionValues
 from gdstep.timeline import Checkpoint, Timeline
 
 
-class Session(RunLoop, SessionValues):
+class Session(RunLoop, SessionValues, Forks):
     def __init__(self, scenario, backend, history_budget: int = 64 * 2**20, attached: bool = False):
         self.scenario = scenario
         self.backend = backend
@@ -357,11 +356,6 @@ class Session(RunLoop, SessionValues):
     def chain_rule(self, name: str, index: tuple[int, ...] | int):
         from gdstep.explain import chain_rule
         return chain_rule(self, name, _as_index(index))
-
-    def compare_backends(self, steps: int = 5, device: str | None = None):
-        """Run this scenario a few steps on numpy and torch (float64) from the start; see gdstep.parity."""
-        from gdstep.parity import compare_backends
-        return compare_backends(self.scenario, steps=steps, device=device, session_class=type(self))
 
     def gradcheck(self, name: str, index: tuple[int, ...] | int, h: float | None = None):
         from gdstep.gradcheck import gradcheck

@@ -25,6 +25,11 @@ class SettingsLog:
     def __bool__(self) -> bool:
         return bool(self._log)
 
+    def copy(self) -> "SettingsLog":
+        twin = SettingsLog()
+        twin._log = {step: dict(entry) for step, entry in self._log.items()}
+        return twin
+
     def at(self, step: int) -> dict[str, Any]:
         """The changes that take effect at the start of iteration `step` (empty: none)."""
         return self._log.get(step, {})

@@ -92,6 +92,11 @@ class NumpyBackend:
         self._flat_state, self._state = self._init_state(self.optimizer)
         self._flat_grad: tuple[Any, np.ndarray | None] = (None, None)
 
+    def fresh(self, problem=None) -> "NumpyBackend":
+        """A new backend of this kind at the start of the same prepared problem (or of
+        `problem`, another start for the same data)."""
+        return NumpyBackend(problem or self.problem, self.dtype)
+
     def _init_state(self, optimizer) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         flat_state = optimizer.init(self._flat)
         return flat_state, self._layout.state_views(flat_state)

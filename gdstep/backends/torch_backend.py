@@ -46,3 +46,8 @@ class TorchBackend(ModuleBackend):
         self.problem = problem
         if note:
             self.notes.append(note)
+
+    def fresh(self, problem=None) -> "TorchBackend":
+        """A new backend of this kind at the start of the same prepared problem (or of
+        `problem`, another start for the same data)."""
+        return TorchBackend(problem or self.problem, device=self.device, dtype=self.dtype)

@@ -1,0 +1,56 @@
+"""Copies of a session that go their own way (lanes), taking one over again, and the
+same scenario on the other backend (parity).
+
+Mixed into the Session: a fork is a new Session on a fresh backend of the same kind, brought
+to the same point by recomputing under the same settings log — exact to the bit, because
+every phase is deterministic — and `adopt` makes another session's state this one's.
+"""
+
+from __future__ import annotations
+
+from typing import Self
+
+from gdstep.errors import GdstepError
+
+
+class Forks:
+    def fork(self) -> Self:
+        """An independent session at this same point, equal to the bit: the same scenario on
+        a fresh backend of the same kind, the same settings changes and breakpoints, the
+        same history. Training the fork leaves this session as it is (lanes are forks)."""
+        fresh = getattr(self.backend, "fresh", None)
+        if fresh is None or self.attached:
+            raise GdstepError("fork: only a scenario's session can be copied (a Python scenario's or an attached "
+                              "loop's model and optimizer are the user's own objects)")
+        twin = type(self)(self.scenario, fresh(), history_budget=self.checkpoint_budget)
+        twin.breakpoints = self.breakpoints.copy()
+        twin.stop_when, twin.epochs = self.stop_when, self.epochs
+        twin._settings = self._settings.copy()
+        twin.seek(self.position)          # recomputed under the same settings: exact to the bit
+        return twin
+
+    def adopt(self, other: Self) -> None:
+        """Continue from another session's state (a lane's): its backend, cursor, settings,
+        history, checkpoints and breakpoints become this session's; the events are kept.
+        `other` must not be used afterwards."""
+        if other.scenario is not self.scenario:
+            raise GdstepError("adopt: the session to continue from runs another scenario")
+        events = self.events
+        self.__dict__.update({k: v for k, v in vars(other).items() if k not in ("events", "_phase_fns")})
+        self.events = events
+        self._phase_fns = (self._forward, self._loss, self._backward, self._update)
+
+    def compare_backends(self, steps: int = 5, device: str | None = None):
+        """Run this scenario a few steps on numpy and torch (float64) from the start; see gdstep.parity."""
+        from gdstep.parity import compare_backends
+        return compare_backends(self.scenario, steps=steps, device=device, session_class=type(self))
+
+    @property
+    def checkpoint_budget(self) -> int:
+        """Bytes the rewind checkpoints may hold (`history_budget`)."""
+        return self._timeline.budget
+
+    def lanes(self, specs):
+        """Fork lanes from here (see gdstep.lanes): `s.lanes(["sgd lr=0.1", "adam lr=0.01"])`."""
+        from gdstep.lanes import Lanes
+        return Lanes(self, specs)

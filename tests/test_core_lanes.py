@@ -1,0 +1,138 @@
+"""Lanes: forks that differ in one setting, run in lockstep; each equals, bit for bit, a
+separate session brought to the same point and given the lane's settings there."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import gdstep
+from gdstep.errors import GdstepError
+from gdstep.lanes import parse_lane
+
+
+def assert_same_training(a, b):
+    assert a.cursor == b.cursor and a.step_count == b.step_count
+    for name, value in a.params.items():
+        assert np.array_equal(value, b.params[name]), name
+    for name, state in a.optimizer_state.items():
+        for key, value in state.items():
+            other = b.optimizer_state[name][key]
+            assert (value is None and other is None) or np.array_equal(np.asarray(value), np.asarray(other)), (name, key)
+    assert list(a.history.losses) == list(b.history.losses)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_each_lane_equals_a_separate_session_with_its_settings(backend):
+    specs = {"sgd lr=0.1": dict(optimizer="sgd", lr=0.1),
+             "sgd lr=0.1 momentum=0.9 nesterov=true": dict(optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True),
+             "rmsprop lr=0.01 centered=true": dict(optimizer="rmsprop", lr=0.01, centered=True),
+             "adagrad": dict(optimizer="adagrad"),
+             "adamw lr=0.01 amsgrad=true": dict(optimizer="adamw", lr=0.01, amsgrad=True),
+             "batch_size=7 lr=0.2": dict(batch_size=7, lr=0.2)}
+    s = gdstep.open("spiral", backend=backend, dtype="float64")
+    s.step(6)
+    s.forward()                                   # forked mid-iteration: settings start at the next one
+    lanes = s.lanes(list(specs))
+    lanes.run(23)
+    for lane, settings in zip(lanes.lanes, specs.values()):
+        separate = gdstep.open("spiral", backend=backend, dtype="float64")
+        separate.step(6)
+        separate.forward()
+        separate.set(**settings)
+        separate.step(23)
+        assert_same_training(lane.session, separate)
+    assert s.step_count == 6 and s.phase_due == "loss"   # the session itself stayed where it was
+
+
+def test_lanes_run_on_the_same_batches():
+    s = gdstep.open("spiral")
+    s.step(3)
+    lanes = s.lanes(["sgd lr=0.5", "adam lr=0.01", "rmsprop lr=0.01"])
+    for _ in range(5):
+        lanes.run(1)
+        rows = [lane.session.record("forward").indices for lane in lanes.lanes]
+        assert all(np.array_equal(rows[0], r) for r in rows)
+
+
+def test_adopting_a_lane_continues_the_session_from_it():
+    s = gdstep.open("spiral")
+    s.step(4)
+    lanes = s.lanes(["sgd lr=0.5", "adam lr=0.01"])
+    lanes.run(10)
+    twin = lanes.lane(2).session.fork()           # where lane 2 stands
+    lanes.adopt(2)
+    assert s.optimizer.kind == "adam" and s.step_count == 14
+    s.step(5)
+    twin.step(5)
+    assert_same_training(s, twin)
+    start = gdstep.open("spiral").optimizer
+    s.back(iterations=17)                         # the adopted history rewinds exactly, across the fork
+    assert s.optimizer == start and s.step_count == 2
+    separate = gdstep.open("spiral")
+    separate.step(2)
+    assert_same_training(s, separate)
+    with pytest.raises(GdstepError, match="closed"):
+        lanes.run(1)
+
+
+def test_a_seed_lane_starts_afresh_from_that_seeds_starting_values():
+    text = '''
+name = "seeds"
+seed = 0
+[data]
+kind = "inline"
+x = [[0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.0, 0.0]]
+y = [[1.0], [1.0], [0.0], [0.0]]
+[model]
+layers = [ { linear = 3 }, "tanh", { linear = 1 } ]
+[loss]
+kind = "mse"
+[optimizer]
+kind = "sgd"
+lr = 0.3
+[training]
+shuffle = false
+'''
+    from gdstep.scenario import parse_scenario
+
+    sc = parse_scenario(text)
+    s = gdstep.open(sc)
+    s.step(2)
+    lanes = s.lanes(["seed=7", "seed=8 lr=0.1"])
+    lanes.run(9)
+    for lane, seed, lr in zip(lanes.lanes, (7, 8), (None, 0.1)):
+        separate = gdstep.open(dataclasses.replace(sc, seed=seed))     # inline data, in order: only the start differs
+        if lr is not None:
+            separate.set(lr=lr)
+        separate.step(9)
+        assert_same_training(lane.session, separate)
+
+
+def test_lane_specs_are_checked():
+    assert parse_lane("adam lr=0.01 betas=0.9,0.99").args == {"lr": 0.01, "betas": (0.9, 0.99)}
+    assert parse_lane("batch_size=full").batch_size == "full"
+    for bad, message in [("adamm", "unknown optimizer"), ("sgd lr", "NAME=VALUE"), ("seed=-1", "seed"),
+                         ("lr=fast", "expected a number"), ("", "empty lane")]:
+        with pytest.raises(GdstepError, match=message):
+            parse_lane(bad)
+    s = gdstep.open("xor")
+    with pytest.raises(GdstepError, match="1 to 6"):
+        s.lanes(["sgd"] * 7)
+    with pytest.raises(GdstepError, match="set optimizer: sgd has no argument 'betas'"):
+        s.lanes(["sgd betas=0.9,0.99"])
+
+
+def test_the_summary_shows_each_lane():
+    s = gdstep.open("xor")
+    lanes = s.lanes(["sgd lr=0.5", "adam lr=0.05"])
+    lanes.run(until="loss < 0.69")
+    table = lanes.summary().splitlines()
+    assert table[0].split() == ["lane", "settings", "step", "loss", "stopped"]
+    assert table[1].startswith("1     sgd lr=0.5") and table[2].startswith("2     adam lr=0.05")
+    for lane in lanes.lanes:
+        assert lane.result.reason in ("until", "epochs")
+        if lane.result.reason == "until":
+            assert lane.session.loss_value < 0.69
