@@ -136,3 +136,23 @@ def test_the_summary_shows_each_lane():
         assert lane.result.reason in ("until", "epochs")
         if lane.result.reason == "until":
             assert lane.session.loss_value < 0.69
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_a_fork_continues_exactly_as_the_session_would(backend):
+    s = gdstep.open("spiral", backend=backend, history_budget=200_000)   # few checkpoints: forks recompute
+    s.step(40)
+    s.set(lr=0.003, batch_size=9)
+    s.step(37)
+    s.back(iterations=5)
+    s.forward()
+    s.loss()
+    twin = s.fork()
+    assert twin.position == s.position and twin.checkpoint_budget == s.checkpoint_budget
+    assert list(twin.history.losses) == list(s.history.losses)
+    s.step(12)
+    twin.step(12)
+    assert_same_training(s, twin)
+    twin.back(iterations=50)                      # rewinding a fork before the fork point is exact too
+    s.back(iterations=50)
+    assert_same_training(s, twin)

@@ -67,6 +67,7 @@ def layer_infos(model) -> tuple[LayerInfo, ...]:
 class NumpyBackend:
     name = "numpy"
     device = "cpu"
+    shares_checkpoints = True       # checkpoints are immutable arrays: a twin may restore them (forks)
 
     def __init__(self, problem, dtype: str | None = None):
         """`problem`: a prepared Problem (gdstep.problem), or a scenario to prepare."""
