@@ -1,5 +1,5 @@
-"""Copies of a session that go their own way (lanes), taking one over again, and the
-same scenario on the other backend (parity).
+"""Copies of a session that go their own way (lanes), taking one over again, and what is
+computed on copies: the landscape, the line along the next update, the other backend (parity).
 
 Mixed into the Session: a fork is a new Session on a fresh backend of the same kind, brought
 to the same point by recomputing under the same settings log — exact to the bit, because
@@ -65,3 +65,14 @@ class Forks:
         """Fork lanes from here (see gdstep.lanes): `s.lanes(["sgd lr=0.1", "adam lr=0.01"])`."""
         from gdstep.lanes import Lanes
         return Lanes(self, specs)
+
+    def landscape(self, directions: str = "pca", span: float | None = None, resolution: tuple[int, int] = (40, 40),
+                  data: str = "full", path: int = 32, seed: int = 0):
+        """A 2-D slice of the loss around the current weights, with the recent path (gdstep.landscape)."""
+        from gdstep.landscape import landscape
+        return landscape(self, directions, span, resolution, data, path, seed)
+
+    def line(self, t: tuple[float, float] = (-0.5, 3.0), points: int = 50):
+        """The loss along the update about to be taken, L(W + t·ΔW), on its batch (gdstep.landscape)."""
+        from gdstep.landscape import line
+        return line(self, t, points)

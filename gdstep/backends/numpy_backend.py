@@ -203,6 +203,13 @@ class NumpyBackend:
             outputs = self.model.forward(params, x)
             return self.loss_fn.forward(outputs[-1], y)[1]
 
+    def loss_at(self, x, y, params: Mapping[str, np.ndarray]) -> float:
+        """The loss on (x, y) with these parameter values (the others as they are)."""
+        dt = self._flat.dtype
+        values = {**self._params, **{name: np.asarray(v, dtype=dt) for name, v in params.items()}}
+        with np.errstate(all="ignore"):
+            return self.loss_fn.forward(self.model.forward(values, x)[-1], y)[1]
+
     def gradients(self, x, y) -> dict[str, np.ndarray]:
         with np.errstate(all="ignore"):
             outputs = self.model.forward(self._params, x)

@@ -330,6 +330,17 @@ class ModuleBackend(CheckpointMixin):
             _, loss = self.loss_fn(self._call(params, x), y)
             return loss.item()
 
+    def loss_at(self, x, y, params: Mapping[str, Any]) -> float:
+        """The loss on (x, y) with these parameter values (arrays; the others as they are)."""
+        torch = self._torch
+        values = dict(self._views)
+        for name, v in params.items():
+            live = values[name]
+            values[name] = torch.as_tensor(np.asarray(v), dtype=live.dtype, device=live.device)
+        with torch.no_grad(), self._aside():
+            _, loss = self.loss_fn(self._call(values, x), y)
+            return loss.item()
+
     def gradients(self, x, y) -> dict[str, Any]:
         torch = self._torch
         leaves = {name: v.detach().requires_grad_(True) for name, v in self._views.items()
