@@ -1,0 +1,64 @@
+"""Landscapes and lanes on the benchmark MLP 64-128-128-10 (1,792 samples).
+
+    python benchmarks/bench_landscape.py [--rounds 5] [--steps 100]
+
+- a 40×40 landscape (random directions, full data) after 40 steps: seconds (goal < 1 s);
+- four lanes (SGD, momentum, RMSprop, Adam) run in lockstep for `steps` iterations against
+  four separate sessions run one after the other, side by side in each round: the ratio of
+  their speeds (goal ≥ 0.8), the median of per-round ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import gdstep  # noqa: E402
+
+from common import scenario  # noqa: E402
+
+LANES = ["sgd lr=0.05", "sgd lr=0.05 momentum=0.9", "rmsprop lr=0.001", "adam lr=0.001"]
+SEPARATE = [dict(optimizer="sgd", lr=0.05), dict(optimizer="sgd", lr=0.05, momentum=0.9),
+            dict(optimizer="rmsprop", lr=0.001), dict(optimizer="adam", lr=0.001)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=100)
+    args = ap.parse_args()
+    sc = scenario("float32")
+    land_times, ratios = [], []
+    for _ in range(args.rounds):
+        s = gdstep.open(sc)
+        s.step(40)
+        start = time.perf_counter()
+        s.landscape("random", resolution=(40, 40))
+        land_times.append(time.perf_counter() - start)
+
+        lanes = s.lanes(LANES)
+        start = time.perf_counter()
+        lanes.run(args.steps)
+        together = time.perf_counter() - start
+        start = time.perf_counter()
+        for settings in SEPARATE:
+            one = s.fork()
+            one.set(**settings)
+            one.step(args.steps)
+        apart = time.perf_counter() - start
+        ratios.append(apart / together)
+    print(f"MLP 64-128-128-10, float32, 1792 samples; median of {args.rounds} rounds")
+    print(f"40×40 landscape, random directions, full data: {statistics.median(land_times):.2f} s "
+          f"(range {min(land_times):.2f}–{max(land_times):.2f}; goal < 1 s)")
+    print(f"4 lanes × {args.steps} iterations vs 4 sessions one after another: {statistics.median(ratios):.2f} "
+          f"(range {min(ratios):.2f}–{max(ratios):.2f}; goal ≥ 0.8)")
+
+
+if __name__ == "__main__":
+    main()
