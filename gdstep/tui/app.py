@@ -140,10 +140,11 @@ class GdstepApp(PromptFirst, App[int]):
 
     # -- drawing ----------------------------------------------------------------------------------
 
-    def draw(self, frame: Frame) -> None:
-        """Hand a Frame to the widgets."""
+    def draw(self, frame: Frame, running: bool | None = None) -> None:
+        """Hand a Frame to the widgets (`running`: what the phase bar says, else whether
+        the user's jobs are all done)."""
         self.frame = frame
-        draw(self, frame, self.running)
+        draw(self, frame, self.running if running is None else running)
 
     def watch_running(self, running: bool) -> None:
         for bar in self.query(PhaseBar).results():
