@@ -70,3 +70,68 @@ async def test_a_screenshot_that_cannot_be_written_is_one_line_in_the_log(tmp_pa
         await press(pilot, "s")
         assert session.step_count == 1
     assert not target.exists() and not list(tmp_path.iterdir())
+
+
+def test_paging_a_command_list_before_it_is_laid_out_does_not_raise():
+    from textual.command import CommandList
+    from textual.widgets.option_list import Option
+
+    import gdstep.tui.app  # noqa: F401  (installs the guard)
+
+    listing = CommandList()
+    listing.add_options([Option("a"), Option("b")])
+    listing.highlighted = 0
+    listing.action_page_down()          # Textual 8.2.8 alone: KeyError: 0
+    listing.action_page_up()
+    assert listing.highlighted == 0
+
+
+def test_sigterm_restores_the_terminal(tmp_path):
+    """The app in a pseudo-terminal, sent SIGTERM: it leaves the alternate screen and turns
+    mouse tracking off before it exits."""
+    import os
+    import pty
+    import select as select_
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    main, child = pty.openpty()
+    env = dict(os.environ, TERM="xterm-256color", COLUMNS="80", LINES="24")
+    proc = subprocess.Popen([sys.executable, "-m", "gdstep.cli", "xor"], stdin=child, stdout=child, stderr=child,
+                            env=env, start_new_session=True)
+    os.close(child)
+    out = b""
+
+    def read_for(seconds: float) -> None:
+        nonlocal out
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            ready, _, _ = select_.select([main], [], [], 0.1)
+            if ready:
+                try:
+                    chunk = os.read(main, 65536)
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                out += chunk
+    try:
+        deadline = time.monotonic() + 30
+        while b"\x1b[?1049h" not in out or b"0.weight" not in out:
+            assert time.monotonic() < deadline, "the app did not start"
+            read_for(0.2)
+        read_for(0.5)
+        proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        while proc.poll() is None:          # read while it exits: a full pty would block it
+            assert time.monotonic() < deadline, "the app did not exit"
+            read_for(0.1)
+        read_for(0.3)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(main)
+    tail = out[out.rindex(b"\x1b[?1049h"):]
+    assert b"\x1b[?1049l" in tail and b"\x1b[?1000l" in tail

@@ -7,6 +7,8 @@ replays to the same state), and posts the Frames this app draws (FrameReady, Job
 
 from __future__ import annotations
 
+import asyncio
+import signal
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,10 +32,13 @@ from gdstep.tui.frame import Frame, Selection
 from gdstep.tui.help_screen import HelpScreen
 from gdstep.tui.messages import FrameReady, JobDone, Running
 from gdstep.tui.model_tree import ModelTree
+from gdstep.tui.palette_guard import guard_command_list
 from gdstep.tui.phase_bar import PhaseBar
 from gdstep.tui.plots import BoundaryPlot, GradNormPlot, LossPlot, SurfacePlot
 from gdstep.tui.prompt import CommandPrompt, PromptFirst
 from gdstep.tui.tensor_view import TensorView
+
+guard_command_list()
 
 
 class GdstepApp(PromptFirst, App[int]):
@@ -276,6 +281,11 @@ class GdstepApp(PromptFirst, App[int]):
         self.show_plots = not self.show_plots
         self.call_after_refresh(self._layout_changed)
 
+    def quit_on_sigterm(self) -> None:
+        """SIGTERM quits as `q` does, so the terminal leaves the alternate screen and mouse
+        tracking (the event loop's own handler: it wakes the loop, a plain one would not)."""
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self.exit, 128 + signal.SIGTERM)
+
     async def action_quit(self) -> None:
         self.driver.pause()
         self.exit(0)
@@ -289,5 +299,6 @@ def make_app(session, runner=None, *, timestamps: bool = True, **options: Any) -
 def run_tui(session) -> int:
     """Run the app in the terminal; the exit code (0 on a clean quit)."""
     app = make_app(session)
+    app.call_later(app.quit_on_sigterm)
     app.run()
     return app.return_code or 0
