@@ -135,3 +135,52 @@ def test_sigterm_restores_the_terminal(tmp_path):
         os.close(main)
     tail = out[out.rindex(b"\x1b[?1049h"):]
     assert b"\x1b[?1049l" in tail and b"\x1b[?1000l" in tail
+
+
+def test_export_labels_every_table_by_dataset_row_and_puts_y_t_loss_in_one(tmp_path):
+    import numpy as np
+
+    from gdstep.script.export import worked_example
+
+    session = gdstep.open("spiral")
+    session.step()
+    session.forward()
+    session.loss()
+    text = worked_example(session)
+    loss_part = text[text.index("## 3. Loss"):]
+    table = [line for line in loss_part.splitlines() if line.startswith("| ")]
+    assert table[0] == "| row | y[0] | y[1] | y[2] | t | loss |"
+    assert text.count("| row | y") == 1 and "| row | t" not in text
+    batch_rows = [line.split("|")[1].strip() for line in text[text.index("## 1."):text.index("## 2.")].splitlines()
+                  if line.startswith("| ") and not line.startswith("| row")]
+    data = session.scenario.dataset
+    for line, batch_row in zip(table[1:], batch_rows):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells[0] == "…":
+            break
+        row = int(cells[0])
+        assert cells[0] == batch_row                          # the same sample as the batch table's row
+        y = np.array([float(c) for c in cells[1:4]])
+        target = int(data.y[row])
+        assert cells[4] == data.class_names[target]            # a class name, not 2.000000
+        expected = np.log(np.exp(y).sum()) - y[target]        # cross-entropy of that sample, by hand
+        assert abs(float(cells[5]) - expected) < 1e-5
+
+
+def test_print_state_after_set_optimizer_names_the_optimizer_it_belongs_to():
+    from gdstep.script import Runner
+
+    session = gdstep.open("xor")
+    runner = Runner(session)
+    assert runner.execute_line("set momentum 0.9").ok
+    assert runner.execute_line("step 2").ok
+    assert runner.execute_line("set optimizer adam").ok
+    out = runner.execute_line("print state 0.weight")
+    assert out.ok
+    assert out.lines[0] == "state 0.weight (sgd):"
+    assert "momentum_buffer" in "\n".join(out.lines)
+    assert "adam starts at the next iteration" in out.lines[1]
+    assert runner.execute_line("step").ok
+    out = runner.execute_line("print state 0.weight")
+    assert out.lines[0] == "state 0.weight (adam):" and "exp_avg" in "\n".join(out.lines)
+    assert "momentum_buffer" not in "\n".join(out.lines)

@@ -310,7 +310,12 @@ class Runner:
         if state is None:
             raise GdstepError(f"{arg} has no optimizer state (it is frozen)")
         empty = "  (none: this optimizer keeps no state)" if s.step_count else "  (empty until the first update)"
-        lines = [f"state {arg} ({s.optimizer.kind}):"] + ([] if state else [empty])
+        # The state is the optimizer's that runs now; a new one set for the next iteration
+        # (`set optimizer`) starts with its own, fresh, when that iteration starts.
+        owner, pending = s.backend.optimizer, s.optimizer
+        lines = [f"state {arg} ({owner.kind}):"] + ([] if state else [empty])
+        if pending.kind != owner.kind:
+            lines.append(f"  ({pending.kind} starts at the next iteration, with fresh state; this is {owner.kind}'s)")
         values = {}
         for key, value in state.items():
             values[f"{arg}.{key}"] = value
