@@ -184,3 +184,48 @@ def test_print_state_after_set_optimizer_names_the_optimizer_it_belongs_to():
     out = runner.execute_line("print state 0.weight")
     assert out.lines[0] == "state 0.weight (adam):" and "exp_avg" in "\n".join(out.lines)
     assert "momentum_buffer" not in "\n".join(out.lines)
+
+
+@pytest.mark.parametrize("scenario", ["xor", "spiral", "overshoot"])
+def test_every_completion_after_set_is_a_setting_that_set_accepts(scenario):
+    from gdstep.script import Runner, completions
+
+    session = gdstep.open(scenario)
+    offered = [line.split()[1] for line in completions(session, "set ")]
+    assert "kind" not in offered and "guarded_state" not in offered
+    assert {"lr", "optimizer", "batch_size", "epochs"} <= set(offered)
+    values = {"optimizer": "adam", "batch_size": "8", "epochs": "5", "stop_when": "none"}
+    for key in offered:
+        fresh = gdstep.open(scenario)
+        current = getattr(fresh.optimizer, key, None)
+        value = values.get(key) or ("true" if isinstance(current, bool) and not current else
+                                    "false" if isinstance(current, bool) else
+                                    ",".join(str(v) for v in current) if isinstance(current, tuple) else
+                                    str(current if current else 0.1))
+        if key == "nesterov":
+            continue                    # needs momentum > 0 first: its error says so
+        out = Runner(fresh).execute_line(f"set {key} {value}")
+        assert out.ok, (key, out.message)
+
+
+async def test_completions_are_listed_above_the_prompt_whole_and_go_when_the_line_is_edited():
+    from gdstep.tui.prompt import CompletionList
+
+    session = gdstep.open("xor")
+    app = make_app(session, timestamps=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("colon", *"set ", "tab")
+        await pilot.pause()
+        listing = app.query_one(CompletionList)
+        prompt = app.query_one("#prompt")
+        assert listing.display and listing.has_class("-open")
+        assert listing.region.bottom <= prompt.region.y                     # above the input, not over it
+        assert listing.region.height >= 1 and listing.region.width >= 60
+        text = str(listing.render())
+        for word in ("lr", "optimizer", "batch_size", "epochs", "momentum", "nesterov"):
+            assert word in text
+        assert "kind" not in text.split() and "guarded_state" not in text
+        await pilot.press("backspace", "backspace", "backspace", "x")
+        await pilot.pause()
+        assert not listing.has_class("-open")

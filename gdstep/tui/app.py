@@ -35,7 +35,7 @@ from gdstep.tui.model_tree import ModelTree
 from gdstep.tui.palette_guard import guard_command_list
 from gdstep.tui.phase_bar import PhaseBar
 from gdstep.tui.plots import BoundaryPlot, GradNormPlot, LossPlot, SurfacePlot
-from gdstep.tui.prompt import CommandPrompt, PromptFirst
+from gdstep.tui.prompt import CommandPrompt, CompletionList, PromptFirst
 from gdstep.tui.tensor_view import TensorView
 
 guard_command_list()
@@ -92,6 +92,7 @@ class GdstepApp(PromptFirst, App[int]):
         log = EventLog(timestamps=self.timestamps, id="log")
         log.border_title = "events"
         yield log
+        yield CompletionList(id="completions")
         yield CommandPrompt(self.driver.complete, id="prompt")
         yield KeyFooter()
 
@@ -257,6 +258,10 @@ class GdstepApp(PromptFirst, App[int]):
     def _prompt_closed(self) -> None:
         self.query_one(CommandPrompt).close()
         self.query_one(ModelTree).focus()
+
+    @on(CommandPrompt.Choices)
+    def _choices(self, event: CommandPrompt.Choices) -> None:
+        self.query_one(CompletionList).show(event.choices, event.current)
 
     @on(Input.Submitted, "#prompt")
     def _prompt_submitted(self, event: Input.Submitted) -> None:
