@@ -229,3 +229,21 @@ async def test_completions_are_listed_above_the_prompt_whole_and_go_when_the_lin
         await pilot.press("backspace", "backspace", "backspace", "x")
         await pilot.pause()
         assert not listing.has_class("-open")
+
+
+async def test_a_command_is_logged_before_the_events_it_causes():
+    from gdstep.tui.event_log import EventLog
+
+    session = gdstep.open("xor")
+    session.stop_when = None
+    app = make_app(session, timestamps=True, frame_interval=0.0)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        session.add_breakpoint("step == 3")
+        await command(pilot, "run max 6")
+        await settle(pilot)
+        log = app.query_one(EventLog)
+        kinds = [kind for kind, _ in log.messages]
+        assert "breakpoint" in kinds
+        assert kinds.index("command") < kinds.index("breakpoint")
+        assert log.times == sorted(log.times)

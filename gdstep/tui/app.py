@@ -30,7 +30,7 @@ from gdstep.tui.event_log import EventLog
 from gdstep.tui.footer import KeyFooter
 from gdstep.tui.frame import Frame, Selection
 from gdstep.tui.help_screen import HelpScreen
-from gdstep.tui.messages import FrameReady, JobDone, Running
+from gdstep.tui.messages import FrameReady, JobDone, JobStarted, Running
 from gdstep.tui.model_tree import ModelTree
 from gdstep.tui.palette_guard import guard_command_list
 from gdstep.tui.phase_bar import PhaseBar
@@ -117,11 +117,12 @@ class GdstepApp(PromptFirst, App[int]):
     def on_running(self, message: Running) -> None:
         self.running = message.running
 
+    def on_job_started(self, message: JobStarted) -> None:
+        self.query_one(EventLog).add("command", f"› {message.job.text}", when=message.time)
+
     def on_job_done(self, message: JobDone) -> None:
         job, outcome = message.job, message.outcome
         log = self.query_one(EventLog)
-        if job.echo:
-            log.add("command", f"› {job.text}")
         if message.frame is not None:
             self.draw(message.frame)
         if message.error is not None:

@@ -19,7 +19,7 @@ import threading
 import traceback
 from collections import deque
 from pathlib import Path
-from time import monotonic
+from time import monotonic, time
 
 from textual.app import App
 from textual.message import Message
@@ -29,7 +29,7 @@ from gdstep.errors import GdstepError
 from gdstep.files import atomic_write
 from gdstep.tui.frame import Frame, Layout, Selection
 from gdstep.tui.frame_builder import FrameBuilder
-from gdstep.tui.messages import FrameReady, Job, JobDone, Running
+from gdstep.tui.messages import FrameReady, Job, JobDone, JobStarted, Running
 
 LONG_COMMANDS = ("run", "step", "epoch", "next")
 REDRAW = Job("redraw", lambda on_phase: None, kind="redraw")
@@ -183,6 +183,8 @@ class SessionDriver:
         """Every failure of a job, or of the frame after it, ends here: JobDone carries it."""
         self._next_frame = monotonic() + self.frame_interval
         outcome = error = frame = None
+        if job.echo:
+            self._post(JobStarted(job, time()))
         try:
             outcome = job.call(self._on_phase)
         except Exception:                   # a bug, not a user mistake: report it, keep going
