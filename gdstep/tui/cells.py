@@ -34,6 +34,15 @@ def cell(v: float) -> str:
     return text
 
 
+def row(values) -> list[str]:
+    """The cells of one row of the batch view: a row of whole numbers (targets, labels) as
+    integers, so 0 and 1 read alike rather than `0` beside `1.0000`."""
+    vs = [float(v) for v in values]
+    if vs and all(math.isfinite(v) and v == int(v) and abs(v) < 1e5 for v in vs):
+        return [str(int(v)) for v in vs]
+    return [cell(v) for v in vs]
+
+
 def scale(values, stats=None) -> float:
     """The magnitude that maps to full colour: the largest |value| of the tensor (or window)."""
     if stats is not None and math.isfinite(stats.min) and math.isfinite(stats.max):
