@@ -297,3 +297,51 @@ async def test_the_surface_says_when_now_is_off_the_map_and_has_a_colour_scale()
         await pilot.pause()
         assert "now off the map at (7, -3)" in str(plot.border_subtitle)
         assert "low" in str(plot.border_title) and "high" in str(plot.border_title)
+
+
+async def test_the_batch_view_writes_whole_targets_alike():
+    import numpy as np
+
+    from gdstep.tui.batch_view import BatchView
+
+    session = gdstep.open("xor")
+    app = make_app(session, timestamps=False)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        await press(pilot, "l")
+        text = str(app.query_one(BatchView).render())
+        line = next(line for line in text.splitlines() if line.startswith(("target", "t[0]")))
+        shown = line.split()[1:]
+        z = next(line for line in text.splitlines() if line.startswith("z0[0]")).split()[1:]
+        assert all(len(cell.split(".")[-1]) == 4 for cell in z)            # a zero there is 0.0000
+        rows = session.record("forward").indices
+        expected = [str(int(v)) for v in np.asarray(session.scenario.dataset.y)[np.asarray(rows)].ravel()]
+        assert shown == expected[:len(shown)] and set(shown) <= {"0", "1"}
+
+
+def test_the_run_summary_of_one_sample_says_so():
+    from gdstep.run_loop import RunResult
+    from gdstep.summary import run_summary
+
+    session = gdstep.open("textbook")
+    result = session.run(max_steps=1) if hasattr(session, "run") else None
+    text = run_summary(session, result, 0.5)
+    assert "on the 1 sample" in text and "all 1 samples" not in text
+
+
+async def test_a_gradient_check_goes_when_another_element_is_selected():
+    from gdstep.tui.arithmetic_view import ArithmeticView
+
+    session = gdstep.open("xor")
+    app = make_app(session, timestamps=False)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        await press(pilot, "g")
+        view = app.query_one(ArithmeticView)
+        assert view.gradcheck is not None and view.gradcheck.label == "0.weight[0,0]"
+        await press(pilot, "shift+down")
+        assert app.selection.row == 1 and view.gradcheck is None
+        await press(pilot, "g")
+        assert view.gradcheck.label == "0.weight[1,0]"
+        await select(pilot, "2.weight")
+        assert view.gradcheck is None

@@ -165,6 +165,9 @@ class GdstepApp(PromptFirst, App[int]):
             return
         if old.name != new.name:
             self._size_views(redraw=False)
+        arithmetic = self.query_one(ArithmeticView)
+        if arithmetic.gradcheck is not None and old != new:
+            arithmetic.gradcheck = None              # it was of the element selected before
         self.driver.show(new)
 
     def _size_views(self, redraw: bool = True) -> None:
