@@ -345,3 +345,59 @@ async def test_a_gradient_check_goes_when_another_element_is_selected():
         assert view.gradcheck.label == "0.weight[1,0]"
         await select(pilot, "2.weight")
         assert view.gradcheck is None
+
+
+async def test_model_tree_labels_are_cut_at_a_word_not_inside_one(tmp_path):
+    from pathlib import Path
+
+    from gdstep.tui.model_tree import ModelTree
+
+    text = (Path(__file__).parent.parent / "scenarios" / "linear.toml").read_text()
+    scenario = tmp_path / "nobias.toml"
+    scenario.write_text(text.replace("layers = [ { linear = 1 } ]", "layers = [ { linear = 1, bias = false } ]"))
+    session = gdstep.open(str(scenario))
+    assert session.backend.layers[0].text == "Linear(1 → 1), no bias"
+    app = make_app(session, timestamps=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        tree = app.query_one(ModelTree)
+        tree.styles.width = 20                  # room for "0 Linear(1 → 1)," but not "no bias"
+        await pilot.pause()
+        node = tree.root.children[0]
+        label = tree.render_label(node, tree.rich_style, tree.rich_style).plain
+        assert label.endswith("…") and len(label) <= tree.scrollable_content_region.width
+        words = "0 Linear(1 → 1), no bias".split()
+        shown = label.rstrip("…").split()
+        assert shown == [w.rstrip(",") for w in words[:len(shown)]]     # whole words only
+
+
+async def test_a_layer_row_shows_that_layer_over_the_batch():
+    import numpy as np
+
+    from gdstep.tui.model_tree import ModelTree
+    from gdstep.tui.tensor_view import TensorView
+
+    session = gdstep.open("xor")
+    app = make_app(session, timestamps=False)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        await press(pilot, "b")                       # forward, loss, backward of iteration 1
+        tree = app.query_one(ModelTree)
+        await press(pilot, "up")                      # from 0.weight up to the row of layer 0
+        assert tree.cursor_node.data is None and app.selection.layer == "0"
+        panel = app.query_one(TensorView).panel
+        assert panel.name == "layer 0"
+        x, z0, delta = panel.grids
+        fwd, bwd = session.record("forward"), session.record("backward")
+        rows = len(fwd.indices)
+        inputs = np.asarray(session.scenario.dataset.x)[np.asarray(fwd.indices)]
+        w, b = session.params["0.weight"], session.params["0.bias"]
+        assert np.allclose(x.values, inputs[:x.values.shape[0], :x.values.shape[1]])
+        z = inputs @ w.T + b                                                # the layer by hand
+        assert np.allclose(z0.values, z[:z0.values.shape[0], :z0.values.shape[1]])
+        assert delta.values is not None and delta.values.shape[0] == min(rows, z0.values.shape[0])
+        assert np.allclose(delta.values, np.asarray(bwd.deltas[0])[:delta.values.shape[0], :delta.values.shape[1]])
+        await press(pilot, "down", "down", "down")    # weight, bias, then the Tanh row
+        assert app.selection.layer == "1" and app.query_one(TensorView).panel.name == "layer 1"
+        tanh = app.query_one(TensorView).panel.grids[1].values
+        assert np.allclose(tanh, np.tanh(z)[:tanh.shape[0], :tanh.shape[1]])

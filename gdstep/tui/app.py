@@ -40,12 +40,15 @@ from gdstep.tui.tensor_view import TensorView
 
 guard_command_list()
 
+LAYER_SHAPE = (10**6, 10**6)        # a layer's output is measured as a large tensor: the view fills
+
 
 class GdstepApp(PromptFirst, App[int]):
     CSS_PATH = "app.tcss"
     TITLE = "gdstep"
     COMMANDS = App.COMMANDS | {GdstepCommands}
-    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide"), (160, "-huge")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (44, "-tall")]
     ENABLE_COMMAND_PALETTE = True
     BINDINGS = BINDINGS
 
@@ -60,6 +63,7 @@ class GdstepApp(PromptFirst, App[int]):
         self.model = self.driver.model
         self.timestamps = timestamps
         self.frame: Frame | None = None
+        self._measured: tuple[int, ...] | None = None      # the shape the views were last measured for
         self._plot_ids = [plot_id for plot_id, shown in (("boundary-plot", self.model.boundary),
                                                           ("surface-plot", self.model.surface)) if shown] + ["grad-plot"]
 
@@ -152,6 +156,9 @@ class GdstepApp(PromptFirst, App[int]):
         the user's jobs are all done)."""
         self.frame = frame
         draw(self, frame, self.running if running is None else running)
+        panel = frame.tensor
+        if self.selection.layer is not None and panel is not None and panel.shape != self._measured:
+            self.call_after_refresh(self._size_views)        # a layer's batch: measured now it is known
 
     def watch_running(self, running: bool) -> None:
         for bar in self.query(PhaseBar).results():
@@ -163,7 +170,7 @@ class GdstepApp(PromptFirst, App[int]):
     def watch_selection(self, old: Selection, new: Selection) -> None:
         if not self.is_mounted or self.frame is None:
             return
-        if old.name != new.name:
+        if (old.name, old.layer) != (new.name, new.layer):
             self._size_views(redraw=False)
         arithmetic = self.query_one(ArithmeticView)
         if arithmetic.gradcheck is not None and old != new:
@@ -172,11 +179,29 @@ class GdstepApp(PromptFirst, App[int]):
 
     def _size_views(self, redraw: bool = True) -> None:
         """Tell the driver how much the views show (drawing.py: `measure`)."""
-        layout = measure(self, self.model.shapes.get(self.selection.name), self.driver.layout)
+        shape = self.model.shapes.get(self.selection.name)
+        if self.selection.layer is not None:     # the batch's shape, once a frame has shown it
+            panel = self.frame.tensor if self.frame is not None else None
+            shape = panel.shape if panel is not None and panel.name == f"layer {self.selection.layer}" \
+                else LAYER_SHAPE
+        self._measured = shape
+        self._fit_tensor_height(shape)
+        layout = measure(self, shape, self.driver.layout)
         if redraw:
             self.driver.resize(layout)
         else:
             self.driver.layout = layout
+
+    def _fit_tensor_height(self, shape: tuple[int, ...] | None) -> None:
+        """The tensor view as tall as its tensor needs, up to 3/5 of the centre column (the
+        arithmetic or the batch below gets the rest): no empty lines, no wasted rows."""
+        center = self.query_one("#center").size.height
+        if shape is None or center <= 0:
+            return
+        tensor = self.query_one(TensorView)
+        height = tensor.wanted_height(shape, max(8, center * 3 // 5))
+        if tensor.styles.height is None or tensor.styles.height.value != height:
+            tensor.styles.height = height
 
     @on(TensorView.Resized)
     def _layout_changed(self) -> None:
@@ -197,14 +222,24 @@ class GdstepApp(PromptFirst, App[int]):
         if event.name != self.selection.name:
             self.selection = Selection(event.name)
 
+    @on(ModelTree.LayerSelected)
+    def _layer_selected(self, event: ModelTree.LayerSelected) -> None:
+        if event.layer != self.selection.layer:
+            self.selection = Selection(layer=event.layer)
+
     @on(TensorView.CellClicked)
     def _cell_clicked(self, event: TensorView.CellClicked) -> None:
-        self.selection = Selection(self.selection.name, event.row, event.col)
+        self.selection = Selection(self.selection.name, event.row, event.col, self.selection.layer)
 
     def action_move_element(self, drow: int, dcol: int) -> None:
         sel = self.selection
         if sel.name is not None:
             self.selection = self.model.clamp(Selection(sel.name, sel.row + drow, sel.col + dcol))
+        elif sel.layer is not None:              # the builder clamps to the batch it shows
+            panel = self.frame.tensor if self.frame is not None else None
+            rows, cols = panel.shape[:2] if panel is not None and len(panel.shape) >= 2 else (1, 1)
+            self.selection = Selection(None, min(max(sel.row + drow, 0), rows - 1),
+                                       min(max(sel.col + dcol, 0), cols - 1), sel.layer)
 
     # -- actions: everything that changes the session is a job for the driver -------------------
 
