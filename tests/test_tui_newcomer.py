@@ -401,3 +401,56 @@ async def test_a_layer_row_shows_that_layer_over_the_batch():
         assert app.selection.layer == "1" and app.query_one(TensorView).panel.name == "layer 1"
         tanh = app.query_one(TensorView).panel.grids[1].values
         assert np.allclose(tanh, np.tanh(z)[:tanh.shape[0], :tanh.shape[1]])
+
+
+async def test_panels_grow_with_the_terminal():
+    from gdstep.tui.tensor_view import TensorView
+
+    session = gdstep.open("spiral")
+    app = make_app(session, timestamps=False)
+    async with app.run_test(size=(200, 50)) as pilot:
+        await settle(pilot)
+        await press(pilot, "s")
+        assert app.query_one("#plots").size.width >= 60
+        view = app.query_one(TensorView)
+        values = view.panel.grids[0].values
+        assert values.shape == (view.panel.grids[0].values.shape[0], 2) and values.shape[0] >= 12   # of 32×2
+        lines = str(view.render()).split("\n")
+        assert len(lines) >= view.content_size.height - 1            # no empty lines below
+        await select(pilot, "2.weight")
+        assert app.query_one(TensorView).panel.grids[0].values.shape == (3, 12)   # 3×32: every row, 12 columns
+    session = gdstep.open("spiral")
+    app = make_app(session, timestamps=False)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        await select(pilot, "2.weight")
+        assert app.query_one(TensorView).panel.grids[0].values.shape[1] >= 6      # not 2 columns of 32
+    session = gdstep.open("xor")
+    app = make_app(session, timestamps=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        view = app.query_one(TensorView)
+        assert view.panel.whole and view.panel.grids[0].values.shape == (4, 2)
+        assert app.query_one("#arithmetic-box").size.height >= 6     # the rest goes to the arithmetic
+
+
+def test_set_stop_when_replaces_and_drops_the_scenario_condition():
+    from gdstep.script import Runner, completions
+
+    session = gdstep.open("xor")
+    runner = Runner(session)
+    out = runner.execute_line("set stop_when step >= 3")
+    assert out.ok and "stop_when → step >= 3" in out.lines[0]
+    out = runner.execute_line("run")
+    assert out.ok and out.result.reason == "stop_when" and session.step_count == 3
+    assert runner.execute_line("set stop_when none").ok and session.stop_when is None
+    out = runner.execute_line("run max 5")
+    assert out.ok and session.step_count == 8
+    bad = runner.execute_line("set stop_when loss <")
+    assert not bad.ok and session.stop_when is None
+    assert "set stop_when none" in completions(session, "set stop_when n")
+    replayed = gdstep.open("xor")
+    again = Runner(replayed)
+    for line in runner.lines:
+        assert again.execute_line(line).ok
+    assert replayed.step_count == 8 and replayed.stop_when is None

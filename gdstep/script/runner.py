@@ -259,6 +259,9 @@ class Runner:
             s.epochs = command.args[1]
             event = s.log("setting", f"epoch limit → {s.epochs} (runs stop at the end of epoch {s.epochs})")
             return [f"{command.text}: {event.message}"], {}, None, command.text, False
+        elif kind == "stop_when":  # a condition for runs, not a training setting: no new branch
+            s.set_stop_when(command.args[1])
+            return [f"{command.text}: {s.events[-1].message}"], {}, None, command.text, False
         elif kind == "batch_size":
             at = s.set(batch_size=command.args[1])
         elif kind == "optimizer":
