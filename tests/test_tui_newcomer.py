@@ -454,3 +454,111 @@ def test_set_stop_when_replaces_and_drops_the_scenario_condition():
     for line in runner.lines:
         assert again.execute_line(line).ok
     assert replayed.step_count == 8 and replayed.stop_when is None
+
+
+async def test_q_asks_once_when_the_recording_is_not_saved(tmp_path):
+    session = gdstep.open("xor")
+    app = make_app(session, timestamps=False)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        await press(pilot, "s", "s")
+        await pilot.press("q")
+        await pilot.pause()
+        assert app.is_running and "2 commands not saved" in log_text(app)
+        await command(pilot, f"save {tmp_path / 'a.gds'}")
+        await settle(pilot)
+        await press(pilot, "s")
+        await pilot.press("q")
+        await pilot.pause()
+        assert app.is_running and "1 command not saved" in log_text(app)
+        await pilot.press("q")
+        await pilot.pause()
+    assert app.return_code == 0
+    saved = gdstep.open("xor")
+    app = make_app(saved, timestamps=False)
+    async with app.run_test(size=(120, 36)) as pilot:         # nothing to save: q quits at once
+        await settle(pilot)
+        await pilot.press("q")
+        await pilot.pause()
+        assert not app.is_running
+
+
+async def test_p_says_why_it_does_nothing_when_the_plots_are_shown():
+    session = gdstep.open("xor")
+    app = make_app(session, timestamps=False)
+    notes = []
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        app.notify = lambda message, **kw: notes.append(message)
+        await pilot.press("p")
+        await pilot.pause()
+        assert app.query_one("#center").display and app.query_one("#plots").display
+        assert notes and "already shown" in notes[0]
+
+
+async def test_the_app_opens_with_the_scenario_name_and_description_and_a_colour_legend():
+    from gdstep.tui.tensor_view import TensorView
+
+    session = gdstep.open("xor")
+    app = make_app(session, timestamps=False)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        assert session.scenario.description
+        assert f"{session.scenario.name} — {session.scenario.description}" in log_text(app)
+        subtitle = str(app.query_one(TensorView).border_subtitle)
+        assert "−max" in subtitle and "+max" in subtitle
+
+
+def test_a_mistyped_scenario_name_gets_a_did_you_mean():
+    from gdstep.bundled import resolve
+    from gdstep.errors import ScenarioError
+
+    with pytest.raises(ScenarioError, match="did you mean 'spiral'"):
+        resolve("spirl")
+    with pytest.raises(ScenarioError) as e:
+        resolve("zzzz")
+    assert "did you mean" not in str(e.value) and "xor" in str(e.value)
+
+
+def test_the_readme_check_example_is_what_the_tool_prints(tmp_path, capsys, monkeypatch):
+    """Each `$ gdstep check FILE` in the README, run on the file the README describes."""
+    from pathlib import Path
+
+    from gdstep.cli import main
+
+    files = {
+        "broken.toml": 'name = "broken"\n[data]\nkind = "xor"\n[model]\nlayers = [ { linear = 4 }, "tahn", '
+                       '{ linear = 1 } ]\n[loss]\nkind = "mse"\n[optimizer]\nkind = "sgd"\nlr = 0.1\n',
+        "negative-lr.toml": 'name = "negative lr"\n[data]\nkind = "xor"\n[model]\nlayers = [ { linear = 1 } ]\n'
+                            '[loss]\nkind = "mse"\n[optimizer]\nkind = "sgd"\nlr = -0.1\n',
+        "bad-toml.toml": 'name = "x"\n[data]\nkind = = "xor"\n',
+    }
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    monkeypatch.chdir(tmp_path)
+    readme = (Path(__file__).parent.parent / "README.md").read_text().splitlines()
+    shown = [(k, line.strip()) for k, line in enumerate(readme) if line.strip().startswith("$ gdstep check ")]
+    assert len(shown) == 3
+    for k, line in shown:
+        name = line.split()[-1]
+        assert main(["check", name]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == readme[k + 1].strip()                # one error per file, exactly as printed
+
+
+def test_the_readme_test_command_installs_the_ci_torch_first():
+    """The set-up command works as written: the CPU torch that CI pins is in the command, before
+    `.[dev]` (which would otherwise pull the CUDA build), not in a note after it."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).parent.parent
+    readme = (root / "README.md").read_text()
+    ci = (root / ".ci" / "run").read_text()
+    pinned = re.search(r"torch==([0-9.]+)", ci).group(1)
+    command = next(line.strip() for line in readme.splitlines() if "pip install -e '.[dev]'" in line)
+    assert command.startswith("python3 -m venv .venv && . .venv/bin/activate && ")
+    assert command.endswith("pip install -e '.[dev]' && pytest -q")        # what .ci/run runs
+    torch = command.index(f"pip install torch=={pinned}")
+    assert torch < command.index("pip install -e '.[dev]'")
+    assert "download.pytorch.org/whl/cpu" in command[torch:command.index("pip install -e")]

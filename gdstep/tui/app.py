@@ -64,6 +64,8 @@ class GdstepApp(PromptFirst, App[int]):
         self.timestamps = timestamps
         self.frame: Frame | None = None
         self._measured: tuple[int, ...] | None = None      # the shape the views were last measured for
+        self._saved_lines = 0                 # the recording's length at the last save
+        self._quit_asked = False
         self._plot_ids = [plot_id for plot_id, shown in (("boundary-plot", self.model.boundary),
                                                           ("surface-plot", self.model.surface)) if shown] + ["grad-plot"]
 
@@ -111,6 +113,8 @@ class GdstepApp(PromptFirst, App[int]):
         self._size_views(redraw=False)
         self.draw(self.driver.start())
         self.call_after_refresh(self._layout_changed)
+        description = self.model.description
+        self.query_one(EventLog).add("info", f"{self.model.scenario}" + (f" — {description}" if description else ""))
 
     # -- what the driver says -------------------------------------------------------------------
 
@@ -133,6 +137,8 @@ class GdstepApp(PromptFirst, App[int]):
             self.log_error(f"{job.text}: {message.error}")
         elif outcome is not None:
             log.add_outcome(job.text, outcome, echo=job.echo, run=job.kind == "run")
+            if outcome.ok and job.text.lstrip(":").split(" ", 1)[0] == "save":
+                self._saved_lines, self._quit_asked = len(self.runner.lines), False
             if not outcome.ok:
                 self.bell()
             if outcome.gradcheck is not None and message.frame is not None:
@@ -322,6 +328,10 @@ class GdstepApp(PromptFirst, App[int]):
         self.call_after_refresh(self._layout_changed)
 
     def action_toggle_plots(self) -> None:
+        if self.size.width >= 100:               # the plots are on screen already: say so
+            self.notify("The plots are already shown beside the centre (p swaps them in below 100 columns); "
+                        "v switches the lower plot.", title="plots", timeout=4)
+            return
         self.show_plots = not self.show_plots
         self.call_after_refresh(self._layout_changed)
 
@@ -331,6 +341,15 @@ class GdstepApp(PromptFirst, App[int]):
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self.exit, 128 + signal.SIGTERM)
 
     async def action_quit(self) -> None:
+        """Quit; once, when the recording has commands not saved, say so first (q again quits)."""
+        unsaved = len(self.runner.lines) - self._saved_lines
+        if unsaved > 0 and not self._quit_asked:
+            self._quit_asked = True
+            message = (f"{unsaved} command{'s' if unsaved != 1 else ''} not saved: w saves the session as a "
+                       "script; q again quits without saving")
+            self.query_one(EventLog).add("info", message)
+            self.notify(message, title="quit?", severity="warning", timeout=6)
+            return
         self.driver.pause()
         self.exit(0)
 

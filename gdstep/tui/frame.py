@@ -170,6 +170,7 @@ class Model:
     trainable: frozenset[str]
     boundary: bool = False             # a decision boundary (2-D classification data)
     surface: bool = False              # a loss surface (two trainable numbers)
+    description: str = ""              # the scenario's, shown when the app opens
 
     @property
     def first_parameter(self) -> str | None:

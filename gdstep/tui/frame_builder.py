@@ -54,7 +54,8 @@ class FrameBuilder:
         backend = session.backend
         self.model = Model(session.scenario.name, str(session.scenario.file), tuple(backend.layers),
                            {name: tuple(shape) for name, shape in backend.param_shapes.items()},
-                           frozenset(backend.trainable), self.boundary is not None, self.surface is not None)
+                           frozenset(backend.trainable), self.boundary is not None, self.surface is not None,
+                           session.scenario.description or "")
 
     def invalidate(self) -> None:
         """After a rewind or a change of settings: the history may have been rewritten."""

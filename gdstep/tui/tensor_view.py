@@ -133,8 +133,15 @@ class TensorView(Widget):
                     r0, c0 = panel.origin
                     title += f" · rows {r0}–{r0 + rows - 1}" + (f", cols {c0}–{c0 + cols - 1}" if cols < as_matrix_shape(panel.shape)[1] or c0 else "")
             self.border_title = title
-            self.border_subtitle = panel.caption
+            self.border_subtitle = f"{self._legend()} · {panel.caption}"
         self.refresh()
+
+    def _legend(self) -> str:
+        """The colour scale, as the cells use it: the strongest red and blue, and no colour at 0."""
+        base = self.background_colors[1]
+        pos = base.blend(self.get_component_styles("tensor-view--positive").background, 0.7)
+        neg = base.blend(self.get_component_styles("tensor-view--negative").background, 0.7)
+        return f"[on {neg.hex}] −max [/] 0 [on {pos.hex}] +max [/]"
 
     # -- drawing -------------------------------------------------------------------------------
 
