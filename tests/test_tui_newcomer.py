@@ -296,7 +296,7 @@ async def test_the_surface_says_when_now_is_off_the_map_and_has_a_colour_scale()
         plot.surface = Surface(("w", "b"), gx.ravel(), gy.ravel(), np.ones(16), ((0.5, 0.5), (7.0, -3.0)))
         await pilot.pause()
         assert "now off the map at (7, -3)" in str(plot.border_subtitle)
-        assert "low" in str(plot.border_title) and "high" in str(plot.border_title)
+        assert "lo" in str(plot.border_title) and "hi" in str(plot.border_title) and "█" in str(plot.border_title)
 
 
 async def test_the_batch_view_writes_whole_targets_alike():
@@ -432,6 +432,8 @@ async def test_panels_grow_with_the_terminal():
         view = app.query_one(TensorView)
         assert view.panel.whole and view.panel.grids[0].values.shape == (4, 2)
         assert app.query_one("#arithmetic-box").size.height >= 6     # the rest goes to the arithmetic
+        log = app.query_one("EventLog")
+        assert log.virtual_size.width <= log.scrollable_content_region.width   # wraps, no sideways scroll
 
 
 def test_set_stop_when_replaces_and_drops_the_scenario_condition():

@@ -19,7 +19,10 @@ class EventLog(RichLog):
     COMPONENT_CLASSES = {"event-log--time", "event-log--step"} | {f"event-log--{kind}" for kind in KINDS}
 
     def __init__(self, *, timestamps: bool = True, id: str | None = None) -> None:
-        super().__init__(id=id, wrap=True, markup=False, highlight=False, max_lines=2000, auto_scroll=True)
+        # min_width: RichLog's default (78) is wider than the log at 80 columns: it would
+        # scroll sideways instead of wrapping
+        super().__init__(id=id, wrap=True, markup=False, highlight=False, max_lines=2000, auto_scroll=True,
+                         min_width=20)
         self.timestamps = timestamps
         self.messages: list[tuple[str, str]] = []      # (kind, message), for tests and copying
         self.times: list[float] = []                   # when each happened, in the order listed

@@ -166,7 +166,7 @@ class SurfacePlot(_Plot):
             if path[-1] is s.path[-1]:
                 plt.scatter([xs[-1]], [ys[-1]], marker="◆", color=PALETTE[1])
         scale = "".join(f"[{_hex(self._faded(c, 0.5))}]█[/]" for c in SEQUENTIAL)
-        self.border_title = f"loss: low {scale} high · [{_hex(PALETTE[3])}]•[/]path [{_hex(PALETTE[1])}]◆[/]now"
+        self.border_title = f"loss lo{scale}hi · [{_hex(PALETTE[3])}]•[/]path [{_hex(PALETTE[1])}]◆[/]now"
         outside = len(s.path) - len(path)
         now = s.path[-1] if s.path else None
         if now is not None and not (path and path[-1] is now):
