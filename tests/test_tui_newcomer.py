@@ -239,13 +239,14 @@ async def test_a_command_is_logged_before_the_events_it_causes():
     app = make_app(session, timestamps=True, frame_interval=0.0)
     async with app.run_test(size=(120, 36)) as pilot:
         await settle(pilot)
-        session.add_breakpoint("step == 3")
+        await command(pilot, "break step == 3")
+        await settle(pilot)
         await command(pilot, "run max 6")
         await settle(pilot)
         log = app.query_one(EventLog)
         kinds = [kind for kind, _ in log.messages]
-        assert "breakpoint" in kinds
-        assert kinds.index("command") < kinds.index("breakpoint")
+        run = [message for _, message in log.messages].index("› run max 6")
+        assert "breakpoint" in kinds[run + 1:]
         assert log.times == sorted(log.times)
 
 

@@ -313,11 +313,9 @@ class Runner:
         if state is None:
             raise GdstepError(f"{arg} has no optimizer state (it is frozen)")
         empty = "  (none: this optimizer keeps no state)" if s.step_count else "  (empty until the first update)"
-        # The state is the optimizer's that runs now; a new one set for the next iteration
-        # (`set optimizer`) starts with its own, fresh, when that iteration starts.
-        owner, pending = s.backend.optimizer, s.optimizer
+        owner, pending = s.backend.optimizer, s.optimizer       # the state is the running optimizer's
         lines = [f"state {arg} ({owner.kind}):"] + ([] if state else [empty])
-        if pending.kind != owner.kind:
+        if pending.kind != owner.kind:                          # `set optimizer`: fresh at the next iteration
             lines.append(f"  ({pending.kind} starts at the next iteration, with fresh state; this is {owner.kind}'s)")
         values = {}
         for key, value in state.items():

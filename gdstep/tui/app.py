@@ -126,7 +126,7 @@ class GdstepApp(PromptFirst, App[int]):
         self.running = message.running
 
     def on_job_started(self, message: JobStarted) -> None:
-        self.query_one(EventLog).add("command", f"› {message.job.text}", when=message.time)
+        self.query_one(EventLog).add("command", f"› {message.job.text}", when=message.when)
 
     def on_job_done(self, message: JobDone) -> None:
         job, outcome = message.job, message.outcome

@@ -41,7 +41,7 @@ class JobStarted(Message):
     """A job the log echoes is about to run: its command goes in the log before its events."""
 
     job: Job
-    time: float
+    when: float                                # time.time() when it started (Message has its own `time`)
 
 
 @dataclass

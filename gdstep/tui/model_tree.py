@@ -15,8 +15,8 @@ class ModelTree(Tree[str], inherit_bindings=False):
     moving the element cursor)."""
 
     BINDINGS = [
-        Binding("up", "cursor_up", "Parameter above", show=False),
-        Binding("down", "cursor_down", "Parameter below", show=False),
+        Binding("up", "cursor_up", "Row above (a layer or a parameter)", show=False),
+        Binding("down", "cursor_down", "Row below (a layer or a parameter)", show=False),
         Binding("enter", "select_cursor", "Select", show=False),
     ]
 
