@@ -1,5 +1,6 @@
 """The model as a tree: layers with their shapes, and their parameters; moving the cursor
-onto a parameter selects it for the tensor view."""
+onto a parameter selects it for the tensor view, onto a layer shows that layer over the
+batch (its input, output and δ)."""
 
 from __future__ import annotations
 
