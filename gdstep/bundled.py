@@ -6,7 +6,7 @@ import ast
 import tomllib
 from pathlib import Path
 
-from gdstep.errors import ScenarioError
+from gdstep.errors import ScenarioError, suggest
 
 DEFAULT = "xor"
 
@@ -50,5 +50,8 @@ def resolve(name_or_path: str | Path | None) -> Path:
         candidate = scenarios_dir() / f"{name_or_path}{suffix}"
         if candidate.exists():
             return candidate
-    names = ", ".join(name for name, _, _ in bundled())
-    raise ScenarioError(str(name_or_path), None, f"no such file, and no bundled scenario of that name (bundled: {names})")
+    names = [name for name, _, _ in bundled()]
+    hint = suggest(str(name_or_path), names, "bundled")
+    if hint.startswith(";"):                 # a near miss: name it, and still list them all
+        hint += f" (bundled: {', '.join(names)})"
+    raise ScenarioError(str(name_or_path), None, f"no such file, and no bundled scenario of that name{hint}")

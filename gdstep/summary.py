@@ -60,7 +60,8 @@ def run_summary(session, result, seconds: float) -> str:
              f"  stopped    {result.message}",
              f"  at         {session.cursor} — {_count(steps, 'iteration')} in {seconds:.2f} s{rate}"]
     last = session.loss_value
-    loss_line = f"  loss       {num(loss)} on all {session.n} samples"
+    data = f"on all {session.n} samples" if session.n > 1 else "on the 1 sample"
+    loss_line = f"  loss       {num(loss)} {data}"
     if last is not None:
         loss_line += f" (last batch {num(last)})"
     lines.append(loss_line)

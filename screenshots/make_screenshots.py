@@ -3,7 +3,7 @@
     python screenshots/make_screenshots.py [--out screenshots]
 
 Every picture comes from the app itself, on a bundled scenario, headless at 120×36 (one
-at 80×24). The event log is written without clock times so the pictures do not change
+at 80×24, one at 200×50). The event log is written without clock times so the pictures do not change
 from one run to the next.
 """
 
@@ -75,6 +75,8 @@ async def main(out: Path) -> None:
     await shoot(out, "overshoot-nonfinite", "overshoot", ["r"], commands=["unbreak 1"])
     await shoot(out, "xor-80x24", "xor", ["s", "s", "s"], size=(80, 24))
     await shoot(out, "textbook-light", "textbook", ["u"], select="2.weight", theme="textual-light")
+    await shoot(out, "spiral-200x50", "spiral", ["s", "s", "b"], size=(200, 50))
+    await shoot(out, "spiral-layer", "spiral", ["s", "b", "up"])
 
 
 if __name__ == "__main__":

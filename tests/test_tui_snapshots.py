@@ -50,3 +50,7 @@ def test_xor_after_forward_at_80_by_24(snap_compare):
 
 def test_overshoot_breakpoint_with_the_loss_surface(snap_compare):
     assert snap_compare(_app("overshoot"), terminal_size=(120, 36), run_before=_keys("r", "r", "r"))
+
+
+def test_spiral_at_200_by_50_uses_the_room(snap_compare):
+    assert snap_compare(_app("spiral"), terminal_size=(200, 50), run_before=_keys("s", "s", "b"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from gdstep.conditions import NAMES
 from gdstep.optim import OPTIMIZERS
 from gdstep.script.parser import COMMANDS, SET_KEYS
@@ -21,8 +23,13 @@ def completions(session, text: str) -> list[str]:
     word = head.split()[0]
     if word == "set":
         if head == "set":
-            hyper = [f for f in getattr(session.optimizer, "__dataclass_fields__", {}) if f not in SET_KEYS]
-            options = list(SET_KEYS) + hyper
+            # the optimizer's own hyperparameters: its dataclass fields, never its class-level
+            # names (`kind`, `guarded_state`), which `set` refuses
+            opt = session.optimizer
+            fields = [f.name for f in dataclasses.fields(opt)] if dataclasses.is_dataclass(opt) else []
+            options = list(SET_KEYS) + [f for f in fields if f not in SET_KEYS]
+        elif head == "set stop_when":
+            options = ["none"] + list(NAMES)
         elif head == "set optimizer":
             options = list(OPTIMIZERS)
         elif head == "set batch_size":

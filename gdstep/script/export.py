@@ -44,6 +44,40 @@ def _table(array: Any, row_label: str = "sample", col_prefix: str = "", row_name
     return out
 
 
+def _loss_table(loss, row_names: list[str], classes: tuple[str, ...] | None) -> list[str]:
+    """One table: each sample's output y, target t and loss, the rows named by dataset row
+    as in the batch and forward tables; a class target by its class name."""
+    y = arrays.to_numpy(loss.output)
+    y = y.reshape(len(y), -1)
+    t = arrays.to_numpy(loss.target)
+    per = arrays.to_numpy(loss.per_sample)
+    per = per.reshape(len(per), -1)
+    shown_y = min(y.shape[1], COLS)
+
+    def cols(symbol: str, n: int) -> list[str]:
+        return [symbol] if n == 1 else [f"{symbol}[{j}]" for j in range(n)]
+
+    class_target = t.ndim == 1 and np.issubdtype(t.dtype, np.integer)
+    t2 = t.reshape(len(t), -1)
+    heads = cols("y", y.shape[1])[:shown_y] + (["…"] if y.shape[1] > COLS else []) + \
+        (["t"] if class_target else cols("t", t2.shape[1])) + cols("loss", per.shape[1])
+    out = ["| row | " + " | ".join(heads) + " |", "|---|" + "---:|" * len(heads)]
+    for i in range(min(len(y), ROWS)):
+        cells = [num(y[i, j]) for j in range(shown_y)] + (["…"] if y.shape[1] > COLS else [])
+        if class_target:
+            k = int(t[i])
+            cells.append(classes[k] if classes is not None and 0 <= k < len(classes) else str(k))
+        else:
+            cells += [num(v) for v in t2[i]]
+        cells += [num(v) for v in per[i]]
+        name = row_names[i] if i < len(row_names) else str(i)
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    if len(y) > ROWS:
+        out.append("| … | " + " | ".join("…" for _ in heads) + " |")
+        out += ["", f"({len(y)} samples; shown: the first {ROWS})"]
+    return out
+
+
 def _elements(shape: tuple[int, ...], limit: int) -> list[tuple[int, ...]]:
     out = []
     for flat in range(min(limit, int(np.prod(shape)) if shape else 1)):
@@ -93,9 +127,11 @@ def worked_example(session) -> str:
             layer_input = f"{symbol}{info.name}"
     loss = records.get("loss")
     if loss:
-        lines += ["## 3. Loss", "", f"$${getattr(loss_class(loss.kind), 'tex', 'L')}$$", "", "Output $y$ and target $t$ per sample, and each sample's loss:", ""]
-        lines += _table(loss.output, "row", "y") + [""] + _table(loss.target, "row", "t") + [""]
-        lines += _table(loss.per_sample, "row", "loss") + ["", f"**L = {num(loss.value)}**", ""]
+        lines += ["## 3. Loss", "", f"$${getattr(loss_class(loss.kind), 'tex', 'L')}$$", "",
+                  "Output $y$, target $t$ and loss of each sample (by dataset row):", ""]
+        rows = arrays.to_numpy(fwd.indices) if fwd else np.arange(len(arrays.to_numpy(loss.target)))
+        classes = sc.dataset.class_names if sc.is_classifier and sc.dataset is not None else None
+        lines += _loss_table(loss, [str(r) for r in rows], classes) + ["", f"**L = {num(loss.value)}**", ""]
     bwd = records.get("backward")
     if bwd:
         lines += ["## 4. Backward: the chain rule", "",

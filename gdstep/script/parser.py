@@ -9,6 +9,7 @@ One command a line, `#` starts a comment:
     back [N] [phases|iterations]                rewind (default: 1 phase)
     set lr X | set optimizer KIND [k=v …] | set batch_size N|full | set HYPERPARAMETER X
     set epochs N                                how far `run` goes (the scenario's epoch limit)
+    set stop_when COND | set stop_when none     replace (or drop) the scenario's stop condition
     break COND | unbreak N | unbreak all
     watch EXPR | unwatch EXPR                   printed after every command
     print EXPR | print NAME | print state NAME  a value, a whole tensor, an optimizer state
@@ -32,7 +33,7 @@ from gdstep.records import PHASES
 PHASE_COMMANDS = PHASES
 COMMANDS = PHASE_COMMANDS + ("next", "step", "epoch", "run", "back", "set", "break", "unbreak", "watch", "unwatch",
                              "print", "gradcheck", "expect", "screenshot", "export", "save")
-SET_KEYS = ("lr", "optimizer", "batch_size", "epochs")
+SET_KEYS = ("lr", "optimizer", "batch_size", "epochs", "stop_when")
 PARAM_INDEX = re.compile(r"^(?P<name>[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*)\[(?P<index>\s*\d+\s*(?:,\s*\d+\s*)*)\]$")
 
 
@@ -259,6 +260,12 @@ def _parse_set(ln: _Line, rest: str, col: int, make) -> Command:
         if lr < 0:
             ln.fail(value_col, f"the learning rate must be >= 0, got {parts[1]}")
         return make(("lr", lr), f"set lr {parts[1]}")
+    if key == "stop_when":
+        text = rest[len(key):].strip()
+        if text == "none":
+            return make(("stop_when", None), "set stop_when none")
+        cond = _condition(ln, text, value_col + (len(rest[len(key):]) - len(rest[len(key):].lstrip()) - 1))
+        return make(("stop_when", cond.text), f"set stop_when {cond.text}")
     if key == "epochs":
         if len(parts) > 2:
             ln.fail(value_col, "set epochs takes one number")

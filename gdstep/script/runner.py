@@ -259,6 +259,9 @@ class Runner:
             s.epochs = command.args[1]
             event = s.log("setting", f"epoch limit → {s.epochs} (runs stop at the end of epoch {s.epochs})")
             return [f"{command.text}: {event.message}"], {}, None, command.text, False
+        elif kind == "stop_when":  # a condition for runs, not a training setting: no new branch
+            s.set_stop_when(command.args[1])
+            return [f"{command.text}: {s.events[-1].message}"], {}, None, command.text, False
         elif kind == "batch_size":
             at = s.set(batch_size=command.args[1])
         elif kind == "optimizer":
@@ -310,7 +313,10 @@ class Runner:
         if state is None:
             raise GdstepError(f"{arg} has no optimizer state (it is frozen)")
         empty = "  (none: this optimizer keeps no state)" if s.step_count else "  (empty until the first update)"
-        lines = [f"state {arg} ({s.optimizer.kind}):"] + ([] if state else [empty])
+        owner, pending = s.backend.optimizer, s.optimizer       # the state is the running optimizer's
+        lines = [f"state {arg} ({owner.kind}):"] + ([] if state else [empty])
+        if pending.kind != owner.kind:                          # `set optimizer`: fresh at the next iteration
+            lines.append(f"  ({pending.kind} starts at the next iteration, with fresh state; this is {owner.kind}'s)")
         values = {}
         for key, value in state.items():
             values[f"{arg}.{key}"] = value

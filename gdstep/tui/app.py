@@ -7,6 +7,8 @@ replays to the same state), and posts the Frames this app draws (FrameReady, Job
 
 from __future__ import annotations
 
+import asyncio
+import signal
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,19 +30,25 @@ from gdstep.tui.event_log import EventLog
 from gdstep.tui.footer import KeyFooter
 from gdstep.tui.frame import Frame, Selection
 from gdstep.tui.help_screen import HelpScreen
-from gdstep.tui.messages import FrameReady, JobDone, Running
+from gdstep.tui.messages import FrameReady, JobDone, JobStarted, Running
 from gdstep.tui.model_tree import ModelTree
+from gdstep.tui.palette_guard import guard_command_list
 from gdstep.tui.phase_bar import PhaseBar
 from gdstep.tui.plots import BoundaryPlot, GradNormPlot, LossPlot, SurfacePlot
-from gdstep.tui.prompt import CommandPrompt, PromptFirst
+from gdstep.tui.prompt import CommandPrompt, CompletionList, PromptFirst
 from gdstep.tui.tensor_view import TensorView
+
+guard_command_list()
+
+LAYER_SHAPE = (10**6, 10**6)        # a layer's output is measured as a large tensor: the view fills
 
 
 class GdstepApp(PromptFirst, App[int]):
     CSS_PATH = "app.tcss"
     TITLE = "gdstep"
     COMMANDS = App.COMMANDS | {GdstepCommands}
-    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide"), (160, "-huge")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (44, "-tall")]
     ENABLE_COMMAND_PALETTE = True
     BINDINGS = BINDINGS
 
@@ -55,6 +63,9 @@ class GdstepApp(PromptFirst, App[int]):
         self.model = self.driver.model
         self.timestamps = timestamps
         self.frame: Frame | None = None
+        self._measured: tuple[int, ...] | None = None      # the shape the views were last measured for
+        self._saved_lines = 0                 # the recording's length at the last save
+        self._quit_asked = False
         self._plot_ids = [plot_id for plot_id, shown in (("boundary-plot", self.model.boundary),
                                                           ("surface-plot", self.model.surface)) if shown] + ["grad-plot"]
 
@@ -87,6 +98,7 @@ class GdstepApp(PromptFirst, App[int]):
         log = EventLog(timestamps=self.timestamps, id="log")
         log.border_title = "events"
         yield log
+        yield CompletionList(id="completions")
         yield CommandPrompt(self.driver.complete, id="prompt")
         yield KeyFooter()
 
@@ -101,6 +113,8 @@ class GdstepApp(PromptFirst, App[int]):
         self._size_views(redraw=False)
         self.draw(self.driver.start())
         self.call_after_refresh(self._layout_changed)
+        description = self.model.description
+        self.query_one(EventLog).add("info", f"{self.model.scenario}" + (f" — {description}" if description else ""))
 
     # -- what the driver says -------------------------------------------------------------------
 
@@ -111,17 +125,20 @@ class GdstepApp(PromptFirst, App[int]):
     def on_running(self, message: Running) -> None:
         self.running = message.running
 
+    def on_job_started(self, message: JobStarted) -> None:
+        self.query_one(EventLog).add("command", f"› {message.job.text}", when=message.when)
+
     def on_job_done(self, message: JobDone) -> None:
         job, outcome = message.job, message.outcome
         log = self.query_one(EventLog)
-        if job.echo:
-            log.add("command", f"› {job.text}")
         if message.frame is not None:
             self.draw(message.frame)
         if message.error is not None:
             self.log_error(f"{job.text}: {message.error}")
         elif outcome is not None:
             log.add_outcome(job.text, outcome, echo=job.echo, run=job.kind == "run")
+            if outcome.ok and job.text.lstrip(":").split(" ", 1)[0] == "save":
+                self._saved_lines, self._quit_asked = len(self.runner.lines), False
             if not outcome.ok:
                 self.bell()
             if outcome.gradcheck is not None and message.frame is not None:
@@ -140,10 +157,14 @@ class GdstepApp(PromptFirst, App[int]):
 
     # -- drawing ----------------------------------------------------------------------------------
 
-    def draw(self, frame: Frame) -> None:
-        """Hand a Frame to the widgets."""
+    def draw(self, frame: Frame, running: bool | None = None) -> None:
+        """Hand a Frame to the widgets (`running`: what the phase bar says, else whether
+        the user's jobs are all done)."""
         self.frame = frame
-        draw(self, frame, self.running)
+        draw(self, frame, self.running if running is None else running)
+        panel = frame.tensor
+        if self.selection.layer is not None and panel is not None and panel.shape != self._measured:
+            self.call_after_refresh(self._size_views)        # a layer's batch: measured now it is known
 
     def watch_running(self, running: bool) -> None:
         for bar in self.query(PhaseBar).results():
@@ -155,17 +176,38 @@ class GdstepApp(PromptFirst, App[int]):
     def watch_selection(self, old: Selection, new: Selection) -> None:
         if not self.is_mounted or self.frame is None:
             return
-        if old.name != new.name:
+        if (old.name, old.layer) != (new.name, new.layer):
             self._size_views(redraw=False)
+        arithmetic = self.query_one(ArithmeticView)
+        if arithmetic.gradcheck is not None and old != new:
+            arithmetic.gradcheck = None              # it was of the element selected before
         self.driver.show(new)
 
     def _size_views(self, redraw: bool = True) -> None:
         """Tell the driver how much the views show (drawing.py: `measure`)."""
-        layout = measure(self, self.model.shapes.get(self.selection.name), self.driver.layout)
+        shape = self.model.shapes.get(self.selection.name)
+        if self.selection.layer is not None:     # the batch's shape, once a frame has shown it
+            panel = self.frame.tensor if self.frame is not None else None
+            shape = panel.shape if panel is not None and panel.name == f"layer {self.selection.layer}" \
+                else LAYER_SHAPE
+        self._measured = shape
+        self._fit_tensor_height(shape)
+        layout = measure(self, shape, self.driver.layout)
         if redraw:
             self.driver.resize(layout)
         else:
             self.driver.layout = layout
+
+    def _fit_tensor_height(self, shape: tuple[int, ...] | None) -> None:
+        """The tensor view as tall as its tensor needs, up to 3/5 of the centre column (the
+        arithmetic or the batch below gets the rest): no empty lines, no wasted rows."""
+        center = self.query_one("#center").size.height
+        if shape is None or center <= 0:
+            return
+        tensor = self.query_one(TensorView)
+        height = tensor.wanted_height(shape, max(8, center * 3 // 5))
+        if tensor.styles.height is None or tensor.styles.height.value != height:
+            tensor.styles.height = height
 
     @on(TensorView.Resized)
     def _layout_changed(self) -> None:
@@ -186,14 +228,24 @@ class GdstepApp(PromptFirst, App[int]):
         if event.name != self.selection.name:
             self.selection = Selection(event.name)
 
+    @on(ModelTree.LayerSelected)
+    def _layer_selected(self, event: ModelTree.LayerSelected) -> None:
+        if event.layer != self.selection.layer:
+            self.selection = Selection(layer=event.layer)
+
     @on(TensorView.CellClicked)
     def _cell_clicked(self, event: TensorView.CellClicked) -> None:
-        self.selection = Selection(self.selection.name, event.row, event.col)
+        self.selection = Selection(self.selection.name, event.row, event.col, self.selection.layer)
 
     def action_move_element(self, drow: int, dcol: int) -> None:
         sel = self.selection
         if sel.name is not None:
             self.selection = self.model.clamp(Selection(sel.name, sel.row + drow, sel.col + dcol))
+        elif sel.layer is not None:              # the builder clamps to the batch it shows
+            panel = self.frame.tensor if self.frame is not None else None
+            rows, cols = panel.shape[:2] if panel is not None and len(panel.shape) >= 2 else (1, 1)
+            self.selection = Selection(None, min(max(sel.row + drow, 0), rows - 1),
+                                       min(max(sel.col + dcol, 0), cols - 1), sel.layer)
 
     # -- actions: everything that changes the session is a job for the driver -------------------
 
@@ -252,6 +304,10 @@ class GdstepApp(PromptFirst, App[int]):
         self.query_one(CommandPrompt).close()
         self.query_one(ModelTree).focus()
 
+    @on(CommandPrompt.Choices)
+    def _choices(self, event: CommandPrompt.Choices) -> None:
+        self.query_one(CompletionList).show(event.choices, event.current)
+
     @on(Input.Submitted, "#prompt")
     def _prompt_submitted(self, event: Input.Submitted) -> None:
         text = event.value.strip()
@@ -272,10 +328,28 @@ class GdstepApp(PromptFirst, App[int]):
         self.call_after_refresh(self._layout_changed)
 
     def action_toggle_plots(self) -> None:
+        if self.size.width >= 100:               # the plots are on screen already: say so
+            self.notify("The plots are already shown beside the centre (p swaps them in below 100 columns); "
+                        "v switches the lower plot.", title="plots", timeout=4)
+            return
         self.show_plots = not self.show_plots
         self.call_after_refresh(self._layout_changed)
 
+    def quit_on_sigterm(self) -> None:
+        """SIGTERM quits as `q` does, so the terminal leaves the alternate screen and mouse
+        tracking (the event loop's own handler: it wakes the loop, a plain one would not)."""
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self.exit, 128 + signal.SIGTERM)
+
     async def action_quit(self) -> None:
+        """Quit; once, when the recording has commands not saved, say so first (q again quits)."""
+        unsaved = len(self.runner.lines) - self._saved_lines
+        if unsaved > 0 and not self._quit_asked:
+            self._quit_asked = True
+            message = (f"{unsaved} command{'s' if unsaved != 1 else ''} not saved: w saves the session as a "
+                       "script; q again quits without saving")
+            self.query_one(EventLog).add("info", message)
+            self.notify(message, title="quit?", severity="warning", timeout=6)
+            return
         self.driver.pause()
         self.exit(0)
 
@@ -288,5 +362,6 @@ def make_app(session, runner=None, *, timestamps: bool = True, **options: Any) -
 def run_tui(session) -> int:
     """Run the app in the terminal; the exit code (0 on a clean quit)."""
     app = make_app(session)
+    app.call_later(app.quit_on_sigterm)
     app.run()
     return app.return_code or 0

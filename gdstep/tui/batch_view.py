@@ -64,7 +64,7 @@ class BatchView(Static):
                 out.append("\n")
             group = row.group
             out.append(row.label.ljust(LABEL), style=self.get_component_rich_style(f"batch-view--{row.group}"))
-            out.append("".join(cells.cell(v).rjust(cells.WIDTH) + " " for v in row.values))
+            out.append("".join(text.rjust(cells.WIDTH) + " " for text in cells.row(row.values)))
             out.append("\n")
 
     def _vectors(self, panel: BatchPanel, out: Text, label) -> None:
@@ -76,5 +76,5 @@ class BatchView(Static):
             vectors.setdefault(symbol, (row.group, []))[1].append(float(row.values[0]))
         for symbol, (group, values) in vectors.items():
             out.append(symbol.ljust(LABEL), style=self.get_component_rich_style(f"batch-view--{group}"))
-            out.append("".join(cells.cell(v).rjust(cells.WIDTH) + " " for v in values))
+            out.append("".join(text.rjust(cells.WIDTH) + " " for text in cells.row(values)))
             out.append("\n")

@@ -34,6 +34,16 @@ def cell(v: float) -> str:
     return text
 
 
+def row(values) -> list[str]:
+    """The cells of one row of the batch view, written alike: a row of whole numbers
+    (targets, labels, 0/1 inputs) as integers; in any other row a zero has the decimals of
+    its neighbours (`0.0000` beside `1.4227`, never `0` beside `1.0000`)."""
+    vs = [float(v) for v in values]
+    if vs and all(math.isfinite(v) and v == int(v) and abs(v) < 1e5 for v in vs):
+        return [str(int(v)) for v in vs]
+    return [f"{0:.{WIDTH - 3}f}" if v == 0 else cell(v) for v in vs]
+
+
 def scale(values, stats=None) -> float:
     """The magnitude that maps to full colour: the largest |value| of the tensor (or window)."""
     if stats is not None and math.isfinite(stats.min) and math.isfinite(stats.max):

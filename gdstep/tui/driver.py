@@ -19,15 +19,17 @@ import threading
 import traceback
 from collections import deque
 from pathlib import Path
-from time import monotonic
+from time import monotonic, time
 
 from textual.app import App
 from textual.message import Message
 from textual.worker import Worker, get_current_worker
 
+from gdstep.errors import GdstepError
+from gdstep.files import atomic_write
 from gdstep.tui.frame import Frame, Layout, Selection
 from gdstep.tui.frame_builder import FrameBuilder
-from gdstep.tui.messages import FrameReady, Job, JobDone, Running
+from gdstep.tui.messages import FrameReady, Job, JobDone, JobStarted, Running
 
 LONG_COMMANDS = ("run", "step", "epoch", "next")
 REDRAW = Job("redraw", lambda on_phase: None, kind="redraw")
@@ -181,6 +183,8 @@ class SessionDriver:
         """Every failure of a job, or of the frame after it, ends here: JobDone carries it."""
         self._next_frame = monotonic() + self.frame_interval
         outcome = error = frame = None
+        if job.echo:
+            self._post(JobStarted(job, time()))
         try:
             outcome = job.call(self._on_phase)
         except Exception:                   # a bug, not a user mistake: report it, keep going
@@ -231,21 +235,31 @@ class SessionDriver:
             return path
         frame = self.frames.build(self.selection, self.layout, plots=True)
         done = threading.Event()
+        failed: list[GdstepError] = []
 
         def save() -> None:
             try:
                 self._save(path)
+            except GdstepError as e:          # reported by the command, on the worker: one line in the log
+                failed.append(e)
             finally:
                 done.set()
 
         def draw() -> None:
-            self.app.draw(frame)
-            self.app.call_after_refresh(save)
+            # The screenshot is itself the job that runs: the session stands still for it.
+            self.app.draw(frame, running=False)
+            self.app.call_after_refresh(lambda: self.app.call_after_refresh(save))
 
         self.app.call_from_thread(draw)
         done.wait(timeout=30)
+        if failed:
+            raise failed[0]
         return path
 
     def _save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.app.export_screenshot(title=self.app.title), encoding="utf-8")
+        """The SVG, written whole or not at all (a full disk, a read-only folder: GdstepError)."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise GdstepError(f"screenshot {path}: cannot make the folder {path.parent}: {e.strerror or e}") from None
+        atomic_write(path, self.app.export_screenshot(title=self.app.title))

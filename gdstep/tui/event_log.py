@@ -19,9 +19,13 @@ class EventLog(RichLog):
     COMPONENT_CLASSES = {"event-log--time", "event-log--step"} | {f"event-log--{kind}" for kind in KINDS}
 
     def __init__(self, *, timestamps: bool = True, id: str | None = None) -> None:
-        super().__init__(id=id, wrap=True, markup=False, highlight=False, max_lines=2000, auto_scroll=True)
+        # min_width: RichLog's default (78) is wider than the log at 80 columns: it would
+        # scroll sideways instead of wrapping
+        super().__init__(id=id, wrap=True, markup=False, highlight=False, max_lines=2000, auto_scroll=True,
+                         min_width=20)
         self.timestamps = timestamps
         self.messages: list[tuple[str, str]] = []      # (kind, message), for tests and copying
+        self.times: list[float] = []                   # when each happened, in the order listed
 
     def add_event(self, event: Event) -> None:
         self._add(event.kind, event.message, event.time, event.step)
@@ -38,11 +42,12 @@ class EventLog(RichLog):
         elif run and outcome.result is not None and outcome.result.reason in ("paused", "epochs", "max_steps"):
             self.add("info", outcome.lines[0])
 
-    def add(self, kind: str, message: str, step: int | None = None) -> None:
-        self._add(kind, message, time.time(), step)
+    def add(self, kind: str, message: str, step: int | None = None, when: float | None = None) -> None:
+        self._add(kind, message, time.time() if when is None else when, step)
 
     def _add(self, kind: str, message: str, when: float, step: int | None) -> None:
         self.messages.append((kind, message))
+        self.times.append(when)
         style = self.get_component_rich_style
         line = Text()
         if self.timestamps:

@@ -24,11 +24,14 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Selection:
     """The parameter shown in the tensor view and its selected element, as (row, col) of
-    the parameter seen as a matrix: a bias is a column, higher dimensions are flattened."""
+    the parameter seen as a matrix: a bias is a column, higher dimensions are flattened.
+    With `layer` (and no name) the tensor view shows that layer over the batch: a row per
+    sample, a column per unit."""
 
     name: str | None = None
     row: int = 0
     col: int = 0
+    layer: str | None = None           # a layer row of the tree: that layer's input, output and δ
 
 
 def as_matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -167,6 +170,7 @@ class Model:
     trainable: frozenset[str]
     boundary: bool = False             # a decision boundary (2-D classification data)
     surface: bool = False              # a loss surface (two trainable numbers)
+    description: str = ""              # the scenario's, shown when the app opens
 
     @property
     def first_parameter(self) -> str | None:

@@ -54,7 +54,8 @@ class FrameBuilder:
         backend = session.backend
         self.model = Model(session.scenario.name, str(session.scenario.file), tuple(backend.layers),
                            {name: tuple(shape) for name, shape in backend.param_shapes.items()},
-                           frozenset(backend.trainable), self.boundary is not None, self.surface is not None)
+                           frozenset(backend.trainable), self.boundary is not None, self.surface is not None,
+                           session.scenario.description or "")
 
     def invalidate(self) -> None:
         """After a rewind or a change of settings: the history may have been rewritten."""
@@ -111,8 +112,59 @@ class FrameBuilder:
 
     # -- the tensor view ------------------------------------------------------------------------
 
+    def _layer_tensor(self, selection: Selection, layout: Layout) -> TensorPanel | None:
+        """A layer row: its input, its output and δ = ∂L/∂output over the batch of the last
+        forward, a row per sample, a column per unit."""
+        s = self.session
+        layers = s.backend.layers
+        k = next((i for i, info in enumerate(layers) if info.name == selection.layer), None)
+        if k is None:
+            return None
+        info = layers[k]
+        fwd, bwd = s.record("forward"), s.record("backward")
+        symbol = "z" if is_affine(info.kind) else "a"
+        out_label, in_label = f"{symbol}{info.name}", ("x" if k == 0 else f"out {layers[k - 1].name}")
+        if fwd is None or k >= len(fwd.outputs):
+            shape = (1, 1)
+            grids = (Grid(in_label, None, "after forward"), Grid(out_label, None, "after forward"),
+                     Grid(f"δ{info.name}", None, "after backward"))
+            return TensorPanel(f"layer {info.name}", shape, 0, 0, (0, 0), (0, 0), grids,
+                               f"{info.text} · after forward", True)
+        output = fwd.outputs[k]
+        layer_input = fwd.inputs if k == 0 else fwd.outputs[k - 1]
+
+        def matrix(a: Any) -> Any:
+            shp = arrays.shape(a)
+            return a if len(shp) == 2 else a.reshape(shp[0], -1) if len(shp) > 2 else a.reshape(-1, 1)
+
+        out_m = matrix(output)
+        shape = tuple(arrays.shape(out_m))
+        row = min(max(selection.row, 0), shape[0] - 1)
+        col = min(max(selection.col, 0), shape[1] - 1)
+        rows, cols = max(1, layout.tensor_rows), max(1, layout.tensor_cols)
+        whole = shape[0] <= rows and shape[1] <= cols
+        origin = (0, 0)
+
+        def grid(label: str, a: Any) -> Grid:
+            nonlocal origin
+            a = matrix(a)
+            values, r0, c0 = arrays.window(a, min(row, arrays.shape(a)[0] - 1), min(col, arrays.shape(a)[1] - 1),
+                                           rows, cols)
+            if label == out_label:
+                origin = (r0, c0)
+            return Grid(label, np.array(values, dtype=float), "", None if whole else self.stats(a))
+
+        same_step = bwd is not None and bwd.step == fwd.step and s.last_phase in ("backward", "update")
+        delta = grid(f"δ{info.name}", bwd.deltas[k]) if same_step and k < len(bwd.deltas) else \
+            Grid(f"δ{info.name}", None, "after backward")
+        grids = (grid(in_label, layer_input), grid(out_label, output), delta)
+        caption = f"iteration {fwd.iteration} · row: sample, col: unit"
+        return TensorPanel(f"layer {info.name}", shape, row, col, (row, col), origin, grids, caption, whole)
+
     def _tensor(self, selection: Selection, layout: Layout) -> TensorPanel | None:
         s = self.session
+        if selection.layer is not None and selection.name is None:
+            return self._layer_tensor(selection, layout)
         shapes = s.backend.param_shapes
         name = selection.name
         if name not in shapes:
@@ -163,6 +215,15 @@ class FrameBuilder:
         s = self.session
         shapes = s.backend.param_shapes
         name = selection.name
+        if name not in shapes and selection.layer is not None:
+            info = next((i for i in s.backend.layers if i.name == selection.layer), None)
+            if info is not None:
+                params = ", ".join(info.params) or "none"
+                return Arithmetic("none", f"layer {info.name}: {info.text}", (
+                    "Above: this layer over the batch, a row per sample, a column per unit:",
+                    "its input, its output, and δ = ∂L/∂output (after backward).",
+                    f"Parameters: {params}" + (" (↓ selects one)" if info.params else ""),
+                ))
         if name not in shapes:
             return Arithmetic("none", "update arithmetic", ("Select a parameter in the model tree.",))
         shape = tuple(shapes[name])

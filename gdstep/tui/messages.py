@@ -37,6 +37,14 @@ class FrameReady(Message):
 
 
 @dataclass
+class JobStarted(Message):
+    """A job the log echoes is about to run: its command goes in the log before its events."""
+
+    job: Job
+    when: float                                # time.time() when it started (Message has its own `time`)
+
+
+@dataclass
 class JobDone(Message):
     """A job has run; the frame after it (None if even that failed)."""
 

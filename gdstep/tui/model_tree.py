@@ -1,5 +1,6 @@
 """The model as a tree: layers with their shapes, and their parameters; moving the cursor
-onto a parameter selects it for the tensor view."""
+onto a parameter selects it for the tensor view, onto a layer shows that layer over the
+batch (its input, output and δ)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ class ModelTree(Tree[str], inherit_bindings=False):
     moving the element cursor)."""
 
     BINDINGS = [
-        Binding("up", "cursor_up", "Parameter above", show=False),
-        Binding("down", "cursor_down", "Parameter below", show=False),
+        Binding("up", "cursor_up", "Row above (a layer or a parameter)", show=False),
+        Binding("down", "cursor_down", "Row below (a layer or a parameter)", show=False),
         Binding("enter", "select_cursor", "Select", show=False),
     ]
 
@@ -25,13 +26,22 @@ class ModelTree(Tree[str], inherit_bindings=False):
             self.name = name
             super().__init__()
 
+    class LayerSelected(Message):
+        """A layer row: the tensor view shows that layer's input, output and δ."""
+
+        def __init__(self, layer: str) -> None:
+            self.layer = layer
+            super().__init__()
+
     def __init__(self, model: Model, *, id: str | None = None) -> None:
         super().__init__(model.scenario, id=id)
         self.show_root = False
         self.guide_depth = 2
         self._parameter_nodes = {}
+        self._layer_nodes = {}
         for info in model.layers:
             layer = self.root.add(f"{info.name} {info.text}", data=None, expand=True, allow_expand=False)
+            self._layer_nodes[layer.id] = info.name
             for name in info.params:
                 short = name.rsplit(".", 1)[-1] if name.startswith(info.name + ".") else name
                 frozen = "" if name in model.trainable else " frozen"
@@ -48,6 +58,24 @@ class ModelTree(Tree[str], inherit_bindings=False):
         event.stop()
         if event.node.data is not None:
             self.post_message(self.ParameterSelected(event.node.data))
+        elif event.node.id in self._layer_nodes:
+            self.post_message(self.LayerSelected(self._layer_nodes[event.node.id]))
+
+    def render_label(self, node, base_style, style):
+        """A label too long for the tree's width is cut at a word, with an ellipsis (never
+        mid-word, as "Linear(1 → 1), no")."""
+        label = super().render_label(node, base_style, style)
+        width = self.scrollable_content_region.width - (0 if node.data is None else self.guide_depth)
+        if width <= 4 or label.cell_len <= width:
+            return label
+        text = label.plain
+        cut = text.rfind(" ", 0, width)
+        keep = cut if cut > 0 else width - 1
+        while keep > 1 and text[keep - 1] in " ,":
+            keep -= 1
+        label = label[:keep]
+        label.append("…")
+        return label
 
     def on_tree_node_selected(self, event: Tree.NodeSelected[str]) -> None:
         event.stop()

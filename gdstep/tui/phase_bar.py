@@ -30,32 +30,52 @@ class PhaseBar(Static):
     running: reactive[bool] = reactive(False, layout=False)
 
     def render(self) -> Text:
+        """Two lines, each cut to the width: where training stands, then the numbers. When a
+        line would not fit it is written shorter (no wrapping pushes the numbers off)."""
         snap = self.frame
-        out = Text(no_wrap=True, overflow="crop")
         if snap is None:
-            return out
+            return Text()
+        width = max(1, self.content_size.width or self.size.width or 120)
+        first = self._position(snap, compact=False)
+        if first.cell_len > width:
+            first = self._position(snap, compact=True)
+        second = self._numbers(snap, compact=False)
+        if second.cell_len > width:
+            second = self._numbers(snap, compact=True)
+        for line in (first, second):
+            line.truncate(width, overflow="ellipsis")
+        return Text("\n", no_wrap=True, overflow="crop").join([first, second])
+
+    def _position(self, snap: Frame, compact: bool) -> Text:
         style = self.get_component_rich_style
         label = style("phase-bar--label")
+        out = Text(no_wrap=True, overflow="crop")
         if self.running:
-            out.append("● running", style=style("phase-bar--running"))
+            out.append("●" if compact else "● running", style=style("phase-bar--running"))
         else:
-            out.append("‖ paused ", style=style("phase-bar--paused"))
-        out.append("   ")
+            out.append("‖" if compact else "‖ paused ", style=style("phase-bar--paused"))
+        out.append(" " if compact else "   ")
         due = PHASES.index(snap.phase_due)
         for k, phase in enumerate(PHASES):
             if k:
-                out.append(" → ", style=label)
+                out.append("→" if compact else " → ", style=label)
             kind = "next" if k == due else ("done" if k < due else "pending")
             out.append(f" {phase} " if kind == "next" else phase, style=style(f"phase-bar--{kind}"))
         c = snap.cursor
-        out.append("   ")
+        out.append("  " if compact else "   ")
+        dot = "·" if compact else " · "
         if snap.loop:       # attach mode: the user's loop, one batch an iteration
             out.append_text(Text.assemble(("loop iteration ", label), str(snap.step + (snap.phase_due != "forward") or 1),
-                                          (" · step ", label), str(snap.step)))
+                                          (f"{dot}step ", label), str(snap.step)))
         else:
-            out.append_text(Text.assemble(("epoch ", label), str(c.epoch), (" · iter ", label),
-                                          f"{c.iteration}/{snap.iterations_per_epoch}", (" · step ", label), str(snap.step)))
-        out.append("\n")
+            out.append_text(Text.assemble(("ep " if compact else "epoch ", label), str(c.epoch),
+                                          (f"{dot}it " if compact else f"{dot}iter ", label),
+                                          f"{c.iteration}/{snap.iterations_per_epoch}", (f"{dot}step ", label),
+                                          str(snap.step)))
+        return out
+
+    def _numbers(self, snap: Frame, compact: bool) -> Text:
+        label = self.get_component_rich_style("phase-bar--label")
         parts = [
             self._loss(snap, label),
             Text.assemble(("lr ", label), hp(snap.lr), (" · ", label), snap.optimizer),
@@ -63,11 +83,13 @@ class PhaseBar(Static):
         ]
         if snap.breakpoints:
             n = len(snap.breakpoints)
-            parts.append(Text(f"{n} breakpoint{'s' if n != 1 else ''}", style=label))
-        parts.append(Text(snap.scenario, style=label))
+            parts.append(Text(f"{n} bp" if compact else f"{n} breakpoint{'s' if n != 1 else ''}", style=label))
+        if not compact:
+            parts.append(Text(snap.scenario, style=label))
+        out = Text(no_wrap=True, overflow="crop")
         for k, part in enumerate(parts):
             if k:
-                out.append("  │  ", style=label)
+                out.append(" │ " if compact else "  │  ", style=label)
             out.append_text(part)
         return out
 

@@ -238,15 +238,14 @@ class SurfaceMaker:
         """Note where the two numbers are now (called after every phase of a run)."""
         s = self.session
         step = s.step_count
-        if step in self._path:
-            return
+        # After a rewind the steps from here on belong to a new branch: the old branch's
+        # points beyond this step go, and this step's point is read again.
+        for k in [k for k in self._path if k > step]:
+            del self._path[k]
         params = s.backend.params()
         self._path[step] = tuple(arrays.element(params[name], index) for name, index in self.numbers)
 
     def compute(self) -> Surface:
-        step = self.session.step_count
-        for k in [k for k in self._path if k > step]:
-            del self._path[k]
         self.observe()
         path = tuple(self._path[k] for k in sorted(self._path))
         start = path[0]
@@ -254,7 +253,7 @@ class SurfaceMaker:
                                        for v, v0 in zip(p, start))]
         box = _box(near)
         grid = self._grid                 # one read: resize() on the UI thread may clear it
-        if grid is None or not _inside(box, grid[0]):
+        if grid is None or not _inside(box, grid[0]) or _too_wide(_grow(box), grid[0]):
             grid = self._grid = (_grow(box),) + self._loss_grid(_grow(box))
         _, gx, gy, loss = grid
         if self._last is not None and self._last.path == path and self._last.grid_x is gx:
@@ -287,6 +286,12 @@ def _grow(box) -> tuple[float, float, float, float]:
     wx = max(x1 - x0, 1.0, abs(x0) * 0.5, abs(x1) * 0.5)
     wy = max(y1 - y0, 1.0, abs(y0) * 0.5, abs(y1) * 0.5)
     return (x0 - 0.5 * wx, x1 + 0.5 * wx, y0 - 0.5 * wy, y1 + 0.5 * wy)
+
+
+def _too_wide(box, outer, factor: float = 4.0) -> bool:
+    """The grid spans far more than the path needs (it covered a branch since rewound):
+    the path would be squashed into a row or two."""
+    return (outer[1] - outer[0]) > factor * (box[1] - box[0]) or (outer[3] - outer[2]) > factor * (box[3] - box[2])
 
 
 def _inside(box, outer) -> bool:

@@ -39,6 +39,10 @@ def _line(plt, xs, ys, colour) -> None:
         plt.scatter(xs, ys, marker="•", color=colour)
 
 
+def _short(v: float) -> str:
+    return f"{v:.3g}"
+
+
 def _hex(rgb: tuple[int, int, int]) -> str:
     return "#%02x%02x%02x" % rgb
 
@@ -161,7 +165,13 @@ class SurfacePlot(_Plot):
             plt.scatter(xs, ys, marker="•", color=PALETTE[3])
             if path[-1] is s.path[-1]:
                 plt.scatter([xs[-1]], [ys[-1]], marker="◆", color=PALETTE[1])
-        self.border_title = f"loss surface · [{_hex(PALETTE[3])}]•[/] path [{_hex(PALETTE[1])}]◆[/] now"
+        scale = "".join(f"[{_hex(self._faded(c, 0.5))}]█[/]" for c in SEQUENTIAL)
+        self.border_title = f"loss lo{scale}hi · [{_hex(PALETTE[3])}]•[/]path [{_hex(PALETTE[1])}]◆[/]now"
         outside = len(s.path) - len(path)
-        self.border_subtitle = f"x {s.labels[0]} · y {s.labels[1]}" + (f" · {outside} off the map" if outside else "")
+        now = s.path[-1] if s.path else None
+        if now is not None and not (path and path[-1] is now):
+            note = f" · ◆ now off the map at ({_short(now[0])}, {_short(now[1])})"
+        else:
+            note = f" · {outside} off the map" if outside else ""
+        self.border_subtitle = f"x {s.labels[0]} · y {s.labels[1]}" + note
         self.refresh()

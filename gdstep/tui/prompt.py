@@ -7,7 +7,7 @@ from typing import Callable
 
 from textual.binding import Binding
 from textual.message import Message
-from textual.widgets import Input
+from textual.widgets import Input, Static
 
 
 class PromptHistory:
@@ -46,6 +46,20 @@ class PromptHistory:
         return True
 
 
+class CompletionList(Static):
+    """The candidates of the last Tab, above the prompt (not over it), wrapped to the width;
+    gone once the line is edited to something else or the prompt closes."""
+
+    def show(self, choices: list[str], current: str) -> None:
+        if len(choices) < 2:
+            self.remove_class("-open")
+            return
+        words = [c.rsplit(" ", 1)[-1] or c for c in choices]
+        shown = [f"[reverse]{w}[/]" if c == current else w for c, w in zip(choices, words)]
+        self.update("  ".join(shown))
+        self.add_class("-open")
+
+
 class CommandPrompt(Input):
     BINDINGS = [
         Binding("up", "history_back", "Previous command", show=False),
@@ -56,6 +70,14 @@ class CommandPrompt(Input):
 
     class Closed(Message):
         """Escape: hide the prompt."""
+
+    class Choices(Message):
+        """The completions to list (none: hide the list)."""
+
+        def __init__(self, choices: list[str], current: str) -> None:
+            self.choices = choices
+            self.current = current
+            super().__init__()
 
     def __init__(self, complete: Callable[[str], list[str]], *, id: str | None = None) -> None:
         super().__init__(placeholder="step 3 · run until loss < 0.1 · set lr 0.1 · break loss > prev_loss · "
@@ -79,6 +101,16 @@ class CommandPrompt(Input):
 
     def close(self) -> None:
         self.remove_class("-open")
+        self._show_choices([])
+
+    def _show_choices(self, choices: list[str]) -> None:
+        self._choices = choices
+        self.post_message(self.Choices(list(choices), self.value))
+
+    def _on_input_changed(self, event: Input.Changed) -> None:
+        """An edit that is not one of the candidates ends the listing."""
+        if self._choices and event.value not in self._choices and event.value != _common_prefix(self._choices):
+            self._show_choices([])
 
     async def take_key(self, event, focused) -> None:
         """A key that reached the app while the prompt is open, typed for the prompt ahead of
@@ -103,13 +135,16 @@ class CommandPrompt(Input):
             self._set(self.history.current)
 
     def action_complete(self) -> None:
-        """Complete to the longest common prefix; pressing Tab again cycles the candidates."""
+        """Complete to the longest common prefix; pressing Tab again cycles the candidates,
+        listed above the prompt."""
         if self._choices and self.value in self._choices:
             self._choice = (self._choices.index(self.value) + 1) % len(self._choices)
             self._set(self._choices[self._choice], keep_choices=True)
+            self._show_choices(self._choices)
             return
         choices = self._complete(self.value)
         if not choices:
+            self._show_choices([])
             self.app.bell()
             return
         self._choices = choices
@@ -120,8 +155,7 @@ class CommandPrompt(Input):
             self._set(prefix, keep_choices=True)
         else:
             self._set(choices[0], keep_choices=True)
-        if len(choices) > 1:
-            self.notify("  ".join(choices[:12]) + (" …" if len(choices) > 12 else ""), title="completions", timeout=4)
+        self._show_choices(self._choices)
 
     def action_close(self) -> None:
         self.post_message(self.Closed())
@@ -136,8 +170,8 @@ class CommandPrompt(Input):
         self.post_message(self.Submitted(self, text))
 
     def _set(self, text: str, keep_choices: bool = False) -> None:
-        if not keep_choices:
-            self._choices = []
+        if not keep_choices and self._choices:
+            self._show_choices([])
         self.value = text
         self.cursor_position = len(text)
 

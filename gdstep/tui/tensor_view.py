@@ -46,12 +46,14 @@ def fit(shape: tuple[int, ...], width: int, height: int) -> Fit:
 
     def best(stats: int) -> Fit:
         side = Fit(False, max(1, height - 2 - stats), side_cols)
-        stacked = Fit(True, max(1, (height - stats - 3 * 2) // 3), stack_cols)
+        stacked = Fit(True, max(1, (height - stats - 3) // 3), stack_cols)      # a title line per grid
 
         def shown(f: Fit) -> int:
             return min(f.rows, total_rows) * min(f.cols, total_cols)
 
-        return stacked if shown(stacked) > shown(side) else side
+        # stacked only when it shows more, and more than one row of a matrix of many
+        useful = stacked.rows >= min(total_rows, 2)
+        return stacked if useful and shown(stacked) > shown(side) else side
 
     whole = best(0)
     if whole.rows >= total_rows and whole.cols >= total_cols:
@@ -87,6 +89,26 @@ class TensorView(Widget):
         super().__init__(id=id, classes=classes)
         self._hits: list[tuple[int, int, int, int, int]] = []   # (y, x0, x1, row, col)
 
+    def wanted_height(self, shape: tuple[int, ...], most: int) -> int:
+        """The height (borders included) that shows a tensor of `shape` whole, or `most`:
+        the view takes what the tensor needs and leaves the rest to the panel below."""
+        width = max(self.content_size.width, 1)
+        total_rows, total_cols = as_matrix_shape(shape)
+        frame = self.outer_size.height - self.content_size.height if self.outer_size.height else 2
+
+        def shown(height: int) -> int:
+            f = fit(shape, width, height)
+            return min(f.rows, total_rows) * min(f.cols, total_cols)
+
+        top = max(3, most - frame)
+        best = shown(top)
+        for height in range(3, top + 1):
+            if shown(height) >= best:          # the least height that shows as much as the most
+                f = fit(shape, width, height)
+                whole = f.rows >= total_rows and f.cols >= total_cols
+                return height + frame + (0 if whole else min(STATS_LINES, top - height))
+        return most
+
     def capacity(self, shape: tuple[int, ...]) -> Fit:
         size = self.content_size
         return fit(shape, max(size.width, 1), max(size.height, 1))
@@ -103,14 +125,23 @@ class TensorView(Widget):
             index = ",".join(map(str, panel.index))
             title = f"{panel.name} ({shape}) · [{index}]"
             if not panel.whole:
-                first = next((g.values for g in panel.grids if g.values is not None), None)
+                total = as_matrix_shape(panel.shape)
+                first = next((g.values for g in panel.grids if g.values is not None
+                              and g.values.shape[0] <= total[0] and g.values.shape[1] <= total[1]), None)
                 if first is not None:
                     rows, cols = first.shape
                     r0, c0 = panel.origin
                     title += f" · rows {r0}–{r0 + rows - 1}" + (f", cols {c0}–{c0 + cols - 1}" if cols < as_matrix_shape(panel.shape)[1] or c0 else "")
             self.border_title = title
-            self.border_subtitle = panel.caption
+            self.border_subtitle = f"{self._legend()} · {panel.caption}"
         self.refresh()
+
+    def _legend(self) -> str:
+        """The colour scale, as the cells use it: the strongest red and blue, and no colour at 0."""
+        base = self.background_colors[1]
+        pos = base.blend(self.get_component_styles("tensor-view--positive").background, 0.7)
+        neg = base.blend(self.get_component_styles("tensor-view--negative").background, 0.7)
+        return f"[on {neg.hex}] −max [/] 0 [on {pos.hex}] +max [/]"
 
     # -- drawing -------------------------------------------------------------------------------
 
@@ -137,9 +168,9 @@ class TensorView(Widget):
         missing_style = self.get_component_rich_style("tensor-view--missing")
         cursor_style = self.get_component_rich_style("tensor-view--cursor")
         total_rows, total_cols = as_matrix_shape(panel.shape)
-        first = next((g.values for g in panel.grids if g.values is not None), None)
-        rows = first.shape[0] if first is not None else 1
-        cols = first.shape[1] if first is not None else 1
+        shown = [g.values for g in panel.grids if g.values is not None]
+        rows = max((v.shape[0] for v in shown), default=1)      # a layer's input may be wider
+        cols = max((v.shape[1] for v in shown), default=1)      # than its output: pad the narrower
         r0, c0 = panel.origin
         label_w = len(str(max(total_rows - 1, 0))) + 1
         grid_w = cols * CELL
@@ -156,7 +187,7 @@ class TensorView(Widget):
             if i >= grid.values.shape[0]:
                 out.append(" " * grid_w)
                 return
-            for j in range(cols):
+            for j in range(grid.values.shape[1]):
                 v = float(grid.values[i, j])
                 style = self._colour(v, sc, positive, negative, base)
                 if (r0 + i, c0 + j) == (panel.row, panel.col):
@@ -164,6 +195,7 @@ class TensorView(Widget):
                 out.append(cells.cell(v).rjust(cells.WIDTH), style=style)
                 out.append(" ")
                 self._hits.append((y, x + j * CELL, x + (j + 1) * CELL, r0 + i, c0 + j))
+            out.append(" " * (CELL * (cols - grid.values.shape[1])))
 
         def header(labels_x: list[tuple[int, str]]) -> None:
             line = Text(no_wrap=True)
