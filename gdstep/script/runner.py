@@ -23,6 +23,7 @@ from gdstep.fmt import index_text, num, show
 from gdstep.gradcheck import GradCheck
 from gdstep.records import Cursor, RunResult
 from gdstep.script.parser import Command, parse_command
+from gdstep.script.writes import WritePolicy
 
 OnPhase = Callable[[], bool] | None
 Screenshot = Callable[[Any, "str | Path"], Path]    # (session, FILE.svg) -> the file written
@@ -79,11 +80,14 @@ def _jsonable(value: Any) -> Any:
 
 class Runner:
     """Executes commands on `session`; `screenshot(session, path)` saves an SVG of the app
-    drawing it (without one, `screenshot FILE.svg` is an error that says so)."""
+    drawing it (without one, `screenshot FILE.svg` is an error that says so). `writes` says
+    where save, export and screenshot may write: by default, as a stranger's script may
+    (gdstep.script.writes); the app's prompt passes WritePolicy.anywhere()."""
 
-    def __init__(self, session, screenshot: Screenshot | None = None):
+    def __init__(self, session, screenshot: Screenshot | None = None, writes: WritePolicy | None = None):
         self.session = session
         self.screenshot = screenshot
+        self.writes = writes or WritePolicy(Path.cwd())
         self.watches: list[Condition] = []
         self.lines: list[str] = []
         self.file: str | None = None   # the script being replayed, for error messages
@@ -134,9 +138,8 @@ class Runner:
 
     def save(self, path: str | Path) -> Path:
         from gdstep.files import atomic_write
-        header = (f"# gdstep recording of {self.session.scenario.name}\n"
-                  f"# replay: gdstep replay {self.session.scenario.file} {Path(path).name}\n")
-        return atomic_write(path, header + "".join(f"{line}\n" for line in self.lines))
+        from gdstep.provenance import header
+        return atomic_write(path, header(self.session, Path(path).name) + "".join(f"{line}\n" for line in self.lines))
 
     def check(self, command: Command) -> None:
         """Refuse names the session does not have, with the command's line and column."""
@@ -337,6 +340,8 @@ class Runner:
 
     def _do_screenshot(self, command: Command, on_phase: OnPhase):
         path = command.args[0]
+        if self.screenshot is not None:
+            path = self.writes.check(command.name, path, command.args[1])
         if self.screenshot is None:
             raise GdstepError(f"screenshot {path}: screenshots need the app, and this Runner was made without it "
                               "(gdstep replay and the app itself pass one: Runner(session, screenshot=...))")
@@ -345,18 +350,16 @@ class Runner:
 
     def _do_export(self, command: Command, on_phase: OnPhase):
         from gdstep.script.export import export_markdown
-        path = export_markdown(self.session, command.args[0])
+        path = export_markdown(self.session, self.writes.check(command.name, *command.args))
         return [f"worked example written to {path}"], {}, None, None, False
 
     def _do_save(self, command: Command, on_phase: OnPhase):
-        path = self.save(command.args[0])
+        path = self.save(self.writes.check(command.name, *command.args))
         return [f"recording of {_count(len(self.lines), 'command')} saved to {path}"], {}, None, None, False
 
 
 def _count(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
-
-
 
 
 def _tensor_lines(name: str, value: np.ndarray, limit: int = 8) -> list[str]:
