@@ -38,7 +38,8 @@ class MissingColumn(ValueError):
 
     def __init__(self, column: str, header: list[str]):
         self.column = column
-        super().__init__(f"no column {column!r} (columns: {', '.join(header)})")
+        shown = [h if len(h) <= 24 else h[:23] + "…" for h in header[:12]] + (["…"] if len(header) > 12 else [])
+        super().__init__(f"no column {column!r} (columns: {', '.join(shown)})")
 
 
 class GdstepError(Exception):
@@ -61,7 +62,8 @@ class ConditionError(GdstepError):
     def __init__(self, text: str, column: int | None, message: str):
         self.text, self.column, self.message = text, column, message
         where = f" at column {column}" if column is not None else ""
-        super().__init__(f"condition {text!r}{where}: {message}")
+        shown = text if len(text) <= 80 else text[:79] + "…"
+        super().__init__(f"condition {shown!r}{where}: {message}")
 
 
 class ScriptError(GdstepError):
