@@ -5,6 +5,7 @@ compares it with the present before it starts and says what differs."""
 from __future__ import annotations
 
 import hashlib
+import sys
 from importlib import metadata
 
 import numpy as np
@@ -46,9 +47,9 @@ def _version(package: str) -> str:
 
 
 def provenance(session) -> dict[str, str]:
-    import gdstep
     b = session.backend
-    return {"sha256": checksum(session.scenario), "gdstep": gdstep.__version__, "numpy": np.__version__,
+    version = getattr(sys.modules.get("gdstep"), "__version__", "unknown")
+    return {"sha256": checksum(session.scenario), "gdstep": version, "numpy": np.__version__,
             "torch": _version("torch"), "backend": b.name, "device": str(b.device), "dtype": str(b.dtype)}
 
 
