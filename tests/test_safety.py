@@ -223,7 +223,8 @@ def test_a_bom_is_accepted_in_toml_and_scripts(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("condition", ["(" * 150 + "loss" + ")" * 150 + " < 1", "-" * 1000 + "loss < 1",
                                        "not " * 2000 + "nan", " + ".join(["loss"] * 5000) + " < 1",
-                                       "loss < 1" + "0" * 5000, "0.weight[" + "9" * 5000 + ",0] < 1"])
+                                       "loss < 1" + "0" * 5000, "0.weight[" + "9" * 5000 + ",0] < 1"],
+                         ids=["parentheses", "minus", "not", "sum", "long number", "long index"])
 def test_conditions_cannot_overflow_the_stack(condition):
     with pytest.raises(ConditionError) as info:
         parse_condition(condition)
