@@ -3,5 +3,6 @@
 from gdstep.script.complete import completions
 from gdstep.script.parser import COMMANDS, Command, parse_command, parse_script
 from gdstep.script.runner import Outcome, Runner
+from gdstep.script.writes import WritePolicy
 
-__all__ = ["COMMANDS", "Command", "Outcome", "Runner", "completions", "parse_command", "parse_script"]
+__all__ = ["COMMANDS", "Command", "Outcome", "Runner", "WritePolicy", "completions", "parse_command", "parse_script"]
