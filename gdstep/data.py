@@ -22,7 +22,7 @@ from gdstep.errors import MissingColumn
 from gdstep.text import clean, excerpt
 
 MAX_CSV_BYTES = 256 * 2**20         # a larger file is refused before it is read
-from gdstep.limits import MAX_CLASSES  # integer labels at or above it are read as numbers, not classes
+from gdstep.limits import MAX_CLASSES, MAX_SAMPLES  # integer labels at or above it are read as numbers, not classes
 
 # kind -> {option: default}; `None` means required or computed.
 DATA_OPTIONS: dict[str, dict[str, Any]] = {
@@ -222,6 +222,8 @@ def read_csv(path: Path, target: str | None, features: list[str] | None) -> Data
             raise ValueError(f"the header names the column {excerpt(name)} twice")
         seen.add(name)
     body = rows[1:]
+    if len(body) > MAX_SAMPLES:
+        raise ValueError(f"{len(body):,} rows; at most {MAX_SAMPLES:,}")
     if not body:
         raise ValueError("no data rows after the header")
     target = header[-1] if target is None else target

@@ -6,6 +6,7 @@ below what would hang the machine. Each is checked before anything is allocated.
 
 from __future__ import annotations
 
+import errno
 import os
 
 MAX_SAMPLES = 10_000_000        # data.n, and rows of a csv
@@ -14,6 +15,7 @@ MAX_CLASSES = 100_000           # data.classes, and integer labels (gdstep.data.
 MAX_VALUES = 100_000_000        # samples × features
 MAX_WIDTH = 1_000_000           # out_features of one layer
 MAX_PARAMETERS = 50_000_000     # in the whole model
+MAX_SCENARIO_BYTES = 16 * 2**20  # a scenario file
 COPIES = 8                      # params, grads, optimizer state and history hold about this many copies
 
 
@@ -71,3 +73,12 @@ def check_model_size(specs, in_features: int, n_samples: int, file: str) -> None
     if problem:
         where = "model.layers" + (f"[{problem[0]}]" if problem[0] is not None else "")
         raise ScenarioError(file, where, problem[1])
+
+
+def read_scenario_text(path) -> str:
+    """A scenario file's text, refused (OSError) beyond MAX_SCENARIO_BYTES before it fills memory."""
+    with open(path, "rb") as f:
+        data = f.read(MAX_SCENARIO_BYTES + 1)
+    if len(data) > MAX_SCENARIO_BYTES:
+        raise OSError(errno.EFBIG, f"larger than {MAX_SCENARIO_BYTES:,} bytes")
+    return data.decode("utf-8")

@@ -23,7 +23,7 @@ from gdstep.nn.layers import LAYERS, layer_class
 from gdstep.nn.losses import LOSSES, loss_class
 from gdstep.nn.model import Sequential, build_model
 from gdstep.optim import OPTIMIZERS, Optimizer, make_optimizer
-from gdstep.limits import MAX_CLASSES, check_data_size, check_model_size
+from gdstep.limits import MAX_CLASSES, check_data_size, check_model_size, read_scenario_text
 from gdstep.text import clean
 from gdstep.toml_table import Table, numeric_array, toml_error, type_name
 
@@ -387,7 +387,7 @@ def load_scenario(path: str | Path) -> Scenario:
     """Read a scenario file (`.toml`); raises ScenarioError for anything wrong with it."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_scenario_text(path)
     except FileNotFoundError:
         raise ScenarioError(str(path), None, "no such file") from None
     except IsADirectoryError:
