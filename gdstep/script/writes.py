@@ -42,7 +42,7 @@ class WritePolicy:
                 raise GdstepError(f"{command} {path}: the file exists; add --force to overwrite it")
             _refuse_special(command, path)
             return path
-        folders = [(self.root or Path.cwd()).resolve()] + [f.resolve() for f in self.allowed]
+        folders = [(self.root or Path.cwd()).absolute()] + [Path(os.path.abspath(f)) for f in self.allowed]
         if path.is_absolute():
             inside = [f for f in folders[1:] if _is_under(path, f)]
             if not inside:
