@@ -1,19 +1,59 @@
 """The command line: `gdstep [SCENARIO]`, `list`, `run`, `replay`, `check`.
 
 Exit codes: 0 ok, 1 a failed expectation, 2 bad input — one line on stderr naming the
-file, the line or key path, and what is wrong; never a traceback for a user mistake.
+file, the line or key path, and what is wrong; never a traceback for a user mistake. 3 when
+standard output is closed (`| head`: quietly) or full (one line on stderr); 130 on Ctrl+C and
+143 on SIGTERM, after saying where training or the replay got to. Numerical RuntimeWarnings
+are not printed: a non-finite value is reported by the run itself.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 import time
+import warnings
 from typing import Sequence
 
 from gdstep.errors import GdstepError
 
 COMMANDS = ("list", "run", "replay", "check")
+OUTPUT_LOST = 3
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so it stops as Ctrl+C does (files cleaned up)."""
+
+
+class OutputLost(Exception):
+    """Standard output was closed or is full."""
+
+    def __init__(self, error: OSError):
+        self.error = error
+
+
+class _GuardedOutput:
+    """sys.stdout, with a failed write turned into OutputLost (not any other OSError)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except OSError as e:
+            raise OutputLost(e) from None
+
+    def flush(self):
+        try:
+            self._stream.flush()
+        except OSError as e:
+            raise OutputLost(e) from None
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
 
 
 class UsageError(GdstepError):
@@ -60,6 +100,8 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
         p.add_argument("scenario")
         p.add_argument("script")
         p.add_argument("--json", action="store_true", help="one JSON object per command")
+        p.add_argument("--allow-writes", action="append", default=[], metavar="DIR",
+                       help="also let the script write in DIR (by default only inside the working folder)")
         _backend_options(p)
     return p
 
@@ -116,11 +158,12 @@ def cmd_run(args) -> int:
     started = time.perf_counter()
     try:
         result = _run_with_progress(session, until, args.max_steps, quiet=args.quiet)
-    except KeyboardInterrupt:          # Ctrl+C: say where training got to, then stop
+    except KeyboardInterrupt as e:     # Ctrl+C or SIGTERM: say where training got to, then stop
         from gdstep.records import RunResult, StopReason
-        result = RunResult(StopReason.INTERRUPTED, 0, session.step_count, session.cursor, "interrupted (Ctrl+C)")
+        how = "SIGTERM" if isinstance(e, Terminated) else "Ctrl+C"
+        result = RunResult(StopReason.INTERRUPTED, 0, session.step_count, session.cursor, f"interrupted ({how})")
         print(run_summary(session, result, time.perf_counter() - started))
-        return 130
+        return 143 if isinstance(e, Terminated) else 130
     print(run_summary(session, result, time.perf_counter() - started))
     return 0
 
@@ -153,8 +196,17 @@ def _run_with_progress(session, until, max_steps, quiet: bool):
 def cmd_replay(args) -> int:
     from gdstep.script.replay import replay
     from gdstep.tui.screenshot import headless_screenshot     # imports the app only when a script shoots
+    from gdstep.script.writes import WritePolicy
+    from pathlib import Path
+    for folder in args.allow_writes:
+        if not Path(folder).is_dir():
+            raise UsageError(f"gdstep replay: --allow-writes {folder}: no such folder")
     session = open_session(args)
-    return replay(session, args.script, json_lines=args.json, screenshot=headless_screenshot)
+    writes = WritePolicy(Path.cwd()).allowing(*args.allow_writes)
+    try:
+        return replay(session, args.script, json_lines=args.json, screenshot=headless_screenshot, writes=writes)
+    except KeyboardInterrupt as e:      # replay has said which line it reached
+        return 143 if isinstance(e, Terminated) else 130
 
 
 def cmd_tui(args) -> int:
@@ -166,23 +218,53 @@ def cmd_tui(args) -> int:
     return run_tui(session)
 
 
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv and argv[0] in COMMANDS else None
+    stdout = sys.stdout
+    previous = None
+    if command is not None:             # the app handles its own signals
+        sys.stdout = _GuardedOutput(stdout)
+        try:
+            previous = signal.signal(signal.SIGTERM, _terminate)
+        except ValueError:              # not the main thread
+            pass
     try:
-        args = build_parser(command).parse_args(argv[1:] if command else argv)
-        handler = {"list": cmd_list, "check": cmd_check, "run": cmd_run, "replay": cmd_replay, None: cmd_tui}[command]
-        return handler(args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            args = build_parser(command).parse_args(argv[1:] if command else argv)
+            handler = {"list": cmd_list, "check": cmd_check, "run": cmd_run, "replay": cmd_replay, None: cmd_tui}[command]
+            code = handler(args)
+            sys.stdout.flush()
+            return code
     except GdstepError as e:
         print(f"gdstep: {e}" if not str(e).startswith("gdstep") else str(e), file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("gdstep: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # `gdstep replay … | head`: the reader left; that is fine
-        import os
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+    except KeyboardInterrupt as e:
+        print("gdstep: interrupted" + (" (SIGTERM)" if isinstance(e, Terminated) else ""), file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
+    except (OutputLost, BrokenPipeError) as e:   # `gdstep replay … | head`: the reader left
+        error = e.error if isinstance(e, OutputLost) else e
+        _silence(stdout)
+        if not isinstance(error, BrokenPipeError):
+            print(f"gdstep: standard output: {error.strerror or error}", file=sys.stderr)
+        return OUTPUT_LOST
+    finally:
+        sys.stdout = stdout
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _silence(stream) -> None:
+    """Nothing more goes to a standard output that is gone (nor at exit, when Python flushes)."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 if __name__ == "__main__":

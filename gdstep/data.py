@@ -8,7 +8,10 @@ sets give integer labels `y` of shape (n,); regression sets give `y` of shape (n
 from __future__ import annotations
 
 import csv
+import io
 import math
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -16,6 +19,10 @@ from typing import Any, Mapping
 import numpy as np
 
 from gdstep.errors import MissingColumn
+from gdstep.text import clean, excerpt
+
+MAX_CSV_BYTES = 256 * 2**20         # a larger file is refused before it is read
+from gdstep.limits import MAX_CLASSES, MAX_SAMPLES  # integer labels at or above it are read as numbers, not classes
 
 # kind -> {option: default}; `None` means required or computed.
 DATA_OPTIONS: dict[str, dict[str, Any]] = {
@@ -152,26 +159,79 @@ def inline(x, y):
     return Dataset(x, y_arr, feature_names=tuple(f"x{i + 1}" for i in range(x.shape[1])))
 
 
+def data_file(text: str, base_dir: Path | None) -> Path:
+    """The file a scenario's `data.path` names, checked before anything is read.
+
+    The rule: a relative path, to a file in the scenario's folder or below it (`..` may not
+    leave it), with no symbolic link on the way, that is a regular file (not a FIFO, a
+    device or a folder) of at most MAX_CSV_BYTES. Raises ValueError (FileNotFoundError when
+    there is nothing there)."""
+    base = (base_dir if base_dir is not None else Path.cwd()).absolute()
+    rel = Path(text)
+    if rel.is_absolute():
+        raise ValueError(f"{clean(text)!r}: a data path is relative to the scenario's folder")
+    parts = os.path.normpath(rel).split(os.sep)
+    if parts and parts[0] == "..":
+        raise ValueError(f"{clean(text)!r}: a data path stays inside the scenario's folder")
+    where = base
+    for part in parts:
+        where = where / part
+        if where.is_symlink():
+            raise ValueError(f"{clean(text)!r}: {clean(part)!r} is a symbolic link; a data path does not follow one")
+    return where
+
+
+def _read_text(path: Path) -> str:
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags)        # non-blocking: a FIFO opens at once, then is refused
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(f"{clean(path.name)!r} is not a regular file")
+        if st.st_size > MAX_CSV_BYTES:
+            raise ValueError(f"{clean(path.name)!r} is {st.st_size:,} bytes; at most {MAX_CSV_BYTES:,}")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(MAX_CSV_BYTES + 1)
+    finally:
+        os.close(fd)
+    try:
+        return data.decode("utf-8-sig")             # a BOM is not part of the first column's name
+    except UnicodeDecodeError as e:
+        raise ValueError(f"not UTF-8 text (byte {e.start})") from None
+
+
 def read_csv(path: Path, target: str | None, features: list[str] | None) -> Dataset:
     """A csv with a header row: numeric feature columns and one target column.
 
     A target that is not numeric is a class label: the distinct values, sorted, become
-    classes 0, 1, …; an all-integer target is kept as numbers and read as labels by a
-    classification loss. Raises ValueError with the row number for anything it cannot read.
+    classes 0, 1, …; an all-integer target below MAX_CLASSES is kept as numbers and read as
+    labels by a classification loss. Raises ValueError with the row number for anything it
+    cannot read; it quotes the file only in short, escaped excerpts.
     """
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.reader(f))
+    try:
+        rows = list(csv.reader(io.StringIO(_read_text(path), newline="")))
+    except csv.Error as e:          # a field over csv.field_size_limit(), a NUL byte
+        raise ValueError(f"not a csv file: {clean(str(e))}") from None
     rows = [r for r in rows if any(cell.strip() for cell in r)]
     if not rows:
         raise ValueError("the file is empty")
-    header = [h.strip() for h in rows[0]]
+    header = [clean(h.strip()) for h in rows[0]]
+    seen = set()
+    for name in header:
+        if name in seen:
+            raise ValueError(f"the header names the column {excerpt(name)} twice")
+        seen.add(name)
     body = rows[1:]
+    if len(body) > MAX_SAMPLES:
+        raise ValueError(f"{len(body):,} rows; at most {MAX_SAMPLES:,}")
     if not body:
         raise ValueError("no data rows after the header")
     target = header[-1] if target is None else target
     if target not in header:
         raise MissingColumn(target, header)
     features = [h for h in header if h != target] if features is None else list(features)
+    if not features:
+        raise ValueError("no feature columns: a model needs at least one input")
     for name in features:
         if name not in header:
             raise MissingColumn(name, header)
@@ -185,15 +245,22 @@ def read_csv(path: Path, target: str | None, features: list[str] | None) -> Data
             try:
                 x[r - 2, j] = float(row[cols[name]])
             except ValueError:
-                raise ValueError(f"row {r}, column {name!r}: {row[cols[name]]!r} is not a number") from None
+                raise ValueError(f"row {r}, column {excerpt(name)}: {excerpt(row[cols[name]])} is not a number") from None
+            if not math.isfinite(x[r - 2, j]):
+                raise ValueError(f"row {r}, column {excerpt(name)}: {excerpt(row[cols[name]])} is not a finite number")
         raw_y.append(row[cols[target]].strip())
     try:
         y = np.array([float(v) for v in raw_y])
     except ValueError:
         names = tuple(sorted(set(raw_y)))
+        if len(names) > MAX_CLASSES:
+            raise ValueError(f"the target has {len(names):,} distinct labels; at most {MAX_CLASSES:,} classes") from None
         lookup = {name: i for i, name in enumerate(names)}
         return Dataset(x, np.array([lookup[v] for v in raw_y], dtype=np.int64), tuple(features), names)
-    if np.all(y == np.round(y)) and y.min() >= 0 and len(np.unique(y)) <= max(2, len(y) // 2):
+    if not np.all(np.isfinite(y)):
+        raise ValueError(f"the target column {excerpt(target)} has a value that is not a finite number")
+    if (np.all(y == np.round(y)) and y.min() >= 0 and y.max() < MAX_CLASSES
+            and len(np.unique(y)) <= max(2, len(y) // 2)):
         labels = y.astype(np.int64)
         k = int(labels.max()) + 1
         return Dataset(x, labels, tuple(features), tuple(str(i) for i in range(k)))
@@ -202,10 +269,7 @@ def read_csv(path: Path, target: str | None, features: list[str] | None) -> Data
 
 def make_dataset(kind: str, options: Mapping[str, Any], rng: np.random.Generator, base_dir: Path | None = None) -> Dataset:
     if kind == "csv":
-        path = Path(options["path"])
-        if base_dir is not None and not path.is_absolute():
-            path = base_dir / path
-        return read_csv(path, options.get("target"), options.get("features"))
+        return read_csv(data_file(options["path"], base_dir), options.get("target"), options.get("features"))
     generator = {"xor": xor, "moons": moons, "circles": circles, "spiral": spiral, "blobs": blobs,
                  "linear": linear, "sine": sine, "inline": inline}[kind]
     return generator(rng, **options) if kind != "inline" else inline(**options)

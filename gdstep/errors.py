@@ -38,7 +38,13 @@ class MissingColumn(ValueError):
 
     def __init__(self, column: str, header: list[str]):
         self.column = column
-        super().__init__(f"no column {column!r} (columns: {', '.join(header)})")
+        shown = [h if len(h) <= 24 else h[:23] + "…" for h in header[:12]] + (["…"] if len(header) > 12 else [])
+        super().__init__(f"no column {column!r} (columns: {', '.join(shown)})")
+
+
+def _short(message: str, limit: int = 400) -> str:
+    """An error is one readable line: a message quoting a stranger's file is cut short."""
+    return message if len(message) <= limit else message[:limit - 1] + "…"
 
 
 class GdstepError(Exception):
@@ -51,8 +57,8 @@ class ScenarioError(GdstepError):
     """A scenario that cannot be built: names the file, the key path and what is wrong."""
 
     def __init__(self, file: str | None, where: str | None, message: str):
-        self.file, self.where, self.message = file, where, message
-        super().__init__(": ".join(p for p in (file, where, message) if p))
+        self.file, self.where, self.message = file, where, _short(message)
+        super().__init__(": ".join(p for p in (file, where, self.message) if p))
 
 
 class ConditionError(GdstepError):
@@ -61,14 +67,16 @@ class ConditionError(GdstepError):
     def __init__(self, text: str, column: int | None, message: str):
         self.text, self.column, self.message = text, column, message
         where = f" at column {column}" if column is not None else ""
-        super().__init__(f"condition {text!r}{where}: {message}")
+        shown = text if len(text) <= 80 else text[:79] + "…"
+        super().__init__(f"condition {shown!r}{where}: {message}")
 
 
 class ScriptError(GdstepError):
     """A script line that does not parse or cannot run; line and column are 1-based."""
 
     def __init__(self, file: str | None, line: int | None, column: int | None, message: str):
-        self.file, self.line, self.column, self.message = file, line, column, message
+        self.file, self.line, self.column, self.message = file, line, column, _short(message)
+        message = self.message
         if file is None and line is None:       # one line typed at the prompt
             super().__init__(f"column {column}: {message}" if column is not None else message)
             return

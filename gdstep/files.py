@@ -1,8 +1,13 @@
-"""Writing files the user keeps: atomically, so a crash never leaves half a file behind."""
+"""Writing files the user keeps: atomically, so a crash never leaves half a file behind.
+
+A symbolic link at the path is replaced, never written through (its target's mode is not
+copied either); a device, FIFO or folder there is refused. An interruption (Ctrl+C, or
+SIGTERM, which the command line turns into one) removes the temporary file."""
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -15,6 +20,14 @@ def atomic_write(path: str | Path, data: str | bytes) -> Path:
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise GdstepError(f"{path}: the folder {directory} does not exist")
+    try:
+        mode = os.lstat(path).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+            raise GdstepError(f"{path}: cannot write: not a regular file")
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise GdstepError(f"{path}: cannot write: {e.strerror or e}") from None
     mode = "wb" if isinstance(data, bytes) else "w"
     tmp = None
     try:
@@ -36,9 +49,12 @@ def atomic_write(path: str | Path, data: str | bytes) -> Path:
 
 
 def _mode_of(path: Path) -> int:
-    """The mode of the file being replaced, else what the umask leaves of rw-rw-rw-."""
+    """The mode of the regular file being replaced, else what the umask leaves of rw-rw-rw-."""
     try:
-        return path.stat().st_mode & 0o777
+        st = os.lstat(path)
+        if stat.S_ISREG(st.st_mode):
+            return st.st_mode & 0o777
+        raise OSError
     except OSError:
         umask = os.umask(0)
         os.umask(umask)

@@ -23,6 +23,8 @@ from gdstep.nn.layers import LAYERS, layer_class
 from gdstep.nn.losses import LOSSES, loss_class
 from gdstep.nn.model import Sequential, build_model
 from gdstep.optim import OPTIMIZERS, Optimizer, make_optimizer
+from gdstep.limits import MAX_CLASSES, check_data_size, check_model_size, read_scenario_text
+from gdstep.text import clean
 from gdstep.toml_table import Table, numeric_array, toml_error, type_name
 
 DTYPES = ("float64", "float32")
@@ -187,6 +189,7 @@ def _read_data(top: Table) -> DataConfig:
             options[key] = value
     standardize = t.get("standardize", bool, False)
     t.done(list(DATA_OPTIONS[kind]) + ["kind", "standardize"])
+    check_data_size(t, options)
     if kind == "spiral" and options["n"] < options["classes"]:
         t.fail(t.key_path("n"), "needs at least one sample per class")
     if kind == "linear" and options["weights"] is not None and len(options["weights"]) != options["features"]:
@@ -203,6 +206,8 @@ def _read_data(top: Table) -> DataConfig:
         if len(y_num) != len(options["x"]):
             t.fail(t.key_path("y"), f"has {len(y_num)} rows but x has {len(options['x'])}")
         all_int = y_arr.ndim == 1 and all(isinstance(v, int) and not isinstance(v, bool) for v in y)
+        if all_int and any(abs(v) >= MAX_CLASSES for v in y):
+            t.fail(t.key_path("y"), f"a class label is at most {MAX_CLASSES - 1:,} (write a number as 1.0e29 for a target)")
         options["y"] = np.array(y, dtype=np.int64) if all_int else y_num
     return DataConfig(kind, MappingProxyType(options), standardize)
 
@@ -307,12 +312,14 @@ def parse_scenario(text: str, path: Path | None = None) -> Scenario:
     """Read and check a scenario from TOML text; `path` places csv files and names errors."""
     file = str(path) if path else "<scenario>"
     try:
-        raw = tomllib.loads(text)
+        raw = tomllib.loads(text.removeprefix("\ufeff"))
     except tomllib.TOMLDecodeError as e:
         raise toml_error(file, e, text) from None
+    except RecursionError:
+        raise ScenarioError(file, None, "invalid TOML: nested too deep") from None
     top = Table(raw, "", file)
-    name = top.get("name", str, path.stem if path else "scenario")
-    description = top.get("description", str, "")
+    name = clean(top.get("name", str, path.stem if path else "scenario"))[:200]
+    description = clean(top.get("description", str, ""))[:2000]
     seed = top.get("seed", int, 0)
     if seed < 0:
         top.fail("seed", f"must be >= 0, got {seed}")
@@ -337,6 +344,7 @@ def parse_scenario(text: str, path: Path | None = None) -> Scenario:
         raise ScenarioError(file, "data.path" if data.kind == "csv" else "data", str(e)) from None
     if data.standardize:
         dataset = dataset.standardized()
+    check_model_size(model.layers, dataset.n_features, dataset.n, file)
     net = build_model(model.layers, dataset.n_features)
     problem = LOSSES[loss.kind].check_layers(tuple(spec.kind for spec in model.layers))
     if problem:
@@ -379,7 +387,7 @@ def load_scenario(path: str | Path) -> Scenario:
     """Read a scenario file (`.toml`); raises ScenarioError for anything wrong with it."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_scenario_text(path)
     except FileNotFoundError:
         raise ScenarioError(str(path), None, "no such file") from None
     except IsADirectoryError:

@@ -64,6 +64,14 @@ class SettingsLog:
         entry.update(changes)
 
 
+def _refuse_non_finite(values: dict[str, Any]) -> None:
+    """nan and inf are refused here as a scenario file refuses them (torch.optim takes some)."""
+    for key, value in values.items():
+        for v in value if isinstance(value, (tuple, list)) else (value,):
+            if isinstance(v, float) and not math.isfinite(v):
+                raise GdstepError(f"set {key}: must be a finite number, got {v}")
+
+
 def changes(current, lr: float | None = None, optimizer: Any = None, batch_size: int | str | None = None,
             **hyperparameters: Any) -> dict[str, Any]:
     """The validated values of a `set`, keyed as the log keeps them:
@@ -77,6 +85,7 @@ def changes(current, lr: float | None = None, optimizer: Any = None, batch_size:
     from gdstep.optim import make_optimizer
 
     out: dict[str, Any] = {}
+    _refuse_non_finite(dict(hyperparameters, **({} if lr is None else {"lr": lr})))
     if optimizer is not None:
         if isinstance(optimizer, str):
             args = dict(hyperparameters)

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from gdstep.errors import ScenarioError, suggest
+from gdstep.text import clean
 
 _REQUIRED = object()
 
@@ -31,7 +32,7 @@ class Table:
     def key_path(self, key: str | int) -> str:
         if isinstance(key, int):
             return f"{self.path}[{key}]"
-        shown = key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else f'"{key}"'
+        shown = key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else '"' + clean(key)[:40] + '"'   # a stranger's key, printed
         return f"{self.path}.{shown}" if self.path else shown
 
     def fail(self, where: str, message: str):
@@ -70,7 +71,8 @@ def check_type(value: Any, kind: type | tuple[type, ...], where: str, file: str)
         ok = isinstance(value, kinds)
     if not ok:
         wanted = " or ".join(type_name(k()) for k in kinds)
-        raise ScenarioError(file, where, f"expected {wanted}, got {type_name(value)} {value!r}")
+        shown = repr(value)
+        raise ScenarioError(file, where, f"expected {wanted}, got {type_name(value)} {shown if len(shown) <= 60 else shown[:59] + '…'}")
     if isinstance(value, float) and not np.isfinite(value):
         raise ScenarioError(file, where, f"must be a finite number, got {value}")
     return value

@@ -15,6 +15,7 @@ from gdstep.bundled import scenarios_dir
 from gdstep.cli import main
 from gdstep.script import Runner
 from gdstep.script.export import worked_example
+from gdstep.script.writes import WritePolicy
 from gdstep.script.replay import replay
 
 LESSONS = sorted(scenarios_dir().glob("*.gds"))
@@ -110,7 +111,7 @@ def test_export_numbers_are_explains(tmp_path):
                 assert "  " + line in text, (name, index, line)
     loss = s.record("loss")
     assert f"**L = {loss.value:.6f}**" in text
-    runner = Runner(s)
+    runner = Runner(s, writes=WritePolicy.anywhere())       # a path the user typed
     assert runner.execute_line(f"export {tmp_path / 'worked.md'}").ok
     assert (tmp_path / "worked.md").read_text() == text
 
@@ -142,7 +143,8 @@ def test_screenshots_need_the_function_the_app_or_the_command_line_passes(tmp_pa
     outcome = Runner(s).execute_line(f"screenshot {tmp_path / 'a.svg'}")
     assert not outcome.ok and "screenshots need the app" in outcome.message
     shots = []
-    runner = Runner(s, screenshot=lambda session, path: shots.append((session, str(path))) or Path(path))
+    runner = Runner(s, screenshot=lambda session, path: shots.append((session, str(path))) or Path(path),
+                    writes=WritePolicy.anywhere())
     assert runner.execute_line(f"screenshot {tmp_path / 'b.svg'}").ok
     assert shots == [(s, str(tmp_path / "b.svg"))]
     assert runner.lines == []                       # a picture is not a step to replay

@@ -379,12 +379,13 @@ lr = 0.01
         assert app.query_one(ArithmeticView).lines == session.explain("0.weight", (2, 1)).lines
 
 
-def test_replay_saves_screenshots_through_the_app(tmp_path, capsys):
+def test_replay_saves_screenshots_through_the_app(tmp_path, capsys, monkeypatch):
     """The command line hands the Runner the headless app's screenshot."""
     from gdstep.cli import main
 
+    monkeypatch.chdir(tmp_path)             # a replayed script writes inside its working folder
     script, target = tmp_path / "shoot.gds", tmp_path / "xor.svg"
-    script.write_text(f"step 2\nscreenshot {target}\n")
+    script.write_text("step 2\nscreenshot xor.svg\n")
     assert main(["replay", "xor", str(script)]) == 0
     svg = target.read_text().replace("&#160;", " ")
     assert "screenshot saved to" in capsys.readouterr().out

@@ -78,7 +78,9 @@ class NumpyBackend:
         dt = np.dtype(self.dtype)
         self.model = problem.model
         self.loss_fn = make_loss(problem.loss)
-        self.x = _frozen(problem.x.astype(dt))
+        with np.errstate(over="ignore"):       # values float32 cannot hold become inf: paused on later
+            self.x = _frozen(problem.x.astype(dt))
+            params = {name: _frozen(p.astype(dt)) for name, p in problem.start.items()}
         y = problem.y
         self.y = _frozen(y.astype(dt) if y.dtype.kind == "f" else y.copy())
         self.n_samples = len(self.x)
@@ -86,7 +88,6 @@ class NumpyBackend:
         self.trainable = problem.trainable
         self.layers = layer_infos(self.model)
         self._layout = FlatLayout({n: s for n, s in self.param_shapes.items() if n in self.trainable})
-        params = {name: _frozen(p.astype(dt)) for name, p in problem.start.items()}
         self._flat = _frozen(self._layout.pack(params).astype(dt, copy=False))
         self._params = {**params, **self._layout.views(self._flat)}
         self.optimizer = problem.optimizer

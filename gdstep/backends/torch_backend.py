@@ -31,11 +31,12 @@ class TorchBackend(ModuleBackend):
         dt = torch_dtype(dtype)
         np_dt = np.dtype(dtype)
         model = build_sequential(problem.model, dt, dev)
-        with torch.no_grad():
+        with torch.no_grad(), np.errstate(over="ignore"):     # values float32 cannot hold: inf, paused on later
             for name, p in model.named_parameters():
                 p.copy_(torch.from_numpy(np.ascontiguousarray(problem.start[name].astype(np_dt))))
                 p.requires_grad_(name in problem.trainable)
-        x = torch.from_numpy(np.ascontiguousarray(problem.x.astype(np_dt))).to(dev)
+        with np.errstate(over="ignore"):
+            x = torch.from_numpy(np.ascontiguousarray(problem.x.astype(np_dt))).to(dev)
         y = problem.y
         y = torch.from_numpy(np.ascontiguousarray(y.astype(np_dt) if y.dtype.kind == "f" else y.astype(np.int64))).to(dev)
         trainable = [name for name, _ in model.named_parameters() if name in problem.trainable]

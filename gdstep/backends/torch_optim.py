@@ -88,8 +88,29 @@ def config_of(optimizer) -> Any:
                **{k: v for k, v in shown.items() if k != "lr"})
 
 
+def _check_fits(config: Any, dtype) -> None:
+    """A hyperparameter the parameters' dtype cannot hold (`lr 1e308` in float32) is refused in
+    one line here; torch would fail inside step() with a RuntimeError."""
+    import torch
+    if dtype is None or not dtype.is_floating_point:
+        return
+    top = torch.finfo(dtype).max
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        for v in value if isinstance(value, tuple) else (value,):
+            if isinstance(v, float) and not isinstance(v, bool) and math.isfinite(v) and abs(v) > top:
+                raise GdstepError(f"{f.name} {v:g} does not fit in {str(dtype).removeprefix('torch.')} "
+                                  f"(at most {top:.4g}); choose a smaller value or dtype = \"float64\"")
+
+
 def build(config: Any, params: list) -> Any:
-    """A new torch optimizer for `config` over `params` (fresh state)."""
+    """A new torch optimizer for `config` over `params` (fresh state). With every parameter
+    frozen it steps over one placeholder that never has a gradient (torch refuses an empty
+    list; the numpy engine simply updates nothing)."""
+    if not params:
+        import torch
+        params = [torch.nn.Parameter(torch.zeros(1), requires_grad=False)]
+    _check_fits(config, params[0].dtype)
     if is_opaque(config):
         args = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
         try:
@@ -113,6 +134,8 @@ def same_kind(config: Any, optimizer) -> bool:
 def apply(config: Any, optimizer) -> None:
     """Write `config`'s hyperparameters into every param group, keeping the state."""
     values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    group_params = optimizer.param_groups[0]["params"] if optimizer.param_groups else []
+    _check_fits(config, group_params[0].dtype if group_params else None)
     for group in optimizer.param_groups:
         for key, value in values.items():
             current = group.get(key)

@@ -1,5 +1,9 @@
 """The recursive-descent parser of the condition grammar (see gdstep.conditions): it
-compiles an expression into closures over a Context, checking names and types as it goes."""
+compiles an expression into closures over a Context, checking names and types as it goes.
+
+It cannot overflow the stack: nesting (parentheses, `not`, unary minus, abs()) is refused
+beyond MAX_DEPTH levels, and the lexer refuses more than MAX_TOKENS tokens, which bounds
+the depth of the compiled closures too."""
 
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ from typing import Any, Callable
 from gdstep.conditions.lexer import Token
 from gdstep.conditions.names import BOOL_NAMES, FUNCTIONS, KEYWORDS, NAMES, STRING_NAMES, Fn
 from gdstep.errors import ConditionError
+
+MAX_DEPTH = 32
 
 
 def _compare(op: str) -> Callable[[Any, Any], bool]:
@@ -49,6 +55,12 @@ class Parser:
     names: set = field(default_factory=set)
     params: list = field(default_factory=list)  # (name, index | None, column)
     reads: dict = field(default_factory=dict)   # label -> closure, for describe()
+    depth: int = 0
+
+    def deeper(self, token: Token) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            self.fail(f"nested more than {MAX_DEPTH} deep", token)
 
     @property
     def tok(self) -> Token:
@@ -108,9 +120,10 @@ class Parser:
 
     def not_(self):
         if self.at("not"):
-            self.take("not")
+            self.deeper(self.take("not"))
             token = self.tok
             fn, kind = self.not_()
+            self.depth -= 1
             self.expect_kind(kind, "bool", token, "'not'")
             return (lambda a: lambda c: not a(c))(fn), "bool"
         return self.compare()
@@ -178,9 +191,10 @@ class Parser:
 
     def unary(self):
         if self.at("-"):
-            self.take("-")
+            self.deeper(self.take("-"))
             token = self.tok
             fn, kind = self.unary()
+            self.depth -= 1
             self.expect_kind(kind, "num", token, "'-'")
             return (lambda a: lambda c: None if (v := a(c)) is None else -v)(fn), "num"
         return self.atom()
@@ -196,9 +210,10 @@ class Parser:
             value = tok.text[1:-1]
             return (lambda c: value), "str"
         if tok.kind == "op" and tok.text == "(":
-            self.take("(")
+            self.deeper(self.take("("))
             fn, kind = self.or_()
             self.take(")")
+            self.depth -= 1
             return fn, kind
         if tok.kind != "name":
             self.fail("expected a number, a name or '('" if tok.kind != "end" else "the condition ends too early")
@@ -234,8 +249,8 @@ class Parser:
         index = []
         while True:
             tok = self.tok
-            if tok.kind != "number" or not re.fullmatch(r"\d+", tok.text):
-                self.fail("an index is a whole number", tok)
+            if tok.kind != "number" or not re.fullmatch(r"\d{1,12}", tok.text):
+                self.fail("an index is a whole number" + (" of at most 12 digits" if tok.text.isdigit() else ""), tok)
             index.append(int(tok.text))
             self.pos += 1
             if self.at(","):
@@ -250,7 +265,9 @@ class Parser:
         self.take("(")
         if word == "abs":
             arg_token = self.tok
+            self.deeper(arg_token)
             fn, kind = self.or_()
+            self.depth -= 1
             self.expect_kind(kind, "num", arg_token, "abs()")
             self.take(")")
             return (lambda a: lambda c: None if (v := a(c)) is None else abs(v))(fn), "num"

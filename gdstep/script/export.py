@@ -19,6 +19,15 @@ from gdstep.nn.layers import is_affine, layer_class
 from gdstep.nn.losses import loss_class
 
 ROWS, COLS, ELEMENTS = 8, 8, 4
+_MARKDOWN = "\\`*_{}[]()#+-.!|~"
+_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+
+
+def md_escape(text: str) -> str:
+    """A name from a scenario as literal Markdown text: no HTML, links, emphasis or headings
+    (`&`, `<`, `>` become entities; every other special character is backslash-escaped)."""
+    from gdstep.text import clean
+    return "".join(_ENTITIES.get(ch) or ("\\" + ch if ch in _MARKDOWN else ch) for ch in clean(text))
 
 
 
@@ -91,7 +100,7 @@ def worked_example(session) -> str:
     step = s.step_count if s.position % 4 else s.step_count - 1
     records = {p: r for p, r in s.records.items() if r is not None and r.step == step}
     sc = s.scenario
-    lines = [f"# Worked example: {sc.name}", ""]
+    lines = [f"# Worked example: {md_escape(sc.name)}", ""]
     if step < 0 or not records:
         lines.append("Nothing has run yet: step through at least the forward phase first.")
         return "\n".join(lines) + "\n"
@@ -102,7 +111,7 @@ def worked_example(session) -> str:
     lines += [f"{it} (update {step + 1}) · {b.name} backend on {b.device}, {b.dtype} · loss `{sc.loss.kind}` · "
               f"optimizer `{kind}`, lr {getattr(opt, 'lr', s.lr):g}", ""]
     if sc.description:
-        lines += [f"> {sc.description}", ""]
+        lines += [f"> {md_escape(sc.description)}", ""]
     pending = [p for p in ("forward", "loss", "backward", "update") if p not in records]
     if pending:
         lines += [f"Phases not run yet in this iteration: {', '.join(pending)}.", ""]

@@ -15,9 +15,10 @@ One command a line, `#` starts a comment:
     print EXPR | print NAME | print state NAME  a value, a whole tensor, an optimizer state
     gradcheck NAME[i,j]
     expect COND                                 replay exits 1 when it does not hold
-    screenshot FILE.svg | export FILE.md | save FILE.gds
+    screenshot FILE.svg | export FILE.md | save FILE.gds   (each with --force to overwrite a file)
 
-Every error carries the line and column of what is wrong. Conditions and expressions are
+Lines end at `\n` only (a CR before it is dropped); any other control character, U+2028
+included, is refused, so a line looks in `grep` and `wc` as it runs. Every error carries the line and column of what is wrong. Conditions and expressions are
 parsed by gdstep.conditions, never evaluated as Python.
 """
 
@@ -29,11 +30,15 @@ from dataclasses import dataclass
 from gdstep.conditions import parse_condition, parse_expression
 from gdstep.errors import ConditionError, ScriptError, suggest
 from gdstep.records import PHASES
+from gdstep.text import char_name, unsafe_character
 
 PHASE_COMMANDS = PHASES
 COMMANDS = PHASE_COMMANDS + ("next", "step", "epoch", "run", "back", "set", "break", "unbreak", "watch", "unwatch",
                              "print", "gradcheck", "expect", "screenshot", "export", "save")
 SET_KEYS = ("lr", "optimizer", "batch_size", "epochs", "stop_when")
+MAX_DIGITS = 12                 # a count, a limit or an index: at most 999,999,999,999
+MAX_SCRIPT = 1_000_000          # characters in a script
+MAX_LINE = 10_000               # characters in a line
 PARAM_INDEX = re.compile(r"^(?P<name>[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*)\[(?P<index>\s*\d+\s*(?:,\s*\d+\s*)*)\]$")
 
 
@@ -76,6 +81,8 @@ def strip_comment(text: str) -> str:
 def _positive(line: _Line, word: str, column: int, what: str, allow_zero: bool = False) -> int:
     if not re.fullmatch(r"\d+", word):
         line.fail(column, f"{what} must be a whole number, got {word!r}")
+    if len(word.lstrip("0")) > MAX_DIGITS:
+        line.fail(column, f"{what} is too large: at most {MAX_DIGITS} digits")
     n = int(word)
     if n < (0 if allow_zero else 1):
         line.fail(column, f"{what} must be at least {0 if allow_zero else 1}, got {n}")
@@ -83,6 +90,8 @@ def _positive(line: _Line, word: str, column: int, what: str, allow_zero: bool =
 
 
 def _number(line: _Line, word: str, column: int, what: str) -> float:
+    if len(word) > 40:
+        line.fail(column, f"{what} is too long a number ({len(word)} characters)")
     try:
         value = float(word)
     except ValueError:
@@ -94,7 +103,7 @@ def _number(line: _Line, word: str, column: int, what: str) -> float:
 
 def parse_param_index(text: str) -> tuple[str, tuple[int, ...]] | None:
     m = PARAM_INDEX.match(text.strip())
-    if not m:
+    if not m or any(len(i.strip()) > MAX_DIGITS for i in m.group("index").split(",")):
         return None
     return m.group("name"), tuple(int(i) for i in m.group("index").split(","))
 
@@ -117,14 +126,28 @@ def _value(word: str):
     """A hyperparameter value in `set optimizer adam betas=0.9,0.99 amsgrad=true`."""
     if word in ("true", "false"):
         return word == "true"
-    if "," in word:
-        return tuple(float(w) for w in word.split(","))
-    return float(word)
+    values = tuple(_finite(w) for w in word.split(","))
+    return values if "," in word else values[0]
+
+
+def _finite(word: str) -> float:
+    if len(word) > 40:
+        raise ValueError(word)
+    value = float(word)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(word)
+    return value
 
 
 def parse_command(text: str, line: int | None = None, file: str | None = None) -> Command | None:
     """Parse one line; None for a blank or comment-only line. Raises ScriptError."""
+    text = text.removesuffix("\n").removesuffix("\r")
     source = text
+    if len(text) > MAX_LINE:
+        raise ScriptError(file, line, None, f"the line is {len(text):,} characters long; at most {MAX_LINE:,}")
+    bad = unsafe_character(text)
+    if bad is not None:
+        raise ScriptError(file, line, bad + 1, f"control character {char_name(text[bad])} is not allowed in a command")
     body = strip_comment(text).rstrip()
     stripped = body.lstrip()
     if not stripped:
@@ -209,6 +232,9 @@ def parse_command(text: str, line: int | None = None, file: str | None = None) -
         return make(target, f"gradcheck {target[0]}[{','.join(map(str, target[1]))}]")
     if word in ("screenshot", "export", "save"):
         suffix = {"screenshot": ".svg", "export": ".md", "save": ".gds"}[word]
+        force = rest == "--force" or rest.endswith(" --force") or rest.startswith("--force ")
+        if force:
+            rest = rest[8:].strip() if rest.startswith("--force") else rest[:-8].strip()
         if not rest:
             ln.fail(rest_col, f"{word} needs a file name, such as: {word} out{suffix}")
         if len(rest.split()) > 1 and not (rest[0] in "\"'" and rest[-1] == rest[0]):
@@ -216,7 +242,7 @@ def parse_command(text: str, line: int | None = None, file: str | None = None) -
         path = rest[1:-1] if rest[0] in "\"'" else rest
         if not path.endswith(suffix):
             ln.fail(rest_col, f"{word} writes a {suffix} file, got {path!r}")
-        return make((path,), f"{word} {rest}")
+        return make((path, force), f"{word} {rest}" + (" --force" if force else ""))
     raise AssertionError(word)  # pragma: no cover - every command is handled above
 
 
@@ -289,7 +315,7 @@ def _parse_set(ln: _Line, rest: str, col: int, make) -> Command:
             try:
                 options[name] = _value(value)
             except ValueError:
-                ln.fail(c + len(name) + 1, f"{name}: expected a number, true/false or numbers separated by commas, got {value!r}")
+                ln.fail(c + len(name) + 1, f"{name}: expected a finite number, true/false or numbers separated by commas, got {value!r}")
             c += len(part) + 1
         return make(("optimizer", kind, tuple(options.items())), "set " + " ".join(parts))
     # any other key: a hyperparameter of the current optimizer (momentum, betas, weight_decay, …)
@@ -300,14 +326,19 @@ def _parse_set(ln: _Line, rest: str, col: int, make) -> Command:
     try:
         value = _value(parts[1])
     except ValueError:
-        ln.fail(value_col, f"{key}: expected a number, true/false or numbers separated by commas, got {parts[1]!r}")
+        ln.fail(value_col, f"{key}: expected a finite number, true/false or numbers separated by commas, got {parts[1]!r}")
     return make(("hyperparameter", key, value), f"set {key} {parts[1]}")
 
 
 def parse_script(text: str, file: str | None = None) -> list[Command]:
-    """Every command of a script, in order; the first error raises ScriptError."""
+    """Every command of a script, in order; the first error raises ScriptError. Lines end at
+    `\n` only (str.splitlines would also split at U+2028, U+0085, form feed and CR, hiding a
+    command from `grep`); a BOM at the start is dropped."""
+    if len(text) > MAX_SCRIPT:
+        raise ScriptError(file, None, None, f"the script is {len(text):,} characters long; at most {MAX_SCRIPT:,}")
     commands = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.removeprefix("\ufeff").split("\n"), start=1):
+        line = line.removesuffix("\r")
         command = parse_command(line, number, file)
         if command is not None:
             commands.append(command)

@@ -10,7 +10,6 @@ its screenshot function.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,69 +20,25 @@ from gdstep.conditions import Condition
 from gdstep.errors import GdstepError, ScriptError, index_problem, suggest
 from gdstep.fmt import index_text, num, show
 from gdstep.gradcheck import GradCheck
-from gdstep.records import Cursor, RunResult
+from gdstep.records import RunResult
+from gdstep.script.outcome import Outcome
 from gdstep.script.parser import Command, parse_command
+from gdstep.script.writes import WritePolicy
 
 OnPhase = Callable[[], bool] | None
 Screenshot = Callable[[Any, "str | Path"], Path]    # (session, FILE.svg) -> the file written
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """What one command did."""
-
-    command: str
-    line: int | None
-    ok: bool
-    lines: tuple[str, ...]
-    message: str
-    cursor: Cursor
-    step: int
-    loss: float | None
-    values: dict[str, Any] = field(default_factory=dict)
-    result: RunResult | None = None
-    gradcheck: GradCheck | None = None          # what `gradcheck NAME[i,j]` found
-    failed_expect: bool = False
-    error: bool = False
-    exception: Exception | None = field(default=None, repr=False, compare=False)  # the GdstepError behind error
-
-    def to_json(self) -> dict[str, Any]:
-        return {"command": self.command, "line": self.line, "ok": self.ok,
-                "cursor": {"epoch": self.cursor.epoch, "iteration": self.cursor.iteration, "phase": self.cursor.phase},
-                "step": self.step, "loss": _json_number(self.loss), "printed": {k: _jsonable(v) for k, v in self.values.items()},
-                "message": self.message}
-
-
-def _json_number(x: float | None) -> float | str | None:
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else repr(x)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return [_jsonable(v) for v in value.tolist()] if value.ndim else _json_number(float(value))
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return _json_number(value)
-    return str(value)
-
-
 class Runner:
     """Executes commands on `session`; `screenshot(session, path)` saves an SVG of the app
-    drawing it (without one, `screenshot FILE.svg` is an error that says so)."""
+    drawing it (without one, `screenshot FILE.svg` is an error that says so). `writes` says
+    where save, export and screenshot may write: by default, as a stranger's script may
+    (gdstep.script.writes); the app's prompt passes WritePolicy.anywhere()."""
 
-    def __init__(self, session, screenshot: Screenshot | None = None):
+    def __init__(self, session, screenshot: Screenshot | None = None, writes: WritePolicy | None = None):
         self.session = session
         self.screenshot = screenshot
+        self.writes = writes or WritePolicy(Path.cwd())
         self.watches: list[Condition] = []
         self.lines: list[str] = []
         self.file: str | None = None   # the script being replayed, for error messages
@@ -134,9 +89,8 @@ class Runner:
 
     def save(self, path: str | Path) -> Path:
         from gdstep.files import atomic_write
-        header = (f"# gdstep recording of {self.session.scenario.name}\n"
-                  f"# replay: gdstep replay {self.session.scenario.file} {Path(path).name}\n")
-        return atomic_write(path, header + "".join(f"{line}\n" for line in self.lines))
+        from gdstep.provenance import header
+        return atomic_write(path, header(self.session, Path(path).name) + "".join(f"{line}\n" for line in self.lines))
 
     def check(self, command: Command) -> None:
         """Refuse names the session does not have, with the command's line and column."""
@@ -343,6 +297,8 @@ class Runner:
 
     def _do_screenshot(self, command: Command, on_phase: OnPhase):
         path = command.args[0]
+        if self.screenshot is not None:
+            path = self.writes.check(command.name, path, command.args[1])
         if self.screenshot is None:
             raise GdstepError(f"screenshot {path}: screenshots need the app, and this Runner was made without it "
                               "(gdstep replay and the app itself pass one: Runner(session, screenshot=...))")
@@ -351,18 +307,16 @@ class Runner:
 
     def _do_export(self, command: Command, on_phase: OnPhase):
         from gdstep.script.export import export_markdown
-        path = export_markdown(self.session, command.args[0])
+        path = export_markdown(self.session, self.writes.check(command.name, *command.args))
         return [f"worked example written to {path}"], {}, None, None, False
 
     def _do_save(self, command: Command, on_phase: OnPhase):
-        path = self.save(command.args[0])
+        path = self.save(self.writes.check(command.name, *command.args))
         return [f"recording of {_count(len(self.lines), 'command')} saved to {path}"], {}, None, None, False
 
 
 def _count(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
-
-
 
 
 def _tensor_lines(name: str, value: np.ndarray, limit: int = 8) -> list[str]:

@@ -40,11 +40,12 @@ class SessionDriver:
 
     def __init__(self, app: App, session, runner=None, *, frame_interval: float = 0.25,
                  plot_interval: float = 1.0) -> None:
-        from gdstep.script import Runner
+        from gdstep.script import Runner, WritePolicy
 
         self.app = app
         self.session = session
-        self.runner = runner if runner is not None else Runner(session)
+        # At the prompt the user types the path: any folder, and an existing file only with --force.
+        self.runner = runner if runner is not None else Runner(session, writes=WritePolicy.anywhere())
         if self.runner.screenshot is None:        # in the app, `screenshot FILE.svg` is of the app
             self.runner.screenshot = self.screenshot
         self.frames = FrameBuilder(session)

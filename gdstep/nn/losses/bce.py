@@ -37,6 +37,13 @@ class BCE(Loss):
         return fraction((output > 0.5) == (target > 0.5))
 
     def torch(self, output, target):
+        """torch's BCELoss; on a non-finite output (which torch refuses with a RuntimeError)
+        the same formula by hand, so the loss is nan and the run takes its non-finite pause."""
+        import torch
         import torch.nn.functional as F
-        per = F.binary_cross_entropy(output, target, reduction="none")
+        if bool(torch.isfinite(output).all()):
+            per = F.binary_cross_entropy(output, target, reduction="none")
+        else:
+            per = -(target * torch.clamp(torch.log(output), min=-100.0)
+                    + (1.0 - target) * torch.clamp(torch.log(1.0 - output), min=-100.0))
         return per.detach().mean(1), per.mean()
