@@ -62,9 +62,25 @@ class Forks:
         return self._timeline.budget
 
     def lanes(self, specs):
-        """Fork lanes from here (see gdstep.lanes): `s.lanes(["sgd lr=0.1", "adam lr=0.01"])`."""
+        """Fork lanes from here (see gdstep.lanes): `s.lanes(["sgd lr=0.1", "adam lr=0.01"])`.
+        They are the session's open lanes until adopted or closed (conditions read them as
+        `lane(K).loss`)."""
         from gdstep.lanes import Lanes
-        return Lanes(self, specs)
+        self._open_lanes = Lanes(self, specs)
+        return self._open_lanes
+
+    @property
+    def open_lanes(self):
+        """The lanes forked last, while they are open; else None."""
+        lanes = getattr(self, "_open_lanes", None)
+        return None if lanes is None or lanes.closed else lanes
+
+    def lane_value(self, number: int, name: str):
+        """What `lane(K).NAME` reads: a value of lane K of the open lanes."""
+        lanes = self.open_lanes
+        if lanes is None:
+            raise GdstepError(f"lane({number}).{name}: no lanes are open (fork them: lanes sgd lr=0.1 | adam lr=0.01)")
+        return lanes.lane(number).session.value(name)
 
     def landscape(self, directions: str = "pca", span: float | None = None, resolution: tuple[int, int] = (40, 40),
                   data: str = "full", path: int = 32, seed: int = 0):

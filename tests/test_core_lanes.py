@@ -156,3 +156,35 @@ def test_a_fork_continues_exactly_as_the_session_would(backend):
     twin.back(iterations=50)                      # rewinding a fork before the fork point is exact too
     s.back(iterations=50)
     assert_same_training(s, twin)
+
+
+def test_lanes_from_a_script_and_their_recording_replays_to_the_same_state():
+    from gdstep.script import Runner
+
+    s = gdstep.open("spiral")
+    runner = Runner(s)
+    for line in ["step 5", "lanes sgd lr=0.1 | sgd lr=0.1 momentum=0.9 | adam lr=0.01", "lanes run 40",
+                 "expect lane(2).loss < lane(1).loss", "lanes adopt 2", "step 3", "landscape random", "line"]:
+        outcome = runner.execute_line(line)
+        assert outcome.ok, (line, outcome.message)
+    assert "landscape random" not in runner.lines and "line" not in runner.lines      # they only look
+    fresh = gdstep.open("spiral")
+    replay = Runner(fresh)
+    for line in runner.lines:
+        assert replay.execute_line(line).ok, line
+    assert_same_training(s, fresh)
+    assert fresh.optimizer.momentum == 0.9 and fresh.step_count == 48
+
+
+def test_lane_commands_are_checked_as_they_are_parsed():
+    from gdstep.errors import ScriptError
+    from gdstep.script import parse_command
+    from gdstep.script import Runner
+
+    for line, message in [("lanes sgd | ", "empty lane"), ("lanes adamm", "unknown optimizer"), ("lanes run", "count or a condition"),
+                          ("lanes adopt", "lane's number"), ("lanes run until", "condition"), ("landscape sideways", "pca|random|gradient"),
+                          ("line 3", "no arguments"), ("expect lane(x).loss < 1", "lane's number")]:
+        with pytest.raises(ScriptError, match=message):
+            parse_command(line)
+    outcome = Runner(gdstep.open("xor")).execute_line("expect lane(1).loss < 1")
+    assert not outcome.ok and "no lanes are open" in outcome.message

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from gdstep.conditions.lexer import Token
-from gdstep.conditions.names import BOOL_NAMES, FUNCTIONS, KEYWORDS, NAMES, STRING_NAMES, Fn
+from gdstep.conditions.names import BOOL_NAMES, FUNCTIONS, KEYWORDS, LANE_NAMES, NAMES, STRING_NAMES, Fn
 from gdstep.errors import ConditionError
 
 MAX_DEPTH = 32
@@ -263,6 +263,8 @@ class Parser:
         if word not in FUNCTIONS:
             self.fail(f"unknown function {word!r} (functions: {', '.join(FUNCTIONS)})", tok)
         self.take("(")
+        if word == "lane":
+            return self.lane(tok)
         if word == "abs":
             arg_token = self.tok
             self.deeper(arg_token)
@@ -284,4 +286,22 @@ class Parser:
         else:
             fn = lambda c: c.update_ratio(name)
         self.reads[f"{word}({name})"] = fn
+        return fn, "num"
+
+    def lane(self, tok: Token):
+        """`lane(K).NAME`: a value of lane K (after `lanes`), read when the condition is."""
+        number = self.tok
+        if number.kind != "number" or not re.fullmatch(r"\d{1,2}", number.text):
+            self.fail("lane() takes a lane's number, such as lane(2).loss", number)
+        self.pos += 1
+        self.take(")")
+        if not (self.tok.kind == "op" and self.tok.text == "."):
+            self.fail("a lane is read by name, such as lane(2).loss", self.tok)
+        self.pos += 1
+        field = self.tok
+        if field.kind != "name" or field.text not in LANE_NAMES:
+            self.fail(f"lane(K).NAME reads one of: {', '.join(LANE_NAMES)}", field)
+        self.pos += 1
+        k, name = int(number.text), field.text
+        fn = self.reads[f"lane({k}).{name}"] = lambda c: c.lane_value(k, name)
         return fn, "num"

@@ -23,7 +23,9 @@ NAMES: dict[str, frozenset[str]] = {
 }
 STRING_NAMES = {"phase"}
 BOOL_NAMES = {"nan"}
-FUNCTIONS = {"grad_norm": "backward", "update_ratio": "update", "abs": None}
+FUNCTIONS = {"grad_norm": "backward", "update_ratio": "update", "abs": None, "lane": None}
+# what `lane(K).NAME` reads from lane K (see gdstep.lanes)
+LANE_NAMES = ("loss", "prev_loss", "step", "epoch", "iteration", "lr", "grad_norm", "update_ratio")
 KEYWORDS = {"and", "or", "not", "true", "false"}
 
 
@@ -37,6 +39,8 @@ class Context(Protocol):
     def grad_norm(self, name: str | None) -> float | None: ...
 
     def update_ratio(self, name: str | None) -> float | None: ...
+
+    def lane_value(self, lane: int, name: str) -> Any: ...
 
 
 Fn = Callable[[Context], Any]

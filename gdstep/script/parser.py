@@ -30,11 +30,13 @@ from dataclasses import dataclass
 from gdstep.conditions import parse_condition, parse_expression
 from gdstep.errors import ConditionError, ScriptError, suggest
 from gdstep.records import PHASES
+from gdstep.script import descent
+from gdstep.script.descent import DESCENT_COMMANDS
 from gdstep.text import char_name, unsafe_character
 
 PHASE_COMMANDS = PHASES
 COMMANDS = PHASE_COMMANDS + ("next", "step", "epoch", "run", "back", "set", "break", "unbreak", "watch", "unwatch",
-                             "print", "gradcheck", "expect", "screenshot", "export", "save")
+                             "print", "gradcheck", "expect", "screenshot", "export", "save") + DESCENT_COMMANDS
 SET_KEYS = ("lr", "optimizer", "batch_size", "epochs", "stop_when")
 MAX_DIGITS = 12                 # a count, a limit or an index: at most 999,999,999,999
 MAX_SCRIPT = 1_000_000          # characters in a script
@@ -172,6 +174,9 @@ def parse_command(text: str, line: int | None = None, file: str | None = None) -
     if word in PHASE_COMMANDS:
         no_args()
         return make((), word)
+    if word in DESCENT_COMMANDS:
+        return descent.parse(word, rest, rest_col, make, ln.fail, lambda text, c: _condition(ln, text, c),
+                             lambda w, c, what: _positive(ln, w, c, what))
     if word in ("next", "step", "epoch"):
         if not rest:
             return make((1,), word)

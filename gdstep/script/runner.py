@@ -21,6 +21,7 @@ from gdstep.errors import GdstepError, ScriptError, index_problem, suggest
 from gdstep.fmt import index_text, num, show
 from gdstep.gradcheck import GradCheck
 from gdstep.records import RunResult
+from gdstep.script import descent
 from gdstep.script.outcome import Outcome
 from gdstep.script.parser import Command, parse_command
 from gdstep.script.writes import WritePolicy
@@ -163,6 +164,11 @@ class Runner:
         return command.text
 
     # -- commands ----------------------------------------------------------------------------
+
+    def _do_lanes(self, command: Command, on_phase: OnPhase):
+        return descent.run(self.session, command)
+
+    _do_landscape = _do_line = _do_lanes
 
     def _do_phase(self, command: Command, on_phase: OnPhase):
         s = self.session
