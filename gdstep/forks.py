@@ -82,6 +82,13 @@ class Forks:
             raise GdstepError(f"lane({number}).{name}: no lanes are open (fork them: lanes sgd lr=0.1 | adam lr=0.01)")
         return lanes.lane(number).session.value(name)
 
+    def lane_param(self, number: int, name: str, index: tuple[int, ...]) -> float:
+        """What `lane(K).NAME[i,j]` reads: an element of a parameter of lane K."""
+        lanes = self.open_lanes
+        if lanes is None:
+            raise GdstepError(f"lane({number}).{name}: no lanes are open (fork them: lanes sgd lr=0.1 | adam lr=0.01)")
+        return lanes.lane(number).session.param(name, index)
+
     def landscape(self, directions: str = "pca", span: float | None = None, resolution: tuple[int, int] = (40, 40),
                   data: str = "full", path: int = 32, seed: int = 0):
         """A 2-D slice of the loss around the current weights, with the recent path (gdstep.landscape)."""

@@ -45,9 +45,18 @@ class Landscape:
     origin: dict[str, np.ndarray] = field(repr=False)
     d1: dict[str, np.ndarray] = field(repr=False)
     d2: dict[str, np.ndarray] = field(repr=False)
+    lane_paths: tuple[np.ndarray, ...] = ()  # each open lane's recent path, projected the same way
 
     def weights_at(self, alpha: float, beta: float) -> dict[str, np.ndarray]:
         return {n: self.origin[n] + alpha * self.d1[n] + beta * self.d2[n] for n in self.origin}
+
+    def project(self, params: dict[str, np.ndarray]) -> tuple[float, float]:
+        """(α, β) of the point of the plane nearest to these weights (least squares)."""
+        names = list(self.origin)
+        basis = np.stack([_flat(self.d1, names), _flat(self.d2, names)], axis=1)
+        offset = _flat(params, names) - _flat(self.origin, names)
+        a, b = np.linalg.lstsq(basis, offset, rcond=None)[0]
+        return float(a), float(b)
 
 
 @dataclass(frozen=True)
@@ -72,7 +81,8 @@ def landscape(session, directions: str = "pca", span: float | None = None, resol
     w0 = {n: np.asarray(v, dtype=np.float64) for n, v in session.params.items() if n in names}
     steps, points = _trajectory(session, max(0, path))
     flat0 = _flat(w0, names)
-    offsets = np.array([_flat(p, names) for p in points]) - flat0
+    absolute = np.array([_flat(p, names) for p in points])
+    offsets = absolute - flat0
     if flat0.size == 2:
         kind, axes = "parameters", tuple(f"{n}{index_text(i)}" for n in names for i in np.ndindex(w0[n].shape))
         d1, d2 = np.eye(2)
@@ -95,15 +105,22 @@ def landscape(session, directions: str = "pca", span: float | None = None, resol
         kind, axes = "gradient", ("−∇L", "last update ⊥")
         note = "−∇L and the last update: the path is a projection, not the real path"
     basis = np.stack([d1, d2], axis=1)
-    coords = offsets @ basis if kind == "parameters" else np.linalg.lstsq(basis, offsets.T, rcond=None)[0].T
     origin = w0 if kind != "parameters" else {n: np.zeros_like(v) for n, v in w0.items()}
-    if kind == "parameters":
-        coords = coords + flat0
-    alphas, betas = _grid(coords, kind, span, cols, rows)
+
+    def project(points: np.ndarray) -> np.ndarray:
+        if kind == "parameters":                       # the values themselves
+            return points.copy()
+        return np.linalg.lstsq(basis, (points - flat0).T, rcond=None)[0].T
+
+    coords = project(absolute)
+    lanes = session.open_lanes
+    lane_paths = tuple(project(np.array([_flat(p, names) for p in _trajectory(lane.session, max(0, path))[1]]))
+                       for lane in (lanes.lanes if lanes is not None else ()))
+    alphas, betas = _grid(np.concatenate([coords, *lane_paths]), kind, span, cols, rows)
     x, y = _data(session, data)
     loss = _losses(session.backend, x, y, origin, _unflat(d1, w0, names), _unflat(d2, w0, names), alphas, betas)
     return Landscape(kind, axes, alphas, betas, loss, coords, tuple(steps), data, note,
-                     origin, _unflat(d1, w0, names), _unflat(d2, w0, names))
+                     origin, _unflat(d1, w0, names), _unflat(d2, w0, names), lane_paths)
 
 
 def line(session, t: tuple[float, float] = (-0.5, 3.0), points: int = 50) -> Line:

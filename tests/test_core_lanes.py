@@ -188,3 +188,23 @@ def test_lane_commands_are_checked_as_they_are_parsed():
             parse_command(line)
     outcome = Runner(gdstep.open("xor")).execute_line("expect lane(1).loss < 1")
     assert not outcome.ok and "no lanes are open" in outcome.message
+
+
+def test_two_starts_end_in_mirror_image_minima_and_the_landscape_holds_both():
+    """y = v·tanh(w·x): (w, v) and (−w, −v) fit alike. Two seeds, two valleys, one surface."""
+    s = gdstep.open("two_minima")
+    lanes = s.lanes(["seed=0", "seed=1"])
+    lanes.run(300)
+    ends = [lane.session.params for lane in lanes.lanes]
+    assert ends[0]["0.weight"][0, 0] < -1 < 1 < ends[1]["0.weight"][0, 0]
+    assert ends[0]["2.weight"][0, 0] == pytest.approx(-ends[1]["2.weight"][0, 0], abs=1e-3)
+    land = s.landscape(path=300)
+    assert land.directions == "parameters" and len(land.lane_paths) == 2
+    for lane, path in zip(lanes.lanes, land.lane_paths):
+        assert tuple(path[-1]) == (lane.session.params["0.weight"][0, 0], lane.session.params["2.weight"][0, 0])
+        assert land.alphas[0] <= path[:, 0].min() and path[:, 0].max() <= land.alphas[-1]
+    x, y = s.backend.x, s.backend.y
+    for i, j in [(0, 0), (13, 27), (39, 39)]:                   # the true surface, by hand
+        w, v = land.alphas[j], land.betas[i]
+        assert land.loss[i, j] == pytest.approx(float(((v * np.tanh(w * x) - y) ** 2).mean()), rel=1e-12)
+    assert s.landscape().project(ends[1]) == pytest.approx(tuple(land.lane_paths[1][-1]), abs=1e-12)

@@ -299,9 +299,18 @@ class Parser:
             self.fail("a lane is read by name, such as lane(2).loss", self.tok)
         self.pos += 1
         field = self.tok
-        if field.kind != "name" or field.text not in LANE_NAMES:
-            self.fail(f"lane(K).NAME reads one of: {', '.join(LANE_NAMES)}", field)
-        self.pos += 1
         k, name = int(number.text), field.text
+        if field.kind == "name" and name not in LANE_NAMES and name not in KEYWORDS and "." in name:
+            self.pos += 1
+            if not self.at("["):
+                self.fail(f"a parameter needs an element index, such as lane({k}).{name}[0,0]", self.tok)
+            index = self.index()
+            self.params.append((name, index, field.column))
+            fn = self.reads[f"lane({k}).{name}[{','.join(map(str, index))}]"] = lambda c: c.lane_param(k, name, index)
+            return fn, "num"
+        if field.kind != "name" or name not in LANE_NAMES:
+            self.fail(f"lane(K).NAME reads one of: {', '.join(LANE_NAMES)}, or an element such as lane(K).0.weight[0,0]",
+                      field)
+        self.pos += 1
         fn = self.reads[f"lane({k}).{name}"] = lambda c: c.lane_value(k, name)
         return fn, "num"

@@ -42,5 +42,7 @@ class Context(Protocol):
 
     def lane_value(self, lane: int, name: str) -> Any: ...
 
+    def lane_param(self, lane: int, name: str, index: tuple[int, ...]) -> float: ...
+
 
 Fn = Callable[[Context], Any]

@@ -3,7 +3,7 @@
     lanes sgd lr=0.1 | sgd lr=0.1 momentum=0.9 | adam lr=0.01     fork lanes from here
     lanes run 200            lanes run until loss < 0.05          run them in lockstep
     lanes                    lanes adopt 2          lanes close   show, continue from one, drop them
-    landscape [pca|random|gradient] [data=batch] [span=S]         the loss around the weights
+    landscape [pca|random|gradient] [data=batch] [span=S] [path=N]   the loss around the weights
     line                                                          the loss along the next update
 
 Lanes and adopt change the session, so they are recorded; landscape and line only look.
@@ -34,13 +34,15 @@ def parse(word: str, rest: str, col: int, make: Callable, fail: Callable, condit
                 options["directions"] = part
             elif key == "data" and value in ("full", "batch"):
                 options["data"] = value
+            elif key == "path" and value.isdigit() and len(value) <= 6:
+                options["path"] = int(value)
             elif key == "span":
                 try:
                     options["span"] = float(value)
                 except ValueError:
                     fail(c + 5, f"span: expected a number, got {value!r}")
             else:
-                fail(c, f"landscape takes pca|random|gradient, data=full|batch and span=S, not {part!r}")
+                fail(c, f"landscape takes pca|random|gradient, data=full|batch, span=S and path=N, not {part!r}")
             c += len(part) + 1
         return make(("landscape", tuple(options.items())), f"landscape {rest}".strip())
     parts = rest.split()
@@ -116,7 +118,8 @@ def _landscape(session, options: dict) -> list[str]:
             f"  {land.axes[0]} from {num(land.alphas[0])} to {num(land.alphas[-1])}, "
             f"{land.axes[1]} from {num(land.betas[0])} to {num(land.betas[-1])}",
             f"  loss from {num(lo)} to {num(float(land.loss.max()))}; lowest at ({num(land.alphas[j])}, {num(land.betas[i])})",
-            f"  now at ({num(a)}, {num(b)}), the end of a path of {len(land.path)} steps"]
+            f"  now at ({num(a)}, {num(b)}), the end of a path of {len(land.path)} steps"] + [
+            f"  lane {k}: now at ({num(p[-1][0])}, {num(p[-1][1])})" for k, p in enumerate(land.lane_paths, start=1)]
 
 
 def _line(session) -> list[str]:
