@@ -426,3 +426,14 @@ def test_torch_lr_float32_cannot_hold_is_one_line(tmp_path):
     outcome = runner.execute_line("step")
     assert not outcome.ok and "float32" in outcome.message
     assert runner.execute_line("set lr 0.1").ok and runner.execute_line("step").ok
+
+
+def test_a_python_scenarios_name_and_description_lose_their_control_characters(tmp_path):
+    path = tmp_path / "evil.py"
+    path.write_text('"""Doc \\x1b]0;pwned\\x07 here."""\nimport torch\nname = "evil\\x1b[2J\\nstep"\n'
+                    "model = torch.nn.Linear(1, 1)\nloss_fn = torch.nn.MSELoss()\n"
+                    "optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+                    "data = (torch.zeros(4, 1), torch.zeros(4, 1))\n")
+    s = gdstep.open(path)
+    assert "\x1b" not in s.scenario.name and "\n" not in s.scenario.name and s.scenario.name.startswith("evil")
+    assert "\x1b" not in s.scenario.description and "\x07" not in s.scenario.description

@@ -29,6 +29,7 @@ from gdstep.conditions import parse_condition
 from gdstep.data import Dataset
 from gdstep.errors import ConditionError, GdstepError, ScenarioError
 from gdstep.scenario import DataConfig, LossConfig, ModelConfig, Scenario, TrainingConfig
+from gdstep.text import clean
 
 REQUIRED = ("model", "loss_fn", "optimizer", "data")
 
@@ -206,11 +207,12 @@ def load_python_scenario(path: str | Path, device: str | None = None, dtype: str
     _probe(backend, file)
     if note:
         backend.notes.append(note)
-    name = _get(module, "name", str, path.stem, file, "a string")
+    name = clean(_get(module, "name", str, path.stem, file, "a string"))     # printed: no control characters
     description = _get(module, "description", str, None, file, "a string")
     if description is None:
         doc = (module.__doc__ or "").strip()
         description = doc.split("\n\n")[0].replace("\n", " ") if doc else ""
+    description = clean(description)
     seed = _get(module, "seed", int, 0, file, "an integer >= 0")
     if seed < 0:
         raise ScenarioError(file, "seed", f"must be >= 0, got {seed}")
