@@ -14,7 +14,7 @@ import numpy as np
 
 from gdstep.conditions import Condition, parse_condition
 from gdstep.errors import GdstepError
-from gdstep.records import PHASES, NonFinite, RunResult, StopReason
+from gdstep.records import LEAN_NONFINITE, PHASES, NonFinite, RunResult, StopReason
 
 
 class RunLoop:
@@ -69,9 +69,23 @@ class RunLoop:
             return self._run_loop(done, until, epoch_limit, done_reason, on_phase)
 
     def _run_loop(self, done, until, epoch_limit, done_reason, on_phase) -> RunResult:
-        start_step = self._step
         # The scenario's limits bound `run`, not step/epoch; an explicit `until` replaces stop_when.
         stop_when = self.stop_when if epoch_limit and until is None else None
+        # Records on demand: the run keeps lean records; the update's full record only when
+        # a condition reads it (update_ratio).
+        reads = set()
+        for cond in [bp.condition for bp in self.breakpoints if bp.enabled] + [until, stop_when]:
+            if cond is not None:
+                reads |= cond.names
+        self._lean_update = hasattr(self.backend, "update_lean") and "update_ratio" not in reads
+        self._lean = True
+        try:
+            return self._run_phases(done, until, stop_when, epoch_limit, done_reason, on_phase)
+        finally:
+            self._lean = False
+
+    def _run_phases(self, done, until, stop_when, epoch_limit, done_reason, on_phase) -> RunResult:
+        start_step = self._step
         watch_until = until.phases if until else frozenset()
         watch_stop = stop_when.phases if stop_when else frozenset()
         reason = message = None
@@ -84,6 +98,11 @@ class RunLoop:
             phase = self._phase
             name = PHASES[phase]
             bad = self._phase_fns[phase](True)
+            if bad is LEAN_NONFINITE:            # name the culprit: the phase again, with full records
+                self._seek(self.position - 1)
+                self._lean = False
+                bad = self._phase_fns[phase](True)
+                self._lean = True
             if bad is not None:
                 self._seek(self.position - 1)
                 reason, message = StopReason.NONFINITE, f"paused: {bad}; state kept from before {bad.phase}"

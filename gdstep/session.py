@@ -12,6 +12,13 @@ order:
 
 `step`, `epoch`, `run` and `run_to` are runs: they check breakpoints after each phase and
 pause on any non-finite value, keeping the state from before the phase that made it.
+
+Records on demand: a run computes only what it needs to decide whether to stop (the loss,
+the gradient norms, one fused finiteness check per phase, and what its conditions read),
+so its records are *lean* (the update's before/after values, torch's δ, are left out). The
+first read of a record after such a run recomputes the iteration from the nearest checkpoint
+with full records (`_materialise`): rewinds are exact to the bit, so the records are the
+ones phase-by-phase stepping would have built. Phase-by-phase stepping builds full records.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from gdstep.data import epoch_permutation
 from gdstep.errors import GdstepError, PhaseOrderError
 from gdstep.history import HistoryArrays
 from gdstep.nn.layers import keeps_finite
-from gdstep.records import PHASES, BackwardRecord, Cursor, Event, ForwardRecord, LossRecord, NonFinite, UpdateRecord
+from gdstep.records import LEAN_NONFINITE, PHASES, BackwardRecord, Cursor, Event, ForwardRecord, LossRecord, NonFinite, UpdateRecord
 from gdstep.run_loop import RunLoop
 from gdstep.settings import SettingsLog
 from gdstep.values import SessionValues
@@ -56,6 +63,11 @@ class Session(RunLoop, SessionValues):
         self._perm: np.ndarray | None = None
         self._batch: tuple[np.ndarray, Any, Any] | None = None
         self._records: dict[str, Any] = {}
+        self._lean = False                # a run in progress builds lean records
+        self._lean_records = False        # some of _records are lean: _materialise before showing them
+        self._lean_update = hasattr(backend, "update_lean")
+        # attach mode keeps the batches of its last few iterations: a checkpoint at least that often
+        self._lean_gap = getattr(backend, "keep", 2**62)
         self._settings = SettingsLog()
         self._history = HistoryArrays(tuple(n for n in backend.param_shapes if n in backend.trainable))
         self._timeline = Timeline(backend.checkpoint_nbytes, budget=history_budget)
@@ -154,6 +166,7 @@ class Session(RunLoop, SessionValues):
         return self._records[PHASES[phase]]
 
     def _single(self, phase: int) -> None:
+        self._materialise()
         with np.errstate(all="ignore"):
             bad = self._phase_fns[phase](True)
         if bad is not None:
@@ -211,7 +224,12 @@ class Session(RunLoop, SessionValues):
     def _backward(self, check: bool) -> NonFinite | None:
         indices, x, y = self._batch
         outputs = self._records["forward"].outputs
-        grad_output, deltas, grads = self.backend.backward(x, outputs, y)
+        lean = self._lean and hasattr(self.backend, "backward_lean")
+        if lean:       # the gradients without δ of every layer (torch asks autograd for less)
+            grad_output, deltas, grads = None, (), self.backend.backward_lean(x, outputs, y)
+            self._lean_records = True
+        else:
+            grad_output, deltas, grads = self.backend.backward(x, outputs, y)
         sq = self.backend.grad_sq_norms(grads)
         norms = {name: math.sqrt(v) for name, v in sq.items()}
         total = math.sqrt(sum(sq.values()))
@@ -227,6 +245,8 @@ class Session(RunLoop, SessionValues):
     def _update(self, check: bool) -> NonFinite | None:
         grads = self._records["backward"].grads
         optimizer = self.backend.optimizer
+        if self._lean and self._lean_update:
+            return self._update_lean(grads, optimizer, check)
         updates = self.backend.update(grads)
         rec = self._records["update"] = UpdateRecord(self._step, optimizer, optimizer.lr, updates)
         self._offset += len(self._batch[0])
@@ -246,6 +266,41 @@ class Session(RunLoop, SessionValues):
             if not arrays.all_finite(values):
                 return nonfinite.in_update(rec)
         return None
+
+    def _update_lean(self, grads, optimizer, check: bool) -> NonFinite | None:
+        """The update of a run: the optimizer's step and one fused finiteness test of what it
+        changed, no before/after values; a checkpoint only where the timeline keeps one
+        without being asked to (its grid), or where attach mode's kept batches end."""
+        finite = self.backend.update_lean(grads, check)
+        self._records["update"] = UpdateRecord(self._step, optimizer, optimizer.lr, {})
+        self._lean_records = True
+        self._offset += len(self._batch[0])
+        self._step += 1
+        if self._offset >= self.n:
+            self._epoch, self._iteration, self._offset = self._epoch + 1, 1, 0
+        else:
+            self._iteration += 1
+        self._phase = 0
+        self._batch = None
+        step, timeline = self._step, self._timeline
+        if step % timeline.interval == 0 or step - timeline.at_or_before(step).step >= self._lean_gap:
+            timeline.save(self._checkpoint())
+        if check and not finite:
+            return LEAN_NONFINITE
+        return None
+
+    def _materialise(self) -> None:
+        """Replace lean records by full ones: recompute from the nearest checkpoint to where
+        the session stands. In attach mode the live state is kept as it is (the loop may
+        have changed it since), and put back after."""
+        if not self._lean_records:
+            return
+        self._lean_records = False
+        live = self.backend.capture() if self.attached and self._phase == 0 else None
+        with np.errstate(all="ignore"):
+            self._recompute_to(self.position)
+        if live is not None:
+            self.backend.restore(live)
 
     def _checkpoint(self) -> Checkpoint:
         return Checkpoint(self._step, self._epoch, self._iteration, self._offset, self._batch_size, self.backend.capture())
@@ -330,11 +385,24 @@ class Session(RunLoop, SessionValues):
             self._seek_to(target)
 
     def _seek_to(self, target: int) -> None:
-        t_step = target // 4
-        if target >= self.position:
+        if target >= self.position and not self._lean_records:
             while self.position < target:
                 self._phase_fns[self._phase](False)
             return
+        self._recompute_to(target)
+
+    def _recompute_to(self, target: int) -> None:
+        """Restore the checkpoint before the iteration of `target` (the one before it, whose
+        records a boundary shows) and run the phases with full records up to `target`."""
+        lean, self._lean = self._lean, False
+        try:
+            self._recompute(target)
+        finally:
+            self._lean = lean
+
+    def _recompute(self, target: int) -> None:
+        t_step = target // 4
+        self._lean_records = False
         checkpoint = self._timeline.at_or_before(max(t_step - 1, 0))
         self.backend.restore(checkpoint.backend)
         self._step, self._epoch, self._iteration = checkpoint.step, checkpoint.epoch, checkpoint.iteration
