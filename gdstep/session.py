@@ -37,14 +37,15 @@ from gdstep.data import epoch_permutation
 from gdstep.errors import GdstepError, PhaseOrderError
 from gdstep.history import HistoryArrays
 from gdstep.nn.layers import keeps_finite
-from gdstep.records import LEAN_NONFINITE, PHASES, BackwardRecord, Cursor, Event, ForwardRecord, LossRecord, NonFinite, UpdateRecord
+from gdstep.records import PHASES, BackwardRecord, Cursor, Event, ForwardRecord, LossRecord, NonFinite, UpdateRecord
+from gdstep.rewind import Rewind
 from gdstep.run_loop import RunLoop
 from gdstep.settings import SettingsLog
 from gdstep.values import SessionValues
 from gdstep.timeline import Checkpoint, Timeline
 
 
-class Session(RunLoop, SessionValues):
+class Session(RunLoop, Rewind, SessionValues):
     def __init__(self, scenario, backend, history_budget: int = 64 * 2**20, attached: bool = False):
         self.scenario = scenario
         self.backend = backend
@@ -249,14 +250,7 @@ class Session(RunLoop, SessionValues):
             return self._update_lean(grads, optimizer, check)
         updates = self.backend.update(grads)
         rec = self._records["update"] = UpdateRecord(self._step, optimizer, optimizer.lr, updates)
-        self._offset += len(self._batch[0])
-        self._step += 1
-        if self._offset >= self.n:
-            self._epoch, self._iteration, self._offset = self._epoch + 1, 1, 0
-        else:
-            self._iteration += 1
-        self._phase = 0
-        self._batch = None
+        self._next_iteration()
         self._timeline.save(self._checkpoint())
         if check:
             ups = updates.values()
@@ -267,13 +261,8 @@ class Session(RunLoop, SessionValues):
                 return nonfinite.in_update(rec)
         return None
 
-    def _update_lean(self, grads, optimizer, check: bool) -> NonFinite | None:
-        """The update of a run: the optimizer's step and one fused finiteness test of what it
-        changed, no before/after values; a checkpoint only where the timeline keeps one
-        without being asked to (its grid), or where attach mode's kept batches end."""
-        finite = self.backend.update_lean(grads, check)
-        self._records["update"] = UpdateRecord(self._step, optimizer, optimizer.lr, {})
-        self._lean_records = True
+    def _next_iteration(self) -> None:
+        """After an update: the cursor at the start of the next iteration."""
         self._offset += len(self._batch[0])
         self._step += 1
         if self._offset >= self.n:
@@ -282,25 +271,6 @@ class Session(RunLoop, SessionValues):
             self._iteration += 1
         self._phase = 0
         self._batch = None
-        step, timeline = self._step, self._timeline
-        if step % timeline.interval == 0 or step - timeline.at_or_before(step).step >= self._lean_gap:
-            timeline.save(self._checkpoint())
-        if check and not finite:
-            return LEAN_NONFINITE
-        return None
-
-    def _materialise(self) -> None:
-        """Replace lean records by full ones: recompute from the nearest checkpoint to where
-        the session stands. In attach mode the live state is kept as it is (the loop may
-        have changed it since), and put back after."""
-        if not self._lean_records:
-            return
-        self._lean_records = False
-        live = self.backend.capture() if self.attached and self._phase == 0 else None
-        with np.errstate(all="ignore"):
-            self._recompute_to(self.position)
-        if live is not None:
-            self.backend.restore(live)
 
     def _checkpoint(self) -> Checkpoint:
         return Checkpoint(self._step, self._epoch, self._iteration, self._offset, self._batch_size, self.backend.capture())
@@ -351,70 +321,6 @@ class Session(RunLoop, SessionValues):
         """Replace the scenario's stop_when (None: no stop condition) for the runs to come."""
         self.stop_when = None if condition is None else self._condition(condition)
         self._log("setting", f"stop_when → {self.stop_when.text if self.stop_when else 'none'}")
-
-    # -- rewind -------------------------------------------------------------------------------
-
-    def back(self, phases: int | None = None, iterations: int | None = None) -> Cursor:
-        """Rewind by phases, or by whole iterations (to the same phase that many iterations
-        earlier). Exact to the bit; clamps at the start."""
-        if phases is None and iterations is None:
-            phases = 1
-        if phases is not None and iterations is not None:
-            raise GdstepError("back: give phases or iterations, not both")
-        count = phases if phases is not None else iterations * 4
-        if not isinstance(count, int) or count < 0:
-            raise GdstepError(f"back: expected a whole number >= 0, got {phases if phases is not None else iterations!r}")
-        before = self.cursor
-        if self.position == 0 and count:
-            self._log("rewind", f"nothing to rewind: this is the start ({before})")
-            return before
-        target = max(0, self.position - count)
-        self._seek(target)
-        self._log("rewind", f"back from {before} to {self.cursor}")
-        return self.cursor
-
-    def seek(self, position: int) -> Cursor:
-        """Go to an absolute position (phases since the start); forward means recomputing."""
-        if position < 0:
-            raise GdstepError("seek: position must be >= 0")
-        self._seek(position)
-        return self.cursor
-
-    def _seek(self, target: int) -> None:
-        with np.errstate(all="ignore"):
-            self._seek_to(target)
-
-    def _seek_to(self, target: int) -> None:
-        if target >= self.position and not self._lean_records:
-            while self.position < target:
-                self._phase_fns[self._phase](False)
-            return
-        self._recompute_to(target)
-
-    def _recompute_to(self, target: int) -> None:
-        """Restore the checkpoint before the iteration of `target` (the one before it, whose
-        records a boundary shows) and run the phases with full records up to `target`."""
-        lean, self._lean = self._lean, False
-        try:
-            self._recompute(target)
-        finally:
-            self._lean = lean
-
-    def _recompute(self, target: int) -> None:
-        t_step = target // 4
-        self._lean_records = False
-        checkpoint = self._timeline.at_or_before(max(t_step - 1, 0))
-        self.backend.restore(checkpoint.backend)
-        self._step, self._epoch, self._iteration = checkpoint.step, checkpoint.epoch, checkpoint.iteration
-        self._offset, self._batch_size, self._phase = checkpoint.offset, checkpoint.batch_size, 0
-        self._batch, self._records = None, {}
-        self._history.truncate(checkpoint.step)
-        self._timeline.start_near()
-        dense_from = t_step - self._timeline.recent
-        while self.position < target:
-            self._phase_fns[self._phase](False)
-            if self._phase == 0 and self._step >= dense_from:
-                self._timeline.save(self._checkpoint(), near=True)
 
     # -- explanation --------------------------------------------------------------------------
 

@@ -197,6 +197,22 @@ class AttachBackend(ModuleBackend):
         finally:
             self._driving = False
 
+    def backward_lean(self, x, outputs, y) -> dict[str, Any]:
+        observed = self._observed.pop("backward", None)
+        return observed[2] if observed is not None else super().backward_lean(x, outputs, y)
+
+    def update_lean(self, grads: Mapping[str, Any], check: bool = True) -> bool:
+        self._driving = True
+        try:
+            return super().update_lean(grads, check)
+        finally:
+            self._driving = False
+
+    @property
+    def keep(self) -> int:
+        """Iterations whose batches are kept: a run checkpoints at least this often."""
+        return self._keep
+
     @property
     def driving(self) -> bool:
         return self._driving
