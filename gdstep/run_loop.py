@@ -73,16 +73,20 @@ class RunLoop:
         stop_when = self.stop_when if epoch_limit and until is None else None
         # Records on demand: the run keeps lean records; the update's full record only when
         # a condition reads it (update_ratio).
-        reads = set()
-        for cond in [bp.condition for bp in self.breakpoints if bp.enabled] + [until, stop_when]:
-            if cond is not None:
-                reads |= cond.names
-        self._lean_update = hasattr(self.backend, "update_lean") and "update_ratio" not in reads
+        self._lean_update = self._can_skip_update_record(until, stop_when)
         self._lean = True
         try:
             return self._run_phases(done, until, stop_when, epoch_limit, done_reason, on_phase)
         finally:
             self._lean = False
+
+    def _can_skip_update_record(self, *conditions: Condition | None) -> bool:
+        """Whether a run may leave the update's before/after values out: no condition it
+        checks reads them (update_ratio)."""
+        for cond in [bp.condition for bp in self.breakpoints if bp.enabled] + list(conditions):
+            if cond is not None and "update_ratio" in cond.names:
+                return False
+        return hasattr(self.backend, "update_lean")
 
     def _run_phases(self, done, until, stop_when, epoch_limit, done_reason, on_phase) -> RunResult:
         start_step = self._step

@@ -65,8 +65,10 @@ class LeanPhases:
         self.torch_optimizer.step()
         self._updates += 1
         self._fresh = None
-        if not check:
-            return True
+        return self.update_finite(grads) if check else True
+
+    def update_finite(self, grads: Mapping[str, Any]) -> bool:
+        """Whether the parameters an update changed and their guarded state are finite."""
         torch = self._torch
         guarded = getattr(self.optimizer, "guarded_state", None)
         states = self.torch_optimizer.state
