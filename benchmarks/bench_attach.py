@@ -119,6 +119,25 @@ def peak(kind: str, mode: str, steps: int, device: str) -> int:
     return json.loads(out.stdout.strip().splitlines()[-1])["peak"]
 
 
+def reset_peak() -> None:
+    """Linux: make the peak RSS (VmHWM) the current RSS, so the peak measured is this loop's."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def vm(key: str) -> int:
+    """A size from /proc/self/status (VmRSS, VmHWM) in bytes; ru_maxrss where there is none."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def child(kind: str, mode: str, steps: int, device: str) -> None:
     import torch
     model = build(kind, device)
@@ -126,10 +145,10 @@ def child(kind: str, mode: str, steps: int, device: str) -> None:
     if device != "cpu":
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    reset_peak()
+    before = vm("VmRSS")
     loop(mode, model, batches, device)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    grown = after - before if device == "cpu" else torch.cuda.max_memory_allocated() - base
+    grown = vm("VmHWM") - before if device == "cpu" else torch.cuda.max_memory_allocated() - base
     print(json.dumps({"peak": grown}))
 
 
