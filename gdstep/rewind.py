@@ -19,15 +19,45 @@ class Rewind:
         """The update of a run: the optimizer's step and one fused finiteness test of what it
         changed, no before/after values; a checkpoint only where the timeline keeps one
         without being asked to (its grid), or where attach mode's kept batches end."""
-        finite = self.backend.update_lean(grads, check)
+        finite = self.backend.update_lean(grads, check, defer=self._defer)
         self._records["update"] = UpdateRecord(self._step, optimizer, optimizer.lr, {})
         self._lean_records = True
         self._next_iteration()
         step, timeline = self._step, self._timeline
         if step % timeline.interval == 0 or step - timeline.at_or_before(step).step >= self._lean_gap:
             timeline.save(self._checkpoint())
-        if check and not finite:
+        if not isinstance(finite, bool):         # a flag on the device, read later
+            self._flags.append((self.position, finite))
+        elif check and not finite:
             return LEAN_NONFINITE
+        return None
+
+    def _flush(self) -> bool:
+        """Read the pending finiteness flags back (one transfer): True when one failed."""
+        if not self._flags:
+            return False
+        pending, self._flags = self._flags, []
+        finite = self.backend.read_flags([flag for _, flag in pending])
+        self._bad_at = next((at for (at, _), ok in zip(pending, finite) if not ok), None)
+        return self._bad_at is not None
+
+    def _lean_culprit(self) -> NonFinite | None:
+        """A fused test failed after the phase that ends at `_bad_at` (or the one just run):
+        recompute from the start of that iteration to here with full records and checks,
+        and name the first value that went bad; the cursor is then after its phase. None
+        when there was none (a sum of finite values overflowed): the run is back here."""
+        here = self.position
+        first = self._bad_at if self._bad_at is not None else here
+        self._bad_at, self._flags = None, []
+        self._seek(4 * ((first - 1) // 4))
+        lean, self._lean = self._lean, False
+        try:
+            while self.position < here:
+                bad = self._phase_fns[self._phase](True)
+                if bad is not None:
+                    return bad
+        finally:
+            self._lean = lean
         return None
 
     def _materialise(self) -> None:

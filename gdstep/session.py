@@ -37,7 +37,7 @@ from gdstep.data import epoch_permutation
 from gdstep.errors import GdstepError, PhaseOrderError
 from gdstep.history import HistoryArrays
 from gdstep.nn.layers import keeps_finite
-from gdstep.records import PHASES, BackwardRecord, Cursor, Event, ForwardRecord, LossRecord, NonFinite, UpdateRecord
+from gdstep.records import LEAN_NONFINITE, PHASES, BackwardRecord, Cursor, Event, ForwardRecord, LossRecord, NonFinite, UpdateRecord
 from gdstep.rewind import Rewind
 from gdstep.run_loop import RunLoop
 from gdstep.settings import SettingsLog
@@ -67,6 +67,11 @@ class Session(RunLoop, Rewind, SessionValues):
         self._lean = False                # a run in progress builds lean records
         self._lean_records = False        # some of _records are lean: _materialise before showing them
         self._lean_update = hasattr(backend, "update_lean")
+        # On a device a run's finiteness flags stay there until the next value is read back
+        # (the loss) or a condition is checked: (position after the phase, flag) pairs.
+        self._defer = getattr(backend, "defer_checks", False)
+        self._flags: list[tuple[int, Any]] = []
+        self._bad_at: int | None = None
         # attach mode keeps the batches of its last few iterations: a checkpoint at least that often
         self._lean_gap = getattr(backend, "keep", 2**62)
         self._settings = SettingsLog()
@@ -209,17 +214,30 @@ class Session(RunLoop, Rewind, SessionValues):
         rec = self._records["forward"] = ForwardRecord(self._step, self._epoch, self._iteration, indices, x, outputs,
                                                        self._layer_names)
         self._phase = 1
-        if check and not arrays.all_finite([outputs[i] for i in self._checked_layers]):
-            return nonfinite.in_forward(rec)
+        if check:
+            checked = [outputs[i] for i in self._checked_layers]
+            if self._lean and self._defer:       # on a device: read with the loss, in one transfer
+                self._flags.append((self.position, self.backend.finite_flag(checked)))
+            elif not arrays.all_finite(checked):
+                return nonfinite.in_forward(rec)
         return None
 
     def _loss(self, check: bool) -> NonFinite | None:
         indices, x, y = self._batch
         outputs = self._records["forward"].outputs
-        per_sample, value = self.backend.loss(outputs, y)
+        bad_at = None
+        if self._lean and self._flags:
+            pending, self._flags = self._flags, []
+            per_sample, value, finite = self.backend.loss_lean(outputs, y, [flag for _, flag in pending])
+            bad_at = next((at for (at, _), ok in zip(pending, finite) if not ok), None)
+        else:
+            per_sample, value = self.backend.loss(outputs, y)
         rec = self._records["loss"] = LossRecord(self._step, self.scenario.loss.kind, outputs[-1], y, per_sample, value)
         self._history.add_loss(value, self._epoch, len(indices))
         self._phase = 2
+        if bad_at is not None:
+            self._bad_at = bad_at
+            return LEAN_NONFINITE
         return nonfinite.in_loss(rec) if check else None
 
     def _backward(self, check: bool) -> NonFinite | None:

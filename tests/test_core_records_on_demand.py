@@ -41,11 +41,13 @@ shuffle = true
 
 
 def make(kind: str, args: dict, dtype: str, backend: str):
-    text = ", ".join(f"{k} = {_toml(v)}" for k, v in args.items())
+    """`backend` "torch-deferred": the torch backend on the CPU with its finiteness flags
+    left on the device and read later, as on a GPU."""
     lines = "\n".join(f"{k} = {_toml(v)}" for k, v in args.items())
     sc = parse_scenario(SCENARIO.format(dtype=dtype, kind=kind, args=lines))
-    assert text
-    return gdstep.open(sc, backend=backend, dtype=dtype)
+    s = gdstep.open(sc, backend=backend.split("-")[0], dtype=dtype)
+    s._defer = backend == "torch-deferred"
+    return s
 
 
 def _toml(v):
@@ -104,7 +106,7 @@ def same_records(a, b) -> None:
     assert a.cursor == b.cursor
 
 
-@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("backend", ["numpy", "torch", "torch-deferred"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("kind", sorted(ALL_ON))
 def test_records_after_a_run_equal_those_of_stepping_phase_by_phase(kind, dtype, backend):
@@ -128,7 +130,7 @@ def test_records_after_a_run_equal_those_of_stepping_phase_by_phase(kind, dtype,
     same_records(run, stepped)
 
 
-@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("backend", ["numpy", "torch", "torch-deferred"])
 def test_a_breakpoint_on_every_name_fires_where_phase_by_phase_checking_does(backend):
     conditions = ["loss < 0.9", "prev_loss > loss + 0.05", "grad_norm < 0.5", "grad_norm(2.weight) > 1.2",
                   "update_ratio > 0.05", "update_ratio(0.bias) > 0.2", "epoch >= 3", "iteration == 4",
@@ -155,16 +157,17 @@ def test_a_breakpoint_on_every_name_fires_where_phase_by_phase_checking_does(bac
             same_records(run, ref)
 
 
-def _blows_up(backend: str, dtype: str = "float64"):
-    return make("sgd", {"lr": 1e6}, dtype, backend)
+def _blows_up(backend: str, lr: float, dtype: str = "float32"):
+    return make("sgd", {"lr": lr}, dtype, backend)
 
 
-@pytest.mark.parametrize("backend", ["numpy", "torch"])
-def test_the_non_finite_culprit_is_the_one_phase_by_phase_stepping_names(backend):
-    run = _blows_up(backend)
+@pytest.mark.parametrize("backend", ["numpy", "torch", "torch-deferred"])
+@pytest.mark.parametrize("lr", [1e6, 1e30])
+def test_the_non_finite_culprit_is_the_one_phase_by_phase_stepping_names(backend, lr):
+    run = _blows_up(backend, lr)
     result = run.run(max_steps=500)
     assert result.reason == "nonfinite"
-    ref = _blows_up(backend)
+    ref = _blows_up(backend, lr)
     events = len(ref.events)
     while True:
         ref.next_phase()
@@ -196,3 +199,20 @@ def test_rewinding_after_a_run_is_exact():
     for _ in range(25 * 4):
         stepped.next_phase()
     same_records(run, stepped)
+
+
+def test_on_a_device_a_run_reads_back_the_loss_and_the_gradient_norms_only():
+    """The finiteness flags of forward and update travel with the loss: two reads an
+    iteration (the gradient norms are the plots' history and the backward's test), and one
+    at the end of the run for the flag of the last update."""
+    s = make("adam", {"lr": 0.01}, "float32", "torch-deferred")
+    s.add_breakpoint("loss > 100 * prev_loss")
+    s.add_breakpoint("grad_norm > 1e6")
+    b = s.backend
+    reads = []
+    for name in ("loss", "loss_lean", "read_flags", "grad_sq_norms"):
+        method = getattr(b, name)
+        setattr(b, name, lambda *a, _m=method, _n=name, **k: (reads.append(_n), _m(*a, **k))[1])
+    s.run(max_steps=20)
+    assert reads.count("loss_lean") == 20 and reads.count("loss") == 0
+    assert reads.count("grad_sq_norms") == 20 and reads.count("read_flags") == 1

@@ -147,7 +147,7 @@ class NumpyBackend:
         return {name: ParamUpdate(name, old[name], grads[name], new[name], before[name], after[name])
                 for name in grads}
 
-    def update_lean(self, grads: Mapping[str, np.ndarray], check: bool = True) -> bool:
+    def update_lean(self, grads: Mapping[str, np.ndarray], check: bool = True, defer: bool = False) -> bool:
         """The same step with no record (a run's records on demand): the per-parameter
         views of the state are made when someone asks for them. Returns whether the new
         parameters and the optimizer's guarded state are finite (one test over the flat vectors)."""

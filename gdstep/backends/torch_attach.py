@@ -203,10 +203,10 @@ class AttachBackend(ModuleBackend):
         observed = self._observed.pop("backward", None)
         return observed[2] if observed is not None else super().backward_lean(x, outputs, y)
 
-    def update_lean(self, grads: Mapping[str, Any], check: bool = True) -> bool:
+    def update_lean(self, grads: Mapping[str, Any], check: bool = True, defer: bool = False):
         self._driving = True
         try:
-            return super().update_lean(grads, check)
+            return super().update_lean(grads, check, defer)
         finally:
             self._driving = False
 
