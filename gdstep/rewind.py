@@ -24,7 +24,8 @@ class Rewind:
         self._lean_records = True
         self._next_iteration()
         step, timeline = self._step, self._timeline
-        if step % timeline.interval == 0 or step - timeline.at_or_before(step).step >= self._lean_gap:
+        if step % timeline.interval == 0 or (self._lean_gap < timeline.interval
+                                             and step - timeline.at_or_before(step).step >= self._lean_gap):
             timeline.save(self._checkpoint())
         if not isinstance(finite, bool):         # a flag on the device, read later
             self._flags.append((self.position, finite))

@@ -216,3 +216,24 @@ def test_on_a_device_a_run_reads_back_the_loss_and_the_gradient_norms_only():
     s.run(max_steps=20)
     assert reads.count("loss_lean") == 20 and reads.count("loss") == 0
     assert reads.count("grad_sq_norms") == 20 and reads.count("read_flags") == 1
+
+
+def test_attach_mode_checkpoints_within_its_kept_batches_whatever_the_budget():
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1))
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    dbg = gdstep.attach(model, opt, nn.MSELoss(), breakpoints=[], keep=4, history_budget=1)
+    x, y = torch.randn(30, 16, 3), torch.randn(30, 16, 1)
+    for i in range(30):
+        dbg.step(x[i], y[i])
+    s = dbg.session
+    assert s._lean_records
+    live = {n: p.detach().clone() for n, p in model.named_parameters()}
+    upd, fwd = s.record("update"), s.record("forward")        # recomputed from a checkpoint ≤ 4 steps back
+    assert upd.step == 29 and torch.equal(fwd.inputs, x[29])
+    for name, p in live.items():
+        assert torch.equal(upd.params[name].new, p)
+        assert torch.equal(dict(model.named_parameters())[name].detach(), p)     # the loop's state is untouched
+    dbg.close()
