@@ -257,8 +257,8 @@ class Session(RunLoop, Rewind, SessionValues):
         self._phase = 3
         # ‖∇L‖ is finite exactly when every gradient is finite and no square overflows,
         # which also keeps every optimizer state finite in the update that follows.
-        if check and not math.isfinite(total):
-            return nonfinite.in_backward(rec, self._layer_names)
+        if check and not math.isfinite(total):      # lean: the culprit may be a δ, searched in full
+            return LEAN_NONFINITE if lean else nonfinite.in_backward(rec, self._layer_names)
         return None
 
     def _update(self, check: bool) -> NonFinite | None:
