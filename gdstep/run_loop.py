@@ -93,7 +93,9 @@ class RunLoop:
         watch_until = until.phases if until else frozenset()
         watch_stop = stop_when.phases if stop_when else frozenset()
         # after which phases a condition is checked: pending finiteness flags are read first
-        checked = {name: name in watch_until or name in watch_stop or on_phase is not None
+        # (not for on_phase: a progress bar or a frame may show a value a flag will refuse;
+        # the run stops on it at the next read, or at its end)
+        checked = {name: name in watch_until or name in watch_stop
                    or any(name in bp.condition.phases for bp in self.breakpoints if bp.enabled) for name in PHASES}
         reason = message = None
         bad: NonFinite | None = None

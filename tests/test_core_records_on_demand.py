@@ -237,3 +237,22 @@ def test_attach_mode_checkpoints_within_its_kept_batches_whatever_the_budget():
         assert torch.equal(upd.params[name].new, p)
         assert torch.equal(dict(model.named_parameters())[name].detach(), p)     # the loop's state is untouched
     dbg.close()
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch-deferred"])
+def test_records_read_during_a_run_leave_it_as_it_was(backend):
+    """The app builds frames from the worker while a run goes (on_phase): each read
+    recomputes the iteration, and the run goes on from the same state."""
+    run = make("adam", ALL_ON["adam"], "float32", backend)
+    reads = []
+
+    def on_phase():
+        if run.phase_due in ("forward", "backward"):
+            reads.append(run.record("update"))
+        return False
+    run.run(max_steps=21, on_phase=on_phase)
+    assert len(reads) == 41 and all(r is None or r.params for r in reads)     # the run ends before the last
+    stepped = make("adam", ALL_ON["adam"], "float32", backend)
+    for _ in range(21 * 4):
+        stepped.next_phase()
+    same_records(run, stepped)
