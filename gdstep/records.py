@@ -105,6 +105,11 @@ class NonFinite:
         return f"non-finite value {self.value} in {self.where}{at} during {self.phase}"
 
 
+# A lean phase's fused finiteness test failed (records on demand): the run computes the phase
+# again with full records to name the culprit.
+LEAN_NONFINITE = NonFinite("lean", "a lean phase's fused test", None, math.nan)
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """A line of the event log."""

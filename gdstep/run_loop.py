@@ -14,7 +14,7 @@ import numpy as np
 
 from gdstep.conditions import Condition, parse_condition
 from gdstep.errors import GdstepError
-from gdstep.records import PHASES, NonFinite, RunResult, StopReason
+from gdstep.records import LEAN_NONFINITE, PHASES, NonFinite, RunResult, StopReason
 
 
 class RunLoop:
@@ -69,44 +69,77 @@ class RunLoop:
             return self._run_loop(done, until, epoch_limit, done_reason, on_phase)
 
     def _run_loop(self, done, until, epoch_limit, done_reason, on_phase) -> RunResult:
-        start_step = self._step
         # The scenario's limits bound `run`, not step/epoch; an explicit `until` replaces stop_when.
         stop_when = self.stop_when if epoch_limit and until is None else None
+        # Records on demand: the run keeps lean records; the update's full record only when
+        # a condition reads it (update_ratio).
+        self._lean_update = self._can_skip_update_record(until, stop_when)
+        self._lean = True
+        try:
+            return self._run_phases(done, until, stop_when, epoch_limit, done_reason, on_phase)
+        finally:
+            self._lean = False
+
+    def _can_skip_update_record(self, *conditions: Condition | None) -> bool:
+        """Whether a run may leave the update's before/after values out: no condition it
+        checks reads them (update_ratio)."""
+        for cond in [bp.condition for bp in self.breakpoints if bp.enabled] + list(conditions):
+            if cond is not None and "update_ratio" in cond.names:
+                return False
+        return hasattr(self.backend, "update_lean")
+
+    def _run_phases(self, done, until, stop_when, epoch_limit, done_reason, on_phase) -> RunResult:
+        start_step = self._step
         watch_until = until.phases if until else frozenset()
         watch_stop = stop_when.phases if stop_when else frozenset()
+        # after which phases a condition is checked: pending finiteness flags are read first
+        # (not for on_phase: a progress bar or a frame may show a value a flag will refuse;
+        # the run stops on it at the next read, or at its end)
+        checked = {name: name in watch_until or name in watch_stop
+                   or any(name in bp.condition.phases for bp in self.breakpoints if bp.enabled) for name in PHASES}
         reason = message = None
         bad: NonFinite | None = None
         phases = 0
-        while True:
-            if epoch_limit and self._phase == 0 and self._epoch > self.epochs:
-                reason, message = StopReason.EPOCHS, f"reached the epoch limit ({self.epochs})"
-                break
-            phase = self._phase
-            name = PHASES[phase]
-            bad = self._phase_fns[phase](True)
+        try:
+            while True:
+                if epoch_limit and self._phase == 0 and self._epoch > self.epochs:
+                    reason, message = StopReason.EPOCHS, f"reached the epoch limit ({self.epochs})"
+                    break
+                phase = self._phase
+                name = PHASES[phase]
+                bad = self._phase_fns[phase](True)
+                if bad is None and self._flags and checked[name] and self._flush():
+                    bad = LEAN_NONFINITE
+                if bad is LEAN_NONFINITE:        # name the culprit: the iteration again, with full records
+                    bad = self._lean_culprit()
+                if bad is not None:
+                    break
+                phases += 1
+                hit = self.breakpoints.first_hit(self, name)
+                if hit is not None:
+                    reason, message = StopReason.BREAKPOINT, hit.hit_message(self)
+                    self._log("breakpoint", message)
+                    break
+                if until is not None and name in watch_until and until(self):
+                    reason, message = StopReason.UNTIL, f"until {until.text} ({until.describe(self)})"
+                    self._log("stop", message)
+                    break
+                if stop_when is not None and name in watch_stop and stop_when(self):
+                    reason, message = StopReason.STOP_WHEN, f"stop_when {stop_when.text} ({stop_when.describe(self)})"
+                    self._log("stop", message)
+                    break
+                if done is not None and done():
+                    reason, message = done_reason, ("done" if done_reason == StopReason.DONE else "reached max_steps")
+                    break
+                if on_phase is not None and on_phase():
+                    reason, message = StopReason.PAUSED, "paused"
+                    break
+            if bad is None and self._flush():    # a flag still on the device said non-finite
+                bad = self._lean_culprit()
             if bad is not None:
                 self._seek(self.position - 1)
                 reason, message = StopReason.NONFINITE, f"paused: {bad}; state kept from before {bad.phase}"
                 self._log("nonfinite", message)
-                break
-            phases += 1
-            hit = self.breakpoints.first_hit(self, name)
-            if hit is not None:
-                reason, message = StopReason.BREAKPOINT, hit.hit_message(self)
-                self._log("breakpoint", message)
-                break
-            if until is not None and name in watch_until and until(self):
-                reason, message = StopReason.UNTIL, f"until {until.text} ({until.describe(self)})"
-                self._log("stop", message)
-                break
-            if stop_when is not None and name in watch_stop and stop_when(self):
-                reason, message = StopReason.STOP_WHEN, f"stop_when {stop_when.text} ({stop_when.describe(self)})"
-                self._log("stop", message)
-                break
-            if done is not None and done():
-                reason, message = done_reason, ("done" if done_reason == StopReason.DONE else "reached max_steps")
-                break
-            if on_phase is not None and on_phase():
-                reason, message = StopReason.PAUSED, "paused"
-                break
+        finally:
+            self._flags, self._bad_at = [], None
         return RunResult(reason, phases, self._step - start_step, self.cursor, message, bad)

@@ -10,6 +10,13 @@ and mixins for the run loop, the values it shows and forks. Phases run strictly 
 
 `step`, `epoch`, `run` and `run_to` are runs: they check breakpoints after each phase and
 pause on any non-finite value, keeping the state from before the phase that made it.
+
+Records on demand: a run computes only what it needs to decide whether to stop (the loss,
+the gradient norms, one fused finiteness check per phase, and what its conditions read),
+so its records are *lean* (the update's before/after values, torch's δ, are left out). The
+first read of a record after such a run recomputes the iteration from the nearest checkpoint
+with full records (`_materialise`): rewinds are exact to the bit, so the records are the
+ones phase-by-phase stepping would have built. Phase-by-phase stepping builds full records.
 """
 
 from __future__ import annotations
@@ -29,14 +36,15 @@ from gdstep.errors import GdstepError, PhaseOrderError
 from gdstep.forks import Forks
 from gdstep.history import HistoryArrays
 from gdstep.nn.layers import keeps_finite
-from gdstep.records import PHASES, BackwardRecord, Cursor, Event, ForwardRecord, LossRecord, NonFinite, UpdateRecord
+from gdstep.records import LEAN_NONFINITE, PHASES, BackwardRecord, Cursor, Event, ForwardRecord, LossRecord, NonFinite, UpdateRecord
+from gdstep.rewind import Rewind
 from gdstep.run_loop import RunLoop
 from gdstep.settings import SettingsLog
 from gdstep.values import SessionValues
 from gdstep.timeline import Checkpoint, Timeline
 
 
-class Session(RunLoop, SessionValues, Forks):
+class Session(RunLoop, Rewind, SessionValues, Forks):
     def __init__(self, scenario, backend, history_budget: int = 64 * 2**20, attached: bool = False):
         self.scenario = scenario
         self.backend = backend
@@ -55,6 +63,16 @@ class Session(RunLoop, SessionValues, Forks):
         self._perm: np.ndarray | None = None
         self._batch: tuple[np.ndarray, Any, Any] | None = None
         self._records: dict[str, Any] = {}
+        self._lean = False                # a run in progress builds lean records
+        self._lean_records = False        # some of _records are lean: _materialise before showing them
+        self._lean_update = hasattr(backend, "update_lean")
+        # On a device a run's finiteness flags stay there until the next value is read back
+        # (the loss) or a condition is checked: (position after the phase, flag) pairs.
+        self._defer = getattr(backend, "defer_checks", False)
+        self._flags: list[tuple[int, Any]] = []
+        self._bad_at: int | None = None
+        # attach mode keeps the batches of its last few iterations: a checkpoint at least that often
+        self._lean_gap = getattr(backend, "keep", 2**62)
         self._settings = SettingsLog()
         self._history = HistoryArrays(tuple(n for n in backend.param_shapes if n in backend.trainable))
         self._timeline = Timeline(backend.checkpoint_nbytes, budget=history_budget)
@@ -153,6 +171,7 @@ class Session(RunLoop, SessionValues, Forks):
         return self._records[PHASES[phase]]
 
     def _single(self, phase: int) -> None:
+        self._materialise()
         with np.errstate(all="ignore"):
             bad = self._phase_fns[phase](True)
         if bad is not None:
@@ -194,23 +213,41 @@ class Session(RunLoop, SessionValues, Forks):
         rec = self._records["forward"] = ForwardRecord(self._step, self._epoch, self._iteration, indices, x, outputs,
                                                        self._layer_names)
         self._phase = 1
-        if check and not arrays.all_finite([outputs[i] for i in self._checked_layers]):
-            return nonfinite.in_forward(rec)
+        if check:
+            checked = [outputs[i] for i in self._checked_layers]
+            if self._lean and self._defer:       # on a device: read with the loss, in one transfer
+                self._flags.append((self.position, self.backend.finite_flag(checked)))
+            elif not arrays.all_finite(checked):
+                return nonfinite.in_forward(rec)
         return None
 
     def _loss(self, check: bool) -> NonFinite | None:
         indices, x, y = self._batch
         outputs = self._records["forward"].outputs
-        per_sample, value = self.backend.loss(outputs, y)
+        bad_at = None
+        if self._lean and self._flags:
+            pending, self._flags = self._flags, []
+            per_sample, value, finite = self.backend.loss_lean(outputs, y, [flag for _, flag in pending])
+            bad_at = next((at for (at, _), ok in zip(pending, finite) if not ok), None)
+        else:
+            per_sample, value = self.backend.loss(outputs, y)
         rec = self._records["loss"] = LossRecord(self._step, self.scenario.loss.kind, outputs[-1], y, per_sample, value)
         self._history.add_loss(value, self._epoch, len(indices))
         self._phase = 2
+        if bad_at is not None:
+            self._bad_at = bad_at
+            return LEAN_NONFINITE
         return nonfinite.in_loss(rec) if check else None
 
     def _backward(self, check: bool) -> NonFinite | None:
         indices, x, y = self._batch
         outputs = self._records["forward"].outputs
-        grad_output, deltas, grads = self.backend.backward(x, outputs, y)
+        lean = self._lean and hasattr(self.backend, "backward_lean")
+        if lean:       # the gradients without δ of every layer (torch asks autograd for less)
+            grad_output, deltas, grads = None, (), self.backend.backward_lean(x, outputs, y)
+            self._lean_records = True
+        else:
+            grad_output, deltas, grads = self.backend.backward(x, outputs, y)
         sq = self.backend.grad_sq_norms(grads)
         norms = {name: math.sqrt(v) for name, v in sq.items()}
         total = math.sqrt(sum(sq.values()))
@@ -219,23 +256,18 @@ class Session(RunLoop, SessionValues, Forks):
         self._phase = 3
         # ‖∇L‖ is finite exactly when every gradient is finite and no square overflows,
         # which also keeps every optimizer state finite in the update that follows.
-        if check and not math.isfinite(total):
-            return nonfinite.in_backward(rec, self._layer_names)
+        if check and not math.isfinite(total):      # lean: the culprit may be a δ, searched in full
+            return LEAN_NONFINITE if lean else nonfinite.in_backward(rec, self._layer_names)
         return None
 
     def _update(self, check: bool) -> NonFinite | None:
         grads = self._records["backward"].grads
         optimizer = self.backend.optimizer
+        if self._lean and self._lean_update:
+            return self._update_lean(grads, optimizer, check)
         updates = self.backend.update(grads)
         rec = self._records["update"] = UpdateRecord(self._step, optimizer, optimizer.lr, updates)
-        self._offset += len(self._batch[0])
-        self._step += 1
-        if self._offset >= self.n:
-            self._epoch, self._iteration, self._offset = self._epoch + 1, 1, 0
-        else:
-            self._iteration += 1
-        self._phase = 0
-        self._batch = None
+        self._next_iteration()
         self._timeline.save(self._checkpoint())
         if check:
             ups = updates.values()
@@ -245,6 +277,17 @@ class Session(RunLoop, SessionValues, Forks):
             if not arrays.all_finite(values):
                 return nonfinite.in_update(rec)
         return None
+
+    def _next_iteration(self) -> None:
+        """After an update: the cursor at the start of the next iteration."""
+        self._offset += len(self._batch[0])
+        self._step += 1
+        if self._offset >= self.n:
+            self._epoch, self._iteration, self._offset = self._epoch + 1, 1, 0
+        else:
+            self._iteration += 1
+        self._phase = 0
+        self._batch = None
 
     def _checkpoint(self) -> Checkpoint:
         return Checkpoint(self._step, self._epoch, self._iteration, self._offset, self._batch_size, self.backend.capture())
@@ -295,57 +338,6 @@ class Session(RunLoop, SessionValues, Forks):
         """Replace the scenario's stop_when (None: no stop condition) for the runs to come."""
         self.stop_when = None if condition is None else self._condition(condition)
         self._log("setting", f"stop_when → {self.stop_when.text if self.stop_when else 'none'}")
-
-    # -- rewind -------------------------------------------------------------------------------
-
-    def back(self, phases: int | None = None, iterations: int | None = None) -> Cursor:
-        """Rewind by phases, or by whole iterations (to the same phase that many iterations
-        earlier). Exact to the bit; clamps at the start."""
-        if phases is None and iterations is None:
-            phases = 1
-        if phases is not None and iterations is not None:
-            raise GdstepError("back: give phases or iterations, not both")
-        count = phases if phases is not None else iterations * 4
-        if not isinstance(count, int) or count < 0:
-            raise GdstepError(f"back: expected a whole number >= 0, got {phases if phases is not None else iterations!r}")
-        before = self.cursor
-        if self.position == 0 and count:
-            self._log("rewind", f"nothing to rewind: this is the start ({before})")
-            return before
-        target = max(0, self.position - count)
-        self._seek(target)
-        self._log("rewind", f"back from {before} to {self.cursor}")
-        return self.cursor
-
-    def seek(self, position: int) -> Cursor:
-        """Go to an absolute position (phases since the start); forward means recomputing."""
-        if position < 0:
-            raise GdstepError("seek: position must be >= 0")
-        self._seek(position)
-        return self.cursor
-
-    def _seek(self, target: int) -> None:
-        with np.errstate(all="ignore"):
-            self._seek_to(target)
-
-    def _seek_to(self, target: int) -> None:
-        t_step = target // 4
-        if target >= self.position:
-            while self.position < target:
-                self._phase_fns[self._phase](False)
-            return
-        checkpoint = self._timeline.at_or_before(max(t_step - 1, 0))
-        self.backend.restore(checkpoint.backend)
-        self._step, self._epoch, self._iteration = checkpoint.step, checkpoint.epoch, checkpoint.iteration
-        self._offset, self._batch_size, self._phase = checkpoint.offset, checkpoint.batch_size, 0
-        self._batch, self._records = None, {}
-        self._history.truncate(checkpoint.step)
-        self._timeline.start_near()
-        dense_from = t_step - self._timeline.recent
-        while self.position < target:
-            self._phase_fns[self._phase](False)
-            if self._phase == 0 and self._step >= dense_from:
-                self._timeline.save(self._checkpoint(), near=True)
 
     # -- explanation --------------------------------------------------------------------------
 

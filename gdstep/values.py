@@ -24,7 +24,7 @@ class SessionValues:
 
     @property
     def grads(self) -> dict[str, np.ndarray]:
-        rec = self._records.get("backward")
+        rec = self._full_records().get("backward")
         return {} if rec is None else {name: arrays.to_numpy(g).copy() for name, g in rec.grads.items()}
 
     @property
@@ -39,11 +39,17 @@ class SessionValues:
         """The latest record of that phase (None before it first runs)."""
         if phase not in PHASES:
             raise GdstepError(f"no phase {phase!r} (phases: {', '.join(PHASES)})")
-        return self._records.get(phase)
+        return self._full_records().get(phase)
 
     @property
     def records(self) -> dict[str, Any]:
-        return dict(self._records)
+        return dict(self._full_records())
+
+    def _full_records(self) -> dict[str, Any]:
+        """The latest records, recomputed with every value when a run left them lean."""
+        if self._lean_records:
+            self._materialise()
+        return self._records
 
     @property
     def loss_value(self) -> float | None:
@@ -99,6 +105,8 @@ class SessionValues:
 
     def update_ratio(self, name: str | None) -> float | None:
         rec = self._records.get("update")
+        if rec is not None and not rec.params and self._lean_records:
+            rec = self._full_records().get("update")
         if rec is None or (name is not None and name not in rec.params):
             return None
         return rec.update_ratio(name)

@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from gdstep import arrays
 from gdstep.backends.base import LayerInfo
 from gdstep.nn.losses import Loss, make_loss as _make_loss
 from gdstep.problem import as_problem
@@ -144,22 +145,40 @@ class NumpyBackend:
     def update(self, grads: Mapping[str, np.ndarray]) -> dict[str, ParamUpdate]:
         """One optimizer step over the flat vectors; every parameter's record holds views."""
         layout = self._layout
+        before = self.optimizer_state()
+        flat, flat_state = self._step(grads)
+        new, after = layout.views(flat), layout.state_views(flat_state)
+        old = self._params
+        self._flat, self._flat_state, self._state = flat, flat_state, after
+        self._params = {**old, **new}
+        return {name: ParamUpdate(name, old[name], grads[name], new[name], before[name], after[name])
+                for name in grads}
+
+    def update_lean(self, grads: Mapping[str, np.ndarray], check: bool = True, defer: bool = False) -> bool:
+        """The same step with no record (a run's records on demand): the per-parameter
+        views of the state are made when someone asks for them. Returns whether the new
+        parameters and the optimizer's guarded state are finite (one test over the flat vectors)."""
+        flat, flat_state = self._step(grads)
+        self._flat, self._flat_state, self._state = flat, flat_state, None
+        self._params = {**self._params, **self._layout.views(flat)}
+        if not check:
+            return True
+        guarded = getattr(self.optimizer, "guarded_state", None)
+        return arrays.all_finite([flat, *(v for k, v in flat_state.items()
+                                          if isinstance(v, np.ndarray) and (guarded is None or k in guarded))])
+
+    def _step(self, grads: Mapping[str, np.ndarray]) -> tuple[np.ndarray, dict[str, Any]]:
         if grads.keys() != self.trainable:
             raise ValueError(f"update needs a gradient for every trainable parameter, got {sorted(grads)}")
         made_by_backward, flat_grad = self._flat_grad
         if made_by_backward is not grads:
-            flat_grad = layout.pack(grads)
+            flat_grad = self._layout.pack(grads)
         flat, flat_state = self.optimizer.update(self._flat, flat_grad, self._flat_state)
         _frozen(flat)
         for value in flat_state.values():
             if isinstance(value, np.ndarray):
                 value.setflags(write=False)
-        new, after = layout.views(flat), layout.state_views(flat_state)
-        old, before = self._params, self._state
-        self._flat, self._flat_state, self._state = flat, flat_state, after
-        self._params = {**old, **new}
-        return {name: ParamUpdate(name, old[name], grads[name], new[name], before[name], after[name])
-                for name in grads}
+        return flat, flat_state
 
     # -- state ------------------------------------------------------------------------------
 
@@ -167,6 +186,8 @@ class NumpyBackend:
         return self._params
 
     def optimizer_state(self) -> Mapping[str, Mapping[str, Any]]:
+        if self._state is None:
+            self._state = self._layout.state_views(self._flat_state)
         return self._state
 
     def set_optimizer(self, optimizer, fresh_state: bool = True) -> None:
@@ -181,14 +202,12 @@ class NumpyBackend:
         self._params, self._state, self.optimizer, self._flat, self._flat_state = checkpoint
 
     def checkpoint_nbytes(self, checkpoint: tuple) -> int:
-        params, state, optimizer = checkpoint[:3]
-        first = next(iter(state.values()), {})
-        key = (type(optimizer), tuple((k, v is None) for k, v in first.items()))  # sizes follow from these
+        params, _, optimizer, _, flat_state = checkpoint
+        key = (type(optimizer), tuple((k, v is None) for k, v in flat_state.items()))  # sizes follow from these
         if getattr(self, "_nbytes_key", None) == key:
             return self._nbytes_value
         total = sum(p.nbytes for p in params.values())
-        for s in state.values():
-            total += sum(v.nbytes for v in s.values() if isinstance(v, np.ndarray))
+        total += sum(v.nbytes for v in flat_state.values() if isinstance(v, np.ndarray))
         self._nbytes_key, self._nbytes_value = key, total
         return total
 

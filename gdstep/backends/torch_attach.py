@@ -161,6 +161,8 @@ class AttachBackend(ModuleBackend):
         names, old, state_before = before
         new, after = self._param_copies(names), self._state_copies()
         self._observed["update"] = (names, old, new, state_before, after)
+        # the checkpoint the Session takes right after this update is these copies
+        self._fresh = (new, after) if len(names) == len(self._named) else None
         return True
 
     def forward(self, x):
@@ -196,6 +198,28 @@ class AttachBackend(ModuleBackend):
             return super().update(grads)
         finally:
             self._driving = False
+
+    def backward_lean(self, x, outputs, y) -> dict[str, Any]:
+        observed = self._observed.pop("backward", None)
+        return observed[2] if observed is not None else super().backward_lean(x, outputs, y)
+
+    def update_lean(self, grads: Mapping[str, Any], check: bool = True, defer: bool = False):
+        self._driving = True
+        try:
+            return super().update_lean(grads, check, defer)
+        finally:
+            self._driving = False
+
+    @property
+    def keep(self) -> int:
+        """Iterations whose batches are kept: a run checkpoints at least this often."""
+        return self._keep
+
+    def capture(self):
+        """A checkpoint; copies made by the loop's observed step serve once, right after it."""
+        checkpoint = super().capture()
+        self._fresh = None
+        return checkpoint
 
     @property
     def driving(self) -> bool:

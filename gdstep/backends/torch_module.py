@@ -22,12 +22,13 @@ import numpy as np
 from gdstep.backends.torch_layers import first_tensor, has_inplace, layer_infos, module_layers
 from gdstep.backends.torch_optim import apply, build, config_of, same_kind, torch_classes
 from gdstep.backends.torch_checkpoint import Initial, CheckpointMixin
+from gdstep.backends.torch_lean import LeanPhases
 from gdstep.backends.torch_support import device_name, dtype_name, require_torch
 from gdstep.errors import GdstepError
 from gdstep.records import ParamUpdate
 
 
-class ModuleBackend(CheckpointMixin):
+class ModuleBackend(CheckpointMixin, LeanPhases):
     name = "torch"
 
     def __init__(self, model, loss, optimizer, x, y, *, trainable: Sequence[str] | None = None,
@@ -234,10 +235,7 @@ class ModuleBackend(CheckpointMixin):
             norms = torch._foreach_norm(tensors)
         except (RuntimeError, TypeError):
             norms = [torch.linalg.vector_norm(g) for g in tensors]
-        if tensors[0].is_cpu:
-            values = [n.item() for n in norms]
-        else:
-            values = torch.stack([n.double() for n in norms]).tolist()
+        values = torch.stack(norms).double().tolist() if len(norms) > 1 else [norms[0].item()]
         return {name: v * v for name, v in zip(grads, values)}
 
     def update(self, grads: Mapping[str, Any]) -> dict[str, ParamUpdate]:

@@ -1,0 +1,195 @@
+"""Attach mode (`dbg.step` and `dbg.watch`) against the bare training loop it sits in.
+
+    python benchmarks/bench_attach.py [--steps 60] [--rounds 7] [--threads N] [--device cpu|cuda] [--no-memory]
+
+Two nets, random data of fixed seed: a CNN on 28×28 images, batch 64 (conv 1→16 3×3, ReLU,
+max-pool, conv 16→32 3×3, ReLU, max-pool, linear 1568→10), and an MLP 784-1024-1024-10,
+batch 256; Adam, cross-entropy. Three loops over the same batches:
+
+- bare:  zero_grad, loss_fn(model(x), y), backward, step;
+- step:  `dbg.step(x, y)` (gdstep runs the four phases, breakpoints "nan" and a loss spike);
+- watch: the bare loop with `dbg.watch(loss, y)` between backward and step.
+
+Speed: every round runs the three loops once, back to back in one process, from the same
+initial values, and the ratios are taken within the round; the median over rounds is
+reported. Goal ≥ 0.95 × bare. Peak memory: each loop in its own process (peak RSS above
+what the process held after building the net and its data: gradients, optimizer state,
+activations and, for gdstep, checkpoints and records), against the goal 1.2 × bare + the
+checkpoint budget that attach mode was given (`history_budget`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+BUDGET = 64 * 2**20          # attach mode's default history budget
+
+
+def nets():
+    return {"cnn": (64, (1, 28, 28)), "mlp": (256, (784,))}
+
+
+def build(kind: str, device: str):
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    if kind == "cnn":
+        model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                              nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                              nn.Flatten(), nn.Linear(32 * 7 * 7, 10))
+    else:
+        model = nn.Sequential(nn.Linear(784, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10))
+    return model.to(device)
+
+
+def data(kind: str, steps: int, device: str):
+    import torch
+
+    batch, shape = nets()[kind]
+    g = torch.Generator().manual_seed(1)
+    xs = [torch.randn(batch, *shape, generator=g).to(device) for _ in range(steps)]
+    ys = [torch.randint(0, 10, (batch,), generator=g).to(device) for _ in range(steps)]
+    return list(zip(xs, ys))
+
+
+def sync(device: str) -> None:
+    if device != "cpu":
+        import torch
+        torch.cuda.synchronize()
+
+
+def loop(mode: str, model, batches, device: str) -> float:
+    """Seconds for one pass over `batches` in `mode` (bare, step or watch)."""
+    import torch
+
+    import gdstep
+
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    dbg = None
+    if mode != "bare":
+        dbg = gdstep.attach(model, opt, loss_fn, breakpoints=["nan", "loss > 10 * prev_loss"], on_break="raise")
+    sync(device)
+    start = time.perf_counter()
+    for x, y in batches:
+        if mode == "step":
+            dbg.step(x, y)
+            continue
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        if mode == "watch":
+            dbg.watch(loss, y)
+        opt.step()
+    sync(device)
+    elapsed = time.perf_counter() - start
+    if dbg is not None:
+        dbg.close()
+    return elapsed
+
+
+def speed(kind: str, steps: int, rounds: int, device: str) -> dict[str, list[float]]:
+    model0 = build(kind, device)
+    batches = data(kind, steps, device)
+    times: dict[str, list[float]] = {"bare": [], "step": [], "watch": []}
+    loop("bare", copy.deepcopy(model0), batches[:3], device)          # warm up
+    for _ in range(rounds):
+        for mode in times:
+            times[mode].append(loop(mode, copy.deepcopy(model0), batches, device))
+    return times
+
+
+def peak(kind: str, mode: str, steps: int, device: str) -> int:
+    """Peak RSS growth of one loop in a fresh process (bytes)."""
+    out = subprocess.run([sys.executable, __file__, "--child", kind, mode, str(steps), device],
+                         capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak"]
+
+
+def reset_peak() -> None:
+    """Linux: make the peak RSS (VmHWM) the current RSS, so the peak measured is this loop's."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def vm(key: str) -> int:
+    """A size from /proc/self/status (VmRSS, VmHWM) in bytes; ru_maxrss where there is none."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def child(kind: str, mode: str, steps: int, device: str) -> None:
+    import torch
+    model = build(kind, device)
+    batches = data(kind, steps, device)
+    if device != "cpu":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    reset_peak()
+    before = vm("VmRSS")
+    loop(mode, model, batches, device)
+    grown = vm("VmHWM") - before if device == "cpu" else torch.cuda.max_memory_allocated() - base
+    print(json.dumps({"peak": grown}))
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--nets", default="cnn,mlp")
+    ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    import torch
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.child:
+        kind, mode, steps, device = args.child
+        child(kind, mode, int(steps), device)
+        return
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, device {args.device}; "
+          f"{args.steps} steps a loop, median of {args.rounds} rounds")
+    for kind in args.nets.split(","):
+        times = speed(kind, args.steps, args.rounds, args.device)
+        bare = times["bare"]
+        title = "CNN 28×28, batch 64" if kind == "cnn" else "MLP 784-1024-1024-10, batch 256"
+        print(f"\n{title}: bare {args.steps / statistics.median(bare):.1f} steps/s")
+        for mode in ("step", "watch"):
+            ratios = [b / t for b, t in zip(bare, times[mode])]
+            r = statistics.median(ratios)
+            print(f"  dbg.{mode:<6} × bare {r:5.2f} (range {min(ratios):.2f}–{max(ratios):.2f})   goal ≥ 0.95: "
+                  f"{'met' if r >= 0.95 else 'NOT met'}")
+        if args.no_memory:
+            continue
+        peaks = {mode: peak(kind, mode, args.steps, args.device) for mode in ("bare", "step", "watch")}
+        goal = 1.2 * peaks["bare"] + BUDGET
+        for mode in ("step", "watch"):
+            print(f"  peak memory dbg.{mode:<6} {peaks[mode] / 2**20:7.1f} MiB vs bare {peaks['bare'] / 2**20:6.1f} MiB "
+                  f"({peaks[mode] / max(peaks['bare'], 1):.2f}×); goal ≤ 1.2 × bare + {BUDGET / 2**20:.0f} MiB budget "
+                  f"= {goal / 2**20:.1f} MiB: {'met' if peaks[mode] <= goal else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""On a GPU, in one command: the torch backend's Session.run and attach mode against plain
+loops, with the host synchronisations each makes per iteration.
+
+    python benchmarks/bench_cuda.py [--steps 200] [--rounds 7]
+
+The net: MLP 784-2048-2048-10, ReLU, cross-entropy, Adam lr 1e-3, batch 512, float32.
+
+1. Session.run (breakpoints on a loss spike and exploding gradients) vs a plain torch loop
+   over the same data, initial values and batch order.
+2. Attach mode, `dbg.step(x, y)` and `dbg.watch(loss, y)`, vs the bare loop they sit in.
+
+Each round runs every contender once, back to back in one process; the ratio is taken
+within the round and the median over rounds reported. Goal ≥ 0.95 × plain. Host
+synchronisations are counted with `torch.cuda.set_sync_debug_mode("warn")` (each
+synchronising call warns once) over a separate pass, and reported per iteration.
+Without a GPU it says so and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench_torch import large_scenario  # noqa: E402
+from common import plain_torch  # noqa: E402
+
+SIZES = (784, 2048, 2048, 10)
+BATCH = 512
+
+
+def count_syncs(fn) -> int:
+    """How many synchronising CUDA calls `fn` makes."""
+    import torch
+
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum(1 for w in caught if "synchroniz" in str(w.message).lower())
+
+
+def session(sc, steps: int, start: int = 0):
+    import gdstep
+
+    s = gdstep.open(sc, backend="torch", device="cuda", dtype="float32")
+    s.add_breakpoint("grad_norm > 1e6", log=False)
+    s.add_breakpoint("loss > 100 * prev_loss", log=False)
+    if start:
+        s.run(max_steps=start)
+    return s
+
+
+def timed_session(sc, steps: int) -> float:
+    import torch
+
+    s = session(sc, steps)
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    result = s.run(max_steps=steps)
+    torch.cuda.synchronize()
+    assert result.reason == "max_steps", result
+    return time.perf_counter() - t
+
+
+def attach_loop(mode: str, model, data) -> float:
+    import torch
+
+    import gdstep
+
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    dbg = gdstep.attach(model, opt, loss_fn, breakpoints=["nan", "loss > 10 * prev_loss"],
+                        on_break="raise") if mode != "bare" else None
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for x, y in data:
+        if mode == "step":
+            dbg.step(x, y)
+            continue
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        if mode == "watch":
+            dbg.watch(loss, y)
+        opt.step()
+    torch.cuda.synchronize()
+    elapsed = time.perf_counter() - t
+    if dbg is not None:
+        dbg.close()
+    return elapsed
+
+
+def report(title: str, base: list[float], others: dict[str, list[float]], syncs: dict[str, float]) -> None:
+    print(f"\n{title}")
+    for name, times in others.items():
+        ratios = [b / t for b, t in zip(base, times)]
+        r = statistics.median(ratios)
+        print(f"  {name:<20} × plain {r:5.2f} (range {min(ratios):.2f}–{max(ratios):.2f}), "
+              f"{syncs.get(name, float('nan')):.2f} host syncs/iteration   goal ≥ 0.95: {'met' if r >= 0.95 else 'NOT met'}")
+    if "plain" in syncs:
+        print(f"  (the plain loop: {syncs['plain']:.2f} host syncs/iteration)")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--rounds", type=int, default=7)
+    args = ap.parse_args(argv)
+    try:
+        import torch
+    except ImportError:
+        print("bench_cuda: torch is not installed; skipped")
+        return
+    if not torch.cuda.is_available():
+        print("bench_cuda: no GPU here (torch.cuda.is_available() is False); skipped")
+        return
+    print(f"torch {torch.__version__} on {torch.cuda.get_device_name()}; {args.steps} steps a run, "
+          f"median of {args.rounds} rounds")
+    from gdstep.backends.numpy_backend import NumpyBackend
+
+    steps = args.steps
+    sc = large_scenario()
+    start = NumpyBackend(sc, "float32")
+    params = {k: v.copy() for k, v in start.params().items()}
+    x, y = start.x.copy(), start.y.copy()
+
+    # 1. Session.run vs plain
+    plain_times, run_times = [], []
+    plain_torch(x, y, params, 5, batch_size=BATCH, device="cuda", sizes=SIZES)          # warm up
+    for _ in range(args.rounds):
+        plain_times.append(plain_torch(x, y, params, steps, batch_size=BATCH, device="cuda", sizes=SIZES)[0])
+        run_times.append(timed_session(sc, steps))
+    n = 50
+    s = session(sc, n, start=20)
+    syncs = {"Session.run": count_syncs(lambda: s.run(max_steps=n)) / n,
+             "plain": count_syncs(lambda: plain_torch(x, y, params, n, batch_size=BATCH, device="cuda",
+                                                       sizes=SIZES)) / n}
+    report("torch backend Session.run vs plain torch, MLP 784-2048-2048-10, batch 512", plain_times,
+           {"Session.run": run_times}, syncs)
+
+    # 2. attach mode vs the bare loop
+    torch.manual_seed(0)
+    from torch import nn
+    model0 = nn.Sequential(nn.Linear(784, 2048), nn.ReLU(), nn.Linear(2048, 2048), nn.ReLU(),
+                           nn.Linear(2048, 10)).cuda()
+    g = torch.Generator().manual_seed(1)
+    data = [(torch.randn(BATCH, 784, generator=g).cuda(), torch.randint(0, 10, (BATCH,), generator=g).cuda())
+            for _ in range(steps)]
+    times: dict[str, list[float]] = {"bare": [], "step": [], "watch": []}
+    attach_loop("bare", copy.deepcopy(model0), data[:5])
+    for _ in range(args.rounds):
+        for mode in times:
+            times[mode].append(attach_loop(mode, copy.deepcopy(model0), data))
+    syncs = {f"dbg.{mode}": count_syncs(lambda: attach_loop(mode, copy.deepcopy(model0), data[:n])) / n
+             for mode in ("step", "watch")}
+    syncs["plain"] = count_syncs(lambda: attach_loop("bare", copy.deepcopy(model0), data[:n])) / n
+    report("attach mode vs the bare loop, MLP 784-2048-2048-10, batch 512", times["bare"],
+           {"dbg.step": times["step"], "dbg.watch": times["watch"]}, syncs)
+
+
+if __name__ == "__main__":
+    main()

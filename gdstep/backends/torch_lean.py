@@ -1,0 +1,119 @@
+"""The phases of a run on the torch backend, when records are made on demand: the gradients
+without δ of every layer, and the optimizer's step without copies. What they leave out the
+Session recomputes from a checkpoint when someone reads the records.
+
+On the CPU each phase's fused finiteness test is read at once. On a device the forward's
+and the update's flags stay there and travel back with the next loss, in one transfer, so a
+run reads back two things an iteration: the loss with those flags, and the gradient norms
+(the plots' history, and the backward's finiteness test); the Session reads pending flags
+before it checks any condition, and at the end of the run.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+from gdstep.errors import GdstepError
+
+
+def finite_flag(torch, tensors: list):
+    """Σ of the tensors' norms, where they are: finite when every element is (an overflow of
+    finite values makes it inf too: then the exact test decides)."""
+    with torch.no_grad():
+        if not tensors:
+            return torch.zeros(())
+        try:
+            norms = torch._foreach_norm(tensors)
+        except (RuntimeError, TypeError):
+            norms = [torch.linalg.vector_norm(t) for t in tensors]
+        return torch.stack(norms).sum() if len(norms) > 1 else norms[0]
+
+
+def fused_finite(torch, tensors: list) -> bool:
+    """Whether every element is finite: one number to the host; the exact test on doubt."""
+    if math.isfinite(finite_flag(torch, tensors).item()):
+        return True
+    return all(bool(torch.isfinite(t).all().item()) for t in tensors)
+
+
+class LeanPhases:
+    """Mixed into ModuleBackend."""
+
+    def backward_lean(self, x, outputs, y) -> dict[str, Any]:
+        """The gradients of the trainable parameters only, for a run (records on demand): the
+        same autograd computation without asking for δ of every layer."""
+        torch = self._torch
+        loss = self._loss_tensor
+        if loss is None or self._graph is None:
+            raise GdstepError("backward needs the loss of this iteration's forward")
+        params = self._train_params
+        grads = torch.autograd.grad(loss, params, allow_unused=True) if loss.requires_grad and params else [None] * len(params)
+        self._graph = self._loss_tensor = None
+        out = {}
+        for (name, p), g in zip(self._train, grads):
+            p.grad = g
+            if g is not None:
+                out[name] = g
+        return out
+
+    @property
+    def defer_checks(self) -> bool:
+        """On a device, a run's finiteness flags wait there to be read with the next value."""
+        return self.device != "cpu"
+
+    def finite_flag(self, tensors: list):
+        tensors = [t for t in tensors if t is not None and t.is_floating_point()]
+        if not tensors:
+            return self._torch.zeros((), device=self.device)
+        return finite_flag(self._torch, tensors)
+
+    def read_flags(self, flags: list) -> list[bool]:
+        """Flags from finite_flag, read back in one transfer (a flag that overflowed from
+        finite values reads as False; the Session's culprit search then finds nothing)."""
+        return [math.isfinite(v) for v in self._torch.stack([f.double() for f in flags]).tolist()]
+
+    def loss_lean(self, outputs, y, flags: list) -> tuple[Any, float, list[bool]]:
+        """The loss, with pending flags read back in the same transfer."""
+        torch = self._torch
+        out = self._graph[1] if self._graph is not None else outputs[-1]
+        per_sample, loss = self.loss_fn(out, y)
+        self._loss_tensor = loss
+        values = torch.stack([loss.detach().double(), *(f.double() for f in flags)]).tolist()
+        return per_sample, values[0], [math.isfinite(v) for v in values[1:]]
+
+    def update_lean(self, grads: Mapping[str, Any], check: bool = True, defer: bool = False):
+        """The optimizer's step with no copies (a run's records on demand). Returns whether
+        the parameters it changed and their guarded optimizer state are finite: one fused
+        norm over them, one number to the host; with `defer`, that number, on the device."""
+        for name, p in self._train:
+            g = grads.get(name)
+            if p.grad is not g:
+                p.grad = g
+        if not self._known_step:
+            for _, p in self._train:
+                if p.grad is not None:
+                    p.grad = p.grad.clone()
+        self.torch_optimizer.step()
+        self._updates += 1
+        self._fresh = None
+        if not check:
+            return True
+        tensors = self._updated_tensors(grads)
+        return finite_flag(self._torch, tensors) if defer else fused_finite(self._torch, tensors)
+
+    def _updated_tensors(self, grads: Mapping[str, Any]) -> list:
+        """The parameters an update changed and their guarded state."""
+        torch = self._torch
+        guarded = getattr(self.optimizer, "guarded_state", None)
+        states = self.torch_optimizer.state
+        by_name = self._by_name
+        tensors = []
+        for name in grads:
+            p = by_name[name]
+            tensors.append(p)
+            for k, v in states.get(p, {}).items():
+                if (isinstance(v, torch.Tensor) and v.ndim and v.is_floating_point()
+                        and (guarded is None or k in guarded)):
+                    tensors.append(v)
+        return tensors

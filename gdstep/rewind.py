@@ -1,0 +1,139 @@
+"""Rewinding and records on demand: restore the nearest checkpoint and recompute, exactly.
+
+Rewinds restore the checkpoint at or before the target and run the phases again with full
+records (the engine is deterministic, so the result is exact to the bit). A run's update
+keeps no before/after values (`_update_lean`); the first read of its records recomputes them
+the same way (`_materialise`). Mixed into the Session, whose state machine it drives.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gdstep.errors import GdstepError
+from gdstep.records import LEAN_NONFINITE, Cursor, NonFinite, UpdateRecord
+
+
+class Rewind:
+    def _update_lean(self, grads, optimizer, check: bool) -> NonFinite | None:
+        """The update of a run: the optimizer's step and one fused finiteness test of what it
+        changed, no before/after values; a checkpoint only where the timeline keeps one
+        without being asked to (its grid), or where attach mode's kept batches end."""
+        finite = self.backend.update_lean(grads, check, defer=self._defer)
+        self._records["update"] = UpdateRecord(self._step, optimizer, optimizer.lr, {})
+        self._lean_records = True
+        self._next_iteration()
+        step, timeline = self._step, self._timeline
+        if step % timeline.interval == 0 or (self._lean_gap < timeline.interval
+                                             and step - timeline.at_or_before(step).step >= self._lean_gap):
+            timeline.save(self._checkpoint())
+        if not isinstance(finite, bool):         # a flag on the device, read later
+            self._flags.append((self.position, finite))
+        elif check and not finite:
+            return LEAN_NONFINITE
+        return None
+
+    def _flush(self) -> bool:
+        """Read the pending finiteness flags back (one transfer): True when one failed."""
+        if not self._flags:
+            return False
+        pending, self._flags = self._flags, []
+        finite = self.backend.read_flags([flag for _, flag in pending])
+        self._bad_at = next((at for (at, _), ok in zip(pending, finite) if not ok), None)
+        return self._bad_at is not None
+
+    def _lean_culprit(self) -> NonFinite | None:
+        """A fused test failed after the phase that ends at `_bad_at` (or the one just run):
+        recompute from the start of that iteration to here with full records and checks,
+        and name the first value that went bad; the cursor is then after its phase. None
+        when there was none (a sum of finite values overflowed): the run is back here."""
+        here = self.position
+        first = self._bad_at if self._bad_at is not None else here
+        self._bad_at, self._flags = None, []
+        self._seek(4 * ((first - 1) // 4))
+        lean, self._lean = self._lean, False
+        try:
+            while self.position < here:
+                bad = self._phase_fns[self._phase](True)
+                if bad is not None:
+                    return bad
+        finally:
+            self._lean = lean
+        return None
+
+    def _materialise(self) -> None:
+        """Replace lean records by full ones: recompute from the nearest checkpoint to where
+        the session stands. In attach mode the live state is kept as it is (the loop may
+        have changed it since), and put back after."""
+        if not self._lean_records:
+            return
+        self._lean_records = False
+        live = self.backend.capture() if self.attached and self._phase == 0 else None
+        with np.errstate(all="ignore"):
+            self._recompute_to(self.position)
+        if live is not None:
+            self.backend.restore(live)
+
+    # -- rewind ----------------------------------------------------------------------------------
+
+    def back(self, phases: int | None = None, iterations: int | None = None) -> Cursor:
+        """Rewind by phases, or by whole iterations (to the same phase that many iterations
+        earlier). Exact to the bit; clamps at the start."""
+        if phases is None and iterations is None:
+            phases = 1
+        if phases is not None and iterations is not None:
+            raise GdstepError("back: give phases or iterations, not both")
+        count = phases if phases is not None else iterations * 4
+        if not isinstance(count, int) or count < 0:
+            raise GdstepError(f"back: expected a whole number >= 0, got {phases if phases is not None else iterations!r}")
+        before = self.cursor
+        if self.position == 0 and count:
+            self._log("rewind", f"nothing to rewind: this is the start ({before})")
+            return before
+        target = max(0, self.position - count)
+        self._seek(target)
+        self._log("rewind", f"back from {before} to {self.cursor}")
+        return self.cursor
+
+    def seek(self, position: int) -> Cursor:
+        """Go to an absolute position (phases since the start); forward means recomputing."""
+        if position < 0:
+            raise GdstepError("seek: position must be >= 0")
+        self._seek(position)
+        return self.cursor
+
+    def _seek(self, target: int) -> None:
+        with np.errstate(all="ignore"):
+            self._seek_to(target)
+
+    def _seek_to(self, target: int) -> None:
+        if target >= self.position and not self._lean_records:
+            while self.position < target:
+                self._phase_fns[self._phase](False)
+            return
+        self._recompute_to(target)
+
+    def _recompute_to(self, target: int) -> None:
+        """Restore the checkpoint before the iteration of `target` (the one before it, whose
+        records a boundary shows) and run the phases with full records up to `target`."""
+        lean, self._lean = self._lean, False
+        try:
+            self._recompute(target)
+        finally:
+            self._lean = lean
+
+    def _recompute(self, target: int) -> None:
+        t_step = target // 4
+        self._lean_records = False
+        checkpoint = self._timeline.at_or_before(max(t_step - 1, 0))
+        self.backend.restore(checkpoint.backend)
+        self._step, self._epoch, self._iteration = checkpoint.step, checkpoint.epoch, checkpoint.iteration
+        self._offset, self._batch_size, self._phase = checkpoint.offset, checkpoint.batch_size, 0
+        self._batch, self._records = None, {}
+        self._history.truncate(checkpoint.step)
+        self._timeline.start_near()
+        dense_from = t_step - self._timeline.recent
+        while self.position < target:
+            self._phase_fns[self._phase](False)
+            if self._phase == 0 and self._step >= dense_from:
+                self._timeline.save(self._checkpoint(), near=True)
