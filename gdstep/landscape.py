@@ -49,6 +49,14 @@ class Landscape:
     def weights_at(self, alpha: float, beta: float) -> dict[str, np.ndarray]:
         return {n: self.origin[n] + alpha * self.d1[n] + beta * self.d2[n] for n in self.origin}
 
+    def project(self, params: dict[str, np.ndarray]) -> tuple[float, float]:
+        """(α, β) of other weights (a lane's) on this plane: least squares, exact when they lie in it."""
+        names = list(self.origin)
+        offset = _flat({n: np.asarray(params[n], dtype=np.float64) - self.origin[n] for n in names}, names)
+        basis = np.stack([_flat(self.d1, names), _flat(self.d2, names)], axis=1)
+        a, b = np.linalg.lstsq(basis, offset, rcond=None)[0]
+        return float(a), float(b)
+
 
 @dataclass(frozen=True)
 class Line:

@@ -32,6 +32,32 @@ class Curves:
     epoch_x: tuple[float, ...]
     epoch_loss: tuple[float, ...]
     grad_norms: tuple[tuple[str, tuple[float, ...], tuple[float, ...]], ...]   # (layer, x, ‖∇‖)
+    lanes: tuple[LaneCurve, ...] = ()
+
+
+@dataclass(frozen=True)
+class LaneCurve:
+    """An open lane's loss per iteration from the fork on (joined to the session's last
+    loss before it: the part before the fork is the session's own curve)."""
+
+    number: int
+    label: str                          # "lane 2: adam lr=0.01"
+    x: tuple[float, ...]
+    loss: tuple[float, ...]
+
+
+def lane_curves(session) -> tuple[LaneCurve, ...]:
+    lanes = session.open_lanes
+    if lanes is None:
+        return ()
+    out = []
+    start = max(0, lanes.fork_position // 4 - 1)
+    for lane in lanes.lanes:
+        losses = lane.session.history.losses
+        picked = [start + i for i in _sample(max(0, len(losses) - start)) if math.isfinite(losses[start + i])]
+        out.append(LaneCurve(lane.number, lane.label, tuple(float(i + 1) for i in picked),
+                             tuple(float(losses[i]) for i in picked)))
+    return tuple(out)
 
 
 def _sample(n: int, limit: int = MAX_POINTS) -> range | list[int]:
@@ -44,7 +70,7 @@ def _sample(n: int, limit: int = MAX_POINTS) -> range | list[int]:
     return picked
 
 
-def curves(history, layers, cache: dict[str, Any]) -> Curves:
+def curves(history, layers, cache: dict[str, Any], lanes: tuple[LaneCurve, ...] = ()) -> Curves:
     """`cache` keeps the epoch sums between calls, so a long run costs O(new iterations)."""
     losses = history.losses
     n = len(losses)
@@ -97,7 +123,7 @@ def curves(history, layers, cache: dict[str, Any]) -> Curves:
                 gy.append(math.sqrt(sq))
         if gx:
             norms.append((f"{info.name} {info.kind}", tuple(gx), tuple(gy)))
-    return Curves(n, tuple(x), tuple(y), tuple(ex), tuple(ey), tuple(norms))
+    return Curves(n, tuple(x), tuple(y), tuple(ex), tuple(ey), tuple(norms), lanes)
 
 
 # -- the decision boundary ------------------------------------------------------------------------
