@@ -8,7 +8,6 @@ then fine; this module does not import Textual.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 

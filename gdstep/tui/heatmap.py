@@ -102,7 +102,7 @@ class Mark:
 
 
 def picture(loss: np.ndarray, alphas, betas, lines: int, cols: int, scale: Scale,
-            marks: tuple[Mark, ...] = ()) -> Text:
+            marks: tuple[Mark, ...] = (), contours: bool = True) -> Text:
     """The heatmap in `lines` lines of `cols` cells: 2·lines half-rows, band edges (the
     contour lines) lightened, the marks' points on top (the last point of each with its glyph)."""
     rows = 2 * lines
@@ -113,7 +113,8 @@ def picture(loss: np.ndarray, alphas, betas, lines: int, cols: int, scale: Scale
     edge = np.zeros(bands.shape, dtype=bool)             # a contour: the band changes to the right or below
     edge[:, :-1] |= bands[:, :-1] != bands[:, 1:]
     edge[:-1, :] |= bands[:-1, :] != bands[1:, :]
-    colours[edge] = (colours[edge] * 0.6 + 255 * 0.4).astype(int)
+    if contours:
+        colours[edge] = (colours[edge] * 0.6 + 255 * 0.4).astype(int)
     glyphs: dict[tuple[int, int], tuple[str, tuple[int, int, int]]] = {}
     for mark in marks:
         points = list(mark.points)
