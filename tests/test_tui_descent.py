@@ -86,6 +86,7 @@ def test_path_marks_sit_at_the_cells_of_their_coordinates():
     assert rows[0][2] == "•"                   # (0.5, 1): half-row 0, line 0, column 2
     assert rows[1][4] == "◆"                   # now (1, 0.25): half-row round(2.25) = 2, line 1, column 4
     assert sum(row.count("•") + row.count("◆") for row in rows) == 3
+    assert rows[0][1] == "·" or rows[1][1] == "·"    # the segments between the points are dotted
     assert cell_of((2.0, 0.0), alphas, betas, 4, 5) is None     # off the map: not drawn
 
 

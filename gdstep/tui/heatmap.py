@@ -104,7 +104,8 @@ class Mark:
 def picture(loss: np.ndarray, alphas, betas, lines: int, cols: int, scale: Scale,
             marks: tuple[Mark, ...] = (), contours: bool = True) -> Text:
     """The heatmap in `lines` lines of `cols` cells: 2·lines half-rows, band edges (the
-    contour lines) lightened, the marks' points on top (the last point of each with its glyph)."""
+    contour lines) lightened, the marks' points on top (the last point of each with its
+    glyph), joined by dots."""
     rows = 2 * lines
     bands = scale.band(resample(loss, rows, cols))
     colours = np.empty(bands.shape + (3,), dtype=int)
@@ -116,6 +117,15 @@ def picture(loss: np.ndarray, alphas, betas, lines: int, cols: int, scale: Scale
     if contours:
         colours[edge] = (colours[edge] * 0.6 + 255 * 0.4).astype(int)
     glyphs: dict[tuple[int, int], tuple[str, tuple[int, int, int]]] = {}
+    for mark in marks:                       # the segments first, as dots under the points
+        cells = [cell_of(p, alphas, betas, rows, cols) for p in mark.points]
+        for a, b in zip(cells, cells[1:]):
+            if a is None or b is None:
+                continue
+            n = 2 * max(abs(b[0] - a[0]) // 2, abs(b[1] - a[1]), 1)
+            for k in range(1, n):
+                r, c = round(a[0] + (b[0] - a[0]) * k / n), round(a[1] + (b[1] - a[1]) * k / n)
+                glyphs[(r // 2, c)] = ("·", mark.colour)
     for mark in marks:
         points = list(mark.points)
         for k, p in enumerate(points):

@@ -108,9 +108,12 @@ class LossPlot(_Plot):
         if 1 < len(curves.epoch_x) < len(curves.x) and not curves.lanes:
             _line(plt, curves.epoch_x, scale(curves.epoch_loss), PALETTE[1])
             items.append(("epoch mean", PALETTE[1]))
+        room = max(8, self.size.width - 16)    # plotext drops a legend wider than its canvas
         for lane in curves.lanes:
             colour = lane_colour(lane.number)
-            plt.plot(list(lane.x), scale(lane.loss), marker="braille", color=colour, label=lane.label)
+            label = lane.label.removeprefix("lane ")
+            label = label if len(label) <= room else label[:room - 1] + "…"
+            plt.plot(list(lane.x), scale(lane.loss), marker="braille", color=colour, label=label)
         if curves.lanes:
             items = [("session", PALETTE[0])]
         _iteration_axis(plt, list(curves.x) + [x for lane in curves.lanes for x in lane.x])
@@ -197,8 +200,7 @@ class LinePlot(_Plot):
         if math.isfinite(line.at_one):
             plt.scatter([1.0], scale([line.at_one]), marker="◆", color=PALETTE[1])
         plt.xticks([-0.5, 0, 0.5, 1, 1.5, 2, 2.5, 3], ["-.5", "0", ".5", "1", "1.5", "2", "2.5", "3"])
-        self.border_title = ("log₁₀ " if log else "") + "L(W+t·ΔW)  " + _key(("now t=0", PALETTE[2]),
-                                                                             ("the step t=1", PALETTE[1]))
+        self.border_title = ("log₁₀ " if log else "") + "L(W+t·ΔW)  " + _key(("t=0", PALETTE[2]), ("t=1 step", PALETTE[1]))
         change = line.at_one - line.at_zero
         self.border_subtitle = (f"update {line.step + 1}: {_short(line.at_zero)} → {_short(line.at_one)}"
                                 f" ({'+' if change >= 0 else ''}{_short(change)}) · v: next plot")
