@@ -231,7 +231,6 @@ class SessionDriver:
         """Called by the session after every phase of a job, on the worker: True pauses."""
         if self._pause.is_set() or (self._worker is not None and self._worker.is_cancelled):
             return True
-        self.frames.observe()
         now = monotonic()
         # Frames at iteration boundaries, so a run shows whole iterations (the update and
         # its arithmetic) rather than flickering through the phases; a slow iteration

@@ -64,9 +64,6 @@ class FrameBuilder:
         self._curves_cache.clear()
         self._line = None                  # a new lr or optimizer changes the next update
 
-    def observe(self) -> None:
-        """After every phase of a run (nothing to keep: the landscape reads the path itself)."""
-
     # -- the descent pictures: computed by the driver's background job, held here -------------
 
     def picture_due(self, wanted: frozenset[str], directions: str) -> str | None:
