@@ -83,10 +83,21 @@ def landscape(session, directions: str = "pca", span: float | None = None, resol
     flat0 = _flat(w0, names)
     absolute = np.array([_flat(p, names) for p in points])
     offsets = absolute - flat0
+    lanes = session.open_lanes
+    lane_points = [np.array([_flat(p, names) for p in _trajectory(lane.session, _since_fork(lanes, lane, path))[1]])
+                   for lane in (lanes.lanes if lanes is not None else ())]
+    lanes_moved = sum(len(p) - 1 for p in lane_points) >= 2
     if flat0.size == 2:
         kind, axes = "parameters", tuple(f"{n}{index_text(i)}" for n in names for i in np.ndindex(w0[n].shape))
         d1, d2 = np.eye(2)
         note = "two trainable numbers: the true loss surface, and the recorded path"
+    elif directions == "pca" and lanes_moved:          # the plane the lanes spread over from the fork
+        spread = np.concatenate(lane_points) - flat0
+        _, s, vt = np.linalg.svd(spread - spread.mean(axis=0), full_matrices=False)
+        d1, d2 = vt[0], vt[1] if len(vt) > 1 else np.zeros_like(vt[0])
+        share = float((s[:2] ** 2).sum() / max((s ** 2).sum(), 1e-300))
+        kind, axes = "pca", ("PC1", "PC2")
+        note = f"PCA of the lanes' paths since the fork: the plane holds {share:.1%} of their variance"
     elif directions == "pca":
         if len(points) < 3:
             raise GdstepError("landscape pca: the path has fewer than 3 points; step further or use random directions")
@@ -113,9 +124,7 @@ def landscape(session, directions: str = "pca", span: float | None = None, resol
         return np.linalg.lstsq(basis, (points - flat0).T, rcond=None)[0].T
 
     coords = project(absolute)
-    lanes = session.open_lanes
-    lane_paths = tuple(project(np.array([_flat(p, names) for p in _trajectory(lane.session, max(0, path))[1]]))
-                       for lane in (lanes.lanes if lanes is not None else ()))
+    lane_paths = tuple(project(p) for p in lane_points)
     alphas, betas = _grid(np.concatenate([coords, *lane_paths]), kind, span, cols, rows)
     x, y = _data(session, data)
     loss = _losses(session.backend, x, y, origin, _unflat(d1, w0, names), _unflat(d2, w0, names), alphas, betas)
@@ -191,6 +200,14 @@ def _trajectory(session, path: int) -> tuple[list[int], list[dict[str, np.ndarra
         points.append({n: np.asarray(v, dtype=np.float64) for n, v in twin.params.items()})
     points[-1] = {n: np.asarray(v, dtype=np.float64) for n, v in session.params.items()}
     return steps, points
+
+
+def _since_fork(lanes, lane, path: int) -> int:
+    """How many of a lane's last steps to draw: those since the fork (a fresh start's all),
+    at most `path`."""
+    since = lane.session.step_count if lane.spec.seed is not None else \
+        lane.session.step_count - lanes.fork_position // 4
+    return max(0, min(path, since))
 
 
 def _filter_normalised(w0, names, rng) -> dict[str, np.ndarray]:

@@ -3,7 +3,9 @@
     python screenshots/make_screenshots.py [--out screenshots]
 
 Every picture comes from the app itself, on a bundled scenario, headless at 120×36 (one
-at 80×24, one at 200×50). The event log is written without clock times so the pictures do not change
+at 80×24, one at 200×50): among them the loss surface of `linear` with the path marching
+in (and zig-zagging out at lr 1.2), four optimizer lanes on `spiral`, and the loss along an
+overshooting update. The event log is written without clock times so the pictures do not change
 from one run to the next.
 """
 
@@ -63,6 +65,14 @@ def _textbook_update(app, session) -> None:
     assert lines[-1] == "W_new = W_old − η·g = 0.400000 − 0.5 × 0.082167 = 0.358916", lines
 
 
+def _four_lanes(app, session) -> None:
+    from gdstep.tui.landscape_plot import LandscapePlot
+
+    picture = app.query_one(LandscapePlot).picture
+    assert picture is not None and picture.fine and len(picture.lanes) == 4, picture
+    assert len(app.query_one("#loss-plot").curves.lanes) == 4
+
+
 async def main(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     await shoot(out, "xor-fresh", "xor", [])
@@ -71,6 +81,11 @@ async def main(out: Path) -> None:
     await shoot(out, "textbook-forward", "textbook", ["l"], select="2.weight")
     await shoot(out, "spiral-run", "spiral", ["e"] * 30)
     await shoot(out, "linear-surface", "linear", ["s"] * 12)
+    await shoot(out, "linear-zigzag", "linear", ["s"] * 8, commands=["set lr 1.2"])
+    await shoot(out, "spiral-lanes", "spiral", ["v"], commands=[
+        "run max 40", "lanes sgd lr=0.1 | sgd lr=0.1 momentum=0.9 | rmsprop lr=0.01 | adam lr=0.01", "lanes run 60"],
+        check=_four_lanes)
+    await shoot(out, "overshoot-line", "overshoot", ["s", "s", "b", "v"])
     await shoot(out, "overshoot-breakpoint", "overshoot", ["r", "r", "r"])
     await shoot(out, "overshoot-nonfinite", "overshoot", ["r"], commands=["unbreak 1"])
     await shoot(out, "xor-80x24", "xor", ["s", "s", "s"], size=(80, 24))

@@ -34,7 +34,9 @@ from gdstep.tui.messages import FrameReady, JobDone, JobStarted, Running
 from gdstep.tui.model_tree import ModelTree
 from gdstep.tui.palette_guard import guard_command_list
 from gdstep.tui.phase_bar import PhaseBar
-from gdstep.tui.plots import BoundaryPlot, GradNormPlot, LossPlot, SurfacePlot
+from gdstep.landscape import DIRECTIONS
+from gdstep.tui.landscape_plot import LandscapePlot
+from gdstep.tui.plots import BoundaryPlot, GradNormPlot, LinePlot, LossPlot
 from gdstep.tui.prompt import CommandPrompt, CompletionList, PromptFirst
 from gdstep.tui.tensor_view import TensorView
 
@@ -66,8 +68,8 @@ class GdstepApp(PromptFirst, App[int]):
         self._measured: tuple[int, ...] | None = None      # the shape the views were last measured for
         self._saved_lines = 0                 # the recording's length at the last save
         self._quit_asked = False
-        self._plot_ids = [plot_id for plot_id, shown in (("boundary-plot", self.model.boundary),
-                                                          ("surface-plot", self.model.surface)) if shown] + ["grad-plot"]
+        self._plot_ids = (["boundary-plot"] if self.model.boundary else []) + \
+            ["landscape-plot", "line-plot", "grad-plot"]
 
     @property
     def runner(self):
@@ -92,8 +94,8 @@ class GdstepApp(PromptFirst, App[int]):
                 with ContentSwitcher(initial=self._plot_ids[0], id="plot-switcher"):
                     if self.model.boundary:
                         yield BoundaryPlot(id="boundary-plot", classes="plot")
-                    if self.model.surface:
-                        yield SurfacePlot(id="surface-plot", classes="plot")
+                    yield LandscapePlot(id="landscape-plot", classes="plot")
+                    yield LinePlot(id="line-plot", classes="plot")
                     yield GradNormPlot(id="grad-plot", classes="plot")
         log = EventLog(timestamps=self.timestamps, id="log")
         log.border_title = "events"
@@ -110,6 +112,7 @@ class GdstepApp(PromptFirst, App[int]):
             self.selection = Selection(self.model.first_parameter)
             tree.select_parameter(self.model.first_parameter)
         self.driver.selection = self.selection
+        self.driver.wanted = self._pictures_shown()
         self._size_views(redraw=False)
         self.draw(self.driver.start())
         self.call_after_refresh(self._layout_changed)
@@ -257,8 +260,25 @@ class GdstepApp(PromptFirst, App[int]):
             job(*args, **kwargs)
 
     def run_command(self, text: str, echo: bool = True) -> None:
-        """Run one line of the script language (the `:` prompt, the palette)."""
+        """Run one line of the script language (the `:` prompt, the palette). `landscape
+        DIRECTIONS` also draws the landscape plot with those directions."""
+        words = text.split()
+        if words[:1] == ["landscape"] and not self.driver.running_a_run:
+            chosen = next((w for w in words[1:] if w in DIRECTIONS), None)
+            if chosen is not None and chosen != self.driver.directions:
+                self.driver.want(self.driver.wanted, chosen)
         self._unless_running(self.driver.execute, text, echo=echo)
+
+    def action_cycle_directions(self) -> None:
+        """The landscape's directions: pca → random → gradient → pca."""
+        directions = DIRECTIONS[(DIRECTIONS.index(self.driver.directions) + 1) % len(DIRECTIONS)]
+        self.driver.want(self.driver.wanted, directions)
+        self.notify(f"landscape directions: {directions}", title="landscape", timeout=2)
+
+    def _pictures_shown(self) -> frozenset[str]:
+        """The descent picture in the plot switcher now, which the driver keeps computed."""
+        current = self.query_one("#plot-switcher", ContentSwitcher).current
+        return frozenset({"landscape-plot": {"landscape"}, "line-plot": {"line"}}.get(current or "", set()))
 
     def action_next_phase(self) -> None:
         self._unless_running(self.driver.execute, "next", kind="command")
@@ -325,6 +345,7 @@ class GdstepApp(PromptFirst, App[int]):
         switcher = self.query_one("#plot-switcher", ContentSwitcher)
         ids = self._plot_ids
         switcher.current = ids[(ids.index(switcher.current) + 1) % len(ids)] if switcher.current in ids else ids[0]
+        self.driver.want(self._pictures_shown())
         self.call_after_refresh(self._layout_changed)
 
     def action_toggle_plots(self) -> None:

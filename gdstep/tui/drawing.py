@@ -12,7 +12,8 @@ from gdstep.tui.batch_view import BatchView, batch_capacity
 from gdstep.tui.event_log import EventLog
 from gdstep.tui.frame import Frame, Layout
 from gdstep.tui.phase_bar import PhaseBar
-from gdstep.tui.plots import BoundaryPlot, GradNormPlot, LossPlot, SurfacePlot
+from gdstep.tui.landscape_plot import LandscapePlot
+from gdstep.tui.plots import BoundaryPlot, GradNormPlot, LinePlot, LossPlot
 from gdstep.tui.tensor_view import TensorView
 
 
@@ -43,9 +44,12 @@ def draw(app: DOMNode, frame: Frame, running: bool) -> None:
     if frame.boundary is not None:
         for plot in app.query(BoundaryPlot).results():
             plot.boundary = frame.boundary           # the same object again is no change
-    if frame.surface is not None:
-        for plot in app.query(SurfacePlot).results():
-            plot.surface = frame.surface
+    if frame.landscape is not None:
+        for plot in app.query(LandscapePlot).results():
+            plot.picture = frame.landscape           # the same object again is no change
+    if frame.line is not None:
+        for plot in app.query(LinePlot).results():
+            plot.picture = frame.line
     log = app.query_one(EventLog)
     for event in frame.events:
         log.add_event(event)
@@ -53,18 +57,14 @@ def draw(app: DOMNode, frame: Frame, running: bool) -> None:
 
 def measure(app: DOMNode, shape: tuple[int, ...] | None, layout: Layout) -> Layout:
     """How much the views show: the window of a tensor of `shape` (the selected parameter),
-    the samples of the batch, the grids of the boundary and the surface (a point per cell
-    or finer). What cannot be measured keeps its value in `layout`."""
+    the samples of the batch, the grid of the boundary (a point per cell or finer). What cannot be measured keeps its value in `layout`."""
     tensor_rows, tensor_cols = layout.tensor_rows, layout.tensor_cols
     if shape is not None:
         fit = app.query_one(TensorView).capacity(shape)
         tensor_rows, tensor_cols = fit.rows, fit.cols
-    boundary, surface = layout.boundary_grid, layout.surface_grid
+    boundary = layout.boundary_grid
     for plot in app.query(BoundaryPlot).results():
         width, height = plot.content_size
         boundary = (max(48, 3 * width), max(24, 3 * height))
-    for plot in app.query(SurfacePlot).results():
-        width, height = plot.content_size
-        surface = (max(24, int(1.5 * width)), max(12, int(1.5 * height)))
     samples = batch_capacity(max(app.query_one("#details").size.width - 5, 20))
-    return Layout(tensor_rows, tensor_cols, samples, 4, boundary, surface)
+    return Layout(tensor_rows, tensor_cols, samples, 4, boundary)

@@ -11,6 +11,11 @@ The UI thread reads the session only to build the first frame, before any worker
 One worker at a time, by the driver's own bookkeeping: the UI thread starts one only when
 none is draining the queue, and the worker stops only when the queue is empty, both under
 one lock, so no job is left behind and none waits on a restart.
+
+The descent pictures (the landscape, the line) are a background job: the worker computes
+one only when the queue is empty, a landscape first coarse (16×16) and then fine (40×40),
+and looks at the queue in between, so the user's jobs wait at most one computation. Keys
+are answered meanwhile: the UI thread never computes.
 """
 
 from __future__ import annotations
@@ -65,6 +70,8 @@ class SessionDriver:
         self._next_frame = self._next_plot = 0.0
         self._worker: Worker | None = None
         self._ui_thread = threading.get_ident()
+        self.wanted: frozenset[str] = frozenset()     # the pictures on screen: "landscape", "line"
+        self.directions = "pca"                       # the landscape's directions
 
     # -- the UI thread ---------------------------------------------------------------------------
 
@@ -104,6 +111,13 @@ class SessionDriver:
 
     def resize(self, layout: Layout) -> None:
         self.layout = layout
+        self.redraw()
+
+    def want(self, pictures: frozenset[str], directions: str | None = None) -> None:
+        """The descent pictures on screen, and the landscape's directions: computed when due."""
+        self.wanted = frozenset(pictures)
+        if directions is not None:
+            self.directions = directions
         self.redraw()
 
     def redraw(self) -> None:
@@ -165,11 +179,15 @@ class SessionDriver:
         worker = self._worker = get_current_worker()
         while True:
             with self._lock:
-                if worker.is_cancelled or not (self._jobs or self._dirty):
+                picture = None
+                if not worker.is_cancelled and not (self._jobs or self._dirty):
+                    picture = self.frames.picture_due(self.wanted, self.directions)
+                if worker.is_cancelled or not (self._jobs or self._dirty or picture):
                     self._draining = False
                     self.current = None
                     return
-                job = self._jobs.popleft() if self._jobs else REDRAW
+                job = self._jobs.popleft() if self._jobs else REDRAW if self._dirty or not picture \
+                    else self._picture_job(picture)
                 self._dirty = False
                 self.current = job
             try:
@@ -179,6 +197,13 @@ class SessionDriver:
                     self._draining = False
                     self.current = None
                 raise
+
+    def _picture_job(self, kind: str) -> Job:
+        directions = self.directions
+
+        def call(on_phase) -> None:
+            self.frames.make_picture(kind, directions)
+        return Job(f"draw the {kind}", call, kind="picture")
 
     def _run(self, job: Job) -> None:
         """Every failure of a job, or of the frame after it, ends here: JobDone carries it."""
@@ -197,13 +222,15 @@ class SessionDriver:
             self._next_plot = monotonic() + self.plot_interval
         except Exception:
             error = error or traceback.format_exc(limit=-3).strip()
-        self._post(JobDone(job, outcome, error, frame))
+        if job.kind == "picture" and error is None:
+            self._post(FrameReady(frame))
+        else:
+            self._post(JobDone(job, outcome, error, frame))
 
     def _on_phase(self) -> bool:
         """Called by the session after every phase of a job, on the worker: True pauses."""
         if self._pause.is_set() or (self._worker is not None and self._worker.is_cancelled):
             return True
-        self.frames.observe()
         now = monotonic()
         # Frames at iteration boundaries, so a run shows whole iterations (the update and
         # its arithmetic) rather than flickering through the phases; a slow iteration

@@ -15,7 +15,8 @@ import numpy as np
 
 from gdstep import arrays
 from gdstep.records import Cursor, Event
-from gdstep.tui.plot_data import Boundary, Curves, Surface
+from gdstep.tui.descent_data import LandscapePicture, LinePicture
+from gdstep.tui.plot_data import Boundary, Curves
 
 if TYPE_CHECKING:
     from gdstep.backends.base import LayerInfo
@@ -141,7 +142,8 @@ class Frame:
     curves: Curves | None              # None: the plots are not redrawn this time
     events: tuple[Event, ...]          # events new since the previous frame
     boundary: Boundary | None = None
-    surface: Surface | None = None
+    landscape: LandscapePicture | None = None     # the last one computed (the driver keeps it fresh)
+    line: LinePicture | None = None
     grad_norms: dict[str, float] = field(default_factory=dict)
 
 
@@ -155,7 +157,6 @@ class Layout:
     batch_samples: int = 6
     batch_units: int = 4
     boundary_grid: tuple[int, int] = (64, 32)      # (cols, rows)
-    surface_grid: tuple[int, int] = (40, 20)
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,7 @@ class Model:
     shapes: dict[str, tuple[int, ...]]
     trainable: frozenset[str]
     boundary: bool = False             # a decision boundary (2-D classification data)
-    surface: bool = False              # a loss surface (two trainable numbers)
+    surface: bool = False              # two trainable numbers: the landscape is the true surface
     description: str = ""              # the scenario's, shown when the app opens
 
     @property

@@ -19,7 +19,8 @@ from gdstep.fmt import hp, index_text, num, show
 from gdstep.nn.layers import is_affine
 from gdstep.tui.frame import (Arithmetic, BatchPanel, BatchRow, Frame, Grid, Layout, Model, Selection, TensorPanel,
                               as_matrix_shape, clamp_selection, element_index)
-from gdstep.tui.plot_data import BoundaryMaker, SurfaceMaker, curves, two_numbers
+from gdstep.tui.descent_data import COARSE, FINE, landscape_key, line_key, make_landscape, make_line
+from gdstep.tui.plot_data import BoundaryMaker, curves, lane_curves, two_numbers
 
 
 class StatsCache:
@@ -50,32 +51,49 @@ class FrameBuilder:
         self._events_seen = 0
         self._curves_cache: dict[str, Any] = {}
         self.boundary = BoundaryMaker(session) if BoundaryMaker.supported(session) else None
-        self.surface = SurfaceMaker(session, two_numbers(session)) if SurfaceMaker.supported(session) else None
+        self._landscape: tuple[tuple, Any] | None = None      # (key, LandscapePicture)
+        self._line: tuple[tuple, Any] | None = None
         backend = session.backend
         self.model = Model(session.scenario.name, str(session.scenario.file), tuple(backend.layers),
                            {name: tuple(shape) for name, shape in backend.param_shapes.items()},
-                           frozenset(backend.trainable), self.boundary is not None, self.surface is not None,
+                           frozenset(backend.trainable), self.boundary is not None, two_numbers(session) is not None,
                            session.scenario.description or "")
 
     def invalidate(self) -> None:
         """After a rewind or a change of settings: the history may have been rewritten."""
         self._curves_cache.clear()
+        self._line = None                  # a new lr or optimizer changes the next update
 
-    def observe(self) -> None:
-        """After every phase of a run: the path of the loss surface, one point per step."""
-        if self.surface is not None and self.session.phase_due == "forward":
-            self.surface.observe()
+    # -- the descent pictures: computed by the driver's background job, held here -------------
+
+    def picture_due(self, wanted: frozenset[str], directions: str) -> str | None:
+        """Which wanted picture ("landscape", "line") is out of date or still coarse."""
+        s = self.session
+        held = self._landscape
+        if "landscape" in wanted and (held is None or held[0] != landscape_key(s, directions) or not held[1].fine):
+            return "landscape"
+        if "line" in wanted and (self._line is None or self._line[0] != line_key(s)):
+            return "line"
+        return None
+
+    def make_picture(self, kind: str, directions: str) -> None:
+        """Compute one picture: a landscape first coarse (a new key), then fine."""
+        s = self.session
+        if kind == "line":
+            self._line = (line_key(s), make_line(s))
+            return
+        key = landscape_key(s, directions)
+        held = self._landscape
+        resolution = FINE if held is not None and held[0] == key else COARSE
+        self._landscape = (key, make_landscape(s, directions, resolution))
 
     def build(self, selection: Selection, layout: Layout = Layout(), *, plots: bool = True) -> Frame:
-        """The Frame of the session now; `plots` adds the curves, the boundary and the surface
+        """The Frame of the session now; `plots` adds the curves, the boundary and the last pictures
         (else the plots keep what they show)."""
         s = self.session
-        boundary = surface = None
+        boundary = None
         if plots and self.boundary is not None:
             boundary = self.boundary.compute(*layout.boundary_grid)
-        if plots and self.surface is not None:
-            self.surface.resize(*layout.surface_grid)
-            surface = self.surface.compute()
         loss, prev = s.loss_value, s.prev_loss
         change = loss - prev if loss is not None and prev is not None else None
         events = tuple(s.events[self._events_seen:])
@@ -103,10 +121,11 @@ class FrameBuilder:
             tensor=self._tensor(selection, layout),
             arithmetic=self._arithmetic(selection),
             batch=self._batch(layout),
-            curves=curves(s.history, s.backend.layers, self._curves_cache) if plots else None,
+            curves=curves(s.history, s.backend.layers, self._curves_cache, lane_curves(s)) if plots else None,
             events=events,
             boundary=boundary,
-            surface=surface,
+            landscape=self._landscape[1] if plots and self._landscape is not None else None,
+            line=self._line[1] if plots and self._line is not None else None,
             grad_norms=dict(bwd.grad_norms) if bwd is not None else {},
         )
 

@@ -20,13 +20,13 @@ class Job:
 
     text: str                                  # the command, as shown in the log
     call: Callable[[OnPhase], Any]
-    kind: str = "command"                      # command | run (long: other keys wait) | redraw
+    kind: str = "command"                      # command | run (long: other keys wait) | redraw | picture
     echo: bool = False                         # write the command and its output to the log
 
     @property
     def user(self) -> bool:
         """Asked for by the user: it counts while the app says it is running."""
-        return self.kind != "redraw"
+        return self.kind not in ("redraw", "picture")
 
 
 @dataclass

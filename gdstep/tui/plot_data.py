@@ -1,5 +1,5 @@
-"""The numbers behind the plots: loss and gradient-norm curves, the decision boundary of a
-2-D classifier, the loss surface over two trainable numbers with the path taken.
+"""The numbers behind the plots: loss and gradient-norm curves (the session's and each open
+lane's), the decision boundary of a 2-D classifier. The landscape's are in descent_data.
 
 Everything here is computed on the thread that runs the session (a worker), never while
 the UI thread waits. This module does not import Textual.
@@ -14,10 +14,8 @@ from typing import Any
 import numpy as np
 
 from gdstep import arrays
-from gdstep.fmt import index_text
 
 MAX_POINTS = 150
-SURFACE_REACH = 100.0       # the loss surface covers the path up to this far from its start
 
 
 # -- curves ---------------------------------------------------------------------------------------
@@ -32,6 +30,32 @@ class Curves:
     epoch_x: tuple[float, ...]
     epoch_loss: tuple[float, ...]
     grad_norms: tuple[tuple[str, tuple[float, ...], tuple[float, ...]], ...]   # (layer, x, ‖∇‖)
+    lanes: tuple[LaneCurve, ...] = ()
+
+
+@dataclass(frozen=True)
+class LaneCurve:
+    """An open lane's loss per iteration from the fork on (joined to the session's last
+    loss before it: the part before the fork is the session's own curve)."""
+
+    number: int
+    label: str                          # "lane 2: adam lr=0.01"
+    x: tuple[float, ...]
+    loss: tuple[float, ...]
+
+
+def lane_curves(session) -> tuple[LaneCurve, ...]:
+    lanes = session.open_lanes
+    if lanes is None:
+        return ()
+    out = []
+    start = max(0, lanes.fork_position // 4 - 1)
+    for lane in lanes.lanes:
+        losses = lane.session.history.losses
+        picked = [start + i for i in _sample(max(0, len(losses) - start)) if math.isfinite(losses[start + i])]
+        out.append(LaneCurve(lane.number, lane.label, tuple(float(i + 1) for i in picked),
+                             tuple(float(losses[i]) for i in picked)))
+    return tuple(out)
 
 
 def _sample(n: int, limit: int = MAX_POINTS) -> range | list[int]:
@@ -44,7 +68,7 @@ def _sample(n: int, limit: int = MAX_POINTS) -> range | list[int]:
     return picked
 
 
-def curves(history, layers, cache: dict[str, Any]) -> Curves:
+def curves(history, layers, cache: dict[str, Any], lanes: tuple[LaneCurve, ...] = ()) -> Curves:
     """`cache` keeps the epoch sums between calls, so a long run costs O(new iterations)."""
     losses = history.losses
     n = len(losses)
@@ -97,7 +121,7 @@ def curves(history, layers, cache: dict[str, Any]) -> Curves:
                 gy.append(math.sqrt(sq))
         if gx:
             norms.append((f"{info.name} {info.kind}", tuple(gx), tuple(gy)))
-    return Curves(n, tuple(x), tuple(y), tuple(ex), tuple(ey), tuple(norms))
+    return Curves(n, tuple(x), tuple(y), tuple(ex), tuple(ey), tuple(norms), lanes)
 
 
 # -- the decision boundary ------------------------------------------------------------------------
@@ -178,18 +202,7 @@ class BoundaryMaker:
                         self.session.step_count)
 
 
-# -- the loss surface ------------------------------------------------------------------------------
-
-@dataclass(frozen=True, eq=False)
-class Surface:
-    """The loss over the whole data set as a function of the two trainable numbers."""
-
-    labels: tuple[str, str]
-    grid_x: np.ndarray
-    grid_y: np.ndarray
-    grid_loss: np.ndarray
-    path: tuple[tuple[float, float], ...]
-
+# -- two trainable numbers -----------------------------------------------------------------------
 
 def two_numbers(session) -> tuple[tuple[str, tuple[int, ...]], tuple[str, tuple[int, ...]]] | None:
     """The model's trainable numbers when there are exactly two, as (name, index) pairs."""
@@ -204,95 +217,3 @@ def two_numbers(session) -> tuple[tuple[str, tuple[int, ...]], tuple[str, tuple[
             if len(found) > 2:
                 return None
     return (found[0], found[1]) if len(found) == 2 else None
-
-
-class SurfaceMaker:
-    """Keeps the path of the two numbers (one point per step) and the loss over a grid that
-    covers it; the grid is recomputed only when the path leaves it."""
-
-    def __init__(self, session, numbers, cols: int = 40, rows: int = 20):
-        self.session = session
-        self.numbers = numbers
-        self.cols, self.rows = cols, rows
-        x, y = session.backend.batch(np.arange(session.backend.n_samples))
-        self._data = (x, y)
-        self._path: dict[int, tuple[float, float]] = {}
-        self._grid: tuple[tuple[float, float, float, float], np.ndarray, np.ndarray, np.ndarray] | None = None
-        self.labels = tuple(f"{name}{index_text(index)}" for name, index in numbers)
-        self._last: Surface | None = None
-        self.observe()
-
-    @staticmethod
-    def supported(session) -> bool:
-        """Two trainable numbers in two tensors (`loss_value` overrides one element per tensor)."""
-        numbers = two_numbers(session)
-        return numbers is not None and numbers[0][0] != numbers[1][0] and hasattr(session.backend, "loss_value")
-
-    def resize(self, cols: int, rows: int) -> None:
-        """One grid point per character cell of the plot; a new size recomputes the grid."""
-        if (cols, rows) != (self.cols, self.rows):
-            self.cols, self.rows = cols, rows
-            self._grid = None
-
-    def observe(self) -> None:
-        """Note where the two numbers are now (called after every phase of a run)."""
-        s = self.session
-        step = s.step_count
-        # After a rewind the steps from here on belong to a new branch: the old branch's
-        # points beyond this step go, and this step's point is read again.
-        for k in [k for k in self._path if k > step]:
-            del self._path[k]
-        params = s.backend.params()
-        self._path[step] = tuple(arrays.element(params[name], index) for name, index in self.numbers)
-
-    def compute(self) -> Surface:
-        self.observe()
-        path = tuple(self._path[k] for k in sorted(self._path))
-        start = path[0]
-        near = [p for p in path if all(math.isfinite(v) and abs(v - v0) <= SURFACE_REACH * max(1.0, abs(v0))
-                                       for v, v0 in zip(p, start))]
-        box = _box(near)
-        grid = self._grid                 # one read: resize() on the UI thread may clear it
-        if grid is None or not _inside(box, grid[0]) or _too_wide(_grow(box), grid[0]):
-            grid = self._grid = (_grow(box),) + self._loss_grid(_grow(box))
-        _, gx, gy, loss = grid
-        if self._last is not None and self._last.path == path and self._last.grid_x is gx:
-            return self._last
-        self._last = Surface(self.labels, gx, gy, loss, path)
-        return self._last
-
-    def _loss_grid(self, box) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        x0, x1, y0, y1 = box
-        gx, gy = np.meshgrid(np.linspace(x0, x1, self.cols), np.linspace(y0, y1, self.rows))
-        (a, ia), (b, ib) = self.numbers
-        x, y = self._data
-        backend = self.session.backend
-        loss = np.empty(gx.size)
-        for k, (u, v) in enumerate(zip(gx.ravel(), gy.ravel())):
-            loss[k] = backend.loss_value(x, y, {a: (ia, float(u)), b: (ib, float(v))})
-        return gx.ravel(), gy.ravel(), loss
-
-
-def _box(points) -> tuple[float, float, float, float]:
-    if not points:
-        return (-1.0, 1.0, -1.0, 1.0)
-    xs = [p[0] for p in points]
-    ys = [p[1] for p in points]
-    return (min(xs), max(xs), min(ys), max(ys))
-
-
-def _grow(box) -> tuple[float, float, float, float]:
-    x0, x1, y0, y1 = box
-    wx = max(x1 - x0, 1.0, abs(x0) * 0.5, abs(x1) * 0.5)
-    wy = max(y1 - y0, 1.0, abs(y0) * 0.5, abs(y1) * 0.5)
-    return (x0 - 0.5 * wx, x1 + 0.5 * wx, y0 - 0.5 * wy, y1 + 0.5 * wy)
-
-
-def _too_wide(box, outer, factor: float = 4.0) -> bool:
-    """The grid spans far more than the path needs (it covered a branch since rewound):
-    the path would be squashed into a row or two."""
-    return (outer[1] - outer[0]) > factor * (box[1] - box[0]) or (outer[3] - outer[2]) > factor * (box[3] - box[2])
-
-
-def _inside(box, outer) -> bool:
-    return outer[0] <= box[0] and box[1] <= outer[1] and outer[2] <= box[2] and box[3] <= outer[3]

@@ -1,5 +1,6 @@
-"""The plots (plotext): loss per iteration and per epoch, gradient norm per layer, the
-decision boundary of a 2-D classifier, the loss surface over two numbers with the path.
+"""The plots (plotext): loss per iteration and per epoch (and each open lane's), gradient
+norm per layer, the decision boundary of a 2-D classifier, the loss along the next update.
+The landscape is drawn by landscape_plot.py (half-blocks, which plotext cannot draw).
 
 Each widget draws data computed elsewhere (plot_data, on the worker thread); drawing is
 all that happens here.
@@ -14,7 +15,8 @@ from textual.color import Color
 from textual.reactive import reactive
 from textual_plotext import PlotextPlot
 
-from gdstep.tui.plot_data import Boundary, Curves, Surface
+from gdstep.tui.descent_data import LinePicture
+from gdstep.tui.plot_data import Boundary, Curves
 
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
            (227, 119, 194), (127, 127, 127)]
@@ -39,6 +41,23 @@ def _line(plt, xs, ys, colour) -> None:
         plt.scatter(xs, ys, marker="•", color=colour)
 
 
+def integer_ticks(xs, most: int = 5) -> list[int]:
+    """Whole iteration numbers over the range of xs, at most `most` of them, evenly spaced."""
+    if not xs:
+        return []
+    lo, hi = math.ceil(min(xs)), math.floor(max(xs))
+    if hi < lo:
+        return []
+    stride = max(1, math.ceil((hi - lo) / max(1, most - 1)))
+    return list(range(lo, hi + 1, stride))
+
+
+def _iteration_axis(plt, xs) -> None:
+    ticks = integer_ticks(xs)
+    if ticks:
+        plt.xticks(ticks, [str(t) for t in ticks])
+
+
 def _short(v: float) -> str:
     return f"{v:.3g}"
 
@@ -50,6 +69,14 @@ def _hex(rgb: tuple[int, int, int]) -> str:
 def _key(*items: tuple[str, tuple[int, int, int]]) -> str:
     """A legend for the border title: each name in its line's colour."""
     return " ".join(f"[{_hex(rgb)}]■[/] {name}" for name, rgb in items)
+
+
+LANE_PALETTE = [PALETTE[k] for k in (1, 2, 4, 6, 5, 7)]      # not blue (the session), not red (now)
+
+
+def lane_colour(number: int) -> tuple[int, int, int]:
+    """Lane k's colour, the same in every plot."""
+    return LANE_PALETTE[(number - 1) % len(LANE_PALETTE)]
 
 
 class _Plot(PlotextPlot):
@@ -66,21 +93,33 @@ class LossPlot(_Plot):
     def watch_curves(self, curves: Curves | None) -> None:
         plt = self.plt
         plt.clear_figure()
-        if curves is None or not curves.x:
+        if curves is None or not (curves.x or curves.lanes):
             self.border_title = "loss"
             self.border_subtitle = "no iteration yet"
             self.refresh()
             return
-        values = list(curves.loss) + list(curves.epoch_loss)
+        values = list(curves.loss) + list(curves.epoch_loss) + [v for lane in curves.lanes for v in lane.loss]
         log = _log_scale(values)
         scale = _log10 if log else list
         _line(plt, curves.x, scale(curves.loss), PALETTE[0])
+        if curves.lanes:                       # plotext's legend, in the plot: each lane's settings
+            plt.plot([curves.x[-1]] if curves.x else [], scale(curves.loss[-1:]), color=PALETTE[0], label="session")
         items = [("iteration", PALETTE[0])]
-        if 1 < len(curves.epoch_x) < len(curves.x):
+        if 1 < len(curves.epoch_x) < len(curves.x) and not curves.lanes:
             _line(plt, curves.epoch_x, scale(curves.epoch_loss), PALETTE[1])
             items.append(("epoch mean", PALETTE[1]))
+        room = max(8, self.size.width - 16)    # plotext drops a legend wider than its canvas
+        for lane in curves.lanes:
+            colour = lane_colour(lane.number)
+            label = lane.label.removeprefix("lane ")
+            label = label if len(label) <= room else label[:room - 1] + "…"
+            plt.plot(list(lane.x), scale(lane.loss), marker="braille", color=colour, label=label)
+        if curves.lanes:
+            items = [("session", PALETTE[0])]
+        _iteration_axis(plt, list(curves.x) + [x for lane in curves.lanes for x in lane.x])
         self.border_title = ("log₁₀ loss" if log else "loss") + "  " + _key(*items)
-        self.border_subtitle = f"{curves.n} iteration{'s' if curves.n != 1 else ''}"
+        self.border_subtitle = f"{curves.n} iteration{'s' if curves.n != 1 else ''}" + \
+            (f" · {len(curves.lanes)} lanes" if curves.lanes else "")
         self.refresh()
 
 
@@ -103,6 +142,7 @@ class GradNormPlot(_Plot):
             colour = PALETTE[k % len(PALETTE)]
             _line(plt, xs, scale(ys), colour)
             items.append((layer.split()[0], colour))
+        _iteration_axis(plt, [x for _, xs, _ in curves.grad_norms for x in xs])
         self.border_title = ("log₁₀ ‖∇W‖" if log else "‖∇W‖ per layer") + "  " + _key(*items)
         self.border_subtitle = "v: next plot"
         self.refresh()
@@ -134,44 +174,34 @@ class BoundaryPlot(_Plot):
         self.refresh()
 
 
-class SurfacePlot(_Plot):
-    surface: reactive[Surface | None] = reactive(None)
+class LinePlot(_Plot):
+    """L(W + t·ΔW) along the update about to be taken; t = 1 is that step."""
 
-    def watch_surface(self, s: Surface | None) -> None:
+    picture: reactive[LinePicture | None] = reactive(None)
+
+    def watch_picture(self, p: LinePicture | None) -> None:
         plt = self.plt
         plt.clear_figure()
         self.border_subtitle = "v: next plot"
-        if s is None:
-            self.border_title = "loss surface"
+        if p is None or p.line is None:
+            self.border_title = "loss along the next update"
+            if p is not None:
+                self.border_subtitle = p.error
             self.refresh()
             return
-        with np.errstate(all="ignore"):
-            level = np.log10(np.maximum(s.grid_loss, 1e-300))
-        finite = np.isfinite(level)
-        if finite.any():
-            edges = np.quantile(level[finite], np.linspace(0, 1, len(SEQUENTIAL) + 1)[1:-1])
-            bins = np.where(finite, np.searchsorted(edges, level), len(SEQUENTIAL) - 1)
-            for k, colour in enumerate(SEQUENTIAL):
-                mask = bins == k
-                if mask.any():
-                    plt.scatter(s.grid_x[mask].tolist(), s.grid_y[mask].tolist(), marker="█",
-                                color=self._faded(colour, 0.5))
-        x0, x1 = float(s.grid_x.min()), float(s.grid_x.max())
-        y0, y1 = float(s.grid_y.min()), float(s.grid_y.max())
-        path = [p for p in s.path if x0 <= p[0] <= x1 and y0 <= p[1] <= y1]
-        if path:
-            xs, ys = [p[0] for p in path], [p[1] for p in path]
-            plt.plot(xs, ys, marker="braille", color=PALETTE[3])
-            plt.scatter(xs, ys, marker="•", color=PALETTE[3])
-            if path[-1] is s.path[-1]:
-                plt.scatter([xs[-1]], [ys[-1]], marker="◆", color=PALETTE[1])
-        scale = "".join(f"[{_hex(self._faded(c, 0.5))}]█[/]" for c in SEQUENTIAL)
-        self.border_title = f"loss lo{scale}hi · [{_hex(PALETTE[3])}]•[/]path [{_hex(PALETTE[1])}]◆[/]now"
-        outside = len(s.path) - len(path)
-        now = s.path[-1] if s.path else None
-        if now is not None and not (path and path[-1] is now):
-            note = f" · ◆ now off the map at ({_short(now[0])}, {_short(now[1])})"
-        else:
-            note = f" · {outside} off the map" if outside else ""
-        self.border_subtitle = f"x {s.labels[0]} · y {s.labels[1]}" + note
+        line = p.line
+        finite = np.isfinite(line.loss)
+        t, loss = line.t[finite].tolist(), line.loss[finite].tolist()
+        log = _log_scale(loss)
+        scale = _log10 if log else list
+        plt.plot(t, scale(loss), marker="braille", color=PALETTE[0])
+        plt.vline(1.0, color=self._faded(PALETTE[1], 0.6))
+        plt.scatter([0.0], scale([line.at_zero]), marker="●", color=PALETTE[2])
+        if math.isfinite(line.at_one):
+            plt.scatter([1.0], scale([line.at_one]), marker="◆", color=PALETTE[1])
+        plt.xticks([-0.5, 0, 0.5, 1, 1.5, 2, 2.5, 3], ["-.5", "0", ".5", "1", "1.5", "2", "2.5", "3"])
+        self.border_title = ("log₁₀ " if log else "") + "L(W+t·ΔW)  " + _key(("t=0", PALETTE[2]), ("t=1 step", PALETTE[1]))
+        change = line.at_one - line.at_zero
+        self.border_subtitle = (f"update {line.step + 1}: {_short(line.at_zero)} → {_short(line.at_one)}"
+                                f" ({'+' if change >= 0 else ''}{_short(change)}) · v: next plot")
         self.refresh()

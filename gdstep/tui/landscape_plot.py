@@ -1,0 +1,69 @@
+"""The landscape plot: the loss around the weights as a half-block heatmap with contour
+bands, a colour bar with the level values, the session's path (• and ◆ now) and each open
+lane's path in the lane's colour; the axes and the directions' note below."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.text import Text
+from textual.reactive import reactive
+from textual.widget import Widget
+
+from gdstep.tui.descent_data import LandscapePicture
+from gdstep.tui.heatmap import Mark, Scale, colour_bar, picture
+from gdstep.tui.plots import _hex, _short, lane_colour
+
+PATH_COLOUR = (255, 255, 255)
+NOW_COLOUR = (214, 39, 40)
+MIN_LINES = 6
+
+
+class LandscapePlot(Widget):
+    picture: reactive[LandscapePicture | None] = reactive(None)
+
+    def watch_picture(self, p: LandscapePicture | None) -> None:
+        self.border_title = "landscape"
+        if p is not None and p.landscape is not None:
+            kind = p.landscape.directions
+            self.border_title = ("loss surface" if kind == "parameters" else f"landscape {kind}") + \
+                f" [{_hex(PATH_COLOUR)}]•[/]path [{_hex(NOW_COLOUR)}]◆[/]now" + \
+                "".join(f" [{_hex(lane_colour(lane.number))}]◆[/]{lane.number}" for lane in p.lanes)
+        self.border_subtitle = "d: directions · v: next plot" + ("" if p is None or p.fine else " · coarse…")
+
+    def render(self) -> Group | Text:
+        p = self.picture
+        if p is None:
+            return Text("computing the landscape…", style="italic")
+        if p.landscape is None:
+            return Text(p.error, style="italic")
+        ls = p.landscape
+        width, height = self.content_size
+        width = max(8, width)
+        scale = Scale.of(ls.loss)
+        bar = colour_bar(scale, width - 5)
+        bar.append(" log" if scale.log else "", style="dim")
+        axes = [Text(f"{name} {_short(v[0])} … {_short(v[-1])}", style="dim", no_wrap=True, overflow="ellipsis")
+                for name, v in ((f"→ {ls.axes[0]}", ls.alphas), (f"↑ {ls.axes[1]}", ls.betas))]
+        notes = [ls.note] + ([f"({p.fallback} needs 3 steps: random directions until then)"] if p.fallback else [])
+        notes = [Text(note, style="dim italic") for note in notes]
+        legends = []
+        for lane in p.lanes:
+            legend = Text.from_markup(f"[{_hex(lane_colour(lane.number))}]◆[/] {lane.label}")
+            legend.no_wrap, legend.overflow = True, "ellipsis"
+            legends.append(legend)
+
+        def rows(texts) -> int:
+            return sum(1 if t.no_wrap else -(-len(t.plain) // width) for t in texts)
+
+        # Room for the heatmap first (6 lines at least): then lanes' legends, then notes in full.
+        if height - rows(axes + [bar] + notes + legends) < MIN_LINES:
+            legends = []
+        if height - rows(axes + [bar] + notes) < MIN_LINES:
+            for note in notes:
+                note.no_wrap, note.overflow = True, "ellipsis"
+        below = axes + [bar] + legends + notes
+        lines = max(2, height - rows(below))
+        marks = tuple(Mark(lane.points, lane_colour(lane.number), "·", "◆") for lane in p.lanes)
+        marks += (Mark(ls.path, PATH_COLOUR, "•", "◆", NOW_COLOUR),)
+        heat = picture(ls.loss, ls.alphas, ls.betas, lines, width, scale, marks)
+        return Group(heat, *below)
