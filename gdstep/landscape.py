@@ -92,18 +92,13 @@ def landscape(session, directions: str = "pca", span: float | None = None, resol
         d1, d2 = np.eye(2)
         note = "two trainable numbers: the true loss surface, and the recorded path"
     elif directions == "pca" and lanes_moved:          # the plane the lanes spread over from the fork
-        spread = np.concatenate(lane_points) - flat0
-        _, s, vt = np.linalg.svd(spread - spread.mean(axis=0), full_matrices=False)
-        d1, d2 = vt[0], vt[1] if len(vt) > 1 else np.zeros_like(vt[0])
-        share = float((s[:2] ** 2).sum() / max((s ** 2).sum(), 1e-300))
+        d1, d2, share = _principal(np.concatenate(lane_points) - flat0)
         kind, axes = "pca", ("PC1", "PC2")
         note = f"PCA of the lanes' paths since the fork: the plane holds {share:.1%} of their variance"
     elif directions == "pca":
         if len(points) < 3:
             raise GdstepError("landscape pca: the path has fewer than 3 points; step further or use random directions")
-        _, s, vt = np.linalg.svd(offsets - offsets.mean(axis=0), full_matrices=False)
-        d1, d2 = vt[0], vt[1] if len(vt) > 1 else np.zeros_like(vt[0])
-        share = float((s[:2] ** 2).sum() / max((s ** 2).sum(), 1e-300))
+        d1, d2, share = _principal(offsets)
         kind, axes = "pca", ("PC1", "PC2")
         note = f"PCA of the last {len(points)} steps: the plane holds {share:.1%} of the path's variance"
     elif directions == "random":
@@ -200,6 +195,13 @@ def _trajectory(session, path: int) -> tuple[list[int], list[dict[str, np.ndarra
         points.append({n: np.asarray(v, dtype=np.float64) for n, v in twin.params.items()})
     points[-1] = {n: np.asarray(v, dtype=np.float64) for n, v in session.params.items()}
     return steps, points
+
+
+def _principal(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """The top two principal directions of points (rows), and the share of their variance."""
+    _, s, vt = np.linalg.svd(offsets - offsets.mean(axis=0), full_matrices=False)
+    second = vt[1] if len(vt) > 1 else np.zeros_like(vt[0])
+    return vt[0], second, float((s[:2] ** 2).sum() / max((s ** 2).sum(), 1e-300))
 
 
 def _since_fork(lanes, lane, path: int) -> int:
