@@ -76,18 +76,19 @@ class Forks:
         return None if lanes is None or lanes.closed else lanes
 
     def lane_value(self, number: int, name: str):
-        """What `lane(K).NAME` reads: a value of lane K of the open lanes."""
-        lanes = self.open_lanes
-        if lanes is None:
-            raise GdstepError(f"lane({number}).{name}: no lanes are open (fork them: lanes sgd lr=0.1 | adam lr=0.01)")
-        return lanes.lane(number).session.value(name)
+        """What `lane(K).NAME` reads: a value of lane K of the open lanes; none (comparisons
+        false, as for any value that does not exist) when there is no such lane."""
+        lane = self._open_lane(number)
+        return None if lane is None else lane.session.value(name)
 
-    def lane_param(self, number: int, name: str, index: tuple[int, ...]) -> float:
-        """What `lane(K).NAME[i,j]` reads: an element of a parameter of lane K."""
+    def lane_param(self, number: int, name: str, index: tuple[int, ...]) -> float | None:
+        """What `lane(K).NAME[i,j]` reads: an element of a parameter of lane K (or none)."""
+        lane = self._open_lane(number)
+        return None if lane is None else lane.session.param(name, index)
+
+    def _open_lane(self, number: int):
         lanes = self.open_lanes
-        if lanes is None:
-            raise GdstepError(f"lane({number}).{name}: no lanes are open (fork them: lanes sgd lr=0.1 | adam lr=0.01)")
-        return lanes.lane(number).session.param(name, index)
+        return lanes.lanes[number - 1] if lanes is not None and 1 <= number <= len(lanes.lanes) else None
 
     def landscape(self, directions: str = "pca", span: float | None = None, resolution: tuple[int, int] = (40, 40),
                   data: str = "full", path: int = 32, seed: int = 0):

@@ -21,6 +21,7 @@ Nothing here changes the session: the path and the next update are computed on f
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -75,6 +76,8 @@ def landscape(session, directions: str = "pca", span: float | None = None, resol
     if data not in ("full", "batch"):
         raise GdstepError(f"landscape: data is \"full\" or \"batch\", got {data!r}")
     cols, rows = _resolution(resolution)
+    if span is not None and not (isinstance(span, (int, float)) and math.isfinite(span) and span > 0):
+        raise GdstepError(f"landscape: span is a number > 0, got {span!r}")
     names = [n for n in session.backend.param_shapes if n in session.backend.trainable]
     if not names:
         raise GdstepError("landscape: nothing is trainable")

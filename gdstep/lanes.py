@@ -119,14 +119,17 @@ class Lanes:
         return self.lanes[number - 1]
 
     def run(self, steps: int | None = None, until: str | None = None) -> list[RunResult]:
-        """Run every lane, one iteration of each in turn, for `steps` iterations or until
-        `until` holds for it (or its breakpoints, a non-finite value or the epoch limit stop
-        it). A lane that stops waits while the others go on."""
+        """Run every lane, one iteration of each in turn: `steps` iterations (as `step` does:
+        breakpoints and a non-finite value stop a lane), or until `until` holds for it (as
+        `run until` does, to the epoch limit at most). A lane that stops waits while the
+        others go on. `until` reads each lane's own values (`loss`, not `lane(1).loss`)."""
         self._open()
         if steps is None and until is None:
             raise GdstepError("lanes run: give a number of iterations or a condition (lanes run 200, run until loss < 0.1)")
         if steps is not None and (not isinstance(steps, int) or steps < 1):
             raise GdstepError(f"lanes run: expected a whole number >= 1, got {steps!r}")
+        if until is not None and "lane(" in until.replace(" ", ""):
+            raise GdstepError("lanes run until reads each lane's own values: write e.g. loss < 0.1, not lane(1).loss")
         conditions = {lane.number: lane.session._condition(until) for lane in self.lanes} if until else {}
         going = {lane.number: steps if steps is not None else math.inf for lane in self.lanes}
         results: dict[int, RunResult] = {}

@@ -319,14 +319,15 @@ class Session(RunLoop, Rewind, SessionValues, Forks):
         dropped. Returns the step the change takes effect at.
         """
         changes = settings.changes(self.optimizer, lr, optimizer, batch_size, **hyperparameters)
-        if "edit" in changes and self._step > 0:
+        at = self._step + (1 if self._phase else 0)
+        fresh = self._step == 0 or "optimizer" in self._settings.at(at)      # no state yet to keep
+        if "edit" in changes and not fresh:
             state = next(iter(self.backend.optimizer_state().values()), {})
             missing = settings.missing_state(changes["edit"], state)
             if missing:
                 raise GdstepError(f"set {' '.join(hyperparameters)}: {self.optimizer.kind}'s state has no "
                                   f"{', '.join(missing)} to keep (torch's step would fail on it); start afresh with "
                                   f"set optimizer {self.optimizer.kind} " + " ".join(f"{k}={v}" for k, v in hyperparameters.items()))
-        at = self._step + (1 if self._phase else 0)
         self._timeline.truncate_after(at)
         self._settings.record(at, changes)
         when = "this iteration" if at == self._step else "the next iteration"

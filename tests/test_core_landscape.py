@@ -121,6 +121,7 @@ def test_bad_arguments_are_one_line():
     s = gdstep.open("xor")
     for call, message in [(lambda: s.landscape("sideways"), "directions"), (lambda: s.landscape(data="half"), "data"),
                           (lambda: s.landscape("pca"), "fewer than 3"), (lambda: s.landscape(resolution=(1, 9)), "resolution"),
-                          (lambda: s.line(t=(2, 3)), "around 1")]:
+                          (lambda: s.line(t=(2, 3)), "around 1"), (lambda: s.landscape("random", span=float("nan")), "span"),
+                          (lambda: s.landscape("random", span=0), "span"), (lambda: s.landscape("random", span=-1), "span")]:
         with pytest.raises(GdstepError, match=message):
             call()

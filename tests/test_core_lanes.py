@@ -187,7 +187,7 @@ def test_lane_commands_are_checked_as_they_are_parsed():
         with pytest.raises(ScriptError, match=message):
             parse_command(line)
     outcome = Runner(gdstep.open("xor")).execute_line("expect lane(1).loss < 1")
-    assert not outcome.ok and "no lanes are open" in outcome.message
+    assert not outcome.ok and outcome.failed_expect and "lane(1).loss = none" in outcome.message
 
 
 def test_two_starts_end_in_mirror_image_minima_and_the_landscape_holds_both():
@@ -208,3 +208,36 @@ def test_two_starts_end_in_mirror_image_minima_and_the_landscape_holds_both():
         w, v = land.alphas[j], land.betas[i]
         assert land.loss[i, j] == pytest.approx(float(((v * np.tanh(w * x) - y) ** 2).mean()), rel=1e-12)
     assert s.landscape().project(ends[1]) == pytest.approx(tuple(land.lane_paths[1][-1]), abs=1e-12)
+
+
+def test_a_breakpoint_on_a_lane_that_is_not_there_reads_none_and_never_fires():
+    """lane(K) without open lanes (or in a lane itself, which has none) is a value that does
+    not exist: comparisons are false, so runs go on, in the session and in its lanes."""
+    from gdstep.script import Runner
+
+    s = gdstep.open("spiral")
+    runner = Runner(s)
+    for line in ["break lane(1).loss < 100", "break lane(9).loss < 100", "step 3",
+                 "lanes sgd lr=0.1 | adam lr=0.01", "lanes run 4"]:
+        assert runner.execute_line(line).ok, line
+    assert s.step_count == 3 and all(lane.session.step_count == 7 for lane in s.open_lanes.lanes)
+    result = s.step()                              # now lane 1 exists: its loss is < 100, so the breakpoint fires
+    assert result.reason == "breakpoint" and "lane(1).loss" in result.message
+    s.open_lanes.close()
+    assert s.step().reason == "done"
+    with pytest.raises(GdstepError, match="each lane's own values"):
+        s.lanes(["sgd lr=0.1", "adam lr=0.01"]).run(until="lane(1).loss < 1")
+
+
+def test_an_edit_after_set_optimizer_in_the_same_iteration_goes_into_the_fresh_optimizer():
+    s = gdstep.open("spiral")
+    s.step(4)
+    s.set(optimizer="rmsprop", lr=0.01)
+    s.set(momentum=0.9)                            # the fresh rmsprop has no state to keep: allowed
+    s.step()
+    ref = gdstep.open("spiral")
+    ref.step(4)
+    ref.set(optimizer="rmsprop", lr=0.01, momentum=0.9)
+    ref.step()
+    assert_same_training(s, ref)
+    assert s.optimizer_state["0.weight"]["momentum_buffer"] is not None
