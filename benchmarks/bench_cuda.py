@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_torch import large_scenario  # noqa: E402
+from bench_attach import loop  # noqa: E402
 from common import plain_torch  # noqa: E402
 
 SIZES = (784, 2048, 2048, 10)
@@ -75,31 +76,8 @@ def timed_session(sc, steps: int) -> float:
 
 
 def attach_loop(mode: str, model, data) -> float:
-    import torch
-
-    import gdstep
-
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    dbg = gdstep.attach(model, opt, loss_fn, breakpoints=["nan", "loss > 10 * prev_loss"],
-                        on_break="raise") if mode != "bare" else None
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    for x, y in data:
-        if mode == "step":
-            dbg.step(x, y)
-            continue
-        opt.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        if mode == "watch":
-            dbg.watch(loss, y)
-        opt.step()
-    torch.cuda.synchronize()
-    elapsed = time.perf_counter() - t
-    if dbg is not None:
-        dbg.close()
-    return elapsed
+    """bench_attach's timed loop (bare, dbg.step or dbg.watch), on the GPU."""
+    return loop(mode, model, data, "cuda")
 
 
 def report(title: str, base: list[float], others: dict[str, list[float]], syncs: dict[str, float]) -> None:
