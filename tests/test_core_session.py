@@ -744,7 +744,9 @@ def test_gradcheck_is_ok_on_every_bundled_scenario(name, path):
             index = tuple(int(rng.integers(0, n)) for n in p.shape)
             result = s.gradcheck(pname, index)
             assert result.ok, str(result)
-            assert result.rel_error < 1e-5
+            # relative to the gradient, or below the central difference's rounding for a
+            # vanishing one (lesson 11's first layers: ~1e-7, where rounding is ~1e-10)
+            assert result.rel_error < 1e-5 or abs(result.analytic - result.numeric) < 1e-9, str(result)
     assert s.events[-1].kind == "gradcheck"
 
 
