@@ -45,7 +45,7 @@ SHOTS = {
     2: Shot("landscape", "landscape", "0.weight"),
     3: Shot("landscape", "landscape"),
     4: Shot("gradcheck 2.weight[0,0]", "grad", "2.weight"),
-    5: Shot("expect lane(1).epoch == 101", "boundary"),
+    5: Shot("expect lane(3).epoch == 101", "landscape"),
     6: Shot("landscape", "landscape"),
     7: Shot("landscape", "landscape"),
     8: Shot("landscape path=300", "landscape"),
