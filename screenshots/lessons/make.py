@@ -4,7 +4,7 @@
 
 Each lesson's script (scenarios/lessons.toml) runs through the script Runner up to the
 line named below, exactly as `gdstep replay` plays it; the narration (`say`) changes
-nothing, so it is skipped here. Then the app opens headless on that session at 160×48, the
+nothing, so it is skipped here. Then the app opens headless on that session at 200×56, the
 lower plot is switched to the one the lesson talks about there, and the screen is saved
 as an SVG (no clock times in the event log, so the pictures do not change between runs).
 """
@@ -28,7 +28,7 @@ from gdstep.tui.app import make_app  # noqa: E402
 from gdstep.tui.model_tree import ModelTree  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-SIZE = (160, 48)                # from 160 columns the plots take 2/5 of the width
+SIZE = (200, 56)                # wide enough for the plots to show a landscape's detail
 PLOTS = {"boundary": ("boundary-plot",), "landscape": ("landscape-plot",), "line": ("line-plot",),
          "grad": ("grad-plot", "health-plot")}          # the health plot holds ‖∇W‖ per layer too
 
