@@ -38,6 +38,7 @@ class Shot:
     until: str                  # play the script up to and including the first line starting so
     plot: str                   # the lower plot: boundary | landscape | line | grad (‖∇W‖ per layer)
     select: str | None = None   # the parameter selected in the model tree
+    keys: tuple[str, ...] = ()  # then these keys (shift+right moves to the next element)
 
 
 SHOTS = {
@@ -47,7 +48,7 @@ SHOTS = {
     4: Shot("gradcheck 2.weight[0,0]", "grad", "2.weight"),
     5: Shot("expect lane(3).epoch == 101", "landscape"),
     6: Shot("landscape", "landscape"),
-    7: Shot("landscape", "landscape"),
+    7: Shot("print state 0.weight", "grad", "0.weight", ("shift+right",)),
     8: Shot("landscape path=300", "landscape"),
     9: Shot("expect step < 200", "boundary", "0.weight"),
     10: Shot("expect loss < 0.05", "boundary"),
@@ -86,6 +87,9 @@ async def shoot(out: Path, number: int, entry: dict) -> Path:
         await settle(pilot)
         if shot.select:
             app.query_one(ModelTree).select_parameter(shot.select)
+            await settle(pilot)
+        for key in shot.keys:
+            await pilot.press(key)
             await settle(pilot)
         wanted = PLOTS[shot.plot]
         for _ in range(4):
