@@ -16,6 +16,7 @@ One command a line, `#` starts a comment:
     gradcheck NAME[i,j]
     expect COND                                 replay exits 1 when it does not hold
     screenshot FILE.svg | export FILE.md | save FILE.gds   (each with --force to overwrite a file)
+    say "text with {loss:.4f}"                  narration, values interpolated (gdstep.script.say)
 
 Lines end at `\n` only (a CR before it is dropped); any other control character, U+2028
 included, is refused, so a line looks in `grep` and `wc` as it runs. Every error carries the line and column of what is wrong. Conditions and expressions are
@@ -36,7 +37,7 @@ from gdstep.text import char_name, unsafe_character
 
 PHASE_COMMANDS = PHASES
 COMMANDS = PHASE_COMMANDS + ("next", "step", "epoch", "run", "back", "set", "break", "unbreak", "watch", "unwatch",
-                             "print", "gradcheck", "expect", "screenshot", "export", "save") + DESCENT_COMMANDS
+                             "print", "gradcheck", "expect", "screenshot", "export", "save", "say") + DESCENT_COMMANDS
 SET_KEYS = ("lr", "optimizer", "batch_size", "epochs", "stop_when")
 MAX_DIGITS = 12                 # a count, a limit or an index: at most 999,999,999,999
 MAX_SCRIPT = 1_000_000          # characters in a script
@@ -235,6 +236,8 @@ def parse_command(text: str, line: int | None = None, file: str | None = None) -
         if target is None:
             ln.fail(rest_col, "gradcheck needs one element, such as: gradcheck 0.weight[0,1]")
         return make(target, f"gradcheck {target[0]}[{','.join(map(str, target[1]))}]")
+    if word == "say":
+        return _parse_say(ln, rest, rest_col, make)
     if word in ("screenshot", "export", "save"):
         suffix = {"screenshot": ".svg", "export": ".md", "save": ".gds"}[word]
         force = rest == "--force" or rest.endswith(" --force") or rest.startswith("--force ")
@@ -274,6 +277,21 @@ def _parse_run(ln: _Line, rest: str, col: int, make) -> Command:
         until = _condition(ln, cond_text, col + len(text) - len(text[5:].lstrip()))
     canonical = "run" + (f" until {until.text}" if until else "") + (f" max {max_steps}" if max_steps else "")
     return make((until, max_steps), canonical)
+
+
+def _parse_say(ln: _Line, rest: str, col: int, make) -> Command:
+    """`say "text"`: one double-quoted string; its fields are parsed here (gdstep.script.say)."""
+    from gdstep.script.say import SayError, parse_say
+    if len(rest) < 2 or rest[0] != '"' or rest[-1] != '"':
+        ln.fail(col, 'say takes one text in double quotes, such as: say "the loss is {loss:.4f}"')
+    text = rest[1:-1]
+    if '"' in text:
+        ln.fail(col + 1 + text.index('"'), "a say text cannot hold a double quote: use ' or “ ” inside it")
+    try:
+        say = parse_say(text)
+    except SayError as e:
+        ln.fail(col + e.column, e.message)
+    return make((say,), f"say {rest}")
 
 
 def _parse_set(ln: _Line, rest: str, col: int, make) -> Command:
