@@ -36,7 +36,8 @@ def _description(path: Path) -> str:
 def bundled() -> list[tuple[str, Path, str]]:
     """(name, path, description) of every bundled scenario, by name."""
     paths = sorted([*scenarios_dir().glob("*.toml"), *scenarios_dir().glob("*.py")], key=lambda p: p.stem)
-    return [(path.stem, path, _description(path)) for path in paths if not path.name.startswith("_")]
+    return [(path.stem, path, _description(path)) for path in paths
+            if not path.name.startswith("_") and path.name != "lessons.toml"]     # the lesson catalogue
 
 
 def resolve(name_or_path: str | Path | None) -> Path:
