@@ -6,6 +6,7 @@ a script (paths relative to the catalogue's folder).
     title = "The loss"
     scenario = "lesson01_loss.toml"
     script = "lesson01_loss.gds"
+    backend = "torch"                   # optional: the backend it opens on (default numpy; a .py scenario torch)
 
 A lesson is found by its number (1-based, the catalogue's order) or its name.
 """
@@ -32,6 +33,7 @@ class Lesson:
     title: str
     scenario: Path
     script: Path
+    backend: str | None = None          # "torch" for a lesson that needs it (default: as the scenario opens)
 
 
 def catalogue_path() -> Path:
@@ -75,8 +77,11 @@ def load(path: str | Path | None = None) -> list[Lesson]:
             if not target.is_file():
                 table.fail(table.key_path(key), f"{value!r}: no such file next to the catalogue")
             files[key] = target
+        backend = table.get("backend", str, None)
+        if backend not in (None, "numpy", "torch"):
+            table.fail(table.key_path("backend"), f"{backend!r}: expected \"numpy\" or \"torch\"")
         table.done()
-        lessons.append(Lesson(number, name, title, files["scenario"], files["script"]))
+        lessons.append(Lesson(number, name, title, files["scenario"], files["script"], backend))
     return lessons
 
 
