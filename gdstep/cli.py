@@ -277,7 +277,7 @@ def cmd_lesson(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from gdstep.serve import serve
+    from gdstep.tui.serve import serve
     return serve(args.lesson, args.host, args.port)
 
 
