@@ -6,7 +6,8 @@ steps one command at a time; commands after the last `say` are a step of their o
 Bookmark of the session and the Runner's own state (watches, the recording). The learner
 may then do anything (step, rewind, `set lr`, open lanes…): the app calls `leave()`, and
 the next `advance()` comes back to the bookmark, exactly, without running anything; the one
-after runs the next step. A step interrupted (a run paused) is undone and run again whole.
+after runs the next step. A step interrupted (a run paused) is undone and run again whole by
+the next `advance()` (by the one after it, when the learner explored in between).
 """
 
 from __future__ import annotations
@@ -88,8 +89,10 @@ class LessonPlayer:
             any(c.name in LONG for c in self.steps[self.done])
 
     def leave(self) -> None:
-        """The learner acts on their own: the next advance comes back to the lesson first."""
+        """The learner acts on their own: the next advance comes back to the lesson first
+        (and only that, even after an interrupted step)."""
         self.away = True
+        self._redo = False
 
     def advance(self, on_phase: Callable[[], bool] | None = None) -> Advance:
         if self.away:

@@ -43,8 +43,11 @@ class LessonApp(GdstepApp, inherit_bindings=False):
     def __init__(self, session, player: LessonPlayer, **options: Any) -> None:
         super().__init__(session, player.runner, **options)
         self.lesson = player
-        self._away = False
+        self._away = False                  # the lesson is not where it was: the pane says so
+        self._left = False                  # the learner acted since the last lesson job (the player knows)
         self._busy = False
+        self._leaves = 0                    # leave jobs asked for; a step asked before the last one is not the news
+        self._leaves_at_step = 0
         self._problems: tuple[str, ...] = ()
 
     def compose(self):
@@ -77,6 +80,7 @@ class LessonApp(GdstepApp, inherit_bindings=False):
             frames.invalidate()                          # a resume or a step may rewrite the history
             return advance
         self._busy = True
+        self._leaves_at_step = self._leaves
         self._show()
         self.driver.submit(Job(STEP_JOB, call, kind="run" if player.long() else "command"))
 
@@ -90,12 +94,17 @@ class LessonApp(GdstepApp, inherit_bindings=False):
         log = self.query_one(EventLog)
         advance = message.outcome
         self._busy = False
+        current = self._leaves == self._leaves_at_step          # no key left the lesson since space
         if message.error is not None or advance is None:
             self.log_error(f"lesson: {message.error}")
         elif advance.resumed:
-            self._away, self._problems = False, ()
+            self._problems = ()
+            if current:
+                self._away = self._left = False
             self.notify(f"Back to the lesson at step {advance.step} of {advance.total}.", title="lesson", timeout=3)
         else:
+            if current:
+                self._away = self._left = False
             self._log_step(log, advance)
         self._show()
         self.driver.reported(message.job)
@@ -126,9 +135,10 @@ class LessonApp(GdstepApp, inherit_bindings=False):
     # -- the learner's own keys: leave the lesson first --------------------------------------------
 
     def _leave(self) -> None:
-        if self._away:
+        if self._left:
             return
-        self._away = True
+        self._away = self._left = True
+        self._leaves += 1
         player = self.lesson
         self.driver.submit(Job("explore", lambda on_phase: player.leave(), kind="command"))
         self._show()
