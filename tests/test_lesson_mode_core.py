@@ -180,3 +180,39 @@ def test_bad_catalogue_is_one_line(tmp_path, body, where, message):
     with pytest.raises(ScenarioError) as e:
         lessons.load(path)
     assert e.value.where.startswith(where) and message in e.value.message and "\n" not in str(e.value)
+
+
+def test_exploring_after_an_interrupted_step_comes_back_first():
+    commands = parse_script(LESSON)
+    runner = Runner(gdstep.open("linear"))
+    player = LessonPlayer(runner, commands)
+    player.advance()
+    player.advance()
+    calls = []
+    assert player.advance(on_phase=lambda: calls.append(1) or len(calls) > 6).interrupted
+    runner.execute_line("step 7")
+    player.leave()
+    back = player.advance()
+    assert back.resumed and back.outcomes == () and player.where == "2 of 6"
+    assert _fingerprint(runner.session) == _fingerprint(_reference(commands, 2).session)
+    player.advance()
+    assert _fingerprint(runner.session) == _fingerprint(_reference(commands, 3).session)
+
+
+def test_command_line_lists_lessons_and_refuses_bad_ones_in_one_line(capsys, tmp_path):
+    from gdstep.cli import main
+    catalogue = lessons.load()
+    assert main(["lesson"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == lessons.listing(catalogue) and len(out) == len(catalogue)
+    assert out[0].split()[:2] == ["1", catalogue[0].name]
+    for bad, message in ((str(len(catalogue) + 1), f"numbered 1 to {len(catalogue)}"),
+                         (catalogue[0].name + "x", f"did you mean {catalogue[0].name!r}")):
+        assert main(["lesson", bad]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+    assert main(["serve", "nope"]) == 2 and "no lesson named 'nope'" in capsys.readouterr().err
+    script = tmp_path / "bad.gds"
+    script.write_text('say "w = {0.weight[9,9]}"\n')
+    assert main(["linear", "--script", str(script)]) == 2       # refused before the app opens
+    assert f"{script}:1:11: index [9, 9] is out of range" in capsys.readouterr().err
