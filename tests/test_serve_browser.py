@@ -113,6 +113,12 @@ def _phase_bar(text: str) -> str:
     return "\n".join(text.splitlines()[:2])
 
 
+def _phases(text: str) -> str:
+    """`forward → loss → backward → update` as drawn: the lit phase is padded, so it moves."""
+    m = re.search(r"forward.*update", text.splitlines()[0])
+    return m.group(0) if m else ""
+
+
 def _step(text: str) -> int | None:
     m = re.search(r"step (\d+)", _phase_bar(text))
     return int(m.group(1)) if m else None
@@ -125,10 +131,10 @@ def test_a_lesson_in_the_browser_answers_keys_and_each_tab_is_its_own_session(se
     assert "lesson 1" in screen
     start = _step(screen)
     _press(browser, "s")                               # one iteration: the phase bar counts it
-    _wait_for(browser, lambda t: _step(t) == start + 1, f"step {start + 1} in the phase bar")
-    _press(browser, "n")                               # a phase: the phase bar moves on
-    _wait_for(browser, lambda t: _step(t) == start + 1 and "lesson ·" not in t.splitlines()[1]
-              and _phase_bar(t).splitlines()[0] != _phase_bar(screen).splitlines()[0], "the next phase")
+    stepped = _wait_for(browser, lambda t: _step(t) == start + 1, f"step {start + 1} in the phase bar")
+    _press(browser, "n")                               # a phase: forward has run, the phase bar moves on
+    _wait_for(browser, lambda t: _step(t) == start + 1 and _phases(t) != _phases(stepped),
+              "the next phase lit in the phase bar")
     _press(browser, " ")                               # back to the lesson, exactly where it was
     _wait_for(browser, lambda t: _step(t) == start and "back to the lesson" in t.lower(), "the lesson's own state")
     # a second tab: a session of its own, untouched by the first
