@@ -216,3 +216,24 @@ def test_command_line_lists_lessons_and_refuses_bad_ones_in_one_line(capsys, tmp
     script.write_text('say "w = {0.weight[9,9]}"\n')
     assert main(["linear", "--script", str(script)]) == 2       # refused before the app opens
     assert f"{script}:1:11: index [9, 9] is out of range" in capsys.readouterr().err
+
+
+def test_resume_is_exact_on_the_torch_backend():
+    pytest.importorskip("torch")
+    commands = parse_script(LESSON)
+
+    def fresh():
+        return Runner(gdstep.open("linear", backend="torch", dtype="float64"))
+    runner = fresh()
+    player = LessonPlayer(runner, commands)
+    for _ in range(3):
+        player.advance()
+    for text in BRANCH + ["set optimizer adam lr=0.3", "step 4"]:
+        assert runner.execute_line(text).ok
+        player.leave()
+    assert player.advance().resumed
+    reference = fresh()
+    for step in split_steps(commands)[:3]:
+        for command in step:
+            assert reference.execute(command).ok
+    assert _fingerprint(runner.session) == _fingerprint(reference.session)
