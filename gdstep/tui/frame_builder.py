@@ -301,34 +301,64 @@ class FrameBuilder:
         notes: list[str] = []
 
         def add(symbol: str, a: Any, group: str) -> None:
-            cols = arrays.shape(a)[1] if len(arrays.shape(a)) > 1 else 1
+            shp = arrays.shape(a) if hasattr(a, "shape") else None
+            if shp is None or not shp or shp[0] != size:
+                what = "not a tensor" if shp is None else f"shape {tuple(shp)}, not a row per sample"
+                notes.append(f"{symbol}: {what}")
+                return
+            cols = int(np.prod(shp[1:])) if len(shp) > 1 else 1
             values = arrays.to_numpy(a[:shown]).reshape(shown, -1)
             for j in range(min(cols, units)):
                 rows.append(BatchRow(f"{symbol}[{j}]", values[:, j].astype(float), group))
             if cols > units:
                 notes.append(f"{symbol}: {units} of {cols} units shown")
+            if arrays.widened(a) or arrays.dtype_name(a) == "float16":
+                notes.append(f"{symbol}: {arrays.dtype_name(a)}")
 
         add("x", fwd.inputs, "input")
         layers = s.backend.layers
         for k, out in enumerate(fwd.outputs):
             kind = layers[k].kind if k < len(layers) else "?"
             affine = is_affine(kind)
-            add(f"z{k}" if affine else f"a{k}", out, "affine" if affine else "activation")
+            symbol = f"z{k}" if affine else f"a{k}"
+            if out is None:
+                notes.append(f"{symbol}: did not run in this forward")
+                continue
+            add(symbol, out, "affine" if affine else "activation")
         title = f"forward of iteration {fwd.iteration}: {size} sample{'s' if size != 1 else ''}"
         loss = s.record("loss")
         if s.last_phase == "loss" and loss is not None:
-            target = arrays.to_numpy(loss.target[:shown])
-            if target.ndim == 1:
-                rows.append(BatchRow("target", target.astype(float), "target"))
-            else:
-                for j in range(min(target.shape[1], units)):
-                    rows.append(BatchRow(f"t[{j}]", target[:, j].astype(float), "target"))
-            per = arrays.to_numpy(loss.per_sample[:shown]).reshape(shown, -1).sum(axis=1)
-            rows.append(BatchRow("loss", per.astype(float), "loss"))
+            self._loss_rows(loss, size, shown, units, rows, notes)
             title = f"loss of iteration {fwd.iteration}: {loss.kind} = {num(loss.value)} over {size} sample{'s' if size != 1 else ''}"
         if size > shown:
             notes.append(f"{shown} of {size} samples shown")
         return BatchPanel(s.last_phase, title, samples, size, tuple(rows), tuple(notes))
+
+    @staticmethod
+    def _loss_rows(loss, size: int, shown: int, units: int, rows: list[BatchRow], notes: list[str]) -> None:
+        """The target and each sample's loss, where the loss has them; else a note saying
+        what is missing and why."""
+        target = loss.target
+        if target is None:
+            notes.append("target: not given (dbg.watch(loss) without y)")
+        elif not hasattr(target, "shape") or not arrays.shape(target) or arrays.shape(target)[0] != size:
+            notes.append("target: " + ("not a tensor" if not hasattr(target, "shape")
+                                       else f"shape {tuple(arrays.shape(target))}, not a row per sample"))
+        else:
+            t = arrays.to_numpy(target[:shown]).reshape(shown, -1)
+            if t.shape[1] == 1 and len(arrays.shape(target)) == 1:
+                rows.append(BatchRow("target", t[:, 0].astype(float), "target"))
+            else:
+                for j in range(min(t.shape[1], units)):
+                    rows.append(BatchRow(f"t[{j}]", t[:, j].astype(float), "target"))
+        per = loss.per_sample
+        if per is None:
+            notes.append(f"per-sample loss: not available ({loss.kind} returns only the loss of the batch)")
+        elif not arrays.shape(per) or arrays.shape(per)[0] != size:
+            notes.append(f"per-sample loss: shape {tuple(arrays.shape(per))}, not a row per sample")
+        else:
+            values = arrays.to_numpy(per[:shown]).reshape(shown, -1).sum(axis=1)
+            rows.append(BatchRow("loss", values.astype(float), "loss"))
 
 
 def _as_matrix(a: Any, shape: tuple[int, ...]) -> Any:
