@@ -137,7 +137,8 @@ class Debugger:
         s.n = len(x)
         result = s.step(1)
         if result.reason in ("breakpoint", "nonfinite"):
-            self._break(result.message, settle=self._finish_iteration)
+            if s.breakpoints.breaks_on(result.reason):
+                self._break(result.message, settle=self._finish_iteration)
             self._finish_iteration()
         self._loop_step = s.step_count
         return s.loss_value
@@ -194,6 +195,8 @@ class Debugger:
         seen = len(s.events)
         s.next_phase()
         message = next((e.message for e in s.events[seen:] if e.kind == "nonfinite"), None)
+        if message is not None and not s.breakpoints.breaks_on("nonfinite"):
+            return False
         if message is None:
             hit = s.breakpoints.first_hit(s, phase)
             if hit is not None:
@@ -278,7 +281,7 @@ class Debugger:
             self._handling = False
 
     def _dump(self, message: str) -> None:
-        from gdstep.backends.torch_dump import write_break
+        from gdstep.backends.torch_dump import dismiss_lasting, write_break
 
         if len(self.dumps) >= self.max_dumps:
             if len(self.dumps) == self.max_dumps:
@@ -295,7 +298,16 @@ class Debugger:
             self.dumps.append(Path(os.devnull))
             return
         self.dumps.append(npz)
-        print(f"gdstep: {message} — records written to {npz} (summary: {txt}); the loop goes on", file=sys.stderr)
+        lasting = dismiss_lasting(self.session)
+        print(f"gdstep: {message} — records written to {npz} (summary: {txt}); the loop goes on"
+              + (f"; {lasting}" if lasting else ""), file=sys.stderr)
+
+    def dismiss(self, what: str | int = "nan") -> None:
+        """Break no more on `what`: "nan" (non-finite values) or a breakpoint's id, as the
+        app's `x` does at a pause."""
+        if self.session is None:
+            raise GdstepError("dismiss: no iteration has run through gdstep yet")
+        self.session.log("setting", self.session.breakpoints.dismiss(what))
 
     # -- the end ---------------------------------------------------------------------------------
 

@@ -122,6 +122,18 @@ def first_nonfinite(session):
     return nonfinite.in_iteration(records, order=order) or s.find_nonfinite()
 
 
+def dismiss_lasting(session) -> str | None:
+    """After a non-finite break is written: when the parameters themselves are non-finite,
+    every later iteration breaks the same way, so further non-finite breaks are dismissed
+    (one file, not one per iteration); what to say, or None."""
+    registry = session.breakpoints
+    if registry.nonfinite_dismissed or nonfinite.first_nonfinite("params", session.backend.params().items()) is None:
+        return None
+    registry.dismiss("nan")
+    session.log("setting", "non-finite parameters: no more files for non-finite values")
+    return "the parameters are non-finite, so no more files for non-finite values"
+
+
 def _free_name(directory: Path, step: int) -> Path:
     base = directory / f"gdstep-break-{step}"
     candidate, i = base, 1
