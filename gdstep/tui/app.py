@@ -313,7 +313,10 @@ class GdstepApp(PromptFirst, App[int]):
     def action_dismiss(self) -> None:
         """Break no more on what caused this pause; the event log says what was dismissed."""
         session = self.driver.session
-        self._unless_running(self.driver.submit, Job("dismiss", lambda on_phase: dismiss_last_break(session)))
+
+        def call(on_phase) -> None:
+            dismiss_last_break(session)
+        self._unless_running(self.driver.submit, Job("dismiss", call))
 
     def action_prompt(self) -> None:
         self.open_prompt("")
