@@ -99,6 +99,7 @@ class Debugger:
         self._mode: str | None = None
         self._step_hooks: list = []
         self._handling = False
+        self._nonfinite_step = -1
         global _current
         _current = self
 
@@ -195,8 +196,8 @@ class Debugger:
         seen = len(s.events)
         s.next_phase()
         message = next((e.message for e in s.events[seen:] if e.kind == "nonfinite"), None)
-        if message is not None and not s.breakpoints.breaks_on("nonfinite"):
-            return False
+        if message is not None and (self._repeated_nonfinite(phase) or not s.breakpoints.breaks_on("nonfinite")):
+            message = None
         if message is None:
             hit = s.breakpoints.first_hit(s, phase)
             if hit is not None:
@@ -209,6 +210,13 @@ class Debugger:
             for _ in OBSERVED[OBSERVED.index(phase) + 1:]:
                 s.next_phase()
         return True
+
+    def _repeated_nonfinite(self, phase: str) -> bool:
+        """The update of an iteration that already broke on a non-finite value (watch mode):
+        one break an iteration, not one for the forward and one for the update it spoils."""
+        step = self.session.step_count - (phase == "update")
+        repeated, self._nonfinite_step = phase == "update" and self._nonfinite_step == step, step
+        return repeated
 
     def _look(self, message: str) -> None:
         """Watch mode: open the debugger, then put back what it changed."""

@@ -111,3 +111,26 @@ def test_half_precision_break_files_hold_the_values_exactly(tmp_path, monkeypatc
     # exact: widening back and narrowing again gives the very bits the model held
     assert torch.equal(torch.from_numpy(np.asarray(stored)).to(dtype), weight)
     np.testing.assert_array_equal(z["forward/input"], x.float().numpy())
+
+
+def test_watch_mode_breaks_once_an_iteration_on_a_lasting_nan_and_not_after_dismiss():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(6, 3), torch.randint(0, 4, (6,))
+    seen = []
+    dbg = gdstep.attach(model, opt, F.cross_entropy, on_break=lambda s, m: seen.append(s.step_count))
+    for i in range(6):
+        if i == 4:
+            dbg.dismiss("nan")             # what x does in the app
+        opt.zero_grad()
+        batch = x.clone()
+        if i == 1:
+            batch[0, 0] = float("nan")     # the update of this iteration spoils every parameter
+        loss = F.cross_entropy(model(batch), y)
+        loss.backward()
+        dbg.watch(loss, y)
+        opt.step()
+    assert seen == [1, 2, 3]               # iterations 2, 3, 4: each once (not again for its update)
+    assert all(not p.isfinite().all() for p in model.parameters())
+    assert dbg.session.step_count == 6
