@@ -104,7 +104,7 @@ class Breakpoints(Sequence):
         return not (reason == "nonfinite" and self.nonfinite_dismissed)
 
 
-def dismiss_last_break(session) -> str:
+def dismiss_last_break(session) -> None:
     """At a pause: break no more on what caused it (the latest breakpoint or non-finite
     event). The event log says what was dismissed, or why nothing was (the key `x`)."""
     registry = session.breakpoints
@@ -120,4 +120,3 @@ def dismiss_last_break(session) -> str:
             kind, message = "setting", registry.dismiss(registry.last_hit.id)
             break
     session.log(kind, message)
-    return message

@@ -5,6 +5,7 @@ driven through every phase with the pilot; what is shown is checked against torc
 from __future__ import annotations
 
 import asyncio
+import re
 
 import numpy as np
 import pytest
@@ -201,10 +202,12 @@ def test_x_dismisses_non_finite_breaks_for_the_rest_of_the_loop():
 
 def test_x_disables_the_breakpoint_that_paused():
     model, opt, x, y = classifier(3)
-    opened, logs = [], []
+    opened, logs, footers = [], [], []
 
     def look(session, message):
         async def script(pilot, app):
+            svg = app.export_screenshot()
+            footers.append("".join(re.findall(r'line-35\)">([^<]*)<', svg)).replace("&#160;", " "))
             await press(pilot, "x")
             logs.append(log_text(app))
         opened.append(message)
@@ -214,4 +217,5 @@ def test_x_disables_the_breakpoint_that_paused():
     for _ in range(3):
         dbg.step(x, y)
     assert len(opened) == 1 and "breakpoint 1 disabled" in logs[0]
+    assert "x mute" in footers[0] and "quit" in footers[0]
     assert not dbg.session.breakpoints[0].enabled

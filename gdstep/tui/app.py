@@ -310,13 +310,14 @@ class GdstepApp(PromptFirst, App[int]):
         name, index = selected
         self.run_command(f"gradcheck {name}{index_text(index)}", echo=False)
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """`x` (break no more) answers a training loop's pauses: attach mode only."""
+        return (action != "dismiss" or self.driver.session.attached) and super().check_action(action, parameters)
+
     def action_dismiss(self) -> None:
         """Break no more on what caused this pause; the event log says what was dismissed."""
         session = self.driver.session
-
-        def call(on_phase) -> None:
-            dismiss_last_break(session)
-        self._unless_running(self.driver.submit, Job("dismiss", call))
+        self._unless_running(self.driver.submit, Job("dismiss", lambda on_phase: dismiss_last_break(session)))
 
     def action_prompt(self) -> None:
         self.open_prompt("")
