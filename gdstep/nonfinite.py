@@ -52,7 +52,8 @@ def in_loss(rec: LossRecord) -> NonFinite | None:
                 or NonFinite("loss", "loss (the sum over the batch overflowed)", None, rec.value))
     found = first_nonfinite("loss", [("the model output reaching the loss", rec.output),
                                      ("the target", rec.target if _floating(rec.target) else None)])
-    return found or NonFinite("loss", f"loss ({rec.kind} made it from finite outputs and targets)", None, rec.value)
+    who = rec.kind if str(rec.kind).isidentifier() else "loss_fn"          # a lambda's name is "<lambda>"
+    return found or NonFinite("loss", f"loss ({who} made it from finite outputs and targets)", None, rec.value)
 
 
 def _floating(a: Any) -> bool:
