@@ -17,9 +17,27 @@ def is_torch(a: Any) -> bool:
 
 
 def to_numpy(a: Any) -> np.ndarray:
+    """A numpy copy or view of `a`. A torch dtype numpy has no twin for (bfloat16, the
+    float8 kinds) comes as float32, which holds each of its values exactly; `dtype_name`
+    still says what it was."""
     if is_torch(a):
-        return a.detach().cpu().numpy()
+        t = a.detach()
+        if widened(t):
+            t = t.float()
+        return t.cpu().numpy()
     return np.asarray(a)
+
+
+def dtype_name(a: Any) -> str:
+    """"float32", "bfloat16", … for an array of either backend."""
+    return str(getattr(a, "dtype", type(a).__name__)).removeprefix("torch.")
+
+
+def widened(a: Any) -> bool:
+    """A floating tensor numpy cannot hold as it is: `to_numpy` gives it as float32."""
+    if not is_torch(a) or not a.is_floating_point():
+        return False
+    return str(a.dtype) not in ("torch.float16", "torch.float32", "torch.float64")
 
 
 def element(a: Any, index: tuple[int, ...]) -> float:

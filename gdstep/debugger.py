@@ -99,6 +99,7 @@ class Debugger:
         self._mode: str | None = None
         self._step_hooks: list = []
         self._handling = False
+        self._nonfinite_step = -1
         global _current
         _current = self
 
@@ -137,7 +138,8 @@ class Debugger:
         s.n = len(x)
         result = s.step(1)
         if result.reason in ("breakpoint", "nonfinite"):
-            self._break(result.message, settle=self._finish_iteration)
+            if s.breakpoints.breaks_on(result.reason):
+                self._break(result.message, settle=self._finish_iteration)
             self._finish_iteration()
         self._loop_step = s.step_count
         return s.loss_value
@@ -194,6 +196,8 @@ class Debugger:
         seen = len(s.events)
         s.next_phase()
         message = next((e.message for e in s.events[seen:] if e.kind == "nonfinite"), None)
+        if message is not None and (self._repeated_nonfinite(phase) or not s.breakpoints.breaks_on("nonfinite")):
+            message = None
         if message is None:
             hit = s.breakpoints.first_hit(s, phase)
             if hit is not None:
@@ -206,6 +210,13 @@ class Debugger:
             for _ in OBSERVED[OBSERVED.index(phase) + 1:]:
                 s.next_phase()
         return True
+
+    def _repeated_nonfinite(self, phase: str) -> bool:
+        """The update of an iteration that already broke on a non-finite value (watch mode):
+        one break an iteration, not one for the forward and one for the update it spoils."""
+        step = self.session.step_count - (phase == "update")
+        repeated, self._nonfinite_step = phase == "update" and self._nonfinite_step == step, step
+        return repeated
 
     def _look(self, message: str) -> None:
         """Watch mode: open the debugger, then put back what it changed."""
@@ -278,7 +289,7 @@ class Debugger:
             self._handling = False
 
     def _dump(self, message: str) -> None:
-        from gdstep.backends.torch_dump import write_break
+        from gdstep.backends.torch_dump import dismiss_lasting, write_break
 
         if len(self.dumps) >= self.max_dumps:
             if len(self.dumps) == self.max_dumps:
@@ -295,7 +306,16 @@ class Debugger:
             self.dumps.append(Path(os.devnull))
             return
         self.dumps.append(npz)
-        print(f"gdstep: {message} — records written to {npz} (summary: {txt}); the loop goes on", file=sys.stderr)
+        lasting = dismiss_lasting(self.session)
+        print(f"gdstep: {message} — records written to {npz} (summary: {txt}); the loop goes on"
+              + (f"; {lasting}" if lasting else ""), file=sys.stderr)
+
+    def dismiss(self, what: str | int = "nan") -> None:
+        """Break no more on `what`: "nan" (non-finite values) or a breakpoint's id, as the
+        app's `x` does at a pause."""
+        if self.session is None:
+            raise GdstepError("dismiss: no iteration has run through gdstep yet")
+        self.session.log("setting", self.session.breakpoints.dismiss(what))
 
     # -- the end ---------------------------------------------------------------------------------
 

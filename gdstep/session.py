@@ -218,7 +218,7 @@ class Session(RunLoop, Rewind, SessionValues, Forks):
             if self._lean and self._defer:       # on a device: read with the loss, in one transfer
                 self._flags.append((self.position, self.backend.finite_flag(checked)))
             elif not arrays.all_finite(checked):
-                return nonfinite.in_forward(rec)
+                return nonfinite.in_forward(rec, getattr(self.backend, "call_order", None))
         return None
 
     def _loss(self, check: bool) -> NonFinite | None:

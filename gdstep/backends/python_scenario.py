@@ -150,7 +150,7 @@ def _dataset(x, y) -> Dataset | None:
     if x.numel() > 2**24 or x.ndim != 2:
         return None
     xs = x.detach().cpu().double().numpy()
-    ys = y.detach().cpu().numpy()
+    ys = y.detach().cpu().numpy() if not y.is_floating_point() else y.detach().cpu().double().numpy()
     names = tuple(f"x{i + 1}" for i in range(xs.shape[1]))
     if ys.ndim == 1 and ys.dtype.kind in "iu":
         k = int(ys.max()) + 1 if len(ys) else 0

@@ -48,6 +48,7 @@ class AttachBackend(ModuleBackend):
     def _input_hook(self, module, args):
         if self._capture and args:
             self.last_input = first_tensor(args)
+            self._order = []
 
     def _hook(self, i: int):
         def record(module, args, output):
@@ -55,6 +56,7 @@ class AttachBackend(ModuleBackend):
                 return
             out = first_tensor(output)
             self._slots[i] = out
+            self._order.append(i)
             if self._watching and out is not None and out.requires_grad:
                 out.register_hook(lambda g, i=i: self._deltas.__setitem__(i, g))
         return record

@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from gdstep import arrays
 from gdstep.backends.torch_layers import first_tensor, has_inplace, layer_infos, module_layers
 from gdstep.backends.torch_optim import apply, build, config_of, same_kind, torch_classes
 from gdstep.backends.torch_checkpoint import Initial, CheckpointMixin
@@ -66,6 +67,7 @@ class ModuleBackend(CheckpointMixin, LeanPhases):
         self._graph: tuple | None = None
         self._loss_tensor = None
         self._slots: list = [None] * len(self._rows)
+        self._order: list[int] = []
         self._capture = False
         self._hooks = []
         self._rng_forward = None
@@ -103,7 +105,13 @@ class ModuleBackend(CheckpointMixin, LeanPhases):
         def record(module, args, output):
             if self._capture:
                 self._slots[i] = first_tensor(output)
+                self._order.append(i)
         return record
+
+    @property
+    def call_order(self) -> list[int] | None:
+        """The rows in the order the latest forward called them (None: as registered)."""
+        return None if self._sequential else list(self._order)
 
     def probe(self, x) -> tuple[Any, list[bool]]:
         """Run the model once on `x`, in eval mode without gradients, changing nothing: its
@@ -190,6 +198,7 @@ class ModuleBackend(CheckpointMixin, LeanPhases):
                 outs.append(h)
             return outs, h
         self._slots = [None] * len(self._rows)
+        self._order = []
         capture, self._capture = self._capture, True
         try:
             out = self.model(x)
@@ -382,4 +391,4 @@ class ModuleBackend(CheckpointMixin, LeanPhases):
         first = self._named[0][1] if self._named else None
         t = torch.as_tensor(np.asarray(x), dtype=first.dtype if first is not None else None,
                             device=first.device if first is not None else None)
-        return self._outputs_of(t).detach().cpu().numpy()
+        return arrays.to_numpy(self._outputs_of(t))

@@ -19,6 +19,7 @@ from textual.reactive import var
 from textual.widgets import ContentSwitcher, Input
 from textual.worker import Worker, WorkerState
 
+from gdstep.breakpoints import dismiss_last_break
 from gdstep.fmt import index_text
 from gdstep.tui.arithmetic_view import ArithmeticView, GradcheckView
 from gdstep.tui.batch_view import BatchView
@@ -30,7 +31,7 @@ from gdstep.tui.event_log import EventLog
 from gdstep.tui.footer import KeyFooter
 from gdstep.tui.frame import Frame, Selection
 from gdstep.tui.help_screen import HelpScreen
-from gdstep.tui.messages import FrameReady, JobDone, JobStarted, Running
+from gdstep.tui.messages import FrameReady, Job, JobDone, JobStarted, Running
 from gdstep.tui.model_tree import ModelTree
 from gdstep.tui.palette_guard import guard_command_list
 from gdstep.tui.phase_bar import PhaseBar
@@ -308,6 +309,15 @@ class GdstepApp(PromptFirst, App[int]):
             return
         name, index = selected
         self.run_command(f"gradcheck {name}{index_text(index)}", echo=False)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """`x` (break no more) answers a training loop's pauses: attach mode only."""
+        return (action != "dismiss" or self.driver.session.attached) and super().check_action(action, parameters)
+
+    def action_dismiss(self) -> None:
+        """Break no more on what caused this pause; the event log says what was dismissed."""
+        session = self.driver.session
+        self._unless_running(self.driver.submit, Job("dismiss", lambda on_phase: dismiss_last_break(session)))
 
     def action_prompt(self) -> None:
         self.open_prompt("")

@@ -21,6 +21,8 @@ BINDINGS = [
     Binding("question_mark", "help", "help", id="help", tooltip="help: every key"),
     Binding("colon", "prompt", "cmd", id="prompt", tooltip="command prompt (the script language)"),
     Binding("g", "gradcheck", "gradcheck", id="gradcheck", tooltip="gradient check of the selected element"),
+    Binding("x", "dismiss", "mute", id="dismiss",
+            tooltip="break no more on what paused here: this breakpoint, or (attach mode) non-finite values"),
     Binding("w", "save_recording", "save", id="save", tooltip="save the session so far as a script (opens the prompt)"),
     Binding("q", "quit", "quit", id="quit", tooltip="quit"),
     Binding("shift+up", "move_element(-1, 0)", "↑", group=ELEMENT, id="element-up", show=False,
