@@ -60,7 +60,8 @@ class Debugger:
 
     def __init__(self, model, optimizer, loss_fn, breakpoints: Sequence[str] = ("nan",), *,
                  on_break: str | Callable | None = None, dump_dir: str | Path = ".", keep: int = 16,
-                 max_dumps: int = 10, history_budget: int = 64 * 2**20, name: str | None = None):
+                 max_dumps: int = 10, history_budget: int = 64 * 2**20, name: str | None = None,
+                 before_update: Callable[[], Any] | None = None, scaler=None, scheduler=None):
         from gdstep.backends.torch_attach import AttachBackend
         from gdstep.backends.torch_loss import ModuleLoss
         from gdstep.backends.torch_support import require_torch
@@ -76,6 +77,12 @@ class Debugger:
                               "that step without one")
         if not callable(loss_fn):
             raise GdstepError(f"attach: loss_fn must be callable as loss_fn(output, target), got {type(loss_fn).__name__}")
+        if before_update is not None and not callable(before_update):
+            raise GdstepError(f"attach: before_update must be a function of no arguments, got {type(before_update).__name__}")
+        if scaler is not None and not all(hasattr(scaler, k) for k in ("scale", "unscale_", "step", "update")):
+            raise GdstepError(f"attach: scaler must be a torch.amp.GradScaler, got {type(scaler).__name__}")
+        if scheduler is not None and getattr(scheduler, "optimizer", None) is not optimizer:
+            raise GdstepError("attach: scheduler must be an lr scheduler of this optimizer")
         if on_break not in (None, "tui", "dump", "raise") and not callable(on_break):
             raise GdstepError(f'attach: on_break must be "tui", "dump", "raise" or a function, got {on_break!r}')
         if breakpoints is None:
@@ -87,7 +94,8 @@ class Debugger:
         self.on_break, self.dump_dir, self.max_dumps = on_break, Path(dump_dir), max_dumps
         self.dumps: list[Path] = []
         self.loss = ModuleLoss(loss_fn)
-        self.backend = AttachBackend(model, self.loss, optimizer, keep=keep)
+        self.backend = AttachBackend(model, self.loss, optimizer, keep=keep, before_update=before_update,
+                                     scaler=scaler, scheduler=scheduler)
         for text in conditions:
             if not isinstance(text, str):
                 raise GdstepError(f"attach: a breakpoint is a condition string, got {text!r}")
@@ -125,16 +133,18 @@ class Debugger:
 
     # -- the loop drives ------------------------------------------------------------------------
 
-    def step(self, x, y) -> float:
-        """One iteration on this batch: forward, loss, backward, update, each recorded and
-        checked. Returns the loss."""
+    def step(self, x, y=None, *args, **kwargs) -> float:
+        """One iteration on this batch: forward `model(x, *args, **kwargs)`, the loss
+        `loss_fn(output, y)` (the whole output, whatever its structure), backward,
+        `before_update()`, update; each recorded and checked. Returns the loss; the model's
+        output is `dbg.output`. `x` and `y` may be tensors, tuples or dicts of them."""
         b = self.backend
         self._mode = "step"
-        b.sync_config()
-        s = self.session or self._session(b.trial(x))
+        s = self.session or self._session(b.trial(x, args, kwargs))
         self._resync()
-        b.add_batch(s.step_count, x, y)
-        s.n = len(x)
+        self._sync_groups()
+        b.add_batch(s.step_count, x, y, args, kwargs)
+        s.n = b.n_samples
         result = s.step(1)
         if result.reason in ("breakpoint", "nonfinite"):
             self._break(result.message, settle=self._finish_iteration)
@@ -142,31 +152,59 @@ class Debugger:
         self._loop_step = s.step_count
         return s.loss_value
 
+    @property
+    def output(self):
+        """The model's whole output in the latest iteration (detached): for an RNN's hidden state."""
+        return self.backend.output
+
+    @property
+    def named_outputs(self) -> list:
+        """[(name, tensor)] of each tensor the model returned in the latest iteration."""
+        return self.backend.named_outputs
+
     def watch(self, loss, y=None) -> float:
         """Record the iteration the loop has just run forward and backward on (call it
         between `loss.backward()` and `optimizer.step()`); returns the loss."""
         b = self.backend
         self._mode = "watch"
-        if b.last_input is None:
+        if b.last_call is None:
             raise GdstepError("watch: the model has not run forward since attach")
         self._hook_optimizer()
-        b.sync_config()
         s = self.session or self._session(b.layers_seen())
         if not b.watching:
             b.start_watching()
+        if s.phase_due == "update" and s.position == 4 * self._loop_step + 3:
+            b.observe_no_step()            # the loop did not step after the last watch()
+            self._advance("update")
+            self._loop_step = s.step_count
+            s.log("info", f"iteration {s.step_count}: the loop did not call optimizer.step() after watch() "
+                          "(a GradScaler skipped it, or gradients accumulate): recorded with no update")
         self._resync()
-        x = b.last_input
         if not b.has_grads():
             raise GdstepError("watch(loss) goes between loss.backward() and optimizer.step(): "
                               "there are no gradients yet")
-        b.add_batch(s.step_count, x, y)
-        s.n = len(x)
+        self._sync_groups()
+        args, kwargs = b.last_call
+        b.add_batch(s.step_count, args[0] if args else None, y, args[1:], kwargs)
+        s.n = b.n_samples
         b.observe_iteration(loss)
         for phase in OBSERVED:
             if self._advance(phase):
                 break
         b.new_iteration()
         return s.loss_value
+
+    def _sync_groups(self) -> None:
+        """The loop's own changes of hyperparameters (an lr scheduler's step, a param_groups
+        edit) take effect at this iteration: logged as settings, so a rewind replays them."""
+        s, b = self.session, self.backend
+        live = b.loop_groups()
+        seen = getattr(self, "_groups", None)
+        self._groups = live
+        if seen is None or live == seen:
+            return
+        changes = {i: {k: v for k, v in g.items() if seen[i].get(k) != v} for i, g in enumerate(live) if g != seen[i]}
+        s._settings.record(s.step_count, {"groups": changes})
 
     def _hook_optimizer(self) -> None:
         if self._step_hooks:
