@@ -312,7 +312,7 @@ class UserModuleBackend(ReplayCheck, ModuleBackend):
             from collections import defaultdict
 
             self.scaler.load_state_dict(scaler)
-            fresh = type(self.scaler._per_optimizer_states).default_factory
+            fresh = self.scaler._per_optimizer_states.default_factory
             self.scaler._per_optimizer_states = defaultdict(fresh)
         if scheduler is not None:
             self.scheduler.load_state_dict(copy.deepcopy(scheduler))
