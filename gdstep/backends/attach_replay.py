@@ -86,6 +86,6 @@ class ReplayCheck:
             self.inexact.append((step, message))
         s = self._session
         if s is not None:
-            if inexact:
+            if inexact and s.replay_inexact is None:     # the first: later ones often follow from it
                 s.replay_inexact = message
             s.log("inexact" if inexact else "info", message)

@@ -209,7 +209,13 @@ class AttachBackend(UserModuleBackend):
         grads = {name: g.detach().clone() for name, (g, _) in self._watched.items()}
         value = loss.detach().reshape(()).item() if isinstance(loss, torch.Tensor) else float(loss)
         self._observed = {"forward": outputs, "loss": (None, value), "backward": (deltas[-1] if deltas else None, deltas, grads)}
-        if self._forwards > 1:
+        unstepped = getattr(self, "_unstepped", None)
+        self._unstepped, self._forwards_seen = None, self._forwards
+        if unstepped and any(unstepped.get(name) is g for name, (g, _) in self._watched.items()):
+            self._announce(self._updates, f"iteration {self._updates + 1}: its gradients add to those of the "
+                           "iteration before, which the loop did not step (gradient accumulation): the records show "
+                           "the sum, and a rewind recomputes only this iteration's")
+        elif self._forwards > 1:
             self._announce(self._updates, f"iteration {self._updates + 1}: the model ran forward {self._forwards} times "
                            "before this optimizer step (gradient accumulation, or several losses as in a GAN): the "
                            "records show the last forward and its loss with the gradients of all of them, and a "
@@ -256,6 +262,8 @@ class AttachBackend(UserModuleBackend):
         old, state = self._param_copies(names), self._state_copies()
         self._observed["update"] = (names, old, old, state, state, None)
         self._no_step.add(self._updates)
+        self._forwards -= getattr(self, "_forwards_seen", 0)
+        self._unstepped = {name: g for name, (g, _) in getattr(self, "_watched", {}).items()}
 
     def forward(self, x):
         observed = self._observed.pop("forward", None)

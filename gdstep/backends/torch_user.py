@@ -249,6 +249,7 @@ class UserModuleBackend(ReplayCheck, ModuleBackend):
             self.torch_optimizer.step()
         if self._step_scheduler:
             self.scheduler.step()
+            self.optimizer = config_of(self.torch_optimizer)      # the lr in force next
 
     # -- param groups ----------------------------------------------------------------------------
 
