@@ -347,3 +347,43 @@ def test_gradscaler_skips_what_the_bare_loop_skips():
     assert scaler.get_scale() == scale and dbg.backend.skipped
     assert breaks and all("non-finite" in m for m in breaks)     # the overflowing gradients paused, named
     assert any("GradScaler skipped" in e.message for e in dbg.session.events)
+
+
+def test_watch_mode_with_a_gradscaler_shows_unscaled_gradients_and_puts_the_scaler_back():
+    def build():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(6, 32), nn.ReLU(), nn.Linear(32, 1))
+        return model, torch.optim.Adam(model.parameters(), lr=0.01), torch.amp.GradScaler("cpu", growth_interval=3)
+
+    g = torch.Generator().manual_seed(8)
+    batches = [(torch.randn(16, 6, generator=g), torch.randn(16, 1, generator=g)) for _ in range(8)]
+    seen = {}
+
+    def look(session, message):
+        seen["backward"] = {n: g.clone() for n, g in session.record("backward").grads.items()}
+        session.back(iterations=2)
+        session.step(2)
+        session.forward(); session.loss(); session.backward()
+
+    results = []
+    for watching in (False, True):
+        model, opt, scaler = build()
+        dbg = gdstep.attach(model, opt, nn.MSELoss(), ["step == 4 and phase == 'backward'"], on_break=look,
+                            scaler=scaler) if watching else None
+        for i, (x, y) in enumerate(batches):
+            opt.zero_grad()
+            loss = F.mse_loss(model(x), y)
+            scaler.scale(loss).backward()
+            if dbg is not None:
+                dbg.watch(loss, y)
+            scaler.unscale_(opt)
+            if i == 4:
+                seen.setdefault("unscaled", {n: p.grad.clone() for n, p in model.named_parameters()})
+            nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+            scaler.step(opt)
+            scaler.update()
+        results.append((copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()), scaler.get_scale()))
+    same(results[1], results[0])
+    for name, grad in seen["backward"].items():          # the gradient of the loss, not of scale·loss
+        same(grad, seen["unscaled"][name], name)
+    assert dbg.session.replay_inexact is None
