@@ -67,12 +67,15 @@ class Debugger:
         from gdstep.backends.torch_support import require_torch
 
         torch = require_torch()
+        if isinstance(model, (dict, list, tuple)) or isinstance(optimizer, (list, tuple)):
+            from gdstep.backends.attach_joint import joint     # a GAN's models and optimizers, as one
+            model, optimizer = joint(model, optimizer)
         if not isinstance(model, torch.nn.Module):
             raise GdstepError(f"attach: model must be a torch.nn.Module, got {type(model).__name__}")
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise GdstepError(f"attach: optimizer must be a torch.optim optimizer, got {type(optimizer).__name__}")
         from gdstep.backends.torch_support import needs_closure
-        if needs_closure(optimizer):
+        if any(needs_closure(o) for o in getattr(optimizer, "optimizers", [optimizer])):
             raise GdstepError(f"attach: {type(optimizer).__name__} needs a closure for step(); gdstep takes optimizers "
                               "that step without one")
         if not callable(loss_fn):
@@ -139,6 +142,9 @@ class Debugger:
         `before_update()`, update; each recorded and checked. Returns the loss; the model's
         output is `dbg.output`. `x` and `y` may be tensors, tuples or dicts of them."""
         b = self.backend
+        if hasattr(b.torch_optimizer, "optimizers"):
+            raise GdstepError("dbg.step takes one model and one optimizer; with several (a GAN), the loop steps "
+                              "them itself and calls dbg.watch(loss, y) before each optimizer's step()")
         self._mode = "step"
         s = self.session or self._session(b.trial(x, args, kwargs))
         self._resync()
@@ -214,7 +220,7 @@ class Debugger:
         def before(optimizer, args, kwargs):
             s = self.session
             if s is not None and not self.backend.driving and not self._handling and s.phase_due == "update":
-                self.backend.observe_before_step()
+                self.backend.observe_before_step(optimizer)
 
         def after(optimizer, args, kwargs):
             s = self.session
@@ -224,7 +230,8 @@ class Debugger:
                 self._advance("update")
                 self._loop_step = self.session.step_count
 
-        self._step_hooks = [opt.register_step_pre_hook(before), opt.register_step_post_hook(after)]
+        for o in getattr(opt, "optimizers", [opt]):
+            self._step_hooks += [o.register_step_pre_hook(before), o.register_step_post_hook(after)]
 
     def _advance(self, phase: str) -> bool:
         """Run one observed phase, then check: True when it broke (the rest is unchecked)."""

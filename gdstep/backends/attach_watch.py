@@ -58,15 +58,22 @@ class WatchObserver:
         self._observed = {"forward": outputs, "loss": (None, value), "backward": (deltas[-1] if deltas else None, deltas, grads)}
         unstepped = getattr(self, "_unstepped", None)
         self._unstepped, self._forwards_seen = None, self._forwards
-        if unstepped and any(unstepped.get(name) is g for name, (g, _) in self._watched.items()):
+        accumulated = bool(unstepped) and any(unstepped.get(name) is g for name, (g, _) in self._watched.items())
+        kept = self._batches.get(self._updates)
+        if kept is not None and not kept.why_not and (self._forwards > 1 or accumulated):   # a rewind could not recompute it
+            why = (f"the loop ran the model forward {self._forwards} times for it (gradient accumulation, or "
+                   "several losses as in a GAN)" if self._forwards > 1
+                   else "its gradients add to those of an iteration the loop did not step")
+            self._batches[self._updates] = kept._replace(why_not=why)
+        if accumulated:
             self._announce(self._updates, f"iteration {self._updates + 1}: its gradients add to those of the "
                            "iteration before, which the loop did not step (gradient accumulation): the records show "
-                           "the sum, and a rewind recomputes only this iteration's")
+                           "the sum; a rewind cannot recompute it")
         elif self._forwards > 1:
             self._announce(self._updates, f"iteration {self._updates + 1}: the model ran forward {self._forwards} times "
                            "before this optimizer step (gradient accumulation, or several losses as in a GAN): the "
-                           "records show the last forward and its loss with the gradients of all of them, and a "
-                           "rewind recomputes only loss_fn(last output, y)")
+                           "records show the last forward and its loss with the gradients of all of them; a rewind "
+                           "cannot recompute it")
 
     def _unscale_factor(self):
         """1/scale where the loop's gradients are still scaled by the attached GradScaler
@@ -86,11 +93,20 @@ class WatchObserver:
         self._slots = [None] * len(self._rows)
         self._deltas = [None] * len(self._rows)
 
-    def observe_before_step(self) -> None:
-        names = [name for name, p in self._train if p.grad is not None]
+    def observe_before_step(self, optimizer=None) -> None:
+        """Before the loop's `optimizer.step()`: the gradients it uses, the values before;
+        with several optimizers, only the parameters of the one stepping."""
+        mine = None
+        joint = getattr(self.torch_optimizer, "optimizers", None)
+        if joint is not None and optimizer is not None:
+            mine = {id(p) for g in optimizer.param_groups for p in g["params"]}
+            self.torch_optimizer.turn = joint.index(optimizer)
+            self._turn_at[self._updates] = self.torch_optimizer.turn
+        names = [name for name, p in self._train if p.grad is not None and (mine is None or id(p) in mine)]
         watched = getattr(self, "_watched", {})
-        changed = any(watched.get(name, (None, None)) != (p.grad, p.grad._version) for name, p in self._train
-                      if p.grad is not None)
+        by_name = self._by_name
+        changed = any(watched.get(name, (None, None)) != (by_name[name].grad, by_name[name].grad._version)
+                      for name in names)
         used = None
         if changed:        # clipping or unscaling between watch() and step(): the step's own gradients
             used = {name: p.grad.detach().clone() for name, p in self._train if p.grad is not None}

@@ -31,6 +31,7 @@ class Kept(NamedTuple):
     shown_x: Any
     shown_y: Any
     versions: int
+    why_not: str | None = None        # why a rewind cannot recompute this iteration
 
 
 def _versions(*values) -> int:
@@ -57,13 +58,20 @@ class AttachBackend(WatchObserver, UserModuleBackend):
         self._driving = False
         self._used_at: dict[int, dict] = {}       # step -> the gradients the loop's step used, where it changed them
         self._no_step: set[int] = set()           # steps where the loop did not step the optimizer
+        self._turn_at: dict[int, int] = {}        # step -> which of several optimizers stepped
 
     # -- hooks -----------------------------------------------------------------------------------
 
     def _install_hooks(self) -> None:
+        import torch.nn as nn
+
+        model = self.model
+        # the modules the loop calls: the model, or each model of several (a GAN's, in a ModuleDict)
+        self._tops = [model] if type(model).forward is not nn.Module.forward else list(model.children())
         for i, (_, module) in enumerate(self._rows):
             self._hooks.append(module.register_forward_hook(self._hook(i)))
-        self._hooks.append(self.model.register_forward_pre_hook(self._input_hook, with_kwargs=True))
+        for top in self._tops:
+            self._hooks.append(top.register_forward_pre_hook(self._input_hook, with_kwargs=True))
 
     def _input_hook(self, module, args, kwargs):
         if self._capture and not self._own:
@@ -78,7 +86,8 @@ class AttachBackend(WatchObserver, UserModuleBackend):
             self._slots[i] = out
             if self._watching and not self._own and out is not None and out.requires_grad:
                 out.register_hook(lambda g, i=i: self._deltas.__setitem__(i, g))
-            if i == len(self._rows) - 1 and not self._own:
+            if (i == len(self._rows) - 1 or module in self._tops) and not self._own:
+                self._slots[-1] = out
                 self._keep_output(output)
         return record
 
@@ -114,8 +123,11 @@ class AttachBackend(WatchObserver, UserModuleBackend):
         if shown_x is None:
             shown_x = first_tensor(kwargs) if x is None else None
         shown_y = y if y is None or hasattr(y, "shape") else first_tensor(y)
-        args, kwargs = detached(tuple(args)), detached(kwargs)
-        kept = Kept(x, args, kwargs, y, shown_x, shown_y, _versions(x, args, kwargs, y))
+        carries = any(t.grad_fn is not None for _, t in named_tensors((x, args, kwargs)))
+        why_not = ("its input carries gradients from before the model's call (a GAN's generator output), "
+                   "which a recomputed forward would not" if carries and self._watching else None)
+        x, args, kwargs = detached(x), detached(tuple(args)), detached(kwargs)
+        kept = Kept(x, args, kwargs, y, shown_x, shown_y, _versions(x, args, kwargs, y), why_not)
         self._batches[step] = kept
         self.x, self.y = shown_x, shown_y
         self.n_samples = rows(x if x is not None else kwargs)
@@ -226,6 +238,8 @@ class AttachBackend(WatchObserver, UserModuleBackend):
                     for n in names if n in grads}
         if self._updates in self._no_step:
             return self._no_update(grads)
+        if hasattr(self.torch_optimizer, "optimizers"):
+            self.torch_optimizer.turn = self._turn_at.get(self._updates)
         self._driving = True
         try:
             return super().update(grads)
@@ -273,11 +287,16 @@ class AttachBackend(WatchObserver, UserModuleBackend):
         """Refused, before anything changes, when an iteration to recompute from there has
         no kept batch (or no targets): the session is never left half rewound."""
         if check:
-            for step in range(checkpoint.updates, self._updates):
+            for step in range(checkpoint.updates, self._updates + 1):
                 kept = self._batches.get(step)
+                if kept is None and step == self._updates:      # at a boundary: the loop's next batch
+                    continue
                 if kept is None:
                     raise GdstepError(f"cannot recompute iteration {step + 1}: attach mode keeps the batches of the "
                                       f"last {self._keep} iterations (gdstep.attach(..., keep=N) keeps more)")
+                if kept.why_not:
+                    raise GdstepError(f"cannot recompute iteration {step + 1}: {kept.why_not}; gdstep shows what "
+                                      "the loop computed there")
                 if kept.y is None and self._watching:
                     raise GdstepError(f"cannot recompute iteration {step + 1}: watch(loss) was given no targets "
                                       "(pass dbg.watch(loss, y))")
