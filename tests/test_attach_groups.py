@@ -30,8 +30,8 @@ def test_set_lr_of_one_group_matches_a_param_groups_edit_in_a_bare_loop():
     model, opt, batches = build()
     loss_fn = nn.CrossEntropyLoss()
     for i, (x, y) in enumerate(batches):
-        if i == 3:
-            opt.param_groups[1]["lr"] = 0.5            # from the 4th iteration on, group 1 only
+        if i == 4:
+            opt.param_groups[1]["lr"] = 0.5            # from the 5th iteration on, group 1 only
         opt.zero_grad()
         loss_fn(model(x), y).backward()
         opt.step()
@@ -41,14 +41,20 @@ def test_set_lr_of_one_group_matches_a_param_groups_edit_in_a_bare_loop():
     seen = {}
 
     def look(session, message):
-        groups = session.backend.group_hyperparameters()
-        seen["groups"] = [(g["lr"], g["momentum"], g["params"]) for g in groups]
-        session.set(lr=0.5, group=1)
-        seen["config"] = session.backend.config_for("2.weight")
+        if session.step_count == 3:            # after the 4th forward: from the next iteration on
+            groups = session.backend.group_hyperparameters()
+            seen["groups"] = [(g["lr"], g["momentum"], g["params"]) for g in groups]
+            session.set(lr=0.5, group=1)
+            return
+        e = session.explain("2.weight", (0, 0))            # group 1's lr and momentum in the formula
+        u = session.record("update").params["2.weight"]
+        seen["explain"] = (e.optimizer, e.note, e.terms[1].numbers.startswith("0.5 ×"),      # μ of group 1
+                           "− 0.5 ×" in e.terms[-1].numbers, e.w_new == u.new[0, 0].item())   # η of group 1
 
-    dbg = gdstep.attach(model, opt, loss_fn, ["step == 3"], on_break=look)
+    dbg = gdstep.attach(model, opt, loss_fn, ["step == 3 and phase == 'forward'", "step == 5"], on_break=look)
     for x, y in batches:
         dbg.step(x, y)
+    assert seen["explain"] == ("sgd", None, True, True, True)
     assert seen["groups"] == [(0.1, 0.9, ("0.weight", "0.bias")), (0.01, 0.5, ("2.weight", "2.bias"))]
     for a, b in zip((model.state_dict(), opt.state_dict()), expected):
         torch.testing.assert_close(a, b, rtol=0, atol=0)

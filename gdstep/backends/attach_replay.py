@@ -47,10 +47,10 @@ class ReplayCheck:
             old = step - WINDOW
             self._fingerprints = {k: v for k, v in self._fingerprints.items() if k >= old}
             self._seen = {k: v for k, v in self._seen.items() if k[0] >= old}
-            lrs = getattr(self, "lr_history", None)
-            if lrs is not None and len(lrs) > 16 * WINDOW:
-                for k in [k for k in lrs if k < step - 16 * WINDOW]:
-                    del lrs[k]
+            for kept in (getattr(self, "lr_history", None), getattr(self, "_groups_at", None)):
+                if kept is not None and len(kept) > 16 * WINDOW:
+                    for k in [k for k in kept if k < step - 16 * WINDOW]:
+                        del kept[k]
 
     def _new_branch(self) -> None:
         """A fresh optimizer: what follows is new, not a replay."""

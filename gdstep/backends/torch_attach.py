@@ -231,6 +231,7 @@ class AttachBackend(WatchObserver, UserModuleBackend):
     def update(self, grads: Mapping[str, Any]) -> dict[str, ParamUpdate]:
         observed = self._observed.pop("update", None)
         if observed is not None:
+            self._note_groups()
             names, old, new, before, after, used = observed
             self._updates += 1
             used = used or grads

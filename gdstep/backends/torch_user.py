@@ -81,6 +81,7 @@ class UserModuleBackend(ReplayCheck, ModuleBackend):
         self.named_outputs: list[tuple[str, Any]] = []
         self.skipped: list[int] = []       # steps a GradScaler skipped
         self.lr_history: dict[int, tuple[float, ...]] = {}   # step -> each group's lr in force
+        self._groups_at: dict[int, tuple] = {}     # step -> each group's hyperparameters (several groups)
         super().__init__(model, loss, optimizer, x, y, **kw)
         self._init_replay()
 
@@ -229,7 +230,13 @@ class UserModuleBackend(ReplayCheck, ModuleBackend):
             raise GdstepError(f"before_update raised {type(e).__name__}: {e}") from None
         return {name: p.grad for name, p in self._train if p.grad is not None}
 
+    def _note_groups(self) -> None:
+        """Each group's values in force for this update, for its formula (several groups)."""
+        if len(self.torch_optimizer.param_groups) > 1:
+            self._groups_at[self._updates] = tuple(group_hyperparameters(g) for g in self.torch_optimizer.param_groups)
+
     def update(self, grads):
+        self._note_groups()
         return super().update(self._used_grads(grads))
 
     def update_lean(self, grads, check: bool = True, defer: bool = False):
@@ -266,10 +273,16 @@ class UserModuleBackend(ReplayCheck, ModuleBackend):
                 return i
         raise GdstepError(f"{name} is in no param group of the optimizer")
 
-    def config_for(self, name: str) -> Any:
-        """The optimizer config of the group `name` is in (its own lr and hyperparameters)."""
-        group = self.torch_optimizer.param_groups[self.group_of(name)]
-        solo = copy.copy(self.torch_optimizer)
+    def config_for(self, name: str, step: int | None = None) -> Any:
+        """The optimizer config of the group `name` is in — its own lr and hyperparameters,
+        as they were in the update of `step` (None: as they are now)."""
+        opt = self.torch_optimizer
+        index = self.group_of(name)
+        group = dict(opt.param_groups[index])
+        if step is not None and step in self._groups_at:
+            group.update(self._groups_at[step][index])
+        owner = opt.owner_of(self._by_name[name]) if hasattr(opt, "owner_of") else opt
+        solo = copy.copy(owner)
         solo.param_groups = [group]
         return config_of(solo)
 
