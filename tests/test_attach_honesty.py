@@ -157,3 +157,39 @@ def test_watch_with_a_step_the_loop_skipped_records_no_update_and_replays_it():
     s = dbg.session
     assert s.step_count == 8 and s.replay_inexact is None
     assert any("did not call optimizer.step()" in e.message for e in s.events)
+
+
+@pytest.mark.parametrize("watching", [False, True])
+def test_a_loop_that_draws_from_torchs_rng_between_iterations_rewinds_exactly(watching):
+    """Noise drawn by the loop (DCGAN's torch.randn, a DataLoader's shuffle) moves torch's RNG
+    between iterations: the dropout of a recomputed forward still gets the loop's numbers."""
+    def run(dbg_on: bool):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, 1))
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+
+        def look(session, message):
+            session.back(iterations=3)
+            session.step(3) if not watching else [session.next_phase() for _ in range(11)]
+
+        condition = "step == 5" if not watching else "step == 5 and phase == 'backward'"
+        dbg = gdstep.attach(model, opt, nn.MSELoss(), [condition], on_break=look) if dbg_on else None
+        for _ in range(8):
+            x, y = torch.randn(8, 4), torch.randn(8, 1)        # made on the fly, from torch's RNG
+            if dbg is not None and not watching:
+                dbg.step(x, y)
+                continue
+            opt.zero_grad()
+            loss = F.mse_loss(model(x), y)
+            loss.backward()
+            if dbg is not None:
+                dbg.watch(loss, y)
+            opt.step()
+        return model, dbg, torch.get_rng_state()
+
+    bare, _, bare_rng = run(False)
+    model, dbg, rng = run(True)
+    for p, q in zip(model.parameters(), bare.parameters()):
+        assert torch.equal(p, q)
+    assert torch.equal(rng, bare_rng)                           # the loop's RNG goes on where it would have
+    assert dbg.session.replay_inexact is None

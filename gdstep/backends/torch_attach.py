@@ -59,6 +59,10 @@ class AttachBackend(WatchObserver, UserModuleBackend):
         self._used_at: dict[int, dict] = {}       # step -> the gradients the loop's step used, where it changed them
         self._no_step: set[int] = set()           # steps where the loop did not step the optimizer
         self._turn_at: dict[int, int] = {}        # step -> which of several optimizers stepped
+        # step -> torch's RNG state where the iteration's forward started: the loop may draw
+        # between iterations (noise, shuffling, augmentation), so a checkpoint's is not it
+        self._rng_at: dict[int, Any] = {}
+        self._rng_call = None
 
     # -- hooks -----------------------------------------------------------------------------------
 
@@ -77,6 +81,8 @@ class AttachBackend(WatchObserver, UserModuleBackend):
         if self._capture and not self._own:
             self.last_call = (args, kwargs)
             self._forwards += 1
+            if self._watching:
+                self._rng_call = self._rng_state()
 
     def _hook(self, i: int):
         def record(module, args, output):
@@ -134,6 +140,7 @@ class AttachBackend(WatchObserver, UserModuleBackend):
         for old in [s for s in self._batches if s <= step - self._keep]:
             del self._batches[old]
             self._used_at.pop(old, None)
+            self._rng_at.pop(old, None)
             self._no_step.discard(old)
 
     def _kept(self, x=None) -> Kept | None:
@@ -191,6 +198,8 @@ class AttachBackend(WatchObserver, UserModuleBackend):
     def forward(self, x):
         observed = self._observed.pop("forward", None)
         if observed is not None:
+            if self._rng_call is not None:
+                self._rng_at[self._updates] = self._rng_call
             self.lr_history[self._updates] = tuple(_lr(g) for g in self.torch_optimizer.param_groups)
             self._batch_id = id(self._batches.get(self._updates))
             self._note_forward()
@@ -203,6 +212,11 @@ class AttachBackend(WatchObserver, UserModuleBackend):
             self._announce(self._updates, f"iteration {self._updates + 1}: its batch was changed in place since the "
                            "loop used it (a reused buffer): gdstep recomputes it with the values it holds now")
         self._batch_id = id(kept)
+        rng = self._rng_at.get(self._updates)
+        if rng is None:
+            self._rng_at[self._updates] = self._rng_state()
+        else:
+            self._set_rng(rng)
         self._own = True
         try:
             return super().forward(kept.shown_x)
