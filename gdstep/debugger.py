@@ -21,6 +21,12 @@ A loop that calls backward() and step() itself uses `dbg.watch(loss, y)` between
 
 There the debugger only looks: when you quit it, parameters, optimizer state and gradients
 are put back as they were, and the loop's own step runs as it would have.
+
+Loops as written: `dbg.step(x, y, hidden, mask=m)` calls `model(x, hidden, mask=m)` and hands
+the whole output to `loss_fn` (`dbg.output` is it); `before_update=` runs between backward
+and the step (clipping); `scaler=` a GradScaler; the loop's own lr changes (a scheduler) are
+logged each iteration so rewinds replay them; several models and optimizers (a GAN) go in as
+`attach({"G": netG, "D": netD}, [optG, optD], loss_fn)` with watch.
 """
 
 from __future__ import annotations
@@ -208,6 +214,9 @@ class Debugger:
         seen = getattr(self, "_groups", None)
         self._groups = live
         if seen is None or live == seen:
+            return
+        if len(live) != len(seen):         # add_param_group: the checkpoints hold the old groups
+            s.log("info", "the loop added a param group: rewinds before this iteration restore the groups as they were")
             return
         changes = {i: {k: v for k, v in g.items() if seen[i].get(k) != v} for i, g in enumerate(live) if g != seen[i]}
         s._settings.record(s.step_count, {"groups": changes})
