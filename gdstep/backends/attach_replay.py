@@ -40,9 +40,8 @@ class ReplayCheck:
         """A new fingerprint for the iteration starting now."""
         step = self._updates
         before = self._fingerprints.get(step - 1, 0) if step else 0
-        groups = tuple(tuple(sorted((k, repr(v)) for k, v in g.items() if k != "params"))
-                       for g in self.torch_optimizer.param_groups)
-        self._fingerprints[step] = hash((before, self._generation, self._batch_id, type(self.torch_optimizer), groups))
+        self._fingerprints[step] = hash((before, self._generation, self._batch_id, type(self.torch_optimizer),
+                                         _groups_key(self.torch_optimizer.param_groups)))
         if step % 1024 == 0 and step > WINDOW:
             old = step - WINDOW
             self._fingerprints = {k: v for k, v in self._fingerprints.items() if k >= old}
@@ -89,3 +88,22 @@ class ReplayCheck:
             if inexact and s.replay_inexact is None:     # the first: later ones often follow from it
                 s.replay_inexact = message
             s.log("inexact" if inexact else "info", message)
+
+
+def _groups_key(groups) -> tuple:
+    """The groups' hyperparameters, hashable (a tensor lr by its value)."""
+    key = []
+    for g in groups:
+        for k, v in g.items():
+            if k == "params":
+                continue
+            if hasattr(v, "data_ptr"):
+                v = tuple(v.reshape(-1).tolist()) if v.numel() <= 4 else id(v)
+            elif isinstance(v, list):
+                v = repr(v)
+            key.append((k, v))
+    try:
+        hash(tuple(key))
+    except TypeError:
+        return tuple((k, repr(v)) for k, v in key)
+    return tuple(key)

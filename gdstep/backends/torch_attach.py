@@ -35,7 +35,9 @@ class Kept(NamedTuple):
 
 
 def _versions(*values) -> int:
-    return sum(t._version for v in values for _, t in named_tensors(v))
+    """The tensors' version counters, summed: an in-place change since moves it."""
+    return sum(v._version if hasattr(v, "data_ptr") else sum(t._version for _, t in named_tensors(v))
+               for v in values if v is not None)
 
 
 class AttachBackend(WatchObserver, UserModuleBackend):
@@ -129,7 +131,7 @@ class AttachBackend(WatchObserver, UserModuleBackend):
         if shown_x is None:
             shown_x = first_tensor(kwargs) if x is None else None
         shown_y = y if y is None or hasattr(y, "shape") else first_tensor(y)
-        carries = any(t.grad_fn is not None for _, t in named_tensors((x, args, kwargs)))
+        carries = self._watching and any(t.grad_fn is not None for _, t in named_tensors((x, args, kwargs)))
         why_not = ("its input carries gradients from before the model's call (a GAN's generator output), "
                    "which a recomputed forward would not" if carries and self._watching else None)
         x, args, kwargs = detached(x), detached(tuple(args)), detached(kwargs)

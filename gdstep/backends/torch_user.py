@@ -28,8 +28,7 @@ from gdstep.records import ParamUpdate
 
 def tree_map(fn, value):
     """`fn` applied to every tensor inside tuples, lists and dicts (other leaves kept)."""
-    import torch
-    if isinstance(value, torch.Tensor):
+    if hasattr(value, "data_ptr"):
         return fn(value)
     if isinstance(value, tuple) and hasattr(value, "_fields"):
         return type(value)(*(tree_map(fn, v) for v in value))
@@ -43,8 +42,7 @@ def tree_map(fn, value):
 def named_tensors(value, prefix: str = "output") -> list[tuple[str, Any]]:
     """[(name, tensor)] of every tensor in a model's output: `output`, `output[1]`,
     `output['mu']`, `output[1][0]` (an LSTM's (h, c))."""
-    import torch
-    if isinstance(value, torch.Tensor):
+    if hasattr(value, "data_ptr"):
         return [(prefix, value)]
     out: list = []
     if isinstance(value, (tuple, list)):
