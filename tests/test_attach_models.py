@@ -387,3 +387,52 @@ def test_watch_mode_with_a_gradscaler_shows_unscaled_gradients_and_puts_the_scal
     for name, grad in seen["backward"].items():          # the gradient of the loss, not of scale·loss
         same(grad, seen["unscaled"][name], name)
     assert dbg.session.replay_inexact is None
+
+
+class DictModel(nn.Module):
+    """A model that takes a dict batch (or keyword arguments) and returns a dict."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(30, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, batch=None, *, ids=None, mask=None):
+        if batch is not None:
+            ids, mask = batch["ids"], batch["mask"]
+        h = (self.emb(ids) * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
+        return {"logits": self.head(h), "pooled": h}
+
+
+def dict_loss(out, y):
+    return F.cross_entropy(out["logits"], y["label"])
+
+
+@pytest.mark.parametrize("style", ["dict batch", "keyword arguments"])
+def test_dict_batches_dict_targets_and_dict_outputs(style):
+    def build():
+        torch.manual_seed(0)
+        model = DictModel()
+        return model, torch.optim.AdamW(model.parameters(), lr=0.01)
+
+    g = torch.Generator().manual_seed(9)
+    batches = [({"ids": torch.randint(0, 30, (6, 5), generator=g), "mask": (torch.rand(6, 5, generator=g) > 0.2).float() + 0.01},
+                {"label": torch.randint(0, 3, (6,), generator=g)}) for _ in range(8)]
+    model, opt = build()
+    for batch, y in batches:
+        opt.zero_grad()
+        dict_loss(model(batch), y).backward()
+        opt.step()
+    expected = snapshot({"model": model, "opt": opt})
+    model, opt = build()
+    dbg = gdstep.attach(model, opt, dict_loss, ["step == 6"], on_break=back_and_again)
+    for batch, y in batches:
+        if style == "dict batch":
+            dbg.step(batch, y)
+        else:
+            dbg.step(None, y, **batch)
+    same(snapshot({"model": model, "opt": opt}), expected)
+    assert [n for n, _ in dbg.named_outputs] == ["output['logits']", "output['pooled']"]
+    rec = dbg.session.record("forward")
+    assert torch.equal(rec.inputs, batches[-1][0]["ids"])      # the batch's first tensor is what is shown
+    assert dbg.session.replay_inexact is None
