@@ -99,9 +99,6 @@ class AttachBackend(WatchObserver, UserModuleBackend):
                 self._keep_output(output)
         return record
 
-    @property
-    def last_input(self):
-        return None if self.last_call is None else first_tensor(self.last_call[0]) or first_tensor(self.last_call[1])
 
     def trial(self, x, args: tuple = (), kwargs: Mapping | None = None) -> list[bool]:
         """Which rows produce an output: the model once on the batch, no grad, eval mode, RNG
