@@ -88,6 +88,10 @@ class Session(RunLoop, Rewind, SessionValues, Forks):
             self.add_breakpoint(text, log=False)
         for note in getattr(backend, "notes", ()):     # e.g. device "auto" fell back to the cpu
             self._log("info", note)
+        # why a recomputed iteration differs from its first computation (None: none does)
+        self.replay_inexact: str | None = None
+        if hasattr(backend, "bind_session"):
+            backend.bind_session(self)
 
     # -- where we are ------------------------------------------------------------------------
 
@@ -200,6 +204,8 @@ class Session(RunLoop, Rewind, SessionValues, Forks):
             self.backend.set_optimizer(entry["edit"], fresh_state=self._step == 0)   # no state before a step
         if "lr" in entry:
             self.backend.set_optimizer(dataclasses.replace(self.backend.optimizer, lr=entry["lr"]), fresh_state=False)
+        if "groups" in entry:                   # one param group's hyperparameters (set lr 0.1 group=1)
+            self.backend.set_groups(entry["groups"])
         if "batch_size" in entry:
             self._batch_size = entry["batch_size"]
 
@@ -318,7 +324,8 @@ class Session(RunLoop, Rewind, SessionValues, Forks):
         made after a rewind starts a new branch: what was computed beyond this point is
         dropped. Returns the step the change takes effect at.
         """
-        changes = settings.changes(self.optimizer, lr, optimizer, batch_size, **hyperparameters)
+        groups = self.backend.group_hyperparameters() if hasattr(self.backend, "group_hyperparameters") else None
+        changes = settings.changes(self.optimizer, lr, optimizer, batch_size, param_groups=groups, **hyperparameters)
         at = self._step + (1 if self._phase else 0)
         fresh = self._step == 0 or "optimizer" in self._settings.at(at)      # no state yet to keep
         if "edit" in changes and not fresh:

@@ -43,12 +43,11 @@ class LeanPhases:
     def backward_lean(self, x, outputs, y) -> dict[str, Any]:
         """The gradients of the trainable parameters only, for a run (records on demand): the
         same autograd computation without asking for δ of every layer."""
-        torch = self._torch
         loss = self._loss_tensor
         if loss is None or self._graph is None:
             raise GdstepError("backward needs the loss of this iteration's forward")
         params = self._train_params
-        grads = torch.autograd.grad(loss, params, allow_unused=True) if loss.requires_grad and params else [None] * len(params)
+        grads = self.autograd_grads(loss, params)
         self._graph = self._loss_tensor = None
         out = {}
         for (name, p), g in zip(self._train, grads):
@@ -94,7 +93,7 @@ class LeanPhases:
             for _, p in self._train:
                 if p.grad is not None:
                     p.grad = p.grad.clone()
-        self.torch_optimizer.step()
+        self.optimizer_step()
         self._updates += 1
         self._fresh = None
         if not check:

@@ -222,7 +222,7 @@ class ModuleBackend(CheckpointMixin, LeanPhases):
         outs = self._graph[0]
         wanted = [i for i, o in enumerate(outs) if o is not None and o.requires_grad]
         inputs = [outs[i] for i in wanted] + self._train_params
-        grads = torch.autograd.grad(loss, inputs, allow_unused=True) if loss.requires_grad and inputs else [None] * len(inputs)
+        grads = self.autograd_grads(loss, inputs)
         self._graph = self._loss_tensor = None
         deltas: list = [None] * len(outs)
         for i, g in zip(wanted, grads):
@@ -233,6 +233,17 @@ class ModuleBackend(CheckpointMixin, LeanPhases):
             if g is not None:
                 param_grads[name] = g
         return deltas[-1], tuple(deltas), param_grads
+
+    def autograd_grads(self, loss, inputs: list) -> list:
+        """∂loss/∂(each input): the one place the gradients are computed (a data-parallel
+        backend computes them with loss.backward() instead)."""
+        if not (loss.requires_grad and inputs):
+            return [None] * len(inputs)
+        return list(self._torch.autograd.grad(loss, inputs, allow_unused=True))
+
+    def optimizer_step(self) -> None:
+        """The optimizer's step: the one place it is taken (a GradScaler's step instead)."""
+        self.torch_optimizer.step()
 
     def grad_sq_norms(self, grads: Mapping[str, Any]) -> dict[str, float]:
         """‖g‖² per parameter: one fused norm over all of them, one transfer to the host."""
@@ -262,7 +273,7 @@ class ModuleBackend(CheckpointMixin, LeanPhases):
             for _, p in self._train:
                 if p.grad is not None:
                     p.grad = p.grad.clone()
-        self.torch_optimizer.step()
+        self.optimizer_step()
         self._updates += 1
         by_name = self._by_name
         after, made = self._state_copies([by_name[name] for name in names])

@@ -302,13 +302,23 @@ def _parse_set(ln: _Line, rest: str, col: int, make) -> Command:
     value_col = col + len(key) + 1
     if len(parts) < 2:
         ln.fail(value_col, f"set {key} needs a value")
+    group = None                 # set lr 0.1 group=1: one param group (group=all: every group)
+    if key not in ("optimizer", "stop_when") and len(parts) == 3 and parts[2].startswith("group="):
+        word = parts[2][6:]
+        group_col = value_col + len(parts[1]) + 7
+        group = "all" if word == "all" else _positive(ln, word, group_col, "the param group", allow_zero=True)
+        parts = parts[:2]
     if key == "lr":
         if len(parts) > 2:
-            ln.fail(value_col, "set lr takes one number")
+            ln.fail(value_col, "set lr takes one number (and group=N for one param group)")
         lr = _number(ln, parts[1], value_col, "the learning rate")
         if lr < 0:
             ln.fail(value_col, f"the learning rate must be >= 0, got {parts[1]}")
+        if group is not None:
+            return make(("lr", lr, group), f"set lr {parts[1]} group={group}")
         return make(("lr", lr), f"set lr {parts[1]}")
+    if group is not None and key in ("epochs", "batch_size"):
+        ln.fail(value_col + len(parts[1]) + 1, f"set {key} is not a param group's: it takes no group=")
     if key == "stop_when":
         text = rest[len(key):].strip()
         if text == "none":
@@ -350,6 +360,8 @@ def _parse_set(ln: _Line, rest: str, col: int, make) -> Command:
         value = _value(parts[1])
     except ValueError:
         ln.fail(value_col, f"{key}: expected a finite number, true/false or numbers separated by commas, got {parts[1]!r}")
+    if group is not None:
+        return make(("hyperparameter", key, value, group), f"set {key} {parts[1]} group={group}")
     return make(("hyperparameter", key, value), f"set {key} {parts[1]}")
 
 

@@ -216,7 +216,7 @@ class Runner:
         s = self.session
         kind = command.args[0]
         if kind == "lr":
-            at = s.set(lr=command.args[1])
+            at = s.set(lr=command.args[1], **({"group": command.args[2]} if len(command.args) > 2 else {}))
         elif kind == "epochs":     # a limit for runs, not a training setting: no new branch
             s.epochs = command.args[1]
             event = s.log("setting", f"epoch limit → {s.epochs} (runs stop at the end of epoch {s.epochs})")
@@ -229,7 +229,7 @@ class Runner:
         elif kind == "optimizer":
             at = s.set(optimizer=command.args[1], **dict(command.args[2]))
         else:
-            at = s.set(**{command.args[1]: command.args[2]})
+            at = s.set(**{command.args[1]: command.args[2]}, **({"group": command.args[3]} if len(command.args) > 3 else {}))
         return [f"{command.text}: from step {at} — {s.events[-1].message}"], {}, None, command.text, False
 
     def _do_break(self, command: Command, on_phase: OnPhase):
