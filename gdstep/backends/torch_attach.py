@@ -80,10 +80,11 @@ class AttachBackend(WatchObserver, UserModuleBackend):
             self._hooks.append(top.register_forward_pre_hook(self._input_hook, with_kwargs=True))
 
     def _input_hook(self, module, args, kwargs):
+        if self._capture:
+            self._order = []                      # the layers this call runs, in call order
         if self._capture and not self._own:
             self.last_call = (args, kwargs)
             self._forwards += 1
-            self._order = []
             if self._watching:
                 self._rng_call = self._rng_state()
 
@@ -93,8 +94,7 @@ class AttachBackend(WatchObserver, UserModuleBackend):
                 return
             out = first_tensor(output)
             self._slots[i] = out
-            if not self._own:
-                self._order.append(i)
+            self._order.append(i)
             if self._watching and not self._own and out is not None and out.requires_grad:
                 out.register_hook(lambda g, i=i: self._deltas.__setitem__(i, g))
             if (i == len(self._rows) - 1 or module in self._tops) and not self._own:
