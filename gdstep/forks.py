@@ -31,11 +31,7 @@ class Forks:
             twin.backend.restore(checkpoint.backend)
             twin._step, twin._epoch, twin._iteration = checkpoint.step, checkpoint.epoch, checkpoint.iteration
             twin._offset, twin._batch_size = checkpoint.offset, checkpoint.batch_size
-            mine, theirs, k = self._history, twin._history, len(self._history.norm_names)
-            theirs.losses.extend(mine.losses[:checkpoint.step])
-            theirs.epochs.extend(mine.epochs[:checkpoint.step])
-            theirs.batch_sizes.extend(mine.batch_sizes[:checkpoint.step])
-            theirs.grad_norms.extend(mine.grad_norms[:checkpoint.step * k])
+            twin._history.extend_from(self._history, checkpoint.step)
             twin._timeline.save(checkpoint)
         twin.seek(self.position)          # recomputed under the same settings: exact to the bit
         return twin
