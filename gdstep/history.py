@@ -122,6 +122,11 @@ class UpdateNorms:
     def __len__(self) -> int:
         return len(self.values) // (2 * len(self.names)) if self.names else 0
 
+    def matrix(self):
+        """A (updates, 2·parameters) numpy view: ‖ΔW‖² of each parameter, then ‖W_old‖² of each."""
+        import numpy as np
+        return np.frombuffer(self.values, dtype=np.float64).reshape(len(self), 2 * len(self.names))
+
     def series(self, names: Sequence[str]) -> tuple[list[float], list[float]]:
         """Σ‖ΔW‖² and Σ‖W_old‖² over these parameters (a layer's), one value an update."""
         k = len(self.names)

@@ -1,6 +1,7 @@
-"""The plots (plotext): loss per iteration and per epoch (and each open lane's), gradient
-norm per layer, the decision boundary of a 2-D classifier, the loss along the next update.
-The landscape is drawn by landscape_plot.py (half-blocks, which plotext cannot draw).
+"""The plots (plotext): loss per iteration and per epoch (and each open lane's), the
+decision boundary of a 2-D classifier, the loss along the next update. The landscape is
+drawn by landscape_plot.py (half-blocks, which plotext cannot draw), per-layer health by
+health_plot.py.
 
 Each widget draws data computed elsewhere (plot_data, on the worker thread); drawing is
 all that happens here.
@@ -120,31 +121,6 @@ class LossPlot(_Plot):
         self.border_title = ("log₁₀ loss" if log else "loss") + "  " + _key(*items)
         self.border_subtitle = f"{curves.n} iteration{'s' if curves.n != 1 else ''}" + \
             (f" · {len(curves.lanes)} lanes" if curves.lanes else "")
-        self.refresh()
-
-
-class GradNormPlot(_Plot):
-    curves: reactive[Curves | None] = reactive(None)
-
-    def watch_curves(self, curves: Curves | None) -> None:
-        plt = self.plt
-        plt.clear_figure()
-        if curves is None or not curves.grad_norms:
-            self.border_title = "‖∇W‖ per layer"
-            self.border_subtitle = "after backward"
-            self.refresh()
-            return
-        values = [v for _, _, ys in curves.grad_norms for v in ys]
-        log = _log_scale(values)
-        scale = _log10 if log else list
-        items = []
-        for k, (layer, xs, ys) in enumerate(curves.grad_norms):
-            colour = PALETTE[k % len(PALETTE)]
-            _line(plt, xs, scale(ys), colour)
-            items.append((layer.split()[0], colour))
-        _iteration_axis(plt, [x for _, xs, _ in curves.grad_norms for x in xs])
-        self.border_title = ("log₁₀ ‖∇W‖" if log else "‖∇W‖ per layer") + "  " + _key(*items)
-        self.border_subtitle = "v: next plot"
         self.refresh()
 
 
