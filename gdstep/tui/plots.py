@@ -117,11 +117,24 @@ class LossPlot(_Plot):
             plt.plot(list(lane.x), scale(lane.loss), marker="braille", color=colour, label=label)
         if curves.lanes:
             items = [("session", PALETTE[0])]
+            self._legend_room(plt, scale(values), len(curves.lanes) + 1)
         _iteration_axis(plt, list(curves.x) + [x for lane in curves.lanes for x in lane.x])
         self.border_title = ("log₁₀ loss" if log else "loss") + "  " + _key(*items)
         self.border_subtitle = f"{curves.n} iteration{'s' if curves.n != 1 else ''}" + \
             (f" · {len(curves.lanes)} lanes" if curves.lanes else "")
         self.refresh()
+
+
+    def _legend_room(self, plt, values, rows: int) -> None:
+        """Raise the y axis's top so that the curves stay below the legend's rows (plotext
+        draws its legend over the plot's top left corner)."""
+        finite = [v for v in values if math.isfinite(v)]
+        canvas = self.content_size.height - 3           # less the x axis, its ticks and a margin
+        if not finite or canvas - rows < 3:
+            return
+        lo, hi = min(finite), max(finite)
+        span = (hi - lo) or abs(hi) or 1.0
+        plt.ylim(lo - 0.02 * span, hi + span * (rows + 0.5) / (canvas - rows))
 
 
 class BoundaryPlot(_Plot):
