@@ -3,9 +3,11 @@
     python screenshots/make_screenshots.py [--out screenshots]
 
 Every picture comes from the app itself, on a bundled scenario, headless at 120×36 (one
-at 80×24, one at 200×50): among them the loss surface of `linear` with the path marching
-in (and zig-zagging out at lr 1.2), four optimizer lanes on `spiral`, and the loss along an
-overshooting update. The event log is written without clock times so the pictures do not change
+at 80×24; the descent pictures at 200×50): among them the loss surface of `linear` with the
+path marching in (and zig-zagging out at lr 1.2 on the full batch), four optimizer lanes on
+`spiral`, two seed lanes of `two_minima` ending in the two valleys, the per-layer health
+plot, and the loss along an overshooting update. `--size 80x24` makes every picture at
+another size (to check them); names pick some. The event log is written without clock times so the pictures do not change
 from one run to the next.
 """
 
@@ -81,6 +83,15 @@ def _health(app, session) -> None:
     assert plot.health is not None and plot.health.ratios and plot.health.grads is not None, plot.health
 
 
+def _two_basins(app, session) -> None:
+    from gdstep.tui.landscape_plot import LandscapePlot
+
+    picture = app.query_one(LandscapePlot).picture
+    assert picture is not None and picture.fine and len(picture.lanes) == 2, picture
+    ends = [lane.points[-1] for lane in picture.lanes]          # (w, v) of each lane now
+    assert ends[0][0] * ends[1][0] < 0 and ends[0][1] * ends[1][1] < 0, ends
+
+
 SHOTS = {}
 
 
@@ -93,11 +104,11 @@ shot("textbook-backward", "textbook", ["b"], select="2.weight")
 shot("textbook-update", "textbook", ["u"], select="2.weight", check=_textbook_update)
 shot("textbook-forward", "textbook", ["l"], select="2.weight")
 shot("spiral-run", "spiral", ["e"] * 30)
-shot("linear-surface", "linear", ["s"] * 12)
-shot("linear-zigzag", "linear", ["s"] * 8, commands=["set lr 1.2"])
+shot("linear-surface", "linear", ["s"] * 12, size=(200, 50))
+shot("linear-zigzag", "linear", ["s"] * 7, commands=["set batch_size full", "set lr 1.2"], size=(200, 50))
 shot("spiral-lanes", "spiral", ["v"], commands=[
     "run max 40", "lanes sgd lr=0.1 | sgd lr=0.1 momentum=0.9 | rmsprop lr=0.01 | adam lr=0.01", "lanes run 60"],
-    check=_four_lanes)
+    size=(200, 50), check=_four_lanes)
 shot("overshoot-line", "overshoot", ["s", "s", "b", "v"])
 shot("overshoot-breakpoint", "overshoot", ["r", "r", "r"])
 shot("overshoot-nonfinite", "overshoot", ["r"], commands=["unbreak 1"])
@@ -106,6 +117,8 @@ shot("textbook-light", "textbook", ["u"], select="2.weight", theme="textual-ligh
 shot("spiral-200x50", "spiral", ["s", "s", "b"], size=(200, 50))
 shot("spiral-layer", "spiral", ["s", "b", "up"])
 
+shot("two-minima-lanes", "two_minima", [], commands=["lanes seed=0 | seed=1", "lanes run 30"], size=(200, 50),
+     check=_two_basins)
 shot("spiral-health", "spiral", ["v", "v", "v"], select="2.weight", commands=["run max 300"], size=(200, 50),
      check=_health)
 
