@@ -14,6 +14,7 @@ of three products (a few units in the last place of the dtype).
 
 from __future__ import annotations
 
+import copy
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -79,7 +80,7 @@ class _Grid:
 
     def _rows(self, rows, alphas, betas, out) -> None:
         origin, d1, d2, dt = self.origin, self.d1, self.d2, self.dt
-        loss_fn = self.backend.loss_fn
+        loss_fn = copy.copy(self.backend.loss_fn)       # its own: a loss keeps its last forward for backward
         params = dict(self.params)
         n = len(self.x)
         chunks = [slice(k, min(k + CHUNK, n)) for k in range(0, n, CHUNK)]
