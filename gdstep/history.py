@@ -34,6 +34,7 @@ class HistoryArrays:
     def add_update_norms(self, values: Any) -> None:
         """One update's [‖ΔW‖²…, ‖W_old‖²…] (floats, or a device tensor read back later)."""
         if isinstance(values, list):
+            self._flush()                     # after any still on the device, in order
             self.update_sq.extend(values)
             return
         self._pending.append(values)

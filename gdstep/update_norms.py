@@ -41,7 +41,11 @@ def after(params: Mapping[str, Any], names: Sequence[str], kept: tuple[list, Any
 
 
 def of_record(updates: Mapping[str, Any], names: Sequence[str]) -> Any:
-    """The same from a full update record (each ParamUpdate holds old and new)."""
+    """The same from a full update record (each ParamUpdate holds old and new); a parameter
+    the update left out (no gradient) counts 0 in both."""
+    if any(n not in updates for n in names):
+        return [arrays.sq_norm(updates[n].new - updates[n].old) if n in updates else 0.0 for n in names] + \
+            [arrays.sq_norm(updates[n].old) if n in updates else 0.0 for n in names]
     olds = [updates[n].old for n in names]
     news = [updates[n].new for n in names]
     if olds and arrays.is_torch(olds[0]):

@@ -78,3 +78,28 @@ def test_torch_update_norms_stay_on_the_device_until_read():
     assert len(s._history._pending) == 3                # read back in bulk, not once an update
     assert len(s.history.update_norms) == history.FLUSH_EVERY + 3
     assert not s._history._pending
+
+
+def test_an_update_that_leaves_a_parameter_out_counts_it_zero_and_keeps_the_order():
+    from gdstep import update_norms
+    from gdstep.history import HistoryArrays
+    from gdstep.records import ParamUpdate
+
+    old, new = np.array([3.0, 4.0]), np.array([3.0, 5.0])
+    row = update_norms.of_record({"a": ParamUpdate("a", old, None, new, {}, {})}, ("a", "b"))
+    assert row == [1.0, 0.0, 25.0, 0.0]
+    h = HistoryArrays(("a", "b"))
+
+    class Pending:                                    # a device tensor's stand-in
+        def __init__(self, values):
+            self.values = values
+
+    h._pending.append(Pending([9.0, 9.0, 9.0, 9.0]))
+    flushed = []
+    update_norms_to_floats = update_norms.to_floats
+    try:
+        update_norms.to_floats = lambda pending: flushed.append(len(pending)) or [v for p in pending for v in p.values]
+        h.add_update_norms(row)
+    finally:
+        update_norms.to_floats = update_norms_to_floats
+    assert flushed == [1] and list(h.update_sq) == [9.0, 9.0, 9.0, 9.0, 1.0, 0.0, 25.0, 0.0]
