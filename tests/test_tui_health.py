@@ -64,3 +64,22 @@ async def test_health_plot_is_in_the_plot_cycle_with_the_rule_of_thumb():
         text = plot.render().plain if hasattr(plot.render(), "plain") else str(plot.render())
         assert "rule of thumb" in text and "1e-3" in text and "‖ΔW‖/‖W‖" in text
         assert plot.health.weights is not None and plot.health.grads is not None
+
+
+def test_histograms_of_values_alike_or_near_the_float_limits_still_bin():
+    from gdstep.tui.health_data import histogram
+
+    for values in ([1e150, 1e150], [1.7e308, -1.7e308, 0.0], [5.0] * 7, [np.inf, 2.0, np.nan, 2.0]):
+        h = histogram("W", np.array(values))
+        finite = [v for v in values if np.isfinite(v)]
+        assert int(h.counts.sum()) == len(finite) and np.isfinite(h.edges).all()
+        assert h.edges[0] <= min(finite) <= max(finite) <= h.edges[-1]
+    assert histogram("W", np.array([np.nan])) is None
+
+
+def test_health_after_the_overshoot_overflows_is_drawn_not_raised():
+    s = gdstep.open("overshoot")
+    s.remove_breakpoint(1)
+    s.run()                                             # to the non-finite pause, weights near 1e150
+    h = health(s, "0.weight")
+    assert h.weights is not None and h.updates == s.step_count and not h.note

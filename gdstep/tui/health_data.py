@@ -64,15 +64,21 @@ def ratios(history, layers) -> tuple[tuple[str, tuple[float, ...], tuple[float, 
 
 
 def histogram(label: str, a) -> Histogram | None:
+    """Counts in BINS equal bins from the smallest finite value to the largest, binned on
+    values scaled to [−1, 1] (so that values near the float limits, or all alike, still
+    bin); None when nothing is finite."""
     values = arrays.to_numpy(a).astype(np.float64, copy=False).ravel()
     values = values[np.isfinite(values)]
     if not values.size:
         return None
-    lo, hi = float(values.min()), float(values.max())
-    if lo == hi:
+    scale = float(np.abs(values).max()) or 1.0
+    scaled = values / scale
+    lo, hi = float(scaled.min()), float(scaled.max())
+    if hi - lo <= 1e-12:
         lo, hi = lo - 0.5, hi + 0.5
-    counts, edges = np.histogram(values, bins=BINS, range=(lo, hi))
-    return Histogram(label, edges, counts, int(values.size))
+    counts, edges = np.histogram(scaled, bins=BINS, range=(lo, hi))
+    with np.errstate(over="ignore"):
+        return Histogram(label, edges * scale, counts, int(values.size))
 
 
 def selected_parameter(session, name: str | None, layer: str | None) -> str | None:
@@ -88,6 +94,14 @@ def selected_parameter(session, name: str | None, layer: str | None) -> str | No
 
 
 def health(session, name: str | None, layer: str | None = None) -> Health:
+    """The health plot's numbers now; a failure is said in the plot, never raised into the frame."""
+    try:
+        return _health(session, name, layer)
+    except Exception as e:                    # noqa: BLE001 — the frame must still be drawn
+        return Health((), 0, None, None, None, f"health: {type(e).__name__}: {e}")
+
+
+def _health(session, name: str | None, layer: str | None) -> Health:
     s = session
     param = selected_parameter(s, name, layer)
     weights = grads = None

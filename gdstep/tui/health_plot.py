@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from textual.reactive import reactive
 
 from gdstep.tui.health_data import RULE_OF_THUMB, Health, Histogram, log_ticks
@@ -82,8 +83,8 @@ class HealthPlot(_Plot):
 
     @staticmethod
     def _histogram(plt, hist: Histogram | None, colour, empty: str) -> None:
-        if hist is None:
-            plt.title(empty)
+        if hist is None or not np.isfinite(hist.edges).all():
+            plt.title(empty if hist is None else f"{hist.label}: beyond the float range")
             return
         centres = ((hist.edges[:-1] + hist.edges[1:]) / 2).tolist()
         plt.bar(centres, hist.counts.tolist(), color=colour, width=0.9)
