@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from gdstep import update_norms
 from gdstep.errors import GdstepError
 from gdstep.records import LEAN_NONFINITE, Cursor, NonFinite, UpdateRecord
 
@@ -19,7 +20,10 @@ class Rewind:
         """The update of a run: the optimizer's step and one fused finiteness test of what it
         changed, no before/after values; a checkpoint only where the timeline keeps one
         without being asked to (its grid), or where attach mode's kept batches end."""
+        names = self._history.norm_names
+        kept = update_norms.before(self.backend.params(), names)
         finite = self.backend.update_lean(grads, check, defer=self._defer)
+        self._history.add_update_norms(update_norms.after(self.backend.params(), names, kept))
         self._records["update"] = UpdateRecord(self._step, optimizer, optimizer.lr, {})
         self._lean_records = True
         self._next_iteration()

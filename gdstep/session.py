@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from gdstep import arrays, nonfinite, settings
+from gdstep import arrays, nonfinite, settings, update_norms
 from gdstep.breakpoints import Breakpoint, Breakpoints
 from gdstep.conditions import parse_condition
 from gdstep.data import epoch_permutation
@@ -272,6 +272,7 @@ class Session(RunLoop, Rewind, SessionValues, Forks):
         if self._lean and self._lean_update:
             return self._update_lean(grads, optimizer, check)
         updates = self.backend.update(grads)
+        self._history.add_update_norms(update_norms.of_record(updates, self._history.norm_names))
         rec = self._records["update"] = UpdateRecord(self._step, optimizer, optimizer.lr, updates)
         self._next_iteration()
         self._timeline.save(self._checkpoint())

@@ -37,7 +37,8 @@ from gdstep.tui.palette_guard import guard_command_list
 from gdstep.tui.phase_bar import PhaseBar
 from gdstep.landscape import DIRECTIONS
 from gdstep.tui.landscape_plot import LandscapePlot
-from gdstep.tui.plots import BoundaryPlot, GradNormPlot, LinePlot, LossPlot
+from gdstep.tui.health_plot import HealthPlot
+from gdstep.tui.plots import BoundaryPlot, LinePlot, LossPlot
 from gdstep.tui.prompt import CommandPrompt, CompletionList, PromptFirst
 from gdstep.tui.tensor_view import TensorView
 
@@ -70,7 +71,7 @@ class GdstepApp(PromptFirst, App[int]):
         self._saved_lines = 0                 # the recording's length at the last save
         self._quit_asked = False
         self._plot_ids = (["boundary-plot"] if self.model.boundary else []) + \
-            ["landscape-plot", "line-plot", "grad-plot"]
+            ["landscape-plot", "line-plot", "health-plot"]
 
     @property
     def runner(self):
@@ -97,7 +98,7 @@ class GdstepApp(PromptFirst, App[int]):
                         yield BoundaryPlot(id="boundary-plot", classes="plot")
                     yield LandscapePlot(id="landscape-plot", classes="plot")
                     yield LinePlot(id="line-plot", classes="plot")
-                    yield GradNormPlot(id="grad-plot", classes="plot")
+                    yield HealthPlot(id="health-plot", classes="plot")
         log = EventLog(timestamps=self.timestamps, id="log")
         log.border_title = "events"
         yield log

@@ -34,7 +34,7 @@ BINDINGS = [
     Binding("shift+right", "move_element(0, 1)", "→", group=ELEMENT, id="element-right", show=False,
             tooltip="move the selected element (shift + arrows)"),
     Binding("v", "next_plot", "plot", id="next-plot", show=False,
-            tooltip="next plot: decision boundary / landscape / loss along the update / ‖∇W‖"),
+            tooltip="next plot: decision boundary / landscape / loss along the update / health (‖ΔW‖/‖W‖, ‖∇W‖, histograms)"),
     Binding("d", "cycle_directions", "directions", id="directions", show=False,
             tooltip="the landscape's directions: pca / random / gradient"),
     Binding("p", "toggle_plots", "plots", id="plots", show=False, tooltip="show or hide the plots (narrow terminals)"),

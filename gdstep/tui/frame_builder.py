@@ -21,6 +21,7 @@ from gdstep.tui.frame import (Arithmetic, Frame, Grid, Layout, Model, Selection,
                               as_matrix_shape, clamp_selection, element_index)
 from gdstep.tui.batch_panel import batch_panel, low_precision
 from gdstep.tui.descent_data import COARSE, FINE, landscape_key, line_key, make_landscape, make_line
+from gdstep.tui.health_data import health
 from gdstep.tui.plot_data import BoundaryMaker, curves, lane_curves, two_numbers
 
 
@@ -128,6 +129,7 @@ class FrameBuilder:
             landscape=self._landscape[1] if plots and self._landscape is not None else None,
             line=self._line[1] if plots and self._line is not None else None,
             grad_norms=dict(bwd.grad_norms) if bwd is not None else {},
+            health=health(s, selection.name, selection.layer) if plots else None,
         )
 
     # -- the tensor view ------------------------------------------------------------------------
