@@ -60,8 +60,9 @@ class Debugger:
 
     def __init__(self, model, optimizer, loss_fn, breakpoints: Sequence[str] = ("nan",), *,
                  on_break: str | Callable | None = None, dump_dir: str | Path = ".", keep: int = 16,
-                 max_dumps: int = 10, history_budget: int = 64 * 2**20, name: str | None = None):
-        from gdstep.backends.torch_attach import AttachBackend
+                 max_dumps: int = 10, history_budget: int = 64 * 2**20, name: str | None = None,
+                 dbg_rank: int | str = 0, rank_timeout: float = 60.0):
+        from gdstep.distributed import backend_class, ranks_for
         from gdstep.backends.torch_loss import ModuleLoss
         from gdstep.backends.torch_support import require_torch
 
@@ -87,11 +88,14 @@ class Debugger:
         self.on_break, self.dump_dir, self.max_dumps = on_break, Path(dump_dir), max_dumps
         self.dumps: list[Path] = []
         self.loss = ModuleLoss(loss_fn)
-        self.backend = AttachBackend(model, self.loss, optimizer, keep=keep)
+        self.ranks = ranks_for(model, dbg_rank, rank_timeout)      # None unless a DDP model
+        self.backend = backend_class(self.ranks)(model, self.loss, optimizer, keep=keep)
         for text in conditions:
             if not isinstance(text, str):
                 raise GdstepError(f"attach: a breakpoint is a condition string, got {text!r}")
             parse_condition(text).check_names(self.backend.param_shapes)
+        if self.ranks is not None:
+            self.ranks.check_same(conditions)
         self._conditions, self._history_budget = conditions, history_budget
         self._name = name or f"attached: {type(model).__name__}"
         self.session = None           # made at the first iteration, when the model has run once
@@ -128,6 +132,8 @@ class Debugger:
     def step(self, x, y) -> float:
         """One iteration on this batch: forward, loss, backward, update, each recorded and
         checked. Returns the loss."""
+        if self.ranks is not None:
+            return self.ranks.step(self, x, y)
         b = self.backend
         self._mode = "step"
         b.sync_config()

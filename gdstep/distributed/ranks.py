@@ -1,0 +1,125 @@
+"""The ranks of a DDP job as attach mode sees them: which rank this is, where the debugger
+opens, and a pause that holds every rank safely.
+
+`Ranks.step` is `dbg.step` under DDP: the iteration runs on every rank in lockstep (see
+gdstep.distributed.lockstep); when any rank's conditions hit, every rank pauses at the same
+phase. The debugging rank (`dbg_rank`: a rank, or "first_hit") gets the handler — the app,
+the break files or the user's function — on a mirrored session; the others follow its
+calls (gdstep.distributed.mirror) until it lets them go, waiting on the store in short
+polls so no process-group timeout runs out.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from gdstep.distributed.channel import Channel, RankLost
+from gdstep.distributed.lockstep import lockstep_run
+from gdstep.distributed.mirror import RAISE, RELEASE, Mirrored, follow
+from gdstep.distributed.verdict import Verdict
+from gdstep.distributed.view import RanksView, rank_values
+from gdstep.errors import GdstepError
+
+
+class Ranks:
+    made = 0            # Ranks made in this process: every rank makes them in the same order
+
+    def __init__(self, model, dbg_rank: int | str = 0, rank_timeout: float = 60.0):
+        import torch
+        import torch.distributed as dist
+
+        self.torch, self.dist = torch, dist
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        if not (dbg_rank == "first_hit" or (isinstance(dbg_rank, int) and not isinstance(dbg_rank, bool)
+                                            and 0 <= dbg_rank < self.world)):
+            raise GdstepError(f'attach: dbg_rank must be "first_hit" or a rank from 0 to {self.world - 1}, got {dbg_rank!r}')
+        if not (isinstance(rank_timeout, (int, float)) and rank_timeout > 0):
+            raise GdstepError(f"attach: rank_timeout must be a number of seconds > 0, got {rank_timeout!r}")
+        self.dbg_rank, self.timeout = dbg_rank, float(rank_timeout)
+        first = next(model.parameters(), None)
+        backend = dist.get_backend()
+        self.device = first.device if first is not None and backend != "gloo" else torch.device("cpu")
+        self.store = dist.distributed_c10d._get_default_store()
+        self.pauses = 0
+        Ranks.made += 1
+        self.prefix = f"gdstep/ddp/{Ranks.made}"      # the store's keys of this attach, apart from earlier ones
+        self.last_verdict: Verdict | None = None
+        self.view: RanksView | None = None
+
+    def check_same(self, conditions: tuple) -> None:
+        """Every rank must check the same breakpoints, or they would not stop together."""
+        theirs: list = [None] * self.world
+        self.dist.all_gather_object(theirs, list(conditions))
+        if any(t != list(conditions) for t in theirs):
+            raise GdstepError(f"attach: the ranks were given different breakpoints ({theirs}); "
+                              "give every rank the same list")
+
+    # -- dbg.step --------------------------------------------------------------------------------
+
+    def step(self, dbg, x, y) -> float:
+        b = dbg.backend
+        dbg._mode = "step"
+        b.sync_config()
+        s = dbg.session or dbg._session(b.trial(x))
+        dbg._resync()
+        b.add_batch(s.step_count, x, y)
+        s.n = len(x)
+        self.last_verdict = None
+        result = lockstep_run(s, self, "step", 1)
+        if result.reason in ("breakpoint", "nonfinite") and self.last_verdict is not None:
+            self.pause(dbg, self.last_verdict)
+            dbg._finish_iteration()
+        dbg._loop_step = s.step_count
+        return s.loss_value
+
+    # -- the pause -------------------------------------------------------------------------------
+
+    def debugging_rank(self, verdict: Verdict) -> int:
+        return verdict.ranks[0] if self.dbg_rank == "first_hit" and verdict.ranks else (
+            self.dbg_rank if isinstance(self.dbg_rank, int) else 0)
+
+    def gather_view(self, dbg, verdict: Verdict) -> RanksView:
+        mine, mean, avg = rank_values(dbg.backend, dbg.session, self.rank, verdict.messages[self.rank])
+        everyone: list = [None] * self.world
+        self.dist.all_gather_object(everyone, mine)
+        return RanksView(tuple(everyone), avg, mean)
+
+    def pause(self, dbg, verdict: Verdict) -> None:
+        """Every rank calls this at the same point: one opens the debugger, the others follow."""
+        from gdstep.debugger import BreakpointHit
+
+        self.pauses += 1
+        s = dbg.session
+        self.view = self.gather_view(dbg, verdict)
+        source = self.debugging_rank(verdict)
+        channel = Channel(self.store, self.rank, self.world, source, f"{self.prefix}/{self.pauses}", self.timeout)
+        message = verdict.message()
+        s.log("ranks", self.view.text())
+        if self.rank != source:
+            print(f"gdstep: rank {self.rank} waits: rank {source} debugs ({message})", file=sys.stderr)
+            channel.beat(force=True)
+            answer = follow(s, self, channel)
+            if answer[0] == RAISE:
+                raise BreakpointHit(answer[1], s)
+            return
+        channel.beat(force=True)
+        channel.start_beating()
+        mirrored = Mirrored(s, self, channel)
+        target = 4 * (dbg._loop_step + 1)
+        end: tuple[Any, ...] = (RELEASE,)
+        dbg.session = mirrored
+        try:
+            dbg._break(f"paused: {message}", settle=lambda: mirrored.seek(target) if s.position != target else None)
+        except BreakpointHit as e:
+            end = (RAISE, e.message)
+            raise
+        finally:
+            dbg.session = s
+            try:
+                channel.post(end)
+            finally:
+                channel.stop_beating()
+
+
+__all__ = ["Ranks", "RankLost"]
