@@ -275,7 +275,11 @@ class Debugger:
                     mode = "dump"
                 else:
                     print(f"gdstep: {message} — the debugger opens (q lets your loop go on)", file=sys.stderr)
-                    run_tui(self.session)
+                    if self.ranks is not None:      # a DDP job: the app with every rank's values
+                        from gdstep.tui.ranks_view import run_tui_ranks
+                        run_tui_ranks(self.session, self.ranks.view)
+                    else:
+                        run_tui(self.session)
                     return
             if settle is not None:
                 settle()

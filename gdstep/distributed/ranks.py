@@ -87,8 +87,6 @@ class Ranks:
 
     def pause(self, dbg, verdict: Verdict) -> None:
         """Every rank calls this at the same point: one opens the debugger, the others follow."""
-        from gdstep.debugger import BreakpointHit
-
         self.pauses += 1
         s = dbg.session
         self.view = self.gather_view(dbg, verdict)
@@ -100,8 +98,8 @@ class Ranks:
             print(f"gdstep: rank {self.rank} waits: rank {source} debugs ({message})", file=sys.stderr)
             channel.beat(force=True)
             answer = follow(s, self, channel)
-            if answer[0] == RAISE:
-                raise BreakpointHit(answer[1], s)
+            if answer[0] == RAISE:       # on_break="raise": every rank raises BreakpointHit
+                dbg._break(answer[1])
             return
         channel.beat(force=True)
         channel.start_beating()
@@ -109,10 +107,14 @@ class Ranks:
         target = 4 * (dbg._loop_step + 1)
         end: tuple[Any, ...] = (RELEASE,)
         dbg.session = mirrored
+        written = len(dbg.dumps)
         try:
             dbg._break(f"paused: {message}", settle=lambda: mirrored.seek(target) if s.position != target else None)
-        except BreakpointHit as e:
-            end = (RAISE, e.message)
+            if len(dbg.dumps) > written and dbg.dumps[-1].suffix == ".npz":
+                self._add_to_summary(dbg.dumps[-1].with_suffix(".txt"))
+        except Exception as e:
+            if dbg.on_break == "raise":
+                end = (RAISE, getattr(e, "message", str(e)))
             raise
         finally:
             dbg.session = s
@@ -120,6 +122,16 @@ class Ranks:
                 channel.post(end)
             finally:
                 channel.stop_beating()
+
+
+    def _add_to_summary(self, txt) -> None:
+        """The break file's summary gets every rank's values (the view) too."""
+        from gdstep.files import atomic_write
+
+        try:
+            atomic_write(txt, txt.read_text(encoding="utf-8") + "\n" + self.view.full_text() + "\n")
+        except (OSError, GdstepError) as e:
+            print(f"gdstep: could not add the ranks' values to {txt}: {e}", file=sys.stderr)
 
 
 __all__ = ["Ranks", "RankLost"]

@@ -39,15 +39,17 @@ class RanksView:
         return [r.loss for r in self.ranks]
 
     def outliers(self) -> tuple[int, ...]:
-        """Ranks with a non-finite value, or far from the others (loss or gradient)."""
+        """Ranks with a non-finite value, or far above the others (loss, or distance of the
+        local gradient from the average): more than 5 median absolute deviations and half
+        the median above the median, with three ranks or more."""
         out = {r.rank for r in self.ranks if not r.finite or r.loss is None or not math.isfinite(r.loss)}
         finite = [r for r in self.ranks if r.rank not in out]
         if len(finite) >= 3:
             for key in (lambda r: r.loss, lambda r: r.deviation):
                 values = np.array([key(r) for r in finite], dtype=float)
                 med = float(np.median(values))
-                mad = float(np.median(np.abs(values - med))) or 1e-12 * max(1.0, abs(med))
-                out |= {r.rank for r, v in zip(finite, values) if abs(v - med) / mad > 5}
+                mad = float(np.median(np.abs(values - med)))
+                out |= {r.rank for r, v in zip(finite, values) if v - med > max(5 * mad, 0.5 * abs(med))}
         return tuple(sorted(out))
 
     def text(self) -> str:
@@ -64,6 +66,25 @@ class RanksView:
         if np.all(np.isfinite(losses)):
             lines.append(f"loss over ranks: mean {_num(float(losses.mean()))}, spread (max − min) {_num(float(np.ptp(losses)))}")
         return "\n".join(lines)
+
+
+    def param_text(self, name: str, count: int = 6) -> str:
+        """One parameter: each rank's local gradient beside the average (first elements)."""
+        if name not in self.averaged:
+            return f"{name}: too large to show whole; its norms are in the table"
+        avg = self.averaged[name].reshape(-1)
+        shown = min(count, avg.size)
+        lines = [f"{name} {tuple(self.averaged[name].shape)} · first {shown} elements of ∂L/∂W"]
+        for r in self.ranks:
+            g = r.local_grads.get(name)
+            if g is not None:
+                lines.append(f"  rank {r.rank:<3} " + "  ".join(f"{v:>10.4g}" for v in g.reshape(-1)[:shown]))
+        lines.append("  average  " + "  ".join(f"{v:>10.4g}" for v in avg[:shown]))
+        return "\n".join(lines)
+
+    def full_text(self) -> str:
+        """The table, then every parameter small enough to show."""
+        return "\n\n".join([self.text()] + [self.param_text(n) for n in self.averaged])
 
 
 def _num(v) -> str:
