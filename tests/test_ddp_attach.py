@@ -31,9 +31,9 @@ def _ok(results):
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp2")
-    results, _ = launch("identical+retry+dump", 2, out, timeout=90, extra={
+    results, _ = launch("identical+retry+dump+watchnan", 2, out, timeout=100, extra={
         "identical": {"optimizer": "adam"}, "retry": {"breakpoints": ["step == 2"]},
-        "dump": {"breakpoints": ["step == 2"]}})
+        "dump": {"breakpoints": ["step == 2"]}, "watchnan": {"bad_rank": 1}})
     return out, results
 
 
@@ -83,7 +83,9 @@ def test_rewind_and_set_lr_in_the_pause_run_on_every_rank(two_ranks):
     iteration 2 on."""
     out, results = two_ranks
     _ok(results)
-    for report in _reports(out, "retry", 2):
+    reports = _reports(out, "retry", 2)
+    assert reports[0]["outcomes"] == [True, True, True]
+    for report in reports:
         assert report["held"][0]["iteration"] == 1
         assert report["lr"] == 0.01
         assert report["equal_bare"] and report["same_everywhere"]
@@ -98,6 +100,17 @@ def test_without_a_terminal_rank_0_writes_the_break_files_and_every_rank_goes_on
     assert "step == 2" in text
     assert all(r["same_everywhere"] for r in reports)
     assert "rank 0 debugs" in results[1][1]
+
+
+def test_watch_mode_pauses_every_rank_on_one_ranks_nan_and_puts_the_loop_back(two_ranks):
+    out, results = two_ranks
+    _ok(results)
+    reports = _reports(out, "watchnan", 2)
+    for report in reports:
+        assert report["held"][0]["iteration"] == 2 and report["held"][0]["ranks"] == [1]
+        assert "rank 1 only" in report["held"][0]["message"]
+        assert report["same_everywhere"]
+    assert len(reports[0]["pauses"]) >= 1 and reports[1]["pauses"] == []
 
 
 def test_a_rank_that_dies_in_the_debugger_ends_the_others_with_a_clear_line(tmp_path):

@@ -125,10 +125,11 @@ def run_case(torch, dist, case: str, rank: int, out: Path, args: dict) -> dict:
 
     def on_break(session, message):
         report["pauses"].append({"step": session.step_count, "position": session.position, "message": message})
-        if case == "retry":
-            session.back(iterations=1)
-            session.set(lr=0.01)
-            session.step(1)
+        if case == "retry":      # as the app's prompt does: the script language
+            from gdstep.script import Runner
+
+            runner = Runner(session)
+            report["outcomes"] = [runner.execute_line(line).ok for line in ("back 1 iterations", "set lr 0.01", "step 1")]
         if case == "die":
             os._exit(3)
 
@@ -150,6 +151,11 @@ def run_case(torch, dist, case: str, rank: int, out: Path, args: dict) -> dict:
         x = x.clone()
         x[1, 0] = float("nan")
         batches[2] = (x, y)
+    if case == "watchnan" and rank == bad:
+        x, y = batches[2]
+        x = x.clone()
+        x[0, 1] = float("nan")
+        batches[2] = (x, y)
     model, opt = _ddp(torch, "sgd", 0.1)
     handler = None if case == "dump" else on_break
     dbg = gdstep.attach(model, opt, loss_fn, breakpoints=args.get("breakpoints", ["nan"]), on_break=handler,
@@ -157,11 +163,17 @@ def run_case(torch, dist, case: str, rank: int, out: Path, args: dict) -> dict:
     report["held"] = []
     for i, (x, y) in enumerate(batches):
         before = dbg.ranks.pauses
-        dbg.step(x, y)
-        if dbg.ranks.pauses != before:     # every rank: where it was held, and why
-            report["held"].append({"iteration": i, "message": dbg.ranks.last_verdict.message(),
-                                   "ranks": list(dbg.ranks.last_verdict.ranks)})
-            if len(report["held"]) == 1:
+        if case == "watchnan":
+            opt.zero_grad()
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            dbg.watch(loss, y)
+            opt.step()
+        else:
+            dbg.step(x, y)
+        for verdict in dbg.ranks.verdicts[before:]:     # every rank: where it was held, and why
+            report["held"].append({"iteration": i, "message": verdict.message(), "ranks": list(verdict.ranks)})
+            if "view" not in report:
                 view = dbg.ranks.view
                 report["view"] = {"losses": view.losses, "outliers": list(view.outliers()), "text": view.text(),
                                   "local": {str(r.rank): {k: v.tolist() for k, v in r.local_grads.items()}

@@ -72,7 +72,7 @@ def _loop(s, ranks, done, until, stop_when, epoch_limit, on_phase) -> RunResult:
         s.next_phase()
         phases += 1
         if found == NONE:
-            found, message = _check(s, name, seen, until, stop_when)
+            found, message = check(s, name, seen, until, stop_when)
         finished = done is not None and done()
         paused = not finished and on_phase is not None and bool(on_phase())
         if name in SYNC_AFTER or finished or paused:
@@ -93,7 +93,7 @@ def _loop(s, ranks, done, until, stop_when, epoch_limit, on_phase) -> RunResult:
             return _result(s, StopReason.PAUSED, phases, start_step, "paused")
 
 
-def _check(s, name: str, seen: int, until, stop_when) -> tuple[int, str | None]:
+def check(s, name: str, seen: int, until, stop_when) -> tuple[int, str | None]:
     """This rank's own verdict after phase `name`: a non-finite value it made (logged by the
     phase), a breakpoint, `until`, the scenario's stop_when."""
     bad = next((e.message for e in s.events[seen:] if e.kind == "nonfinite"), None)

@@ -15,11 +15,13 @@ import sys
 from typing import Any
 
 from gdstep.distributed.channel import Channel, RankLost
-from gdstep.distributed.lockstep import lockstep_run
+from gdstep.distributed.lockstep import check, lockstep_run
 from gdstep.distributed.mirror import RAISE, RELEASE, Mirrored, follow
-from gdstep.distributed.verdict import Verdict
+from gdstep.distributed.verdict import Verdict, combine
 from gdstep.distributed.view import RanksView, rank_values
 from gdstep.errors import GdstepError
+
+OBSERVED = ("forward", "loss", "backward")      # the phases dbg.watch receives at once
 
 
 class Ranks:
@@ -45,6 +47,7 @@ class Ranks:
         Ranks.made += 1
         self.prefix = f"gdstep/ddp/{Ranks.made}"      # the store's keys of this attach, apart from earlier ones
         self.last_verdict: Verdict | None = None
+        self.verdicts: list[Verdict] = []         # every pause's verdict, in order
         self.view: RanksView | None = None
 
     def check_same(self, conditions: tuple) -> None:
@@ -68,10 +71,36 @@ class Ranks:
         self.last_verdict = None
         result = lockstep_run(s, self, "step", 1)
         if result.reason in ("breakpoint", "nonfinite") and self.last_verdict is not None:
-            self.pause(dbg, self.last_verdict)
+            self.pause(dbg, self.last_verdict, settle_to=4 * (dbg._loop_step + 1))
             dbg._finish_iteration()
         dbg._loop_step = s.step_count
         return s.loss_value
+
+    # -- dbg.watch -------------------------------------------------------------------------------
+
+    def advance(self, dbg, phase: str) -> bool:
+        """Watch mode's check after an observed phase, on every rank at once (the loop ran
+        forward, backward and step itself); True when the ranks paused. There the debugger
+        only looks: the loop's state is put back on every rank after."""
+        s = dbg.session
+        seen = len(s.events)
+        s.next_phase()
+        verdict = combine(self, *check(s, phase, seen, None, None))
+        if not verdict.hit:
+            return False
+        self.last_verdict = verdict
+        position, held = s.position, dbg.backend.loop_state()
+        self.pause(dbg, verdict)
+        if s.position != position:            # every rank moved alike: every rank goes back alike
+            try:
+                s.seek(position)
+            except GdstepError as e:
+                print(f"gdstep: could not return to where the loop is: {e}", file=sys.stderr)
+        dbg.backend.put_back(held)
+        if phase in OBSERVED:
+            for _ in OBSERVED[OBSERVED.index(phase) + 1:]:
+                s.next_phase()
+        return True
 
     # -- the pause -------------------------------------------------------------------------------
 
@@ -85,9 +114,10 @@ class Ranks:
         self.dist.all_gather_object(everyone, mine)
         return RanksView(tuple(everyone), avg, mean)
 
-    def pause(self, dbg, verdict: Verdict) -> None:
+    def pause(self, dbg, verdict: Verdict, settle_to: int | None = None) -> None:
         """Every rank calls this at the same point: one opens the debugger, the others follow."""
         self.pauses += 1
+        self.verdicts.append(verdict)
         s = dbg.session
         self.view = self.gather_view(dbg, verdict)
         source = self.debugging_rank(verdict)
@@ -104,12 +134,12 @@ class Ranks:
         channel.beat(force=True)
         channel.start_beating()
         mirrored = Mirrored(s, self, channel)
-        target = 4 * (dbg._loop_step + 1)
         end: tuple[Any, ...] = (RELEASE,)
         dbg.session = mirrored
         written = len(dbg.dumps)
         try:
-            dbg._break(f"paused: {message}", settle=lambda: mirrored.seek(target) if s.position != target else None)
+            settle = None if settle_to is None else (lambda: mirrored.seek(settle_to) if s.position != settle_to else None)
+            dbg._break(f"paused: {message}", settle=settle)
             if len(dbg.dumps) > written and dbg.dumps[-1].suffix == ".npz":
                 self._add_to_summary(dbg.dumps[-1].with_suffix(".txt"))
         except Exception as e:
