@@ -24,26 +24,36 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(case: str, world: int, out: Path, timeout: float = 60.0, extra: dict | None = None):
-    """Run `case` on `world` ranks; returns [(returncode, stderr)] per rank and the seconds taken."""
+def start(cases: str, world: int, out: Path, timeout: float = 60.0, extra: dict | None = None) -> dict:
+    """Start `cases` on `world` ranks, one process each; `finish` waits for them."""
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", CI="1",
                GDSTEP_CASE_ARGS=json.dumps(extra or {}), GDSTEP_HANG_AFTER=str(max(5.0, timeout - 8)))
-    procs = [subprocess.Popen([sys.executable, str(Path(__file__)), case, str(r), str(world), str(port), str(out)],
+    procs = [subprocess.Popen([sys.executable, str(Path(__file__)), cases, str(r), str(world), str(port), str(out)],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for r in range(world)]
-    start, results = time.monotonic(), []
+    return {"procs": procs, "start": time.monotonic(), "timeout": timeout, "name": f"{world}-rank job {cases!r}"}
+
+
+def finish(job: dict):
+    """[(returncode, stderr)] per rank, and the seconds taken; a job past its time is killed
+    and fails the test with what each rank had written."""
+    procs, results = job["procs"], []
     try:
         for p in procs:
-            left = max(1.0, timeout - (time.monotonic() - start))
+            left = max(1.0, job["timeout"] - (time.monotonic() - job["start"]))
             _, err = p.communicate(timeout=left)
             results.append((p.returncode, err))
     except subprocess.TimeoutExpired:
         for p in procs:
             p.kill()
         errs = [p.communicate()[1][-1500:] for p in procs]
-        raise AssertionError(f"the {world}-rank job {case!r} hung for {timeout:g} s:\n" + "\n".join(errs))
-    return results, time.monotonic() - start
+        raise AssertionError(f"the {job['name']} hung for {job['timeout']:g} s:\n" + "\n".join(errs))
+    return results, time.monotonic() - job["start"]
+
+
+def launch(cases: str, world: int, out: Path, timeout: float = 60.0, extra: dict | None = None):
+    return finish(start(cases, world, out, timeout, extra))
 
 
 # -- one rank ------------------------------------------------------------------------------------
@@ -132,6 +142,13 @@ def run_case(torch, dist, case: str, rank: int, out: Path, args: dict) -> dict:
             report["outcomes"] = [runner.execute_line(line).ok for line in ("back 1 iterations", "set lr 0.01", "step 1")]
         if case == "die":
             os._exit(3)
+        if case == "followerdies":       # the other rank is gone by now: the next command says so
+            import time as clock
+
+            from gdstep.script import Runner
+
+            clock.sleep(args["rank_timeout"] + 1.5)
+            Runner(session).execute_line("step 1")
 
     if case == "identical":
         opt_kind = args.get("optimizer", "adam")
@@ -156,6 +173,10 @@ def run_case(torch, dist, case: str, rank: int, out: Path, args: dict) -> dict:
         x = x.clone()
         x[0, 1] = float("nan")
         batches[2] = (x, y)
+    if case == "followerdies" and rank != args.get("dbg_rank", 0):
+        import gdstep.distributed.ranks as ranks_module
+
+        ranks_module.follow = lambda *a: os._exit(4)      # this rank dies as it starts to wait
     model, opt = _ddp(torch, "sgd", 0.1)
     handler = None if case == "dump" else on_break
     dbg = gdstep.attach(model, opt, loss_fn, breakpoints=args.get("breakpoints", ["nan"]), on_break=handler,

@@ -50,18 +50,30 @@ class Channel:
             if r != self.rank:
                 self._check_alive(r, where)
 
-    def start_beating(self) -> None:
-        """A heartbeat from a thread, while this rank is busy elsewhere (in the app)."""
+    def start(self) -> None:
+        """Begin the pause: a heartbeat from a thread for as long as it lasts (the rank may be
+        busy elsewhere: in the app, or in a long run it follows), and every other rank's
+        heartbeat watched from now on."""
+        now = time.monotonic()
+        for r in range(self.world):
+            if r != self.rank:
+                self._seen[r] = (self._store("add", f"{self.prefix}/hb/{r}", 0), now)
+        self.beat(force=True)
+
+        watched = [r for r in range(self.world) if r != self.rank] if self.rank == self.source else [self.source]
+
         def beat():
             while not self._stop.wait(0.2):
                 try:
                     self.beat(force=True)
+                    for r in watched:          # seen often, so a heartbeat that stops shows
+                        self._observe(r)
                 except RankLost:
                     return
         self._beater = threading.Thread(target=beat, name="gdstep-heartbeat", daemon=True)
         self._beater.start()
 
-    def stop_beating(self) -> None:
+    def stop(self) -> None:
         self._stop.set()
 
     # -- the waiting ranks -----------------------------------------------------------------------
@@ -71,7 +83,6 @@ class Channel:
         self._read += 1
         key = f"{self.prefix}/m/{self._read}"
         while not self._store("check", [key]):
-            self.beat()
             self._check_alive(self.source, where)
             time.sleep(self.poll)
         return pickle.loads(self._store("get", key))
@@ -84,13 +95,20 @@ class Channel:
             self._last_beat = now
             self._store("add", f"{self.prefix}/hb/{self.rank}", 1)
 
-    def _check_alive(self, r: int, where: str) -> None:
-        now = time.monotonic()
+    def _observe(self, r: int) -> tuple[int, float]:
+        """Rank r's heartbeat count, and when this rank last saw it change."""
         count = self._store("add", f"{self.prefix}/hb/{r}", 0)
-        seen = self._seen.get(r)
-        if seen is None or seen[0] != count:
-            self._seen[r] = (count, now)
-        elif now - seen[1] > self.timeout:
+        with self._lock:
+            seen = self._seen.get(r)
+            if seen is None or seen[0] != count:
+                seen = self._seen[r] = (count, time.monotonic())
+        return seen
+
+    def _check_alive(self, r: int, where: str) -> None:
+        """From what the heartbeat thread has seen (no store round trip)."""
+        with self._lock:
+            _, changed = self._seen[r]
+        if time.monotonic() - changed > self.timeout:
             raise RankLost(f"gdstep: rank {r} stopped answering {where} (no heartbeat for {self.timeout:g} s); "
                            f"rank {self.rank} ends the job")
 

@@ -18,7 +18,7 @@ from gdstep.distributed.channel import Channel, RankLost
 from gdstep.distributed.lockstep import check, lockstep_run
 from gdstep.distributed.mirror import RAISE, RELEASE, Mirrored, follow
 from gdstep.distributed.verdict import Verdict, combine
-from gdstep.distributed.view import RanksView, rank_values
+from gdstep.distributed.view import RanksView, local_and_averaged, rank_values
 from gdstep.errors import GdstepError
 
 OBSERVED = ("forward", "loss", "backward")      # the phases dbg.watch receives at once
@@ -109,7 +109,8 @@ class Ranks:
             self.dbg_rank if isinstance(self.dbg_rank, int) else 0)
 
     def gather_view(self, dbg, verdict: Verdict) -> RanksView:
-        mine, mean, avg = rank_values(dbg.backend, dbg.session, self.rank, verdict.messages[self.rank])
+        local, averaged, step = local_and_averaged(dbg.backend, dbg.session, self)
+        mine, mean, avg = rank_values(local, averaged, step, dbg.session, self.rank, verdict.messages[self.rank])
         everyone: list = [None] * self.world
         self.dist.all_gather_object(everyone, mine)
         return RanksView(tuple(everyone), avg, mean)
@@ -126,13 +127,15 @@ class Ranks:
         s.log("ranks", self.view.text())
         if self.rank != source:
             print(f"gdstep: rank {self.rank} waits: rank {source} debugs ({message})", file=sys.stderr)
-            channel.beat(force=True)
-            answer = follow(s, self, channel)
+            channel.start()
+            try:
+                answer = follow(s, self, channel)
+            finally:
+                channel.stop()
             if answer[0] == RAISE:       # on_break="raise": every rank raises BreakpointHit
                 dbg._break(answer[1])
             return
-        channel.beat(force=True)
-        channel.start_beating()
+        channel.start()
         mirrored = Mirrored(s, self, channel)
         end: tuple[Any, ...] = (RELEASE,)
         dbg.session = mirrored
@@ -151,7 +154,7 @@ class Ranks:
             try:
                 channel.post(end)
             finally:
-                channel.stop_beating()
+                channel.stop()
 
 
     def _add_to_summary(self, txt) -> None:

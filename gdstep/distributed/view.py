@@ -93,12 +93,33 @@ def _num(v) -> str:
     return f"{v:.6g}" if math.isfinite(v) else str(v)
 
 
-def rank_values(backend, session, rank: int, found: str | None) -> tuple[RankValues, dict[str, np.ndarray], float]:
+def local_and_averaged(backend, session, ranks) -> tuple[dict, dict, int | None]:
+    """This rank's local gradients and their average over the ranks, of the iteration where
+    the ranks stand. Paused before that iteration's backward (a hit in forward or loss), they
+    are computed aside now — the wrapped module on this rank's batch, at the same values, and
+    one all-reduce — so the view is of the iteration that hit; else they are those of the
+    latest backward, as DDP made them."""
+    if session.phase_due in ("loss", "backward"):
+        torch = ranks.torch
+        _, x, y = session.current_batch()
+        names = [n for n in backend.local_grads() or backend.averaged_grads()] or sorted(backend.trainable)
+        names = [n for n in names if n in backend.trainable]
+        local = {n: g for n, g in backend.gradients(x, y).items() if n in names}
+        flat = torch.cat([local[n].reshape(-1) for n in names]).to(ranks.device)
+        ranks.dist.all_reduce(flat)
+        flat = flat.to(local[names[0]].device) / ranks.world
+        averaged, at = {}, 0
+        for n in names:
+            averaged[n] = flat[at:at + local[n].numel()].reshape(local[n].shape)
+            at += local[n].numel()
+        return local, averaged, session.step_count
+    return backend.local_grads(), backend.averaged_grads(), backend.local_step
+
+
+def rank_values(local, averaged, grads_step, session, rank: int, found: str | None):
     """This rank's values (computed where they live; only small tensors are copied)."""
     import torch
 
-    local = backend.local_grads()
-    averaged = backend.averaged_grads()
     names = [n for n in averaged if n in local]
     with torch.no_grad():
         norms = {n: float(torch.linalg.vector_norm(local[n].double())) for n in names}
@@ -108,6 +129,6 @@ def rank_values(backend, session, rank: int, found: str | None) -> tuple[RankVal
     total = math.sqrt(sum(v * v for v in norms.values()))
     small = {n: local[n].detach().cpu().numpy().copy() for n in names if local[n].numel() <= SMALL}
     deviation = diff / avg if avg > 0 else (0.0 if diff == 0 else math.inf)
-    values = RankValues(rank, session.loss_value, backend.local_step, total, norms, deviation, finite, found, small)
+    values = RankValues(rank, session.loss_value, grads_step, total, norms, deviation, finite, found, small)
     mean = {n: averaged[n].detach().cpu().numpy().copy() for n in names if averaged[n].numel() <= SMALL}
     return values, mean, avg
