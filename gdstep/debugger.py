@@ -251,7 +251,10 @@ class Debugger:
         """Open the debugger now, on the latest iteration (what `gdstep.set_trace()` does)."""
         if self.session is None:
             raise GdstepError("set_trace: no iteration has run through gdstep yet (dbg.step or dbg.watch)")
-        self._break(message)
+        if self.ranks is not None:      # DDP: every rank calls it; one debugs, the others follow
+            self.ranks.pause(self, self.ranks.everywhere(message))
+        else:
+            self._break(message)
         if self._mode == "step" or self._mode is None:
             if self.session.position != 4 * self._loop_step:
                 try:

@@ -84,6 +84,9 @@ def test_rewind_and_set_lr_in_the_pause_run_on_every_rank(two_ranks):
     _ok(results)
     reports = _reports(out, "retry", 2)
     assert reports[0]["outcomes"] == [True, True, True]
+    # after the loop, gdstep.set_trace() on every rank: back an iteration and step it again
+    assert reports[0]["traced"] == ["paused: set_trace — on every rank", True, True]
+    assert "traced" not in reports[1]
     # the local gradients (before the all-reduce, kept by the hooks) average to the gradient
     # DDP gave the optimizer, and differ from rank to rank
     view = reports[0]["view"]

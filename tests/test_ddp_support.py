@@ -200,6 +200,13 @@ def run_case(torch, dist, case: str, rank: int, out: Path, args: dict) -> dict:
                                   "local": {str(r.rank): {k: v.tolist() for k, v in r.local_grads.items()}
                                             for r in view.ranks},
                                   "averaged": {k: v.tolist() for k, v in view.averaged.items()}}
+    if case == "retry":          # gdstep.set_trace() on every rank: rewind an iteration and redo it
+        def trace(session, message):
+            from gdstep.script import Runner
+
+            runner = Runner(session)
+            report["traced"] = [message] + [runner.execute_line(line).ok for line in ("back 1 iterations", "step 1")]
+        gdstep.set_trace(on_break=trace)
     dbg.close()
     got = {k: v.detach() for k, v in model.state_dict().items()}
     report["same_everywhere"] = _same_everywhere(torch, dist, got)

@@ -17,7 +17,7 @@ from typing import Any
 from gdstep.distributed.channel import Channel, RankLost
 from gdstep.distributed.lockstep import check, lockstep_run
 from gdstep.distributed.mirror import RAISE, RELEASE, Mirrored, follow
-from gdstep.distributed.verdict import Verdict, combine
+from gdstep.distributed.verdict import BREAKPOINT, Verdict, combine
 from gdstep.distributed.view import RanksView, local_and_averaged, rank_values
 from gdstep.errors import GdstepError
 
@@ -103,6 +103,10 @@ class Ranks:
         return True
 
     # -- the pause -------------------------------------------------------------------------------
+
+    def everywhere(self, message: str) -> Verdict:
+        """The verdict of a pause every rank asked for at once (`gdstep.set_trace()`)."""
+        return Verdict((BREAKPOINT,) * self.world, (message,) * self.world)
 
     def debugging_rank(self, verdict: Verdict) -> int:
         return verdict.ranks[0] if self.dbg_rank == "first_hit" and verdict.ranks else (
