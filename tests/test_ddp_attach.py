@@ -41,7 +41,7 @@ def two_ranks(tmp_path_factory):
 def four_ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp4")
     results, _ = launch("identical+nan", 4, out, timeout=120, extra={
-        "identical": {"optimizer": "sgd"}, "nan": {"bad_rank": 3}})
+        "identical": {"optimizer": "sgd"}, "nan": {"bad_rank": 3, "dbg_rank": "first_hit"}})
     return out, results
 
 
@@ -65,8 +65,12 @@ def test_nan_on_one_rank_pauses_every_rank_at_the_same_iteration_and_names_it(fo
         assert first["ranks"] == [3]
         assert "rank 3 only" in first["message"] and "nan" in first["message"]
         assert report["same_everywhere"]
-    assert reports[0]["pauses"][0]["message"].startswith("paused: non-finite")
-    assert all(r["pauses"] == [] for r in reports[1:])      # one debugger: rank 0's
+    # dbg_rank="first_hit": rank 3 debugs the first pause; the next (every rank non-finite
+    # after the NaN update) goes to the first of them, rank 0; ranks 1 and 2 only follow
+    assert [p["step"] for p in reports[3]["pauses"]] == [2]
+    assert reports[3]["pauses"][0]["message"].startswith("paused: non-finite")
+    assert [p["step"] for p in reports[0]["pauses"]] == [3]
+    assert reports[1]["pauses"] == reports[2]["pauses"] == []
     view = reports[0]["view"]
     assert [np.isfinite(v) for v in view["losses"]] == [True, True, True, False]
     assert view["outliers"] == [3] and "← stands out" in view["text"]
