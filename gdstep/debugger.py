@@ -67,8 +67,9 @@ class Debugger:
     def __init__(self, model, optimizer, loss_fn, breakpoints: Sequence[str] = ("nan",), *,
                  on_break: str | Callable | None = None, dump_dir: str | Path = ".", keep: int = 16,
                  max_dumps: int = 10, history_budget: int = 64 * 2**20, name: str | None = None,
-                 before_update: Callable[[], Any] | None = None, scaler=None, scheduler=None):
-        from gdstep.backends.torch_attach import AttachBackend
+                 before_update: Callable[[], Any] | None = None, scaler=None, scheduler=None,
+                 dbg_rank: int | str = 0, rank_timeout: float = 60.0):
+        from gdstep.distributed import backend_class, ranks_for
         from gdstep.backends.torch_loss import ModuleLoss
         from gdstep.backends.torch_support import require_torch
 
@@ -103,12 +104,15 @@ class Debugger:
         self.on_break, self.dump_dir, self.max_dumps = on_break, Path(dump_dir), max_dumps
         self.dumps: list[Path] = []
         self.loss = ModuleLoss(loss_fn)
-        self.backend = AttachBackend(model, self.loss, optimizer, keep=keep, before_update=before_update,
-                                     scaler=scaler, scheduler=scheduler)
+        self.ranks = ranks_for(model, dbg_rank, rank_timeout)      # None unless a DDP model
+        self.backend = backend_class(self.ranks)(model, self.loss, optimizer, keep=keep, before_update=before_update,
+                                                 scaler=scaler, scheduler=scheduler)
         for text in conditions:
             if not isinstance(text, str):
                 raise GdstepError(f"attach: a breakpoint is a condition string, got {text!r}")
             parse_condition(text).check_names(self.backend.param_shapes)
+        if self.ranks is not None:
+            self.ranks.check_same(conditions)
         self._conditions, self._history_budget = conditions, history_budget
         self._name = name or f"attached: {type(model).__name__}"
         self.session = None           # made at the first iteration, when the model has run once
@@ -148,6 +152,19 @@ class Debugger:
         `loss_fn(output, y)` (the whole output, whatever its structure), backward,
         `before_update()`, update; each recorded and checked. Returns the loss; the model's
         output is `dbg.output`. `x` and `y` may be tensors, tuples or dicts of them."""
+        s = self._take_batch(x, y, args, kwargs)
+        if self.ranks is not None:
+            return self.ranks.step(self, s)
+        result = s.step(1)
+        if result.reason in ("breakpoint", "nonfinite"):
+            if s.breakpoints.breaks_on(result.reason):
+                self._break(result.message, settle=self._finish_iteration)
+            self._finish_iteration()
+        self._loop_step = s.step_count
+        return s.loss_value
+
+    def _take_batch(self, x, y, args: tuple, kwargs: dict):
+        """The session, ready to run one iteration on this batch."""
         b = self.backend
         if hasattr(b.torch_optimizer, "optimizers"):
             raise GdstepError("dbg.step takes one model and one optimizer; with several (a GAN), the loop steps "
@@ -158,13 +175,7 @@ class Debugger:
         self._sync_groups()
         b.add_batch(s.step_count, x, y, args, kwargs)
         s.n = b.n_samples
-        result = s.step(1)
-        if result.reason in ("breakpoint", "nonfinite"):
-            if s.breakpoints.breaks_on(result.reason):
-                self._break(result.message, settle=self._finish_iteration)
-            self._finish_iteration()
-        self._loop_step = s.step_count
-        return s.loss_value
+        return s
 
     @property
     def output(self):
@@ -246,6 +257,8 @@ class Debugger:
 
     def _advance(self, phase: str) -> bool:
         """Run one observed phase, then check: True when it broke (the rest is unchecked)."""
+        if self.ranks is not None:
+            return self.ranks.advance(self, phase)
         s = self.session
         seen = len(s.events)
         s.next_phase()
@@ -308,7 +321,10 @@ class Debugger:
         """Open the debugger now, on the latest iteration (what `gdstep.set_trace()` does)."""
         if self.session is None:
             raise GdstepError("set_trace: no iteration has run through gdstep yet (dbg.step or dbg.watch)")
-        self._break(message)
+        if self.ranks is not None:      # DDP: every rank calls it; one debugs, the others follow
+            self.ranks.pause(self, self.ranks.everywhere(message))
+        else:
+            self._break(message)
         if self._mode == "step" or self._mode is None:
             if self.session.position != 4 * self._loop_step:
                 try:
@@ -334,7 +350,11 @@ class Debugger:
                     mode = "dump"
                 else:
                     print(f"gdstep: {message} — the debugger opens (q lets your loop go on)", file=sys.stderr)
-                    run_tui(self.session)
+                    if self.ranks is not None:      # a DDP job: the app with every rank's values
+                        from gdstep.tui.ranks_view import run_tui_ranks
+                        run_tui_ranks(self.session, self.ranks.view)
+                    else:
+                        run_tui(self.session)
                     return
             if settle is not None:
                 settle()
