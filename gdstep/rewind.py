@@ -8,6 +8,8 @@ the same way (`_materialise`). Mixed into the Session, whose state machine it dr
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from gdstep.errors import GdstepError
@@ -24,14 +26,28 @@ class Rewind:
         self._lean_records = True
         self._next_iteration()
         step, timeline = self._step, self._timeline
-        if step % timeline.interval == 0 or (self._lean_gap < timeline.interval
-                                             and step - timeline.at_or_before(step).step >= self._lean_gap):
-            timeline.save(self._checkpoint())
+        on_grid = step % timeline.interval == 0
+        if on_grid or self._lean_gap < timeline.interval:
+            gap = step - timeline.at_or_before(step).step
+            if gap >= self._lean_gap or (on_grid and self._checkpoint_due()):
+                timeline.save(self._checkpoint())
         if not isinstance(finite, bool):         # a flag on the device, read later
             self._flags.append((self.position, finite))
         elif check and not finite:
             return LEAN_NONFINITE
         return None
+
+    def _checkpoint_due(self) -> bool:
+        """Whether a run's next grid checkpoint is due: when `checkpoint_seconds` of training
+        have passed since the last one. A checkpoint costs about one iteration (its memory is
+        fresh, and every page of it faults once), so a run of small iterations keeps one every
+        few dozen grid steps, not every one: its cost stays a small share of the run, and the
+        recomputation a rewind or a materialisation needs stays under that time."""
+        now = time.perf_counter()
+        if now - self._checkpoint_at < self.checkpoint_seconds:
+            return False
+        self._checkpoint_at = now
+        return True
 
     def _flush(self) -> bool:
         """Read the pending finiteness flags back (one transfer): True when one failed."""

@@ -27,3 +27,59 @@ def test_relu_mask_non_contiguous_falls_back():
     grad = np.arange(12.0).reshape(3, 4).T
     keep = grad > 4
     assert masked(grad, keep).tobytes() == np.where(keep, grad, 0.0).tobytes()
+
+
+def _session(dtype="float64"):
+    import gdstep
+    from gdstep.scenario import parse_scenario
+    sc = parse_scenario(f"""
+name = "speed"
+seed = 4
+[data]
+kind = "blobs"
+n = 40
+classes = 3
+features = 4
+[model]
+layers = [ {{ linear = 6 }}, "relu", {{ linear = 3 }} ]
+dtype = "{dtype}"
+[loss]
+kind = "cross_entropy"
+[optimizer]
+kind = "adam"
+lr = 0.05
+[training]
+batch_size = 8
+shuffle = true
+epochs = 1000
+""")
+    return gdstep.open(sc, dtype=dtype)
+
+
+def test_a_run_keeps_grid_checkpoints_by_time_and_rewinds_exactly_from_sparse_ones():
+    due = _session()
+    due.checkpoint_seconds = 0
+    due.run(max_steps=70)
+    assert due._timeline.steps == [0, 16, 32, 48, 64]
+    sparse = _session()
+    sparse.checkpoint_seconds = 3600                  # no grid checkpoint is due within the run
+    sparse.run(max_steps=70)
+    assert sparse._timeline.steps == [0]
+    stepped = _session()
+    for _ in range(70 * 4):
+        stepped.next_phase()
+    for s in (due, sparse):                           # records materialised from step 0 or 64
+        for phase in ("forward", "loss", "backward", "update"):
+            a, b = s.record(phase), stepped.record(phase)
+            assert type(a) is type(b)
+        assert s.record("update").params.keys() == stepped.record("update").params.keys()
+        for name, u in s.record("update").params.items():
+            v = stepped.record("update").params[name]
+            assert u.new.tobytes() == v.new.tobytes() and u.old.tobytes() == v.old.tobytes()
+        assert all(s.params[k].tobytes() == stepped.params[k].tobytes() for k in stepped.params)
+        s.back(iterations=30)                         # a rewind from a sparse grid is exact too
+        stepped_back = _session()
+        for _ in range(40 * 4):
+            stepped_back.next_phase()
+        assert all(s.params[k].tobytes() == stepped_back.params[k].tobytes() for k in stepped_back.params)
+        assert list(s.history.losses) == list(stepped_back.history.losses)
