@@ -83,3 +83,23 @@ def test_a_run_keeps_grid_checkpoints_by_time_and_rewinds_exactly_from_sparse_on
             stepped_back.next_phase()
         assert all(s.params[k].tobytes() == stepped_back.params[k].tobytes() for k in stepped_back.params)
         assert list(s.history.losses) == list(stepped_back.history.losses)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_paired_finiteness_finds_every_non_finite_element(dtype):
+    from gdstep.arrays import all_finite_paired
+    rng = np.random.default_rng(2)
+    a, b = rng.standard_normal(50).astype(dtype), np.abs(rng.standard_normal(50)).astype(dtype)
+    b[7] = 0.0
+    assert all_finite_paired([a, b])
+    for bad in (np.nan, np.inf, -np.inf):
+        for which, i in ((0, 7), (1, 7), (0, 3), (1, 3)):      # against a zero of the other and not
+            x, y = a.copy(), b.copy()
+            (x if which == 0 else y)[i] = bad
+            with np.errstate(all="ignore"):
+                assert not all_finite_paired([x, y]), (bad, which, i)
+                assert not all_finite_paired([x, y, a]) and not all_finite_paired([a, a, x, y])
+    big = np.full(50, np.finfo(dtype).max / 4, dtype=dtype)     # the dot overflows: the exact test says finite
+    with np.errstate(all="ignore"):
+        assert all_finite_paired([big, big]) and all_finite_paired([big, big, big])
+    assert all_finite_paired([a, b[:10]]) and not all_finite_paired([a, np.array([np.nan], dtype=dtype)])

@@ -164,8 +164,8 @@ class NumpyBackend:
         if not check:
             return True
         guarded = getattr(self.optimizer, "guarded_state", None)
-        return arrays.all_finite([flat, *(v for k, v in flat_state.items()
-                                          if isinstance(v, np.ndarray) and (guarded is None or k in guarded))])
+        return arrays.all_finite_paired([flat, *(v for k, v in flat_state.items()
+                                                 if isinstance(v, np.ndarray) and (guarded is None or k in guarded))])
 
     def _step(self, grads: Mapping[str, np.ndarray]) -> tuple[np.ndarray, dict[str, Any]]:
         if grads.keys() != self.trainable:
