@@ -39,11 +39,12 @@ class Rewind:
 
     def _checkpoint_due(self) -> bool:
         """Whether a run's next grid checkpoint is due: when `checkpoint_seconds` of training
-        have passed since the last one. A checkpoint costs about one iteration (its memory is
+        (CPU time of the thread that runs it, whatever else the machine does) have passed
+        since the last one. A checkpoint costs about one iteration (its memory is
         fresh, and every page of it faults once), so a run of small iterations keeps one every
         few dozen grid steps, not every one: its cost stays a small share of the run, and the
         recomputation a rewind or a materialisation needs stays under that time."""
-        now = time.perf_counter()
+        now = time.thread_time()
         if now - self._checkpoint_at < self.checkpoint_seconds:
             return False
         self._checkpoint_at = now

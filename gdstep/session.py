@@ -44,7 +44,7 @@ from gdstep.values import SessionValues
 from gdstep.timeline import Checkpoint, Timeline
 
 
-CHECKPOINT_SECONDS = 0.025
+CHECKPOINT_SECONDS = 0.05
 
 
 class Session(RunLoop, Rewind, SessionValues, Forks):

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from gdstep import arrays
+from gdstep import arrays, heap
 from gdstep.backends.base import LayerInfo
 from gdstep.nn.losses import Loss, make_loss as _make_loss
 from gdstep.problem import as_problem
@@ -73,6 +73,7 @@ class NumpyBackend:
     def __init__(self, problem, dtype: str | None = None):
         """`problem`: a prepared Problem (gdstep.problem), or a scenario to prepare."""
         problem = as_problem(problem)
+        heap.keep_freed_memory()
         self.problem = problem
         self.notes: list[str] = []
         self.dtype = dtype or problem.dtype or "float64"
