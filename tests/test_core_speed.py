@@ -103,3 +103,16 @@ def test_paired_finiteness_finds_every_non_finite_element(dtype):
     with np.errstate(all="ignore"):
         assert all_finite_paired([big, big]) and all_finite_paired([big, big, big])
     assert all_finite_paired([a, b[:10]]) and not all_finite_paired([a, np.array([np.nan], dtype=dtype)])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_loss_mean_equals_numpy_mean_bit_for_bit(dtype):
+    from gdstep.nn.losses.base import mean
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 3, 7, 64, 100, 129, 1000, 4097):
+        a = (rng.standard_normal(n) * 10.0 ** rng.integers(-8, 8)).astype(dtype)
+        assert np.float64(mean(a)).tobytes() == np.float64(float(a.mean())).tobytes(), n
+    with np.errstate(all="ignore"):
+        for bad in ([np.inf, 1.0], [np.nan, 2.0], [np.finfo(dtype).max] * 3):
+            a = np.array(bad, dtype=dtype)
+            assert np.float64(mean(a)).tobytes() == np.float64(float(a.mean())).tobytes()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gdstep.nn.losses.base import ArgmaxAccuracy, Loss, register
+from gdstep.nn.losses.base import ArgmaxAccuracy, Loss, mean, register
 
 
 @register
@@ -29,7 +29,7 @@ class CrossEntropy(ArgmaxAccuracy, Loss):
         logp = self.log_softmax(output)
         self._cache = (output, target, logp)
         per_sample = -logp[np.arange(len(target)), target]
-        return per_sample, float(per_sample.mean())
+        return per_sample, mean(per_sample)
 
     def backward(self, output, target):
         cached_output, cached_target, logp = self._cache
