@@ -103,7 +103,22 @@ class LeanPhases:
         return finite_flag(self._torch, tensors) if defer else fused_finite(self._torch, tensors)
 
     def _updated_tensors(self, grads: Mapping[str, Any]) -> list:
-        """The parameters an update changed and their guarded state."""
+        """The parameters an update changed and their guarded state. torch.optim's own
+        optimizers change their state tensors in place, so the list is kept while the
+        optimizer and each parameter's state dict stay the same objects (a restore or a new
+        optimizer makes new ones); another optimizer's list is made afresh each time."""
+        states = self.torch_optimizer.state
+        kept = getattr(self, "_lean_tensors", None)
+        if (kept is not None and kept[0] is self.torch_optimizer and kept[1] == grads.keys()
+                and all(states.get(p) is st for p, st in kept[2])):
+            return kept[3]
+        tensors = self._list_updated_tensors(grads)
+        by_name = self._by_name
+        self._lean_tensors = ((self.torch_optimizer, set(grads), [(by_name[n], states.get(by_name[n])) for n in grads],
+                               tensors) if self._known_step else None)
+        return tensors
+
+    def _list_updated_tensors(self, grads: Mapping[str, Any]) -> list:
         torch = self._torch
         guarded = getattr(self.optimizer, "guarded_state", None)
         states = self.torch_optimizer.state

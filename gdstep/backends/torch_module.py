@@ -235,7 +235,7 @@ class ModuleBackend(CheckpointMixin, LeanPhases):
             norms = torch._foreach_norm(tensors)
         except (RuntimeError, TypeError):
             norms = [torch.linalg.vector_norm(g) for g in tensors]
-        values = torch.stack(norms).double().tolist() if len(norms) > 1 else [norms[0].item()]
+        values = torch.stack(norms).tolist() if len(norms) > 1 else [norms[0].item()]    # exact as Python floats
         return {name: v * v for name, v in zip(grads, values)}
 
     def update(self, grads: Mapping[str, Any]) -> dict[str, ParamUpdate]:
