@@ -116,3 +116,25 @@ def test_loss_mean_equals_numpy_mean_bit_for_bit(dtype):
         for bad in ([np.inf, 1.0], [np.nan, 2.0], [np.finfo(dtype).max] * 3):
             a = np.array(bad, dtype=dtype)
             assert np.float64(mean(a)).tobytes() == np.float64(float(a.mean())).tobytes()
+
+
+@pytest.mark.parametrize("hold", ["record", "dict", "one array"])
+def test_gradient_buffers_are_reused_only_when_nothing_holds_them(hold):
+    s = _session()
+    for _ in range(2):
+        s.next_phase()
+    rec = s.backward()
+    held = {"record": rec, "dict": rec.grads, "one array": rec.grads["0.weight"]}[hold]
+    want = {k: v.copy() for k, v in rec.grads.items()}
+    del rec
+    s.run(max_steps=6)                                   # runs reuse gradient buffers
+    for _ in range(9):
+        s.next_phase()
+    got = {"record": lambda: held.grads, "dict": lambda: held, "one array": lambda: {"0.weight": held}}[hold]()
+    for name, g in got.items():
+        assert g.tobytes() == want[name].tobytes(), name
+    ids = set()
+    for _ in range(8):                                   # nothing held: two buffers in turn
+        s.next_phase()
+        ids.add(id(s.backend._flat_grad[1]))
+    assert len(ids) <= 3
