@@ -138,3 +138,22 @@ def test_gradient_buffers_are_reused_only_when_nothing_holds_them(hold):
         s.next_phase()
         ids.add(id(s.backend._flat_grad[1]))
     assert len(ids) <= 3
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_log_softmax_and_bias_sum_equal_the_numpy_methods_bit_for_bit(dtype):
+    from gdstep.nn.layers.linear import Linear
+    from gdstep.nn.losses.cross_entropy import CrossEntropy
+    rng = np.random.default_rng(5)
+    z = (rng.standard_normal((64, 10)) * 30).astype(dtype)
+    z[3, 4], z[5] = np.nan, np.inf
+    with np.errstate(all="ignore"):
+        shifted = z - z.max(axis=1, keepdims=True)
+        want = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        assert CrossEntropy.log_softmax(z).tobytes() == want.tobytes()
+    layer = Linear(0, 5, 3)
+    params = {"0.weight": rng.standard_normal((3, 5)).astype(dtype), "0.bias": np.zeros(3, dtype)}
+    x, g = rng.standard_normal((64, 5)).astype(dtype), rng.standard_normal((64, 3)).astype(dtype)
+    _, grads = layer.backward(params, x, None, g, frozenset(params))
+    assert grads["0.bias"].tobytes() == g.sum(axis=0).tobytes()
+    assert grads["0.weight"].tobytes() == (g.T @ x).tobytes()

@@ -22,8 +22,9 @@ class CrossEntropy(ArgmaxAccuracy, Loss):
 
     @staticmethod
     def log_softmax(z: np.ndarray) -> np.ndarray:
-        shifted = z - z.max(axis=1, keepdims=True)
-        return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        # z.max and .sum as the ufuncs' reductions they call, without their Python wrappers
+        shifted = z - np.maximum.reduce(z, axis=1, keepdims=True)
+        return shifted - np.log(np.add.reduce(np.exp(shifted), axis=1, keepdims=True))
 
     def forward(self, output, target):
         logp = self.log_softmax(output)
