@@ -22,6 +22,9 @@ class Rewind:
         changed, no before/after values; a checkpoint only where the timeline keeps one
         without being asked to (its grid), or where attach mode's kept batches end."""
         finite = self.backend.update_lean(grads, check, defer=self._defer)
+        # Per-iteration history of the update itself (per-layer ‖ΔW‖, ‖W‖) belongs here and
+        # in Session._update: one fused reduction over the backend's flat vectors, appended
+        # to `self._history` as the loss and the gradient norms are (compact arrays).
         self._records["update"] = UpdateRecord(self._step, optimizer, optimizer.lr, {})
         self._lean_records = True
         self._next_iteration()

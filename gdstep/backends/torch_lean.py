@@ -62,6 +62,20 @@ class LeanPhases:
         """On a device, a run's finiteness flags wait there to be read with the next value."""
         return self.device != "cpu"
 
+    def all_finite(self, tensors: list) -> bool:
+        """Whether every element of these tensors (a forward's outputs) is finite: one fused
+        norm, read at once; the exact test on doubt. `arrays.all_finite` without its search
+        for numpy arrays, views and devices: a backend's outputs are its own tensors, on its
+        device."""
+        tensors = [t for t in tensors if t is not None and (t.is_floating_point() or t.is_complex())]
+        if not tensors:
+            return True
+        device = tensors[0].device
+        if any(t.device != device for t in tensors):          # a model spread over devices
+            from gdstep import arrays
+            return arrays.all_finite(tensors)
+        return fused_finite(self._torch, tensors)
+
     def finite_flag(self, tensors: list):
         tensors = [t for t in tensors if t is not None and t.is_floating_point()]
         if not tensors:
