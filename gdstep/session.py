@@ -73,7 +73,6 @@ class Session(RunLoop, Rewind, SessionValues, Forks):
         # (the loss) or a condition is checked: (position after the phase, flag) pairs.
         self._defer = getattr(backend, "defer_checks", False)
         self._flags: list[tuple[int, Any]] = []
-        self._all_finite = getattr(backend, "all_finite", arrays.all_finite)     # the forward's test
         self._bad_at: int | None = None
         # attach mode keeps the batches of its last few iterations: a checkpoint at least that often
         self._lean_gap = getattr(backend, "keep", 2**62)
@@ -224,7 +223,7 @@ class Session(RunLoop, Rewind, SessionValues, Forks):
             checked = [outputs[i] for i in self._checked_layers]
             if self._lean and self._defer:       # on a device: read with the loss, in one transfer
                 self._flags.append((self.position, self.backend.finite_flag(checked)))
-            elif not self._all_finite(checked):
+            elif not arrays.all_finite(checked):
                 return nonfinite.in_forward(rec)
         return None
 
