@@ -16,6 +16,9 @@ from gdstep.errors import GdstepError
 from gdstep.records import LEAN_NONFINITE, Cursor, NonFinite, UpdateRecord
 
 
+MAX_GRID = 1024          # a run coarsens the grid for its speed up to this many steps
+
+
 class Rewind:
     def _update_lean(self, grads, optimizer, check: bool) -> NonFinite | None:
         """The update of a run: the optimizer's step and one fused finiteness test of what it
@@ -30,28 +33,33 @@ class Rewind:
         self._next_iteration()
         step, timeline = self._step, self._timeline
         on_grid = step % timeline.interval == 0
+        if on_grid and self._grid_cheap(step):
+            timeline.coarsen()
+            on_grid = step % timeline.interval == 0
         if on_grid or self._lean_gap < timeline.interval:
             gap = step - timeline.at_or_before(step).step
-            if gap >= self._lean_gap or (on_grid and self._checkpoint_due()):
+            if on_grid or gap >= self._lean_gap:
                 timeline.save(self._checkpoint())
+                self._checkpoint_at, self._checkpoint_step = time.thread_time(), step
         if not isinstance(finite, bool):         # a flag on the device, read later
             self._flags.append((self.position, finite))
         elif check and not finite:
             return LEAN_NONFINITE
         return None
 
-    def _checkpoint_due(self) -> bool:
-        """Whether a run's next grid checkpoint is due: when `checkpoint_seconds` of training
-        (CPU time of the thread that runs it, whatever else the machine does) have passed
-        since the last one. A checkpoint costs about one iteration (its memory is
-        fresh, and every page of it faults once), so a run of small iterations keeps one every
-        few dozen grid steps, not every one: its cost stays a small share of the run, and the
-        recomputation a rewind or a materialisation needs stays under that time."""
-        now = time.thread_time()
-        if now - self._checkpoint_at < self.checkpoint_seconds:
+    def _grid_cheap(self, step: int) -> bool:
+        """Whether the timeline's grid is too fine for this run: a grid period of its
+        iterations takes under half of `checkpoint_seconds` (CPU time of the thread that runs
+        them, whatever else the machine does). A checkpoint costs about one small iteration
+        (fresh memory, every page of it faulted in once), so a run of small iterations
+        coarsens the grid (as a full budget does) until one costs a small share of the
+        run, and a rewind or materialisation recomputes under that time. Measured over at
+        least 8 iterations of this run."""
+        steps = step - self._checkpoint_step
+        if steps < 8 or self._timeline.interval >= MAX_GRID:
             return False
-        self._checkpoint_at = now
-        return True
+        per_step = (time.thread_time() - self._checkpoint_at) / steps
+        return per_step * self._timeline.interval < self.checkpoint_seconds / 2
 
     def _flush(self) -> bool:
         """Read the pending finiteness flags back (one transfer): True when one failed."""

@@ -76,9 +76,9 @@ class Session(RunLoop, Rewind, SessionValues, Forks):
         self._bad_at: int | None = None
         # attach mode keeps the batches of its last few iterations: a checkpoint at least that often
         self._lean_gap = getattr(backend, "keep", 2**62)
-        # a run keeps a grid checkpoint when this much time has passed since the last (rewind.py)
+        # a run coarsens the checkpoints' grid while a period of it takes under half this (rewind.py)
         self.checkpoint_seconds = CHECKPOINT_SECONDS
-        self._checkpoint_at = 0.0
+        self._checkpoint_at, self._checkpoint_step = 0.0, 0
         self._settings = SettingsLog()
         self._history = HistoryArrays(tuple(n for n in backend.param_shapes if n in backend.trainable))
         self._timeline = Timeline(backend.checkpoint_nbytes, budget=history_budget)
