@@ -157,3 +157,16 @@ def test_log_softmax_and_bias_sum_equal_the_numpy_methods_bit_for_bit(dtype):
     _, grads = layer.backward(params, x, None, g, frozenset(params))
     assert grads["0.bias"].tobytes() == g.sum(axis=0).tobytes()
     assert grads["0.weight"].tobytes() == (g.T @ x).tobytes()
+
+
+def test_a_quick_run_coarsens_the_grid_evenly_so_rewinds_stay_short():
+    s = _session()
+    s.checkpoint_seconds = 10.0                       # every grid period counts as cheap
+    s.run(max_steps=2500)
+    steps, interval = s._timeline.steps, s._timeline.interval
+    assert interval == 1024                           # coarsened up to the cap, no further
+    assert steps == [0, 1024, 2048]                   # an even grid: no gap wider than it
+    fast = _session()
+    fast.checkpoint_seconds = 0.0                     # never cheap: the grid of 16 stays
+    fast.run(max_steps=100)
+    assert fast._timeline.interval == 16 and fast._timeline.steps == [0, 16, 32, 48, 64, 80, 96]
