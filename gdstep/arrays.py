@@ -103,6 +103,28 @@ def all_finite(arrays: Iterable[Any]) -> bool:
     return tensors is None or _torch_all_finite(tensors)
 
 
+def all_finite_paired(arrays: list[np.ndarray]) -> bool:
+    """`all_finite` for numpy arrays that come in pairs of one size (a backend's flat
+    parameters and flat optimizer state): one dot product a·b per pair reads both at once.
+    It is finite only if every element of both is (a non-finite element makes its product
+    inf or nan, 0·inf included, and a non-finite partial sum stays so); an overflow of
+    finite values takes the exact test."""
+    rest = []
+    i = 0
+    while i < len(arrays):
+        a = arrays[i]
+        b = arrays[i + 1] if i + 1 < len(arrays) else None
+        if b is not None and a.size == b.size and a.dtype == b.dtype and a.dtype.kind == "f":
+            if not math.isfinite(a.reshape(-1).dot(b.reshape(-1))) \
+                    and not (np.isfinite(a).all() and np.isfinite(b).all()):
+                return False
+            i += 2
+        else:
+            rest.append(a)
+            i += 1
+    return all_finite(rest) if rest else True
+
+
 def _finite(a: np.ndarray) -> bool:
     """Σa² (one BLAS dot, reading the array once) is finite exactly when every element is,
     unless it overflows (|a| above ~1e154 in float64, ~1e19 in float32): then the exact test."""

@@ -44,6 +44,9 @@ from gdstep.values import SessionValues
 from gdstep.timeline import Checkpoint, Timeline
 
 
+CHECKPOINT_SECONDS = 0.05
+
+
 class Session(RunLoop, Rewind, SessionValues, Forks):
     def __init__(self, scenario, backend, history_budget: int = 64 * 2**20, attached: bool = False):
         self.scenario = scenario
@@ -73,6 +76,9 @@ class Session(RunLoop, Rewind, SessionValues, Forks):
         self._bad_at: int | None = None
         # attach mode keeps the batches of its last few iterations: a checkpoint at least that often
         self._lean_gap = getattr(backend, "keep", 2**62)
+        # a run coarsens the checkpoints' grid while a period of it takes under half this (rewind.py)
+        self.checkpoint_seconds = CHECKPOINT_SECONDS
+        self._checkpoint_at, self._checkpoint_step = 0.0, 0
         self._settings = SettingsLog()
         self._history = HistoryArrays(tuple(n for n in backend.param_shapes if n in backend.trainable))
         self._timeline = Timeline(backend.checkpoint_nbytes, budget=history_budget)

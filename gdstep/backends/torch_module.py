@@ -255,7 +255,10 @@ class ModuleBackend(CheckpointMixin, LeanPhases):
             norms = torch._foreach_norm(tensors)
         except (RuntimeError, TypeError):
             norms = [torch.linalg.vector_norm(g) for g in tensors]
-        values = torch.stack(norms).double().tolist() if len(norms) > 1 else [norms[0].item()]
+        if norms[0].is_cpu:           # exact as Python floats; on the CPU a read costs less than a stack
+            values = [n.item() for n in norms]
+        else:
+            values = torch.stack(norms).tolist() if len(norms) > 1 else [norms[0].item()]
         return {name: v * v for name, v in zip(grads, values)}
 
     def update(self, grads: Mapping[str, Any]) -> dict[str, ParamUpdate]:
