@@ -74,7 +74,12 @@ class Channel:
         self._beater.start()
 
     def stop(self) -> None:
+        """End the pause's heartbeat, and wait for its thread: a thread still inside a store
+        call when the process group goes away aborts the process ("terminate called")."""
         self._stop.set()
+        beater, self._beater = self._beater, None
+        if beater is not None and beater is not threading.current_thread():
+            beater.join(timeout=5.0)
 
     # -- the waiting ranks -----------------------------------------------------------------------
 
