@@ -1,9 +1,11 @@
 """gdstep's numpy engine and Session against a plain numpy loop and a plain torch CPU loop.
 
-    python benchmarks/bench_engine.py [--steps 280] [--rounds 9]
+    python benchmarks/bench_engine.py [--steps 280] [--rounds 9] [--clock wall|cpu]
 
 (On a machine with few or shared cores set OPENBLAS_NUM_THREADS=1: a multithreaded BLAS
-there measures the scheduler more than the code, for every contender.)
+there measures the scheduler more than the code, for every contender. On a busy machine
+`--clock cpu` times each loop by its thread's CPU time, which other processes do not
+inflate; it needs OPENBLAS_NUM_THREADS=1, and runs torch on one thread.)
 
 Everything runs in one process on the same data, initial values and batch order. Each
 round runs every contender once, back to back, and the ratio to the plain numpy loop is
@@ -17,9 +19,9 @@ long the longest rewind takes after 10,000 iterations (goal: under a second).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -27,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from common import batches, plain_numpy, plain_torch, scenario  # noqa: E402
+from common import batches, now, plain_numpy, plain_torch, scenario, use_clock  # noqa: E402
 
 
 def engine_loop(sc, dtype, steps):
@@ -36,7 +38,7 @@ def engine_loop(sc, dtype, steps):
 
     backend = NumpyBackend(sc, dtype)
     it = batches(backend.n_samples, 64, sc.seed, steps * 64 // backend.n_samples + 2)
-    start = time.perf_counter()
+    start = now()
     with np.errstate(all="ignore"):
         for _ in range(steps):
             x, y = backend.batch(next(it))
@@ -44,7 +46,7 @@ def engine_loop(sc, dtype, steps):
             _, value = backend.loss(outputs, y)
             _, _, grads = backend.backward(x, outputs, y)
             backend.update(grads)
-    return time.perf_counter() - start
+    return now() - start
 
 
 def session_run(sc, dtype, steps):
@@ -54,9 +56,9 @@ def session_run(sc, dtype, steps):
     s = gdstep.open(sc, dtype=dtype)
     s.add_breakpoint("grad_norm > 1e6", log=False)
     s.add_breakpoint("loss > 100 * prev_loss", log=False)
-    start = time.perf_counter()
+    start = now()
     result = s.run(max_steps=steps)
-    elapsed = time.perf_counter() - start
+    elapsed = now() - start
     assert result.reason == "max_steps", result
     return elapsed
 
@@ -65,10 +67,10 @@ def session_phases(sc, dtype, steps):
     """Stepping phase by phase through the public API: s.next_phase(), 4 × steps times."""
     import gdstep
     s = gdstep.open(sc, dtype=dtype)
-    start = time.perf_counter()
+    start = now()
     for _ in range(steps * 4):
         s.next_phase()
-    return time.perf_counter() - start
+    return now() - start
 
 
 def longest_rewind(sc, dtype, iterations=10_000):
@@ -84,9 +86,9 @@ def longest_rewind(sc, dtype, iterations=10_000):
     worst = 0.0
     for target in targets:
         s.seek(end)
-        start = time.perf_counter()
+        start = now()
         s.seek(target)
-        worst = max(worst, time.perf_counter() - start)
+        worst = max(worst, now() - start)
     return worst, len(steps), s._timeline.nbytes, s._timeline.interval
 
 
@@ -95,15 +97,22 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=280, help="iterations per measurement (280 = 10 epochs)")
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--no-rewind", action="store_true", help="skip the 10,000-iteration rewind measurement")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="time with the wall clock, or with the running thread's CPU time (robust on a busy machine)")
     args = ap.parse_args(argv)
+    use_clock(args.clock)
+    if args.clock == "cpu" and os.environ.get("OPENBLAS_NUM_THREADS") != "1":
+        ap.error("--clock cpu counts one thread's time: run with OPENBLAS_NUM_THREADS=1")
     steps = args.steps
     try:
         import torch
     except ImportError:
         torch = None
+    if torch is not None and args.clock == "cpu":
+        torch.set_num_threads(1)
 
     print(f"MLP 64-128-128-10, ReLU, cross_entropy, Adam lr 1e-3, batch 64, 1792 samples; {steps} steps a run, "
-          f"median of {args.rounds} rounds")
+          f"median of {args.rounds} rounds; {args.clock} clock")
     from gdstep.backends.numpy_backend import NumpyBackend
     for dtype in ("float64", "float32"):
         sc = scenario(dtype)

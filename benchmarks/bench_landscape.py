@@ -2,7 +2,10 @@
 
     python benchmarks/bench_landscape.py [--rounds 5] [--steps 100]
 
-- a 40×40 landscape (random directions, full data) after 40 steps: seconds (goal < 1 s);
+- a 40×40 landscape (random directions, full data) after 40 steps: seconds (goal < 1 s),
+  beside one backend `loss_at` a point (the way it was computed before), timed on 8 of the
+  40 rows and scaled to 40; and the CPU seconds of each (all threads), which a busy machine
+  inflates less than wall time;
 - four lanes (SGD, momentum, RMSprop, Adam) run in lockstep for `steps` iterations against
   four separate sessions run one after the other, side by side in each round: the ratio of
   their speeds (goal ≥ 0.8), the median of per-round ratios.
@@ -20,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import gdstep  # noqa: E402
+from gdstep.landscape_grid import _pointwise  # noqa: E402
 
 from common import scenario  # noqa: E402
 
@@ -34,13 +38,18 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100)
     args = ap.parse_args()
     sc = scenario("float32")
-    land_times, ratios = [], []
+    land_times, point_times, land_cpu, point_cpu, ratios = [], [], [], [], []
     for _ in range(args.rounds):
         s = gdstep.open(sc)
         s.step(40)
-        start = time.perf_counter()
-        s.landscape("random", resolution=(40, 40))
+        start, cpu = time.perf_counter(), time.process_time()
+        land = s.landscape("random", resolution=(40, 40))
         land_times.append(time.perf_counter() - start)
+        land_cpu.append(time.process_time() - cpu)
+        start, cpu = time.perf_counter(), time.process_time()
+        _pointwise(s.backend, s.backend.x, s.backend.y, land.origin, land.d1, land.d2, land.alphas, land.betas[:8])
+        point_times.append((time.perf_counter() - start) * 5)
+        point_cpu.append((time.process_time() - cpu) * 5)
 
         lanes = s.lanes(LANES)
         start = time.perf_counter()
@@ -55,7 +64,10 @@ def main() -> None:
         ratios.append(apart / together)
     print(f"MLP 64-128-128-10, float32, 1792 samples; median of {args.rounds} rounds")
     print(f"40×40 landscape, random directions, full data: {statistics.median(land_times):.2f} s "
-          f"(range {min(land_times):.2f}–{max(land_times):.2f}; goal < 1 s)")
+          f"(range {min(land_times):.2f}–{max(land_times):.2f}; goal < 1 s); a loss_at a point: "
+          f"{statistics.median(point_times):.2f} s (range {min(point_times):.2f}–{max(point_times):.2f})")
+    print(f"  CPU time (all threads; on a busy machine closer to the work than wall time): "
+          f"{statistics.median(land_cpu):.2f} s vs {statistics.median(point_cpu):.2f} s a loss_at a point")
     print(f"4 lanes × {args.steps} iterations vs 4 sessions one after another: {statistics.median(ratios):.2f} "
           f"(range {min(ratios):.2f}–{max(ratios):.2f}; goal ≥ 0.8)")
 

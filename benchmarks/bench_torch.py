@@ -1,6 +1,9 @@
 """gdstep's torch backend in run mode (Session.run) against a plain torch loop.
 
-    python benchmarks/bench_torch.py [--steps 560] [--rounds 9] [--cuda-steps 300] [--threads N]
+    python benchmarks/bench_torch.py [--steps 560] [--rounds 9] [--cuda-steps 300] [--threads N] [--clock wall|cpu]
+
+(`--clock cpu` times the CPU loops by their thread's CPU time, on one torch thread: on a
+busy machine other processes do not inflate it. The CUDA comparison always uses the wall.)
 
 1. CPU: the MLP 64-128-128-10 (ReLU, cross_entropy, Adam lr 1e-3, batch 64, float32), and
    the MLP 784-1024-1024-10, batch 256. Goal: Session.run ≥ 0.95 × the plain loop.
@@ -21,13 +24,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import SCENARIO, plain_torch, scenario  # noqa: E402
+from common import SCENARIO, now, plain_torch, scenario, use_clock  # noqa: E402
 
 LARGE = (SCENARIO.replace('name = "benchmark MLP 64-128-128-10"', 'name = "benchmark MLP 784-2048-2048-10"')
          .replace("n = 1792", "n = 8192").replace("features = 64", "features = 784")
@@ -59,11 +61,11 @@ def session_run(sc, steps: int, device: str):
     s.add_breakpoint("loss > 100 * prev_loss", log=False)
     if device != "cpu":
         torch.cuda.synchronize()
-    start = time.perf_counter()
+    start = now()
     result = s.run(max_steps=steps)
     if device != "cpu":
         torch.cuda.synchronize()
-    elapsed = time.perf_counter() - start
+    elapsed = now() - start
     assert result.reason == "max_steps", result
     return elapsed, s.loss_value
 
@@ -104,11 +106,16 @@ def main(argv=None) -> None:
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
     ap.add_argument("--small-only", action="store_true", help="skip the 784-1024-1024-10 CPU comparison")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="time with the wall clock, or with the running thread's CPU time (robust on a busy machine)")
     args = ap.parse_args(argv)
+    use_clock(args.clock)
     import torch
+    if args.clock == "cpu":
+        args.threads = 1                         # the thread's CPU time counts no other thread's work
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, {args.clock} clock")
     rates = compare(scenario("float32"), args.steps, args.rounds, "cpu", 64, (64, 128, 128, 10))
     report(f"CPU: MLP 64-128-128-10, Adam, batch 64, float32; {args.steps} steps, median of {args.rounds} rounds", rates)
     if not args.small_only:
@@ -117,6 +124,7 @@ def main(argv=None) -> None:
         report(f"CPU: MLP 784-1024-1024-10, Adam, batch 256, float32; {steps} steps, median of {args.rounds} rounds",
                rates)
     if torch.cuda.is_available():
+        use_clock("wall")                        # a GPU's work is not the host thread's CPU time
         name = torch.cuda.get_device_name()
         rates = compare(large_scenario(), args.cuda_steps, args.rounds, "cuda", 512, (784, 2048, 2048, 10))
         report(f"CUDA ({name}): MLP 784-2048-2048-10, Adam, batch 512, float32; {args.cuda_steps} steps, "

@@ -17,9 +17,27 @@ def is_torch(a: Any) -> bool:
 
 
 def to_numpy(a: Any) -> np.ndarray:
+    """A numpy copy or view of `a`. A torch dtype numpy has no twin for (bfloat16, the
+    float8 kinds) comes as float32, which holds each of its values exactly; `dtype_name`
+    still says what it was."""
     if is_torch(a):
-        return a.detach().cpu().numpy()
+        t = a.detach()
+        if widened(t):
+            t = t.float()
+        return t.cpu().numpy()
     return np.asarray(a)
+
+
+def dtype_name(a: Any) -> str:
+    """"float32", "bfloat16", … for an array of either backend."""
+    return str(getattr(a, "dtype", type(a).__name__)).removeprefix("torch.")
+
+
+def widened(a: Any) -> bool:
+    """A floating tensor numpy cannot hold as it is: `to_numpy` gives it as float32."""
+    if not is_torch(a) or not a.is_floating_point():
+        return False
+    return str(a.dtype) not in ("torch.float16", "torch.float32", "torch.float64")
 
 
 def element(a: Any, index: tuple[int, ...]) -> float:
@@ -83,6 +101,28 @@ def all_finite(arrays: Iterable[Any]) -> bool:
             if not (whole and _finite(base)) and not all(_finite(v) for v in views):
                 return False
     return tensors is None or _torch_all_finite(tensors)
+
+
+def all_finite_paired(arrays: list[np.ndarray]) -> bool:
+    """`all_finite` for numpy arrays that come in pairs of one size (a backend's flat
+    parameters and flat optimizer state): one dot product a·b per pair reads both at once.
+    It is finite only if every element of both is (a non-finite element makes its product
+    inf or nan, 0·inf included, and a non-finite partial sum stays so); an overflow of
+    finite values takes the exact test."""
+    rest = []
+    i = 0
+    while i < len(arrays):
+        a = arrays[i]
+        b = arrays[i + 1] if i + 1 < len(arrays) else None
+        if b is not None and a.size == b.size and a.dtype == b.dtype and a.dtype.kind == "f":
+            if not math.isfinite(a.reshape(-1).dot(b.reshape(-1))) \
+                    and not (np.isfinite(a).all() and np.isfinite(b).all()):
+                return False
+            i += 2
+        else:
+            rest.append(a)
+            i += 1
+    return all_finite(rest) if rest else True
 
 
 def _finite(a: np.ndarray) -> bool:

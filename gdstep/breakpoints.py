@@ -1,7 +1,10 @@
 """Breakpoints: numbered conditions, each checked only after the phases whose values it reads.
 
 One registry serves the Session's runs and attach mode's watched phases, so a breakpoint
-fires, counts its hits and words its event the same way wherever it is checked.
+fires, counts its hits and words its event the same way wherever it is checked. It also
+holds what the user dismissed at a pause ("don't break on this again"): a breakpoint is
+disabled; non-finite values stop opening the debugger from the training loop (attach
+mode), while a run inside the debugger still pauses on them, state kept.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ class Breakpoints(Sequence):
         self._items: list[Breakpoint] = []
         self._next_id = 1
         self._by_phase: dict[str, tuple[Breakpoint, ...]] = {p: () for p in PHASES}
+        self.last_hit: Breakpoint | None = None
+        self.nonfinite_dismissed = False
 
     def __len__(self) -> int:
         return len(self._items)
@@ -51,6 +56,7 @@ class Breakpoints(Sequence):
         twin = Breakpoints()
         twin._items = [Breakpoint(bp.id, bp.condition, bp.enabled, bp.hits) for bp in self._items]
         twin._next_id = self._next_id
+        twin.nonfinite_dismissed = self.nonfinite_dismissed
         twin._index()
         return twin
 
@@ -77,5 +83,40 @@ class Breakpoints(Sequence):
         for bp in self._by_phase[phase]:
             if bp.enabled and bp.condition(context):
                 bp.hits += 1
+                self.last_hit = bp
                 return bp
         return None
+
+    def dismiss(self, what: str | int) -> str:
+        """Break no more on `what`: "nan" (a non-finite value) or a breakpoint's id. Returns
+        the line for the event log."""
+        if what in ("nan", "nonfinite"):
+            self.nonfinite_dismissed = True
+            return "non-finite values: the training loop no longer opens the debugger on them"
+        for bp in self._items:
+            if bp.id == what:
+                bp.enabled = False
+                return f"breakpoint {bp.id} disabled: {bp.text} (no more breaks on it)"
+        raise GdstepError(f"no breakpoint {what} (breakpoints: {', '.join(str(b.id) for b in self._items) or 'none'})")
+
+    def breaks_on(self, reason: str) -> bool:
+        """Whether a pause of this kind ("nonfinite", "breakpoint") still opens the debugger."""
+        return not (reason == "nonfinite" and self.nonfinite_dismissed)
+
+
+def dismiss_last_break(session) -> None:
+    """At a pause: break no more on what caused it (the latest breakpoint or non-finite
+    event). The event log says what was dismissed, or why nothing was (the key `x`)."""
+    registry = session.breakpoints
+    kind, message = "error", "nothing to dismiss: no breakpoint or non-finite value has paused here"
+    for event in reversed(session.events):
+        if event.kind == "nonfinite" and not registry.nonfinite_dismissed:
+            if session.attached:
+                kind, message = "setting", registry.dismiss("nan")
+            else:
+                message = "a non-finite value always pauses a run here; x dismisses it only in attach mode"
+            break
+        if event.kind == "breakpoint" and registry.last_hit is not None and registry.last_hit.enabled:
+            kind, message = "setting", registry.dismiss(registry.last_hit.id)
+            break
+    session.log(kind, message)

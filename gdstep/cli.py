@@ -1,4 +1,5 @@
-"""The command line: `gdstep [SCENARIO]`, `list`, `run`, `replay`, `check`.
+"""The command line: `gdstep [SCENARIO] [--script FILE.gds]`, `list`, `run`, `replay`, `check`,
+`lesson [N|NAME]`, `serve [LESSON]`.
 
 Exit codes: 0 ok, 1 a failed expectation, 2 bad input — one line on stderr naming the
 file, the line or key path, and what is wrong; never a traceback for a user mistake. 3 when
@@ -19,7 +20,7 @@ from typing import Sequence
 
 from gdstep.errors import GdstepError
 
-COMMANDS = ("list", "run", "replay", "check")
+COMMANDS = ("list", "run", "replay", "check", "lesson", "serve")
 OUTPUT_LOST = 3
 
 
@@ -77,6 +78,9 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
         p = _Parser(prog="gdstep", description="Step through neural-network training one phase at a time. "
                     f"Commands: {', '.join(COMMANDS)} (gdstep COMMAND --help).")
         p.add_argument("scenario", nargs="?", default=None, help="a scenario file or a bundled name (default: xor)")
+        p.add_argument("--script", default=None, metavar="FILE.gds",
+                       help="play this script in the app as a lesson, one step at a time (space or → advances)")
+        p.add_argument("--served", action="store_true", help=argparse.SUPPRESS)   # run by `gdstep serve`
         _backend_options(p)
         return p
     p = _Parser(prog=f"gdstep {command}")
@@ -95,6 +99,16 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
         p.add_argument("--until", default=None, help='stop when this condition holds, e.g. "loss < 0.01"')
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         _backend_options(p)
+    elif command == "lesson":
+        p.description = "List the lessons, or play one in the app (space or → advances, other keys explore)."
+        p.add_argument("lesson", nargs="?", default=None, help="the lesson's number or name")
+        p.add_argument("--served", action="store_true", help=argparse.SUPPRESS)   # run by `gdstep serve`
+        _backend_options(p)
+    elif command == "serve":
+        p.description = "Serve the app (or a lesson) to web browsers: one independent session per browser tab."
+        p.add_argument("lesson", nargs="?", default=None, help="the lesson's number or name (default: the app on xor)")
+        p.add_argument("--host", default="localhost", help="the address to listen on (default: localhost only)")
+        p.add_argument("--port", type=int, default=8000, help="the port (default: 8000)")
     elif command == "replay":
         p.description = "Run a script headless and print a transcript."
         p.add_argument("scenario")
@@ -209,13 +223,62 @@ def cmd_replay(args) -> int:
         return 143 if isinstance(e, Terminated) else 130
 
 
-def cmd_tui(args) -> int:
-    from gdstep.tui.app import run_tui
-    session = open_session(args)
+def _need_terminal(args) -> None:
+    if args.served:                      # textual-serve's web driver talks through pipes
+        return
     if not (sys.stdin.isatty() and sys.__stderr__.isatty()):   # Textual reads stdin, draws on stderr
         raise UsageError("gdstep: the app needs a terminal; without one use "
                          f"`gdstep run {args.scenario or 'xor'}` or `gdstep replay SCENARIO SCRIPT`")
+
+
+def cmd_tui(args) -> int:
+    from gdstep.tui.app import run_tui
+    session = open_session(args)
+    commands = _lesson_script(session, args.script) if args.script else None
+    _need_terminal(args)
+    if commands is not None:
+        from pathlib import Path
+        from gdstep.tui.lesson_app import run_lesson
+        return run_lesson(session, commands, Path(args.script).name, served=args.served)
+    if args.served:
+        from gdstep.tui.lesson_app import run_served
+        return run_served(session)
     return run_tui(session)
+
+
+def _lesson_script(session, path):
+    """A script parsed and its names checked against the session: mistakes before the app opens."""
+    from gdstep.script import Runner, parse_script
+    from gdstep.script.replay import read_script
+    text, file = read_script(path)
+    commands = parse_script(text, file)
+    probe = Runner(session)
+    probe.file = file
+    for command in commands:
+        probe.check(command)
+    return commands
+
+
+def cmd_lesson(args) -> int:
+    from gdstep import lessons
+    catalogue = lessons.load()
+    if args.lesson is None:
+        for line in lessons.listing(catalogue):
+            print(line)
+        return 0
+    lesson = lessons.find(args.lesson, catalogue)
+    args.scenario = str(lesson.scenario)
+    args.backend = args.backend or lesson.backend
+    session = open_session(args)
+    commands = _lesson_script(session, lesson.script)
+    _need_terminal(args)
+    from gdstep.tui.lesson_app import run_lesson
+    return run_lesson(session, commands, f"lesson {lesson.number} · {lesson.title}", served=args.served)
+
+
+def cmd_serve(args) -> int:
+    from gdstep.tui.serve import serve
+    return serve(args.lesson, args.host, args.port)
 
 
 def _terminate(signum, frame):
@@ -237,7 +300,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             args = build_parser(command).parse_args(argv[1:] if command else argv)
-            handler = {"list": cmd_list, "check": cmd_check, "run": cmd_run, "replay": cmd_replay, None: cmd_tui}[command]
+            handler = {"list": cmd_list, "check": cmd_check, "run": cmd_run, "replay": cmd_replay, "lesson": cmd_lesson,
+                       "serve": cmd_serve, None: cmd_tui}[command]
             code = handler(args)
             sys.stdout.flush()
             return code

@@ -21,6 +21,12 @@ A loop that calls backward() and step() itself uses `dbg.watch(loss, y)` between
 
 There the debugger only looks: when you quit it, parameters, optimizer state and gradients
 are put back as they were, and the loop's own step runs as it would have.
+
+Loops as written: `dbg.step(x, y, hidden, mask=m)` calls `model(x, hidden, mask=m)` and hands
+the whole output to `loss_fn` (`dbg.output` is it); `before_update=` runs between backward
+and the step (clipping); `scaler=` a GradScaler; the loop's own lr changes (a scheduler) are
+logged each iteration so rewinds replay them; several models and optimizers (a GAN) go in as
+`attach({"G": netG, "D": netD}, [optG, optD], loss_fn)` with watch.
 """
 
 from __future__ import annotations
@@ -60,22 +66,33 @@ class Debugger:
 
     def __init__(self, model, optimizer, loss_fn, breakpoints: Sequence[str] = ("nan",), *,
                  on_break: str | Callable | None = None, dump_dir: str | Path = ".", keep: int = 16,
-                 max_dumps: int = 10, history_budget: int = 64 * 2**20, name: str | None = None):
-        from gdstep.backends.torch_attach import AttachBackend
+                 max_dumps: int = 10, history_budget: int = 64 * 2**20, name: str | None = None,
+                 before_update: Callable[[], Any] | None = None, scaler=None, scheduler=None,
+                 dbg_rank: int | str = 0, rank_timeout: float = 60.0):
+        from gdstep.distributed import backend_class, ranks_for
         from gdstep.backends.torch_loss import ModuleLoss
         from gdstep.backends.torch_support import require_torch
 
         torch = require_torch()
+        if isinstance(model, (dict, list, tuple)) or isinstance(optimizer, (list, tuple)):
+            from gdstep.backends.attach_joint import joint     # a GAN's models and optimizers, as one
+            model, optimizer = joint(model, optimizer)
         if not isinstance(model, torch.nn.Module):
             raise GdstepError(f"attach: model must be a torch.nn.Module, got {type(model).__name__}")
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise GdstepError(f"attach: optimizer must be a torch.optim optimizer, got {type(optimizer).__name__}")
         from gdstep.backends.torch_support import needs_closure
-        if needs_closure(optimizer):
+        if any(needs_closure(o) for o in getattr(optimizer, "optimizers", [optimizer])):
             raise GdstepError(f"attach: {type(optimizer).__name__} needs a closure for step(); gdstep takes optimizers "
                               "that step without one")
         if not callable(loss_fn):
             raise GdstepError(f"attach: loss_fn must be callable as loss_fn(output, target), got {type(loss_fn).__name__}")
+        if before_update is not None and not callable(before_update):
+            raise GdstepError(f"attach: before_update must be a function of no arguments, got {type(before_update).__name__}")
+        if scaler is not None and not all(hasattr(scaler, k) for k in ("scale", "unscale_", "step", "update")):
+            raise GdstepError(f"attach: scaler must be a torch.amp.GradScaler, got {type(scaler).__name__}")
+        if scheduler is not None and getattr(scheduler, "optimizer", None) is not optimizer:
+            raise GdstepError("attach: scheduler must be an lr scheduler of this optimizer")
         if on_break not in (None, "tui", "dump", "raise") and not callable(on_break):
             raise GdstepError(f'attach: on_break must be "tui", "dump", "raise" or a function, got {on_break!r}')
         if breakpoints is None:
@@ -87,11 +104,15 @@ class Debugger:
         self.on_break, self.dump_dir, self.max_dumps = on_break, Path(dump_dir), max_dumps
         self.dumps: list[Path] = []
         self.loss = ModuleLoss(loss_fn)
-        self.backend = AttachBackend(model, self.loss, optimizer, keep=keep)
+        self.ranks = ranks_for(model, dbg_rank, rank_timeout)      # None unless a DDP model
+        self.backend = backend_class(self.ranks)(model, self.loss, optimizer, keep=keep, before_update=before_update,
+                                                 scaler=scaler, scheduler=scheduler)
         for text in conditions:
             if not isinstance(text, str):
                 raise GdstepError(f"attach: a breakpoint is a condition string, got {text!r}")
             parse_condition(text).check_names(self.backend.param_shapes)
+        if self.ranks is not None:
+            self.ranks.check_same(conditions)
         self._conditions, self._history_budget = conditions, history_budget
         self._name = name or f"attached: {type(model).__name__}"
         self.session = None           # made at the first iteration, when the model has run once
@@ -99,6 +120,7 @@ class Debugger:
         self._mode: str | None = None
         self._step_hooks: list = []
         self._handling = False
+        self._nonfinite_step = -1
         global _current
         _current = self
 
@@ -125,48 +147,92 @@ class Debugger:
 
     # -- the loop drives ------------------------------------------------------------------------
 
-    def step(self, x, y) -> float:
-        """One iteration on this batch: forward, loss, backward, update, each recorded and
-        checked. Returns the loss."""
-        b = self.backend
-        self._mode = "step"
-        b.sync_config()
-        s = self.session or self._session(b.trial(x))
-        self._resync()
-        b.add_batch(s.step_count, x, y)
-        s.n = len(x)
+    def step(self, x, y=None, *args, **kwargs) -> float:
+        """One iteration on this batch: forward `model(x, *args, **kwargs)`, the loss
+        `loss_fn(output, y)` (the whole output, whatever its structure), backward,
+        `before_update()`, update; each recorded and checked. Returns the loss; the model's
+        output is `dbg.output`. `x` and `y` may be tensors, tuples or dicts of them."""
+        s = self._take_batch(x, y, args, kwargs)
+        if self.ranks is not None:
+            return self.ranks.step(self, s)
         result = s.step(1)
         if result.reason in ("breakpoint", "nonfinite"):
-            self._break(result.message, settle=self._finish_iteration)
+            if s.breakpoints.breaks_on(result.reason):
+                self._break(result.message, settle=self._finish_iteration)
             self._finish_iteration()
         self._loop_step = s.step_count
         return s.loss_value
+
+    def _take_batch(self, x, y, args: tuple, kwargs: dict):
+        """The session, ready to run one iteration on this batch."""
+        b = self.backend
+        if hasattr(b.torch_optimizer, "optimizers"):
+            raise GdstepError("dbg.step takes one model and one optimizer; with several (a GAN), the loop steps "
+                              "them itself and calls dbg.watch(loss, y) before each optimizer's step()")
+        self._mode = "step"
+        s = self.session or self._session(b.trial(x, args, kwargs))
+        self._resync()
+        self._sync_groups()
+        b.add_batch(s.step_count, x, y, args, kwargs)
+        s.n = b.n_samples
+        return s
+
+    @property
+    def output(self):
+        """The model's whole output in the latest iteration (detached): for an RNN's hidden state."""
+        return self.backend.output
+
+    @property
+    def named_outputs(self) -> list:
+        """[(name, tensor)] of each tensor the model returned in the latest iteration."""
+        return self.backend.named_outputs
 
     def watch(self, loss, y=None) -> float:
         """Record the iteration the loop has just run forward and backward on (call it
         between `loss.backward()` and `optimizer.step()`); returns the loss."""
         b = self.backend
         self._mode = "watch"
-        if b.last_input is None:
+        if b.last_call is None:
             raise GdstepError("watch: the model has not run forward since attach")
         self._hook_optimizer()
-        b.sync_config()
         s = self.session or self._session(b.layers_seen())
         if not b.watching:
             b.start_watching()
+        if s.phase_due == "update" and s.position == 4 * self._loop_step + 3:
+            b.observe_no_step()            # the loop did not step after the last watch()
+            self._advance("update")
+            self._loop_step = s.step_count
+            s.log("info", f"iteration {s.step_count}: the loop did not call optimizer.step() after watch() "
+                          "(a GradScaler skipped it, or gradients accumulate): recorded with no update")
         self._resync()
-        x = b.last_input
         if not b.has_grads():
             raise GdstepError("watch(loss) goes between loss.backward() and optimizer.step(): "
                               "there are no gradients yet")
-        b.add_batch(s.step_count, x, y)
-        s.n = len(x)
+        self._sync_groups()
+        args, kwargs = b.last_call
+        b.add_batch(s.step_count, args[0] if args else None, y, args[1:], kwargs)
+        s.n = b.n_samples
         b.observe_iteration(loss)
         for phase in OBSERVED:
             if self._advance(phase):
                 break
         b.new_iteration()
         return s.loss_value
+
+    def _sync_groups(self) -> None:
+        """The loop's own changes of hyperparameters (an lr scheduler's step, a param_groups
+        edit) take effect at this iteration: logged as settings, so a rewind replays them."""
+        s, b = self.session, self.backend
+        live = b.loop_groups()
+        seen = getattr(self, "_groups", None)
+        self._groups = live
+        if seen is None or live == seen:
+            return
+        if len(live) != len(seen):         # add_param_group: the checkpoints hold the old groups
+            s.log("info", "the loop added a param group: rewinds before this iteration restore the groups as they were")
+            return
+        changes = {i: {k: v for k, v in g.items() if seen[i].get(k) != v} for i, g in enumerate(live) if g != seen[i]}
+        s._settings.record(s.step_count, {"groups": changes})
 
     def _hook_optimizer(self) -> None:
         if self._step_hooks:
@@ -176,7 +242,7 @@ class Debugger:
         def before(optimizer, args, kwargs):
             s = self.session
             if s is not None and not self.backend.driving and not self._handling and s.phase_due == "update":
-                self.backend.observe_before_step()
+                self.backend.observe_before_step(optimizer)
 
         def after(optimizer, args, kwargs):
             s = self.session
@@ -186,14 +252,19 @@ class Debugger:
                 self._advance("update")
                 self._loop_step = self.session.step_count
 
-        self._step_hooks = [opt.register_step_pre_hook(before), opt.register_step_post_hook(after)]
+        for o in getattr(opt, "optimizers", [opt]):
+            self._step_hooks += [o.register_step_pre_hook(before), o.register_step_post_hook(after)]
 
     def _advance(self, phase: str) -> bool:
         """Run one observed phase, then check: True when it broke (the rest is unchecked)."""
+        if self.ranks is not None:
+            return self.ranks.advance(self, phase)
         s = self.session
         seen = len(s.events)
         s.next_phase()
         message = next((e.message for e in s.events[seen:] if e.kind == "nonfinite"), None)
+        if message is not None and (self._repeated_nonfinite(phase) or not s.breakpoints.breaks_on("nonfinite")):
+            message = None
         if message is None:
             hit = s.breakpoints.first_hit(s, phase)
             if hit is not None:
@@ -206,6 +277,13 @@ class Debugger:
             for _ in OBSERVED[OBSERVED.index(phase) + 1:]:
                 s.next_phase()
         return True
+
+    def _repeated_nonfinite(self, phase: str) -> bool:
+        """The update of an iteration that already broke on a non-finite value (watch mode):
+        one break an iteration, not one for the forward and one for the update it spoils."""
+        step = self.session.step_count - (phase == "update")
+        repeated, self._nonfinite_step = phase == "update" and self._nonfinite_step == step, step
+        return repeated
 
     def _look(self, message: str) -> None:
         """Watch mode: open the debugger, then put back what it changed."""
@@ -243,7 +321,10 @@ class Debugger:
         """Open the debugger now, on the latest iteration (what `gdstep.set_trace()` does)."""
         if self.session is None:
             raise GdstepError("set_trace: no iteration has run through gdstep yet (dbg.step or dbg.watch)")
-        self._break(message)
+        if self.ranks is not None:      # DDP: every rank calls it; one debugs, the others follow
+            self.ranks.pause(self, self.ranks.everywhere(message))
+        else:
+            self._break(message)
         if self._mode == "step" or self._mode is None:
             if self.session.position != 4 * self._loop_step:
                 try:
@@ -269,7 +350,11 @@ class Debugger:
                     mode = "dump"
                 else:
                     print(f"gdstep: {message} — the debugger opens (q lets your loop go on)", file=sys.stderr)
-                    run_tui(self.session)
+                    if self.ranks is not None:      # a DDP job: the app with every rank's values
+                        from gdstep.tui.ranks_view import run_tui_ranks
+                        run_tui_ranks(self.session, self.ranks.view)
+                    else:
+                        run_tui(self.session)
                     return
             if settle is not None:
                 settle()
@@ -278,7 +363,7 @@ class Debugger:
             self._handling = False
 
     def _dump(self, message: str) -> None:
-        from gdstep.backends.torch_dump import write_break
+        from gdstep.backends.torch_dump import dismiss_lasting, write_break
 
         if len(self.dumps) >= self.max_dumps:
             if len(self.dumps) == self.max_dumps:
@@ -295,7 +380,16 @@ class Debugger:
             self.dumps.append(Path(os.devnull))
             return
         self.dumps.append(npz)
-        print(f"gdstep: {message} — records written to {npz} (summary: {txt}); the loop goes on", file=sys.stderr)
+        lasting = dismiss_lasting(self.session)
+        print(f"gdstep: {message} — records written to {npz} (summary: {txt}); the loop goes on"
+              + (f"; {lasting}" if lasting else ""), file=sys.stderr)
+
+    def dismiss(self, what: str | int = "nan") -> None:
+        """Break no more on `what`: "nan" (non-finite values) or a breakpoint's id, as the
+        app's `x` does at a pause."""
+        if self.session is None:
+            raise GdstepError("dismiss: no iteration has run through gdstep yet")
+        self.session.log("setting", self.session.breakpoints.dismiss(what))
 
     # -- the end ---------------------------------------------------------------------------------
 

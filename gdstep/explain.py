@@ -84,6 +84,8 @@ def explain(session, name: str, index: tuple[int, ...]) -> Explanation:
     w_old, g, w_new = arrays.element(u.old, index), arrays.element(u.grad, index), arrays.element(u.new, index)
     before, after = _scalars(u.state_before, index), _scalars(u.state_after, index)
     opt = rec.optimizer
+    if hasattr(session.backend, "config_for") and len(session.backend.torch_optimizer.param_groups) > 1:
+        opt = session.backend.config_for(name, rec.step)      # the parameter's own group's values
     note = None
     if hasattr(opt, "terms"):
         terms = tuple(opt.terms(w_old, g, before))

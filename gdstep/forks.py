@@ -31,25 +31,21 @@ class Forks:
             twin.backend.restore(checkpoint.backend)
             twin._step, twin._epoch, twin._iteration = checkpoint.step, checkpoint.epoch, checkpoint.iteration
             twin._offset, twin._batch_size = checkpoint.offset, checkpoint.batch_size
-            mine, theirs, k = self._history, twin._history, len(self._history.norm_names)
-            theirs.losses.extend(mine.losses[:checkpoint.step])
-            theirs.epochs.extend(mine.epochs[:checkpoint.step])
-            theirs.batch_sizes.extend(mine.batch_sizes[:checkpoint.step])
-            theirs.grad_norms.extend(mine.grad_norms[:checkpoint.step * k])
+            twin._history.extend_from(self._history, checkpoint.step)
             twin._timeline.save(checkpoint)
         twin.seek(self.position)          # recomputed under the same settings: exact to the bit
         return twin
 
     def adopt(self, other: Self) -> None:
         """Continue from another session's state (a lane's): its backend, cursor, settings,
-        history, checkpoints and breakpoints become this session's; the events are kept.
-        `other` must not be used afterwards."""
+        history and checkpoints become this session's. This session's events and
+        breakpoints are kept: the breakpoints are the user's, who may have added or removed
+        some since the fork (a lane runs with a copy made at the fork). `other` must not be
+        used afterwards."""
         if other.scenario is not self.scenario:
             raise GdstepError("adopt: the session to continue from runs another scenario")
-        events = self.events
-        self.__dict__.update({k: v for k, v in vars(other).items() if k not in ("events", "_phase_fns")})
-        self.events = events
-        self._phase_fns = (self._forward, self._loss, self._backward, self._update)
+        kept = ("events", "_phase_fns", "breakpoints")
+        self.__dict__.update({k: v for k, v in vars(other).items() if k not in kept})
 
     def compare_backends(self, steps: int = 5, device: str | None = None):
         """Run this scenario a few steps on numpy and torch (float64) from the start; see gdstep.parity."""

@@ -10,7 +10,8 @@ compared side by side.
 Every lane is an exact, recorded session: it equals, bit for bit, a separate session
 brought to the fork point and given the lane's settings there (`Session.fork` + `set`). A
 lane `seed=K` starts afresh from the starting values drawn with seed K (same data, same
-batches): another start, for local minima.
+batches, the session's settings as they are now): another start, for local minima.
+`adopt` keeps the session's own breakpoints (those added or removed since the fork).
 """
 
 from __future__ import annotations
@@ -212,4 +213,18 @@ def _fresh_start(session, seed: int):
     twin = type(session)(session.scenario, fresh, history_budget=session.checkpoint_budget)
     twin.breakpoints = session.breakpoints.copy()
     twin.stop_when, twin.epochs = session.stop_when, session.epochs
+    _same_settings(session, twin)
     return twin
+
+
+def _same_settings(session, twin) -> None:
+    """A fresh start trains with the settings the session has now (as `set` left them: the
+    optimizer with its hyperparameters and lr, the batch size), not the scenario's, so a
+    seed lane differs from the others in its start alone."""
+    changes: dict[str, Any] = {}
+    if session.optimizer != twin.optimizer:
+        changes["optimizer"] = session.optimizer
+    if session.batch_size != twin.batch_size:
+        changes["batch_size"] = session.batch_size
+    if changes:
+        twin.set(lr=session.lr, **changes)

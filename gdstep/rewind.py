@@ -8,10 +8,16 @@ the same way (`_materialise`). Mixed into the Session, whose state machine it dr
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
+from gdstep import update_norms
 from gdstep.errors import GdstepError
 from gdstep.records import LEAN_NONFINITE, Cursor, NonFinite, UpdateRecord
+
+
+MAX_GRID = 1024          # a run coarsens the grid for its speed up to this many steps
 
 
 class Rewind:
@@ -19,19 +25,42 @@ class Rewind:
         """The update of a run: the optimizer's step and one fused finiteness test of what it
         changed, no before/after values; a checkpoint only where the timeline keeps one
         without being asked to (its grid), or where attach mode's kept batches end."""
+        names = self._history.norm_names
+        kept = update_norms.before(self.backend.params(), names)
         finite = self.backend.update_lean(grads, check, defer=self._defer)
+        self._history.add_update_norms(update_norms.after(self.backend.params(), names, kept))
         self._records["update"] = UpdateRecord(self._step, optimizer, optimizer.lr, {})
         self._lean_records = True
         self._next_iteration()
         step, timeline = self._step, self._timeline
-        if step % timeline.interval == 0 or (self._lean_gap < timeline.interval
-                                             and step - timeline.at_or_before(step).step >= self._lean_gap):
-            timeline.save(self._checkpoint())
+        on_grid = step % timeline.interval == 0
+        if on_grid and self._grid_cheap(step):
+            timeline.coarsen()
+            on_grid = step % timeline.interval == 0
+        if on_grid or self._lean_gap < timeline.interval:
+            gap = step - timeline.at_or_before(step).step
+            if on_grid or gap >= self._lean_gap:
+                timeline.save(self._checkpoint())
+                self._checkpoint_at, self._checkpoint_step = time.thread_time(), step
         if not isinstance(finite, bool):         # a flag on the device, read later
             self._flags.append((self.position, finite))
         elif check and not finite:
             return LEAN_NONFINITE
         return None
+
+    def _grid_cheap(self, step: int) -> bool:
+        """Whether the timeline's grid is too fine for this run: a grid period of its
+        iterations takes under half of `checkpoint_seconds` (CPU time of the thread that runs
+        them, whatever else the machine does). A checkpoint costs about one small iteration
+        (fresh memory, every page of it faulted in once), so a run of small iterations
+        coarsens the grid (as a full budget does) until one costs a small share of the
+        run, and a rewind or materialisation recomputes under that time. Measured over at
+        least 8 iterations of this run."""
+        steps = step - self._checkpoint_step
+        if steps < 8 or self._timeline.interval >= MAX_GRID:
+            return False
+        per_step = (time.thread_time() - self._checkpoint_at) / steps
+        return per_step * self._timeline.interval < self.checkpoint_seconds / 2
 
     def _flush(self) -> bool:
         """Read the pending finiteness flags back (one transfer): True when one failed."""

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from gdstep import arrays, nonfinite, settings
+from gdstep import arrays, nonfinite, settings, update_norms
 from gdstep.breakpoints import Breakpoint, Breakpoints
 from gdstep.conditions import parse_condition
 from gdstep.data import epoch_permutation
@@ -42,6 +42,9 @@ from gdstep.run_loop import RunLoop
 from gdstep.settings import SettingsLog
 from gdstep.values import SessionValues
 from gdstep.timeline import Checkpoint, Timeline
+
+
+CHECKPOINT_SECONDS = 0.05
 
 
 class Session(RunLoop, Rewind, SessionValues, Forks):
@@ -73,6 +76,9 @@ class Session(RunLoop, Rewind, SessionValues, Forks):
         self._bad_at: int | None = None
         # attach mode keeps the batches of its last few iterations: a checkpoint at least that often
         self._lean_gap = getattr(backend, "keep", 2**62)
+        # a run coarsens the checkpoints' grid while a period of it takes under half this (rewind.py)
+        self.checkpoint_seconds = CHECKPOINT_SECONDS
+        self._checkpoint_at, self._checkpoint_step = 0.0, 0
         self._settings = SettingsLog()
         self._history = HistoryArrays(tuple(n for n in backend.param_shapes if n in backend.trainable))
         self._timeline = Timeline(backend.checkpoint_nbytes, budget=history_budget)
@@ -88,6 +94,10 @@ class Session(RunLoop, Rewind, SessionValues, Forks):
             self.add_breakpoint(text, log=False)
         for note in getattr(backend, "notes", ()):     # e.g. device "auto" fell back to the cpu
             self._log("info", note)
+        # why a recomputed iteration differs from its first computation (None: none does)
+        self.replay_inexact: str | None = None
+        if hasattr(backend, "bind_session"):
+            backend.bind_session(self)
 
     # -- where we are ------------------------------------------------------------------------
 
@@ -200,6 +210,8 @@ class Session(RunLoop, Rewind, SessionValues, Forks):
             self.backend.set_optimizer(entry["edit"], fresh_state=self._step == 0)   # no state before a step
         if "lr" in entry:
             self.backend.set_optimizer(dataclasses.replace(self.backend.optimizer, lr=entry["lr"]), fresh_state=False)
+        if "groups" in entry:                   # one param group's hyperparameters (set lr 0.1 group=1)
+            self.backend.set_groups(entry["groups"])
         if "batch_size" in entry:
             self._batch_size = entry["batch_size"]
 
@@ -218,7 +230,7 @@ class Session(RunLoop, Rewind, SessionValues, Forks):
             if self._lean and self._defer:       # on a device: read with the loss, in one transfer
                 self._flags.append((self.position, self.backend.finite_flag(checked)))
             elif not arrays.all_finite(checked):
-                return nonfinite.in_forward(rec)
+                return nonfinite.in_forward(rec, getattr(self.backend, "call_order", None))
         return None
 
     def _loss(self, check: bool) -> NonFinite | None:
@@ -266,6 +278,7 @@ class Session(RunLoop, Rewind, SessionValues, Forks):
         if self._lean and self._lean_update:
             return self._update_lean(grads, optimizer, check)
         updates = self.backend.update(grads)
+        self._history.add_update_norms(update_norms.of_record(updates, self._history.norm_names))
         rec = self._records["update"] = UpdateRecord(self._step, optimizer, optimizer.lr, updates)
         self._next_iteration()
         self._timeline.save(self._checkpoint())
@@ -318,7 +331,8 @@ class Session(RunLoop, Rewind, SessionValues, Forks):
         made after a rewind starts a new branch: what was computed beyond this point is
         dropped. Returns the step the change takes effect at.
         """
-        changes = settings.changes(self.optimizer, lr, optimizer, batch_size, **hyperparameters)
+        groups = self.backend.group_hyperparameters() if hasattr(self.backend, "group_hyperparameters") else None
+        changes = settings.changes(self.optimizer, lr, optimizer, batch_size, param_groups=groups, **hyperparameters)
         at = self._step + (1 if self._phase else 0)
         fresh = self._step == 0 or "optimizer" in self._settings.at(at)      # no state yet to keep
         if "edit" in changes and not fresh:

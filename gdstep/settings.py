@@ -45,6 +45,9 @@ class SettingsLog:
         value = entry.get("edit", entry.get("optimizer", current))
         if "lr" in entry and dataclasses.is_dataclass(value):
             value = dataclasses.replace(value, lr=entry["lr"])
+        first = entry.get("groups", {}).get(0, {})
+        if "lr" in first and dataclasses.is_dataclass(value):     # the lr shown is group 0's
+            value = dataclasses.replace(value, lr=first["lr"])
         return value
 
     def record(self, at: int, changes: dict[str, Any]) -> None:
@@ -73,6 +76,7 @@ def _refuse_non_finite(values: dict[str, Any]) -> None:
 
 
 def changes(current, lr: float | None = None, optimizer: Any = None, batch_size: int | str | None = None,
+            param_groups: list[dict] | None = None, group: int | str | None = None,
             **hyperparameters: Any) -> dict[str, Any]:
     """The validated values of a `set`, keyed as the log keeps them:
 
@@ -86,6 +90,16 @@ def changes(current, lr: float | None = None, optimizer: Any = None, batch_size:
 
     out: dict[str, Any] = {}
     _refuse_non_finite(dict(hyperparameters, **({} if lr is None else {"lr": lr})))
+    several = param_groups is not None and len(param_groups) > 1
+    if group is not None or (several and optimizer is None and (lr is not None or hyperparameters)):
+        if optimizer is not None or batch_size is not None:
+            raise GdstepError("set: group= goes with lr or a hyperparameter, not with optimizer or batch_size")
+        count = len(param_groups) if param_groups is not None else 1
+        if group != "all" and (not isinstance(group, int) or isinstance(group, bool) or not 0 <= group < count) \
+                and group is not None:
+            raise GdstepError(f"set: no param group {group!r} (the optimizer has {count}: 0 to {count - 1}, or all)")
+        if several:
+            return {"groups": _group_changes(param_groups, group, lr, hyperparameters)}
     if optimizer is not None:
         if isinstance(optimizer, str):
             args = dict(hyperparameters)
@@ -122,6 +136,29 @@ def changes(current, lr: float | None = None, optimizer: Any = None, batch_size:
     return out
 
 
+def _group_changes(param_groups: list[dict], group: int | str | None, lr: float | None,
+                   hyperparameters: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """{group: {key: value}} for `set KEY V [group=N|all]` on an optimizer with several param
+    groups. Without group=, a key the groups hold different values of is refused: which
+    group was meant is not for gdstep to guess."""
+    values = dict(hyperparameters)
+    if lr is not None:
+        if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not math.isfinite(lr) or lr < 0:
+            raise GdstepError(f"set lr: the learning rate must be a number >= 0, got {lr!r}")
+        values["lr"] = float(lr)
+    chosen = range(len(param_groups)) if group in (None, "all") else [group]
+    for key in values:
+        for i in chosen:
+            if key not in param_groups[i]:
+                held = ", ".join(k for k in param_groups[i] if k != "params")
+                raise GdstepError(f"set {key}: param group {i} has no {key} (it has {held})")
+        if group is None and len({repr(param_groups[i][key]) for i in chosen}) > 1:
+            now = ", ".join(f"group {i}: {param_groups[i][key]!r}" for i in chosen)
+            raise GdstepError(f"set {key}: the optimizer's {len(param_groups)} param groups differ ({now}); "
+                              f"say which: set {key} V group=N, or group=all for every group")
+    return {i: dict(values) for i in chosen}
+
+
 def missing_state(edited, state: Mapping[str, Any]) -> list[str]:
     """State an edited optimizer needs that the current state lacks (RMSprop's momentum
     buffer when momentum is switched on): torch's step fails there, so the edit is refused.
@@ -138,6 +175,9 @@ def describe(key: str, value: Any) -> str:
         return repr(value)
     if key == "edit":
         return f"{_config(value)}, state kept (a param_groups edit)"
+    if key == "groups":
+        return "; ".join(f"group {i}: " + ", ".join(f"{k}={v!r}" for k, v in values.items())
+                         for i, values in value.items()) + " (state kept)"
     return "full" if value is None else str(value)
 
 

@@ -87,6 +87,13 @@ class Timeline:
         if self.nbytes > self.budget:
             self._thin()
 
+    def coarsen(self) -> None:
+        """Double the grid's interval, dropping what was kept only for the old grid (as a
+        full budget does): a run whose iterations are quick asks for fewer checkpoints."""
+        self.interval *= 2
+        for s in [s for s in self._steps if not self._kept(s)]:
+            self._drop(s)
+
     def start_near(self) -> None:
         """A new rewind: the checkpoints kept around the previous target may go."""
         old, self._near = self._near, []

@@ -114,7 +114,7 @@ class SessionValues:
     def find_nonfinite(self) -> NonFinite | None:
         """The first non-finite value anywhere: parameters, optimizer state, latest records."""
         return nonfinite.anywhere(self.last_phase or "start", self.backend.params(), self.backend.optimizer_state(),
-                                  self._records)
+                                  self._records, getattr(self.backend, "call_order", None))
 
 
 _VALUES: dict[str, Callable[[Any], Any]] = {

@@ -13,6 +13,25 @@ from gdstep.errors import GdstepError
 from gdstep.lanes import parse_lane
 
 
+SEEDS = '''
+name = "seeds"
+seed = 0
+[data]
+kind = "inline"
+x = [[0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.0, 0.0]]
+y = [[1.0], [1.0], [0.0], [0.0]]
+[model]
+layers = [ { linear = 3 }, "tanh", { linear = 1 } ]
+[loss]
+kind = "mse"
+[optimizer]
+kind = "sgd"
+lr = 0.3
+[training]
+shuffle = false
+'''
+
+
 def assert_same_training(a, b):
     assert a.cursor == b.cursor and a.step_count == b.step_count
     for name, value in a.params.items():
@@ -79,23 +98,7 @@ def test_adopting_a_lane_continues_the_session_from_it():
 
 
 def test_a_seed_lane_starts_afresh_from_that_seeds_starting_values():
-    text = '''
-name = "seeds"
-seed = 0
-[data]
-kind = "inline"
-x = [[0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.0, 0.0]]
-y = [[1.0], [1.0], [0.0], [0.0]]
-[model]
-layers = [ { linear = 3 }, "tanh", { linear = 1 } ]
-[loss]
-kind = "mse"
-[optimizer]
-kind = "sgd"
-lr = 0.3
-[training]
-shuffle = false
-'''
+    text = SEEDS
     from gdstep.scenario import parse_scenario
 
     sc = parse_scenario(text)
@@ -109,6 +112,37 @@ shuffle = false
             separate.set(lr=lr)
         separate.step(9)
         assert_same_training(lane.session, separate)
+
+
+def test_a_seed_lane_trains_with_the_settings_the_session_has_now():
+    from gdstep.scenario import parse_scenario
+
+    sc = parse_scenario(SEEDS)
+    s = gdstep.open(sc)
+    s.set(lr=0.05, batch_size=2)
+    s.step(3)
+    s.set(optimizer="sgd", lr=0.2, momentum=0.5)     # from the next iteration: what a fresh start gets
+    lanes = s.lanes(["seed=7", "seed=8 lr=0.1"])
+    lanes.run(6)
+    for lane, seed, lr in zip(lanes.lanes, (7, 8), (0.2, 0.1)):
+        separate = gdstep.open(dataclasses.replace(sc, seed=seed))
+        separate.set(optimizer="sgd", lr=lr, momentum=0.5, batch_size=2)
+        separate.step(6)
+        assert_same_training(lane.session, separate)
+
+
+def test_adopt_keeps_the_sessions_breakpoints_set_since_the_fork():
+    s = gdstep.open("spiral")
+    scenario_bps = [bp.text for bp in s.breakpoints]
+    early = s.add_breakpoint("loss > 100")
+    s.step(2)
+    lanes = s.lanes(["sgd lr=0.5", "adam lr=0.01"])
+    lanes.run(3)
+    s.remove_breakpoint(early.id)
+    s.add_breakpoint("grad_norm > 50")                # after the fork: the lanes have no copy of it
+    lanes.adopt(1)
+    assert [bp.text for bp in s.breakpoints] == scenario_bps + ["grad_norm > 50"]
+    assert s.step_count == 5 and s.optimizer.kind == "sgd"
 
 
 def test_lane_specs_are_checked():

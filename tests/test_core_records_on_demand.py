@@ -182,6 +182,7 @@ def test_the_non_finite_culprit_is_the_one_phase_by_phase_stepping_names(backend
 
 def test_a_run_computes_no_update_record_and_keeps_the_grid_of_checkpoints():
     s = make("adam", {"lr": 0.01}, "float64", "numpy")
+    s.checkpoint_seconds = 0                          # every grid step due (by default: by time)
     s.run(max_steps=40)
     assert s._records["update"].params == {}          # lean: nothing the run did not need
     assert s._timeline.steps == [0, 16, 32]

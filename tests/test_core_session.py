@@ -824,15 +824,15 @@ def test_condition_context_values():
 
 
 def test_per_iteration_history_is_compact_and_follows_rewinds():
-    """A long run keeps 8 bytes a value of history: loss, epoch, batch size and one norm a
-    trainable parameter per iteration, not a dict per iteration."""
+    """A long run keeps 8 bytes a value of history: loss, epoch, batch size and three norms a
+    trainable parameter (‖∇W‖, ‖ΔW‖², ‖W‖²) per iteration, not a dict per iteration."""
     s = gdstep.open("spiral")
     s.step(250)
     h = s.history
     n_params = len(s.backend.trainable)
     assert len(h.losses) == len(h.grad_norms) == 250
     held = s.history_nbytes
-    assert held == 8 * 250 * (3 + n_params)
+    assert held == 8 * 250 * (3 + 3 * n_params)
     assert set(h.grad_norms[-1]) == s.backend.trainable
     assert h.grad_norms[-1]["0.weight"] == pytest.approx(s.record("backward").grad_norms["0.weight"], rel=0, abs=0)
     s.back(iterations=100)

@@ -117,9 +117,15 @@ def test_without_a_terminal_the_records_go_to_a_file(tmp_path, monkeypatch, caps
     assert "update/0.weight/new" in z and "backward/grad/2.bias" in z
     text = (tmp_path / "gdstep-break-2.txt").read_text()
     assert "gdstep break" in text and "0.weight" in text
-    for _ in range(4):                     # NaN from here on: two files at most, then one line
+    assert "no more files for non-finite values" in err     # the parameters are NaN now: one file, not one a step
+    for _ in range(4):
         dbg.step(x, y)
-    assert len(list(tmp_path.glob("*.npz"))) == 2
+    assert len(list(tmp_path.glob("*.npz"))) == 1 and capsys.readouterr().err == ""
+    model, opt, loss_fn, batches = make()
+    again = gdstep.attach(model, opt, loss_fn, ["loss > 0"], dump_dir=tmp_path / "spikes", max_dumps=2)
+    for _ in range(4):                     # a breakpoint every step: two files at most, then one line
+        again.step(*batches[0])
+    assert len(list((tmp_path / "spikes").glob("*.npz"))) == 2
     assert "no more files" in capsys.readouterr().err
 
 

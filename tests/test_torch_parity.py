@@ -144,8 +144,8 @@ def test_frozen_parameters_stay_and_match():
     assert not b.backend.model[0].bias.requires_grad
 
 
-@pytest.mark.parametrize("path", sorted(p for p in SCENARIOS.glob("*.toml") if p.name != "lessons.toml"),  # not the catalogue
-                         ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", sorted(p for p in SCENARIOS.glob("*.toml") if p.name != "lessons.toml"),
+                         ids=lambda p: p.stem)                  # lessons.toml is the lesson catalogue
 def test_bundled_scenarios_match_numpy_after_50_steps(path):
     a, b = pair(path)
     pa, pb = a.params, b.params

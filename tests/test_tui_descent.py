@@ -3,6 +3,7 @@ the lanes' curves, the line plot, and keys answered while a landscape computes."
 
 from __future__ import annotations
 
+import re
 import time
 
 import numpy as np
@@ -236,3 +237,53 @@ async def test_usable_at_80_by_24_with_the_landscape():
         await pilot.press("v", "v", "v")               # line, gradient norm, back to the landscape
         await settle(pilot)
         assert app.query_one("#plot-switcher").current == "landscape-plot"
+
+
+def _braille(line: str) -> int:
+    return sum(0x2800 <= ord(ch) <= 0x28FF for ch in line)
+
+
+@pytest.mark.asyncio
+async def test_the_lanes_legend_sits_above_the_curves_and_lanes_at_the_start_draw():
+    from gdstep.tui.plots import LossPlot
+
+    app = make_app(gdstep.open("spiral"), timestamps=False)
+    async with app.run_test(size=(200, 50)) as pilot:
+        await settle(pilot)
+        await command(pilot, "run max 40")
+        await command(pilot, "lanes sgd lr=0.1 | sgd lr=0.1 momentum=0.9 | rmsprop lr=0.01 | adam lr=0.01")
+        await command(pilot, "lanes run 60")
+        await settle(pilot)
+        plot = app.query_one(LossPlot)
+        lines = plot.render().plain.split("\n")
+        legend = [k for k, line in enumerate(lines) if any(key in line for key in ("session", ": sgd", ": rmsprop", ": adam"))]
+        assert len(legend) == 5
+        # the y axis reaches above the highest loss by the legend's rows: the curves stay below it
+        ticks = [float(m.group(1)) for line in lines if (m := re.match(r"\s*(-?[\d.]+)┤", line))]
+        values = list(plot.curves.loss) + [v for lane in plot.curves.lanes for v in lane.loss]
+        rows = len(lines) - 3
+        top_room = (max(ticks) - max(values)) / (max(ticks) - min(ticks))
+        assert top_room >= 0.8 * len(legend) / rows, (ticks, max(values))
+        assert sum(_braille(line) for line in lines) > 40                 # the curves are drawn
+    app = make_app(gdstep.open("two_minima"), timestamps=False)
+    async with app.run_test(size=(120, 36)) as pilot:              # lanes forked at step 0: no session curve
+        await settle(pilot)
+        await command(pilot, "lanes seed=0 | seed=1")
+        await command(pilot, "lanes run 5")
+        await settle(pilot)
+        text = app.query_one(LossPlot).render().plain
+        assert "1: seed=0" in text and "2: seed=1" in text
+
+
+def test_resample_interpolates_between_grid_points_and_keeps_non_finite_ones():
+    from gdstep.tui.heatmap import resample
+
+    a, b = np.linspace(-1, 2, 5), np.linspace(0, 1, 4)
+    grid = 3 * a[None, :] - 2 * b[:, None] + 0.5             # a plane: interpolation reproduces it
+    out = resample(grid, 7, 9)
+    aa, bb = np.linspace(-1, 2, 9), np.linspace(1, 0, 7)     # row 0 is the top (the largest β)
+    np.testing.assert_allclose(out, 3 * aa[None, :] - 2 * bb[:, None] + 0.5, atol=1e-12)
+    grid[1, 2] = np.inf
+    out = resample(grid, 7, 9)
+    assert np.isinf(out).any() and not np.isnan(out).any()
+    assert np.isfinite(out[0]).all() and np.isfinite(out[:, 0]).all()     # far from the bad point: finite

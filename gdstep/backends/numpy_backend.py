@@ -10,11 +10,12 @@ the same numbers), in a few large array operations instead of many small ones.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from gdstep import arrays
+from gdstep import arrays, heap
 from gdstep.backends.base import LayerInfo
 from gdstep.nn.losses import Loss, make_loss as _make_loss
 from gdstep.problem import as_problem
@@ -73,6 +74,7 @@ class NumpyBackend:
     def __init__(self, problem, dtype: str | None = None):
         """`problem`: a prepared Problem (gdstep.problem), or a scenario to prepare."""
         problem = as_problem(problem)
+        heap.keep_freed_memory()
         self.problem = problem
         self.notes: list[str] = []
         self.dtype = dtype or problem.dtype or "float64"
@@ -94,6 +96,7 @@ class NumpyBackend:
         self.optimizer = problem.optimizer
         self._flat_state, self._state = self._init_state(self.optimizer)
         self._flat_grad: tuple[Any, np.ndarray | None] = (None, None)
+        self._grad_pool: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
 
     def fresh(self, problem=None) -> "NumpyBackend":
         """A new backend of this kind at the start of the same prepared problem (or of
@@ -126,14 +129,35 @@ class NumpyBackend:
         """δ and the gradients; the gradients are views of one flat gradient, which the update
         takes as it is."""
         grad_output = self.loss_fn.backward(outputs[-1], y)
-        flat_grad = np.empty(self._layout.size, dtype=self._flat.dtype)
-        deltas, grads = self.model.backward(self._params, x, outputs, grad_output, self.trainable,
-                                            out=self._layout.views(flat_grad))
+        flat_grad, views = self._grad_buffer()
+        deltas, grads = self.model.backward(self._params, x, outputs, grad_output, self.trainable, out=views)
         for d in deltas:
             d.setflags(write=False)
         flat_grad.setflags(write=False)
         self._flat_grad = (grads, flat_grad)
         return grad_output, deltas, grads
+
+    def _grad_buffer(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """A flat gradient and its per-parameter views to write the next gradients into: one
+        of two kept, reused when nothing outside holds it or its views any longer (the
+        records of the iteration before last, in a run), else a new one. Reused memory is
+        warm in the cache; a new buffer and its views cost more than the step's smallest
+        matrix product."""
+        pool = self._grad_pool
+        for i in range(len(pool)):
+            flat, views = pool[i]
+            # held here: the pool's tuple, `flat`, the call's argument, and one per view;
+            # the dict: the tuple, `views`, the argument; a view: the dict, `v`, the argument
+            if (sys.getrefcount(flat) == 3 + len(views) and sys.getrefcount(views) == 3
+                    and all(sys.getrefcount(v) == 3 for v in views.values())):
+                flat.setflags(write=True)
+                return flat, views
+        flat = np.empty(self._layout.size, dtype=self._flat.dtype)
+        entry = (flat, self._layout.views(flat))
+        pool.append(entry)
+        if len(pool) > 2:
+            del pool[0]
+        return entry
 
     def grad_sq_norms(self, grads: Mapping[str, np.ndarray]) -> dict[str, float]:
         out = {}
@@ -164,8 +188,8 @@ class NumpyBackend:
         if not check:
             return True
         guarded = getattr(self.optimizer, "guarded_state", None)
-        return arrays.all_finite([flat, *(v for k, v in flat_state.items()
-                                          if isinstance(v, np.ndarray) and (guarded is None or k in guarded))])
+        return arrays.all_finite_paired([flat, *(v for k, v in flat_state.items()
+                                                 if isinstance(v, np.ndarray) and (guarded is None or k in guarded))])
 
     def _step(self, grads: Mapping[str, np.ndarray]) -> tuple[np.ndarray, dict[str, Any]]:
         if grads.keys() != self.trainable:

@@ -5,6 +5,11 @@
     optimizer  any torch.optim optimizer over the model's parameters (required)
     data       (x, y): tensors (or arrays) with one row per sample   (required)
     name, description, seed, batch_size, epochs, shuffle, stop_when, breakpoints   (optional)
+    scheduler  an lr scheduler of `optimizer`, stepped after every update   (optional)
+    before_update  a function of no arguments run between backward and the optimizer's
+               step, e.g. clipping: lambda: clip_grad_norm_(model.parameters(), 1.0)  (optional)
+
+The model's whole output (a tuple, a dict) goes to `loss_fn`.
 
 The file runs as Python, so gdstep loads one only when the user names it. Anything wrong
 with it — a missing name, a wrong type, an exception while it runs, a model that does not
@@ -150,7 +155,7 @@ def _dataset(x, y) -> Dataset | None:
     if x.numel() > 2**24 or x.ndim != 2:
         return None
     xs = x.detach().cpu().double().numpy()
-    ys = y.detach().cpu().numpy()
+    ys = y.detach().cpu().numpy() if not y.is_floating_point() else y.detach().cpu().double().numpy()
     names = tuple(f"x{i + 1}" for i in range(xs.shape[1]))
     if ys.ndim == 1 and ys.dtype.kind in "iu":
         k = int(ys.max()) + 1 if len(ys) else 0
@@ -162,7 +167,7 @@ def _dataset(x, y) -> Dataset | None:
 def load_python_scenario(path: str | Path, device: str | None = None, dtype: str | None = None):
     """(PythonScenario, ModuleBackend) from a `.py` file."""
     from gdstep.backends.torch_loss import ModuleLoss
-    from gdstep.backends.torch_module import ModuleBackend
+    from gdstep.backends.torch_user import UserModuleBackend
     from gdstep.backends.torch_optim import config_of
     from gdstep.backends.torch_support import resolve_device, torch_dtype
 
@@ -202,8 +207,15 @@ def load_python_scenario(path: str | Path, device: str | None = None, dtype: str
     float_dtype = target_dtype or (params[0].dtype if params and params[0].is_floating_point() else None)
     x = x.to(device=target_device, dtype=float_dtype if x.is_floating_point() and float_dtype else None)
     y = y.to(device=target_device, dtype=float_dtype if y.is_floating_point() and float_dtype else None)
+    scheduler = getattr(module, "scheduler", None)
+    if scheduler is not None and getattr(scheduler, "optimizer", None) is not optimizer:
+        raise ScenarioError(file, "scheduler", f"expected an lr scheduler of `optimizer`, got {type(scheduler).__name__}")
+    before_update = getattr(module, "before_update", None)
+    if before_update is not None and not callable(before_update):
+        raise ScenarioError(file, "before_update", f"expected a function of no arguments, got {type(before_update).__name__}")
     loss = ModuleLoss(loss_fn)
-    backend = ModuleBackend(model, loss, optimizer, x, y, track_rng=True, config=config_of(optimizer))
+    backend = UserModuleBackend(model, loss, optimizer, x, y, track_rng=True, config=config_of(optimizer),
+                                scheduler=scheduler, step_scheduler=True, before_update=before_update)
     _probe(backend, file)
     if note:
         backend.notes.append(note)

@@ -1,53 +1,92 @@
 """The backend of attach mode: the user's own model and optimizer, and as data the batches
 their training loop hands over.
 
-It keeps the batches of the last few iterations, so a rewind in the debugger recomputes
-them exactly; the next batch is the loop's to give. In watch mode (the loop calls
-`backward()` and `step()` itself) the phases are not computed but observed: hooks record
-the loop's own forward, the gradients it made and its `optimizer.step()`, and the Session
-receives those values as the phases' results.
+It keeps the batches of the last few iterations — the whole call (the input, any further
+forward arguments such as an RNN's hidden state, keyword arguments) and the target — so a
+rewind recomputes them exactly; the next batch is the loop's to give. A rewind that needs a
+batch it no longer has (or one given without targets) is refused before anything moves. In
+watch mode (the loop calls `backward()` and `step()` itself) the phases are not computed but
+observed: hooks record the loop's own forward, the gradients it made, the gradients its
+`optimizer.step()` used (after clipping or unscaling), and the step, and the Session receives
+those values as the phases' results.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
+from gdstep.backends.attach_watch import WatchObserver
 from gdstep.backends.torch_layers import first_tensor
-from gdstep.backends.torch_module import ModuleBackend
-from gdstep.backends.torch_optim import config_of, group_hyperparameters
+from gdstep.backends.torch_user import UserModuleBackend, detached, named_tensors, rows
 from gdstep.errors import GdstepError
 from gdstep.records import ParamUpdate
 
 
-class AttachBackend(ModuleBackend):
-    def __init__(self, model, loss, optimizer, keep: int = 16):
+class Kept(NamedTuple):
+    """One iteration's batch as the loop gave it, and the tensors the records show for it."""
+    x: Any
+    args: tuple
+    kwargs: dict
+    y: Any
+    shown_x: Any
+    shown_y: Any
+    versions: int
+    why_not: str | None = None        # why a rewind cannot recompute this iteration
+
+
+def _versions(*values) -> int:
+    """The tensors' version counters, summed: an in-place change since moves it."""
+    return sum(v._version if hasattr(v, "data_ptr") else sum(t._version for _, t in named_tensors(v))
+               for v in values if v is not None)
+
+
+class AttachBackend(WatchObserver, UserModuleBackend):
+    def __init__(self, model, loss, optimizer, keep: int = 16, **kw):
         self._watching = False
         self._deltas: list = []
-        self.last_input = None
-        super().__init__(model, loss, optimizer, None, None, track_rng=True)
+        self.last_call: tuple | None = None       # (args, kwargs) of the model's latest forward by the loop
+        self._forwards = 0                        # the loop's forwards since its last optimizer step
+        self._own = False                         # gdstep is running the model itself
+        super().__init__(model, loss, optimizer, None, None, track_rng=True, **kw)
         self._sequential = False          # record through hooks: the loop's own forward too
         self.remove_hooks()
         self._install_hooks()
         self._capture = True              # every forward of the model, not only ours
         self._reuse_copies = False        # the loop may change parameters between steps,
         self._trust_versions = False      # even through .data, which counts no version
-        self._batches: dict[int, tuple[Any, Any]] = {}
+        self._batches: dict[int, Kept] = {}
         self._keep = max(1, keep)
         self._observed: dict[str, Any] = {}
         self._driving = False
-        self._groups = None
+        self._used_at: dict[int, dict] = {}       # step -> the gradients the loop's step used, where it changed them
+        self._no_step: set[int] = set()           # steps where the loop did not step the optimizer
+        self._turn_at: dict[int, int] = {}        # step -> which of several optimizers stepped
+        # step -> torch's RNG state where the iteration's forward started: the loop may draw
+        # between iterations (noise, shuffling, augmentation), so a checkpoint's is not it
+        self._rng_at: dict[int, Any] = {}
+        self._rng_call = None
 
     # -- hooks -----------------------------------------------------------------------------------
 
     def _install_hooks(self) -> None:
+        import torch.nn as nn
+
         model = self.model
+        # the modules the loop calls: the model, or each model of several (a GAN's, in a ModuleDict)
+        self._tops = [model] if type(model).forward is not nn.Module.forward else list(model.children())
         for i, (_, module) in enumerate(self._rows):
             self._hooks.append(module.register_forward_hook(self._hook(i)))
-        self._hooks.append(model.register_forward_pre_hook(self._input_hook))
+        for top in self._tops:
+            self._hooks.append(top.register_forward_pre_hook(self._input_hook, with_kwargs=True))
 
-    def _input_hook(self, module, args):
-        if self._capture and args:
-            self.last_input = first_tensor(args)
+    def _input_hook(self, module, args, kwargs):
+        if self._capture:
+            self._order = []                      # the layers this call runs, in call order
+        if self._capture and not self._own:
+            self.last_call = (args, kwargs)
+            self._forwards += 1
+            if self._watching:
+                self._rng_call = self._rng_state()
 
     def _hook(self, i: int):
         def record(module, args, output):
@@ -55,63 +94,87 @@ class AttachBackend(ModuleBackend):
                 return
             out = first_tensor(output)
             self._slots[i] = out
-            if self._watching and out is not None and out.requires_grad:
+            self._order.append(i)
+            if self._watching and not self._own and out is not None and out.requires_grad:
                 out.register_hook(lambda g, i=i: self._deltas.__setitem__(i, g))
+            if (i == len(self._rows) - 1 or module in self._tops) and not self._own:
+                self._slots[-1] = out
+                self._keep_output(output)
         return record
 
-    def trial(self, x) -> list[bool]:
-        """Which rows produce an output: the model once on two samples, no grad, eval mode."""
+
+    def trial(self, x, args: tuple = (), kwargs: Mapping | None = None) -> list[bool]:
+        """Which rows produce an output: the model once on the batch, no grad, eval mode, RNG
+        and buffers as they were."""
+        torch = self._torch
+        called = [False] * len(self._rows)
+        hooks = [m.register_forward_hook(lambda m, a, o, i=i: called.__setitem__(i, True))
+                 for i, (_, m) in enumerate(self._rows)]
         try:
-            _, called = self.probe(x[:2])
+            with torch.no_grad(), self._eval(), self._aside():
+                self._own = True
+                self.model(*((x,) if x is not None else ()), *args, **(kwargs or {}))
         except Exception:           # the real forward will say what is wrong
             called = [True] * len(self._rows)
+        finally:
+            self._own = False
+            for h in hooks:
+                h.remove()
         self._slots = [None] * len(self._rows)
         return called
 
-    def layers_seen(self) -> list[bool]:
-        """Which rows produced an output in the loop's latest forward."""
-        return [o is not None for o in self._slots]
-
-    @property
-    def watching(self) -> bool:
-        return self._watching
-
-    def has_grads(self) -> bool:
-        """Whether the loop has made gradients (called backward) since they were last cleared."""
-        return any(p.grad is not None for _, p in self._train)
-
-    def loop_state(self) -> tuple:
-        """What the loop holds between its backward() and step(): parameters, optimizer
-        state, the gradients and the phases observed; `put_back` restores it exactly."""
-        return self.capture(), [(p, p.grad) for _, p in self._train], dict(self._observed)
-
-    def put_back(self, held: tuple) -> None:
-        live, grads, observed = held
-        self.restore(live)
-        for p, g in grads:
-            p.grad = g
-        self._observed.update(observed)
-
     # -- data ------------------------------------------------------------------------------------
 
-    def add_batch(self, step: int, x, y) -> None:
-        self._batches[step] = (x, y)
-        self.x, self.y = x, y
-        self.n_samples = len(x)
+    def add_batch(self, step: int, x, y, args: tuple = (), kwargs: Mapping | None = None) -> None:
+        kwargs = dict(kwargs or {})
+        shown_x = x if x is None or hasattr(x, "shape") else first_tensor(x)
+        if shown_x is None:
+            shown_x = first_tensor(kwargs) if x is None else None
+        shown_y = y if y is None or hasattr(y, "shape") else first_tensor(y)
+        carries = self._watching and any(t.grad_fn is not None for _, t in named_tensors((x, args, kwargs)))
+        why_not = ("its input carries gradients from before the model's call (a GAN's generator output), "
+                   "which a recomputed forward would not" if carries and self._watching else None)
+        x, args, kwargs = detached(x), detached(tuple(args)), detached(kwargs)
+        kept = Kept(x, args, kwargs, y, shown_x, shown_y, _versions(x, args, kwargs, y), why_not)
+        self._batches[step] = kept
+        self.x, self.y = shown_x, shown_y
+        self.n_samples = rows(x if x is not None else kwargs)
         for old in [s for s in self._batches if s <= step - self._keep]:
             del self._batches[old]
+            self._used_at.pop(old, None)
+            self._rng_at.pop(old, None)
+            self._no_step.discard(old)
+
+    def _kept(self, x=None) -> Kept | None:
+        if x is not None:
+            for kept in self._batches.values():
+                if kept.shown_x is x:
+                    return kept
+        return self._batches.get(self._updates)
+
+    def _inputs(self, x, y):
+        kept = self._kept(x)
+        if kept is None or (x is not None and kept.shown_x is not x):
+            return x, (), {}, y
+        return kept.x, kept.args, kept.kwargs, kept.y
+
+    def _real_target(self, y):
+        kept = self._batches.get(self._updates)
+        return kept.y if kept is not None and kept.shown_y is y else y
 
     def batch(self, indices) -> tuple[Any, Any]:
         """The batch of the iteration at hand; past the loop's latest, the latest (for views
         that only look: running forward there is refused)."""
         step = self._updates
         if step in self._batches:
-            return self._batches[step]
+            kept = self._batches[step]
+            return kept.shown_x, kept.shown_y
         if not self._batches:
             raise GdstepError("attach mode: no batch has been seen yet")
         latest = max(self._batches)
         if step > latest:
-            return self._batches[latest]
+            kept = self._batches[latest]
+            return kept.shown_x, kept.shown_y
         raise GdstepError(f"attach mode keeps the batches of the last {self._keep} iterations; "
                           f"iteration {step + 1} is older, so it cannot be recomputed")
 
@@ -119,66 +182,56 @@ class AttachBackend(ModuleBackend):
         """The latest batch: the loop's data set is not ours to see."""
         if self.x is None:
             raise GdstepError("attach mode: no batch has been seen yet")
-        if self.y is None:
+        if self.y is None and self._batches[max(self._batches)].y is None:
             raise GdstepError("attach mode: watch(loss) was given no targets (pass watch(loss, y))")
         return self.x, self.y
 
-    def sync_config(self) -> None:
-        """Follow the loop's own changes of hyperparameters (an lr scheduler)."""
-        groups = [group_hyperparameters(g) for g in self.torch_optimizer.param_groups]
-        if groups != self._groups:
-            self._groups = groups
-            self.optimizer = config_of(self.torch_optimizer)
+    def loop_groups(self) -> list[dict]:
+        """Each param group's hyperparameters as the loop has them now."""
+        from gdstep.backends.torch_optim import group_hyperparameters
+        return [group_hyperparameters(g) for g in self.torch_optimizer.param_groups]
 
-    # -- observing the loop's own phases (watch mode) --------------------------------------------
+    def _replay_hint(self, step: int) -> str:
+        return ("the loop draws random numbers gdstep does not replay (numpy, random, a torch.Generator), "
+                "runs a non-deterministic op, or its loss is not loss_fn(output, y)")
 
-    def observe_iteration(self, loss) -> None:
-        """Queue the forward, loss and backward the loop has just done."""
-        torch = self._torch
-        outs = list(self._slots)
-        outputs = tuple(None if o is None else o.detach() for o in outs)
-        deltas = tuple(self._deltas) if len(self._deltas) == len(outs) else (None,) * len(outs)
-        grads = {name: p.grad.detach().clone() for name, p in self._train if p.grad is not None}
-        value = loss.detach().reshape(()).item() if isinstance(loss, torch.Tensor) else float(loss)
-        self._observed = {"forward": outputs, "loss": (None, value), "backward": (deltas[-1] if deltas else None, deltas, grads)}
-
-    def start_watching(self) -> None:
-        self._watching = True
-        self._deltas = [None] * len(self._rows)
-
-    def new_iteration(self) -> None:
-        self._slots = [None] * len(self._rows)
-        self._deltas = [None] * len(self._rows)
-
-    def observe_before_step(self) -> None:
-        names = [name for name, p in self._train if p.grad is not None]
-        self._observed["before"] = (names, self._param_copies(names), self._state_copies())
-
-    def observe_after_step(self) -> bool:
-        before = self._observed.pop("before", None)
-        if before is None:
-            return False
-        names, old, state_before = before
-        new, after = self._param_copies(names), self._state_copies()
-        self._observed["update"] = (names, old, new, state_before, after)
-        # the checkpoint the Session takes right after this update is these copies
-        self._fresh = (new, after) if len(names) == len(self._named) else None
-        return True
+    # -- the phases: observed (watch mode) or computed from the kept batch ----------------------
 
     def forward(self, x):
         observed = self._observed.pop("forward", None)
         if observed is not None:
+            if self._rng_call is not None:
+                self._rng_at[self._updates] = self._rng_call
+            self.lr_history[self._updates] = tuple(_lr(g) for g in self.torch_optimizer.param_groups)
+            self._batch_id = id(self._batches.get(self._updates))
+            self._note_forward()
             return observed
-        if self._batches and self._updates > max(self._batches):
+        kept = self._batches.get(self._updates)
+        if kept is None or (self._batches and self._updates > max(self._batches)):
             raise GdstepError("attach mode: the next batch comes from your training loop; "
                               "quit the debugger (q) to let the loop go on")
-        return super().forward(x)
+        if _versions(kept.x, kept.args, kept.kwargs, kept.y) != kept.versions:
+            self._announce(self._updates, f"iteration {self._updates + 1}: its batch was changed in place since the "
+                           "loop used it (a reused buffer): gdstep recomputes it with the values it holds now")
+        self._batch_id = id(kept)
+        rng = self._rng_at.get(self._updates)
+        if rng is None:
+            self._rng_at[self._updates] = self._rng_state()
+        else:
+            self._set_rng(rng)
+        self._own = True
+        try:
+            return super().forward(kept.shown_x)
+        finally:
+            self._own = False
 
     def loss(self, outputs, y):
         observed = self._observed.pop("loss", None)
         if observed is not None:
+            self._check_replay("loss", observed[1])
             return observed
-        if y is None:
+        kept = self._batches.get(self._updates)
+        if kept is not None and kept.y is None and self._watching:
             raise GdstepError("watch(loss) was given no targets, so the loss cannot be recomputed: "
                               "pass dbg.watch(loss, y)")
         return super().loss(outputs, y)
@@ -187,23 +240,45 @@ class AttachBackend(ModuleBackend):
         observed = self._observed.pop("backward", None)
         return observed if observed is not None else super().backward(x, outputs, y)
 
+    def _used_grads(self, grads):
+        used = self._used_at.get(self._updates)
+        return used if used is not None else super()._used_grads(grads)
+
     def update(self, grads: Mapping[str, Any]) -> dict[str, ParamUpdate]:
         observed = self._observed.pop("update", None)
         if observed is not None:
-            names, old, new, before, after = observed
+            self._note_groups()
+            names, old, new, before, after, used = observed
             self._updates += 1
-            return {n: ParamUpdate(n, old[n], grads.get(n), new[n], before[n], after[n]) for n in names if n in grads}
+            used = used or grads
+            return {n: ParamUpdate(n, old[n], used.get(n, grads.get(n)), new[n], before[n], after[n])
+                    for n in names if n in grads}
+        if self._updates in self._no_step:
+            return self._no_update(grads)
+        if hasattr(self.torch_optimizer, "optimizers"):
+            self.torch_optimizer.turn = self._turn_at.get(self._updates)
         self._driving = True
         try:
             return super().update(grads)
         finally:
             self._driving = False
 
+    def _no_update(self, grads) -> dict[str, ParamUpdate]:
+        names = [n for n in grads]
+        old, state = self._param_copies(names), self._state_copies()
+        self._updates += 1
+        self._fresh = None
+        return {n: ParamUpdate(n, old[n], grads[n], old[n], state[n], state[n]) for n in names}
+
     def backward_lean(self, x, outputs, y) -> dict[str, Any]:
         observed = self._observed.pop("backward", None)
         return observed[2] if observed is not None else super().backward_lean(x, outputs, y)
 
     def update_lean(self, grads: Mapping[str, Any], check: bool = True, defer: bool = False):
+        if self._updates in self._no_step:
+            self._updates += 1
+            self._fresh = None
+            return True
         self._driving = True
         try:
             return super().update_lean(grads, check, defer)
@@ -225,6 +300,27 @@ class AttachBackend(ModuleBackend):
     def driving(self) -> bool:
         return self._driving
 
-    def restore(self, checkpoint) -> None:
+    def restore(self, checkpoint, check: bool = True) -> None:
+        """Refused, before anything changes, when an iteration to recompute from there has
+        no kept batch (or no targets): the session is never left half rewound."""
+        if check:
+            for step in range(checkpoint.updates, self._updates + 1):
+                kept = self._batches.get(step)
+                if kept is None and step == self._updates:      # at a boundary: the loop's next batch
+                    continue
+                if kept is None:
+                    raise GdstepError(f"cannot recompute iteration {step + 1}: attach mode keeps the batches of the "
+                                      f"last {self._keep} iterations (gdstep.attach(..., keep=N) keeps more)")
+                if kept.why_not:
+                    raise GdstepError(f"cannot recompute iteration {step + 1}: {kept.why_not}; gdstep shows what "
+                                      "the loop computed there")
+                if kept.y is None and self._watching:
+                    raise GdstepError(f"cannot recompute iteration {step + 1}: watch(loss) was given no targets "
+                                      "(pass dbg.watch(loss, y))")
         self._observed.clear()
         super().restore(checkpoint)
+
+
+def _lr(group) -> float:
+    lr = group.get("lr")
+    return float(lr.item() if hasattr(lr, "item") else lr) if lr is not None else float("nan")

@@ -16,7 +16,7 @@ from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
-from gdstep.backends.torch_optim import apply, group_hyperparameters, is_opaque, torch_classes
+from gdstep.backends.torch_optim import apply, group_hyperparameters, is_opaque, torch_classes, write_group
 
 
 class Initial(dict):
@@ -30,10 +30,11 @@ class TorchCheckpoint(NamedTuple):
     scalar_dtypes: Mapping[tuple, Any]        # (name, key) -> dtype of a 0-d state tensor shown as a number
     config: Any                               # gdstep's optimizer config
     optimizer: Any                            # the torch optimizer object that state belongs to
-    groups: tuple | None                      # per-group hyperparameters when there are several
+    groups: tuple | None                      # each param group's hyperparameters
     buffers: Mapping[str, Any] | None         # BatchNorm statistics and other buffers
     rng: tuple | None                         # torch's RNG states, for a module that draws (dropout)
     updates: int                              # updates done by this backend
+    extra: Any = None                         # a backend's own (a GradScaler's, a scheduler's state)
 
 
 class CheckpointMixin:
@@ -147,9 +148,17 @@ class CheckpointMixin:
         # Buffers are always copied: BatchNorm's kernel updates its statistics in place
         # without counting a new version, so a copy could not tell it is stale.
         buffers = {n: b.detach().clone() for n, b in self._buffers} if self._buffers else None
-        groups = tuple(group_hyperparameters(g) for g in opt.param_groups) if len(opt.param_groups) > 1 else None
+        # every group's hyperparameters: a scheduler's lr, each group's own values
+        groups = tuple(group_hyperparameters(g) for g in opt.param_groups)
         rng = self._rng_state() if self._track_rng else None
-        return TorchCheckpoint(params, state, self._scalar_dtypes, self.optimizer, opt, groups, buffers, rng, self._updates)
+        return TorchCheckpoint(params, state, self._scalar_dtypes, self.optimizer, opt, groups, buffers, rng,
+                               self._updates, self._capture_extra())
+
+    def _capture_extra(self) -> Any:
+        return None
+
+    def _restore_extra(self, extra: Any) -> None:
+        pass
 
     def restore(self, checkpoint: TorchCheckpoint) -> None:
         torch = self._torch
@@ -157,9 +166,9 @@ class CheckpointMixin:
         self._graph = self._loss_tensor = self._fresh = None
         self.torch_optimizer, self.optimizer = checkpoint.optimizer, checkpoint.config
         self._known_step = type(self.torch_optimizer) in set(torch_classes().values())
-        if checkpoint.groups is not None:
+        if checkpoint.groups is not None and len(checkpoint.groups) == len(self.torch_optimizer.param_groups):
             for group, values in zip(self.torch_optimizer.param_groups, checkpoint.groups):
-                group.update(values)
+                write_group(group, values)
         else:
             apply(checkpoint.config, self.torch_optimizer)
         with torch.no_grad():
@@ -186,6 +195,7 @@ class CheckpointMixin:
             states[p] = live
         if checkpoint.rng is not None:
             self._set_rng(checkpoint.rng)
+        self._restore_extra(checkpoint.extra)
         self._updates = checkpoint.updates
 
     def _write(self, key: str, live, saved) -> None:

@@ -48,13 +48,16 @@ def module_layers(model) -> tuple[list[tuple[str, Any]], bool]:
 
 
 def layer_infos(model, rows: list[tuple[str, Any]]) -> tuple[LayerInfo, ...]:
+    """A tied parameter (`decoder.weight = encoder.weight`) is named as `named_parameters()`
+    names it, once, in every layer that uses it."""
+    canonical = {id(p): n for n, p in model.named_parameters()}
     infos = []
     for i, (name, module) in enumerate(rows):
         if module is model and name == OUTPUT:
-            direct = tuple(n for n, _ in module.named_parameters(recurse=False))
+            direct = tuple(canonical.get(id(p), n) for n, p in module.named_parameters(recurse=False))
             infos.append(LayerInfo(i, OUTPUT, type(model).__name__, f"{type(model).__name__} output", direct))
             continue
-        direct = tuple(f"{name}.{n}" for n, _ in module.named_parameters(recurse=False))
+        direct = tuple(canonical.get(id(p), f"{name}.{n}") for n, p in module.named_parameters(recurse=False))
         layer = layer_from_torch(module, i)
         infos.append(LayerInfo(i, name, layer.kind if layer is not None else type(module).__name__,
                                layer_text(module), direct, layer))

@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from gdstep import arrays
 from gdstep.backends.torch_layers import first_tensor, has_inplace, layer_infos, module_layers
 from gdstep.backends.torch_optim import apply, build, config_of, same_kind, torch_classes
 from gdstep.backends.torch_checkpoint import Initial, CheckpointMixin
@@ -66,6 +67,7 @@ class ModuleBackend(CheckpointMixin, LeanPhases):
         self._graph: tuple | None = None
         self._loss_tensor = None
         self._slots: list = [None] * len(self._rows)
+        self._order: list[int] = []
         self._capture = False
         self._hooks = []
         self._rng_forward = None
@@ -103,7 +105,13 @@ class ModuleBackend(CheckpointMixin, LeanPhases):
         def record(module, args, output):
             if self._capture:
                 self._slots[i] = first_tensor(output)
+                self._order.append(i)
         return record
+
+    @property
+    def call_order(self) -> list[int] | None:
+        """The rows in the order the latest forward called them (None: as registered)."""
+        return None if self._sequential else list(self._order)
 
     def probe(self, x) -> tuple[Any, list[bool]]:
         """Run the model once on `x`, in eval mode without gradients, changing nothing: its
@@ -190,6 +198,7 @@ class ModuleBackend(CheckpointMixin, LeanPhases):
                 outs.append(h)
             return outs, h
         self._slots = [None] * len(self._rows)
+        self._order = []
         capture, self._capture = self._capture, True
         try:
             out = self.model(x)
@@ -213,7 +222,7 @@ class ModuleBackend(CheckpointMixin, LeanPhases):
         outs = self._graph[0]
         wanted = [i for i, o in enumerate(outs) if o is not None and o.requires_grad]
         inputs = [outs[i] for i in wanted] + self._train_params
-        grads = torch.autograd.grad(loss, inputs, allow_unused=True) if loss.requires_grad and inputs else [None] * len(inputs)
+        grads = self.autograd_grads(loss, inputs)
         self._graph = self._loss_tensor = None
         deltas: list = [None] * len(outs)
         for i, g in zip(wanted, grads):
@@ -225,6 +234,17 @@ class ModuleBackend(CheckpointMixin, LeanPhases):
                 param_grads[name] = g
         return deltas[-1], tuple(deltas), param_grads
 
+    def autograd_grads(self, loss, inputs: list) -> list:
+        """∂loss/∂(each input): the one place the gradients are computed (a data-parallel
+        backend computes them with loss.backward() instead)."""
+        if not (loss.requires_grad and inputs):
+            return [None] * len(inputs)
+        return list(self._torch.autograd.grad(loss, inputs, allow_unused=True))
+
+    def optimizer_step(self) -> None:
+        """The optimizer's step: the one place it is taken (a GradScaler's step instead)."""
+        self.torch_optimizer.step()
+
     def grad_sq_norms(self, grads: Mapping[str, Any]) -> dict[str, float]:
         """‖g‖² per parameter: one fused norm over all of them, one transfer to the host."""
         if not grads:
@@ -235,7 +255,10 @@ class ModuleBackend(CheckpointMixin, LeanPhases):
             norms = torch._foreach_norm(tensors)
         except (RuntimeError, TypeError):
             norms = [torch.linalg.vector_norm(g) for g in tensors]
-        values = torch.stack(norms).double().tolist() if len(norms) > 1 else [norms[0].item()]
+        if norms[0].is_cpu:           # exact as Python floats; on the CPU a read costs less than a stack
+            values = [n.item() for n in norms]
+        else:
+            values = torch.stack(norms).tolist() if len(norms) > 1 else [norms[0].item()]
         return {name: v * v for name, v in zip(grads, values)}
 
     def update(self, grads: Mapping[str, Any]) -> dict[str, ParamUpdate]:
@@ -253,7 +276,7 @@ class ModuleBackend(CheckpointMixin, LeanPhases):
             for _, p in self._train:
                 if p.grad is not None:
                     p.grad = p.grad.clone()
-        self.torch_optimizer.step()
+        self.optimizer_step()
         self._updates += 1
         by_name = self._by_name
         after, made = self._state_copies([by_name[name] for name in names])
@@ -382,4 +405,4 @@ class ModuleBackend(CheckpointMixin, LeanPhases):
         first = self._named[0][1] if self._named else None
         t = torch.as_tensor(np.asarray(x), dtype=first.dtype if first is not None else None,
                             device=first.device if first is not None else None)
-        return self._outputs_of(t).detach().cpu().numpy()
+        return arrays.to_numpy(self._outputs_of(t))

@@ -137,9 +137,16 @@ def apply(config: Any, optimizer) -> None:
     group_params = optimizer.param_groups[0]["params"] if optimizer.param_groups else []
     _check_fits(config, group_params[0].dtype if group_params else None)
     for group in optimizer.param_groups:
-        for key, value in values.items():
-            current = group.get(key)
-            if type(current).__module__.startswith("torch") and getattr(current, "numel", lambda: 0)() == 1:
-                current.fill_(value)        # a tensor lr (capturable, fused) stays a tensor
-            else:
-                group[key] = value
+        write_group(group, values)
+
+
+def write_group(group: dict, values: dict) -> None:
+    """Hyperparameters into one param group; a tensor lr (capturable, fused) stays a tensor."""
+    for key, value in values.items():
+        if key == "params":
+            continue
+        current = group.get(key)
+        if type(current).__module__.startswith("torch") and getattr(current, "numel", lambda: 0)() == 1:
+            current.fill_(value)
+        else:
+            group[key] = value

@@ -16,6 +16,7 @@ One command a line, `#` starts a comment:
     gradcheck NAME[i,j]
     expect COND                                 replay exits 1 when it does not hold
     screenshot FILE.svg | export FILE.md | save FILE.gds   (each with --force to overwrite a file)
+    say "text with {loss:.4f}"                  narration, values interpolated (gdstep.script.say)
 
 Lines end at `\n` only (a CR before it is dropped); any other control character, U+2028
 included, is refused, so a line looks in `grep` and `wc` as it runs. Every error carries the line and column of what is wrong. Conditions and expressions are
@@ -36,7 +37,7 @@ from gdstep.text import char_name, unsafe_character
 
 PHASE_COMMANDS = PHASES
 COMMANDS = PHASE_COMMANDS + ("next", "step", "epoch", "run", "back", "set", "break", "unbreak", "watch", "unwatch",
-                             "print", "gradcheck", "expect", "screenshot", "export", "save") + DESCENT_COMMANDS
+                             "print", "gradcheck", "expect", "screenshot", "export", "save", "say") + DESCENT_COMMANDS
 SET_KEYS = ("lr", "optimizer", "batch_size", "epochs", "stop_when")
 MAX_DIGITS = 12                 # a count, a limit or an index: at most 999,999,999,999
 MAX_SCRIPT = 1_000_000          # characters in a script
@@ -235,6 +236,8 @@ def parse_command(text: str, line: int | None = None, file: str | None = None) -
         if target is None:
             ln.fail(rest_col, "gradcheck needs one element, such as: gradcheck 0.weight[0,1]")
         return make(target, f"gradcheck {target[0]}[{','.join(map(str, target[1]))}]")
+    if word == "say":
+        return _parse_say(ln, rest, rest_col, make)
     if word in ("screenshot", "export", "save"):
         suffix = {"screenshot": ".svg", "export": ".md", "save": ".gds"}[word]
         force = rest == "--force" or rest.endswith(" --force") or rest.startswith("--force ")
@@ -276,6 +279,21 @@ def _parse_run(ln: _Line, rest: str, col: int, make) -> Command:
     return make((until, max_steps), canonical)
 
 
+def _parse_say(ln: _Line, rest: str, col: int, make) -> Command:
+    """`say "text"`: one double-quoted string; its fields are parsed here (gdstep.script.say)."""
+    from gdstep.script.say import SayError, parse_say
+    if len(rest) < 2 or rest[0] != '"' or rest[-1] != '"':
+        ln.fail(col, 'say takes one text in double quotes, such as: say "the loss is {loss:.4f}"')
+    text = rest[1:-1]
+    if '"' in text:
+        ln.fail(col + 1 + text.index('"'), "a say text cannot hold a double quote: use ' or “ ” inside it")
+    try:
+        say = parse_say(text)
+    except SayError as e:
+        ln.fail(col + e.column, e.message)
+    return make((say,), f"say {rest}")
+
+
 def _parse_set(ln: _Line, rest: str, col: int, make) -> Command:
     parts = rest.split()
     if not parts:
@@ -284,13 +302,23 @@ def _parse_set(ln: _Line, rest: str, col: int, make) -> Command:
     value_col = col + len(key) + 1
     if len(parts) < 2:
         ln.fail(value_col, f"set {key} needs a value")
+    group = None                 # set lr 0.1 group=1: one param group (group=all: every group)
+    if key not in ("optimizer", "stop_when") and len(parts) == 3 and parts[2].startswith("group="):
+        word = parts[2][6:]
+        group_col = value_col + len(parts[1]) + 7
+        group = "all" if word == "all" else _positive(ln, word, group_col, "the param group", allow_zero=True)
+        parts = parts[:2]
     if key == "lr":
         if len(parts) > 2:
-            ln.fail(value_col, "set lr takes one number")
+            ln.fail(value_col, "set lr takes one number (and group=N for one param group)")
         lr = _number(ln, parts[1], value_col, "the learning rate")
         if lr < 0:
             ln.fail(value_col, f"the learning rate must be >= 0, got {parts[1]}")
+        if group is not None:
+            return make(("lr", lr, group), f"set lr {parts[1]} group={group}")
         return make(("lr", lr), f"set lr {parts[1]}")
+    if group is not None and key in ("epochs", "batch_size"):
+        ln.fail(value_col + len(parts[1]) + 1, f"set {key} is not a param group's: it takes no group=")
     if key == "stop_when":
         text = rest[len(key):].strip()
         if text == "none":
@@ -332,6 +360,8 @@ def _parse_set(ln: _Line, rest: str, col: int, make) -> Command:
         value = _value(parts[1])
     except ValueError:
         ln.fail(value_col, f"{key}: expected a finite number, true/false or numbers separated by commas, got {parts[1]!r}")
+    if group is not None:
+        return make(("hyperparameter", key, value, group), f"set {key} {parts[1]} group={group}")
     return make(("hyperparameter", key, value), f"set {key} {parts[1]}")
 
 

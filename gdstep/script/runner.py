@@ -104,6 +104,8 @@ class Runner:
                     at = command.source.find(arg.text)
                     column = at + (getattr(e, "column", None) or 1) if at >= 0 else None
                     raise ScriptError(self.file, command.line, column, e.message) from None
+        if command.name == "say":
+            _check_say(self.file, command, shapes)
         if command.name == "gradcheck" or (command.name == "print" and command.args[0] in ("tensor", "state")):
             name = command.args[0] if command.name == "gradcheck" else command.args[1]
             if name not in shapes:
@@ -214,7 +216,7 @@ class Runner:
         s = self.session
         kind = command.args[0]
         if kind == "lr":
-            at = s.set(lr=command.args[1])
+            at = s.set(lr=command.args[1], **({"group": command.args[2]} if len(command.args) > 2 else {}))
         elif kind == "epochs":     # a limit for runs, not a training setting: no new branch
             s.epochs = command.args[1]
             event = s.log("setting", f"epoch limit → {s.epochs} (runs stop at the end of epoch {s.epochs})")
@@ -227,7 +229,7 @@ class Runner:
         elif kind == "optimizer":
             at = s.set(optimizer=command.args[1], **dict(command.args[2]))
         else:
-            at = s.set(**{command.args[1]: command.args[2]})
+            at = s.set(**{command.args[1]: command.args[2]}, **({"group": command.args[3]} if len(command.args) > 3 else {}))
         return [f"{command.text}: from step {at} — {s.events[-1].message}"], {}, None, command.text, False
 
     def _do_break(self, command: Command, on_phase: OnPhase):
@@ -301,6 +303,10 @@ class Runner:
         line = f"expect {cond.text}: {'ok' if ok else 'FAILED'}" + (f" ({detail})" if detail else "")
         return [line], {"expect": ok}, None, command.text, not ok
 
+    def _do_say(self, command: Command, on_phase: OnPhase):
+        text = command.args[0](self.session)
+        return [text], {"say": text}, None, command.text, False
+
     def _do_screenshot(self, command: Command, on_phase: OnPhase):
         path = command.args[0]
         if self.screenshot is not None:
@@ -319,6 +325,17 @@ class Runner:
     def _do_save(self, command: Command, on_phase: OnPhase):
         path = self.save(self.writes.check(command.name, *command.args))
         return [f"recording of {_count(len(self.lines), 'command')} saved to {path}"], {}, None, None, False
+
+
+def _check_say(file: str | None, command: Command, shapes) -> None:
+    """A say field naming a parameter the session lacks, at its column on the line."""
+    at = command.source.find('"')
+    for field in command.args[0].fields:
+        try:
+            field.expression.check_names(shapes)
+        except GdstepError as e:
+            column = at + 1 + field.column + ((getattr(e, "column", None) or 1) - 1) if at >= 0 else None
+            raise ScriptError(file, command.line, column, e.message) from None
 
 
 def _count(n: int, word: str) -> str:

@@ -19,6 +19,7 @@ from textual.reactive import var
 from textual.widgets import ContentSwitcher, Input
 from textual.worker import Worker, WorkerState
 
+from gdstep.breakpoints import dismiss_last_break
 from gdstep.fmt import index_text
 from gdstep.tui.arithmetic_view import ArithmeticView, GradcheckView
 from gdstep.tui.batch_view import BatchView
@@ -30,13 +31,14 @@ from gdstep.tui.event_log import EventLog
 from gdstep.tui.footer import KeyFooter
 from gdstep.tui.frame import Frame, Selection
 from gdstep.tui.help_screen import HelpScreen
-from gdstep.tui.messages import FrameReady, JobDone, JobStarted, Running
+from gdstep.tui.messages import FrameReady, Job, JobDone, JobStarted, Running
 from gdstep.tui.model_tree import ModelTree
 from gdstep.tui.palette_guard import guard_command_list
 from gdstep.tui.phase_bar import PhaseBar
 from gdstep.landscape import DIRECTIONS
 from gdstep.tui.landscape_plot import LandscapePlot
-from gdstep.tui.plots import BoundaryPlot, GradNormPlot, LinePlot, LossPlot
+from gdstep.tui.health_plot import HealthPlot
+from gdstep.tui.plots import BoundaryPlot, LinePlot, LossPlot
 from gdstep.tui.prompt import CommandPrompt, CompletionList, PromptFirst
 from gdstep.tui.tensor_view import TensorView
 
@@ -69,7 +71,7 @@ class GdstepApp(PromptFirst, App[int]):
         self._saved_lines = 0                 # the recording's length at the last save
         self._quit_asked = False
         self._plot_ids = (["boundary-plot"] if self.model.boundary else []) + \
-            ["landscape-plot", "line-plot", "grad-plot"]
+            ["landscape-plot", "line-plot", "health-plot"]
 
     @property
     def runner(self):
@@ -96,7 +98,7 @@ class GdstepApp(PromptFirst, App[int]):
                         yield BoundaryPlot(id="boundary-plot", classes="plot")
                     yield LandscapePlot(id="landscape-plot", classes="plot")
                     yield LinePlot(id="line-plot", classes="plot")
-                    yield GradNormPlot(id="grad-plot", classes="plot")
+                    yield HealthPlot(id="health-plot", classes="plot")
         log = EventLog(timestamps=self.timestamps, id="log")
         log.border_title = "events"
         yield log
@@ -308,6 +310,15 @@ class GdstepApp(PromptFirst, App[int]):
             return
         name, index = selected
         self.run_command(f"gradcheck {name}{index_text(index)}", echo=False)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """`x` (break no more) answers a training loop's pauses: attach mode only."""
+        return (action != "dismiss" or self.driver.session.attached) and super().check_action(action, parameters)
+
+    def action_dismiss(self) -> None:
+        """Break no more on what caused this pause; the event log says what was dismissed."""
+        session = self.driver.session
+        self._unless_running(self.driver.submit, Job("dismiss", lambda on_phase: dismiss_last_break(session)))
 
     def action_prompt(self) -> None:
         self.open_prompt("")

@@ -24,11 +24,15 @@ class GradcheckView:
     rel_error: float
     ok: bool
     position: int         # the session's position when it was checked: stale after a change
+    verdict: str = "ok"   # ok | MISMATCH | kink within ±h
+    h: float = 0.0
+    tolerance: float = 0.0
 
     @classmethod
     def of(cls, check: GradCheck, position: int) -> "GradcheckView":
         return cls(f"{check.name}{index_text(check.index)}", float(check.analytic), float(check.numeric),
-                   float(check.rel_error), bool(check.ok), position)
+                   float(check.rel_error), bool(check.ok), position, check.verdict, float(check.h),
+                   float(check.tolerance))
 
 
 class ArithmeticView(Static):
@@ -79,13 +83,17 @@ class ArithmeticView(Static):
         if g is not None:
             out.append("\n")
             out.append(f"gradient check {g.label}", style=label)
-            out.append(" (central difference, this batch)\n", style=label)
+            out.append(f" (central differences, h = {g.h:.2g}, this batch)\n", style=label)
             out.append("  analytic ", style=label)
             out.append(f"{num(g.analytic):>14}")
             out.append("   numeric ", style=label)
             out.append(f"{num(g.numeric):>14}\n")
             out.append("  relative error ", style=label)
             out.append(f"{g.rel_error:.2e}  ")
-            out.append("ok" if g.ok else "MISMATCH", style=style("arithmetic-view--ok" if g.ok else "arithmetic-view--bad"))
+            out.append(g.verdict, style=style("arithmetic-view--ok" if g.ok else "arithmetic-view--bad"))
+            if g.ok and g.tolerance > 0.1 * max(abs(g.analytic), abs(g.numeric)):
+                out.append(f" (to ± {g.tolerance:.1e})", style=label)
+            elif not g.ok and "kink" in g.verdict:
+                out.append(" (a ReLU/abs/max boundary lies within the step)", style=label)
         out.rstrip()
         return out

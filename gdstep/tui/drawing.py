@@ -13,7 +13,8 @@ from gdstep.tui.event_log import EventLog
 from gdstep.tui.frame import Frame, Layout
 from gdstep.tui.phase_bar import PhaseBar
 from gdstep.tui.landscape_plot import LandscapePlot
-from gdstep.tui.plots import BoundaryPlot, GradNormPlot, LinePlot, LossPlot
+from gdstep.tui.health_plot import HealthPlot
+from gdstep.tui.plots import BoundaryPlot, LinePlot, LossPlot
 from gdstep.tui.tensor_view import TensorView
 
 
@@ -38,9 +39,12 @@ def draw(app: DOMNode, frame: Frame, running: bool) -> None:
         for plot in app.query(LossPlot).results():
             if plot.curves is None or plot.curves.n != curves.n or plot.curves != curves:
                 plot.curves = curves
-        for plot in app.query(GradNormPlot).results():
+        for plot in app.query(HealthPlot).results():
             if plot.curves is None or plot.curves.grad_norms != curves.grad_norms:
                 plot.curves = curves
+    if frame.health is not None:
+        for plot in app.query(HealthPlot).results():
+            plot.health = frame.health
     if frame.boundary is not None:
         for plot in app.query(BoundaryPlot).results():
             plot.boundary = frame.boundary           # the same object again is no change

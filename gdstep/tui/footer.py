@@ -12,7 +12,7 @@ from textual.reactive import reactive
 from textual.widgets import Footer
 from textual.widgets._footer import FooterKey
 
-NARROW_KEYS = ("next", "step", "epoch", "run", "back", "prompt", "help", "quit")  # binding ids
+NARROW_KEYS = ("lesson", "next", "step", "epoch", "run", "back", "prompt", "help", "quit")  # binding ids
 
 
 class KeyFooter(Footer):

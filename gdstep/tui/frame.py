@@ -16,6 +16,7 @@ import numpy as np
 from gdstep import arrays
 from gdstep.records import Cursor, Event
 from gdstep.tui.descent_data import LandscapePicture, LinePicture
+from gdstep.tui.health_data import Health
 from gdstep.tui.plot_data import Boundary, Curves
 
 if TYPE_CHECKING:
@@ -145,6 +146,7 @@ class Frame:
     landscape: LandscapePicture | None = None     # the last one computed (the driver keeps it fresh)
     line: LinePicture | None = None
     grad_norms: dict[str, float] = field(default_factory=dict)
+    health: Health | None = None                  # None: the health plot is not redrawn this time
 
 
 @dataclass(frozen=True)

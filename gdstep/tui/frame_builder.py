@@ -17,9 +17,11 @@ from gdstep import arrays
 from gdstep.errors import GdstepError
 from gdstep.fmt import hp, index_text, num, show
 from gdstep.nn.layers import is_affine
-from gdstep.tui.frame import (Arithmetic, BatchPanel, BatchRow, Frame, Grid, Layout, Model, Selection, TensorPanel,
+from gdstep.tui.frame import (Arithmetic, Frame, Grid, Layout, Model, Selection, TensorPanel,
                               as_matrix_shape, clamp_selection, element_index)
+from gdstep.tui.batch_panel import batch_panel, low_precision
 from gdstep.tui.descent_data import COARSE, FINE, landscape_key, line_key, make_landscape, make_line
+from gdstep.tui.health_data import health
 from gdstep.tui.plot_data import BoundaryMaker, curves, lane_curves, two_numbers
 
 
@@ -120,13 +122,14 @@ class FrameBuilder:
             breakpoints=tuple(f"{bp.id}: {bp.text}" for bp in s.breakpoints),
             tensor=self._tensor(selection, layout),
             arithmetic=self._arithmetic(selection),
-            batch=self._batch(layout),
+            batch=batch_panel(s, layout),
             curves=curves(s.history, s.backend.layers, self._curves_cache, lane_curves(s)) if plots else None,
             events=events,
             boundary=boundary,
             landscape=self._landscape[1] if plots and self._landscape is not None else None,
             line=self._line[1] if plots and self._line is not None else None,
             grad_norms=dict(bwd.grad_norms) if bwd is not None else {},
+            health=health(s, selection.name, selection.layer) if plots else None,
         )
 
     # -- the tensor view ------------------------------------------------------------------------
@@ -177,7 +180,7 @@ class FrameBuilder:
         delta = grid(f"δ{info.name}", bwd.deltas[k]) if same_step and k < len(bwd.deltas) else \
             Grid(f"δ{info.name}", None, "after backward")
         grids = (grid(in_label, layer_input), grid(out_label, output), delta)
-        caption = f"iteration {fwd.iteration} · row: sample, col: unit"
+        caption = f"iteration {fwd.iteration} · row: sample, col: unit" + low_precision(layer_input, output)
         return TensorPanel(f"layer {info.name}", shape, row, col, (row, col), origin, grids, caption, whole)
 
     def _tensor(self, selection: Selection, layout: Layout) -> TensorPanel | None:
@@ -211,7 +214,8 @@ class FrameBuilder:
         if s.last_phase == "update" and upd is not None and name in upd.params:
             u = upd.params[name]
             grids = (grid("W_old", u.old), grid("∇W", u.grad), grid("W_new", u.new))
-            caption = f"update {upd.step + 1} · {getattr(upd.optimizer, 'kind', '')} · lr {hp(upd.lr)}"
+            caption = f"update {upd.step + 1} · {getattr(upd.optimizer, 'kind', '')} · lr {hp(upd.lr)}" + \
+                low_precision(u.old, u.grad)
         else:
             w = s.backend.params()[name]
             this_iteration = bwd is not None and s.last_phase == "backward" and bwd.step == s.step_count
@@ -226,6 +230,7 @@ class FrameBuilder:
             caption = "frozen" if frozen else {None: "start", "forward": "after forward", "loss": "after loss",
                                                "backward": "after backward · before update",
                                                "update": "after update"}[s.last_phase]
+            caption += low_precision(w)
         return TensorPanel(name, shape, row, col, index, origin, grids, caption, whole)
 
     # -- the arithmetic panel -------------------------------------------------------------------
@@ -283,54 +288,6 @@ class FrameBuilder:
             return ("optimizer state: none yet" if not self.session.step_count else "optimizer state: none",)
         return ("optimizer state (before this update):",) + tuple(f"  {k} = {show(v)}" for k, v in values.items())
 
-    # -- the batch view -------------------------------------------------------------------------
-
-    def _batch(self, layout: Layout) -> BatchPanel | None:
-        s = self.session
-        if s.last_phase not in ("forward", "loss"):
-            return None
-        fwd = s.record("forward")
-        if fwd is None:
-            return None
-        size = len(fwd.indices)
-        shown = min(size, max(1, layout.batch_samples))
-        # one sample is shown as a vector per line, with as many units as fit across
-        units = max(1, layout.batch_samples if shown == 1 else layout.batch_units)
-        samples = arrays.to_numpy(fwd.indices[:shown])
-        rows: list[BatchRow] = []
-        notes: list[str] = []
-
-        def add(symbol: str, a: Any, group: str) -> None:
-            cols = arrays.shape(a)[1] if len(arrays.shape(a)) > 1 else 1
-            values = arrays.to_numpy(a[:shown]).reshape(shown, -1)
-            for j in range(min(cols, units)):
-                rows.append(BatchRow(f"{symbol}[{j}]", values[:, j].astype(float), group))
-            if cols > units:
-                notes.append(f"{symbol}: {units} of {cols} units shown")
-
-        add("x", fwd.inputs, "input")
-        layers = s.backend.layers
-        for k, out in enumerate(fwd.outputs):
-            kind = layers[k].kind if k < len(layers) else "?"
-            affine = is_affine(kind)
-            add(f"z{k}" if affine else f"a{k}", out, "affine" if affine else "activation")
-        title = f"forward of iteration {fwd.iteration}: {size} sample{'s' if size != 1 else ''}"
-        loss = s.record("loss")
-        if s.last_phase == "loss" and loss is not None:
-            target = arrays.to_numpy(loss.target[:shown])
-            if target.ndim == 1:
-                rows.append(BatchRow("target", target.astype(float), "target"))
-            else:
-                for j in range(min(target.shape[1], units)):
-                    rows.append(BatchRow(f"t[{j}]", target[:, j].astype(float), "target"))
-            per = arrays.to_numpy(loss.per_sample[:shown]).reshape(shown, -1).sum(axis=1)
-            rows.append(BatchRow("loss", per.astype(float), "loss"))
-            title = f"loss of iteration {fwd.iteration}: {loss.kind} = {num(loss.value)} over {size} sample{'s' if size != 1 else ''}"
-        if size > shown:
-            notes.append(f"{shown} of {size} samples shown")
-        return BatchPanel(s.last_phase, title, samples, size, tuple(rows), tuple(notes))
-
-
 def _as_matrix(a: Any, shape: tuple[int, ...]) -> Any:
     if len(shape) <= 2:
         return a
@@ -372,4 +329,3 @@ def _state_lines(before: dict[str, Any], after: dict[str, Any], opt: Any) -> tup
     for key in keys:
         lines.append(f"  {key}: {show(before.get(key))} → {show(after.get(key))}")
     return tuple(lines)
-

@@ -63,11 +63,27 @@ class Scale:
 
 
 def resample(grid: np.ndarray, rows: int, cols: int) -> np.ndarray:
-    """The grid at rows × cols by the nearest point, its first row (the smallest β) at the
-    bottom: row 0 of the result is the top of the picture."""
-    r = np.clip(np.round(np.linspace(len(grid) - 1, 0, rows)).astype(int), 0, len(grid) - 1)
-    c = np.clip(np.round(np.linspace(0, grid.shape[1] - 1, cols)).astype(int), 0, grid.shape[1] - 1)
-    return grid[np.ix_(r, c)]
+    """The grid at rows × cols, interpolated linearly between its points in each direction
+    (a screen has more cells than a 40×40 grid has points: the contours stay smooth), its
+    first row (the smallest β) at the bottom: row 0 of the result is the top of the picture."""
+    grid = np.asarray(grid, dtype=float)
+
+    def axis(n_from: int, n_to: int, reverse: bool):
+        at = np.linspace(n_from - 1, 0, n_to) if reverse else np.linspace(0, n_from - 1, n_to)
+        low = np.clip(np.floor(at).astype(int), 0, max(n_from - 2, 0))
+        high = np.minimum(low + 1, n_from - 1)
+        return low, high, at - low
+
+    r0, r1, fr = axis(grid.shape[0], rows, True)
+    c0, c1, fc = axis(grid.shape[1], cols, False)
+    fr, fc = fr[:, None], fc[None, :]
+    with np.errstate(invalid="ignore"):
+        top = grid[np.ix_(r0, c0)] * (1 - fc) + grid[np.ix_(r0, c1)] * fc
+        bottom = grid[np.ix_(r1, c0)] * (1 - fc) + grid[np.ix_(r1, c1)] * fc
+        out = top * (1 - fr) + bottom * fr
+    near_r = np.where(fr[:, 0] < 0.5, r0, r1)
+    near_c = np.where(fc[0] < 0.5, c0, c1)
+    return np.where(np.isfinite(out), out, grid[np.ix_(near_r, near_c)])     # beside a non-finite point: the nearest
 
 
 def cell_of(point, alphas, betas, rows: int, cols: int) -> tuple[int, int] | None:

@@ -1,5 +1,5 @@
-"""The `?` screen: every key the app answers to, read from the bindings themselves so the
-list can never fall behind them."""
+"""The `?` screen: what each panel shows, in one line each, and every key the app answers
+to, read from the bindings themselves so the list can never fall behind them."""
 
 from __future__ import annotations
 
@@ -18,6 +18,19 @@ EXTRA_KEYS = [
     ("prompt ↑ ↓", "the commands entered before"),
     ("prompt tab", "complete a command, a parameter, a setting or a condition"),
     ("prompt escape", "close the prompt"),
+]
+
+PANELS = [
+    ("phase bar", "top: forward → loss → backward → update, the next phase lit; where training is (epoch, "
+                  "iteration, step), the loss and its change, lr, optimizer, backend"),
+    ("model", "left: the layers and their parameters (weight, bias); choose one to see its numbers"),
+    ("tensor", "the chosen parameter: W, its gradient ∇W and W_new side by side, coloured by sign and size"),
+    ("update / batch", "below it: the update of the chosen element in the optimizer's own terms with the real "
+                       "numbers (W_new = W − η·∇W …), or a layer's values for each sample of the batch"),
+    ("plots", "right (p below 100 columns): the loss per iteration; v switches the lower one: decision boundary, "
+              "loss landscape with the path, loss along the next update, gradient norm per layer"),
+    ("events", "bottom: what happened — breakpoints, settings changed, rewinds, commands and their output"),
+    ("lesson", "lesson mode: what the lesson says now, and how far it is (3 of 9); space or → goes on"),
 ]
 
 
@@ -53,8 +66,16 @@ class HelpScreen(ModalScreen[None]):
         table.add_row("", "")
         for keys, description in EXTRA_KEYS:
             table.add_row(keys, description)
+        panels = Table.grid(padding=(0, 2))
+        panels.add_column(style="bold", no_wrap=True)
+        panels.add_column()
+        lesson = getattr(self.app, "lesson", None) is not None
+        self.panels = [(name, what) for name, what in PANELS if name != "lesson" or lesson]
+        for name, description in self.panels:
+            panels.add_row(name, description)
         with VerticalScroll(id="help-body") as body:
-            body.border_title = "gdstep keys"
+            body.border_title = "gdstep: the panels and the keys"
+            yield Static(panels, id="help-panels")
             body.border_subtitle = "escape closes"
             yield Static(table, id="help-table")
             yield Static(

@@ -39,14 +39,24 @@ class ModelTree(Tree[str], inherit_bindings=False):
         self.guide_depth = 2
         self._parameter_nodes = {}
         self._layer_nodes = {}
+        users: dict[str, list[str]] = {}
+        for info in model.layers:
+            for name in info.params:
+                users.setdefault(name, []).append(info.name)
         for info in model.layers:
             layer = self.root.add(f"{info.name} {info.text}", data=None, expand=True, allow_expand=False)
             self._layer_nodes[layer.id] = info.name
             for name in info.params:
+                if name in self._parameter_nodes or name not in model.shapes:
+                    # a tied parameter: selectable once, where it is first used
+                    layer.add_leaf(f"{name} (shared, above)", data=None)
+                    continue
                 short = name.rsplit(".", 1)[-1] if name.startswith(info.name + ".") else name
                 frozen = "" if name in model.trainable else " frozen"
                 dims = "×".join(map(str, model.shapes[name])) or "scalar"
-                self._parameter_nodes[name] = layer.add_leaf(f"{short} {dims}{frozen}", data=name)
+                others = [u for u in users[name] if u != info.name]
+                shared = f" shared with {', '.join(others)}" if others else ""
+                self._parameter_nodes[name] = layer.add_leaf(f"{short} {dims}{frozen}{shared}", data=name)
         self.first_parameter = model.first_parameter
 
     def select_parameter(self, name: str) -> None:

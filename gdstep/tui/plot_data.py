@@ -52,13 +52,13 @@ def lane_curves(session) -> tuple[LaneCurve, ...]:
     start = max(0, lanes.fork_position // 4 - 1)
     for lane in lanes.lanes:
         losses = lane.session.history.losses
-        picked = [start + i for i in _sample(max(0, len(losses) - start)) if math.isfinite(losses[start + i])]
+        picked = [start + i for i in sample(max(0, len(losses) - start)) if math.isfinite(losses[start + i])]
         out.append(LaneCurve(lane.number, lane.label, tuple(float(i + 1) for i in picked),
                              tuple(float(losses[i]) for i in picked)))
     return tuple(out)
 
 
-def _sample(n: int, limit: int = MAX_POINTS) -> range | list[int]:
+def sample(n: int, limit: int = MAX_POINTS) -> range | list[int]:
     if n <= limit:
         return range(n)
     stride = math.ceil(n / limit)
@@ -72,7 +72,7 @@ def curves(history, layers, cache: dict[str, Any], lanes: tuple[LaneCurve, ...] 
     """`cache` keeps the epoch sums between calls, so a long run costs O(new iterations)."""
     losses = history.losses
     n = len(losses)
-    picked = _sample(n)
+    picked = sample(n)
     x, y = [], []
     for i in picked:
         v = losses[i]
@@ -100,7 +100,7 @@ def curves(history, layers, cache: dict[str, Any], lanes: tuple[LaneCurve, ...] 
         ends[-1] = i + 1
     cache["n"] = n
     ex, ey = [], []
-    for k in _sample(len(epochs)):
+    for k in sample(len(epochs)):
         mean = totals[k] / counts[k] if counts[k] else math.nan
         if math.isfinite(mean):
             ex.append(float(ends[k]))
@@ -108,7 +108,7 @@ def curves(history, layers, cache: dict[str, Any], lanes: tuple[LaneCurve, ...] 
     norms = []
     grad_norms = history.grad_norms
     m = len(grad_norms)
-    gpicked = _sample(m)
+    gpicked = sample(m)
     for info in layers:
         if not info.params:
             continue

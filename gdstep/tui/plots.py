@@ -1,6 +1,7 @@
-"""The plots (plotext): loss per iteration and per epoch (and each open lane's), gradient
-norm per layer, the decision boundary of a 2-D classifier, the loss along the next update.
-The landscape is drawn by landscape_plot.py (half-blocks, which plotext cannot draw).
+"""The plots (plotext): loss per iteration and per epoch (and each open lane's), the
+decision boundary of a 2-D classifier, the loss along the next update. The landscape is
+drawn by landscape_plot.py (half-blocks, which plotext cannot draw), per-layer health by
+health_plot.py.
 
 Each widget draws data computed elsewhere (plot_data, on the worker thread); drawing is
 all that happens here.
@@ -102,50 +103,46 @@ class LossPlot(_Plot):
         log = _log_scale(values)
         scale = _log10 if log else list
         _line(plt, curves.x, scale(curves.loss), PALETTE[0])
-        if curves.lanes:                       # plotext's legend, in the plot: each lane's settings
-            plt.plot([curves.x[-1]] if curves.x else [], scale(curves.loss[-1:]), color=PALETTE[0], label="session")
+        if curves.lanes and curves.x and self._legend_fits(len(curves.lanes) + 1):
+            # plotext's legend, in the plot: each lane's settings (an entry with no point fails
+            # in plotext: lanes forked at the start have no session curve)
+            plt.plot([curves.x[-1]], scale(curves.loss[-1:]), color=PALETTE[0], label="session")
         items = [("iteration", PALETTE[0])]
         if 1 < len(curves.epoch_x) < len(curves.x) and not curves.lanes:
             _line(plt, curves.epoch_x, scale(curves.epoch_loss), PALETTE[1])
             items.append(("epoch mean", PALETTE[1]))
         room = max(8, self.size.width - 16)    # plotext drops a legend wider than its canvas
+        legend = bool(curves.lanes) and self._legend_room(plt, scale(values), len(curves.lanes) + 1)
         for lane in curves.lanes:
+            if not lane.x:
+                continue
             colour = lane_colour(lane.number)
             label = lane.label.removeprefix("lane ")
             label = label if len(label) <= room else label[:room - 1] + "…"
-            plt.plot(list(lane.x), scale(lane.loss), marker="braille", color=colour, label=label)
-        if curves.lanes:
-            items = [("session", PALETTE[0])]
+            plt.plot(list(lane.x), scale(lane.loss), marker="braille", color=colour, label=label if legend else None)
+        if curves.lanes:                       # no room for the legend in the plot: the lanes' colours above it
+            items = [("session", PALETTE[0])] + ([] if legend else
+                                                 [(str(lane.number), lane_colour(lane.number)) for lane in curves.lanes])
         _iteration_axis(plt, list(curves.x) + [x for lane in curves.lanes for x in lane.x])
         self.border_title = ("log₁₀ loss" if log else "loss") + "  " + _key(*items)
         self.border_subtitle = f"{curves.n} iteration{'s' if curves.n != 1 else ''}" + \
             (f" · {len(curves.lanes)} lanes" if curves.lanes else "")
         self.refresh()
 
+    def _legend_fits(self, rows: int) -> bool:
+        return self.content_size.height - 3 - rows >= 3     # the canvas less the x axis, its ticks and a margin
 
-class GradNormPlot(_Plot):
-    curves: reactive[Curves | None] = reactive(None)
-
-    def watch_curves(self, curves: Curves | None) -> None:
-        plt = self.plt
-        plt.clear_figure()
-        if curves is None or not curves.grad_norms:
-            self.border_title = "‖∇W‖ per layer"
-            self.border_subtitle = "after backward"
-            self.refresh()
-            return
-        values = [v for _, _, ys in curves.grad_norms for v in ys]
-        log = _log_scale(values)
-        scale = _log10 if log else list
-        items = []
-        for k, (layer, xs, ys) in enumerate(curves.grad_norms):
-            colour = PALETTE[k % len(PALETTE)]
-            _line(plt, xs, scale(ys), colour)
-            items.append((layer.split()[0], colour))
-        _iteration_axis(plt, [x for _, xs, _ in curves.grad_norms for x in xs])
-        self.border_title = ("log₁₀ ‖∇W‖" if log else "‖∇W‖ per layer") + "  " + _key(*items)
-        self.border_subtitle = "v: next plot"
-        self.refresh()
+    def _legend_room(self, plt, values, rows: int) -> bool:
+        """Raise the y axis's top so that the curves stay below the legend's rows (plotext
+        draws its legend over the plot's top left corner); False where it does not fit."""
+        finite = [v for v in values if math.isfinite(v)]
+        if not finite or not self._legend_fits(rows):
+            return False
+        canvas = self.content_size.height - 3
+        lo, hi = min(finite), max(finite)
+        span = (hi - lo) or abs(hi) or 1.0
+        plt.ylim(lo - 0.02 * span, hi + span * (rows + 0.5) / (canvas - rows))
+        return True
 
 
 class BoundaryPlot(_Plot):

@@ -70,7 +70,7 @@ class Linear(Layer):
         if self.weight in trainable:
             grads[self.weight] = np.matmul(grad_y.T, x, out=out.get(self.weight))    # ∂L/∂W[i,j] = Σ_b δ[b,i]·x[b,j]
         if self.has_bias and self.bias in trainable:
-            grads[self.bias] = np.sum(grad_y, axis=0, out=out.get(self.bias))         # ∂L/∂b[i] = Σ_b δ[b,i]
+            grads[self.bias] = np.add.reduce(grad_y, axis=0, out=out.get(self.bias))  # ∂L/∂b[i] = Σ_b δ[b,i]
         grad_x = grad_y @ params[self.weight] if need_grad_x else None
         return grad_x, grads
 

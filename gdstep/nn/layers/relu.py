@@ -7,6 +7,20 @@ import numpy as np
 from gdstep.nn.layers.base import NO_GRADS, Activation, register
 
 
+def masked(grad: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """`np.where(keep, grad, 0.0)`, bit for bit (nan, inf and -0.0 included): the bits of
+    `grad` and'ed with all ones where `keep`, with all zeros (+0.0) elsewhere. Vectorised
+    integer operations; np.where has no SIMD loop and runs several times slower right
+    after a matrix product."""
+    if grad.dtype.kind != "f" or grad.shape != keep.shape or not grad.flags.c_contiguous:
+        return np.where(keep, grad, 0.0)
+    bits = np.dtype(f"u{grad.dtype.itemsize}")
+    mask = keep.astype(bits)
+    np.negative(mask, out=mask)                  # 1 -> all ones, 0 -> 0
+    np.bitwise_and(grad.view(bits), mask, out=mask)
+    return mask.view(grad.dtype)
+
+
 @register
 class ReLU(Activation):
     kind = "relu"
@@ -18,7 +32,9 @@ class ReLU(Activation):
         return np.maximum(x, 0.0)
 
     def backward(self, params, x, y, grad_y, trainable, need_grad_x=True, out=NO_GRADS):
-        return (np.where(x > 0, grad_y, 0.0) if need_grad_x else None), NO_GRADS
+        if not need_grad_x:
+            return None, NO_GRADS
+        return masked(grad_y, x > 0), NO_GRADS
 
     def derivative(self, x, y):
         return (x > 0).astype(x.dtype)

@@ -43,6 +43,15 @@ def loss_for_torch_class(name: str) -> type["Loss"] | None:
     return next((cls for cls in LOSSES.values() if cls.torch_class == name), None)
 
 
+def mean(a: np.ndarray) -> float:
+    """float(a.mean()) bit for bit, without numpy's Python wrapper around it: the sum in a's
+    dtype, divided by the count as numpy divides it (an intp), rounded back to a's dtype."""
+    if a.dtype.kind != "f" or a.dtype.itemsize < 4 or not a.size:
+        return float(a.mean())
+    total = np.add.reduce(a, axis=None)
+    return float(total.dtype.type(total / np.intp(a.size)))
+
+
 def fraction(match) -> float:
     """The share of true elements of a boolean numpy array or torch tensor, count / size."""
     return float(match.sum()) / math.prod(match.shape)

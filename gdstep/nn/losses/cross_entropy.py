@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gdstep.nn.losses.base import ArgmaxAccuracy, Loss, register
+from gdstep.nn.losses.base import ArgmaxAccuracy, Loss, mean, register
 
 
 @register
@@ -22,14 +22,15 @@ class CrossEntropy(ArgmaxAccuracy, Loss):
 
     @staticmethod
     def log_softmax(z: np.ndarray) -> np.ndarray:
-        shifted = z - z.max(axis=1, keepdims=True)
-        return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        # z.max and .sum as the ufuncs' reductions they call, without their Python wrappers
+        shifted = z - np.maximum.reduce(z, axis=1, keepdims=True)
+        return shifted - np.log(np.add.reduce(np.exp(shifted), axis=1, keepdims=True))
 
     def forward(self, output, target):
         logp = self.log_softmax(output)
         self._cache = (output, target, logp)
         per_sample = -logp[np.arange(len(target)), target]
-        return per_sample, float(per_sample.mean())
+        return per_sample, mean(per_sample)
 
     def backward(self, output, target):
         cached_output, cached_target, logp = self._cache

@@ -1,0 +1,140 @@
+"""Watch mode: the loop runs forward, backward and `optimizer.step()` itself; gdstep observes.
+
+`dbg.watch(loss, y)` queues the forward the hooks saw, the loop's loss and the gradients it
+made (unscaled where an attached GradScaler has not unscaled them yet); an optimizer step
+pre-hook reads the gradients `step()` really uses (after the loop's clipping or unscaling)
+and copies the parameters and state before; the post-hook copies them after. The Session
+receives these as the phases' results. When the debugger opens in the middle, everything the
+loop holds is put back afterwards (`loop_state`, `put_back`), the scaler's stage too.
+Mixed into AttachBackend.
+"""
+
+from __future__ import annotations
+
+import copy
+
+
+class WatchObserver:
+    def layers_seen(self) -> list[bool]:
+        """Which rows produced an output in the loop's latest forward."""
+        return [o is not None for o in self._slots]
+
+    @property
+    def watching(self) -> bool:
+        return self._watching
+
+    def has_grads(self) -> bool:
+        """Whether the loop has made gradients (called backward) since they were last cleared."""
+        return any(p.grad is not None for _, p in self._train)
+
+    def loop_state(self) -> tuple:
+        """What the loop holds between its backward() and step(): parameters, optimizer
+        state, the gradients and the phases observed; `put_back` restores it exactly."""
+        scaler = None
+        if self.scaler is not None:         # where the loop's scaler stands in this step (unscaled yet?)
+            scaler = copy.deepcopy(dict(self.scaler._per_optimizer_states[id(self.torch_optimizer)]))
+        return self.capture(), [(p, p.grad) for _, p in self._train], dict(self._observed), scaler
+
+    def put_back(self, held: tuple) -> None:
+        live, grads, observed, scaler = held
+        self.restore(live, check=False)
+        for p, g in grads:
+            p.grad = g
+        self._observed.update(observed)
+        if scaler is not None:
+            self.scaler._per_optimizer_states[id(self.torch_optimizer)] = scaler
+
+    def observe_iteration(self, loss) -> None:
+        """Queue the forward, loss and backward the loop has just done."""
+        torch = self._torch
+        outs = list(self._slots)
+        outputs = tuple(None if o is None else o.detach() for o in outs)
+        deltas = tuple(self._deltas) if len(self._deltas) == len(outs) else (None,) * len(outs)
+        self._watched = {name: (p.grad, p.grad._version) for name, p in self._train if p.grad is not None}
+        inv = self._unscale_factor()
+        grads = {name: (g.detach() * inv if inv is not None else g.detach().clone())
+                 for name, (g, _) in self._watched.items()}
+        value = loss.detach().reshape(()).item() if isinstance(loss, torch.Tensor) else float(loss)
+        self._observed = {"forward": outputs, "loss": (None, value), "backward": (deltas[-1] if deltas else None, deltas, grads)}
+        unstepped = getattr(self, "_unstepped", None)
+        self._unstepped, self._forwards_seen = None, self._forwards
+        accumulated = bool(unstepped) and any(unstepped.get(name) is g for name, (g, _) in self._watched.items())
+        kept = self._batches.get(self._updates)
+        if kept is not None and not kept.why_not and (self._forwards > 1 or accumulated):   # a rewind could not recompute it
+            why = (f"the loop ran the model forward {self._forwards} times for it (gradient accumulation, or "
+                   "several losses as in a GAN)" if self._forwards > 1
+                   else "its gradients add to those of an iteration the loop did not step")
+            self._batches[self._updates] = kept._replace(why_not=why)
+        if accumulated:
+            self._announce(self._updates, f"iteration {self._updates + 1}: its gradients add to those of the "
+                           "iteration before, which the loop did not step (gradient accumulation): the records show "
+                           "the sum; a rewind cannot recompute it")
+        elif self._forwards > 1:
+            self._announce(self._updates, f"iteration {self._updates + 1}: the model ran forward {self._forwards} times "
+                           "before this optimizer step (gradient accumulation, or several losses as in a GAN): the "
+                           "records show the last forward and its loss with the gradients of all of them; a rewind "
+                           "cannot recompute it")
+
+    def _unscale_factor(self):
+        """1/scale where the loop's gradients are still scaled by the attached GradScaler
+        (watch() before scaler.unscale_): the records show them unscaled, as unscale_ would."""
+        if self.scaler is None:
+            return None
+        state = self.scaler._per_optimizer_states[id(self.torch_optimizer)]
+        if state["stage"].name != "READY":
+            return None
+        return self.scaler._scale.double().reciprocal().float()
+
+    def start_watching(self) -> None:
+        self._watching = True
+        self._deltas = [None] * len(self._rows)
+
+    def new_iteration(self) -> None:
+        self._slots = [None] * len(self._rows)
+        self._deltas = [None] * len(self._rows)
+
+    def observe_before_step(self, optimizer=None) -> None:
+        """Before the loop's `optimizer.step()`: the gradients it uses, the values before;
+        with several optimizers, only the parameters of the one stepping."""
+        mine = None
+        joint = getattr(self.torch_optimizer, "optimizers", None)
+        if joint is not None and optimizer is not None:
+            mine = {id(p) for g in optimizer.param_groups for p in g["params"]}
+            self.torch_optimizer.turn = joint.index(optimizer)
+            self._turn_at[self._updates] = self.torch_optimizer.turn
+        names = [name for name, p in self._train if p.grad is not None and (mine is None or id(p) in mine)]
+        watched = getattr(self, "_watched", {})
+        by_name = self._by_name
+        changed = any(watched.get(name, (None, None)) != (by_name[name].grad, by_name[name].grad._version)
+                      for name in names)
+        used = None
+        if changed:        # clipping or unscaling between watch() and step(): the step's own gradients
+            used = {name: p.grad.detach().clone() for name, p in self._train if p.grad is not None}
+            self._used_at[self._updates] = used
+            self._announce(self._updates, "the loop changes the gradients between watch() and optimizer.step() "
+                           "(clipping, unscaling): the update shows the gradients step() used", inexact=False)
+        self._observed["before"] = (names, self._param_copies(names), self._state_copies(), used)
+
+    def observe_after_step(self) -> bool:
+        before = self._observed.pop("before", None)
+        if before is None:
+            return False
+        names, old, state_before, used = before
+        new, after = self._param_copies(names), self._state_copies()
+        self._observed["update"] = (names, old, new, state_before, after, used)
+        self._forwards = 0
+        # the checkpoint the Session takes right after this update is these copies
+        self._fresh = (new, after) if len(names) == len(self._named) else None
+        return True
+
+    def observe_no_step(self) -> None:
+        """The loop went on without stepping the optimizer after watch() (a GradScaler skipped
+        the step, or gradients accumulate): the iteration ends with no update, and a rewind
+        repeats that."""
+        names = [name for name, p in self._train if p.grad is not None]
+        old, state = self._param_copies(names), self._state_copies()
+        self._observed["update"] = (names, old, old, state, state, None)
+        self._no_step.add(self._updates)
+        self._forwards -= getattr(self, "_forwards_seen", 0)
+        self._unstepped = {name: g for name, (g, _) in getattr(self, "_watched", {}).items()}
+

@@ -1,0 +1,83 @@
+"""A GAN's two models and two optimizers in one debugger session, in watch mode as DCGAN's
+loop is written: each optimizer's step is an iteration recording the parameters it moved,
+the loop's numbers are untouched, and a rewind that could not recompute what the loop did
+(several forwards and losses for one step) is refused before anything moves."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import gdstep
+from gdstep.errors import GdstepError
+
+
+def build():
+    torch.manual_seed(0)
+    netG = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 8), nn.Tanh())
+    netD = nn.Sequential(nn.Linear(8, 16), nn.LeakyReLU(0.2), nn.Linear(16, 1), nn.Sigmoid())
+    optD = torch.optim.Adam(netD.parameters(), lr=2e-3, betas=(0.5, 0.999))
+    optG = torch.optim.Adam(netG.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    return netG, netD, optG, optD
+
+
+def train(netG, netD, optG, optD, dbg=None, steps=4):
+    criterion = nn.BCELoss()
+    g = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        real = torch.randn(8, 8, generator=g)
+        noise = torch.randn(8, 4, generator=g)
+        netD.zero_grad()
+        label = torch.full((8, 1), 1.0)
+        errD_real = criterion(netD(real), label)
+        errD_real.backward()
+        fake = netG(noise)
+        label.fill_(0.0)
+        errD_fake = criterion(netD(fake.detach()), label)
+        errD_fake.backward()
+        if dbg is not None:
+            dbg.watch(errD_real + errD_fake, label.clone())
+        optD.step()
+        netG.zero_grad()
+        label = torch.full((8, 1), 1.0)
+        errG = criterion(netD(fake), label)
+        errG.backward()
+        if dbg is not None:
+            dbg.watch(errG, label)
+        optG.step()
+
+
+def test_one_session_over_both_models_and_optimizers():
+    bare = build()
+    train(*bare)
+    netG, netD, optG, optD = build()
+    seen = {}
+
+    def look(session, message):
+        before = session.position
+        with pytest.raises(GdstepError, match="cannot recompute iteration"):
+            session.back(iterations=1)
+        with pytest.raises(GdstepError, match="cannot recompute iteration"):
+            session.back(phases=1)
+        kept = session.backend._batches
+        seen["why"] = ("forward 3 times" in kept[2].why_not, "carries gradients" in kept[3].why_not)
+        seen["unmoved"] = session.position == before
+        seen["groups"] = [g["lr"] for g in session.backend.group_hyperparameters()]
+
+    dbg = gdstep.attach({"G": netG, "D": netD}, [optG, optD], nn.BCELoss(), ["step == 3 and phase == 'backward'"],
+                        on_break=look)
+    train(netG, netD, optG, optD, dbg)
+    for a, b in zip((netG, netD, optG, optD), bare):
+        torch.testing.assert_close(a.state_dict(), b.state_dict(), rtol=0, atol=0)
+    s = dbg.session
+    assert s.step_count == 8 and seen == {"unmoved": True, "groups": [1e-3, 2e-3], "why": (True, True)}
+    update = s.record("update")                       # the generator's step: its parameters only
+    assert sorted(update.params) == ["G.0.bias", "G.0.weight", "G.2.bias", "G.2.weight"]
+    for name, u in update.params.items():
+        assert torch.equal(u.new, dict(netG.named_parameters())[name[2:]].detach())
+    assert s.replay_inexact is not None and "forward 3 times" in s.replay_inexact
+    with pytest.raises(GdstepError, match="dbg.step takes one model"):
+        dbg.step(torch.randn(2, 8), torch.ones(2, 1))

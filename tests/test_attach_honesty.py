@@ -1,0 +1,195 @@
+"""Never silently different numbers: where a rewind cannot recompute what the loop computed
+(a random number generator gdstep does not own, a batch changed in place, a loss that is not
+loss_fn(output, y), gradient accumulation) the session says so — an "inexact" event and
+`session.replay_inexact` — and where it can, it says nothing; a rewind it cannot do is refused
+before anything moves."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import gdstep
+from gdstep.errors import GdstepError
+
+
+class NumpyNoise(nn.Module):
+    """Noise from numpy's generator, which gdstep neither owns nor replays."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 1)
+        self.rng = np.random.default_rng(0)
+
+    def forward(self, x):
+        return self.fc(x + torch.from_numpy(self.rng.normal(size=x.shape).astype(np.float32)))
+
+
+def batches(n=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(8, 4, generator=g), torch.randn(8, 1, generator=g)) for _ in range(n)]
+
+
+def rewind_at(step: int, back: int = 2):
+    def look(session, message):
+        assert session.replay_inexact is None
+        session.back(iterations=back)
+        session.step(back)
+    return look, [f"step == {step}"]
+
+
+def test_an_rng_gdstep_does_not_own_is_announced_on_rewind():
+    torch.manual_seed(0)
+    model = NumpyNoise()
+    look, bps = rewind_at(4)
+    dbg = gdstep.attach(model, torch.optim.SGD(model.parameters(), lr=0.1), nn.MSELoss(), bps, on_break=look)
+    for x, y in batches():
+        dbg.step(x, y)
+    s = dbg.session
+    assert s.replay_inexact is not None and "recomputed is not what was first computed" in s.replay_inexact
+    assert any(e.kind == "inexact" for e in s.events)
+
+
+def test_a_deterministic_loop_with_dropout_and_debugger_changes_raises_no_alarm():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 1))
+
+    def look(session, message):
+        session.back(iterations=3)
+        session.set(lr=0.01)               # a new branch: new numbers, not a replay
+        session.step(2)
+        session.back(iterations=2)         # and a replay of that branch
+        session.step(2)
+
+    dbg = gdstep.attach(model, torch.optim.Adam(model.parameters(), lr=0.01), nn.MSELoss(), ["step == 5"], on_break=look)
+    for x, y in batches():
+        dbg.step(x, y)
+    assert dbg.session.replay_inexact is None
+    assert not [e for e in dbg.session.events if e.kind == "inexact"]
+
+
+def test_a_batch_buffer_reused_in_place_is_announced():
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1)
+    look, bps = rewind_at(4)
+    dbg = gdstep.attach(model, torch.optim.SGD(model.parameters(), lr=0.1), nn.MSELoss(), bps, on_break=look)
+    x_buf, y_buf = torch.empty(8, 4), torch.empty(8, 1)
+    for x, y in batches():
+        x_buf.copy_(x)                     # a pinned buffer refilled each iteration
+        y_buf.copy_(y)
+        dbg.step(x_buf, y_buf)
+    assert "changed in place" in dbg.session.replay_inexact
+
+
+def test_watch_announces_a_loss_that_is_not_loss_fn_and_gradient_accumulation():
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    look, bps = rewind_at(3, back=1)
+    dbg = gdstep.attach(model, opt, nn.MSELoss(), [b + " and phase == 'backward'" for b in bps], on_break=look)
+    for x, y in batches():
+        opt.zero_grad()
+        loss = F.mse_loss(model(x), y) + 0.1 * model.weight.pow(2).sum()     # an L2 term loss_fn lacks
+        loss.backward()
+        dbg.watch(loss, y)
+        opt.step()
+    assert "recomputed is not what was first computed: loss" in dbg.session.replay_inexact
+
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    dbg = gdstep.attach(model, opt, nn.MSELoss(), [])
+    data = batches()
+    for i in range(0, 8, 2):
+        opt.zero_grad()
+        for x, y in data[i:i + 2]:        # two micro-batches per step
+            loss = F.mse_loss(model(x), y) / 2
+            loss.backward()
+        dbg.watch(loss, y)
+        opt.step()
+    assert "ran forward 2 times" in dbg.session.replay_inexact
+
+
+def test_a_rewind_past_the_kept_batches_is_refused_and_moves_nothing():
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1)
+    outcome = []
+
+    def look(session, message):
+        before = (session.position, {n: p.copy() for n, p in session.params.items()})
+        with pytest.raises(GdstepError, match="keeps the batches of the last 2"):
+            session.back(iterations=5)
+        outcome.append(session.position == before[0]
+                       and all(np.array_equal(p, before[1][n]) for n, p in session.params.items()))
+        session.back(iterations=1)        # within reach: fine
+        session.step(1)
+
+    dbg = gdstep.attach(model, torch.optim.SGD(model.parameters(), lr=0.1), nn.MSELoss(), ["step == 6"],
+                        on_break=look, keep=2)
+    for x, y in batches():
+        dbg.step(x, y)
+    assert outcome == [True] and dbg.session.step_count == 8 and dbg.session.replay_inexact is None
+
+
+def test_watch_with_a_step_the_loop_skipped_records_no_update_and_replays_it():
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    look, bps = rewind_at(5, back=3)
+    dbg = gdstep.attach(model, opt, nn.MSELoss(), [bps[0] + " and phase == 'backward'"], on_break=look)
+    torch.manual_seed(0)
+    twin = nn.Linear(4, 1)
+    twin_opt = torch.optim.SGD(twin.parameters(), lr=0.1)
+    for i, (x, y) in enumerate(batches()):
+        for m, o in ((model, opt), (twin, twin_opt)):
+            o.zero_grad()
+            loss = F.mse_loss(m(x), y)
+            loss.backward()
+            if m is model:
+                dbg.watch(loss, y)
+            if i != 2:                     # the loop skips one step (as a GradScaler does)
+                o.step()
+    for p, q in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(p, q)
+    s = dbg.session
+    assert s.step_count == 8 and s.replay_inexact is None
+    assert any("did not call optimizer.step()" in e.message for e in s.events)
+
+
+@pytest.mark.parametrize("watching", [False, True])
+def test_a_loop_that_draws_from_torchs_rng_between_iterations_rewinds_exactly(watching):
+    """Noise drawn by the loop (DCGAN's torch.randn, a DataLoader's shuffle) moves torch's RNG
+    between iterations: the dropout of a recomputed forward still gets the loop's numbers."""
+    def run(dbg_on: bool):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, 1))
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+
+        def look(session, message):
+            session.back(iterations=3)
+            session.step(3) if not watching else [session.next_phase() for _ in range(11)]
+
+        condition = "step == 5" if not watching else "step == 5 and phase == 'backward'"
+        dbg = gdstep.attach(model, opt, nn.MSELoss(), [condition], on_break=look) if dbg_on else None
+        for _ in range(8):
+            x, y = torch.randn(8, 4), torch.randn(8, 1)        # made on the fly, from torch's RNG
+            if dbg is not None and not watching:
+                dbg.step(x, y)
+                continue
+            opt.zero_grad()
+            loss = F.mse_loss(model(x), y)
+            loss.backward()
+            if dbg is not None:
+                dbg.watch(loss, y)
+            opt.step()
+        return model, dbg, torch.get_rng_state()
+
+    bare, _, bare_rng = run(False)
+    model, dbg, rng = run(True)
+    for p, q in zip(model.parameters(), bare.parameters()):
+        assert torch.equal(p, q)
+    assert torch.equal(rng, bare_rng)                           # the loop's RNG goes on where it would have
+    assert dbg.session.replay_inexact is None

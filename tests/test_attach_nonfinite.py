@@ -1,0 +1,136 @@
+"""The non-finite pause names the value that went bad first: layers searched in the order the
+model called them, a loss function that makes NaN from finite values named as such, a
+break file whose header and "first non-finite value" line agree; and half-precision
+models write break files that hold their values exactly."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import gdstep
+import gdstep.debugger as attach_module
+
+
+class DropoutDefinedFirst(nn.Module):
+    """Registration order (drop, fc1, fc2) is not call order (fc1, drop, fc2)."""
+
+    def __init__(self):
+        super().__init__()
+        self.drop = nn.Dropout(0.0)
+        self.fc1 = nn.Linear(2, 3)
+        self.fc2 = nn.Linear(3, 1)
+
+    def forward(self, x):
+        return self.fc2(self.drop(self.fc1(x)))
+
+
+def hits(model, loss_fn, x, y, **kw):
+    seen = []
+    dbg = gdstep.attach(model, torch.optim.SGD(model.parameters(), lr=0.1), loss_fn,
+                        on_break=lambda s, m: seen.append((m, s.find_nonfinite())), **kw)
+    dbg.step(x, y)
+    return seen
+
+
+def test_the_layer_that_overflowed_first_is_named_not_a_later_one_registered_earlier():
+    torch.manual_seed(0)
+    model = DropoutDefinedFirst()
+    with torch.no_grad():
+        model.fc1.weight.fill_(3e38)                     # fc1 overflows float32: inf, then drop passes it on
+    x, y = torch.ones(4, 2), torch.zeros(4, 1)
+    assert torch.isinf(model.fc1(x)).all()               # the first module to make a non-finite value
+    message = hits(model, nn.MSELoss(), x, y)[0][0]
+    assert "in layer fc1 linear output[0,0] during forward" in message, message
+
+
+def test_a_plain_function_loss_that_logs_a_negative_is_named_as_the_loss_making_nan():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 2))
+    x, y = torch.randn(8, 3), torch.randn(8, 2)
+    out = model(x)
+    assert torch.isfinite(out).all() and (out < 0).any() and torch.isnan(torch.log(out).mean())
+    message = hits(model, lambda out, y: torch.log(out).mean(), x, y)[0][0]
+    assert "overflowed" not in message
+    assert "(loss_fn made it from finite outputs and targets) during loss" in message
+
+
+def test_a_non_finite_output_reaching_a_plain_loss_is_named_there():
+    model = nn.Sequential(nn.Linear(3, 2))
+    with torch.no_grad():
+        model[0].bias.fill_(float("inf"))
+    x, y = torch.randn(4, 3), torch.randn(4, 2)
+    found = gdstep.nonfinite.in_loss(gdstep.records.LossRecord(0, "f", model(x), y, None, float("nan")))
+    assert found.where == "the model output reaching the loss" and found.index == (0, 0)
+
+
+def test_a_break_file_header_and_its_first_non_finite_line_agree(tmp_path, monkeypatch):
+    monkeypatch.setattr(attach_module, "interactive", lambda: False)
+    torch.manual_seed(0)
+    model = DropoutDefinedFirst()
+    dbg = gdstep.attach(model, torch.optim.SGD(model.parameters(), lr=0.1), nn.MSELoss(), dump_dir=tmp_path)
+    x, y = torch.randn(4, 2), torch.randn(4, 1)
+    dbg.step(x, y)
+    bad = x.clone()
+    bad[2, 1] = float("nan")
+    dbg.step(bad, y)           # the loop goes on: the update makes every parameter NaN too
+    text = (tmp_path / "gdstep-break-2.txt").read_text().splitlines()
+    header = text[0].removeprefix("gdstep break: ")
+    first = next(line for line in text if "first non-finite value" in line).split(": ", 1)[1]
+    assert header == first == "non-finite value nan in layer fc1 linear output[2,0] during forward"
+    meta = json.loads(str(np.load(tmp_path / "gdstep-break-2.npz")["meta"]))
+    assert meta["nonfinite"] == first and not np.isfinite(meta["loss"])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_break_files_hold_the_values_exactly(tmp_path, monkeypatch, capsys, dtype):
+    monkeypatch.setattr(attach_module, "interactive", lambda: False)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).to(dtype)
+    weight = model[0].weight.detach().clone()
+    x, y = torch.randn(5, 3, dtype=dtype), torch.randint(0, 2, (5,))
+    dbg = gdstep.attach(model, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(),
+                        breakpoints=["loss > 0"], dump_dir=tmp_path)
+    loss = dbg.step(x, y)                                  # writes a file, the loop goes on
+    assert "records written" in capsys.readouterr().err and np.isfinite(loss)
+    z = np.load(tmp_path / "gdstep-break-1.npz")
+    meta = json.loads(str(z["meta"]))
+    stored = z["update/0.weight/old"]
+    name = str(dtype).removeprefix("torch.")
+    if dtype is torch.bfloat16:
+        assert stored.dtype == np.float32 and meta["dtypes"]["update/0.weight/old"] == "bfloat16"
+        assert "bfloat16" in (tmp_path / "gdstep-break-1.txt").read_text()
+    else:
+        assert stored.dtype == np.float16
+    assert meta["dtype"] == name
+    # exact: widening back and narrowing again gives the very bits the model held
+    assert torch.equal(torch.from_numpy(np.asarray(stored)).to(dtype), weight)
+    np.testing.assert_array_equal(z["forward/input"], x.float().numpy())
+
+
+def test_watch_mode_breaks_once_an_iteration_on_a_lasting_nan_and_not_after_dismiss():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(6, 3), torch.randint(0, 4, (6,))
+    seen = []
+    dbg = gdstep.attach(model, opt, F.cross_entropy, on_break=lambda s, m: seen.append(s.step_count))
+    for i in range(6):
+        if i == 4:
+            dbg.dismiss("nan")             # what x does in the app
+        opt.zero_grad()
+        batch = x.clone()
+        if i == 1:
+            batch[0, 0] = float("nan")     # the update of this iteration spoils every parameter
+        loss = F.cross_entropy(model(batch), y)
+        loss.backward()
+        dbg.watch(loss, y)
+        opt.step()
+    assert seen == [1, 2, 3]               # iterations 2, 3, 4: each once (not again for its update)
+    assert all(not p.isfinite().all() for p in model.parameters())
+    assert dbg.session.step_count == 6

@@ -1,0 +1,76 @@
+"""The landscape's fast grid (the first layer's output linear in the grid coordinates,
+threads over points) against an MLP and cross-entropy written out by hand in numpy, at the
+grid's own weights, in float64 and float32."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gdstep
+from gdstep import landscape_grid
+from gdstep.scenario import parse_scenario
+
+MLP = '''
+name = "small mlp"
+seed = 1
+[data]
+kind = "blobs"
+n = 96
+classes = 4
+features = 6
+std = 2.0
+[model]
+layers = [ { linear = 12 }, "tanh", { linear = 9 }, "relu", { linear = 4 } ]
+dtype = "{dtype}"
+[loss]
+kind = "cross_entropy"
+[optimizer]
+kind = "adam"
+lr = 0.01
+[training]
+batch_size = 16
+'''
+
+
+def loss_by_hand(x, y, w, dtype):
+    """tanh → relu MLP and mean cross-entropy, in that dtype."""
+    p = {k: v.astype(dtype) for k, v in w.items()}
+    h = np.tanh(x @ p["0.weight"].T + p["0.bias"])
+    h = np.maximum(h @ p["2.weight"].T + p["2.bias"], 0)
+    z = (h @ p["4.weight"].T + p["4.bias"]).astype(np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-logp[np.arange(len(y)), y].mean())
+
+
+@pytest.mark.parametrize("dtype,rtol", [("float64", 1e-12), ("float32", 2e-5)])
+@pytest.mark.parametrize("directions", ["random", "pca", "gradient"])
+def test_grid_values_equal_the_loss_by_hand_at_those_weights(dtype, rtol, directions):
+    s = gdstep.open(parse_scenario(MLP.replace("{dtype}", dtype)))
+    s.step(12)
+    land = s.landscape(directions, resolution=(9, 7))
+    x, y = s.backend.x, s.backend.y
+    for i, j in [(0, 0), (3, 4), (6, 8), (2, 7), (5, 1)]:
+        w = land.weights_at(land.alphas[j], land.betas[i])
+        assert land.loss[i, j] == pytest.approx(loss_by_hand(x, y, w, np.dtype(dtype)), rel=rtol)
+
+
+def test_threads_and_one_thread_agree_bit_for_bit_and_the_pointwise_path_agrees():
+    s = gdstep.open(parse_scenario(MLP.replace("{dtype}", "float64")))
+    s.step(5)
+    land = s.landscape("random", resolution=(6, 5))
+    args = (s.backend, s.backend.x, s.backend.y, land.origin, land.d1, land.d2, land.alphas, land.betas)
+    one = landscape_grid.grid_losses(*args, threads=1)
+    np.testing.assert_array_equal(landscape_grid.grid_losses(*args, threads=3), one)
+    np.testing.assert_allclose(landscape_grid._pointwise(*args), one, rtol=1e-12)
+
+
+def test_blas_thread_count_is_put_back():
+    hooks = landscape_grid._blas_threads()
+    if hooks is None:
+        pytest.skip("this numpy's BLAS cannot be told its thread count")
+    before = hooks[1]()
+    with landscape_grid._one_blas_thread():
+        assert hooks[1]() == 1
+    assert hooks[1]() == before

@@ -1,0 +1,148 @@
+"""Attach mode under DDP: real multi-process jobs over gloo on localhost (test_ddp_support
+launches them, one process per rank, with a time limit so a hang fails). Three jobs in
+all, several cases each, to keep the time of process start-up down."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+import torch.distributed as dist  # noqa: E402
+
+from test_ddp_support import finish, launch, start  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
+                                reason="torch.distributed with gloo is needed")
+
+
+def _reports(out, case, world):
+    return [json.loads((out / case / f"rank{r}.json").read_text()) for r in range(world)]
+
+
+def _ok(results):
+    for rank, (code, err) in enumerate(results):
+        assert code == 0, f"rank {rank} exited {code}:\n{err[-2000:]}"
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp2")
+    results, _ = launch("identical+retry+dump+watchnan", 2, out, timeout=100, extra={
+        "identical": {"optimizer": "adam"}, "retry": {"breakpoints": ["step == 2"]},
+        "dump": {"breakpoints": ["step == 2"]}, "watchnan": {"bad_rank": 1}})
+    return out, results
+
+
+@pytest.fixture(scope="module")
+def four_ranks(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp4")
+    results, _ = launch("identical+nan", 4, out, timeout=120, extra={
+        "identical": {"optimizer": "sgd"}, "nan": {"bad_rank": 3, "dbg_rank": "first_hit"}})
+    return out, results
+
+
+@pytest.mark.parametrize("job, world", [("two_ranks", 2), ("four_ranks", 4)])
+def test_dbg_step_gives_the_bare_ddp_loops_parameters_bit_for_bit(request, job, world):
+    out, results = request.getfixturevalue(job)
+    _ok(results)
+    for report in _reports(out, "identical", world):
+        assert report["equal_bare"], f"rank {report['rank']} differs from a bare DDP loop"
+        assert report["same_everywhere"]
+        assert report["pauses"] == []
+
+
+def test_nan_on_one_rank_pauses_every_rank_at_the_same_iteration_and_names_it(four_ranks):
+    out, results = four_ranks
+    _ok(results)
+    reports = _reports(out, "nan", 4)
+    for report in reports:
+        first = report["held"][0]
+        assert first["iteration"] == 2                    # rank 3's batch of iteration 2 had the NaN
+        assert first["ranks"] == [3]
+        assert "rank 3 only" in first["message"] and "nan" in first["message"]
+        assert report["same_everywhere"]
+    # dbg_rank="first_hit": rank 3 debugs the first pause; the next (every rank non-finite
+    # after the NaN update) goes to the first of them, rank 0; ranks 1 and 2 only follow
+    assert [p["step"] for p in reports[3]["pauses"]] == [2]
+    assert reports[3]["pauses"][0]["message"].startswith("paused: non-finite")
+    assert [p["step"] for p in reports[0]["pauses"]] == [3]
+    assert reports[1]["pauses"] == reports[2]["pauses"] == []
+    view = reports[0]["view"]
+    assert [np.isfinite(v) for v in view["losses"]] == [True, True, True, False]
+    assert view["outliers"] == [3] and "← stands out" in view["text"]
+    # paused before the backward: the local gradients of that iteration, computed aside
+    assert "update 3" in view["text"]
+    rows = [line for line in view["text"].splitlines() if line[:4].strip().isdigit()]
+    assert [row.split()[4] for row in rows] == ["yes", "yes", "yes", "NO"]
+
+
+def test_rewind_and_set_lr_in_the_pause_run_on_every_rank(two_ranks):
+    """At the pause (after update 2) the debugging rank rewinds an iteration, sets lr 0.01
+    and steps again; every rank ends equal to a bare DDP loop whose lr was 0.01 from
+    iteration 2 on."""
+    out, results = two_ranks
+    _ok(results)
+    reports = _reports(out, "retry", 2)
+    assert reports[0]["outcomes"] == [True, True, True]
+    # after the loop, gdstep.set_trace() on every rank: back an iteration and step it again
+    assert reports[0]["traced"] == ["paused: set_trace — on every rank", True, True]
+    assert "traced" not in reports[1]
+    # the local gradients (before the all-reduce, kept by the hooks) average to the gradient
+    # DDP gave the optimizer, and differ from rank to rank
+    view = reports[0]["view"]
+    local = [{k: np.array(v) for k, v in view["local"][str(r)].items()} for r in range(2)]
+    assert set(view["averaged"]) == {"module.0.weight", "module.0.bias", "module.2.weight", "module.2.bias"}
+    for name, avg in view["averaged"].items():
+        np.testing.assert_allclose((local[0][name] + local[1][name]) / 2, np.array(avg), rtol=1e-6, atol=1e-7)
+        assert not np.allclose(local[0][name], local[1][name])
+    for report in reports:
+        assert report["held"][0]["iteration"] == 1
+        assert report["lr"] == 0.01
+        assert report["equal_bare"] and report["same_everywhere"]
+
+
+def test_without_a_terminal_rank_0_writes_the_break_files_and_every_rank_goes_on(two_ranks):
+    out, results = two_ranks
+    _ok(results)
+    reports = _reports(out, "dump", 2)
+    assert len(reports[0]["dumps"]) == 1 and reports[1]["dumps"] == []
+    text = next((out / "dump").glob("gdstep-break-*.txt")).read_text()
+    assert "step == 2" in text
+    assert all(r["same_everywhere"] for r in reports)
+    assert "rank 0 debugs" in results[1][1]
+
+
+def test_watch_mode_pauses_every_rank_on_one_ranks_nan_and_puts_the_loop_back(two_ranks):
+    out, results = two_ranks
+    _ok(results)
+    reports = _reports(out, "watchnan", 2)
+    for report in reports:
+        assert report["held"][0]["iteration"] == 2 and report["held"][0]["ranks"] == [1]
+        assert "rank 1 only" in report["held"][0]["message"]
+        assert report["same_everywhere"]
+    assert len(reports[0]["pauses"]) >= 1 and reports[1]["pauses"] == []
+
+
+def test_a_rank_that_dies_while_others_wait_ends_the_job_with_a_clear_line(tmp_path):
+    """The debugging rank dies in the debugger (the other waits), and — in a second job at
+    the same time — a waiting rank dies (the debugging rank's next command finds it gone)."""
+    args = {"breakpoints": ["step == 2"], "rank_timeout": 2}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    jobs = [start("die", 2, tmp_path / "a", extra={"die": dict(args, dbg_rank=1)}),
+            start("followerdies", 2, tmp_path / "b", extra={"followerdies": dict(args, dbg_rank=0)})]
+    (waiting, debugging), _ = finish(jobs[0])
+    assert debugging[0] == 3                              # died in the debugger
+    assert waiting[0] == 1
+    assert "rank 1 stopped answering while this rank waited" in waiting[1] and "rank 0 ends the job" in waiting[1]
+    assert "Traceback" not in waiting[1]
+    (debugging, waiting), seconds = finish(jobs[1])
+    assert waiting[0] == 4                                # died as it began to wait
+    assert debugging[0] == 1
+    assert "rank 1 stopped answering while this rank debugged" in debugging[1]
+    assert "rank 0 ends the job" in debugging[1] and "Traceback" not in debugging[1]
+    assert seconds < 60

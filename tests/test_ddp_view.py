@@ -1,0 +1,68 @@
+"""The per-rank view and the combined verdict's wording (no processes: hand-made values),
+and the app's ranks screen."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import gdstep
+from gdstep.distributed.verdict import BREAKPOINT, NONE, NONFINITE, Verdict
+from gdstep.distributed.view import RanksView, RankValues
+
+
+def _view(losses, finite=(True, True, True, True)):
+    grads = [np.array([1.0, 2.0]), np.array([3.0, 2.0]), np.array([1.0, 0.0]), np.array([3.0, 4.0])]
+    avg = sum(grads) / 4                                   # [2, 2]
+    ranks = tuple(RankValues(r, losses[r], 5, float(np.linalg.norm(g)), {"w": float(np.linalg.norm(g))},
+                             float(np.linalg.norm(g - avg) / np.linalg.norm(avg)), finite[r], None, {"w": g})
+                  for r, g in enumerate(grads))
+    return RanksView(ranks, float(np.linalg.norm(avg)), {"w": avg})
+
+
+def test_a_rank_whose_loss_is_far_from_the_others_stands_out():
+    view = _view([1.00, 1.02, 50.0, 0.99])
+    assert view.outliers() == (2,)
+    text = view.text()
+    assert "update 6" in text                          # grads_step 5: the backward before update 6
+    row = next(line for line in text.splitlines() if line.strip().startswith("2 "))
+    assert "← stands out" in row and "50" in row
+    assert "spread (max − min) 49.01" in text
+
+
+def test_a_rank_with_a_non_finite_value_stands_out_and_says_no():
+    view = _view([1.0, float("nan"), 1.0, 1.0], finite=(True, False, True, True))
+    assert view.outliers() == (1,)
+    assert "NO  ← stands out" in view.text()
+
+
+def test_each_parameter_shows_every_ranks_local_gradient_beside_the_average():
+    text = _view([1.0, 1.0, 1.0, 1.0]).param_text("w")
+    lines = text.splitlines()
+    assert lines[1].split()[2:] == ["1", "2"] and lines[3].split()[2:] == ["1", "0"]
+    assert lines[-1].split() == ["average", "2", "2"]       # (1+3+1+3)/4, (2+2+0+4)/4
+
+
+def test_the_verdict_names_the_rank_and_says_when_it_is_every_rank():
+    nan = "non-finite value nan in layer 0 during forward"
+    one = Verdict((NONE, NONE, NONE, NONFINITE), (None, None, None, nan))
+    assert one.hit and one.ranks == (3,) and one.message() == f"{nan} — on rank 3 only"
+    every = Verdict((BREAKPOINT, BREAKPOINT), ("breakpoint 1 hit: step == 2", "breakpoint 1 hit: step == 2"))
+    assert every.message() == "breakpoint 1 hit: step == 2 — on every rank"
+    mixed = Verdict((NONFINITE, BREAKPOINT, NONFINITE), ("a", "b", "c"))
+    assert mixed.ranks == (0, 2) and mixed.message() == "on ranks 0, 2: rank 0: a; rank 2: c"
+    assert not Verdict((NONE, NONE), (None, None)).hit
+
+
+async def test_the_ranks_screen_opens_on_R_with_the_table_and_the_local_gradients():
+    from gdstep.tui.ranks_view import RanksScreen, make_ranks_app
+
+    app = make_ranks_app(gdstep.open("xor"), _view([1.00, 1.02, 50.0, 0.99]))
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.press("R")
+        await pilot.pause()
+        assert isinstance(app.screen, RanksScreen)
+        shown = str(app.screen.query_one("#ranks-text").render())
+        assert "← stands out" in shown and "average" in shown
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, RanksScreen)

@@ -1,0 +1,134 @@
+"""Lesson mode in the app: the narration pane at 80×24 and 200×50, space and → stepping,
+exploring and coming back exactly, a long step on the worker while keys are answered, the
+scenario's description on opening, and the help screen's panels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import log_text, press, settle, until
+
+import gdstep
+from gdstep.script import Runner, parse_script
+from gdstep.script.lesson import split_steps
+from gdstep.tui.help_screen import HelpScreen
+from gdstep.tui.lesson_app import make_lesson_app
+from gdstep.tui.narration import Narration
+from gdstep.tui.phase_bar import PhaseBar
+
+LESSON = """\
+say "The line starts flat: w = {0.weight[0,0]}, b = {0.bias[0]}."
+step 2
+say "Two steps later the loss is {loss:.4f} and w = {0.weight[0,0]:.3f}."
+set lr 0.1
+step 3
+say "With lr {lr} five steps are done: step {step}."
+screenshot never-written.svg
+"""
+LONG = """\
+say "Now a long run."
+step 1000000
+say "Done: {step} steps."
+"""
+
+
+def _app(script: str = LESSON, scenario: str = "linear"):
+    return make_lesson_app(gdstep.open(scenario), parse_script(script), "lesson 1 · the line", timestamps=False)
+
+
+def _reference(script: str, steps: int):
+    runner = Runner(gdstep.open("linear"))
+    for step in split_steps([c for c in parse_script(script) if c.name != "screenshot"])[:steps]:
+        for command in step:
+            assert runner.execute(command).ok
+    return runner.session
+
+
+def _same(a, b) -> bool:
+    return (a.cursor == b.cursor and all(a.params[k].tobytes() == b.params[k].tobytes() for k in a.params)
+            and np.asarray(a.history.losses).tobytes() == np.asarray(b.history.losses).tobytes()
+            and a.optimizer == b.optimizer)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 36), (200, 50)])
+async def test_narration_pane_steps_through_the_lesson(size, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    app = _app()
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        pane = app.query_one(Narration)
+        assert "The line starts flat: w = 0, b = 0." in str(pane.render())
+        assert pane.border_title == "lesson 1 · the line · 1 of 3"
+        # the pane and the phase bar fit on the screen, the pane keeps at least one line of text
+        assert pane.region.bottom <= size[1] and pane.region.height >= 3
+        assert app.query_one(PhaseBar).region.height == 2
+        await press(pilot, "space")
+        session = app.driver.session
+        w = session.params["0.weight"][0, 0]
+        assert str(pane.render()).startswith(f"Two steps later the loss is {session.loss_value:.4f} and w = {w:.3f}.")
+        assert pane.border_title.endswith("2 of 3")
+        await press(pilot, "right")
+        assert str(pane.render()).startswith("With lr 0.1 five steps are done: step 5.")
+        assert pane.border_title.endswith("end of the lesson") and "end of the lesson" in log_text(app)
+        assert _same(session, _reference(LESSON, 3))
+        assert not list(tmp_path.iterdir())             # a lesson's screenshot lines are not written in the app
+        await press(pilot, "space")                     # past the end: nothing moves
+        assert _same(session, _reference(LESSON, 3))
+
+
+async def test_exploring_then_space_comes_back_exactly():
+    app = _app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        await press(pilot, "space")                     # step 2 of 4
+        session = app.driver.session
+        await press(pilot, "s", "s", "n", "left", "left", "left")
+        await pilot.press("colon")
+        app.query_one("#prompt").value = "set lr 0.9"
+        await pilot.press("enter")
+        await settle(pilot)
+        await press(pilot, "e")
+        pane = app.query_one(Narration)
+        assert "exploring" in pane.border_subtitle and not _same(session, _reference(LESSON, 2))
+        await press(pilot, "space")                     # back where the lesson was, to the bit
+        assert _same(session, _reference(LESSON, 2)) and pane.border_title.endswith("2 of 3")
+        assert "back to the lesson" in log_text(app)
+        await press(pilot, "space")                     # and the lesson goes on as written
+        assert _same(session, _reference(LESSON, 3))
+
+
+async def test_long_step_runs_on_the_worker_and_can_be_paused_and_rerun():
+    app = _app(LONG)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        session = app.driver.session
+        pane = app.query_one(Narration)
+        for attempt in range(2):                        # the step, then the step again from its start
+            await pilot.press("space")
+            await until(lambda: app.driver.running_a_run and session.step_count > 0)
+            if attempt == 0:
+                await pilot.press("question_mark")      # keys are answered while it trains
+                await until(lambda: isinstance(app.screen, HelpScreen))
+                assert app.driver.running_a_run
+                await pilot.press("escape")
+            await pilot.press("r")                      # pause: the step is undone, space runs it whole again
+            await settle(pilot)
+            assert 0 < session.step_count < 10**6 and log_text(app).count("interrupted") == attempt + 1
+            assert pane.border_title.endswith("1 of 2") and app.lesson.done == 1
+        await pilot.press("n")                          # explore a phase, then come back: step 0, as the lesson was
+        await settle(pilot)
+        await press(pilot, "space")
+        assert session.step_count == 0 and session.position == 0 and pane.border_title.endswith("1 of 2")
+
+
+async def test_opening_says_the_scenario_and_help_explains_the_panels():
+    app = _app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        description = app.driver.session.scenario.description
+        assert description and f"{app.driver.session.scenario.name} — {description}" in log_text(app)
+        await pilot.press("question_mark")
+        await pilot.pause()
+        panels = dict(app.screen.panels)
+        assert set(panels) == {"phase bar", "model", "tensor", "update / batch", "plots", "events", "lesson"}
+        assert any(keys.startswith("space") and "lesson" in what for keys, what in app.screen.rows)
