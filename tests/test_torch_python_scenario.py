@@ -217,3 +217,33 @@ def test_a_python_scenario_needs_torch(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(BackendError, match="needs PyTorch"):
         gdstep.open(RESIDUAL)
+
+
+def test_a_script_steps_a_model_whose_output_has_three_dimensions(tmp_path):
+    """A sequence model's (batch, time, features) output: the script's forward line names the
+    shape and the first sample's first values (it raised IndexError on out[0][:6] before)."""
+    from gdstep.script.runner import Runner
+
+    path = write(tmp_path, """
+        import torch
+        from torch import nn
+        torch.manual_seed(0)
+        class Seq(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(3, 4)
+            def forward(self, x):
+                return self.fc(x).reshape(len(x), 2, 2)
+        model = Seq()
+        loss_fn = nn.MSELoss()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        data = (torch.randn(8, 3), torch.randn(8, 2, 2))
+        batch_size = 8
+    """)
+    s = gdstep.open(path, dtype="float64")
+    outcome = Runner(s).execute_line("forward")
+    assert outcome.ok, outcome
+    out = s.backend.model(s.backend.x)              # the same full batch, computed here
+    text = " ".join(outcome.lines)
+    assert "output 8×2×2" in text
+    assert f"{out[0, 0, 0].item():.4g}"[:5] in text

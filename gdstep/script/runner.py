@@ -358,8 +358,12 @@ def _describe_phase(session, phase: str, record) -> list[str]:
         rows = arrays.to_numpy(record.indices)
         shown = ", ".join(map(str, rows[:8])) + (", …" if len(rows) > 8 else "")
         out = arrays.to_numpy(record.output)
-        first = ", ".join(num(v) for v in out[0][:6])
-        return [f"forward: {_count(len(rows), 'sample')} (rows {shown}) → output {out.shape[0]}×{out.shape[1]}; first row [{first}]"]
+        if out is None or out.ndim == 0:
+            return [f"forward: {_count(len(rows), 'sample')} (rows {shown})"]
+        flat = out.reshape(out.shape[0], -1) if out.ndim > 1 and out.shape[0] else out.reshape(1, -1)
+        first = ", ".join(num(v) for v in flat[0][:6]) + (", …" if flat.shape[1] > 6 else "")
+        shape = "×".join(map(str, out.shape))
+        return [f"forward: {_count(len(rows), 'sample')} (rows {shown}) → output {shape}; first row [{first}]"]
     if phase == "loss":
         change = ""
         prev = session.prev_loss
