@@ -10,6 +10,7 @@ import numpy as np
 from gdstep import arrays
 from gdstep.fmt import num
 from gdstep.nn.layers import is_affine
+from gdstep.tui.attach_data import output_rows
 from gdstep.tui.frame import BatchPanel, BatchRow, Layout
 
 
@@ -55,6 +56,7 @@ def batch_panel(s, layout: Layout) -> BatchPanel | None:
             notes.append(f"{symbol}: did not run in this forward")
             continue
         add(symbol, out, "affine" if affine else "activation")
+    rows += output_rows(s.backend, size, shown, units, notes)
     title = f"forward of iteration {fwd.iteration}: {size} sample{'s' if size != 1 else ''}"
     loss = s.record("loss")
     if s.last_phase == "loss" and loss is not None:

@@ -1,5 +1,6 @@
-"""The event log: the session's events (breakpoints, non-finite values, settings, rewinds,
-gradient checks), the commands typed and their output, and the app's own errors."""
+"""The event log: the session's events (breakpoints, non-finite values, replays that are not
+exact, settings, rewinds, gradient checks), the commands typed and their output, and the
+app's own errors."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from textual.widgets import RichLog
 
 from gdstep.records import Event
 
-KINDS = ("breakpoint", "nonfinite", "setting", "stop", "rewind", "gradcheck", "error", "info", "expect", "command",
-         "output")
+KINDS = ("breakpoint", "nonfinite", "inexact", "setting", "stop", "rewind", "gradcheck", "error", "info", "expect",
+         "command", "output")
 SAID = ("set", "back", "break", "unbreak", "gradcheck")     # their session event says it: no output line
 
 
@@ -57,5 +58,6 @@ class EventLog(RichLog):
         tag = kind if kind in KINDS else "info"
         if kind not in ("command", "output"):
             line.append(f"{kind:<10} ", style=style(f"event-log--{tag}"))
-        line.append(message, style=style(f"event-log--{tag}") if kind in ("command", "error", "nonfinite") else "")
+        line.append(message, style=style(f"event-log--{tag}") if kind in ("command", "error", "nonfinite", "inexact")
+                    else "")
         self.write(line)
