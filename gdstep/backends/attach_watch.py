@@ -52,8 +52,8 @@ class WatchObserver:
             why = ("its batch is no longer kept" if kept is None else kept.why_not or
                    ("watch(loss) was given no targets (pass dbg.watch(loss, y))" if kept.y is None else None))
             if why:
-                return (f"the debugger stays where your loop is (iteration {step + 1}): going elsewhere would need "
-                        f"iteration {k + 1} recomputed to come back, and {why}; q lets the loop go on")
+                return (f"cannot recompute iteration {k + 1}: {why}; so the debugger stays where your loop is "
+                        f"(iteration {step + 1}), which it could not come back to; q lets the loop go on")
         return None
 
     def _stay(self) -> None:

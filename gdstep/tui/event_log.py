@@ -27,9 +27,14 @@ class EventLog(RichLog):
         self.timestamps = timestamps
         self.messages: list[tuple[str, str]] = []      # (kind, message), for tests and copying
         self.times: list[float] = []                   # when each happened, in the order listed
+        self._why_inexact: str | None = None           # the reason the last "inexact" event gave
 
     def add_event(self, event: Event) -> None:
-        self._add(event.kind, event.message, event.time, event.step)
+        message = event.message
+        if event.kind == "inexact" and " — " in message:      # the same reason again: said once, above
+            what, why = message.split(" — ", 1)
+            message, self._why_inexact = (f"{what} (why: as above)" if why == self._why_inexact else message), why
+        self._add(event.kind, message, event.time, event.step)
 
     def add_outcome(self, text: str, outcome, *, echo: bool, run: bool) -> None:
         """What a command did (a script Outcome): a mistake always; with `echo` (typed at the

@@ -184,7 +184,8 @@ class FrameBuilder:
         delta = grid(f"δ{info.name}", bwd.deltas[k]) if same_step and k < len(bwd.deltas) else \
             Grid(f"δ{info.name}", None, "after backward")
         grids = (grid(in_label, layer_input), grid(out_label, output), delta)
-        caption = f"iteration {fwd.iteration} · row: sample, col: unit" + low_precision(layer_input, output)
+        caption = f"iteration {fwd.step + 1 if s.attached else fwd.iteration} · row: sample, col: unit" + \
+            low_precision(layer_input, output)
         return TensorPanel(f"layer {info.name}", shape, row, col, (row, col), origin, grids, caption, whole)
 
     def _tensor(self, selection: Selection, layout: Layout) -> TensorPanel | None:

@@ -43,8 +43,6 @@ class PhaseBar(Static):
         if first.cell_len > width:
             first = self._position(snap, compact=True)
         second = self._numbers(snap, compact=False)
-        if second.cell_len > width:          # first without the scenario's name, then shorter
-            second = self._numbers(snap, compact=False, name=False)
         if second.cell_len > width:
             second = self._numbers(snap, compact=True)
         for line in (first, second):
@@ -81,7 +79,7 @@ class PhaseBar(Static):
                                           str(snap.step)))
         return out
 
-    def _numbers(self, snap: Frame, compact: bool, name: bool = True) -> Text:
+    def _numbers(self, snap: Frame, compact: bool) -> Text:
         label = self.get_component_rich_style("phase-bar--label")
         parts = [
             self._loss(snap, label),
@@ -91,7 +89,7 @@ class PhaseBar(Static):
         if snap.breakpoints:
             n = len(snap.breakpoints)
             parts.append(Text(f"{n} bp" if compact else f"{n} breakpoint{'s' if n != 1 else ''}", style=label))
-        if not compact and name:
+        if not compact:
             parts.append(Text(snap.scenario, style=label))
         out = Text(no_wrap=True, overflow="crop")
         for k, part in enumerate(parts):
