@@ -20,6 +20,7 @@ from conftest import SIZE, log_kinds, log_text, press, select, settle
 from gdstep.tui.app import make_app
 from gdstep.tui.arithmetic_view import ArithmeticView
 from gdstep.tui.batch_view import BatchView
+from gdstep.tui.event_log import EventLog
 from gdstep.tui.model_tree import ModelTree
 from gdstep.tui.phase_bar import PhaseBar
 
@@ -188,11 +189,12 @@ def test_an_inexact_replay_is_flagged_on_the_phase_bar_with_its_reason_in_the_lo
 
         async def script(pilot, app):
             seen["before"] = bar(app)
-            for _ in range(4):
-                await press(pilot, "left")        # back one iteration: recomputed with other noise
-            for _ in range(4):
+            for _ in range(8):
+                await press(pilot, "left")        # back two iterations: recomputed with other noise
+            for _ in range(8):
                 await press(pilot, "n")
             seen["after"] = (bar(app), log_kinds(app), log_text(app), session.replay_inexact)
+            seen["inexact"] = [m for kind, m in app.query_one(EventLog).messages if kind == "inexact"]
         drive(session, script, size=(80, 24))
 
     dbg = gdstep.attach(model, opt, noisy, breakpoints=["loss > 0"], on_break=look)
@@ -203,6 +205,8 @@ def test_an_inexact_replay_is_flagged_on_the_phase_bar_with_its_reason_in_the_lo
     assert reason is not None and "not what was first computed" in reason
     assert "⚠ inexact" in text                     # compact at 80 columns, still shown
     assert "inexact" in kinds and "numpy" in log
+    first, *later = seen["inexact"]                # the reason once, then "as above"
+    assert "numpy" in first and later and all(m.endswith("(why: as above)") and "numpy" not in m for m in later)
 
 
 def test_watch_without_targets_keeps_the_loop_where_it_is():
