@@ -15,6 +15,8 @@ import copy
 
 
 class WatchObserver:
+    _pinned: str | None = None        # why the debugger may not move from where the loop is
+
     def layers_seen(self) -> list[bool]:
         """Which rows produced an output in the loop's latest forward."""
         return [o is not None for o in self._slots]
@@ -33,9 +35,36 @@ class WatchObserver:
         scaler = None
         if self.scaler is not None:         # where the loop's scaler stands in this step (unscaled yet?)
             scaler = copy.deepcopy(dict(self.scaler._per_optimizer_states[id(self.torch_optimizer)]))
+        self._pinned = self._cannot_return()
         return self.capture(), [(p, p.grad) for _, p in self._train], dict(self._observed), scaler
 
+    def _cannot_return(self) -> str | None:
+        """Why the session, once moved from where the loop stands (in the middle of an
+        iteration), could not be brought back there: coming back recomputes from a
+        checkpoint, and an iteration on the way cannot be recomputed. None: it can."""
+        s = self._session
+        if s is None or s.position % 4 == 0:      # a boundary: moves from it are refused up front
+            return None
+        step = s.position // 4
+        start = s._timeline.at_or_before(max(step - 1, 0)).backend.updates
+        for k in range(start, step + 1):
+            kept = self._batches.get(k)
+            why = ("its batch is no longer kept" if kept is None else kept.why_not or
+                   ("watch(loss) was given no targets (pass dbg.watch(loss, y))" if kept.y is None else None))
+            if why:
+                return (f"cannot recompute iteration {k + 1}: {why}; so the debugger stays where your loop is "
+                        f"(iteration {step + 1}), which it could not come back to; q lets the loop go on")
+        return None
+
+    def _stay(self) -> None:
+        """Refuse, before anything moves, to leave where the loop is when it could not be
+        returned to (the loop must go on from exactly there)."""
+        if self._pinned is not None:
+            from gdstep.errors import GdstepError
+            raise GdstepError(self._pinned)
+
     def put_back(self, held: tuple) -> None:
+        self._pinned = None
         live, grads, observed, scaler = held
         self.restore(live, check=False)
         for p, g in grads:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, NamedTuple
 
+from gdstep.backends.attach_autocast import autocast_state, entered
 from gdstep.backends.attach_watch import WatchObserver
 from gdstep.backends.torch_layers import first_tensor
 from gdstep.backends.torch_user import UserModuleBackend, detached, named_tensors, rows
@@ -65,6 +66,7 @@ class AttachBackend(WatchObserver, UserModuleBackend):
         # between iterations (noise, shuffling, augmentation), so a checkpoint's is not it
         self._rng_at: dict[int, Any] = {}
         self._rng_call = None
+        self._autocast_at: dict[int, Any] = {}     # step -> the loop's autocast state (per thread)
 
     # -- hooks -----------------------------------------------------------------------------------
 
@@ -137,12 +139,14 @@ class AttachBackend(WatchObserver, UserModuleBackend):
         x, args, kwargs = detached(x), detached(tuple(args)), detached(kwargs)
         kept = Kept(x, args, kwargs, y, shown_x, shown_y, _versions(x, args, kwargs, y), why_not)
         self._batches[step] = kept
+        self._autocast_at[step] = autocast_state(self._torch, self.device)
         self.x, self.y = shown_x, shown_y
         self.n_samples = rows(x if x is not None else kwargs)
         for old in [s for s in self._batches if s <= step - self._keep]:
             del self._batches[old]
             self._used_at.pop(old, None)
             self._rng_at.pop(old, None)
+            self._autocast_at.pop(old, None)
             self._no_step.discard(old)
 
     def _kept(self, x=None) -> Kept | None:
@@ -221,11 +225,26 @@ class AttachBackend(WatchObserver, UserModuleBackend):
             self._set_rng(rng)
         self._own = True
         try:
-            return super().forward(kept.shown_x)
+            with self._loop_autocast():
+                return super().forward(kept.shown_x)
         finally:
             self._own = False
 
+    def _loop_autocast(self):
+        """Autocast as the loop had it for the iteration at hand (autocast is per thread)."""
+        return entered(self._torch, self._autocast_at.get(self._updates))
+
+    def _call(self, params, x):
+        with self._loop_autocast():
+            return super()._call(params, x)
+
+    def loss_lean(self, outputs, y, flags):
+        self._stay()
+        with self._loop_autocast():
+            return super().loss_lean(outputs, y, flags)
+
     def loss(self, outputs, y):
+        self._stay()
         observed = self._observed.pop("loss", None)
         if observed is not None:
             self._check_replay("loss", observed[1])
@@ -234,9 +253,11 @@ class AttachBackend(WatchObserver, UserModuleBackend):
         if kept is not None and kept.y is None and self._watching:
             raise GdstepError("watch(loss) was given no targets, so the loss cannot be recomputed: "
                               "pass dbg.watch(loss, y)")
-        return super().loss(outputs, y)
+        with self._loop_autocast():
+            return super().loss(outputs, y)
 
     def backward(self, x, outputs, y):
+        self._stay()
         observed = self._observed.pop("backward", None)
         return observed if observed is not None else super().backward(x, outputs, y)
 
@@ -245,6 +266,7 @@ class AttachBackend(WatchObserver, UserModuleBackend):
         return used if used is not None else super()._used_grads(grads)
 
     def update(self, grads: Mapping[str, Any]) -> dict[str, ParamUpdate]:
+        self._stay()
         observed = self._observed.pop("update", None)
         if observed is not None:
             self._note_groups()
@@ -271,10 +293,12 @@ class AttachBackend(WatchObserver, UserModuleBackend):
         return {n: ParamUpdate(n, old[n], grads[n], old[n], state[n], state[n]) for n in names}
 
     def backward_lean(self, x, outputs, y) -> dict[str, Any]:
+        self._stay()
         observed = self._observed.pop("backward", None)
         return observed[2] if observed is not None else super().backward_lean(x, outputs, y)
 
     def update_lean(self, grads: Mapping[str, Any], check: bool = True, defer: bool = False):
+        self._stay()
         if self._updates in self._no_step:
             self._updates += 1
             self._fresh = None
@@ -304,6 +328,7 @@ class AttachBackend(WatchObserver, UserModuleBackend):
         """Refused, before anything changes, when an iteration to recompute from there has
         no kept batch (or no targets): the session is never left half rewound."""
         if check:
+            self._stay()
             for step in range(checkpoint.updates, self._updates + 1):
                 kept = self._batches.get(step)
                 if kept is None and step == self._updates:      # at a boundary: the loop's next batch

@@ -10,6 +10,7 @@ import numpy as np
 from gdstep import arrays
 from gdstep.fmt import num
 from gdstep.nn.layers import is_affine
+from gdstep.tui.attach_data import output_rows
 from gdstep.tui.frame import BatchPanel, BatchRow, Layout
 
 
@@ -55,11 +56,13 @@ def batch_panel(s, layout: Layout) -> BatchPanel | None:
             notes.append(f"{symbol}: did not run in this forward")
             continue
         add(symbol, out, "affine" if affine else "activation")
-    title = f"forward of iteration {fwd.iteration}: {size} sample{'s' if size != 1 else ''}"
+    rows += output_rows(s.backend, size, shown, units, notes)
+    iteration = fwd.step + 1 if s.attached else fwd.iteration     # attach mode: the loop's iteration
+    title = f"forward of iteration {iteration}: {size} sample{'s' if size != 1 else ''}"
     loss = s.record("loss")
     if s.last_phase == "loss" and loss is not None:
         _loss_rows(loss, size, shown, units, rows, notes)
-        title = f"loss of iteration {fwd.iteration}: {loss.kind} = {num(loss.value)} over {size} sample{'s' if size != 1 else ''}"
+        title = f"loss of iteration {iteration}: {loss.kind} = {num(loss.value)} over {size} sample{'s' if size != 1 else ''}"
     if size > shown:
         notes.append(f"{shown} of {size} samples shown")
     return BatchPanel(s.last_phase, title, samples, size, tuple(rows), tuple(notes))

@@ -1,6 +1,6 @@
 """The batch of the iteration in progress, shown after forward and loss: one column per
-sample, read top to bottom through the network (inputs, each layer's output, the target
-and the per-sample loss)."""
+sample, read top to bottom through the network (inputs, each layer's output, each tensor
+of a model that returns several, the target and the per-sample loss)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ class BatchView(Static):
         "batch-view--activation",
         "batch-view--target",
         "batch-view--loss",
+        "batch-view--output",
     }
 
     panel: reactive[BatchPanel | None] = reactive(None)
@@ -55,7 +56,8 @@ class BatchView(Static):
 
     def _columns(self, panel: BatchPanel, out: Text, label) -> None:
         """A column per sample: read each one top to bottom through the network."""
-        out.append("sample".ljust(LABEL), style=label)
+        width = max(LABEL, 1 + max((len(row.label) for row in panel.rows), default=0))     # "logvar[0]"
+        out.append("sample".ljust(width), style=label)
         out.append("".join(f"#{int(i)}".rjust(cells.WIDTH) + " " for i in panel.samples), style=label)
         out.append("\n")
         group = None
@@ -63,7 +65,7 @@ class BatchView(Static):
             if group is not None and row.group != group:
                 out.append("\n")
             group = row.group
-            out.append(row.label.ljust(LABEL), style=self.get_component_rich_style(f"batch-view--{row.group}"))
+            out.append(row.label.ljust(width), style=self.get_component_rich_style(f"batch-view--{row.group}"))
             out.append("".join(text.rjust(cells.WIDTH) + " " for text in cells.row(row.values)))
             out.append("\n")
 

@@ -1,5 +1,6 @@
-"""The event log: the session's events (breakpoints, non-finite values, settings, rewinds,
-gradient checks), the commands typed and their output, and the app's own errors."""
+"""The event log: the session's events (breakpoints, non-finite values, replays that are not
+exact, settings, rewinds, gradient checks), the commands typed and their output, and the
+app's own errors."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from textual.widgets import RichLog
 
 from gdstep.records import Event
 
-KINDS = ("breakpoint", "nonfinite", "setting", "stop", "rewind", "gradcheck", "error", "info", "expect", "command",
-         "output")
+KINDS = ("breakpoint", "nonfinite", "inexact", "setting", "stop", "rewind", "gradcheck", "error", "info", "expect",
+         "command", "output")
 SAID = ("set", "back", "break", "unbreak", "gradcheck")     # their session event says it: no output line
 
 
@@ -26,9 +27,14 @@ class EventLog(RichLog):
         self.timestamps = timestamps
         self.messages: list[tuple[str, str]] = []      # (kind, message), for tests and copying
         self.times: list[float] = []                   # when each happened, in the order listed
+        self._why_inexact: str | None = None           # the reason the last "inexact" event gave
 
     def add_event(self, event: Event) -> None:
-        self._add(event.kind, event.message, event.time, event.step)
+        message = event.message
+        if event.kind == "inexact" and " — " in message:      # the same reason again: said once, above
+            what, why = message.split(" — ", 1)
+            message, self._why_inexact = (f"{what} (why: as above)" if why == self._why_inexact else message), why
+        self._add(event.kind, message, event.time, event.step)
 
     def add_outcome(self, text: str, outcome, *, echo: bool, run: bool) -> None:
         """What a command did (a script Outcome): a mistake always; with `echo` (typed at the
@@ -57,5 +63,6 @@ class EventLog(RichLog):
         tag = kind if kind in KINDS else "info"
         if kind not in ("command", "output"):
             line.append(f"{kind:<10} ", style=style(f"event-log--{tag}"))
-        line.append(message, style=style(f"event-log--{tag}") if kind in ("command", "error", "nonfinite") else "")
+        line.append(message, style=style(f"event-log--{tag}") if kind in ("command", "error", "nonfinite", "inexact")
+                    else "")
         self.write(line)

@@ -147,6 +147,9 @@ class Frame:
     line: LinePicture | None = None
     grad_norms: dict[str, float] = field(default_factory=dict)
     health: Health | None = None                  # None: the health plot is not redrawn this time
+    lrs: tuple[float, ...] = ()        # each param group's lr in force for the shown iteration
+    scheduler: str | None = None       # the lr scheduler's name (attach mode, Python scenarios)
+    inexact: str | None = None         # why a recomputed iteration differs (session.replay_inexact)
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,7 @@ class Model:
     boundary: bool = False             # a decision boundary (2-D classification data)
     surface: bool = False              # two trainable numbers: the landscape is the true surface
     description: str = ""              # the scenario's, shown when the app opens
+    outputs: tuple[tuple[str, tuple[int, ...]], ...] = ()    # a model's named outputs and shapes (several)
 
     @property
     def first_parameter(self) -> str | None:

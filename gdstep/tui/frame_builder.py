@@ -8,7 +8,6 @@ import Textual.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import numpy as np
@@ -19,6 +18,8 @@ from gdstep.fmt import hp, index_text, num, show
 from gdstep.nn.layers import is_affine
 from gdstep.tui.frame import (Arithmetic, Frame, Grid, Layout, Model, Selection, TensorPanel,
                               as_matrix_shape, clamp_selection, element_index)
+from gdstep.tui.attach_data import (group_lines, hyperparameters, lrs_in_force, output_shapes, scheduler_name,
+                                    several_groups)
 from gdstep.tui.batch_panel import batch_panel, low_precision
 from gdstep.tui.descent_data import COARSE, FINE, landscape_key, line_key, make_landscape, make_line
 from gdstep.tui.health_data import health
@@ -59,7 +60,7 @@ class FrameBuilder:
         self.model = Model(session.scenario.name, str(session.scenario.file), tuple(backend.layers),
                            {name: tuple(shape) for name, shape in backend.param_shapes.items()},
                            frozenset(backend.trainable), self.boundary is not None, two_numbers(session) is not None,
-                           session.scenario.description or "")
+                           session.scenario.description or "", output_shapes(backend))
 
     def invalidate(self) -> None:
         """After a rewind or a change of settings: the history may have been rewritten."""
@@ -130,6 +131,9 @@ class FrameBuilder:
             line=self._line[1] if plots and self._line is not None else None,
             grad_norms=dict(bwd.grad_norms) if bwd is not None else {},
             health=health(s, selection.name, selection.layer) if plots else None,
+            lrs=lrs_in_force(s),
+            scheduler=scheduler_name(s),
+            inexact=s.replay_inexact,
         )
 
     # -- the tensor view ------------------------------------------------------------------------
@@ -180,7 +184,8 @@ class FrameBuilder:
         delta = grid(f"δ{info.name}", bwd.deltas[k]) if same_step and k < len(bwd.deltas) else \
             Grid(f"δ{info.name}", None, "after backward")
         grids = (grid(in_label, layer_input), grid(out_label, output), delta)
-        caption = f"iteration {fwd.iteration} · row: sample, col: unit" + low_precision(layer_input, output)
+        caption = f"iteration {fwd.step + 1 if s.attached else fwd.iteration} · row: sample, col: unit" + \
+            low_precision(layer_input, output)
         return TensorPanel(f"layer {info.name}", shape, row, col, (row, col), origin, grids, caption, whole)
 
     def _tensor(self, selection: Selection, layout: Layout) -> TensorPanel | None:
@@ -214,7 +219,8 @@ class FrameBuilder:
         if s.last_phase == "update" and upd is not None and name in upd.params:
             u = upd.params[name]
             grids = (grid("W_old", u.old), grid("∇W", u.grad), grid("W_new", u.new))
-            caption = f"update {upd.step + 1} · {getattr(upd.optimizer, 'kind', '')} · lr {hp(upd.lr)}" + \
+            lr = s.backend.config_for(name, upd.step).lr if several_groups(s) else upd.lr
+            caption = f"update {upd.step + 1} · {getattr(upd.optimizer, 'kind', '')} · lr {hp(lr)}" + \
                 low_precision(u.old, u.grad)
         else:
             w = s.backend.params()[name]
@@ -260,8 +266,8 @@ class FrameBuilder:
             if s.last_phase == "update":
                 ex = s.explain(name, index)
                 title = f"{label} · {ex.optimizer} · update {ex.step + 1}"
-                return Arithmetic("update", title, ex.lines,
-                                  _state_lines(ex.state_before, ex.state_after, s.record("update").optimizer))
+                state = _state_lines(ex.state_before, ex.state_after, self._optimizer_line(name, ex.step))
+                return Arithmetic("update", title, ex.lines, state + self._groups(name, ex.step))
             if s.last_phase == "backward":
                 try:
                     chain = s.chain_rule(name, index)
@@ -270,16 +276,40 @@ class FrameBuilder:
                     g = arrays.element(s.record("backward").grads[name], index)
                     lines = (f"∂L/∂W{index_text(index)} = {num(g)}", f"({e})")
                 title = f"{label} · chain rule · before update {s.step_count + 1}"
-                return Arithmetic("chain", title, tuple(lines), self._state_now(name, index))
+                state = self._state_now(name, index)
+                if several_groups(s) or scheduler_name(s):      # the lr in force for the update to come
+                    state = (self._optimizer_line(name, None),) + state
+                return Arithmetic("chain", title, tuple(lines), state + self._groups(name, None))
         except GdstepError as e:
             return Arithmetic("error", label, (str(e),))
-        opt = s.optimizer
-        lines = (f"{getattr(opt, 'kind', type(opt).__name__)}: {_hyperparameters(opt)}",
+        lines = (self._optimizer_line(name, None),
                  "",
                  "n: the next phase · s: an iteration · r: run/pause",
                  "after backward: the chain rule of this element",
                  "after update: W_new = W_old − η·∇L, with the numbers")
-        return Arithmetic("none", label, lines, self._state_now(name, index))
+        return Arithmetic("none", label, lines, self._state_now(name, index) + self._groups(name, None))
+
+    def _optimizer_line(self, name: str, step: int | None) -> str:
+        """The optimizer and the hyperparameters that apply to `name` in the update of `step`
+        (None: the next update): its own param group's, and the scheduler that sets the lr."""
+        s = self.session
+        if step is not None:
+            opt = s.record("update").optimizer
+        else:
+            opt = s.optimizer
+        group = ""
+        if several_groups(s):
+            opt = s.backend.config_for(name, step)
+            group = f", group {s.backend.group_of(name)}"
+        sched = scheduler_name(s)
+        return (f"{getattr(opt, 'kind', type(opt).__name__)}{group}: {hyperparameters(opt)}"
+                + (f" · lr set by {sched}" if sched else ""))
+
+    def _groups(self, name: str, step: int | None) -> tuple[str, ...]:
+        """With several param groups: a line per group (▸ the one of `name`)."""
+        if not several_groups(self.session):
+            return ()
+        return ("",) + group_lines(self.session, name, step)
 
     def _state_now(self, name: str, index: tuple[int, ...]) -> tuple[str, ...]:
         state = self.session.backend.optimizer_state().get(name, {})
@@ -302,25 +332,8 @@ def _element_or_value(v: Any, index: tuple[int, ...]) -> Any:
     return arrays.element(v, index)
 
 
-def _hyperparameters(opt: Any) -> str:
-    if not dataclasses.is_dataclass(opt):
-        return repr(opt)
-    parts = []
-    for f in dataclasses.fields(opt):
-        value = getattr(opt, f.name)
-        if isinstance(value, bool):
-            parts.append(f"{f.name}={str(value).lower()}")
-        elif isinstance(value, (int, float)):
-            parts.append(f"{f.name}={hp(value)}")
-        elif isinstance(value, tuple):
-            parts.append(f"{f.name}=({', '.join(hp(v) for v in value)})")
-        else:
-            parts.append(f"{f.name}={value}")
-    return ", ".join(parts)
-
-
-def _state_lines(before: dict[str, Any], after: dict[str, Any], opt: Any) -> tuple[str, ...]:
-    lines = [f"{getattr(opt, 'kind', type(opt).__name__)}: {_hyperparameters(opt)}"]
+def _state_lines(before: dict[str, Any], after: dict[str, Any], header: str) -> tuple[str, ...]:
+    lines = [header]
     keys = list(dict.fromkeys([*before, *after]))
     if not keys:
         lines.append("optimizer state: none (this optimizer keeps no state)")

@@ -1,6 +1,7 @@
 """The model as a tree: layers with their shapes, and their parameters; moving the cursor
 onto a parameter selects it for the tensor view, onto a layer shows that layer over the
-batch (its input, output and δ)."""
+batch (its input, output and δ). A model that returns several tensors lists them last
+(the batch view shows their values after forward)."""
 
 from __future__ import annotations
 
@@ -43,8 +44,9 @@ class ModelTree(Tree[str], inherit_bindings=False):
         for info in model.layers:
             for name in info.params:
                 users.setdefault(name, []).append(info.name)
+        last = None
         for info in model.layers:
-            layer = self.root.add(f"{info.name} {info.text}", data=None, expand=True, allow_expand=False)
+            layer = last = self.root.add(f"{info.name} {info.text}", data=None, expand=True, allow_expand=False)
             self._layer_nodes[layer.id] = info.name
             for name in info.params:
                 if name in self._parameter_nodes or name not in model.shapes:
@@ -57,6 +59,11 @@ class ModelTree(Tree[str], inherit_bindings=False):
                 others = [u for u in users[name] if u != info.name]
                 shared = f" shared with {', '.join(others)}" if others else ""
                 self._parameter_nodes[name] = layer.add_leaf(f"{short} {dims}{frozen}{shared}", data=name)
+        if model.outputs:           # a model that returns several tensors: each, with its shape
+            outputs = last if last is not None and model.layers[-1].name == "(output)" else \
+                self.root.add("(outputs)", data=None, expand=True, allow_expand=False)
+            for name, shape in model.outputs:
+                outputs.add_leaf(f"{name} {'×'.join(map(str, shape)) or 'scalar'}", data=None)
         self.first_parameter = model.first_parameter
 
     def select_parameter(self, name: str) -> None:

@@ -1,5 +1,7 @@
 """The top line: the four phases with the next one highlighted, where training stands, the
-loss and its change, the learning rate, the backend, and whether a run is going."""
+loss and its change, the learning rate in force for the shown iteration (each param group's,
+and the scheduler that sets it), the backend, whether a run is going, and a flag when a
+recomputed iteration was not what was first computed (replay inexact)."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ class PhaseBar(Static):
         "phase-bar--worse",
         "phase-bar--running",
         "phase-bar--paused",
+        "phase-bar--inexact",
     }
 
     frame: reactive[Frame | None] = reactive(None, layout=False)
@@ -54,6 +57,8 @@ class PhaseBar(Static):
             out.append("●" if compact else "● running", style=style("phase-bar--running"))
         else:
             out.append("‖" if compact else "‖ paused ", style=style("phase-bar--paused"))
+        if snap.inexact:        # the reason is in the event log (an "inexact" event)
+            out.append(" ⚠ inexact" if compact else "  ⚠ replay inexact", style=style("phase-bar--inexact"))
         out.append(" " if compact else "   ")
         due = PHASES.index(snap.phase_due)
         for k, phase in enumerate(PHASES):
@@ -78,7 +83,7 @@ class PhaseBar(Static):
         label = self.get_component_rich_style("phase-bar--label")
         parts = [
             self._loss(snap, label),
-            Text.assemble(("lr ", label), hp(snap.lr), (" · ", label), snap.optimizer),
+            self._lr(snap, label, compact),
             Text.assemble(snap.backend, (" · ", label), snap.device, (" · ", label), snap.dtype),
         ]
         if snap.breakpoints:
@@ -92,6 +97,21 @@ class PhaseBar(Static):
                 out.append(" │ " if compact else "  │  ", style=label)
             out.append_text(part)
         return out
+
+    @staticmethod
+    def _lr(snap: Frame, label, compact: bool) -> Text:
+        """The lr in force: one value, or each param group's; the scheduler that sets it."""
+        lrs = snap.lrs or (snap.lr,)
+        text = Text.assemble(("lr ", label))
+        if len(lrs) == 1:
+            text.append(hp(lrs[0]))
+        else:
+            shown = [hp(v) if compact else f"g{i} {hp(v)}" for i, v in enumerate(lrs[:4])]
+            text.append(("/" if compact else ", ").join(shown) + ("…" if len(lrs) > 4 else ""))
+        if snap.scheduler:
+            text.append(f" {snap.scheduler}" if compact else f" ({snap.scheduler})", style=label)
+        text.append_text(Text.assemble((" · ", label), snap.optimizer))
+        return text
 
     def _loss(self, snap: Frame, label) -> Text:
         text = Text.assemble(("loss ", label), num(snap.loss) if snap.loss is not None else "–")
