@@ -121,6 +121,8 @@ class Debugger(Watching):
         self._step_hooks: list = []
         self._handling = False
         self._nonfinite_step = -1
+        self._lean_now = False            # this watched iteration keeps lean records (watching.py)
+        self.lean_watch = True            # False: watch mode keeps full records every iteration
         global _current
         _current = self
 

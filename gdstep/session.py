@@ -74,6 +74,7 @@ class Session(RunLoop, Rewind, SessionValues, Forks, SessionSettings):
         # (the loss) or a condition is checked: (position after the phase, flag) pairs.
         self._defer = getattr(backend, "defer_checks", False)
         self._flags: list[tuple[int, Any]] = []
+        self._norms_before: Any = None    # watch mode: update_norms.before, taken before the loop's step
         self._bad_at: int | None = None
         # attach mode keeps the batches of its last few iterations: a checkpoint at least that often
         self._lean_gap = getattr(backend, "keep", 2**62)

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
+
+from gdstep import update_norms
 from gdstep.errors import GdstepError
+from gdstep.records import LEAN_NONFINITE
 
 OBSERVED = ("forward", "loss", "backward")    # the phases watch() receives at once
 
@@ -38,7 +42,9 @@ class Watching:
         args, kwargs = b.last_call
         b.add_batch(s.step_count, args[0] if args else None, y, args[1:], kwargs)
         s.n = b.n_samples
-        b.observe_iteration(loss)
+        lean = b.observe_iteration(loss, lean=self._may_be_lean())
+        self._lean_now = lean
+        b.watch_deltas = not lean         # the next forward's δ, for full records where this one had none
         for phase in OBSERVED:
             if self._advance(phase):
                 break
@@ -54,6 +60,8 @@ class Watching:
             s = self.session
             if s is not None and not self.backend.driving and not self._handling and s.phase_due == "update":
                 self.backend.observe_before_step(optimizer)
+                if self._lean_now:          # the update's norms compare with the parameters before the step
+                    s._norms_before = update_norms.before(self.backend.params(), s._history.norm_names)
 
         def after(optimizer, args, kwargs):
             s = self.session
@@ -72,7 +80,7 @@ class Watching:
             return self.ranks.advance(self, phase)
         s = self.session
         seen = len(s.events)
-        s.next_phase()
+        self._run_phase(s, phase)
         message = next((e.message for e in s.events[seen:] if e.kind == "nonfinite"), None)
         if message is not None and (self._repeated_nonfinite(phase) or not s.breakpoints.breaks_on("nonfinite")):
             message = None
@@ -85,9 +93,43 @@ class Watching:
             return False
         self._look(message)
         if phase in OBSERVED:
-            for _ in OBSERVED[OBSERVED.index(phase) + 1:]:
-                s.next_phase()
+            for rest in OBSERVED[OBSERVED.index(phase) + 1:]:
+                self._run_phase(s, rest)
         return True
+
+    def _may_be_lean(self) -> bool:
+        """Whether this iteration may keep lean records (records on demand): on unless turned
+        off (`dbg.lean_watch = False`), with one model and optimizer, no GradScaler, one
+        process (DDP keeps full records)."""
+        b = self.backend
+        lean = (self.lean_watch and self.ranks is None and b.scaler is None
+                and not hasattr(b.torch_optimizer, "optimizers"))
+        return lean
+
+    def _run_phase(self, s, phase: str) -> None:
+        """The phase due, observed: with full records, or (a lean iteration) as a run builds
+        them — no δ, no copies of the step, a checkpoint on the timeline's grid — which the
+        first read recomputes from the nearest checkpoint (`Session._materialise`)."""
+        if not self._lean_now:
+            if s._lean_records:       # recompute the lean records, then give the loop back what it holds
+                held = self.backend.loop_state()
+                s._materialise()
+                self.backend.put_back(held)
+            s.next_phase()
+            return
+        lean, update, defer = s._lean, s._lean_update, s._defer
+        s._lean, s._lean_update, s._defer = True, True, False     # flags read at once: no run to end
+        try:
+            with np.errstate(all="ignore"):
+                bad = s._phase_fns[s._phase](True)
+        finally:
+            s._lean, s._lean_update, s._defer = lean, update, defer
+        if bad is LEAN_NONFINITE:        # a fused test failed: the culprit, where the loop's values are
+            bad = s.find_nonfinite()
+        if bad is not None:
+            s.log("nonfinite", f"{bad} (the phase ran; rewind with back)")
+        if phase == "update":
+            self._lean_now = False
 
     def _repeated_nonfinite(self, phase: str) -> bool:
         """The update of an iteration that already broke on a non-finite value (watch mode):
