@@ -128,8 +128,12 @@ class Watching:
             bad = s.find_nonfinite()
         if bad is not None:
             s.log("nonfinite", f"{bad} (the phase ran; rewind with back)")
-        if phase == "update":
+        if phase == "update":           # the loop's gradients are its own again: hold none of them
             self._lean_now = False
+            rec = s._records.get("backward")
+            if rec is not None and rec.grads:
+                s._records["backward"] = rec._replace(grads={})     # lean: the first read recomputes them
+            self.backend.release_grads()
 
     def _repeated_nonfinite(self, phase: str) -> bool:
         """The update of an iteration that already broke on a non-finite value (watch mode):

@@ -86,6 +86,12 @@ class WatchObserver:
                            "records show the last forward and its loss with the gradients of all of them; a rewind "
                            "cannot recompute it")
 
+    def release_grads(self) -> None:
+        """After a lean iteration's step: keep no reference to the loop's gradients (a loop that
+        sets them to None frees them, as it would without gdstep)."""
+        self._accumulated.clear()
+        self._watched = {}
+
     def _recomputable(self) -> bool:
         """Whether a recomputation from the kept batch gives this iteration: one forward of
         the model since the last step, its gradients not added to an unstepped iteration's,
