@@ -43,6 +43,7 @@ class Rewind:
         if on_grid or self._lean_gap < timeline.interval:
             gap = step - timeline.at_or_before(step).step
             if on_grid or gap >= self._lean_gap:
+                timeline.make_room()
                 timeline.save(self._checkpoint())
                 self._checkpoint_at, self._checkpoint_step = time.thread_time(), step
         if not isinstance(finite, bool):         # a flag on the device, read later
