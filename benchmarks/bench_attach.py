@@ -1,6 +1,7 @@
 """Attach mode (`dbg.step` and `dbg.watch`) against the bare training loop it sits in.
 
     python benchmarks/bench_attach.py [--steps 60] [--rounds 7] [--threads N] [--device cpu|cuda] [--no-memory]
+                                      [--clock wall|cpu]
 
 Two nets, random data of fixed seed: a CNN on 28×28 images, batch 64 (conv 1→16 3×3, ReLU,
 max-pool, conv 16→32 3×3, ReLU, max-pool, linear 1568→10), and an MLP 784-1024-1024-10,
@@ -28,11 +29,12 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from common import CLOCKS, now, use_clock  # noqa: E402
 
 BUDGET = 64 * 2**20          # attach mode's default history budget
 
@@ -83,7 +85,7 @@ def loop(mode: str, model, batches, device: str) -> float:
     if mode != "bare":
         dbg = gdstep.attach(model, opt, loss_fn, breakpoints=["nan", "loss > 10 * prev_loss"], on_break="raise")
     sync(device)
-    start = time.perf_counter()
+    start = now()
     for x, y in batches:
         if mode == "step":
             dbg.step(x, y)
@@ -95,7 +97,7 @@ def loop(mode: str, model, batches, device: str) -> float:
             dbg.watch(loss, y)
         opt.step()
     sync(device)
-    elapsed = time.perf_counter() - start
+    elapsed = now() - start
     if dbg is not None:
         dbg.close()
     return elapsed
@@ -160,8 +162,11 @@ def main(argv=None) -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--nets", default="cnn,mlp")
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                    help="cpu: the running thread's CPU time, which a busy machine does not inflate (CPU only)")
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    use_clock(args.clock)
     import torch
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -170,7 +175,7 @@ def main(argv=None) -> None:
         child(kind, mode, int(steps), device)
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, device {args.device}; "
-          f"{args.steps} steps a loop, median of {args.rounds} rounds")
+          f"{args.steps} steps a loop, median of {args.rounds} rounds, {args.clock} clock")
     for kind in args.nets.split(","):
         times = speed(kind, args.steps, args.rounds, args.device)
         bare = times["bare"]

@@ -40,9 +40,9 @@ from typing import Any, Callable, Sequence
 
 from gdstep.conditions import parse_condition
 from gdstep.errors import GdstepError
+from gdstep.watching import Watching
 
 _current: "Debugger | None" = None
-OBSERVED = ("forward", "loss", "backward")    # the phases watch() receives at once
 
 
 class BreakpointHit(Exception):
@@ -61,7 +61,7 @@ def interactive() -> bool:
         return False
 
 
-class Debugger:
+class Debugger(Watching):
     """A Session over the user's model and optimizer, fed one batch per `step`."""
 
     def __init__(self, model, optimizer, loss_fn, breakpoints: Sequence[str] = ("nan",), *,
@@ -121,6 +121,8 @@ class Debugger:
         self._step_hooks: list = []
         self._handling = False
         self._nonfinite_step = -1
+        self._lean_now = False            # this watched iteration keeps lean records (watching.py)
+        self.lean_watch = True            # False: watch mode keeps full records every iteration
         global _current
         _current = self
 
@@ -187,38 +189,6 @@ class Debugger:
         """[(name, tensor)] of each tensor the model returned in the latest iteration."""
         return self.backend.named_outputs
 
-    def watch(self, loss, y=None) -> float:
-        """Record the iteration the loop has just run forward and backward on (call it
-        between `loss.backward()` and `optimizer.step()`); returns the loss."""
-        b = self.backend
-        self._mode = "watch"
-        if b.last_call is None:
-            raise GdstepError("watch: the model has not run forward since attach")
-        self._hook_optimizer()
-        s = self.session or self._session(b.layers_seen())
-        if not b.watching:
-            b.start_watching()
-        if s.phase_due == "update" and s.position == 4 * self._loop_step + 3:
-            b.observe_no_step()            # the loop did not step after the last watch()
-            self._advance("update")
-            self._loop_step = s.step_count
-            s.log("info", f"iteration {s.step_count}: the loop did not call optimizer.step() after watch() "
-                          "(a GradScaler skipped it, or gradients accumulate): recorded with no update")
-        self._resync()
-        if not b.has_grads():
-            raise GdstepError("watch(loss) goes between loss.backward() and optimizer.step(): "
-                              "there are no gradients yet")
-        self._sync_groups()
-        args, kwargs = b.last_call
-        b.add_batch(s.step_count, args[0] if args else None, y, args[1:], kwargs)
-        s.n = b.n_samples
-        b.observe_iteration(loss)
-        for phase in OBSERVED:
-            if self._advance(phase):
-                break
-        b.new_iteration()
-        return s.loss_value
-
     def _sync_groups(self) -> None:
         """The loop's own changes of hyperparameters (an lr scheduler's step, a param_groups
         edit) take effect at this iteration: logged as settings, so a rewind replays them."""
@@ -233,70 +203,6 @@ class Debugger:
             return
         changes = {i: {k: v for k, v in g.items() if seen[i].get(k) != v} for i, g in enumerate(live) if g != seen[i]}
         s._settings.record(s.step_count, {"groups": changes})
-
-    def _hook_optimizer(self) -> None:
-        if self._step_hooks:
-            return
-        opt = self.backend.torch_optimizer
-
-        def before(optimizer, args, kwargs):
-            s = self.session
-            if s is not None and not self.backend.driving and not self._handling and s.phase_due == "update":
-                self.backend.observe_before_step(optimizer)
-
-        def after(optimizer, args, kwargs):
-            s = self.session
-            if s is None or self.backend.driving or self._handling or s.phase_due != "update":
-                return
-            if self.backend.observe_after_step():
-                self._advance("update")
-                self._loop_step = self.session.step_count
-
-        for o in getattr(opt, "optimizers", [opt]):
-            self._step_hooks += [o.register_step_pre_hook(before), o.register_step_post_hook(after)]
-
-    def _advance(self, phase: str) -> bool:
-        """Run one observed phase, then check: True when it broke (the rest is unchecked)."""
-        if self.ranks is not None:
-            return self.ranks.advance(self, phase)
-        s = self.session
-        seen = len(s.events)
-        s.next_phase()
-        message = next((e.message for e in s.events[seen:] if e.kind == "nonfinite"), None)
-        if message is not None and (self._repeated_nonfinite(phase) or not s.breakpoints.breaks_on("nonfinite")):
-            message = None
-        if message is None:
-            hit = s.breakpoints.first_hit(s, phase)
-            if hit is not None:
-                message = hit.hit_message(s)
-                s.log("breakpoint", message)
-        if message is None:
-            return False
-        self._look(message)
-        if phase in OBSERVED:
-            for _ in OBSERVED[OBSERVED.index(phase) + 1:]:
-                s.next_phase()
-        return True
-
-    def _repeated_nonfinite(self, phase: str) -> bool:
-        """The update of an iteration that already broke on a non-finite value (watch mode):
-        one break an iteration, not one for the forward and one for the update it spoils."""
-        step = self.session.step_count - (phase == "update")
-        repeated, self._nonfinite_step = phase == "update" and self._nonfinite_step == step, step
-        return repeated
-
-    def _look(self, message: str) -> None:
-        """Watch mode: open the debugger, then put back what it changed."""
-        s, b = self.session, self.backend
-        position = s.position
-        held = b.loop_state()
-        self._break(message)
-        if s.position != position:
-            try:
-                s.seek(position)
-            except GdstepError as e:
-                print(f"gdstep: could not return to where the loop is: {e}", file=sys.stderr)
-        b.put_back(held)
 
     def _resync(self) -> None:
         """Stand at the loop's iteration boundary (after a debugger session moved us)."""

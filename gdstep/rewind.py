@@ -26,7 +26,10 @@ class Rewind:
         changed, no before/after values; a checkpoint only where the timeline keeps one
         without being asked to (its grid), or where attach mode's kept batches end."""
         names = self._history.norm_names
-        kept = update_norms.before(self.backend.params(), names)
+        # watch mode: the parameters as they were before the loop's own step (taken in its pre-hook)
+        kept, self._norms_before = self._norms_before, None
+        if kept is None:
+            kept = update_norms.before(self.backend.params(), names)
         finite = self.backend.update_lean(grads, check, defer=self._defer)
         self._history.add_update_norms(update_norms.after(self.backend.params(), names, kept))
         self._records["update"] = UpdateRecord(self._step, optimizer, optimizer.lr, {})
@@ -40,6 +43,7 @@ class Rewind:
         if on_grid or self._lean_gap < timeline.interval:
             gap = step - timeline.at_or_before(step).step
             if on_grid or gap >= self._lean_gap:
+                timeline.make_room()
                 timeline.save(self._checkpoint())
                 self._checkpoint_at, self._checkpoint_step = time.thread_time(), step
         if not isinstance(finite, bool):         # a flag on the device, read later

@@ -4,7 +4,7 @@ One object serves the TUI, scripts and notebooks: the state machine of training 
 and batches, the phases in order, rewinding), with collaborators that each keep one thing —
 the backend (parameters, optimizer state), `HistoryArrays`, `Breakpoints`, `SettingsLog`,
 `Timeline` (rewind checkpoints), `gdstep.nonfinite` (the culprit of a non-finite value) —
-and mixins for the run loop, the values it shows and forks. Phases run strictly in order:
+and mixins for the run loop, the values it shows, forks and settings. Phases run strictly in order:
 
     forward → loss → backward → update        (one iteration = one mini-batch)
 
@@ -28,11 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from gdstep import arrays, nonfinite, settings, update_norms
+from gdstep import arrays, nonfinite, update_norms
 from gdstep.breakpoints import Breakpoint, Breakpoints
 from gdstep.conditions import parse_condition
 from gdstep.data import epoch_permutation
-from gdstep.errors import GdstepError, PhaseOrderError
+from gdstep.errors import PhaseOrderError
 from gdstep.forks import Forks
 from gdstep.history import HistoryArrays
 from gdstep.nn.layers import keeps_finite
@@ -40,6 +40,7 @@ from gdstep.records import LEAN_NONFINITE, PHASES, BackwardRecord, Cursor, Event
 from gdstep.rewind import Rewind
 from gdstep.run_loop import RunLoop
 from gdstep.settings import SettingsLog
+from gdstep.session_settings import SessionSettings
 from gdstep.values import SessionValues
 from gdstep.timeline import Checkpoint, Timeline
 
@@ -47,7 +48,7 @@ from gdstep.timeline import Checkpoint, Timeline
 CHECKPOINT_SECONDS = 0.05
 
 
-class Session(RunLoop, Rewind, SessionValues, Forks):
+class Session(RunLoop, Rewind, SessionValues, Forks, SessionSettings):
     def __init__(self, scenario, backend, history_budget: int = 64 * 2**20, attached: bool = False):
         self.scenario = scenario
         self.backend = backend
@@ -73,6 +74,7 @@ class Session(RunLoop, Rewind, SessionValues, Forks):
         # (the loss) or a condition is checked: (position after the phase, flag) pairs.
         self._defer = getattr(backend, "defer_checks", False)
         self._flags: list[tuple[int, Any]] = []
+        self._norms_before: Any = None    # watch mode: update_norms.before, taken before the loop's step
         self._bad_at: int | None = None
         # attach mode keeps the batches of its last few iterations: a checkpoint at least that often
         self._lean_gap = getattr(backend, "keep", 2**62)
@@ -318,58 +320,6 @@ class Session(RunLoop, Rewind, SessionValues, Forks):
         self._log("setting", f"breakpoint {bp.id} removed: {bp.text}")
         return bp
 
-    # -- settings ----------------------------------------------------------------------------
-
-    def set(self, lr: float | None = None, optimizer: Any = None, batch_size: int | str | None = None,
-            **hyperparameters: Any) -> int:
-        """Change settings from the next iteration to start (this one, at a boundary).
-
-        `optimizer` is a kind (`"adam"`) or an optimizer config: a new optimizer with fresh
-        state and, unless `lr` is given, torch's default lr for its kind; extra keyword
-        arguments are its hyperparameters. Hyperparameters alone (`momentum=0.5`) edit the
-        optimizer in place and keep its state, as a torch `param_groups` edit does. A change
-        made after a rewind starts a new branch: what was computed beyond this point is
-        dropped. Returns the step the change takes effect at.
-        """
-        groups = self.backend.group_hyperparameters() if hasattr(self.backend, "group_hyperparameters") else None
-        changes = settings.changes(self.optimizer, lr, optimizer, batch_size, param_groups=groups, **hyperparameters)
-        at = self._step + (1 if self._phase else 0)
-        fresh = self._step == 0 or "optimizer" in self._settings.at(at)      # no state yet to keep
-        if "edit" in changes and not fresh:
-            state = next(iter(self.backend.optimizer_state().values()), {})
-            missing = settings.missing_state(changes["edit"], state)
-            if missing:
-                raise GdstepError(f"set {' '.join(hyperparameters)}: {self.optimizer.kind}'s state has no "
-                                  f"{', '.join(missing)} to keep (torch's step would fail on it); start afresh with "
-                                  f"set optimizer {self.optimizer.kind} " + " ".join(f"{k}={v}" for k, v in hyperparameters.items()))
-        self._timeline.truncate_after(at)
-        self._settings.record(at, changes)
-        when = "this iteration" if at == self._step else "the next iteration"
-        for key, value in changes.items():
-            self._log("setting", f"{key} → {settings.describe(key, value)} from {when} (step {at})")
-        return at
-
-    def set_stop_when(self, condition: str | None) -> None:
-        """Replace the scenario's stop_when (None: no stop condition) for the runs to come."""
-        self.stop_when = None if condition is None else self._condition(condition)
-        self._log("setting", f"stop_when → {self.stop_when.text if self.stop_when else 'none'}")
-
-    # -- explanation --------------------------------------------------------------------------
-
-    def explain(self, name: str, index: tuple[int, ...] | int):
-        from gdstep.explain import explain
-        return explain(self, name, _as_index(index))
-
-    def chain_rule(self, name: str, index: tuple[int, ...] | int):
-        from gdstep.explain import chain_rule
-        return chain_rule(self, name, _as_index(index))
-
-    def gradcheck(self, name: str, index: tuple[int, ...] | int, h: float | None = None):
-        from gdstep.gradcheck import gradcheck
-        result = gradcheck(self, name, _as_index(index), h)
-        self._log("gradcheck", str(result))
-        return result
-
     def current_batch(self) -> tuple[np.ndarray, Any, Any]:
         """(indices, x, y) of the iteration in progress, or of the next one at a boundary."""
         if self._phase:
@@ -396,8 +346,3 @@ class Session(RunLoop, Rewind, SessionValues, Forks):
     def __repr__(self) -> str:
         return f"<Session {self.describe()}>"
 
-
-def _as_index(index: tuple[int, ...] | int) -> tuple[int, ...]:
-    if isinstance(index, int):
-        return (index,)
-    return tuple(int(i) for i in index)

@@ -94,6 +94,18 @@ class Timeline:
         for s in [s for s in self._steps if not self._kept(s)]:
             self._drop(s)
 
+    def make_room(self) -> None:
+        """Before a run takes a checkpoint at the frontier: thin as if it were kept already,
+        so memory never holds the whole budget plus the one being taken."""
+        size = self._last_size
+        if size is None or self.nbytes + size <= self.budget:
+            return
+        self.nbytes += size
+        try:
+            self._thin()
+        finally:
+            self.nbytes -= size
+
     def start_near(self) -> None:
         """A new rewind: the checkpoints kept around the previous target may go."""
         old, self._near = self._near, []

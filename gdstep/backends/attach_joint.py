@@ -18,7 +18,7 @@ from gdstep.errors import GdstepError
 class JointState(MutableMapping):
     """The optimizers' `state`, one mapping: each parameter's entry lives in its owner's."""
 
-    def __init__(self, joint: "JointOptimizer"):
+    def __init__(self, joint: Any):
         self._joint = joint
 
     def __getitem__(self, p):

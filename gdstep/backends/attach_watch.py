@@ -73,18 +73,29 @@ class WatchObserver:
         if scaler is not None:
             self.scaler._per_optimizer_states[id(self.torch_optimizer)] = scaler
 
-    def observe_iteration(self, loss) -> None:
-        """Queue the forward, loss and backward the loop has just done."""
+    def observe_iteration(self, loss, lean: bool = False) -> bool:
+        """Queue the forward, loss and backward the loop has just done. With `lean` (records
+        on demand), where the iteration can be recomputed: the gradients as the loop holds
+        them (no copy; the lean records are recomputed before anyone reads them) and no δ,
+        and the step is observed without copies. Returns whether it is lean."""
         torch = self._torch
         outs = list(self._slots)
         outputs = tuple(None if o is None else o.detach() for o in outs)
         deltas = tuple(self._deltas) if len(self._deltas) == len(outs) else (None,) * len(outs)
         self._watched = {name: (p.grad, p.grad._version) for name, p in self._train if p.grad is not None}
         inv = self._unscale_factor()
-        grads = {name: (g.detach() * inv if inv is not None else g.detach().clone())
-                 for name, (g, _) in self._watched.items()}
         value = loss.detach().reshape(()).item() if isinstance(loss, torch.Tensor) else float(loss)
+        self._seen_loss = value
+        self._note_why_not()
+        lean = lean and inv is None and self._recomputable()
+        grads = {name: (g.detach() * inv if inv is not None else g.detach() if lean else g.detach().clone())
+                 for name, (g, _) in self._watched.items()}
         self._observed = {"forward": outputs, "loss": (None, value), "backward": (deltas[-1] if deltas else None, deltas, grads)}
+        self._lean_step = lean
+        return lean
+
+    def _note_why_not(self) -> None:
+        """Where a recomputation cannot give this iteration (accumulation, several forwards): say so."""
         unstepped = getattr(self, "_unstepped", None)
         self._unstepped, self._forwards_seen = None, self._forwards
         accumulated = bool(unstepped) and any(unstepped.get(name) is g for name, (g, _) in self._watched.items())
@@ -103,6 +114,35 @@ class WatchObserver:
                            "before this optimizer step (gradient accumulation, or several losses as in a GAN): the "
                            "records show the last forward and its loss with the gradients of all of them; a rewind "
                            "cannot recompute it")
+
+    def release_grads(self) -> None:
+        """After a lean iteration's step: keep no reference to the loop's gradients (a loop that
+        sets them to None frees them, as it would without gdstep)."""
+        self._accumulated.clear()
+        self._watched = {}
+
+    def _recomputable(self) -> bool:
+        """Whether a recomputation from the kept batch gives this iteration: one forward of
+        the model since the last step, its gradients not added to an unstepped iteration's,
+        its input free of earlier graphs, its targets given."""
+        kept = self._batches.get(self._updates)
+        if (kept is None or kept.why_not is not None or kept.y is None or self._forwards != 1
+                or self._rng_call is None):
+            return False
+        # the gradients as backward() made them (no clipping, no edit before watch())
+        accumulated = getattr(self, "_accumulated", {})
+        for name, (g, version) in self._watched.items():
+            made = accumulated.get(id(self._by_name[name]))
+            if made is None or made[0] is not g or made[1] != version:
+                return False
+        # and the loop's loss is loss_fn(output, y), which a recomputation computes
+        torch = self._torch
+        try:
+            with torch.no_grad():
+                again = self.loss_fn.loss_fn(self.output, kept.y)
+            return isinstance(again, torch.Tensor) and again.numel() == 1 and again.item() == self._seen_loss
+        except Exception:           # a loss that wants more than (output, y)
+            return False
 
     def _unscale_factor(self):
         """1/scale where the loop's gradients are still scaled by the attached GradScaler
@@ -142,6 +182,9 @@ class WatchObserver:
             self._used_at[self._updates] = used
             self._announce(self._updates, "the loop changes the gradients between watch() and optimizer.step() "
                            "(clipping, unscaling): the update shows the gradients step() used", inexact=False)
+        if getattr(self, "_lean_step", False):      # records on demand: no copies (see observe_iteration)
+            self._observed["before"] = (names, None, None, used)
+            return
         self._observed["before"] = (names, self._param_copies(names), self._state_copies(), used)
 
     def observe_after_step(self) -> bool:
@@ -149,6 +192,11 @@ class WatchObserver:
         if before is None:
             return False
         names, old, state_before, used = before
+        if old is None:                             # lean: the Session's update_lean takes it from here
+            self._observed["update"] = (names, None, None, None, None, used)
+            self._forwards = 0
+            self._fresh = None
+            return True
         new, after = self._param_copies(names), self._state_copies()
         self._observed["update"] = (names, old, new, state_before, after, used)
         self._forwards = 0

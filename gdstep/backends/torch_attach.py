@@ -18,6 +18,7 @@ from typing import Any, Mapping, NamedTuple
 from gdstep.backends.attach_autocast import autocast_state, entered
 from gdstep.backends.attach_watch import WatchObserver
 from gdstep.backends.torch_layers import first_tensor
+from gdstep.backends.torch_lean import finite_flag, fused_finite
 from gdstep.backends.torch_user import UserModuleBackend, detached, named_tensors, rows
 from gdstep.errors import GdstepError
 from gdstep.records import ParamUpdate
@@ -67,6 +68,7 @@ class AttachBackend(WatchObserver, UserModuleBackend):
         self._rng_at: dict[int, Any] = {}
         self._rng_call = None
         self._autocast_at: dict[int, Any] = {}     # step -> the loop's autocast state (per thread)
+        self.watch_deltas = True          # watch mode records δ of each layer (not in lean iterations)
 
     # -- hooks -----------------------------------------------------------------------------------
 
@@ -80,6 +82,13 @@ class AttachBackend(WatchObserver, UserModuleBackend):
             self._hooks.append(module.register_forward_hook(self._hook(i)))
         for top in self._tops:
             self._hooks.append(top.register_forward_pre_hook(self._input_hook, with_kwargs=True))
+        self._accumulated = {}            # id(p) -> (p.grad, its version) as backward() left it
+        for _, p in self._train:
+            if hasattr(p, "register_post_accumulate_grad_hook"):
+                self._hooks.append(p.register_post_accumulate_grad_hook(self._grad_hook))
+
+    def _grad_hook(self, p) -> None:
+        self._accumulated[id(p)] = (p.grad, p.grad._version)
 
     def _input_hook(self, module, args, kwargs):
         if self._capture:
@@ -97,7 +106,7 @@ class AttachBackend(WatchObserver, UserModuleBackend):
             out = first_tensor(output)
             self._slots[i] = out
             self._order.append(i)
-            if self._watching and not self._own and out is not None and out.requires_grad:
+            if self._watching and not self._own and self.watch_deltas and out is not None and out.requires_grad:
                 out.register_hook(lambda g, i=i: self._deltas.__setitem__(i, g))
             if (i == len(self._rows) - 1 or module in self._tops) and not self._own:
                 self._slots[-1] = out
@@ -206,6 +215,7 @@ class AttachBackend(WatchObserver, UserModuleBackend):
         if observed is not None:
             if self._rng_call is not None:
                 self._rng_at[self._updates] = self._rng_call
+                self._rng_call = None             # each forward's own: a later one without it is not recomputable
             self.lr_history[self._updates] = tuple(_lr(g) for g in self.torch_optimizer.param_groups)
             self._batch_id = id(self._batches.get(self._updates))
             self._note_forward()
@@ -299,6 +309,16 @@ class AttachBackend(WatchObserver, UserModuleBackend):
 
     def update_lean(self, grads: Mapping[str, Any], check: bool = True, defer: bool = False):
         self._stay()
+        observed = self._observed.get("update")
+        if observed is not None and observed[1] is None:      # the loop's own step, observed lean
+            del self._observed["update"]
+            self._note_groups()
+            self._updates += 1
+            self._fresh = None
+            if not check:
+                return True
+            tensors = self._updated_tensors(grads)
+            return finite_flag(self._torch, tensors) if defer else fused_finite(self._torch, tensors)
         if self._updates in self._no_step:
             self._updates += 1
             self._fresh = None

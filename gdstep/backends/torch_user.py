@@ -23,7 +23,6 @@ from gdstep.backends.torch_layers import first_tensor
 from gdstep.backends.torch_module import ModuleBackend
 from gdstep.backends.torch_optim import config_of, group_hyperparameters, same_kind, write_group
 from gdstep.errors import GdstepError
-from gdstep.records import ParamUpdate
 
 
 def tree_map(fn, value):

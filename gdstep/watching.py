@@ -1,0 +1,157 @@
+"""Attach mode's watch: a loop that calls backward() and step() itself hands gdstep the
+iteration with `dbg.watch(loss, y)`; gdstep's hooks on the optimizer's step record the update.
+Each observed phase is checked as it is recorded; at a break the debugger only looks, and
+puts back what it changed (`_look`). A mixin of `Debugger`."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from gdstep import update_norms
+from gdstep.errors import GdstepError
+from gdstep.records import LEAN_NONFINITE
+
+OBSERVED = ("forward", "loss", "backward")    # the phases watch() receives at once
+
+
+class Watching:
+    def watch(self, loss, y=None) -> float:
+        """Record the iteration the loop has just run forward and backward on (call it
+        between `loss.backward()` and `optimizer.step()`); returns the loss."""
+        b = self.backend
+        self._mode = "watch"
+        if b.last_call is None:
+            raise GdstepError("watch: the model has not run forward since attach")
+        self._hook_optimizer()
+        s = self.session or self._session(b.layers_seen())
+        if not b.watching:
+            b.start_watching()
+        if s.phase_due == "update" and s.position == 4 * self._loop_step + 3:
+            b.observe_no_step()            # the loop did not step after the last watch()
+            self._advance("update")
+            self._loop_step = s.step_count
+            s.log("info", f"iteration {s.step_count}: the loop did not call optimizer.step() after watch() "
+                          "(a GradScaler skipped it, or gradients accumulate): recorded with no update")
+        self._resync()
+        if not b.has_grads():
+            raise GdstepError("watch(loss) goes between loss.backward() and optimizer.step(): "
+                              "there are no gradients yet")
+        self._sync_groups()
+        args, kwargs = b.last_call
+        b.add_batch(s.step_count, args[0] if args else None, y, args[1:], kwargs)
+        s.n = b.n_samples
+        lean = b.observe_iteration(loss, lean=self._may_be_lean())
+        self._lean_now = lean
+        b.watch_deltas = not lean         # the next forward's δ, for full records where this one had none
+        for phase in OBSERVED:
+            if self._advance(phase):
+                break
+        b.new_iteration()
+        return s.loss_value
+
+    def _hook_optimizer(self) -> None:
+        if self._step_hooks:
+            return
+        opt = self.backend.torch_optimizer
+
+        def before(optimizer, args, kwargs):
+            s = self.session
+            if s is not None and not self.backend.driving and not self._handling and s.phase_due == "update":
+                self.backend.observe_before_step(optimizer)
+                if self._lean_now:          # the update's norms compare with the parameters before the step
+                    s._norms_before = update_norms.before(self.backend.params(), s._history.norm_names)
+
+        def after(optimizer, args, kwargs):
+            s = self.session
+            if s is None or self.backend.driving or self._handling or s.phase_due != "update":
+                return
+            if self.backend.observe_after_step():
+                self._advance("update")
+                self._loop_step = self.session.step_count
+
+        for o in getattr(opt, "optimizers", [opt]):
+            self._step_hooks += [o.register_step_pre_hook(before), o.register_step_post_hook(after)]
+
+    def _advance(self, phase: str) -> bool:
+        """Run one observed phase, then check: True when it broke (the rest is unchecked)."""
+        if self.ranks is not None:
+            return self.ranks.advance(self, phase)
+        s = self.session
+        seen = len(s.events)
+        self._run_phase(s, phase)
+        message = next((e.message for e in s.events[seen:] if e.kind == "nonfinite"), None)
+        if message is not None and (self._repeated_nonfinite(phase) or not s.breakpoints.breaks_on("nonfinite")):
+            message = None
+        if message is None:
+            hit = s.breakpoints.first_hit(s, phase)
+            if hit is not None:
+                message = hit.hit_message(s)
+                s.log("breakpoint", message)
+        if message is None:
+            return False
+        self._look(message)
+        if phase in OBSERVED:
+            for rest in OBSERVED[OBSERVED.index(phase) + 1:]:
+                self._run_phase(s, rest)
+        return True
+
+    def _may_be_lean(self) -> bool:
+        """Whether this iteration may keep lean records (records on demand): on unless turned
+        off (`dbg.lean_watch = False`), with one model and optimizer, no GradScaler, one
+        process (DDP keeps full records)."""
+        b = self.backend
+        lean = (self.lean_watch and self.ranks is None and b.scaler is None
+                and not hasattr(b.torch_optimizer, "optimizers"))
+        return lean
+
+    def _run_phase(self, s, phase: str) -> None:
+        """The phase due, observed: with full records, or (a lean iteration) as a run builds
+        them — no δ, no copies of the step, a checkpoint on the timeline's grid — which the
+        first read recomputes from the nearest checkpoint (`Session._materialise`)."""
+        if not self._lean_now:
+            if s._lean_records:       # recompute the lean records, then give the loop back what it holds
+                held = self.backend.loop_state()
+                s._materialise()
+                self.backend.put_back(held)
+            s.next_phase()
+            return
+        lean, update, defer = s._lean, s._lean_update, s._defer
+        s._lean, s._lean_update, s._defer = True, True, False     # flags read at once: no run to end
+        try:
+            with np.errstate(all="ignore"):
+                bad = s._phase_fns[s._phase](True)
+        finally:
+            s._lean, s._lean_update, s._defer = lean, update, defer
+        if bad is LEAN_NONFINITE:        # a fused test failed: the culprit, where the loop's values are
+            bad = s.find_nonfinite()
+        if bad is not None:
+            s.log("nonfinite", f"{bad} (the phase ran; rewind with back)")
+        if phase == "update":           # the loop's gradients are its own again: hold none of them
+            self._lean_now = False
+            rec = s._records.get("backward")
+            if rec is not None and rec.grads:
+                s._records["backward"] = rec._replace(grads={})     # lean: the first read recomputes them
+            self.backend.release_grads()
+
+    def _repeated_nonfinite(self, phase: str) -> bool:
+        """The update of an iteration that already broke on a non-finite value (watch mode):
+        one break an iteration, not one for the forward and one for the update it spoils."""
+        step = self.session.step_count - (phase == "update")
+        repeated, self._nonfinite_step = phase == "update" and self._nonfinite_step == step, step
+        return repeated
+
+    def _look(self, message: str) -> None:
+        """Watch mode: open the debugger, then put back what it changed."""
+        s, b = self.session, self.backend
+        position = s.position
+        held = b.loop_state()
+        self._break(message)
+        if s.position != position:
+            try:
+                s.seek(position)
+            except GdstepError as e:
+                print(f"gdstep: could not return to where the loop is: {e}", file=sys.stderr)
+        b.put_back(held)
+

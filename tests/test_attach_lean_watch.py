@@ -1,0 +1,151 @@
+"""Watch mode with records on demand: an iteration the loop ran as a recomputation would
+(one forward, loss_fn(output, y), gradients as backward made them) keeps lean records — no
+copies around the loop's step, no δ — and the first read recomputes them from a checkpoint.
+What is read then equals, bit for bit, what full records (`dbg.lean_watch = False`) hold,
+and the loop's own training equals a bare loop's."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import gdstep
+
+
+def make(optimizer, seed: int = 0):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 3))
+    opt = optimizer(model.parameters())
+    g = torch.Generator().manual_seed(seed + 1)
+    batches = [(torch.randn(8, 5, generator=g), torch.randint(0, 3, (8,), generator=g)) for _ in range(12)]
+    return model, opt, batches
+
+
+OPTIMIZERS = {
+    "sgd momentum": lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
+    "adam": lambda p: torch.optim.Adam(p, lr=0.01),
+    "adamw": lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.1),
+    "rmsprop": lambda p: torch.optim.RMSprop(p, lr=0.01),
+}
+
+
+def snapshot(session) -> dict:
+    """Every value the records of the latest iteration hold, cloned."""
+    fwd, loss, bwd, upd = (session.record(p) for p in ("forward", "loss", "backward", "update"))
+    return {
+        "outputs": [None if o is None else o.clone() for o in fwd.outputs],
+        "loss": loss.value,
+        "grads": {n: g.clone() for n, g in bwd.grads.items()},
+        "deltas": [None if d is None else d.clone() for d in bwd.deltas],
+        "update": {n: (u.old.clone(), u.grad.clone(), u.new.clone(),
+                       {k: v.clone() if torch.is_tensor(v) else v for k, v in u.state_before.items()},
+                       {k: v.clone() if torch.is_tensor(v) else v for k, v in u.state_after.items()})
+                   for n, u in upd.params.items()},
+        "step": session.step_count,
+    }
+
+
+def same(a, b) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def watched_loop(optimizer, lean: bool, clip: bool = False, extra: float = 0.0, breaks=("step == 5",)):
+    model, opt, batches = make(optimizer)
+    seen: list[dict] = []
+    dbg = gdstep.attach(model, opt, nn.CrossEntropyLoss(), breakpoints=list(breaks),
+                        on_break=lambda s, m: seen.append(snapshot(s)) if s.last_phase == "update" else None)
+    dbg.lean_watch = lean
+    torch.manual_seed(7)                      # dropout draws from torch's RNG
+    lean_records = []
+    for x, y in batches:
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        if extra:
+            loss = loss + extra * model[0].weight.square().sum()      # not loss_fn(output, y)
+        loss.backward()
+        if clip:
+            nn.utils.clip_grad_norm_(model.parameters(), 0.1)         # before watch(): not what backward made
+        dbg.watch(loss, y)
+        lean_records.append(dbg._lean_now)            # this iteration keeps lean records
+        opt.step()
+    end = snapshot(dbg.session)
+    history = dbg.session.history
+    dbg.close()
+    return model, seen, end, lean_records, history
+
+
+def bare_loop(optimizer, clip: bool = False, extra: float = 0.0):
+    model, opt, batches = make(optimizer)
+    torch.manual_seed(7)
+    for x, y in batches:
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        if extra:
+            loss = loss + extra * model[0].weight.square().sum()
+        loss.backward()
+        if clip:
+            nn.utils.clip_grad_norm_(model.parameters(), 0.1)
+        opt.step()
+    return model
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_lean_watch_records_materialised_equal_full_records_and_training_equals_a_bare_loop(name):
+    optimizer = OPTIMIZERS[name]
+    lean_model, lean_seen, lean_end, lean_flags, lean_history = watched_loop(optimizer, lean=True)
+    full_model, full_seen, full_end, full_flags, full_history = watched_loop(optimizer, lean=False)
+    bare = bare_loop(optimizer)
+    # records on demand did happen (after the first iteration, which has no RNG state of its own)
+    assert all(lean_flags[1:]) and not any(full_flags)
+    assert len(lean_seen) == len(full_seen) == 1 and lean_seen[0]["step"] == 5
+    assert same(lean_seen[0], full_seen[0])           # the records at the break
+    assert same(lean_end, full_end)                   # the records after the loop, read at its end
+    assert lean_end["update"] and all(d is not None for d in lean_end["deltas"][:1])
+    for a, b in ((lean_model, bare), (full_model, bare)):
+        for (n, p), q in zip(a.named_parameters(), b.parameters()):
+            assert torch.equal(p, q), n               # gdstep changed nothing of the loop's training
+    assert list(lean_history.losses) == list(full_history.losses)
+    assert list(lean_history.grad_norms) == list(full_history.grad_norms)
+
+
+@pytest.mark.parametrize("kind", ["clipped before watch", "loss is not loss_fn"])
+def test_an_iteration_a_recomputation_would_not_give_keeps_full_records(kind):
+    kw = {"clip": True} if kind == "clipped before watch" else {"extra": 0.01}
+    optimizer = OPTIMIZERS["adam"]
+    model, seen, end, flags, _ = watched_loop(optimizer, lean=True, **kw)
+    _, full_seen, full_end, _, _ = watched_loop(optimizer, lean=False, **kw)
+    assert not any(flags)                     # full records every iteration, as before
+    assert same(end, full_end) and same(seen, full_seen)
+    for p, q in zip(model.parameters(), bare_loop(optimizer, **kw).parameters()):
+        assert torch.equal(p, q)
+
+
+def test_a_non_finite_update_in_a_lean_iteration_still_breaks_with_the_culprit():
+    model, opt, batches = make(OPTIMIZERS["sgd momentum"])
+    hits = []
+    dbg = gdstep.attach(model, opt, nn.CrossEntropyLoss(),
+                        on_break=lambda s, m: hits.append((m, s.step_count, s.record("update").params["0.weight"].new)))
+    flags = []
+    for i, (x, y) in enumerate(batches[:6]):
+        if i == 4:
+            opt.param_groups[0]["lr"] = float("inf")     # the loop's own lr change: this step overflows
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        dbg.watch(loss, y)
+        flags.append(dbg._lean_now)                     # this iteration's records are lean
+        opt.step()
+    assert flags[4] and hits                            # (and again on each later iteration: the NaN lasts)
+    message, step, new = hits[0]
+    assert step == 5 and "non-finite" in message and "update" in message
+    assert not torch.isfinite(new).all()                # the recomputed update record shows it
+    assert not torch.isfinite(model[0].weight).all()    # and the loop's step is the loop's
