@@ -132,3 +132,56 @@ async def test_opening_says_the_scenario_and_help_explains_the_panels():
         panels = dict(app.screen.panels)
         assert set(panels) == {"phase bar", "model", "tensor", "update / batch", "plots", "events", "lesson"}
         assert any(keys.startswith("space") and "lesson" in what for keys, what in app.screen.rows)
+
+
+FIRST = ("The first say of a lesson is long enough to wrap over three lines of the narration pane at eighty "
+         "columns, and the pane must show every one of its lines on opening, not one line cut mid-sentence "
+         "as it did before the height was recomputed.")
+WORDY = f"""\
+say "{FIRST}"
+step 2
+gradcheck 0.weight[0,0]
+say "Second: the gradient check agrees."
+say "Third."
+"""
+
+
+def _wrapped_lines(app, pane) -> int:
+    return len(pane.render().wrap(app.console, pane.content_region.width))     # the say, and any hint line
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 36)])
+async def test_pane_fits_the_first_text_and_the_log_keeps_events_not_says(size):
+    app = _app(WORDY)
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        pane = app.query_one(Narration)
+        assert pane.state.text == FIRST
+        lines = _wrapped_lines(app, pane)
+        assert lines >= 2 and pane.region.height == lines + 2          # every line, and the border
+        await press(pilot, "space")
+        log = log_text(app)
+        assert "Second" not in log and FIRST[:40] not in log             # the pane has the says
+        last = log.splitlines()[-1]                                      # the log's last line is what 80×24 shows
+        assert last.startswith("gradcheck 0.weight[0,0]: analytic") and "— ok" in last
+        assert log.index("› gradcheck") < log.index(last)
+
+
+async def test_h_reads_the_earlier_narrations_and_space_returns():
+    app = _app(WORDY)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        await press(pilot, "space", "space")
+        pane = app.query_one(Narration)
+        assert pane.state.text == "Third." and app.lesson.done == 3
+        await press(pilot, "h")
+        assert pane.state.text.startswith("Second") and "said at step 2 of 3" in pane.border_title
+        await press(pilot, "h")
+        assert pane.state.text == FIRST and pane.region.height == _wrapped_lines(app, pane) + 2
+        await press(pilot, "space")                                      # back to the latest, no step run
+        assert pane.state.text == "Third." and app.lesson.done == 3
+        await press(pilot, "h", "h", "h")                                # past the first: the latest again
+        assert pane.state.text == "Third."
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert any(keys == "h" and "narration before" in what for keys, what in app.screen.rows)

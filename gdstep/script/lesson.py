@@ -67,6 +67,7 @@ class LessonPlayer:
         self.steps = split_steps(commands)
         self.done = 0
         self.narration = ""
+        self.said: list[str] = []                # the narration after each step done, in order
         self.away = False                        # the learner has acted since the last step
         self._redo = False                       # the last step was interrupted
         self._mark = self._take()
@@ -113,6 +114,7 @@ class LessonPlayer:
                 narration = outcome.lines[0]
         self.done += 1
         self.narration = narration
+        self.said.append(narration)
         self._mark = self._take()
         return Advance(self.done, self.total, narration, tuple(outcomes))
 

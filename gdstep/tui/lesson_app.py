@@ -28,7 +28,9 @@ READ_ONLY = ("print", "gradcheck", "save", "export", "screenshot", "say")    # t
 def _lesson_bindings() -> list[Binding]:
     """The app's keys, with space and → for the lesson (n is still the next phase)."""
     out = [Binding("space,right", "lesson_advance", "lesson", key_display="space", id="lesson",
-                   tooltip="lesson: the next step (or back to the lesson after exploring)", priority=False)]
+                   tooltip="lesson: the next step (or back to the lesson after exploring)", priority=False),
+           Binding("h", "lesson_earlier", "said", id="lesson-earlier", show=False,
+                   tooltip="lesson: read the narration before (h again goes further back; space returns)")]
     for binding in BINDINGS:
         if binding.id == "next":
             binding = Binding("n", binding.action, binding.description, id=binding.id, tooltip=binding.tooltip)
@@ -49,6 +51,7 @@ class LessonApp(GdstepApp, inherit_bindings=False):
         self._leaves = 0                    # leave jobs asked for; a step asked before the last one is not the news
         self._leaves_at_step = 0
         self._problems: tuple[str, ...] = ()
+        self._earlier = 0                   # h: the pane shows the say this many steps back
 
     def compose(self):
         for widget in super().compose():
@@ -62,8 +65,22 @@ class LessonApp(GdstepApp, inherit_bindings=False):
 
     # -- the lesson's steps ---------------------------------------------------------------------
 
+    def action_lesson_earlier(self) -> None:
+        """Show the narration one step further back; past the first, the latest again."""
+        said = self.lesson.said
+        self._earlier += 1
+        while self._earlier < len(said) and said[-1 - self._earlier] == said[-self._earlier]:
+            self._earlier += 1                           # a step without a say said nothing new
+        if self._earlier >= len(said):
+            self._earlier = 0
+        self._show()
+
     def action_lesson_advance(self) -> None:
         if self._busy:
+            return
+        if self._earlier:                                # reading back: space returns to the latest
+            self._earlier = 0
+            self._show()
             return
         if self.driver.running_a_run:
             self.notify("A run is going: press r to pause it first.", title="running", timeout=2)
@@ -89,11 +106,14 @@ class LessonApp(GdstepApp, inherit_bindings=False):
         if message.job.text != STEP_JOB:
             return
         message.prevent_default()
-        if message.frame is not None:
-            self.draw(message.frame)
         log = self.query_one(EventLog)
         advance = message.outcome
+        if message.error is None and advance is not None and not advance.resumed:
+            self._echo(log, advance)                     # the commands, then the events they made (the frame's)
+        if message.frame is not None:
+            self.draw(message.frame)
         self._busy = False
+        self._earlier = 0
         current = self._leaves == self._leaves_at_step          # no key left the lesson since space
         if message.error is not None or advance is None:
             self.log_error(f"lesson: {message.error}")
@@ -109,13 +129,15 @@ class LessonApp(GdstepApp, inherit_bindings=False):
         self._show()
         self.driver.reported(message.job)
 
-    def _log_step(self, log: EventLog, advance: Advance) -> None:
+    @staticmethod
+    def _echo(log: EventLog, advance: Advance) -> None:
         for outcome in advance.outcomes:
             if outcome.command.startswith("say ") and outcome.ok:
-                log.add("lesson", outcome.lines[0])
-                continue
+                continue                                 # the pane shows it; the log keeps the events
             log.add("command", f"› {outcome.command}")
             log.add_outcome(outcome.command, outcome, echo=True, run=False)
+
+    def _log_step(self, log: EventLog, advance: Advance) -> None:
         self._problems = tuple(f"line {o.line}: {o.message}" for o in advance.problems)
         if self._problems:
             self.bell()
@@ -129,8 +151,9 @@ class LessonApp(GdstepApp, inherit_bindings=False):
     def _show(self) -> None:
         player = self.lesson
         pane = self.query_one(Narration)
-        pane.state = NarrationState(player.title, player.narration, player.done, player.total, self._away, self._busy,
-                                    self._problems)
+        text = player.said[-1 - self._earlier] if self._earlier else player.narration
+        pane.state = NarrationState(player.title, text, player.done, player.total, self._away, self._busy,
+                                    self._problems, self._earlier)
 
     # -- the learner's own keys: leave the lesson first --------------------------------------------
 

@@ -19,6 +19,7 @@ class NarrationState:
     away: bool = False          # the learner is exploring
     busy: bool = False          # a step is running
     problems: tuple[str, ...] = ()
+    earlier: int = 0            # 0: the latest say; k: the one k steps before it (h)
 
     @property
     def finished(self) -> bool:
@@ -31,11 +32,18 @@ class Narration(Static):
     state: reactive[NarrationState | None] = reactive(None, layout=True)
 
     def watch_state(self, state: NarrationState | None) -> None:
+        # Textual caches the content height per width: a new text of the same width would
+        # keep the old height (the first say shown as one line), so forget it on each change.
+        self.clear_cached_dimensions()
+        self.refresh(layout=True)
         if state is None:
             return
         where = "end of the lesson" if state.finished and not state.away else f"{state.step} of {state.total}"
         self.border_title = f"{state.title} · {where}"
-        if state.busy:
+        if state.earlier and not state.busy:
+            self.border_title = f"{state.title} · said at step {state.step - state.earlier} of {state.total}"
+            self.border_subtitle = "h further back · space/→ the lesson"
+        elif state.busy:
             self.border_subtitle = "running…"
         elif state.away:
             self.border_subtitle = f"exploring · space/→ back to the lesson at {state.step} of {state.total}"
