@@ -185,3 +185,21 @@ async def test_h_reads_the_earlier_narrations_and_space_returns():
         await pilot.press("question_mark")
         await pilot.pause()
         assert any(keys == "h" and "narration before" in what for keys, what in app.screen.rows)
+
+
+async def test_lesson_3_pause_on_a_non_finite_value_is_the_logs_last_line():
+    """Step 11 says "the event log says where": at 80×24 the log shows one line, that one."""
+    from gdstep import lessons
+    from gdstep.script.replay import read_script
+    lesson = lessons.find("3", lessons.load())
+    text, file = read_script(lesson.script)
+    app = make_lesson_app(gdstep.open(str(lesson.scenario)), parse_script(text, file), "lesson 3", timestamps=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        while app.lesson.done < 11:
+            await press(pilot, "space")
+        assert "the event log says where" in app.lesson.narration
+        last = log_text(app).splitlines()[-1]
+        assert last.startswith("paused: non-finite value inf in loss")
+        loss = app.driver.session.loss_value                            # the kept state: the last finite one
+        assert np.isfinite(loss) and loss > 1e300
