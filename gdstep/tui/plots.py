@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from rich.text import Text
 from textual.color import Color
 from textual.reactive import reactive
 from textual_plotext import PlotextPlot
@@ -90,10 +91,29 @@ class _Plot(PlotextPlot):
 
 class LossPlot(_Plot):
     curves: reactive[Curves | None] = reactive(None)
+    _below: list[tuple[str, tuple[int, int, int]]] = []     # the lanes' legend under the plot
+
+    def render(self):
+        """The plot, and under it the lanes' legend when it is not drawn in the plot (wrapped
+        onto as many lines as it needs, the plot keeping 6 at least)."""
+        if not self._below:
+            return super().render()
+        width, height = self.size
+        lines = wrap_key(self._below, width)
+        keep = max(6, height - len(lines))
+        self._plot.plotsize(width, keep)
+        self._plot._set_size(width, keep)
+        self._plot.theme(self._get_plotext_theme_name(self.app.theme))
+        out = Text.from_ansi(self._plot.build().rstrip("\n"))
+        for line in lines[:max(0, height - keep)]:
+            out.append("\n")
+            out.append_text(line)
+        return out
 
     def watch_curves(self, curves: Curves | None) -> None:
         plt = self.plt
         plt.clear_figure()
+        self._below = []
         if curves is None or not (curves.x or curves.lanes):
             self.border_title = "loss"
             self.border_subtitle = "no iteration yet"
@@ -129,16 +149,14 @@ class LossPlot(_Plot):
         if curves.lanes:
             steps = [lane.steps for lane in curves.lanes]
             at = f"{max(steps)}" if min(steps) == max(steps) else f"{min(steps)}–{max(steps)}"
-            subtitle = f"session at {curves.n} · {len(steps)} lanes at {at} iterations"
-            items = [("session", PALETTE[0])] + ([] if legend else
-                                                 [(lane.label, lane_colour(lane.number)) for lane in curves.lanes])
-            # no room for the legend in the plot: the lanes' settings above it, the rest below
-            top, rest = split_key(items, self.size.width - len(title) - 6)
-            self.border_title = title + "  " + _key(*top)
-            self.border_subtitle = (_key(*rest) + " · " if rest else "") + subtitle
-        else:
-            self.border_title = title + "  " + _key(*items)
-            self.border_subtitle = subtitle
+            subtitle = f"{len(steps)} lanes at {at} iterations"
+            if len(subtitle) + len(f" · session at {curves.n}") <= self.size.width - 4:
+                subtitle += f" · session at {curves.n}"
+            items = [("session", PALETTE[0])]
+            if not legend:                     # no room for the legend in the plot: under it
+                self._below = [(lane.label, lane_colour(lane.number)) for lane in curves.lanes]
+        self.border_title = title + "  " + _key(*items)
+        self.border_subtitle = subtitle
         self.refresh()
 
     def _legend_fits(self, rows: int) -> bool:
@@ -165,14 +183,23 @@ def y_range(finite: list[float], rows: int = 0, canvas: int = 1) -> tuple[float,
     return lo - 0.04 * span, hi + top
 
 
-def split_key(items, width: int) -> tuple[list, list]:
-    """The legend's items that fit in `width` characters (the border's title), and the rest."""
-    used = 0
-    for k, (name, _) in enumerate(items):
-        used += len(name) + 3
-        if used > width and k > 0:
-            return items[:k], items[k:]
-    return list(items), []
+def wrap_key(items, width: int) -> list[Text]:
+    """A legend's items ("■ name", each in its colour) packed into lines of `width`; an item
+    wider than a line is cut with "…"."""
+    lines: list[Text] = []
+    line = Text(no_wrap=True)
+    for name, rgb in items:
+        name = name if len(name) + 2 <= width else name[:max(1, width - 3)] + "…"
+        if line.plain and len(line.plain) + 2 + len(name) + 2 > width:
+            lines.append(line)
+            line = Text(no_wrap=True)
+        if line.plain:
+            line.append("  ")
+        line.append("■ ", style=_hex(rgb))
+        line.append(name)
+    if line.plain:
+        lines.append(line)
+    return lines
 
 
 class BoundaryPlot(_Plot):
