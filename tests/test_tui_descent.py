@@ -295,3 +295,11 @@ def test_resample_interpolates_between_grid_points_and_keeps_non_finite_ones():
     out = resample(grid, 7, 9)
     assert np.isinf(out).any() and not np.isnan(out).any()
     assert np.isfinite(out[0]).all() and np.isfinite(out[:, 0]).all()     # far from the bad point: finite
+
+
+def test_a_landscape_axis_too_long_for_its_line_keeps_its_numbers_whole():
+    from gdstep.tui.landscape_plot import axis_text
+
+    assert axis_text("→", "0.weight[0,0]", -1.2, 3.4, 40) == "→ 0.weight[0,0] -1.2 … 3.4"
+    text = axis_text("→", "0.weight[0,0]", -1.2234e50, 1.2234e50, 30)
+    assert text[:30].startswith("→ -1.22e+50 … 1.22e+50")           # what shows in 30 columns
