@@ -255,10 +255,18 @@ def _grid(coords: np.ndarray, kind: str, span: float | None, cols: int, rows: in
         reach = (span or 0.1,) * 2
         centre = (0.0, 0.0)
     else:                                              # around the path, with a margin
+        coords = coords[np.isfinite(coords).all(axis=1)]
+        coords = np.clip(coords, -1e150, 1e150) if len(coords) else np.zeros((1, 2))
         lo, hi = coords.min(axis=0), coords.max(axis=0)
-        centre = tuple((lo + hi) / 2)
-        half = np.maximum((hi - lo) / 2, np.abs(coords[-1]) * 0.05 + 1e-3) * 1.25 * (span or 1.0)
-        reach = tuple(half)
+        centre = (lo + hi) / 2
+        size = max(1.0, float(np.linalg.norm(coords[-1])))  # the weights' magnitude
+        extent = float(np.max(hi - lo)) / 2
+        if extent < 1e-3 * size:                       # no path yet: the bowl around the point
+            half = np.full(2, size)
+        else:                                          # each axis at least a quarter of the other
+            half = np.maximum((hi - lo) / 2, max(0.25 * extent, 0.05 * size)) * 1.25
+        reach = tuple(half * (span or 1.0))
+        centre = tuple(centre)
     return (np.linspace(centre[0] - reach[0], centre[0] + reach[0], cols),
             np.linspace(centre[1] - reach[1], centre[1] + reach[1], rows))
 

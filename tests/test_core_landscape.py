@@ -125,3 +125,52 @@ def test_bad_arguments_are_one_line():
                           (lambda: s.landscape("random", span=0), "span"), (lambda: s.landscape("random", span=-1), "span")]:
         with pytest.raises(GdstepError, match=message):
             call()
+
+
+TWO = '''
+name = "two numbers"
+seed = 0
+[data]
+kind = "inline"
+x = [[1.0], [2.0], [-1.0], [0.5]]
+y = [[2.0], [3.5], [-1.0], [1.2]]
+[model]
+layers = [ { linear = 1 } ]
+[init]
+"0.weight" = [[3.0]]
+"0.bias" = [4.0]
+[loss]
+kind = "mse"
+[optimizer]
+kind = "sgd"
+lr = LR
+[training]
+shuffle = false
+'''
+
+
+def test_with_no_path_yet_the_true_surface_spans_the_weights_magnitude():
+    s = gdstep.open(parse_scenario(TWO.replace("LR", "0.1")))
+    land = s.landscape(resolution=(9, 9))                              # step 0: the path is one point
+    assert land.directions == "parameters"
+    reach = np.hypot(3.0, 4.0)                                          # ‖W‖ = 5
+    assert land.alphas[0] <= 3.0 - reach and land.alphas[-1] >= 3.0 + reach
+    assert land.betas[0] <= 4.0 - reach and land.betas[-1] >= 4.0 + reach
+    # the least-squares answer (w, b) = solved by hand is inside the plot: the bowl is visible
+    x = np.array([1.0, 2.0, -1.0, 0.5])
+    y = np.array([2.0, 3.5, -1.0, 1.2])
+    w, b = np.linalg.lstsq(np.column_stack([x, np.ones(4)]), y, rcond=None)[0]
+    assert land.alphas[0] < w < land.alphas[-1] and land.betas[0] < b < land.betas[-1]
+    s.step()                                                            # a short path: still the bowl's scale
+    land = s.landscape(resolution=(9, 9))
+    assert land.alphas[-1] - land.alphas[0] >= 0.1 * reach and land.betas[-1] - land.betas[0] >= 0.1 * reach
+
+
+def test_a_diverged_run_still_has_a_finite_landscape_around_its_path():
+    s = gdstep.open(parse_scenario(TWO.replace("LR", "40")))
+    while abs(s.params["0.bias"][0]) < 1e50 and s.step_count < 300:
+        s.step()
+    assert abs(s.params["0.bias"][0]) >= 1e50 and np.isfinite(s.params["0.bias"][0])
+    land = s.landscape(resolution=(5, 5))
+    assert np.isfinite(land.alphas).all() and np.isfinite(land.betas).all()
+    assert land.betas[0] <= s.params["0.bias"][0] <= land.betas[-1]

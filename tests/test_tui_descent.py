@@ -101,7 +101,7 @@ def test_lanes_curves_in_the_frame_are_the_lanes_losses():
     lanes = s.lanes(["sgd lr=0.1", "adam lr=0.01"])
     lanes.run(7)
     frame = FrameBuilder(s).build(Selection())
-    assert [c.label for c in frame.curves.lanes] == ["lane 1: sgd lr=0.1", "lane 2: adam lr=0.01"]
+    assert [c.label for c in frame.curves.lanes] == ["1: sgd lr=0.1", "2: adam lr=0.01"]
     for curve, lane in zip(frame.curves.lanes, lanes.lanes):
         losses = lane.session.history.losses
         assert len(losses) == 12
@@ -256,14 +256,19 @@ async def test_the_lanes_legend_sits_above_the_curves_and_lanes_at_the_start_dra
         await settle(pilot)
         plot = app.query_one(LossPlot)
         lines = plot.render().plain.split("\n")
-        legend = [k for k, line in enumerate(lines) if any(key in line for key in ("session", ": sgd", ": rmsprop", ": adam"))]
-        assert len(legend) == 5
-        # the y axis reaches above the highest loss by the legend's rows: the curves stay below it
+        # 5 legend rows would push the curves into the lower third of a 14-line canvas: the
+        # legend goes under the plot instead, each lane's settings in full, and the axis fits the data
+        assert "session" in plot.border_title
+        legend = [k for k, line in enumerate(lines) if any(key in line for key in ("1: sgd", ": rmsprop", ": adam"))]
+        assert legend and min(legend) > max(k for k, line in enumerate(lines) if "┘" in line)
+        text = "\n".join(lines)
+        for key in ("1: sgd lr=0.1", "2: sgd lr=0.1 mom=0.9", "3: rmsprop lr=0.01", "4: adam lr=0.01"):
+            assert key in text
         ticks = [float(m.group(1)) for line in lines if (m := re.match(r"\s*(-?[\d.]+)┤", line))]
         values = list(plot.curves.loss) + [v for lane in plot.curves.lanes for v in lane.loss]
-        rows = len(lines) - 3
-        top_room = (max(ticks) - max(values)) / (max(ticks) - min(ticks))
-        assert top_room >= 0.8 * len(legend) / rows, (ticks, max(values))
+        span = max(values) - min(values)
+        assert max(values) <= max(ticks) + 0.01 <= max(values) + 0.15 * span, (ticks, max(values))
+        assert "4 lanes at 100 iterations · session at 40" == plot.border_subtitle
         assert sum(_braille(line) for line in lines) > 40                 # the curves are drawn
     app = make_app(gdstep.open("two_minima"), timestamps=False)
     async with app.run_test(size=(120, 36)) as pilot:              # lanes forked at step 0: no session curve
@@ -271,8 +276,11 @@ async def test_the_lanes_legend_sits_above_the_curves_and_lanes_at_the_start_dra
         await command(pilot, "lanes seed=0 | seed=1")
         await command(pilot, "lanes run 5")
         await settle(pilot)
-        text = app.query_one(LossPlot).render().plain
+        plot = app.query_one(LossPlot)
+        text = plot.render().plain
         assert "1: seed=0" in text and "2: seed=1" in text
+        assert plot.border_subtitle.startswith("2 lanes at 5 iterations")
+        assert sum(_braille(line) for line in plot.render().plain.split("\n")) > 5
 
 
 def test_resample_interpolates_between_grid_points_and_keeps_non_finite_ones():
@@ -287,3 +295,11 @@ def test_resample_interpolates_between_grid_points_and_keeps_non_finite_ones():
     out = resample(grid, 7, 9)
     assert np.isinf(out).any() and not np.isnan(out).any()
     assert np.isfinite(out[0]).all() and np.isfinite(out[:, 0]).all()     # far from the bad point: finite
+
+
+def test_a_landscape_axis_too_long_for_its_line_keeps_its_numbers_whole():
+    from gdstep.tui.landscape_plot import axis_text
+
+    assert axis_text("→", "0.weight[0,0]", -1.2, 3.4, 40) == "→ 0.weight[0,0] -1.2 … 3.4"
+    text = axis_text("→", "0.weight[0,0]", -1.2234e50, 1.2234e50, 30)
+    assert text[:30].startswith("→ -1.22e+50 … 1.22e+50")           # what shows in 30 columns

@@ -13,6 +13,7 @@ import numpy as np
 
 from gdstep.errors import GdstepError
 from gdstep.landscape import Landscape, Line
+from gdstep.tui.plot_data import lane_labels
 
 COARSE = (16, 16)
 FINE = (40, 40)
@@ -62,8 +63,8 @@ def lane_paths(landscape: Landscape, session) -> tuple[LanePath, ...]:
     lanes = session.open_lanes
     if lanes is None:
         return ()
-    return tuple(LanePath(lane.number, lane.label, points.reshape(-1, 2))
-                 for lane, points in zip(lanes.lanes, landscape.lane_paths))
+    return tuple(LanePath(lane.number, label, points.reshape(-1, 2))
+                 for lane, label, points in zip(lanes.lanes, lane_labels(lanes), landscape.lane_paths))
 
 
 def make_landscape(session, directions: str, resolution: tuple[int, int]) -> LandscapePicture:

@@ -42,8 +42,8 @@ class LandscapePlot(Widget):
         scale = Scale.of(ls.loss)
         bar = colour_bar(scale, width - 5)
         bar.append(" log" if scale.log else "", style="dim")
-        axes = [Text(f"{name} {_short(v[0])} … {_short(v[-1])}", style="dim", no_wrap=True, overflow="ellipsis")
-                for name, v in ((f"→ {ls.axes[0]}", ls.alphas), (f"↑ {ls.axes[1]}", ls.betas))]
+        axes = [Text(axis_text(arrow, name, v[0], v[-1], width), style="dim", no_wrap=True, overflow="ellipsis")
+                for arrow, name, v in (("→", ls.axes[0], ls.alphas), ("↑", ls.axes[1], ls.betas))]
         notes = [ls.note] + ([f"({p.fallback} needs 3 steps: random directions until then)"] if p.fallback else [])
         notes = [Text(note, style="dim italic") for note in notes]
         legends = []
@@ -67,3 +67,9 @@ class LandscapePlot(Widget):
         marks += (Mark(ls.path, PATH_COLOUR, "•", "◆", NOW_COLOUR),)
         heat = picture(ls.loss, ls.alphas, ls.betas, lines, width, scale, marks)
         return Group(heat, *below)
+
+
+def axis_text(arrow: str, name: str, lo: float, hi: float, width: int) -> str:
+    """"→ w[0] -1.2 … 3.4"; the range before the name where both do not fit (the name is cut, not the numbers)."""
+    text = f"{arrow} {name} {_short(lo)} … {_short(hi)}"
+    return text if len(text) <= width else f"{arrow} {_short(lo)} … {_short(hi)} {name}"

@@ -39,9 +39,38 @@ class LaneCurve:
     loss before it: the part before the fork is the session's own curve)."""
 
     number: int
-    label: str                          # "lane 2: adam lr=0.01"
+    label: str                          # "2: adam lr=0.01", less what all lanes share
     x: tuple[float, ...]
     loss: tuple[float, ...]
+    steps: int = 0                      # the lane's iterations so far
+
+
+ABBREVIATIONS = {"momentum": "mom", "nesterov=true": "nesterov", "weight_decay": "wd", "batch_size": "batch"}
+
+
+def _abbreviated(word: str) -> str:
+    key, eq, value = word.partition("=")
+    if word.lower() in ABBREVIATIONS:
+        return ABBREVIATIONS[word.lower()]
+    return ABBREVIATIONS.get(key, key) + eq + value
+
+
+def distinct_labels(texts: list[str]) -> list[str]:
+    """Each lane's settings less the words every lane shares, abbreviated ("mom=0.9
+    nesterov"): what tells the lanes apart in a legend. All the words where nothing is shared."""
+    words = [text.split() for text in texts]
+    common = set.intersection(*(set(w) for w in words)) if len(words) > 1 else set()
+    out = []
+    for ws in words:
+        kept = [w for w in ws if w not in common] or ws
+        out.append(" ".join(_abbreviated(w) for w in kept))
+    return out
+
+
+def lane_labels(lanes) -> list[str]:
+    """"2: mom=0.9 nesterov" for each lane of an open Lanes."""
+    return [f"{lane.number}: {short}" for lane, short in
+            zip(lanes.lanes, distinct_labels([lane.spec.text for lane in lanes.lanes]))]
 
 
 def lane_curves(session) -> tuple[LaneCurve, ...]:
@@ -50,11 +79,11 @@ def lane_curves(session) -> tuple[LaneCurve, ...]:
         return ()
     out = []
     start = max(0, lanes.fork_position // 4 - 1)
-    for lane in lanes.lanes:
+    for lane, label in zip(lanes.lanes, lane_labels(lanes)):
         losses = lane.session.history.losses
         picked = [start + i for i in sample(max(0, len(losses) - start)) if math.isfinite(losses[start + i])]
-        out.append(LaneCurve(lane.number, lane.label, tuple(float(i + 1) for i in picked),
-                             tuple(float(losses[i]) for i in picked)))
+        out.append(LaneCurve(lane.number, label, tuple(float(i + 1) for i in picked),
+                             tuple(float(losses[i]) for i in picked), len(losses)))
     return tuple(out)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from rich.text import Text
 from textual.color import Color
 from textual.reactive import reactive
 from textual_plotext import PlotextPlot
@@ -90,59 +91,115 @@ class _Plot(PlotextPlot):
 
 class LossPlot(_Plot):
     curves: reactive[Curves | None] = reactive(None)
+    _below: list[tuple[str, tuple[int, int, int]]] = []     # the lanes' legend under the plot
+
+    def render(self):
+        """The plot, and under it the lanes' legend when it is not drawn in the plot (wrapped
+        onto as many lines as it needs, the plot keeping 6 at least)."""
+        if not self._below:
+            return super().render()
+        width, height = self.size
+        lines = wrap_key(self._below, width)
+        keep = max(6, height - len(lines))
+        self._plot.plotsize(width, keep)
+        self._plot._set_size(width, keep)
+        self._plot.theme(self._get_plotext_theme_name(self.app.theme))
+        out = Text.from_ansi(self._plot.build().rstrip("\n"))
+        for line in lines[:max(0, height - keep)]:
+            out.append("\n")
+            out.append_text(line)
+        return out
 
     def watch_curves(self, curves: Curves | None) -> None:
         plt = self.plt
         plt.clear_figure()
+        self._below = []
         if curves is None or not (curves.x or curves.lanes):
             self.border_title = "loss"
             self.border_subtitle = "no iteration yet"
             self.refresh()
             return
-        values = list(curves.loss) + list(curves.epoch_loss) + [v for lane in curves.lanes for v in lane.loss]
-        log = _log_scale(values)
+        epochs = 1 < len(curves.epoch_x) < len(curves.x) and not curves.lanes
+        drawn = list(curves.loss) + (list(curves.epoch_loss) if epochs else []) + \
+            [v for lane in curves.lanes for v in lane.loss]
+        log = _log_scale(drawn)
         scale = _log10 if log else list
         _line(plt, curves.x, scale(curves.loss), PALETTE[0])
-        if curves.lanes and curves.x and self._legend_fits(len(curves.lanes) + 1):
+        rows = len(curves.lanes) + 1
+        legend = bool(curves.lanes) and bool(curves.x) and self._legend_fits(rows)
+        if legend:
             # plotext's legend, in the plot: each lane's settings (an entry with no point fails
             # in plotext: lanes forked at the start have no session curve)
             plt.plot([curves.x[-1]], scale(curves.loss[-1:]), color=PALETTE[0], label="session")
         items = [("iteration", PALETTE[0])]
-        if 1 < len(curves.epoch_x) < len(curves.x) and not curves.lanes:
+        if epochs:
             _line(plt, curves.epoch_x, scale(curves.epoch_loss), PALETTE[1])
             items.append(("epoch mean", PALETTE[1]))
         room = max(8, self.size.width - 16)    # plotext drops a legend wider than its canvas
-        legend = bool(curves.lanes) and self._legend_room(plt, scale(values), len(curves.lanes) + 1)
         for lane in curves.lanes:
             if not lane.x:
                 continue
-            colour = lane_colour(lane.number)
-            label = lane.label.removeprefix("lane ")
-            label = label if len(label) <= room else label[:room - 1] + "…"
-            plt.plot(list(lane.x), scale(lane.loss), marker="braille", color=colour, label=label if legend else None)
-        if curves.lanes:                       # no room for the legend in the plot: the lanes' colours above it
-            items = [("session", PALETTE[0])] + ([] if legend else
-                                                 [(str(lane.number), lane_colour(lane.number)) for lane in curves.lanes])
+            label = lane.label if len(lane.label) <= room else lane.label[:room - 1] + "…"
+            plt.plot(list(lane.x), scale(lane.loss), marker="braille", color=lane_colour(lane.number),
+                     label=label if legend else None)
+        fit_axis(plt, scale(drawn), rows if legend else 0, self.content_size.height - 3)
         _iteration_axis(plt, list(curves.x) + [x for lane in curves.lanes for x in lane.x])
-        self.border_title = ("log₁₀ loss" if log else "loss") + "  " + _key(*items)
-        self.border_subtitle = f"{curves.n} iteration{'s' if curves.n != 1 else ''}" + \
-            (f" · {len(curves.lanes)} lanes" if curves.lanes else "")
+        title = "log₁₀ loss" if log else "loss"
+        subtitle = f"{curves.n} iteration{'s' if curves.n != 1 else ''}"
+        if curves.lanes:
+            steps = [lane.steps for lane in curves.lanes]
+            at = f"{max(steps)}" if min(steps) == max(steps) else f"{min(steps)}–{max(steps)}"
+            subtitle = f"{len(steps)} lanes at {at} iterations"
+            if len(subtitle) + len(f" · session at {curves.n}") <= self.size.width - 4:
+                subtitle += f" · session at {curves.n}"
+            items = [("session", PALETTE[0])]
+            if not legend:                     # no room for the legend in the plot: under it
+                self._below = [(lane.label, lane_colour(lane.number)) for lane in curves.lanes]
+        self.border_title = title + "  " + _key(*items)
+        self.border_subtitle = subtitle
         self.refresh()
 
     def _legend_fits(self, rows: int) -> bool:
-        return self.content_size.height - 3 - rows >= 3     # the canvas less the x axis, its ticks and a margin
+        """Room for plotext's legend over the plot's top left corner: the curves are pushed
+        below it by at most half their height."""
+        canvas = self.content_size.height - 3      # the canvas less the x axis, its ticks and a margin
+        return canvas - rows >= 3 and (rows + 0.5) / (canvas - rows) <= 0.5
 
-    def _legend_room(self, plt, values, rows: int) -> bool:
-        """Raise the y axis's top so that the curves stay below the legend's rows (plotext
-        draws its legend over the plot's top left corner); False where it does not fit."""
-        finite = [v for v in values if math.isfinite(v)]
-        if not finite or not self._legend_fits(rows):
-            return False
-        canvas = self.content_size.height - 3
-        lo, hi = min(finite), max(finite)
-        span = (hi - lo) or abs(hi) or 1.0
-        plt.ylim(lo - 0.02 * span, hi + span * (rows + 0.5) / (canvas - rows))
-        return True
+
+def fit_axis(plt, values, rows: int, canvas: int) -> None:
+    """The y axis over the finite values drawn, 4% padding each side; `rows` of legend
+    at the top left are kept clear of the curves."""
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return
+    lo, hi = y_range(finite, rows, canvas)
+    plt.ylim(lo, hi)
+
+
+def y_range(finite: list[float], rows: int = 0, canvas: int = 1) -> tuple[float, float]:
+    lo, hi = min(finite), max(finite)
+    span = (hi - lo) or abs(hi) * 0.1 or 1.0
+    top = span * (rows + 0.5) / max(1, canvas - rows) if rows else 0.04 * span
+    return lo - 0.04 * span, hi + top
+
+
+def wrap_key(items, width: int) -> list[Text]:
+    """A legend's items ("■ name", each in its colour) packed into lines of `width`; an item
+    wider than a line is cut with "…"."""
+    lines: list[Text] = []
+    line = Text(no_wrap=True)
+    for name, rgb in items:
+        name = name if len(name) + 2 <= width else name[:max(1, width - 3)] + "…"
+        if line.plain and len(line.plain) + 2 + len(name) + 2 > width:
+            lines.append(line)
+            line = Text(no_wrap=True)
+        if line.plain:
+            line.append("  ")
+        line.append("■ ", style=_hex(rgb))
+        line.append(name)
+    if line.plain:
+        lines.append(line)
+    return lines
 
 
 class BoundaryPlot(_Plot):
