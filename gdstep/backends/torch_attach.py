@@ -18,7 +18,6 @@ from typing import Any, Mapping, NamedTuple
 from gdstep.backends.attach_autocast import autocast_state, entered
 from gdstep.backends.attach_watch import WatchObserver
 from gdstep.backends.torch_layers import first_tensor
-from gdstep.backends.torch_lean import finite_flag, fused_finite
 from gdstep.backends.torch_user import UserModuleBackend, detached, named_tensors, rows
 from gdstep.errors import GdstepError
 from gdstep.records import ParamUpdate
@@ -313,12 +312,7 @@ class AttachBackend(WatchObserver, UserModuleBackend):
         if observed is not None and observed[1] is None:      # the loop's own step, observed lean
             del self._observed["update"]
             self._note_groups()
-            self._updates += 1
-            self._fresh = None
-            if not check:
-                return True
-            tensors = self._updated_tensors(grads)
-            return finite_flag(self._torch, tensors) if defer else fused_finite(self._torch, tensors)
+            return self._stepped(grads, check, defer)
         if self._updates in self._no_step:
             self._updates += 1
             self._fresh = None

@@ -103,6 +103,10 @@ class LeanPhases:
                 if p.grad is not None:
                     p.grad = p.grad.clone()
         self.optimizer_step()
+        return self._stepped(grads, check, defer)
+
+    def _stepped(self, grads: Mapping[str, Any], check: bool, defer: bool):
+        """After an optimizer step: count it, and (with `check`) the finiteness of what it changed."""
         self._updates += 1
         self._fresh = None
         if not check:
