@@ -60,7 +60,7 @@ class Watching:
             s = self.session
             if s is not None and not self.backend.driving and not self._handling and s.phase_due == "update":
                 self.backend.observe_before_step(optimizer)
-                if self._lean_now:          # the update's norms compare with the parameters before the step
+                if self._lean_now and update_norms.measured(s.step_count, None):   # compared with the parameters before the step
                     s._norms_before = update_norms.before(self.backend.params(), s._history.norm_names)
 
         def after(optimizer, args, kwargs):

@@ -83,3 +83,16 @@ def test_health_after_the_overshoot_overflows_is_drawn_not_raised():
     s.run()                                             # to the non-finite pause, weights near 1e150
     h = health(s, "0.weight")
     assert h.weights is not None and h.updates == s.step_count and not h.note
+
+
+def test_a_long_runs_unmeasured_updates_are_left_out_of_the_plot_and_counted():
+    s = gdstep.open("spiral")
+    s.run(max_steps=35)                     # measures updates 1-10, then 11, 21, 31 (update_norms.EVERY)
+    got = ratios(s.history, s.backend.layers)
+    assert len(got) == 2
+    for _, xs, ys in got:
+        assert xs == tuple(float(i) for i in [*range(1, 11), 11, 21, 31])
+        assert np.isfinite(ys).all()
+    h = health(s, None)                     # its histograms replay the last iteration from a checkpoint,
+    assert h.updates == 35                  # and that replay measures the updates it makes again
+    assert 13 <= h.measured == sum(1 for x in h.ratios[0][1]) <= 35
