@@ -75,7 +75,7 @@ def test_a_nonfinite_forward_raised_in_dbg_step_is_finished_as_the_loop_would_ha
     for i, (x, y) in enumerate(batches):
         try:
             dbg.step(x, y)
-        except gdstep.BreakpointHit as hit:
+        except gdstep.BreakpointHit:
             hits.append(i)
     dbg.close()
     assert hits[0] == 4 and dbg.session.step_count == len(batches)
