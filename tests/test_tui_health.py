@@ -96,3 +96,20 @@ def test_a_long_runs_unmeasured_updates_are_left_out_of_the_plot_and_counted():
     h = health(s, None)                     # its histograms replay the last iteration from a checkpoint,
     assert h.updates == 35                  # and that replay measures the updates it makes again
     assert 13 <= h.measured == sum(1 for x in h.ratios[0][1]) <= 35
+
+
+@pytest.mark.asyncio
+async def test_the_health_plot_says_how_many_updates_a_long_run_measured():
+    from gdstep.tui.health_plot import HealthPlot
+
+    s = gdstep.open("spiral")
+    s.run(max_steps=400)                         # one run: its first ten updates, then every tenth
+    app = make_app(s, timestamps=False)
+    async with app.run_test(size=(200, 50)) as pilot:
+        await settle(pilot)
+        for _ in range(3):                       # boundary → landscape → line → health
+            await pilot.press("v")
+            await settle(pilot)
+        plot = app.query_one(HealthPlot)
+        assert plot.health.updates == 400 and 49 <= plot.health.measured < 400   # and those the frame replayed
+        assert f"‖ΔW‖ of {plot.health.measured} (a run measures every 10th)" in str(plot.border_subtitle)
