@@ -4,8 +4,10 @@ next, the landscape's lane key whole, and log axes labelled with the values them
 from __future__ import annotations
 
 import html
+import math
 import re
 
+import numpy as np
 import pytest
 from conftest import command, settle, until
 
@@ -52,3 +54,57 @@ async def test_every_key_in_the_footer_is_apart_from_the_next(width, lesson):
         assert ("lesson" in shown) == lesson
         if width >= 120:
             assert "palette" in shown and "to end" in labels and "gradcheck" in shown
+
+
+def test_log_ticks_are_round_values_inside_the_range():
+    from gdstep.tui.plots import log_ticks, tick_labels
+
+    assert log_ticks(-1.1, 2.2) == pytest.approx([0.1, 1, 10, 100])             # powers of ten
+    assert log_ticks(-0.3, 1.7) == pytest.approx([1, 3, 10, 30])                # 2 decades: 1 and 3
+    assert log_ticks(-12, 12) == pytest.approx([1e-12, 1e-6, 1, 1e6, 1e12])     # at most 5
+    assert tick_labels([0.001, 0.01, 1, 300]) == ["0.001", "0.01", "1", "300"]
+    assert tick_labels([1e-6, 1, 1e6]) == ["1e-6", "1", "1e6"]
+    assert tick_labels([0.001, 0.01, 1], scientific=True) == ["1e-3", "1e-2", "1"]
+
+
+def _y_ticks(lines: list[str]) -> list[tuple[int, float]]:
+    """(row, value) of each labelled tick of a plotext y axis."""
+    return [(row, float(m.group(1))) for row, line in enumerate(lines) if (m := re.match(r"\s*(-?[\d.e+-]+)┤", line))]
+
+
+def _row_of(value: float, ticks: list[tuple[int, float]]) -> float:
+    """The row where `value` sits on a log axis, from two of its labelled ticks."""
+    (r0, v0), (r1, v1) = ticks[0], ticks[-1]
+    return r0 + (r1 - r0) * (math.log10(value) - math.log10(v0)) / (math.log10(v1) - math.log10(v0))
+
+
+async def test_a_log_loss_axis_is_labelled_with_the_losses_not_their_logs():
+    from gdstep.tui.plots import LinePlot, LossPlot
+
+    session = gdstep.open("overshoot")
+    app = make_app(session, timestamps=False)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        await command(pilot, "unbreak 1")
+        await command(pilot, "run max 15")                  # the loss grows from 1.5 to about 2700
+        await settle(pilot)
+        plot = app.query_one(LossPlot)
+        losses = list(session.history.losses)
+        assert max(losses) / min(losses) > 1000 and "log" in plot.border_title
+        lines = plot.render().plain.split("\n")
+        ticks = _y_ticks(lines)
+        assert len(ticks) >= 3 and all(v > 0 for _, v in ticks)
+        assert all(math.log10(v) == pytest.approx(round(math.log10(v))) for _, v in ticks)   # 1, 10, 100, 1000
+        # the last loss is drawn (at the right edge) on the row its value has on the labelled axis
+        row = next(k for k, line in enumerate(lines) if line.rstrip().endswith("•│"))
+        assert abs(row - _row_of(losses[-1], ticks)) <= 1
+        await pilot.press("v")                                # the loss along the next update
+        await settle(pilot)
+        line_plot = app.query_one(LinePlot)
+        await until(lambda: line_plot.picture is not None)
+        await pilot.pause()
+        p = line_plot.picture.line
+        ticks = _y_ticks(line_plot.render().plain.split("\n"))
+        assert len(ticks) >= 3 and "log" in line_plot.border_title
+        lo, hi = float(np.nanmin(p.loss)), float(np.nanmax(p.loss))
+        assert lo * 0.5 <= min(v for _, v in ticks) and max(v for _, v in ticks) <= hi * 2

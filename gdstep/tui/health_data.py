@@ -7,7 +7,6 @@ Computed on the worker; no Textual here.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -116,10 +115,3 @@ def _health(session, name: str | None, layer: str | None) -> Health:
     h = s.history
     return Health(ratios(h, s.backend.layers), len(h.update_norms) if h.update_norms is not None else 0,
                   param, weights, grads, note)
-
-
-def log_ticks(lo: float, hi: float) -> list[int]:
-    """Whole powers of ten spanning [lo, hi] (log₁₀ values), at most 5."""
-    a, b = math.floor(lo), math.ceil(hi)
-    stride = max(1, math.ceil((b - a) / 4))
-    return list(range(a, b + 1, stride))

@@ -9,9 +9,9 @@ import math
 import numpy as np
 from textual.reactive import reactive
 
-from gdstep.tui.health_data import RULE_OF_THUMB, Health, Histogram, log_ticks
+from gdstep.tui.health_data import RULE_OF_THUMB, Health, Histogram
 from gdstep.tui.plot_data import Curves
-from gdstep.tui.plots import PALETTE, _iteration_axis, _key, _line, _log10, _log_scale, _Plot, _short
+from gdstep.tui.plots import PALETTE, _iteration_axis, _key, _line, _log10, _log_scale, _Plot, _short, fit_axis, log_yticks
 
 GRID_MIN = (60, 16)           # the four panels need this many cells (columns, rows)
 TWO_MIN = 14                  # two panels, one above the other, need this many rows
@@ -64,9 +64,8 @@ class HealthPlot(_Plot):
             _line(plt, xs, _log10(ys), colours.get(name, PALETTE[0]))
         plt.hline(rule, color=(127, 127, 127))
         plt.text("rule of thumb", x=min(xs_all), y=rule, color=(160, 160, 160), background=surface, alignment="left")
-        ticks = log_ticks(lo, hi)
-        plt.yticks(ticks, [f"1e{t}" for t in ticks])
-        plt.ylim(min(lo, ticks[0]) - 0.1, max(hi, ticks[-1]) + 0.1)
+        plt.ylim(lo - 0.1, hi + 0.1)
+        log_yticks(plt, lo - 0.1, hi + 0.1, scientific=True)       # as the rule of thumb is written: 1e-3
         _iteration_axis(plt, xs_all)
 
     @staticmethod
@@ -76,9 +75,11 @@ class HealthPlot(_Plot):
             return
         values = [v for _, _, ys in c.grad_norms for v in ys]
         log = _log_scale(values)
-        plt.title("‖∇W‖ per layer" + (" (log₁₀)" if log else ""))
+        plt.title("‖∇W‖ per layer" + (" (log)" if log else ""))
         for name, xs, ys in c.grad_norms:
             _line(plt, xs, _log10(ys) if log else ys, colours.get(name, PALETTE[0]))
+        if log and (limits := fit_axis(plt, _log10(values))):
+            log_yticks(plt, *limits)
         _iteration_axis(plt, [x for _, xs, _ in c.grad_norms for x in xs])
 
     @staticmethod

@@ -31,8 +31,43 @@ def _log_scale(values) -> bool:
 
 
 def _log10(values) -> list[float]:
-    """log₁₀ on a linear axis: plotext's own log scale fails on values near 1e300."""
+    """log₁₀ on a linear axis: plotext's own log scale fails on values near 1e300. The axis
+    is labelled with the values themselves (log_yticks)."""
     return [math.log10(v) for v in values]
+
+
+def log_ticks(lo: float, hi: float, most: int = 5) -> list[float]:
+    """Round values for an axis drawn in log₁₀ over [lo, hi] (log₁₀ values): powers of ten, or
+    1 and 3, 1-2-5 or 1…9 times them when fewer than three powers of ten fall in the range."""
+    powers = range(math.ceil(lo), math.floor(hi) + 1)
+    if len(powers) >= 3:                      # every stride-th power, on multiples of stride
+        stride = math.ceil((len(powers) - 1) / (most - 1))
+        return [10.0 ** k for k in powers if k % stride == 0]
+    ticks: list[float] = []
+    for mantissas in ((1, 3), (1, 2, 5), tuple(range(1, 10))):
+        ticks = [m * 10.0 ** k for k in range(math.floor(lo), math.ceil(hi) + 1) for m in mantissas
+                 if lo <= k + math.log10(m) <= hi]
+        if len(ticks) >= 3:
+            break
+    return ticks[::math.ceil(len(ticks) / most)] if ticks else []
+
+
+def tick_labels(ticks: list[float], scientific: bool = False) -> list[str]:
+    """"0.01", "0.3", "100" while every label is short (and not `scientific`), else "1e-6",
+    "1", "1e6" (plain up to 3 characters; only "1" when `scientific`)."""
+    plain = [f"{v:g}" for v in ticks]
+    if not scientific and all("e" not in p and len(p) <= 6 for p in plain):
+        return plain
+    short = {"1"} if scientific else {p for p in plain if "e" not in p and len(p) <= 3}
+    return [p if p in short else f"{v:.0e}".replace("e+0", "e").replace("e-0", "e-").replace("e+", "e")
+            for p, v in zip(plain, ticks)]
+
+
+def log_yticks(plt, lo: float, hi: float, scientific: bool = False) -> None:
+    """Ticks for a y axis drawn in log₁₀ over [lo, hi], labelled with the values, not their logs."""
+    ticks = log_ticks(lo, hi)
+    if ticks:
+        plt.yticks([math.log10(v) for v in ticks], tick_labels(ticks, scientific))
 
 
 def _line(plt, xs, ys, colour) -> None:
@@ -142,9 +177,11 @@ class LossPlot(_Plot):
             label = lane.label if len(lane.label) <= room else lane.label[:room - 1] + "…"
             plt.plot(list(lane.x), scale(lane.loss), marker="braille", color=lane_colour(lane.number),
                      label=label if legend else None)
-        fit_axis(plt, scale(drawn), rows if legend else 0, self.content_size.height - 3)
+        limits = fit_axis(plt, scale(drawn), rows if legend else 0, self.content_size.height - 3)
+        if log and limits:
+            log_yticks(plt, *limits)
         _iteration_axis(plt, list(curves.x) + [x for lane in curves.lanes for x in lane.x])
-        title = "log₁₀ loss" if log else "loss"
+        title = "loss (log axis)" if log else "loss"
         subtitle = f"{curves.n} iteration{'s' if curves.n != 1 else ''}"
         if curves.lanes:
             steps = [lane.steps for lane in curves.lanes]
@@ -166,14 +203,15 @@ class LossPlot(_Plot):
         return canvas - rows >= 3 and (rows + 0.5) / (canvas - rows) <= 0.5
 
 
-def fit_axis(plt, values, rows: int, canvas: int) -> None:
+def fit_axis(plt, values, rows: int = 0, canvas: int = 1) -> tuple[float, float] | None:
     """The y axis over the finite values drawn, 4% padding each side; `rows` of legend
-    at the top left are kept clear of the curves."""
+    at the top left are kept clear of the curves. Returns the limits set."""
     finite = [v for v in values if math.isfinite(v)]
     if not finite:
-        return
+        return None
     lo, hi = y_range(finite, rows, canvas)
     plt.ylim(lo, hi)
+    return lo, hi
 
 
 def y_range(finite: list[float], rows: int = 0, canvas: int = 1) -> tuple[float, float]:
@@ -254,7 +292,9 @@ class LinePlot(_Plot):
         if math.isfinite(line.at_one):
             plt.scatter([1.0], scale([line.at_one]), marker="◆", color=PALETTE[1])
         plt.xticks([-0.5, 0, 0.5, 1, 1.5, 2, 2.5, 3], ["-.5", "0", ".5", "1", "1.5", "2", "2.5", "3"])
-        self.border_title = ("log₁₀ " if log else "") + "L(W+t·ΔW)  " + _key(("t=0", PALETTE[2]), ("t=1 step", PALETTE[1]))
+        if log and (limits := fit_axis(plt, scale(loss))):
+            log_yticks(plt, *limits)
+        self.border_title = "L(W+t·ΔW)" + (" (log axis)" if log else "") + "  " + _key(("t=0", PALETTE[2]), ("t=1 step", PALETTE[1]))
         change = line.at_one - line.at_zero
         self.border_subtitle = (f"update {line.step + 1}: {_short(line.at_zero)} → {_short(line.at_one)}"
                                 f" ({'+' if change >= 0 else ''}{_short(change)}) · v: next plot")
