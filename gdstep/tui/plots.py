@@ -192,9 +192,17 @@ class LossPlot(_Plot):
             items = [("session", PALETTE[0])]
             if not legend:                     # no room for the legend in the plot: under it
                 self._below = [(lane.label, lane_colour(lane.number)) for lane in curves.lanes]
+                if not self._below_fits():     # nor under it: the lanes' numbers in the title
+                    items += [(str(lane.number), lane_colour(lane.number)) for lane in curves.lanes]
         self.border_title = title + "  " + _key(*items)
         self.border_subtitle = subtitle
         self.refresh()
+
+    def _below_fits(self) -> bool:
+        """Whether render() has room for the whole legend under the plot."""
+        width, height = self.size
+        lines = len(wrap_key(self._below, width))
+        return height - max(6, height - lines) >= lines
 
     def _legend_fits(self, rows: int) -> bool:
         """Room for plotext's legend over the plot's top left corner: the curves are pushed
