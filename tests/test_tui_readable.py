@@ -143,3 +143,56 @@ async def test_the_landscape_and_the_loss_plot_name_every_lane_at_every_size(siz
         below = loss.render().plain
         for n in range(1, 5):
             assert f"■ {n}" in title or f"■ {n}: " in below, (n, title, below)
+
+
+DEEP = """\
+name = "deep"
+description = "Six linear layers, to crowd the health plot's key."
+seed = 0
+
+[data]
+kind = "xor"
+n = 4
+noise = 0.0
+
+[model]
+layers = [ { linear = 4 }, "tanh", { linear = 4 }, "tanh", { linear = 4 }, "tanh", { linear = 4 }, "tanh",
+           { linear = 4 }, "tanh", { linear = 1 }, "sigmoid" ]
+
+[loss]
+kind = "bce"
+
+[optimizer]
+kind = "sgd"
+lr = 0.5
+
+[training]
+batch_size = "full"
+epochs = 10
+"""
+
+
+async def test_the_health_key_names_the_layers_that_fit_and_counts_the_rest(tmp_path):
+    from rich.text import Text
+
+    from gdstep.tui.health_plot import HealthPlot
+
+    scenario = tmp_path / "deep.toml"
+    scenario.write_text(DEEP)
+    app = make_app(gdstep.open(str(scenario)), timestamps=False)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        await pilot.press("s")
+        await settle(pilot)
+        while app.query_one("#plot-switcher").current != "health-plot":
+            await pilot.press("v")
+            await settle(pilot)
+        plot = app.query_one(HealthPlot)
+        await pilot.pause()
+        title = Text.from_markup(plot.border_title).plain
+        assert title in "\n".join(_screen_lines(app))            # whole on the border
+        named = re.findall(r"layer (\d+)", title)
+        more = re.search(r"\+(\d+) more", title)
+        assert named == [str(k) for k in range(0, 2 * len(named), 2)] and 0 < len(named) < 6
+        assert more and int(more.group(1)) == 6 - len(named)
+        assert plot.border_subtitle.startswith("1 update ·")

@@ -11,7 +11,8 @@ from textual.reactive import reactive
 
 from gdstep.tui.health_data import RULE_OF_THUMB, Health, Histogram
 from gdstep.tui.plot_data import Curves
-from gdstep.tui.plots import PALETTE, _iteration_axis, _key, _line, _log10, _log_scale, _Plot, _short, fit_axis, log_yticks
+from gdstep.tui.plots import (PALETTE, _iteration_axis, _line, _log10, _log_scale, _Plot, _short, fit_axis, fitted_key,
+                              log_yticks)
 
 GRID_MIN = (60, 16)           # the four panels need this many cells (columns, rows)
 TWO_MIN = 14                  # two panels, one above the other, need this many rows
@@ -47,8 +48,9 @@ class HealthPlot(_Plot):
         if grid:
             self._histogram(plt.subplot(2, 1), h.weights if h else None, PALETTE[0], "weights")
             self._histogram(plt.subplot(2, 2), h.grads if h else None, PALETTE[1], h.note if h and h.note else "gradient")
-        self.border_title = "health  " + _key(*[(f"layer {name.split()[0]}", colour) for name, colour in colours.items()])
-        self.border_subtitle = (f"{h.updates} updates · " if h else "") + "v: next plot"
+        self.border_title = fitted_key("health", [(f"layer {name.split()[0]}", colour) for name, colour in colours.items()],
+                                       self.size.width)
+        self.border_subtitle = (f"{h.updates} update{'' if h.updates == 1 else 's'} · " if h else "") + "v: next plot"
         self.refresh()
 
     @staticmethod

@@ -11,7 +11,7 @@ from textual.widget import Widget
 
 from gdstep.tui.descent_data import LandscapePicture
 from gdstep.tui.heatmap import Mark, Scale, colour_bar, picture
-from gdstep.tui.plots import _hex, _short, lane_colour
+from gdstep.tui.plots import _hex, _short, lane_colour, title_fits
 
 PATH_COLOUR = (255, 255, 255)
 NOW_COLOUR = (214, 39, 40)
@@ -83,11 +83,6 @@ class LandscapePlot(Widget):
         marks += (Mark(ls.path, PATH_COLOUR, "•", "◆", NOW_COLOUR),)
         heat = picture(ls.loss, ls.alphas, ls.betas, lines, width, scale, marks)
         return Group(heat, *below)
-
-
-def title_fits(markup: str, width: int) -> bool:
-    """Whether a border title fits whole on a border `width` wide ("╭─ " and " ─╮" around it)."""
-    return Text.from_markup(markup).cell_len + 6 <= width
 
 
 def lane_key(lanes) -> Text:

@@ -108,6 +108,23 @@ def _key(*items: tuple[str, tuple[int, int, int]]) -> str:
     return " ".join(f"[{_hex(rgb)}]■[/] {name}" for name, rgb in items)
 
 
+def title_fits(markup: str, width: int) -> bool:
+    """Whether a border title fits whole on a border `width` wide ("╭─ " and " ─╮" around it)."""
+    return Text.from_markup(markup).cell_len + 6 <= width
+
+
+def fitted_key(title: str, items: list[tuple[str, tuple[int, int, int]]], width: int) -> str:
+    """The title and the key of as many items as fit on a border `width` wide, then "+N more"
+    (all of them while the width is not known yet)."""
+    for n in range(len(items), 0, -1):
+        if width <= 0:
+            return title + "  " + _key(*items)
+        text = title + "  " + _key(*items[:n]) + (f" +{len(items) - n} more" if n < len(items) else "")
+        if title_fits(text, width):
+            return text
+    return title
+
+
 LANE_PALETTE = [PALETTE[k] for k in (1, 2, 4, 6, 5, 7)]      # not blue (the session), not red (now)
 
 
@@ -194,7 +211,7 @@ class LossPlot(_Plot):
                 self._below = [(lane.label, lane_colour(lane.number)) for lane in curves.lanes]
                 if not self._below_fits():     # nor under it: the lanes' numbers in the title
                     items += [(str(lane.number), lane_colour(lane.number)) for lane in curves.lanes]
-        self.border_title = title + "  " + _key(*items)
+        self.border_title = fitted_key(title, items, self.size.width)
         self.border_subtitle = subtitle
         self.refresh()
 
