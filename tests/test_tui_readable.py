@@ -196,3 +196,19 @@ async def test_the_health_key_names_the_layers_that_fit_and_counts_the_rest(tmp_
         assert named == [str(k) for k in range(0, 2 * len(named), 2)] and 0 < len(named) < 6
         assert more and int(more.group(1)) == 6 - len(named)
         assert plot.border_subtitle.startswith("1 update ·")
+
+
+async def test_a_linear_loss_axis_has_no_negative_ticks():
+    from gdstep.tui.plots import LossPlot
+
+    session = gdstep.open("xor")
+    app = make_app(session, timestamps=False)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        await command(pilot, "run max 60")                  # the loss falls from 0.83 to under 0.01
+        await settle(pilot)
+        plot = app.query_one(LossPlot)
+        ticks = [v for _, v in _y_ticks(plot.render().plain.split("\n"))]
+        losses = list(session.history.losses)
+        assert "log" not in plot.border_title and min(losses) < 0.02
+        assert len(ticks) >= 3 and min(ticks) >= 0 and min(ticks) <= min(losses) and max(ticks) >= 0.9 * max(losses)

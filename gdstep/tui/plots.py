@@ -194,7 +194,7 @@ class LossPlot(_Plot):
             label = lane.label if len(lane.label) <= room else lane.label[:room - 1] + "…"
             plt.plot(list(lane.x), scale(lane.loss), marker="braille", color=lane_colour(lane.number),
                      label=label if legend else None)
-        limits = fit_axis(plt, scale(drawn), rows if legend else 0, self.content_size.height - 3)
+        limits = fit_axis(plt, scale(drawn), rows if legend else 0, self.content_size.height - 3, None if log else 0.0)
         if log and limits:
             log_yticks(plt, *limits)
         _iteration_axis(plt, list(curves.x) + [x for lane in curves.lanes for x in lane.x])
@@ -228,13 +228,16 @@ class LossPlot(_Plot):
         return canvas - rows >= 3 and (rows + 0.5) / (canvas - rows) <= 0.5
 
 
-def fit_axis(plt, values, rows: int = 0, canvas: int = 1) -> tuple[float, float] | None:
-    """The y axis over the finite values drawn, 4% padding each side; `rows` of legend
-    at the top left are kept clear of the curves. Returns the limits set."""
+def fit_axis(plt, values, rows: int = 0, canvas: int = 1, floor: float | None = None) -> tuple[float, float] | None:
+    """The y axis over the finite values drawn, 4% padding each side, not below `floor` when
+    no value is (a loss axis has no negative ticks); `rows` of legend at the top left are kept
+    clear of the curves. Returns the limits set."""
     finite = [v for v in values if math.isfinite(v)]
     if not finite:
         return None
     lo, hi = y_range(finite, rows, canvas)
+    if floor is not None and min(finite) >= floor:
+        lo = max(lo, floor)
     plt.ylim(lo, hi)
     return lo, hi
 
