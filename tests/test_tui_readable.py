@@ -212,3 +212,26 @@ async def test_a_linear_loss_axis_has_no_negative_ticks():
         losses = list(session.history.losses)
         assert "log" not in plot.border_title and min(losses) < 0.02
         assert len(ticks) >= 3 and min(ticks) >= 0 and min(ticks) <= min(losses) and max(ticks) >= 0.9 * max(losses)
+
+
+@pytest.mark.parametrize("sizes", [[(120, 36), (80, 24)], [(80, 24), (200, 50), (100, 30)]])
+async def test_the_event_log_rewraps_when_the_terminal_changes_size(sizes):
+    from gdstep.tui.event_log import EventLog
+
+    app = make_lesson_app(gdstep.open("linear"), parse_script('say "hi"\nstep 1\n'), "lesson", timestamps=False)
+    async with app.run_test(size=sizes[0]) as pilot:
+        await settle(pilot)
+        log = app.query_one(EventLog)
+        message = log.messages[0][1]                  # the scenario's description, longer than a line at 80
+        assert len(message) > 80
+        for size in sizes[1:]:
+            await pilot.resize_terminal(*size)
+            await settle(pilot)
+            await pilot.pause()
+            # wrapped to the new width: no sideways scrollbar (one line high, it hid the text)
+            assert not log.show_horizontal_scrollbar
+            assert log.virtual_size.width <= log.scrollable_content_region.width
+            text = " ".join(line.text.strip() for line in log.lines)
+            assert message in " ".join(text.split())
+            last = log.lines[-1].text.strip()
+            assert last and last in "\n".join(_screen_lines(app)), last      # the log's last line is on screen
