@@ -235,3 +235,31 @@ async def test_the_event_log_rewraps_when_the_terminal_changes_size(sizes):
             assert message in " ".join(text.split())
             last = log.lines[-1].text.strip()
             assert last and last in "\n".join(_screen_lines(app)), last      # the log's last line is on screen
+
+
+@pytest.mark.parametrize("width", [100, 120, 200])
+async def test_the_whole_tensor_statistics_fit_their_line(width):
+    from gdstep.tui.tensor_view import TensorView
+
+    session = gdstep.open("spiral")                      # 0.weight is 32×2: windowed, so its statistics show
+    app = make_app(session, timestamps=False)
+    async with app.run_test(size=(width, 36)) as pilot:
+        await settle(pilot)
+        await pilot.press("s", "s")
+        await settle(pilot)
+        before = np.array(session.params["0.weight"])    # W_old of the next update
+        await pilot.press("s")
+        await settle(pilot)
+        view = app.query_one(TensorView)
+        lines = view.render().plain.split("\n")
+        assert all(len(line) <= view.content_size.width for line in lines), (view.content_size.width, lines)
+        header = next(k for k, line in enumerate(lines) if line.startswith("whole"))
+        names = lines[header].split()[1:]
+        assert {"min", "max"} <= set(names) and (width < 120 or names == ["mean", "std", "min", "max", "norm"])
+        row = lines[header + 1].split()
+        assert row[0] == "W_old" and len(row) == 1 + len(names)
+        values = dict(zip(names, map(float, row[1:])))
+        assert values["min"] == pytest.approx(before.min(), abs=1e-4)
+        assert values["max"] == pytest.approx(before.max(), abs=1e-4)
+        if "mean" in values:
+            assert values["mean"] == pytest.approx(before.mean(), abs=1e-4)
