@@ -68,15 +68,18 @@ class LandscapePlot(Widget):
         def rows(texts) -> int:
             return sum(1 if t.no_wrap else -(-len(t.plain) // width) for t in texts)
 
-        # Room for the heatmap first (6 lines at least): then the lanes' key (their settings,
-        # else only their numbers: "lanes ◆1 ◆2 ◆3"), then notes in full.
+        # Room for the heatmap first (6 lines at least), then the lanes' key (their settings,
+        # else only their numbers: "lanes ◆1 ◆2 ◆3"), then notes: in full, else cut, else
+        # left out while lanes need their key; the key too where the heatmap would have 3 lines.
         if height - rows(axes + [bar] + notes + legends) < MIN_LINES:
             legends = [lane_key(p.lanes)] if p.lanes and not self.lanes_in_title else []
-        if height - rows(axes + [bar] + legends) - len(notes) < MIN_LINES:
-            legends = []
         if height - rows(axes + [bar] + legends + notes) < MIN_LINES:
             for note in notes:
                 note.no_wrap, note.overflow = True, "ellipsis"
+        while legends and notes and height - rows(axes + [bar] + legends + notes) < MIN_LINES:
+            notes.pop()
+        if height - rows(axes + [bar] + legends + notes) < 3:
+            legends = []
         below = axes + [bar] + legends + notes
         lines = max(2, height - rows(below))
         marks = tuple(Mark(lane.points, lane_colour(lane.number), "·", "◆") for lane in p.lanes)

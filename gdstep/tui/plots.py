@@ -151,7 +151,7 @@ class LossPlot(_Plot):
         if not self._below:
             return super().render()
         width, height = self.size
-        lines = wrap_key(self._below, width)
+        lines = self._below_lines()
         keep = max(6, height - len(lines))
         self._plot.plotsize(width, keep)
         self._plot._set_size(width, keep)
@@ -215,10 +215,19 @@ class LossPlot(_Plot):
         self.border_subtitle = subtitle
         self.refresh()
 
-    def _below_fits(self) -> bool:
-        """Whether render() has room for the whole legend under the plot."""
+    def _below_lines(self) -> list[Text]:
+        """The legend under the plot: each lane's settings where they all fit with 6 lines
+        of plot, else only the lanes' numbers ("■ 1  ■ 2 …", the settings are in the log)."""
         width, height = self.size
-        lines = len(wrap_key(self._below, width))
+        full = wrap_key(self._below, width)
+        if len(full) <= height - 6:
+            return full
+        return wrap_key([(name.split(":")[0], rgb) for name, rgb in self._below], width)
+
+    def _below_fits(self) -> bool:
+        """Whether render() has room for the whole legend under the plot (the numbers at least)."""
+        width, height = self.size
+        lines = len(self._below_lines())
         return height - max(6, height - lines) >= lines
 
     def _legend_fits(self, rows: int) -> bool:
