@@ -268,3 +268,11 @@ async def test_the_whole_tensor_statistics_fit_their_line(width):
         assert values["max"] == pytest.approx(before.max(), abs=1e-4)
         if "mean" in values:
             assert values["mean"] == pytest.approx(before.mean(), abs=1e-4)
+
+
+def test_a_histogram_of_equal_values_is_labelled_once():
+    from gdstep.tui.health_plot import range_ticks
+
+    assert range_ticks(-2.0, 4.0) == ([-2.0, 1.0, 4.0], ["-2", "1", "4"])
+    ticks, labels = range_ticks(0.5 - 1e-9, 0.5 + 1e-9)          # two weights both 0.5 (lesson 7)
+    assert labels == ["0.5"] and ticks == [pytest.approx(0.5)]

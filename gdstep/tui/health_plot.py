@@ -91,9 +91,18 @@ class HealthPlot(_Plot):
             return
         centres = ((hist.edges[:-1] + hist.edges[1:]) / 2).tolist()
         plt.bar(centres, hist.counts.tolist(), color=colour, width=0.9)
-        lo, hi = float(hist.edges[0]), float(hist.edges[-1])
-        plt.xticks([lo, (lo + hi) / 2, hi], [_short(lo), _short((lo + hi) / 2), _short(hi)])
+        plt.xticks(*range_ticks(float(hist.edges[0]), float(hist.edges[-1])))
         top = int(hist.counts.max())
         ticks = sorted({0, top // 2, top})
         plt.yticks(ticks, [str(t) for t in ticks])
         plt.title(hist.label)
+
+
+def range_ticks(lo: float, hi: float) -> tuple[list[float], list[str]]:
+    """Ticks at both ends and the middle of [lo, hi]; only the middle one where their labels
+    would read alike (values all equal but for the last digits: "0.5 0.5 0.5")."""
+    ticks = [lo, (lo + hi) / 2, hi]
+    labels = [_short(v) for v in ticks]
+    if len(set(labels)) < 3:
+        return [ticks[1]], [labels[1]]
+    return ticks, labels
