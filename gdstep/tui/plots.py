@@ -116,9 +116,9 @@ def title_fits(markup: str, width: int) -> bool:
 def fitted_key(title: str, items: list[tuple[str, tuple[int, int, int]]], width: int) -> str:
     """The title and the key of as many items as fit on a border `width` wide, then "+N more"
     (all of them while the width is not known yet)."""
+    if width <= 0:
+        return title + "  " + _key(*items)
     for n in range(len(items), 0, -1):
-        if width <= 0:
-            return title + "  " + _key(*items)
         text = title + "  " + _key(*items[:n]) + (f" +{len(items) - n} more" if n < len(items) else "")
         if title_fits(text, width):
             return text
