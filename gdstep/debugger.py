@@ -115,6 +115,7 @@ class Debugger(Watching):
         self._nonfinite_step = -1
         self._lean_now = False            # this watched iteration keeps lean records (watching.py)
         self._raise_later: BreakpointHit | None = None   # watch mode: raised once the loop's state is whole
+        self._unfinished = False          # dbg.step raised BreakpointHit mid-way through an iteration
         self.lean_watch = True            # False: watch mode keeps full records every iteration
         global _current
         _current = self
@@ -152,12 +153,13 @@ class Debugger(Watching):
             return self.ranks.step(self, s)
         result = s.step(1)
         if result.reason in ("breakpoint", "nonfinite"):
-            try:
-                if s.breakpoints.breaks_on(result.reason):
+            if s.breakpoints.breaks_on(result.reason):
+                try:
                     self._break(result.message, settle=self._finish_iteration)
-            finally:        # on_break="raise" too: the iteration is finished as the loop would have it
-                self._finish_iteration()
-                self._loop_step = s.step_count
+                except BreakpointHit:      # the session stands at the break for the loop's handler;
+                    self._unfinished = True  # the next dbg.step finishes the iteration first
+                    raise
+            self._finish_iteration()
         self._loop_step = s.step_count
         return s.loss_value
 
@@ -169,6 +171,10 @@ class Debugger(Watching):
                               "them itself and calls dbg.watch(loss, y) before each optimizer's step()")
         self._mode = "step"
         s = self.session or self._session(b.trial(x, args, kwargs))
+        if self._unfinished:       # on_break="raise" left an iteration at its break: as the loop would have
+            self._unfinished = False
+            self._finish_iteration()
+            self._loop_step += 1
         self._resync()
         self._sync_groups()
         b.add_batch(s.step_count, x, y, args, kwargs)

@@ -1,7 +1,7 @@
 """on_break="raise" in a loop that catches gdstep.BreakpointHit and goes on: the loop trains
-exactly as a bare loop with the same batches (gdstep finishes the iteration as the loop would
-have, in dbg.step; in watch mode it raises once the iteration is recorded), and every later
-breakpoint fires once, on its own iteration."""
+exactly as a bare loop with the same batches (dbg.step raises with the session at the break and
+finishes that iteration, as the loop would have, at the next dbg.step; in watch mode it raises
+once the iteration is recorded), and every later breakpoint fires once, on its own iteration."""
 
 from __future__ import annotations
 
@@ -54,6 +54,8 @@ def test_a_loop_that_catches_breakpointhit_goes_on_as_the_bare_loop(mode):
                 opt.step()            # the update's breakpoint is raised from here, after the step
         except gdstep.BreakpointHit as hit:
             caught.append((i, hit.message, hit.session is dbg.session))
+            if mode == "step":             # the session stands at the break, for the handler to look at
+                assert hit.session.step_count == 3 if i == 2 else 7
     dbg.close()
     assert [(i, same) for i, _, same in caught] == [(2, True), (6, True)]
     assert "step == 3" in caught[0][1] and "step == 7" in caught[1][1]
@@ -78,5 +80,7 @@ def test_a_nonfinite_forward_raised_in_dbg_step_is_finished_as_the_loop_would_ha
         except gdstep.BreakpointHit:
             hits.append(i)
     dbg.close()
-    assert hits[0] == 4 and dbg.session.step_count == len(batches)
+    # from the NaN batch on every iteration breaks; each is finished by the next dbg.step,
+    # the last one (no dbg.step after it) stays at its break
+    assert hits == list(range(4, len(batches))) and dbg.session.step_count == len(batches) - 1
     assert not torch.isfinite(model[0].weight).all()
