@@ -83,6 +83,9 @@ class Session(RunLoop, Rewind, SessionValues, Forks, SessionSettings):
         self._checkpoint_at, self._checkpoint_step = 0.0, 0
         self._settings = SettingsLog()
         self._history = HistoryArrays(tuple(n for n in backend.param_shapes if n in backend.trainable))
+        # numpy: the lean update gives its ‖ΔW‖², ‖W_old‖² itself, in its flat order (the history's)
+        fused = getattr(backend, "update_lean_norms", None)
+        self._update_norms_lean = fused if getattr(backend, "flat_names", None) == self._history.norm_names else None
         self._timeline = Timeline(backend.checkpoint_nbytes, budget=history_budget)
         self._timeline.save(self._checkpoint())
         self._phase_fns = (self._forward, self._loss, self._backward, self._update)
