@@ -38,6 +38,7 @@ from gdstep.history import HistoryArrays
 from gdstep.nn.layers import keeps_finite
 from gdstep.records import LEAN_NONFINITE, PHASES, BackwardRecord, Cursor, Event, ForwardRecord, LossRecord, NonFinite, UpdateRecord
 from gdstep.rewind import Rewind
+from gdstep.run_lean import FusedPhases
 from gdstep.run_loop import RunLoop
 from gdstep.settings import SettingsLog
 from gdstep.session_settings import SessionSettings
@@ -48,7 +49,7 @@ from gdstep.timeline import Checkpoint, Timeline
 CHECKPOINT_SECONDS = 0.05
 
 
-class Session(RunLoop, Rewind, SessionValues, Forks, SessionSettings):
+class Session(RunLoop, FusedPhases, Rewind, SessionValues, Forks, SessionSettings):
     def __init__(self, scenario, backend, history_budget: int = 64 * 2**20, attached: bool = False):
         self.scenario = scenario
         self.backend = backend
@@ -86,6 +87,9 @@ class Session(RunLoop, Rewind, SessionValues, Forks, SessionSettings):
         # numpy: the lean update gives its ‖ΔW‖², ‖W_old‖² itself, in its flat order (the history's)
         fused = getattr(backend, "update_lean_norms", None)
         self._update_norms_lean = fused if getattr(backend, "flat_names", None) == self._history.norm_names else None
+        # numpy: a run's forward, loss and backward in one call (gdstep.run_lean)
+        self._fused_lean = self._update_norms_lean is not None and hasattr(backend, "forward_backward_lean") \
+            and not attached
         self._timeline = Timeline(backend.checkpoint_nbytes, budget=history_budget)
         self._timeline.save(self._checkpoint())
         self._phase_fns = (self._forward, self._loss, self._backward, self._update)

@@ -143,6 +143,26 @@ class NumpyBackend:
         self._flat_grad = (grads, flat_grad)
         return grad_output, deltas, grads
 
+    def forward_backward_lean(self, x, y, checked: Sequence[int]) -> tuple:
+        """Forward, loss and backward of a run's iteration in one call (gdstep.run_lean):
+        (outputs, per-sample losses, the loss, the gradients, their squared norms in the flat
+        order, whether the `checked` outputs are finite). The same numbers as the phases one
+        by one; nothing is frozen (the Session recomputes what a reader asks for)."""
+        outputs = self.model.forward(self._params, x)
+        sq = 0.0
+        for i in checked:
+            z = outputs[i].reshape(-1)
+            sq += float(z.dot(z))
+        forward_ok = math.isfinite(sq) or arrays.all_finite([outputs[i] for i in checked])
+        per_sample, value = self.loss_fn.forward(outputs[-1], y)
+        grads = self.backward_lean(x, outputs, y)
+        flat = self._flat_grad[1]
+        squares = []
+        for span in self._layout.slices:
+            g = flat[span]
+            squares.append(float(g.dot(g)))
+        return outputs, per_sample, value, grads, squares, forward_ok
+
     def backward_lean(self, x, outputs, y) -> dict[str, np.ndarray]:
         """The gradients of `backward` without δ (a run's lean backward): the same numbers,
         with fewer arrays made and kept."""
