@@ -13,7 +13,8 @@ pause on any non-finite value, keeping the state from before the phase that made
 
 Records on demand: a run computes only what it needs to decide whether to stop (the loss,
 the gradient norms, one fused finiteness check per phase, and what its conditions read),
-so its records are *lean* (the update's before/after values, torch's δ, are left out). The
+so its records are *lean* (the update's before/after values and δ are left out; on numpy,
+forward, loss and backward are one backend call, `gdstep.run_lean`). The
 first read of a record after such a run recomputes the iteration from the nearest checkpoint
 with full records (`_materialise`): rewinds are exact to the bit, so the records are the
 ones phase-by-phase stepping would have built. Phase-by-phase stepping builds full records.
