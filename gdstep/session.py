@@ -85,9 +85,9 @@ class Session(RunLoop, FusedPhases, Rewind, SessionValues, Forks, SessionSetting
         self._checkpoint_at, self._checkpoint_step = 0.0, 0
         self._settings = SettingsLog()
         self._history = HistoryArrays(tuple(n for n in backend.param_shapes if n in backend.trainable))
-        # numpy: the lean update gives its ‖ΔW‖², ‖W_old‖² itself, in its flat order (the history's)
+        # the lean update gives its ‖ΔW‖², ‖W_old‖² itself, in the history's order (numpy, torch)
         fused = getattr(backend, "update_lean_norms", None)
-        self._update_norms_lean = fused if getattr(backend, "flat_names", None) == self._history.norm_names else None
+        self._update_norms_lean = fused if getattr(backend, "lean_norm_names", None) == self._history.norm_names else None
         # numpy: a run's forward, loss and backward in one call (gdstep.run_lean)
         self._fused_lean = self._update_norms_lean is not None and hasattr(backend, "forward_backward_lean") \
             and not attached

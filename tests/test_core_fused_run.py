@@ -180,3 +180,49 @@ def test_the_in_place_mask_equals_where_bit_for_bit(dtype):
     read_only.setflags(write=False)                  # not the caller's to overwrite: a new array
     out = mask_in_place(read_only, x > 0)
     assert out is not read_only and out.tobytes() == want.tobytes()
+
+
+TORCH_SCENARIO = SCENARIO.replace('{{ linear = 5 }}, "gelu", {{ linear = 5 }}, "elu", {{ linear = 5 }}, "softplus", '
+                                  '{{ linear = 5 }}, "sigmoid",\n           {{ linear = 5 }}, "identity", ', "")
+
+
+@pytest.mark.parametrize("deferred", [False, True])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("kind", sorted(ALL_ON))
+def test_a_torch_run_keeps_the_update_norms_of_stepping_bit_for_bit(kind, dtype, deferred):
+    """The torch backend's lean update: W_old copied into kept buffers, its finiteness from
+    the update's norms; the history equals that of stepping, which takes the norms from
+    its full records."""
+    pytest.importorskip("torch")
+    lines = "\n".join(f"{k} = {_toml(v)}" for k, v in ALL_ON[kind].items())
+    sc = parse_scenario(TORCH_SCENARIO.format(dtype=dtype, kind=kind, args=lines, frozen=""))
+    run, stepped = (gdstep.open(sc, backend="torch", dtype=dtype) for _ in range(2))
+    run._defer = deferred
+    calls = []
+    fused = run._update_norms_lean
+    assert fused is not None
+    run._update_norms_lean = lambda *a, **k: (calls.append(1), fused(*a, **k))[1]
+    assert run.run(max_steps=11).reason == "max_steps" and len(calls) == 11
+    for _ in range(11 * 4):
+        stepped.next_phase()
+    ha, hb = run.history, stepped.history
+    assert bits(np.array(ha.losses)) == bits(np.array(hb.losses))
+    assert bits(ha.update_norms.matrix()) == bits(hb.update_norms.matrix())
+    for name, p in stepped.params.items():
+        assert bits(run.params[name]) == bits(p), name
+
+
+@pytest.mark.parametrize("deferred", [False, True])
+def test_a_torch_update_that_overflows_pauses_with_the_culprit_of_stepping(deferred):
+    pytest.importorskip("torch")
+    sc = parse_scenario(TORCH_SCENARIO.format(dtype="float32", kind="sgd", args="lr = 1e30", frozen=""))
+    run, ref = (gdstep.open(sc, backend="torch", dtype="float32") for _ in range(2))
+    run._defer = deferred
+    result = run.run(max_steps=50)
+    assert result.reason == "nonfinite"
+    events = len(ref.events)
+    while not [e for e in ref.events[events:] if e.kind == "nonfinite"]:
+        ref.next_phase()
+    bad = [e for e in ref.events[events:] if e.kind == "nonfinite"][0]
+    ref.back()
+    assert str(result.nonfinite) in bad.message and run.cursor == ref.cursor

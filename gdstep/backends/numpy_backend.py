@@ -105,8 +105,8 @@ class NumpyBackend:
         return NumpyBackend(problem or self.problem, self.dtype)
 
     @property
-    def flat_names(self) -> tuple[str, ...]:
-        """The trainable parameters in the order of the flat vectors."""
+    def lean_norm_names(self) -> tuple[str, ...]:
+        """The parameters `update_lean_norms` gives norms of, in its order (the flat vectors')."""
         return self._layout.names
 
     def _init_state(self, optimizer) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
@@ -234,7 +234,8 @@ class NumpyBackend:
         return arrays.all_finite_paired([flat, *(v for k, v in flat_state.items()
                                                  if isinstance(v, np.ndarray) and (guarded is None or k in guarded))])
 
-    def update_lean_norms(self, grads: Mapping[str, np.ndarray], check: bool = True) -> tuple[bool, list[float]]:
+    def update_lean_norms(self, grads: Mapping[str, np.ndarray], check: bool = True,
+                          defer: bool = False) -> tuple[bool, list[float]]:
         """`update_lean`, and the update's [‖ΔW‖² of each parameter…, ‖W_old‖² of each…] in
         the layout's order (`update_norms.after`'s values, bit for bit: ΔW = W_new − W_old
         over the flat vectors is the same elementwise subtraction, and each dot product reads

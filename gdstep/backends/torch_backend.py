@@ -5,9 +5,12 @@ numpy engine to ~1e-12)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from gdstep.backends.numpy_backend import layer_infos
+from gdstep.backends.torch_lean import finite_flag, fused_finite
 from gdstep.backends.torch_loss import ScenarioLoss
 from gdstep.backends.torch_module import ModuleBackend
 from gdstep.backends.torch_optim import build
@@ -52,3 +55,50 @@ class TorchBackend(ModuleBackend):
         """A new backend of this kind at the start of the same prepared problem (or of
         `problem`, another start for the same data)."""
         return TorchBackend(problem or self.problem, device=self.device, dtype=self.dtype)
+
+    # -- a run's update (records on demand) --------------------------------------------------------
+
+    @property
+    def lean_norm_names(self) -> tuple[str, ...]:
+        """The parameters `update_lean_norms` gives norms of, in its order."""
+        return tuple(name for name, _ in self._train)
+
+    def update_lean_norms(self, grads, check: bool = True, defer: bool = False):
+        """`update_lean`, and the update's [‖ΔW‖² of each parameter…, ‖W_old‖² of each…] as one
+        tensor (`update_norms.before`/`after`'s values, bit for bit: the same norms of the same
+        numbers), with W_old copied into buffers kept from one update to the next rather than
+        cloned. Whether the update is finite comes with them: ΔW and W_old finite make W_new
+        finite, so one fused norm of the guarded optimizer state adds to their sum, and one
+        number says it (read now on the CPU; with `defer`, left on the device)."""
+        torch = self._torch
+        params = self._train_params
+        bufs = self._old_param_buffers(params)
+        with torch.no_grad():
+            torch._foreach_copy_(bufs, params)
+            weight = torch._foreach_norm(bufs)
+            self.update_lean(grads, check=False)
+            torch._foreach_sub_(bufs, params)                       # W_old − W_new = −ΔW
+            norms = torch.stack(list(torch._foreach_norm(bufs)) + list(weight)).double()
+            sq = norms * norms
+            if not check:
+                return True, sq
+            if len(grads) != len(params):        # a parameter without a gradient: the update's own test
+                tensors = self._updated_tensors(grads)
+                return (finite_flag(torch, tensors) if defer else fused_finite(torch, tensors)), sq
+            changed = {id(p) for p in params}
+            guarded = [t for t in self._updated_tensors(grads) if id(t) not in changed]
+            flag = norms.sum()
+            if guarded:
+                flag = flag + finite_flag(torch, guarded).double()
+            if defer:
+                return flag, sq
+            if math.isfinite(flag.item()):
+                return True, sq
+            return all(bool(torch.isfinite(t).all().item()) for t in params + guarded), sq
+
+    def _old_param_buffers(self, params: list) -> list:
+        """Tensors shaped as the parameters, for their values before an update (made once)."""
+        kept = getattr(self, "_old_params", None)
+        if kept is None:                     # the parameters stay the same tensors: a restore copies into them
+            kept = self._old_params = [self._torch.empty_like(p, requires_grad=False) for p in params]
+        return kept
