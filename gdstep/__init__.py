@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from gdstep.errors import GdstepError, ScenarioError
+from gdstep.errors import BreakpointHit, GdstepError, ScenarioError
 from gdstep.scenario import Scenario, load_scenario
 from gdstep.session import Session
 
@@ -77,5 +77,5 @@ def set_trace(**kw) -> None:
     return _set_trace(**kw)
 
 
-__all__ = ["GdstepError", "Scenario", "ScenarioError", "Session", "attach", "compare_backends", "load_scenario",
+__all__ = ["BreakpointHit", "GdstepError", "Scenario", "ScenarioError", "Session", "attach", "compare_backends", "load_scenario",
            "make_backend", "open", "set_trace"]

@@ -39,18 +39,10 @@ from types import MappingProxyType
 from typing import Any, Callable, Sequence
 
 from gdstep.conditions import parse_condition
-from gdstep.errors import GdstepError
+from gdstep.errors import BreakpointHit, GdstepError
 from gdstep.watching import Watching
 
 _current: "Debugger | None" = None
-
-
-class BreakpointHit(Exception):
-    """Raised by `dbg.step` when on_break="raise" and a breakpoint fires."""
-
-    def __init__(self, message: str, session):
-        super().__init__(message)
-        self.message, self.session = message, session
 
 
 def interactive() -> bool:
@@ -122,6 +114,7 @@ class Debugger(Watching):
         self._handling = False
         self._nonfinite_step = -1
         self._lean_now = False            # this watched iteration keeps lean records (watching.py)
+        self._raise_later: BreakpointHit | None = None   # watch mode: raised once the loop's state is whole
         self.lean_watch = True            # False: watch mode keeps full records every iteration
         global _current
         _current = self
@@ -159,9 +152,12 @@ class Debugger(Watching):
             return self.ranks.step(self, s)
         result = s.step(1)
         if result.reason in ("breakpoint", "nonfinite"):
-            if s.breakpoints.breaks_on(result.reason):
-                self._break(result.message, settle=self._finish_iteration)
-            self._finish_iteration()
+            try:
+                if s.breakpoints.breaks_on(result.reason):
+                    self._break(result.message, settle=self._finish_iteration)
+            finally:        # on_break="raise" too: the iteration is finished as the loop would have it
+                self._finish_iteration()
+                self._loop_step = s.step_count
         self._loop_step = s.step_count
         return s.loss_value
 

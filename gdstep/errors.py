@@ -98,3 +98,13 @@ class PhaseOrderError(GdstepError):
 
 class BackendError(GdstepError):
     """A backend or device that is not available here (torch missing, no CUDA)."""
+
+
+class BreakpointHit(Exception):
+    """Raised in attach mode when on_break="raise" and a breakpoint fires: by `dbg.step`, or
+    in watch mode by `dbg.watch` or by the optimizer's `step()` (whose update it checks).
+    `session` is the attached Session, standing where the breakpoint fired."""
+
+    def __init__(self, message: str, session):
+        super().__init__(message)
+        self.message, self.session = message, session

@@ -6,7 +6,9 @@ arrays of over 128 KiB come from fresh memory each time (mmap, or a heap trimmed
 free), so each step faults every page of them in again: at about 3 µs a 4 KiB page, that is
 a fifth of a step of a 26k-parameter float64 MLP. Raising the thresholds once per process
 keeps freed memory in the heap for the next step, as a long-running training process wants.
-Not on other C libraries, nor where the user set the thresholds (MALLOC_*_ variables).
+Attach mode sets them too: the references its records hold for a while change the order in
+which a torch loop frees and allocates its tensors, and with the defaults each step then
+faults its activations in afresh. Not on other C libraries, nor where the user set the thresholds (MALLOC_*_ variables).
 """
 
 from __future__ import annotations

@@ -32,7 +32,11 @@ class HistoryArrays:
         self._pending: list[Any] = []         # update norms still on the device
 
     def add_update_norms(self, values: Any) -> None:
-        """One update's [‖ΔW‖²…, ‖W_old‖²…] (floats, or a device tensor read back later)."""
+        """One update's [‖ΔW‖²…, ‖W_old‖²…] (floats, or a device tensor read back later),
+        or None for an update a run did not measure (NaN throughout its row)."""
+        if values is None and not self._pending:
+            self.update_sq.extend([math.nan] * (2 * len(self.norm_names)))
+            return
         if isinstance(values, list):
             self._flush()                     # after any still on the device, in order
             self.update_sq.extend(values)
@@ -44,7 +48,7 @@ class HistoryArrays:
     def _flush(self) -> None:
         if self._pending:
             pending, self._pending = self._pending, []
-            self.update_sq.extend(update_norms.to_floats(pending))
+            self.update_sq.extend(update_norms.to_floats(pending, 2 * len(self.norm_names)))
 
     def extend_from(self, other: "HistoryArrays", steps: int) -> None:
         """Append the first `steps` iterations of another session's history (a fork's start)."""
@@ -143,9 +147,11 @@ class UpdateNorms:
         return delta, weight
 
     def ratio_series(self, names: Sequence[str]) -> list[float]:
-        """‖ΔW‖/‖W_old‖ over these parameters at each update (as UpdateRecord.update_ratio)."""
+        """‖ΔW‖/‖W_old‖ over these parameters at each update (as UpdateRecord.update_ratio);
+        NaN at an update a run did not measure."""
         delta, weight = self.series(names)
-        return [math.sqrt(d / w) if w > 0 else (math.inf if d > 0 else 0.0) for d, w in zip(delta, weight)]
+        return [math.sqrt(d / w) if w > 0 else (math.inf if d > 0 else d if math.isnan(d) else 0.0)
+                for d, w in zip(delta, weight)]
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,7 @@ class RunLoop:
         # a condition reads it (update_ratio).
         self._lean_update = self._can_skip_update_record(until, stop_when)
         self._lean = True
+        self._run_start = self._step
         self._checkpoint_at, self._checkpoint_step = time.thread_time(), self._step
         try:
             return self._run_phases(done, until, stop_when, epoch_limit, done_reason, on_phase)

@@ -77,6 +77,7 @@ class Session(RunLoop, FusedPhases, Rewind, SessionValues, Forks, SessionSetting
         self._defer = getattr(backend, "defer_checks", False)
         self._flags: list[tuple[int, Any]] = []
         self._norms_before: Any = None    # watch mode: update_norms.before, taken before the loop's step
+        self._run_start = 0               # the step the current run began at (update_norms.measured)
         self._bad_at: int | None = None
         # attach mode keeps the batches of its last few iterations: a checkpoint at least that often
         self._lean_gap = getattr(backend, "keep", 2**62)

@@ -1,20 +1,35 @@
 """‖ΔW‖² and ‖W‖² of each trainable parameter at every update: the history behind the
 per-layer health plot (‖ΔW‖/‖W‖ per layer over time).
 
-An update with full records has W_old and W_new in its record (`of_record`). A lean update
-keeps neither, so the parameters are taken before it (`before`: the arrays themselves on
-numpy, where an update makes new arrays; one copy on torch, whose update is in place) and
-compared after it (`after`): two reductions a parameter. On torch the result stays on the
-device (one tensor an update) until the history is read, so a run adds no host read.
+An update with full records has W_old and W_new in its record (`of_record`): every update
+stepped phase by phase is measured. A lean update (a run's, records on demand) keeps
+neither, so the parameters are taken before it (`before`: the arrays themselves on numpy,
+where an update makes new arrays; one copy on torch, whose update is in place) and compared
+after it (`after`): a copy, a subtraction and two reductions a parameter, which on a large
+torch model cost a tenth of the bare step. A run so measures the first `EVERY` updates it
+makes, then every `EVERY`-th (`measured`; attach mode, whose loop asks for one iteration at
+a time, every `EVERY`-th only); the others are NaN in the history (the health plot draws
+the measured ones and says so). Stepping iteration by iteration measures every update. On torch the result stays on the device (one tensor an update) until the
+history is read, so a run adds no host read.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from gdstep import arrays
+
+
+EVERY = 10       # a long run measures the update of iterations 1, 11, 21, … (step 0, 10, 20, …)
+
+
+def measured(step: int, into_run: int | None) -> bool:
+    """Whether a lean update of iteration `step` (0-based), `into_run` updates after its run
+    began (None: attach mode, which counts no runs), measures its norms."""
+    return step % EVERY == 0 or (into_run is not None and into_run < EVERY)
 
 
 def before(params: Mapping[str, Any], names: Sequence[str]) -> tuple[list, Any]:
@@ -66,12 +81,15 @@ def _squares(olds: list[np.ndarray], news: list[np.ndarray]) -> list[float]:
     return deltas + weights
 
 
-def to_floats(pending: list) -> list[float]:
-    """Values `after`/`of_record` returned, flattened to floats, reading device tensors back
-    in one transfer."""
-    if not pending:
-        return []
-    if arrays.is_torch(pending[0]):
+def to_floats(pending: list, width: int) -> list[float]:
+    """Values `after`/`of_record` returned (None: an update not measured, `width` NaNs),
+    flattened to floats, reading device tensors back in one transfer."""
+    tensors = [v for v in pending if v is not None and arrays.is_torch(v)]
+    read = iter([])
+    if tensors:
         import torch
-        return torch.stack(pending).cpu().ravel().tolist()
-    return [v for row in pending for v in row]
+        read = iter(torch.stack(tensors).cpu().tolist())
+    out: list[float] = []
+    for v in pending:
+        out.extend([math.nan] * width if v is None else next(read) if arrays.is_torch(v) else v)
+    return out

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 
 from gdstep import update_norms
-from gdstep.errors import GdstepError
+from gdstep.errors import BreakpointHit, GdstepError
 from gdstep.records import LEAN_NONFINITE
 
 OBSERVED = ("forward", "loss", "backward")    # the phases watch() receives at once
@@ -49,7 +49,15 @@ class Watching:
             if self._advance(phase):
                 break
         b.new_iteration()
+        self._raise_pending()
         return s.loss_value
+
+    def _raise_pending(self) -> None:
+        """on_break="raise": the BreakpointHit of a watched phase, raised once the iteration
+        is recorded and the loop's state put back, so a loop that catches it goes on."""
+        hit, self._raise_later = self._raise_later, None
+        if hit is not None:
+            raise hit
 
     def _hook_optimizer(self) -> None:
         if self._step_hooks:
@@ -60,7 +68,7 @@ class Watching:
             s = self.session
             if s is not None and not self.backend.driving and not self._handling and s.phase_due == "update":
                 self.backend.observe_before_step(optimizer)
-                if self._lean_now:          # the update's norms compare with the parameters before the step
+                if self._lean_now and update_norms.measured(s.step_count, None):   # compared with the parameters before the step
                     s._norms_before = update_norms.before(self.backend.params(), s._history.norm_names)
 
         def after(optimizer, args, kwargs):
@@ -70,6 +78,7 @@ class Watching:
             if self.backend.observe_after_step():
                 self._advance("update")
                 self._loop_step = self.session.step_count
+                self._raise_pending()          # out of the loop's optimizer.step(): the update is done
 
         for o in getattr(opt, "optimizers", [opt]):
             self._step_hooks += [o.register_step_pre_hook(before), o.register_step_post_hook(after)]
@@ -147,7 +156,10 @@ class Watching:
         s, b = self.session, self.backend
         position = s.position
         held = b.loop_state()
-        self._break(message)
+        try:
+            self._break(message)
+        except BreakpointHit as hit:           # on_break="raise": after the bookkeeping (_raise_pending)
+            self._raise_later = hit
         if s.position != position:
             try:
                 s.seek(position)

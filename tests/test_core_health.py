@@ -1,5 +1,7 @@
-"""Per-layer health: ‖ΔW‖/‖W‖ of each layer at every update stays in the history through
-lean runs, forks and rewinds; checked against numpy computed here from recorded parameters."""
+"""Per-layer health: ‖ΔW‖/‖W‖ of each layer at every update stepped one at a time, and at
+the first ten and then every tenth update of a longer run (update_norms.EVERY), stays in the
+history through lean runs, forks and rewinds; checked against numpy computed here from
+recorded parameters."""
 
 from __future__ import annotations
 
@@ -30,41 +32,62 @@ def ratios_by_hand(points, names) -> list[float]:
     return out
 
 
+def run_measures(steps: int, start: int = 0) -> list[bool]:
+    """Which updates of a run from `start` are measured: its first ten, then iterations
+    1, 11, 21, … of the session (written out here, not read from gdstep)."""
+    return [i - start < 10 or i % 10 == 0 for i in range(start, start + steps)]
+
+
 @pytest.mark.parametrize("backend,dtype,rtol", [("numpy", "float64", 1e-12), ("numpy", "float32", 1e-4),
                                                  ("torch", "float64", 1e-12), ("torch", "float32", 1e-4)])
 def test_update_ratio_per_layer_in_a_lean_run_equals_numpy_on_the_recorded_params(backend, dtype, rtol):
     if backend == "torch":
         pytest.importorskip("torch")
-    points = recorded_params("spiral", 25, backend=backend, dtype=dtype)
+    points = recorded_params("spiral", 35, backend=backend, dtype=dtype)
     s = gdstep.open("spiral", backend=backend, dtype=dtype)
-    s.run(max_steps=25)                                # lean: no update records kept
+    s.run(max_steps=35)                                # lean: no update records kept
     h = s.history
-    assert len(h.update_norms) == 25 == len(h.losses)
+    assert len(h.update_norms) == 35 == len(h.losses)
+    measured = np.array(run_measures(35))
+    assert np.flatnonzero(~measured).tolist() == [i for i in range(11, 35) if i not in (20, 30)]
     for names in (LAYER, ("2.weight", "2.bias"), ("0.weight",)):
-        np.testing.assert_allclose(h.update_norms.ratio_series(names), ratios_by_hand(points, names), rtol=rtol)
+        got = np.array(h.update_norms.ratio_series(names))
+        np.testing.assert_allclose(got[measured], np.array(ratios_by_hand(points, names))[measured], rtol=rtol)
+        assert np.isnan(got[~measured]).all()
     delta, weight = h.update_norms.series(("2.weight",))
-    w = points[10]["2.weight"].astype(np.float64)
-    assert weight[10] == pytest.approx(float(np.sum(w * w)), rel=rtol)
+    for i in (7, 20):
+        w = points[i]["2.weight"].astype(np.float64)
+        assert weight[i] == pytest.approx(float(np.sum(w * w)), rel=rtol)
 
 
-def test_step_by_step_and_a_run_record_the_same_norms():
+def test_step_by_step_and_a_run_record_the_same_norms_where_the_run_measures():
     a = gdstep.open("spiral")
-    for _ in range(12):
-        a.step()
+    for _ in range(25):
+        a.step()                                       # one iteration at a time: every update measured
     b = gdstep.open("spiral")
-    b.run(max_steps=12)
-    assert list(a.history.update_norms.values) == list(b.history.update_norms.values)
+    b.run(max_steps=25)
+    rows_a, rows_b = a.history.update_norms.matrix(), b.history.update_norms.matrix()
+    assert np.isfinite(rows_a).all()
+    measured = run_measures(25)
+    np.testing.assert_array_equal(rows_b[measured], rows_a[measured])
+    assert np.isnan(rows_b[[not m for m in measured]]).all()
 
 
 def test_rewind_trims_the_update_norms_and_a_fork_carries_them():
     s = gdstep.open("spiral")
     s.run(max_steps=20)
     full = list(s.history.update_norms.ratio_series(LAYER))
-    s.back(iterations=5)
-    assert s.history.update_norms.ratio_series(LAYER) == full[:15]
+    stepped = gdstep.open("spiral")
+    for _ in range(20):
+        stepped.step()
+    want = stepped.history.update_norms.ratio_series(LAYER)
+    s.back(iterations=5)               # the replay from a checkpoint is a run: it measures its updates
+    back = s.history.update_norms.ratio_series(LAYER)
+    assert len(back) == 15 and np.isfinite(back[:11]).all() and back[:11] == full[:11]
+    np.testing.assert_array_equal([v for v in back if not np.isnan(v)], [w for v, w in zip(back, want) if not np.isnan(v)])
     twin = s.fork()
-    twin.step(5)
-    assert twin.history.update_norms.ratio_series(LAYER) == full
+    twin.step(5)                                       # a new run: its five updates are measured
+    np.testing.assert_array_equal(twin.history.update_norms.ratio_series(LAYER)[15:], want[15:])
     s.run_to("backward")                               # mid-iteration: no update yet for this one
     assert len(s.history.update_norms) == 15
 
@@ -74,10 +97,47 @@ def test_torch_update_norms_stay_on_the_device_until_read():
     from gdstep import history
 
     s = gdstep.open("spiral", backend="torch")
-    s.run(max_steps=history.FLUSH_EVERY + 3)
-    assert len(s._history._pending) == 3                # read back in bulk, not once an update
-    assert len(s.history.update_norms) == history.FLUSH_EVERY + 3
-    assert not s._history._pending
+    s.run(max_steps=history.FLUSH_EVERY + 11)
+    # not read back once an update, nor at an update the run did not measure
+    assert 0 < len(s._history._pending) < history.FLUSH_EVERY
+    rows = s.history.update_norms.matrix()
+    assert len(rows) == history.FLUSH_EVERY + 11 and not s._history._pending
+    assert np.isfinite(rows[run_measures(len(rows))]).all()
+
+
+def test_attach_mode_measures_every_tenth_update_in_step_and_in_watch():
+    torch = pytest.importorskip("torch")
+
+    for mode in ("step", "watch"):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        loss_fn = torch.nn.MSELoss()
+        dbg = gdstep.attach(model, opt, loss_fn, on_break="raise")
+        g = torch.Generator().manual_seed(1)
+        before = []
+        for _ in range(23):
+            x, y = torch.randn(8, 3, generator=g), torch.randn(8, 1, generator=g)
+            before.append(model[0].weight.detach().clone())
+            if mode == "step":
+                dbg.step(x, y)
+            else:
+                opt.zero_grad()
+                loss = loss_fn(model(x), y)
+                loss.backward()
+                dbg.watch(loss, y)
+                opt.step()
+        before.append(model[0].weight.detach().clone())
+        dbg.close()
+        rows = dbg.session.history.update_norms
+        delta, weight = rows.series(("0.weight",))
+        for i in range(23):
+            if i % 10 == 0:
+                d = (before[i + 1] - before[i]).double()
+                assert delta[i] == pytest.approx(float((d * d).sum()), rel=1e-5), (mode, i)
+                assert weight[i] == pytest.approx(float((before[i].double() ** 2).sum()), rel=1e-5)
+            else:
+                assert np.isnan(delta[i]) and np.isnan(weight[i]), (mode, i)
 
 
 def test_an_update_that_leaves_a_parameter_out_counts_it_zero_and_keeps_the_order():
@@ -98,8 +158,26 @@ def test_an_update_that_leaves_a_parameter_out_counts_it_zero_and_keeps_the_orde
     flushed = []
     update_norms_to_floats = update_norms.to_floats
     try:
-        update_norms.to_floats = lambda pending: flushed.append(len(pending)) or [v for p in pending for v in p.values]
+        update_norms.to_floats = lambda pending, width: flushed.append(len(pending)) or [v for p in pending for v in p.values]
         h.add_update_norms(row)
     finally:
         update_norms.to_floats = update_norms_to_floats
     assert flushed == [1] and list(h.update_sq) == [9.0, 9.0, 9.0, 9.0, 1.0, 0.0, 25.0, 0.0]
+
+
+def test_an_unmeasured_update_waits_behind_device_rows_and_reads_as_nan():
+    from gdstep import update_norms
+    from gdstep.history import HistoryArrays
+
+    h = HistoryArrays(("a",))
+    h.add_update_norms(None)                          # nothing pending: NaNs at once
+    assert np.isnan(list(h.update_sq)).all() and len(h.update_sq) == 2
+    assert update_norms.to_floats([None, [1.0, 2.0], None], 2)[2:4] == [1.0, 2.0]
+    torch = pytest.importorskip("torch")
+    h.add_update_norms(torch.tensor([4.0, 9.0]))
+    h.add_update_norms(None)                          # behind a device row: kept in order
+    h.add_update_norms(torch.tensor([1.0, 16.0]))
+    assert len(h._pending) == 3
+    h._flush()
+    got = list(h.update_sq)[2:]
+    assert got[:2] == [4.0, 9.0] and np.isnan(got[2:4]).all() and got[4:] == [1.0, 16.0]

@@ -74,3 +74,20 @@ def test_blas_thread_count_is_put_back():
     with landscape_grid._one_blas_thread():
         assert hooks[1]() == 1
     assert hooks[1]() == before
+
+
+@pytest.mark.parametrize("kind", sorted(__import__("gdstep.nn.layers", fromlist=["LAYERS"]).LAYERS))
+def test_every_layer_kinds_features_first_forward_is_its_forward_transposed(kind):
+    """The grid runs layers features first; each kind must give its own forward's values
+    (a product summed in another order may differ in the last place, nothing more)."""
+    from gdstep.nn.layers import LAYERS
+
+    cls = LAYERS[kind]
+    layer = cls.build(0, 5, **cls.options() if not cls.inferred else {**cls.options(out_features=3)})
+    rng = np.random.default_rng(0)
+    params = layer.initial_params("normal", rng, 1.0)
+    x = rng.standard_normal((7, 5)) * 2
+    want = layer.forward(params, x)
+    got = layer.forward_features_first(params, np.ascontiguousarray(x.T))
+    assert got.shape == want.T.shape
+    np.testing.assert_allclose(got.T, want, rtol=1e-13, atol=1e-15)

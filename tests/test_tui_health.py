@@ -83,3 +83,33 @@ def test_health_after_the_overshoot_overflows_is_drawn_not_raised():
     s.run()                                             # to the non-finite pause, weights near 1e150
     h = health(s, "0.weight")
     assert h.weights is not None and h.updates == s.step_count and not h.note
+
+
+def test_a_long_runs_unmeasured_updates_are_left_out_of_the_plot_and_counted():
+    s = gdstep.open("spiral")
+    s.run(max_steps=35)                     # measures updates 1-10, then 11, 21, 31 (update_norms.EVERY)
+    got = ratios(s.history, s.backend.layers)
+    assert len(got) == 2
+    for _, xs, ys in got:
+        assert xs == tuple(float(i) for i in [*range(1, 11), 11, 21, 31])
+        assert np.isfinite(ys).all()
+    h = health(s, None)                     # its histograms replay the last iteration from a checkpoint,
+    assert h.updates == 35                  # and that replay measures the updates it makes again
+    assert 13 <= h.measured == sum(1 for x in h.ratios[0][1]) <= 35
+
+
+@pytest.mark.asyncio
+async def test_the_health_plot_says_how_many_updates_a_long_run_measured():
+    from gdstep.tui.health_plot import HealthPlot
+
+    s = gdstep.open("spiral")
+    s.run(max_steps=400)                         # one run: its first ten updates, then every tenth
+    app = make_app(s, timestamps=False)
+    async with app.run_test(size=(200, 50)) as pilot:
+        await settle(pilot)
+        for _ in range(3):                       # boundary → landscape → line → health
+            await pilot.press("v")
+            await settle(pilot)
+        plot = app.query_one(HealthPlot)
+        assert plot.health.updates == 400 and 49 <= plot.health.measured < 400   # and those the frame replayed
+        assert f"‖ΔW‖ of {plot.health.measured} (a run measures every 10th)" in str(plot.border_subtitle)

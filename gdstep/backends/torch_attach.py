@@ -43,6 +43,13 @@ def _versions(*values) -> int:
 
 class AttachBackend(WatchObserver, UserModuleBackend):
     def __init__(self, model, loss, optimizer, keep: int = 16, **kw):
+        from gdstep import heap
+
+        # gdstep's copies and records change the order in which the loop's tensors are
+        # freed and allocated again; with glibc's default thresholds that turns freed
+        # activations into fresh pages faulted in every step (600-2,400 a step on the
+        # benchmark CNN, where the bare loop faults none): freed memory is kept for reuse
+        heap.keep_freed_memory()
         self._watching = False
         self._deltas: list = []
         self.last_call: tuple | None = None       # (args, kwargs) of the model's latest forward by the loop

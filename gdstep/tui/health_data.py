@@ -31,6 +31,7 @@ class Histogram:
 class Health:
     ratios: tuple[tuple[str, tuple[float, ...], tuple[float, ...]], ...]   # (layer, update, ‖ΔW‖/‖W‖)
     updates: int
+    measured: int                     # updates whose norms were measured (a run's: every update_norms.EVERY-th)
     name: str | None                  # the parameter the histograms are of
     weights: Histogram | None
     grads: Histogram | None
@@ -45,7 +46,8 @@ def ratios(history, layers) -> tuple[tuple[str, tuple[float, ...], tuple[float, 
         return ()
     m = norms.matrix()
     k = len(norms.names)
-    picked = np.asarray(list(sample(len(m))), dtype=np.int64)
+    rows_measured = measured_rows(m)
+    picked = rows_measured[np.asarray(list(sample(len(rows_measured))), dtype=np.int64)]
     rows = m[picked]
     out = []
     for info in layers:
@@ -61,6 +63,12 @@ def ratios(history, layers) -> tuple[tuple[str, tuple[float, ...], tuple[float, 
             out.append((f"{info.name} {info.kind}", tuple(float(i + 1) for i in picked[keep]),
                         tuple(float(v) for v in ratio[keep])))
     return tuple(out)
+
+
+def measured_rows(m: np.ndarray) -> np.ndarray:
+    """The updates whose norms were measured (a run measures every update_norms.EVERY-th;
+    the others are NaN throughout their row)."""
+    return np.flatnonzero(~np.isnan(m).all(axis=1)) if m.size else np.zeros(0, dtype=np.int64)
 
 
 def histogram(label: str, a) -> Histogram | None:
@@ -98,7 +106,7 @@ def health(session, name: str | None, layer: str | None = None) -> Health:
     try:
         return _health(session, name, layer)
     except Exception as e:                    # noqa: BLE001 — the frame must still be drawn
-        return Health((), 0, None, None, None, f"health: {type(e).__name__}: {e}")
+        return Health((), 0, 0, None, None, None, f"health: {type(e).__name__}: {e}")
 
 
 def _health(session, name: str | None, layer: str | None) -> Health:
@@ -114,8 +122,10 @@ def _health(session, name: str | None, layer: str | None) -> Health:
         else:
             note = "frozen: no gradient" if param not in s.backend.trainable else "no gradient yet"
     h = s.history
-    return Health(ratios(h, s.backend.layers), len(h.update_norms) if h.update_norms is not None else 0,
-                  param, weights, grads, note)
+    norms = h.update_norms
+    updates = len(norms) if norms is not None else 0
+    measured = len(measured_rows(norms.matrix())) if updates else 0
+    return Health(ratios(h, s.backend.layers), updates, measured, param, weights, grads, note)
 
 
 def log_ticks(lo: float, hi: float) -> list[int]:

@@ -11,6 +11,7 @@ from textual.reactive import reactive
 
 from gdstep.tui.health_data import RULE_OF_THUMB, Health, Histogram, log_ticks
 from gdstep.tui.plot_data import Curves
+from gdstep.update_norms import EVERY
 from gdstep.tui.plots import PALETTE, _iteration_axis, _key, _line, _log10, _log_scale, _Plot, _short
 
 GRID_MIN = (60, 16)           # the four panels need this many cells (columns, rows)
@@ -48,7 +49,8 @@ class HealthPlot(_Plot):
             self._histogram(plt.subplot(2, 1), h.weights if h else None, PALETTE[0], "weights")
             self._histogram(plt.subplot(2, 2), h.grads if h else None, PALETTE[1], h.note if h and h.note else "gradient")
         self.border_title = "health  " + _key(*[(f"layer {name.split()[0]}", colour) for name, colour in colours.items()])
-        self.border_subtitle = (f"{h.updates} updates · " if h else "") + "v: next plot"
+        self.border_subtitle = (f"{h.updates} updates · " if h else "") + (
+            f"‖ΔW‖ of {h.measured} (a run measures every {EVERY}th) · " if h and h.measured < h.updates else "") + "v: next plot"
         self.refresh()
 
     @staticmethod

@@ -114,6 +114,13 @@ class Layer:
     def forward(self, params: Params, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def forward_features_first(self, params: Params, xt: np.ndarray) -> np.ndarray:
+        """`forward` on a batch laid out features first: xt is (features, batch), the
+        transpose of forward's input, and so is the result. The landscape's grid runs a
+        model this way (its reductions over classes then run along contiguous memory). An
+        element-wise layer needs nothing more than this; one that mixes features overrides it."""
+        return self.forward(params, xt.T).T
+
     def backward(self, params: Params, x: np.ndarray, y: np.ndarray, grad_y: np.ndarray, trainable: frozenset[str],
                  need_grad_x: bool = True, out: Params = NO_GRADS) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
         raise NotImplementedError

@@ -64,6 +64,12 @@ class Linear(Layer):
             z += params[self.bias]
         return z
 
+    def forward_features_first(self, params: Params, xt: np.ndarray) -> np.ndarray:
+        zt = params[self.weight] @ xt                      # zᵀ = W·xᵀ
+        if self.has_bias:
+            zt += params[self.bias][:, None]
+        return zt
+
     def backward(self, params: Params, x: np.ndarray, y: np.ndarray, grad_y: np.ndarray, trainable: frozenset[str],
                  need_grad_x: bool = True, out: Params = NO_GRADS) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
         grads = {}
