@@ -221,8 +221,7 @@ class GdstepApp(PromptFirst, App[int]):
 
     def on_resize(self, event) -> None:
         footer = self.query_one(KeyFooter)
-        footer.compact = event.size.width < 110
-        footer.narrow = event.size.width < 100           # the essential keys only; `?` lists every key
+        footer.room = event.size.width                   # the keys that fit; `?` lists every key
         if self.frame is not None:
             self.call_after_refresh(self._layout_changed)
 

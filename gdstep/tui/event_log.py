@@ -28,6 +28,26 @@ class EventLog(RichLog):
         self.messages: list[tuple[str, str]] = []      # (kind, message), for tests and copying
         self.times: list[float] = []                   # when each happened, in the order listed
         self._why_inexact: str | None = None           # the reason the last "inexact" event gave
+        self._entries: list[tuple[str, str, float, int | None]] = []   # (kind, message, when, step)
+        self._wrapped_at = 0                           # the width the lines were wrapped to
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self._rewrap)
+
+    def _width(self) -> int:
+        """The text's width: the content less the vertical scrollbar's column, whether it shows
+        or not (a line as wide as the log before the scrollbar came would scroll sideways)."""
+        return max(self.min_width, self.content_region.width - self.styles.scrollbar_size_vertical)
+
+    def _rewrap(self) -> None:
+        """Every line wrapped again at the log's width: RichLog keeps a line as first wrapped,
+        so a log made narrower scrolled sideways, and one line high its scrollbar hid the text."""
+        if not self._size_known or self._width() == self._wrapped_at:
+            return
+        self._wrapped_at = self._width()
+        self.clear()
+        for entry in self._entries:
+            self.write(self._line(*entry), width=self._wrapped_at, scroll_end=True)
 
     def add_event(self, event: Event) -> None:
         message = event.message
@@ -54,6 +74,11 @@ class EventLog(RichLog):
     def _add(self, kind: str, message: str, when: float, step: int | None) -> None:
         self.messages.append((kind, message))
         self.times.append(when)
+        self._entries.append((kind, message, when, step))
+        del self._entries[:-self.max_lines]
+        self.write(self._line(kind, message, when, step), width=self._wrapped_at or None)
+
+    def _line(self, kind: str, message: str, when: float, step: int | None) -> Text:
         style = self.get_component_rich_style
         line = Text()
         if self.timestamps:
@@ -65,4 +90,4 @@ class EventLog(RichLog):
             line.append(f"{kind:<10} ", style=style(f"event-log--{tag}"))
         line.append(message, style=style(f"event-log--{tag}") if kind in ("command", "error", "nonfinite", "inexact")
                     else "")
-        self.write(line)
+        return line

@@ -7,7 +7,6 @@ Computed on the worker; no Textual here.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -126,10 +125,3 @@ def _health(session, name: str | None, layer: str | None) -> Health:
     updates = len(norms) if norms is not None else 0
     measured = len(measured_rows(norms.matrix())) if updates else 0
     return Health(ratios(h, s.backend.layers), updates, measured, param, weights, grads, note)
-
-
-def log_ticks(lo: float, hi: float) -> list[int]:
-    """Whole powers of ten spanning [lo, hi] (log₁₀ values), at most 5."""
-    a, b = math.floor(lo), math.ceil(hi)
-    stride = max(1, math.ceil((b - a) / 4))
-    return list(range(a, b + 1, stride))

@@ -9,10 +9,11 @@ import math
 import numpy as np
 from textual.reactive import reactive
 
-from gdstep.tui.health_data import RULE_OF_THUMB, Health, Histogram, log_ticks
+from gdstep.tui.health_data import RULE_OF_THUMB, Health, Histogram
 from gdstep.tui.plot_data import Curves
+from gdstep.tui.plots import (PALETTE, _iteration_axis, _line, _log10, _log_scale, _Plot, _short, fit_axis, fitted_key,
+                              log_yticks)
 from gdstep.update_norms import EVERY
-from gdstep.tui.plots import PALETTE, _iteration_axis, _key, _line, _log10, _log_scale, _Plot, _short
 
 GRID_MIN = (60, 16)           # the four panels need this many cells (columns, rows)
 TWO_MIN = 14                  # two panels, one above the other, need this many rows
@@ -48,8 +49,9 @@ class HealthPlot(_Plot):
         if grid:
             self._histogram(plt.subplot(2, 1), h.weights if h else None, PALETTE[0], "weights")
             self._histogram(plt.subplot(2, 2), h.grads if h else None, PALETTE[1], h.note if h and h.note else "gradient")
-        self.border_title = "health  " + _key(*[(f"layer {name.split()[0]}", colour) for name, colour in colours.items()])
-        self.border_subtitle = (f"{h.updates} updates · " if h else "") + (
+        self.border_title = fitted_key("health", [(f"layer {name.split()[0]}", colour) for name, colour in colours.items()],
+                                       self.size.width)
+        self.border_subtitle = (f"{h.updates} update{'' if h.updates == 1 else 's'} · " if h else "") + (
             f"‖ΔW‖ of {h.measured} (a run measures every {EVERY}th) · " if h and h.measured < h.updates else "") + "v: next plot"
         self.refresh()
 
@@ -66,9 +68,8 @@ class HealthPlot(_Plot):
             _line(plt, xs, _log10(ys), colours.get(name, PALETTE[0]))
         plt.hline(rule, color=(127, 127, 127))
         plt.text("rule of thumb", x=min(xs_all), y=rule, color=(160, 160, 160), background=surface, alignment="left")
-        ticks = log_ticks(lo, hi)
-        plt.yticks(ticks, [f"1e{t}" for t in ticks])
-        plt.ylim(min(lo, ticks[0]) - 0.1, max(hi, ticks[-1]) + 0.1)
+        plt.ylim(lo - 0.1, hi + 0.1)
+        log_yticks(plt, lo - 0.1, hi + 0.1, scientific=True)       # as the rule of thumb is written: 1e-3
         _iteration_axis(plt, xs_all)
 
     @staticmethod
@@ -78,9 +79,11 @@ class HealthPlot(_Plot):
             return
         values = [v for _, _, ys in c.grad_norms for v in ys]
         log = _log_scale(values)
-        plt.title("‖∇W‖ per layer" + (" (log₁₀)" if log else ""))
+        plt.title("‖∇W‖ per layer" + (" (log)" if log else ""))
         for name, xs, ys in c.grad_norms:
             _line(plt, xs, _log10(ys) if log else ys, colours.get(name, PALETTE[0]))
+        if log and (limits := fit_axis(plt, _log10(values))):
+            log_yticks(plt, *limits)
         _iteration_axis(plt, [x for _, xs, _ in c.grad_norms for x in xs])
 
     @staticmethod
@@ -90,9 +93,18 @@ class HealthPlot(_Plot):
             return
         centres = ((hist.edges[:-1] + hist.edges[1:]) / 2).tolist()
         plt.bar(centres, hist.counts.tolist(), color=colour, width=0.9)
-        lo, hi = float(hist.edges[0]), float(hist.edges[-1])
-        plt.xticks([lo, (lo + hi) / 2, hi], [_short(lo), _short((lo + hi) / 2), _short(hi)])
+        plt.xticks(*range_ticks(float(hist.edges[0]), float(hist.edges[-1])))
         top = int(hist.counts.max())
         ticks = sorted({0, top // 2, top})
         plt.yticks(ticks, [str(t) for t in ticks])
         plt.title(hist.label)
+
+
+def range_ticks(lo: float, hi: float) -> tuple[list[float], list[str]]:
+    """Ticks at both ends and the middle of [lo, hi]; only the middle one where their labels
+    would read alike (values all equal but for the last digits: "0.5 0.5 0.5")."""
+    ticks = [lo, (lo + hi) / 2, hi]
+    labels = [_short(v) for v in ticks]
+    if len(set(labels)) < 3:
+        return [ticks[1]], [labels[1]]
+    return ticks, labels

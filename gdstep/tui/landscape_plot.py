@@ -11,7 +11,7 @@ from textual.widget import Widget
 
 from gdstep.tui.descent_data import LandscapePicture
 from gdstep.tui.heatmap import Mark, Scale, colour_bar, picture
-from gdstep.tui.plots import _hex, _short, lane_colour
+from gdstep.tui.plots import _hex, _short, lane_colour, title_fits
 
 PATH_COLOUR = (255, 255, 255)
 NOW_COLOUR = (214, 39, 40)
@@ -20,15 +20,28 @@ MIN_LINES = 6
 
 class LandscapePlot(Widget):
     picture: reactive[LandscapePicture | None] = reactive(None)
+    lanes_in_title = False
 
     def watch_picture(self, p: LandscapePicture | None) -> None:
-        self.border_title = "landscape"
-        if p is not None and p.landscape is not None:
-            kind = p.landscape.directions
-            self.border_title = ("loss surface" if kind == "parameters" else f"landscape {kind}") + \
-                f" [{_hex(PATH_COLOUR)}]•[/]path [{_hex(NOW_COLOUR)}]◆[/]now" + \
-                "".join(f" [{_hex(lane_colour(lane.number))}]◆[/]{lane.number}" for lane in p.lanes)
+        self._title()
         self.border_subtitle = "d: directions · v: next plot" + ("" if p is None or p.fine else " · coarse…")
+
+    def on_resize(self) -> None:
+        self._title()
+
+    def _title(self) -> None:
+        """The kind of slice and the marks' key; the lanes' numbers too where the whole title
+        fits on the border, else they go on a line of their own below the picture."""
+        p = self.picture
+        if p is None or p.landscape is None:
+            self.border_title = "landscape"
+            return
+        kind = p.landscape.directions
+        title = ("loss surface" if kind == "parameters" else f"landscape {kind}") + \
+            f" [{_hex(PATH_COLOUR)}]•[/]path [{_hex(NOW_COLOUR)}]◆[/]now"
+        lanes = "".join(f" [{_hex(lane_colour(lane.number))}]◆[/]{lane.number}" for lane in p.lanes)
+        self.lanes_in_title = bool(lanes) and title_fits(title + lanes, self.size.width)
+        self.border_title = title + (lanes if self.lanes_in_title else "")
 
     def render(self) -> Group | Text:
         p = self.picture
@@ -55,18 +68,34 @@ class LandscapePlot(Widget):
         def rows(texts) -> int:
             return sum(1 if t.no_wrap else -(-len(t.plain) // width) for t in texts)
 
-        # Room for the heatmap first (6 lines at least): then lanes' legends, then notes in full.
+        # Room for the heatmap first (6 lines at least), then the lanes' key (their settings,
+        # else only their numbers: "lanes ◆1 ◆2 ◆3"), then notes: in full, else cut, else
+        # left out while lanes need their key; the key too where the heatmap would have 3 lines.
         if height - rows(axes + [bar] + notes + legends) < MIN_LINES:
-            legends = []
-        if height - rows(axes + [bar] + notes) < MIN_LINES:
+            legends = [lane_key(p.lanes)] if p.lanes and not self.lanes_in_title else []
+        if height - rows(axes + [bar] + legends + notes) < MIN_LINES:
             for note in notes:
                 note.no_wrap, note.overflow = True, "ellipsis"
+        while legends and notes and height - rows(axes + [bar] + legends + notes) < MIN_LINES:
+            notes.pop()
+        if height - rows(axes + [bar] + legends + notes) < 3:
+            legends = []
         below = axes + [bar] + legends + notes
         lines = max(2, height - rows(below))
         marks = tuple(Mark(lane.points, lane_colour(lane.number), "·", "◆") for lane in p.lanes)
         marks += (Mark(ls.path, PATH_COLOUR, "•", "◆", NOW_COLOUR),)
         heat = picture(ls.loss, ls.alphas, ls.betas, lines, width, scale, marks)
         return Group(heat, *below)
+
+
+def lane_key(lanes) -> Text:
+    """Each lane's mark in its colour with its number, on one line (the loss plot's legend
+    has their settings, in the same colours)."""
+    key = Text("lanes", style="dim", no_wrap=True, overflow="ellipsis")
+    for lane in lanes:
+        key.append(" ◆", style=_hex(lane_colour(lane.number)))
+        key.append(str(lane.number))
+    return key
 
 
 def axis_text(arrow: str, name: str, lo: float, hi: float, width: int) -> str:

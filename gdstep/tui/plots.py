@@ -31,8 +31,43 @@ def _log_scale(values) -> bool:
 
 
 def _log10(values) -> list[float]:
-    """log₁₀ on a linear axis: plotext's own log scale fails on values near 1e300."""
+    """log₁₀ on a linear axis: plotext's own log scale fails on values near 1e300. The axis
+    is labelled with the values themselves (log_yticks)."""
     return [math.log10(v) for v in values]
+
+
+def log_ticks(lo: float, hi: float, most: int = 5) -> list[float]:
+    """Round values for an axis drawn in log₁₀ over [lo, hi] (log₁₀ values): powers of ten, or
+    1 and 3, 1-2-5 or 1…9 times them when fewer than three powers of ten fall in the range."""
+    powers = range(math.ceil(lo), math.floor(hi) + 1)
+    if len(powers) >= 3:                      # every stride-th power, on multiples of stride
+        stride = math.ceil((len(powers) - 1) / (most - 1))
+        return [10.0 ** k for k in powers if k % stride == 0]
+    ticks: list[float] = []
+    for mantissas in ((1, 3), (1, 2, 5), tuple(range(1, 10))):
+        ticks = [m * 10.0 ** k for k in range(math.floor(lo), math.ceil(hi) + 1) for m in mantissas
+                 if lo <= k + math.log10(m) <= hi]
+        if len(ticks) >= 3:
+            break
+    return ticks[::math.ceil(len(ticks) / most)] if ticks else []
+
+
+def tick_labels(ticks: list[float], scientific: bool = False) -> list[str]:
+    """"0.01", "0.3", "100" while every label is short (and not `scientific`), else "1e-6",
+    "1", "1e6" (plain up to 3 characters; only "1" when `scientific`)."""
+    plain = [f"{v:g}" for v in ticks]
+    if not scientific and all("e" not in p and len(p) <= 6 for p in plain):
+        return plain
+    short = {"1"} if scientific else {p for p in plain if "e" not in p and len(p) <= 3}
+    return [p if p in short else f"{v:.0e}".replace("e+0", "e").replace("e-0", "e-").replace("e+", "e")
+            for p, v in zip(plain, ticks)]
+
+
+def log_yticks(plt, lo: float, hi: float, scientific: bool = False) -> None:
+    """Ticks for a y axis drawn in log₁₀ over [lo, hi], labelled with the values, not their logs."""
+    ticks = log_ticks(lo, hi)
+    if ticks:
+        plt.yticks([math.log10(v) for v in ticks], tick_labels(ticks, scientific))
 
 
 def _line(plt, xs, ys, colour) -> None:
@@ -73,6 +108,23 @@ def _key(*items: tuple[str, tuple[int, int, int]]) -> str:
     return " ".join(f"[{_hex(rgb)}]■[/] {name}" for name, rgb in items)
 
 
+def title_fits(markup: str, width: int) -> bool:
+    """Whether a border title fits whole on a border `width` wide ("╭─ " and " ─╮" around it)."""
+    return Text.from_markup(markup).cell_len + 6 <= width
+
+
+def fitted_key(title: str, items: list[tuple[str, tuple[int, int, int]]], width: int) -> str:
+    """The title and the key of as many items as fit on a border `width` wide, then "+N more"
+    (all of them while the width is not known yet)."""
+    if width <= 0:
+        return title + "  " + _key(*items)
+    for n in range(len(items), 0, -1):
+        text = title + "  " + _key(*items[:n]) + (f" +{len(items) - n} more" if n < len(items) else "")
+        if title_fits(text, width):
+            return text
+    return title
+
+
 LANE_PALETTE = [PALETTE[k] for k in (1, 2, 4, 6, 5, 7)]      # not blue (the session), not red (now)
 
 
@@ -99,7 +151,7 @@ class LossPlot(_Plot):
         if not self._below:
             return super().render()
         width, height = self.size
-        lines = wrap_key(self._below, width)
+        lines = self._below_lines()
         keep = max(6, height - len(lines))
         self._plot.plotsize(width, keep)
         self._plot._set_size(width, keep)
@@ -142,9 +194,11 @@ class LossPlot(_Plot):
             label = lane.label if len(lane.label) <= room else lane.label[:room - 1] + "…"
             plt.plot(list(lane.x), scale(lane.loss), marker="braille", color=lane_colour(lane.number),
                      label=label if legend else None)
-        fit_axis(plt, scale(drawn), rows if legend else 0, self.content_size.height - 3)
+        limits = fit_axis(plt, scale(drawn), rows if legend else 0, self.content_size.height - 3, None if log else 0.0)
+        if log and limits:
+            log_yticks(plt, *limits)
         _iteration_axis(plt, list(curves.x) + [x for lane in curves.lanes for x in lane.x])
-        title = "log₁₀ loss" if log else "loss"
+        title = "loss (log axis)" if log else "loss"
         subtitle = f"{curves.n} iteration{'s' if curves.n != 1 else ''}"
         if curves.lanes:
             steps = [lane.steps for lane in curves.lanes]
@@ -155,9 +209,26 @@ class LossPlot(_Plot):
             items = [("session", PALETTE[0])]
             if not legend:                     # no room for the legend in the plot: under it
                 self._below = [(lane.label, lane_colour(lane.number)) for lane in curves.lanes]
-        self.border_title = title + "  " + _key(*items)
+                if not self._below_fits():     # nor under it: the lanes' numbers in the title
+                    items += [(str(lane.number), lane_colour(lane.number)) for lane in curves.lanes]
+        self.border_title = fitted_key(title, items, self.size.width)
         self.border_subtitle = subtitle
         self.refresh()
+
+    def _below_lines(self) -> list[Text]:
+        """The legend under the plot: each lane's settings where they all fit with 6 lines
+        of plot, else only the lanes' numbers ("■ 1  ■ 2 …", the settings are in the log)."""
+        width, height = self.size
+        full = wrap_key(self._below, width)
+        if len(full) <= height - 6:
+            return full
+        return wrap_key([(name.split(":")[0], rgb) for name, rgb in self._below], width)
+
+    def _below_fits(self) -> bool:
+        """Whether render() has room for the whole legend under the plot (the numbers at least)."""
+        width, height = self.size
+        lines = len(self._below_lines())
+        return height - max(6, height - lines) >= lines
 
     def _legend_fits(self, rows: int) -> bool:
         """Room for plotext's legend over the plot's top left corner: the curves are pushed
@@ -166,14 +237,18 @@ class LossPlot(_Plot):
         return canvas - rows >= 3 and (rows + 0.5) / (canvas - rows) <= 0.5
 
 
-def fit_axis(plt, values, rows: int, canvas: int) -> None:
-    """The y axis over the finite values drawn, 4% padding each side; `rows` of legend
-    at the top left are kept clear of the curves."""
+def fit_axis(plt, values, rows: int = 0, canvas: int = 1, floor: float | None = None) -> tuple[float, float] | None:
+    """The y axis over the finite values drawn, 4% padding each side, not below `floor` when
+    no value is (a loss axis has no negative ticks); `rows` of legend at the top left are kept
+    clear of the curves. Returns the limits set."""
     finite = [v for v in values if math.isfinite(v)]
     if not finite:
-        return
+        return None
     lo, hi = y_range(finite, rows, canvas)
+    if floor is not None and min(finite) >= floor:
+        lo = max(lo, floor)
     plt.ylim(lo, hi)
+    return lo, hi
 
 
 def y_range(finite: list[float], rows: int = 0, canvas: int = 1) -> tuple[float, float]:
@@ -254,7 +329,9 @@ class LinePlot(_Plot):
         if math.isfinite(line.at_one):
             plt.scatter([1.0], scale([line.at_one]), marker="◆", color=PALETTE[1])
         plt.xticks([-0.5, 0, 0.5, 1, 1.5, 2, 2.5, 3], ["-.5", "0", ".5", "1", "1.5", "2", "2.5", "3"])
-        self.border_title = ("log₁₀ " if log else "") + "L(W+t·ΔW)  " + _key(("t=0", PALETTE[2]), ("t=1 step", PALETTE[1]))
+        if log and (limits := fit_axis(plt, scale(loss))):
+            log_yticks(plt, *limits)
+        self.border_title = "L(W+t·ΔW)" + (" (log axis)" if log else "") + "  " + _key(("t=0", PALETTE[2]), ("t=1 step", PALETTE[1]))
         change = line.at_one - line.at_zero
         self.border_subtitle = (f"update {line.step + 1}: {_short(line.at_zero)} → {_short(line.at_one)}"
                                 f" ({'+' if change >= 0 else ''}{_short(change)}) · v: next plot")

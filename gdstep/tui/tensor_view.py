@@ -244,15 +244,15 @@ class TensorView(Widget):
                     y += 1
         room = size.height - y
         if not panel.whole and room >= 1 + sum(g.stats is not None for g in panel.grids):
+            names = stats_shown(size.width)
             if any(grid.stats is not None for grid in panel.grids):
-                out.append("whole".ljust(7) + "".join(f"{h:>{cells.WIDTH}} " for h in ("mean", "std", "min", "max", "norm")) + "\n",
-                           style=label_style)
+                out.append("whole".ljust(7) + "".join(f"{h:>{cells.WIDTH}} " for h in names) + "\n", style=label_style)
             for grid in panel.grids:
                 if grid.stats is None:
                     continue
                 st = grid.stats
                 out.append(f"{grid.label:<7}", style=label_style)
-                out.append("".join(f"{cells.cell(v):>{cells.WIDTH}} " for v in (st.mean, st.std, st.min, st.max, st.norm)))
+                out.append("".join(f"{cells.cell(getattr(st, name)):>{cells.WIDTH}} " for name in names))
                 if st.nonfinite:
                     out.append(f" {st.nonfinite} non-finite", style=self.get_component_rich_style("tensor-view--nonfinite"))
                 out.append("\n")
@@ -267,6 +267,14 @@ class TensorView(Widget):
             if offset.y == y and x0 <= offset.x < x1:
                 self.post_message(self.CellClicked(row, col))
                 return
+
+
+def stats_shown(width: int) -> list[str]:
+    """The whole tensor's statistics that fit on a line `width` wide, in their usual order; the
+    range first, then the mean, the spread and the norm (a line too long wrapped into the next)."""
+    room = max(1, (width - 7) // (cells.WIDTH + 1))
+    kept = ("min", "max", "mean", "std", "norm")[:room]
+    return [name for name in ("mean", "std", "min", "max", "norm") if name in kept]
 
 
 def _note_lines(note: str, width: int) -> list[str]:
