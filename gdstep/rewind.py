@@ -29,11 +29,15 @@ class Rewind:
         # watch mode: the parameters as they were before the loop's own step (taken in its pre-hook)
         kept, self._norms_before = self._norms_before, None
         measure = update_norms.measured(self._step, None if self.attached else self._step - self._run_start)
-        if kept is None and measure:
-            kept = update_norms.before(self.backend.params(), names)
-        finite = self.backend.update_lean(grads, check, defer=self._defer)
-        self._history.add_update_norms(update_norms.after(self.backend.params(), names, kept) if measure
-                                       else None)
+        if kept is None and measure and self._update_norms_lean is not None:     # the step and its norms at once
+            finite, sq = self._update_norms_lean(grads, check, defer=self._defer)
+            self._history.add_update_norms(sq)
+        else:
+            if kept is None and measure:
+                kept = update_norms.before(self.backend.params(), names)
+            finite = self.backend.update_lean(grads, check, defer=self._defer)
+            self._history.add_update_norms(update_norms.after(self.backend.params(), names, kept) if measure
+                                           else None)
         self._records["update"] = UpdateRecord(self._step, optimizer, optimizer.lr, {})
         self._lean_records = True
         self._next_iteration()

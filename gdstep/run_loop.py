@@ -103,39 +103,53 @@ class RunLoop:
         reason = message = None
         bad: NonFinite | None = None
         phases = 0
+
+        def after(name: str) -> tuple[StopReason, str] | None:
+            """The checks after a phase that ran with no non-finite value: why to stop, or None."""
+            nonlocal phases
+            phases += 1
+            hit = self.breakpoints.first_hit(self, name)
+            if hit is not None:
+                message = hit.hit_message(self)
+                self._log("breakpoint", message)
+                return StopReason.BREAKPOINT, message
+            if until is not None and name in watch_until and until(self):
+                message = f"until {until.text} ({until.describe(self)})"
+                self._log("stop", message)
+                return StopReason.UNTIL, message
+            if stop_when is not None and name in watch_stop and stop_when(self):
+                message = f"stop_when {stop_when.text} ({stop_when.describe(self)})"
+                self._log("stop", message)
+                return StopReason.STOP_WHEN, message
+            if done is not None and done():
+                return done_reason, ("done" if done_reason == StopReason.DONE else "reached max_steps")
+            if on_phase is not None and on_phase():
+                return StopReason.PAUSED, "paused"
+            return None
+
+        # records on demand, numpy: forward, loss and backward of an iteration in one call
+        fused = self._fused_lean and not self._defer
         try:
             while True:
                 if epoch_limit and self._phase == 0 and self._epoch > self.epochs:
                     reason, message = StopReason.EPOCHS, f"reached the epoch limit ({self.epochs})"
                     break
-                phase = self._phase
-                name = PHASES[phase]
-                bad = self._phase_fns[phase](True)
-                if bad is None and self._flags and checked[name] and self._flush():
-                    bad = LEAN_NONFINITE
+                if fused and self._phase == 0:
+                    bad, stop = self._fused_phases(after)
+                else:
+                    name = PHASES[self._phase]
+                    bad = self._phase_fns[self._phase](True)
+                    if bad is None and self._flags and checked[name] and self._flush():
+                        bad = LEAN_NONFINITE
+                    stop = after(name) if bad is None else None
                 if bad is LEAN_NONFINITE:        # name the culprit: the iteration again, with full records
                     bad = self._lean_culprit()
+                    if bad is None:              # none (a sum of finite values overflowed): on from here
+                        stop = after(PHASES[(self._phase - 1) % 4])
                 if bad is not None:
                     break
-                phases += 1
-                hit = self.breakpoints.first_hit(self, name)
-                if hit is not None:
-                    reason, message = StopReason.BREAKPOINT, hit.hit_message(self)
-                    self._log("breakpoint", message)
-                    break
-                if until is not None and name in watch_until and until(self):
-                    reason, message = StopReason.UNTIL, f"until {until.text} ({until.describe(self)})"
-                    self._log("stop", message)
-                    break
-                if stop_when is not None and name in watch_stop and stop_when(self):
-                    reason, message = StopReason.STOP_WHEN, f"stop_when {stop_when.text} ({stop_when.describe(self)})"
-                    self._log("stop", message)
-                    break
-                if done is not None and done():
-                    reason, message = done_reason, ("done" if done_reason == StopReason.DONE else "reached max_steps")
-                    break
-                if on_phase is not None and on_phase():
-                    reason, message = StopReason.PAUSED, "paused"
+                if stop is not None:
+                    reason, message = stop
                     break
             if bad is None and self._flush():    # a flag still on the device said non-finite
                 bad = self._lean_culprit()

@@ -13,7 +13,8 @@ pause on any non-finite value, keeping the state from before the phase that made
 
 Records on demand: a run computes only what it needs to decide whether to stop (the loss,
 the gradient norms, one fused finiteness check per phase, and what its conditions read),
-so its records are *lean* (the update's before/after values, torch's δ, are left out). The
+so its records are *lean* (the update's before/after values and δ are left out; on numpy,
+forward, loss and backward are one backend call, `gdstep.run_lean`). The
 first read of a record after such a run recomputes the iteration from the nearest checkpoint
 with full records (`_materialise`): rewinds are exact to the bit, so the records are the
 ones phase-by-phase stepping would have built. Phase-by-phase stepping builds full records.
@@ -38,6 +39,7 @@ from gdstep.history import HistoryArrays
 from gdstep.nn.layers import keeps_finite
 from gdstep.records import LEAN_NONFINITE, PHASES, BackwardRecord, Cursor, Event, ForwardRecord, LossRecord, NonFinite, UpdateRecord
 from gdstep.rewind import Rewind
+from gdstep.run_lean import FusedPhases
 from gdstep.run_loop import RunLoop
 from gdstep.settings import SettingsLog
 from gdstep.session_settings import SessionSettings
@@ -48,7 +50,7 @@ from gdstep.timeline import Checkpoint, Timeline
 CHECKPOINT_SECONDS = 0.05
 
 
-class Session(RunLoop, Rewind, SessionValues, Forks, SessionSettings):
+class Session(RunLoop, FusedPhases, Rewind, SessionValues, Forks, SessionSettings):
     def __init__(self, scenario, backend, history_budget: int = 64 * 2**20, attached: bool = False):
         self.scenario = scenario
         self.backend = backend
@@ -84,6 +86,12 @@ class Session(RunLoop, Rewind, SessionValues, Forks, SessionSettings):
         self._checkpoint_at, self._checkpoint_step = 0.0, 0
         self._settings = SettingsLog()
         self._history = HistoryArrays(tuple(n for n in backend.param_shapes if n in backend.trainable))
+        # the lean update gives its ‖ΔW‖², ‖W_old‖² itself, in the history's order (numpy, torch)
+        fused = getattr(backend, "update_lean_norms", None)
+        self._update_norms_lean = fused if getattr(backend, "lean_norm_names", None) == self._history.norm_names else None
+        # numpy: a run's forward, loss and backward in one call (gdstep.run_lean)
+        self._fused_lean = self._update_norms_lean is not None and hasattr(backend, "forward_backward_lean") \
+            and not attached
         self._timeline = Timeline(backend.checkpoint_nbytes, budget=history_budget)
         self._timeline.save(self._checkpoint())
         self._phase_fns = (self._forward, self._loss, self._backward, self._update)

@@ -44,6 +44,7 @@ class FlatLayout:
             self.spans.append((name, slice(start, stop), tuple(shape)))
             start = stop
         self.size = start
+        self.slices = tuple(span for _, span, _ in self.spans)
 
     def pack(self, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
         if not self.names:
@@ -103,6 +104,11 @@ class NumpyBackend:
         `problem`, another start for the same data)."""
         return NumpyBackend(problem or self.problem, self.dtype)
 
+    @property
+    def lean_norm_names(self) -> tuple[str, ...]:
+        """The parameters `update_lean_norms` gives norms of, in its order (the flat vectors')."""
+        return self._layout.names
+
     def _init_state(self, optimizer) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         flat_state = optimizer.init(self._flat)
         return flat_state, self._layout.state_views(flat_state)
@@ -137,6 +143,36 @@ class NumpyBackend:
         self._flat_grad = (grads, flat_grad)
         return grad_output, deltas, grads
 
+    def forward_backward_lean(self, x, y, checked: Sequence[int]) -> tuple:
+        """Forward, loss and backward of a run's iteration in one call (gdstep.run_lean):
+        (outputs, per-sample losses, the loss, the gradients, their squared norms in the flat
+        order, whether the `checked` outputs are finite). The same numbers as the phases one
+        by one; nothing is frozen (the Session recomputes what a reader asks for)."""
+        outputs = self.model.forward(self._params, x)
+        sq = 0.0
+        for i in checked:
+            z = outputs[i].reshape(-1)
+            sq += float(z.dot(z))
+        forward_ok = math.isfinite(sq) or arrays.all_finite([outputs[i] for i in checked])
+        per_sample, value = self.loss_fn.forward(outputs[-1], y)
+        grads = self.backward_lean(x, outputs, y)
+        flat = self._flat_grad[1]
+        squares = []
+        for span in self._layout.slices:
+            g = flat[span]
+            squares.append(float(g.dot(g)))
+        return outputs, per_sample, value, grads, squares, forward_ok
+
+    def backward_lean(self, x, outputs, y) -> dict[str, np.ndarray]:
+        """The gradients of `backward` without δ (a run's lean backward): the same numbers,
+        with fewer arrays made and kept."""
+        grad_output = self.loss_fn.backward(outputs[-1], y)
+        flat_grad, views = self._grad_buffer()
+        grads = self.model.backward_lean(self._params, x, outputs, grad_output, self.trainable, out=views)
+        flat_grad.setflags(write=False)
+        self._flat_grad = (grads, flat_grad)
+        return grads
+
     def _grad_buffer(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """A flat gradient and its per-parameter views to write the next gradients into: one
         of two kept, reused when nothing outside holds it or its views any longer (the
@@ -160,6 +196,13 @@ class NumpyBackend:
         return entry
 
     def grad_sq_norms(self, grads: Mapping[str, np.ndarray]) -> dict[str, float]:
+        made_by_backward, flat = self._flat_grad
+        if made_by_backward is grads and len(grads) == len(self._layout.names):   # every one a span of the flat
+            out = {}
+            for name, span in zip(self._layout.names, self._layout.slices):
+                g = flat[span]
+                out[name] = float(g.dot(g))
+            return out
         out = {}
         for name, g in grads.items():
             flat = g.ravel()
@@ -190,6 +233,32 @@ class NumpyBackend:
         guarded = getattr(self.optimizer, "guarded_state", None)
         return arrays.all_finite_paired([flat, *(v for k, v in flat_state.items()
                                                  if isinstance(v, np.ndarray) and (guarded is None or k in guarded))])
+
+    def update_lean_norms(self, grads: Mapping[str, np.ndarray], check: bool = True,
+                          defer: bool = False) -> tuple[bool, list[float]]:
+        """`update_lean`, and the update's [‖ΔW‖² of each parameter…, ‖W_old‖² of each…] in
+        the layout's order (`update_norms.after`'s values, bit for bit: ΔW = W_new − W_old
+        over the flat vectors is the same elementwise subtraction, and each dot product reads
+        the same numbers). Whether the new parameters are finite comes with them: ΔW and
+        W_old finite make W_new finite, so only an overflowing sum takes the exact test."""
+        old = self._flat
+        flat, flat_state = self._step(grads)
+        self._flat, self._flat_state, self._state = flat, flat_state, None
+        self._params = {**self._params, **self._layout.views(flat)}
+        delta = np.subtract(flat, old)
+        deltas, weights = [], []
+        for span in self._layout.slices:
+            d, w = delta[span], old[span]
+            deltas.append(float(d.dot(d)))
+            weights.append(float(w.dot(w)))
+        sq = deltas + weights
+        if not check:
+            return True, sq
+        if not math.isfinite(sum(sq)) and not bool(np.isfinite(flat).all()):
+            return False, sq
+        guarded = getattr(self.optimizer, "guarded_state", None)
+        return arrays.all_finite([v for k, v in flat_state.items()
+                                  if isinstance(v, np.ndarray) and (guarded is None or k in guarded)]), sq
 
     def _step(self, grads: Mapping[str, np.ndarray]) -> tuple[np.ndarray, dict[str, Any]]:
         if grads.keys() != self.trainable:

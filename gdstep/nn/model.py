@@ -58,6 +58,24 @@ class Sequential:
         return tuple(deltas), {name: grads[name] for name in self.param_shapes if name in grads}
 
 
+    def backward_lean(self, params: Params, x: np.ndarray, outputs: Sequence[np.ndarray], grad_output: np.ndarray,
+                      trainable: frozenset[str], out: Params = NO_GRADS) -> dict[str, np.ndarray]:
+        """The gradients of `backward` without keeping δ: each ∂L/∂output is held by no one
+        but the next layer back, which may write over it (`backward_owned`), so `grad_output`
+        must be the caller's to give away. The same operations on the same numbers."""
+        grads: dict[str, np.ndarray] = {}
+        grad = grad_output
+        layers = self.layers
+        for i in range(len(layers) - 1, -1, -1):
+            layer = layers[i]
+            backward = getattr(layer, "backward_owned", None) or layer.backward
+            grad, layer_grads = backward(params, outputs[i - 1] if i else x, outputs[i], grad, trainable,
+                                         need_grad_x=i > 0, out=out)
+            if layer_grads:
+                grads.update(layer_grads)
+        return {name: grads[name] for name in self.param_shapes if name in grads}
+
+
 def build_layer(index: int, spec, in_features: int) -> Layer:
     """A layer from its scenario spec (see scenario.LayerSpec): its kind's class, given the spec's options."""
     return LAYERS[spec.kind].build(index, in_features, **dict(spec.options))

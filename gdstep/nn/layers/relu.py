@@ -21,6 +21,16 @@ def masked(grad: np.ndarray, keep: np.ndarray) -> np.ndarray:
     return mask.view(grad.dtype)
 
 
+def mask_in_place(grad: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """`masked`, written over `grad` (a gradient nothing else holds): its bits times 1
+    where `keep`, times 0 (+0.0) elsewhere, in one integer multiplication."""
+    if grad.dtype.kind != "f" or grad.shape != keep.shape or not grad.flags.writeable:
+        return masked(grad, keep)
+    bits = grad.view(np.dtype(f"u{grad.dtype.itemsize}"))
+    np.multiply(bits, keep, out=bits)
+    return grad
+
+
 @register
 class ReLU(Activation):
     kind = "relu"
@@ -35,6 +45,13 @@ class ReLU(Activation):
         if not need_grad_x:
             return None, NO_GRADS
         return masked(grad_y, x > 0), NO_GRADS
+
+    def backward_owned(self, params, x, y, grad_y, trainable, need_grad_x=True, out=NO_GRADS):
+        """`backward` when nothing else holds `grad_y` (a run's lean backward keeps no δ):
+        the mask is applied in place."""
+        if not need_grad_x:
+            return None, NO_GRADS
+        return mask_in_place(grad_y, x > 0), NO_GRADS
 
     def derivative(self, x, y):
         return (x > 0).astype(x.dtype)
