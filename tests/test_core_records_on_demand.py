@@ -257,3 +257,21 @@ def test_records_read_during_a_run_leave_it_as_it_was(backend):
     for _ in range(21 * 4):
         stepped.next_phase()
     same_records(run, stepped)
+
+
+@pytest.mark.parametrize("kind", sorted(ALL_ON))
+def test_the_torch_checkpoints_initial_optimizer_state_is_the_optimizers_init(kind):
+    """Made on the device from a two-element probe where init fills with one value; equal to
+    init on the whole parameter, as float32."""
+    pytest.importorskip("torch")
+    s = make(kind, ALL_ON[kind], "float32", "torch")
+    for name, p in s.backend.params().items():
+        got = s.backend._initial_state(name, p)
+        want = s.backend.optimizer.init(np.zeros(tuple(p.shape)))
+        assert set(got) == set(want)
+        for k, v in want.items():
+            if isinstance(v, np.ndarray):
+                assert got[k].shape == p.shape and got[k].dtype == p.dtype
+                np.testing.assert_array_equal(got[k].numpy(), v.astype(np.float32))
+            else:
+                assert got[k] == v
