@@ -162,8 +162,9 @@ def test_a_reader_mid_iteration_sends_the_rest_of_it_stepwise():
     same_state(run, stepped)
 
 
-def test_a_non_finite_forward_pauses_before_it_with_the_culprit_named():
-    run, ref = make("sgd", {"lr": 1e30}, "float32"), make("sgd", {"lr": 1e30}, "float32")
+def pauses_where_stepping_does(run, ref) -> None:
+    """`run` runs into a non-finite value; `ref`, stepped phase by phase, meets the same one
+    (named alike) and steps back to where the run stands."""
     result = run.run(max_steps=50)
     assert result.reason == "nonfinite"
     events = len(ref.events)
@@ -172,6 +173,11 @@ def test_a_non_finite_forward_pauses_before_it_with_the_culprit_named():
     bad = [e for e in ref.events[events:] if e.kind == "nonfinite"][0]
     ref.back()
     assert str(result.nonfinite) in bad.message and run.cursor == ref.cursor
+
+
+def test_a_non_finite_forward_pauses_before_it_with_the_culprit_named():
+    run, ref = make("sgd", {"lr": 1e30}, "float32"), make("sgd", {"lr": 1e30}, "float32")
+    pauses_where_stepping_does(run, ref)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32", "float16"])
@@ -228,11 +234,4 @@ def test_a_torch_update_that_overflows_pauses_with_the_culprit_of_stepping(defer
     sc = parse_scenario(TORCH_SCENARIO.format(dtype="float32", kind="sgd", args="lr = 1e30", frozen=""))
     run, ref = (gdstep.open(sc, backend="torch", dtype="float32") for _ in range(2))
     run._defer = deferred
-    result = run.run(max_steps=50)
-    assert result.reason == "nonfinite"
-    events = len(ref.events)
-    while not [e for e in ref.events[events:] if e.kind == "nonfinite"]:
-        ref.next_phase()
-    bad = [e for e in ref.events[events:] if e.kind == "nonfinite"][0]
-    ref.back()
-    assert str(result.nonfinite) in bad.message and run.cursor == ref.cursor
+    pauses_where_stepping_does(run, ref)
