@@ -4,10 +4,11 @@ On the numpy engine the first layer's output is linear in its parameters (z = x�
 an affine layer), so over the whole grid it is Z₀ + α·Z_{d₁} + β·Z_{d₂}: three products
 made once, and each point adds two scaled copies instead of a product with the data. The
 layers after it run a point at a time in the scenario's dtype (their products differ at
-every point, and one BLAS product a point is faster than numpy's stacked matmul), on the
-whole data at once laid out features first (`Layer.forward_features_first`: the loss's
-reductions over classes then run along contiguous memory, 5× faster than across it), the
-points split between threads that each give BLAS one core. Elsewhere (torch, a model
+every point, and one BLAS product a point is faster than numpy's stacked matmul), laid out
+features first (`Layer.forward_features_first`: the loss's reductions over classes then
+run along contiguous memory, 5× faster than across it), a block of samples at a time
+into buffers made once (`_Plan`), the points split between threads that each give BLAS
+one core. Elsewhere (torch, a model
 whose first layer is not affine) each point is the backend's own `loss_at`.
 
 Values equal the loss computed directly at those weights up to the rounding of the sum
@@ -78,26 +79,115 @@ class _Grid:
         return out
 
     def _rows(self, rows, alphas, betas, out) -> None:
+        if self.linear_first:
+            return _Plan(self).rows(rows, alphas, betas, out)
         origin, d1, d2, dt = self.origin, self.d1, self.d2, self.dt
         loss_fn = copy.copy(self.backend.loss_fn)       # its own: a loss keeps its last forward for backward
         params = dict(self.params)
-        xt = None if self.linear_first else np.ascontiguousarray(self.x.T)
+        xt = np.ascontiguousarray(self.x.T)
         with np.errstate(all="ignore"):
             for i in rows:
                 b = betas[i]
-                zb = self.z0 + dt.type(b) * self.z2 if self.linear_first else None
                 wb = {n: origin[n] + b * d2[n] for n in self.later}
                 for j, a in enumerate(alphas):
                     for name in self.later:
                         params[name] = (wb[name] + a * d1[name]).astype(dt)
-                    if self.linear_first:
-                        ht = self.z1 * dt.type(a)
-                        ht += zb
-                    else:
-                        ht = xt
+                    ht = xt
                     for layer in self.rest:
                         ht = layer.forward_features_first(params, ht)
                     out[i, j] = loss_fn.forward(ht.T, self.y)[1]
+
+
+class _Plan:
+    """One thread's way through the layers after the first, a block of samples at a time
+    (`BLOCK` of them: every array a point needs then stays in the core's own cache, where
+    the whole data's did not), with every array made once: each layer writes into its own
+    buffer (`forward_features_first(…, out=)`), and an affine layer's bias rides in its
+    product, [W | b]·[a; 1], its input's buffer holding a row of ones under the features
+    (one pass less per layer; the bias is the product's last term, so the sum is the same).
+    The last layer's outputs for every block go into one array, on which the loss runs
+    once, as it would on the whole data."""
+
+    BLOCK = 448
+
+    def __init__(self, grid: "_Grid"):
+        self.grid = grid
+        self.loss_fn = copy.copy(grid.backend.loss_fn)  # its own: a loss keeps its last forward for backward
+        n, dt = grid.z0.shape[1], grid.dt
+        self.blocks = [(c, min(c + self.BLOCK, n)) for c in range(0, n, self.BLOCK)]
+        width = self.blocks[0][1] - self.blocks[0][0]
+        feats = [grid.z0.shape[0]]
+        for layer in grid.rest:
+            feats.append(layer.features_out(feats[-1]))
+        self.inputs = []                               # the buffer each layer reads, a block wide
+        for k, layer in enumerate(grid.rest):
+            buf = np.empty((feats[k] + (_bias_name(layer) is not None), width), dtype=dt)
+            if _bias_name(layer) is not None:
+                buf[-1] = 1
+            self.inputs.append(buf)
+        self.block_out = np.empty((feats[-1], width), dtype=dt)
+        self.last = np.empty((feats[-1], n), dtype=dt)
+        self.stacked = {}                              # affine layer -> its [W | b] at this point
+        for layer in grid.rest:
+            if _bias_name(layer) is not None:
+                w = grid.params[layer.weight]
+                self.stacked[layer] = np.empty((w.shape[0], w.shape[1] + 1), dtype=dt)
+        # the first layer's three products, block by block, each block contiguous
+        self.z0, self.z1, self.z2 = ([np.ascontiguousarray(z[:, c0:c1]) for c0, c1 in self.blocks]
+                                     for z in (grid.z0, grid.z1, grid.z2))
+
+    def rows(self, rows, alphas, betas, out) -> None:
+        g, dt = self.grid, self.grid.dt
+        params = dict(g.params)
+        later = {n: np.empty(g.params[n].shape) for n in g.later}      # float64, cast as stored
+        with np.errstate(all="ignore"):
+            for i in rows:
+                b = betas[i]
+                zb = [z0 + dt.type(b) * z2 for z0, z2 in zip(self.z0, self.z2)]
+                wb = {n: g.origin[n] + b * g.d2[n] for n in g.later}
+                for j, a in enumerate(alphas):
+                    for name, w in later.items():
+                        np.multiply(g.d1[name], a, out=w)
+                        w += wb[name]
+                        params[name] = w
+                    self._stack(params)
+                    for k, (c0, c1) in enumerate(self.blocks):
+                        self._block(params, dt.type(a), self.z1[k], zb[k], c0, c1)
+                    out[i, j] = self.loss_fn.forward(self.last.T, g.y)[1]
+
+    def _stack(self, params) -> None:
+        for layer, stacked in self.stacked.items():
+            stacked[:, :-1] = params[layer.weight]
+            stacked[:, -1] = params[layer.bias]
+
+    def _block(self, params, a, z1, zb, c0, c1) -> None:
+        rest, inputs, w = self.grid.rest, self.inputs, c1 - c0
+        first = inputs[0][:z1.shape[0], :w] if rest else self.block_out[:, :w]
+        np.multiply(z1, a, out=first)
+        first += zb
+        for k, layer in enumerate(rest):
+            if k + 1 < len(rest):
+                dest = inputs[k + 1][:inputs[k + 1].shape[0] - (_bias_name(rest[k + 1]) is not None), :w]
+            else:
+                dest = self.block_out[:, :w]
+            stacked = self.stacked.get(layer)
+            if stacked is None:
+                layer.forward_features_first(_cast(params, layer, self.grid.dt), inputs[k][:, :w], out=dest)
+            else:
+                np.matmul(stacked, inputs[k][:, :w], out=dest)
+        self.last[:, c0:c1] = self.block_out[:, :w]
+
+
+def _bias_name(layer) -> str | None:
+    """The name of an affine layer's bias (its product can carry it), else None."""
+    if not getattr(layer, "affine", False) or not getattr(layer, "has_bias", False):
+        return None
+    return layer.bias
+
+
+def _cast(params, layer, dt):
+    """The layer's own parameters in the scenario's dtype (the grid keeps them in float64)."""
+    return {**params, **{n: np.asarray(params[n], dtype=dt) for n in layer.param_shapes}} if layer.param_shapes else params
 
 
 class _one_blas_thread:

@@ -91,3 +91,26 @@ def test_every_layer_kinds_features_first_forward_is_its_forward_transposed(kind
     got = layer.forward_features_first(params, np.ascontiguousarray(x.T))
     assert got.shape == want.T.shape
     np.testing.assert_allclose(got.T, want, rtol=1e-13, atol=1e-15)
+    into = np.full(want.T.shape, np.nan)
+    assert layer.forward_features_first(params, np.ascontiguousarray(x.T), out=into) is into
+    np.testing.assert_array_equal(into, got)
+
+
+@pytest.mark.parametrize("block", [40, 7])
+def test_blocks_of_samples_with_a_short_last_block_and_a_layer_without_bias(monkeypatch, block):
+    """The grid runs the data a block of samples at a time; a last block shorter than the
+    others and a linear layer with no bias (no row of ones under its input) give the same
+    values as the loss by hand."""
+    s = gdstep.open(parse_scenario(MLP.replace("{dtype}", "float64")
+                                   .replace("{ linear = 9 }", "{ linear = 9, bias = false }")))
+    s.step(6)
+    land = s.landscape("random", resolution=(5, 4))
+    monkeypatch.setattr(landscape_grid._Plan, "BLOCK", block)
+    args = (s.backend, s.backend.x, s.backend.y, land.origin, land.d1, land.d2, land.alphas, land.betas)
+    got = landscape_grid.grid_losses(*args, threads=2)
+    x, y = s.backend.x, s.backend.y
+    for i, j in [(0, 0), (3, 2), (1, 4)]:
+        w = land.weights_at(land.alphas[j], land.betas[i])
+        w.setdefault("2.bias", np.zeros(9))
+        assert got[i, j] == pytest.approx(loss_by_hand(x, y, w, np.dtype("float64")), rel=1e-12)
+    np.testing.assert_allclose(got, land.loss, rtol=1e-12)

@@ -114,12 +114,17 @@ class Layer:
     def forward(self, params: Params, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def forward_features_first(self, params: Params, xt: np.ndarray) -> np.ndarray:
+    def forward_features_first(self, params: Params, xt: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """`forward` on a batch laid out features first: xt is (features, batch), the
-        transpose of forward's input, and so is the result. The landscape's grid runs a
-        model this way (its reductions over classes then run along contiguous memory). An
-        element-wise layer needs nothing more than this; one that mixes features overrides it."""
-        return self.forward(params, xt.T).T
+        transpose of forward's input, and so is the result, written into `out` when given.
+        The landscape's grid runs a model this way (its reductions over classes then run
+        along contiguous memory). An element-wise layer needs nothing more than this; one
+        that mixes features overrides it."""
+        y = self.forward(params, xt.T).T
+        if out is None:
+            return y
+        out[...] = y
+        return out
 
     def backward(self, params: Params, x: np.ndarray, y: np.ndarray, grad_y: np.ndarray, trainable: frozenset[str],
                  need_grad_x: bool = True, out: Params = NO_GRADS) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:

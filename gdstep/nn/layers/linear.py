@@ -64,8 +64,8 @@ class Linear(Layer):
             z += params[self.bias]
         return z
 
-    def forward_features_first(self, params: Params, xt: np.ndarray) -> np.ndarray:
-        zt = params[self.weight] @ xt                      # zᵀ = W·xᵀ
+    def forward_features_first(self, params: Params, xt: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        zt = np.matmul(params[self.weight], xt, out=out)   # zᵀ = W·xᵀ
         if self.has_bias:
             zt += params[self.bias][:, None]
         return zt

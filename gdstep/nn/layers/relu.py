@@ -41,6 +41,9 @@ class ReLU(Activation):
     def forward(self, params, x):
         return np.maximum(x, 0.0)
 
+    def forward_features_first(self, params, xt, out=None):
+        return np.maximum(xt, 0.0, out=out)             # element-wise: the layout is the result's
+
     def backward(self, params, x, y, grad_y, trainable, need_grad_x=True, out=NO_GRADS):
         if not need_grad_x:
             return None, NO_GRADS
