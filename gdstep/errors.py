@@ -25,6 +25,11 @@ def index_problem(name: str, shape, index) -> str | None:
     return None
 
 
+class Abandoned(Exception):
+    """A computation given up part way because its caller's `stop()` said so (the app's
+    landscape, when a key needs the worker): nothing it would have made exists."""
+
+
 class HyperparameterError(ValueError):
     """An optimizer argument torch.optim would refuse; `key` names it (None: the call as a whole)."""
 

@@ -87,10 +87,11 @@ class Forks:
         return lanes.lanes[number - 1] if lanes is not None and 1 <= number <= len(lanes.lanes) else None
 
     def landscape(self, directions: str = "pca", span: float | None = None, resolution: tuple[int, int] = (40, 40),
-                  data: str = "full", path: int = 32, seed: int = 0):
-        """A 2-D slice of the loss around the current weights, with the recent path (gdstep.landscape)."""
+                  data: str = "full", path: int = 32, seed: int = 0, stop=None):
+        """A 2-D slice of the loss around the current weights, with the recent path
+        (gdstep.landscape); `stop()`, checked between grid points, gives it up when True."""
         from gdstep.landscape import landscape
-        return landscape(self, directions, span, resolution, data, path, seed)
+        return landscape(self, directions, span, resolution, data, path, seed, stop)
 
     def line(self, t: tuple[float, float] = (-0.5, 3.0), points: int = 50):
         """The loss along the update about to be taken, L(W + t·ΔW), on its batch (gdstep.landscape)."""

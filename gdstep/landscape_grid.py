@@ -23,27 +23,42 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from gdstep.errors import Abandoned
 from gdstep.nn.model import Sequential
 
-def grid_losses(backend, x, y, origin, d1, d2, alphas, betas, threads: int | None = None) -> np.ndarray:
-    """loss[i, j] at origin + alphas[j]·d1 + betas[i]·d2 (dicts of float64 arrays by name)."""
+def grid_losses(backend, x, y, origin, d1, d2, alphas, betas, threads: int | None = None, stop=None) -> np.ndarray:
+    """loss[i, j] at origin + alphas[j]·d1 + betas[i]·d2 (dicts of float64 arrays by name).
+    `stop()` is asked before each point; True gives the grid up (`Abandoned`)."""
     model = getattr(backend, "model", None)
+    stop = stop or never
     if not isinstance(model, Sequential) or not isinstance(x, np.ndarray) or not model.layers:
-        return _pointwise(backend, x, y, origin, d1, d2, alphas, betas)
-    return _Grid(backend, model, x, y, origin, d1, d2).losses(alphas, betas, threads)
+        return _pointwise(backend, x, y, origin, d1, d2, alphas, betas, stop)
+    return _Grid(backend, model, x, y, origin, d1, d2, stop).losses(alphas, betas, threads)
 
 
-def _pointwise(backend, x, y, origin, d1, d2, alphas, betas) -> np.ndarray:
+def never() -> bool:
+    """The `stop` of a computation nobody gives up."""
+    return False
+
+
+def stop_if_asked(stop) -> None:
+    """Abandoned when `stop()` says so (checked between pieces of work that may be given up)."""
+    if stop():
+        raise Abandoned("the landscape was given up: its caller asked to stop")
+
+
+def _pointwise(backend, x, y, origin, d1, d2, alphas, betas, stop=never) -> np.ndarray:
     loss = np.empty((len(betas), len(alphas)))
     for i, b in enumerate(betas):
         for j, a in enumerate(alphas):
+            stop_if_asked(stop)
             loss[i, j] = backend.loss_at(x, y, {n: origin[n] + a * d1[n] + b * d2[n] for n in origin})
     return loss
 
 
 class _Grid:
-    def __init__(self, backend, model: Sequential, x, y, origin, d1, d2):
-        self.backend, self.x, self.y = backend, x, y
+    def __init__(self, backend, model: Sequential, x, y, origin, d1, d2, stop=never):
+        self.backend, self.x, self.y, self.stop = backend, x, y, stop
         self.origin, self.d1, self.d2 = origin, d1, d2
         params = dict(backend.params())
         self.dt = next(iter(params.values())).dtype if params else x.dtype
@@ -90,6 +105,7 @@ class _Grid:
                 b = betas[i]
                 wb = {n: origin[n] + b * d2[n] for n in self.later}
                 for j, a in enumerate(alphas):
+                    stop_if_asked(self.stop)
                     for name in self.later:
                         params[name] = (wb[name] + a * d1[name]).astype(dt)
                     ht = xt
@@ -146,6 +162,7 @@ class _Plan:
                 zb = [z0 + dt.type(b) * z2 for z0, z2 in zip(self.z0, self.z2)]
                 wb = {n: g.origin[n] + b * g.d2[n] for n in g.later}
                 for j, a in enumerate(alphas):
+                    stop_if_asked(g.stop)
                     for name, w in later.items():
                         np.multiply(g.d1[name], a, out=w)
                         w += wb[name]

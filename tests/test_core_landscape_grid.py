@@ -114,3 +114,20 @@ def test_blocks_of_samples_with_a_short_last_block_and_a_layer_without_bias(monk
         w.setdefault("2.bias", np.zeros(9))
         assert got[i, j] == pytest.approx(loss_by_hand(x, y, w, np.dtype("float64")), rel=1e-12)
     np.testing.assert_allclose(got, land.loss, rtol=1e-12)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_landscape_asked_to_stop_is_given_up_and_changes_nothing(monkeypatch, threads):
+    from gdstep.errors import Abandoned
+
+    s = gdstep.open(parse_scenario(MLP.replace("{dtype}", "float32")))
+    s.step(8)
+    before = {n: v.copy() for n, v in s.params.items()}
+    want = s.landscape("pca", resolution=(12, 10))
+    monkeypatch.setattr(landscape_grid.os, "cpu_count", lambda: threads)
+    asked = []
+    with pytest.raises(Abandoned):
+        s.landscape("pca", resolution=(12, 10), stop=lambda: asked.append(1) or len(asked) > 60)
+    assert 60 < len(asked) < 120 // threads + 60            # given up at the next point, not at the end
+    assert all(np.array_equal(before[n], v) for n, v in s.params.items()) and s.step_count == 8
+    np.testing.assert_array_equal(s.landscape("pca", resolution=(12, 10), stop=lambda: False).loss, want.loss)

@@ -11,6 +11,7 @@ import pytest
 from conftest import command, settle, until
 
 import gdstep
+from gdstep.landscape_grid import never, stop_if_asked
 from gdstep.tui.app import make_app
 from gdstep.tui.heatmap import Mark, Scale, cell_of, colour_bar, picture
 
@@ -215,6 +216,43 @@ async def test_keys_are_answered_while_a_landscape_computes():
         assert app.driver.current is not None and app.driver.current.kind == "picture"
         await pilot.press("escape")
         await settle(pilot)
+
+
+async def test_a_key_that_needs_the_worker_gives_up_a_landscape_computing_and_it_is_made_after():
+    """shift+down needs a new frame from the worker, which is computing a landscape: the
+    landscape is given up at its next grid point (here it would take 3 s), the key is
+    answered, and the landscape is computed again once the worker is free."""
+    from gdstep.tui.landscape_plot import LandscapePlot
+    from gdstep.tui.tensor_view import TensorView
+
+    s = gdstep.open("spiral")
+    s.step(5)
+    real = s.landscape
+    started = []
+
+    def slow(*args, stop=None, **kwargs):
+        started.append(time.monotonic())
+        end = time.monotonic() + 3.0
+        while time.monotonic() < end:              # a long grid, asking between points
+            stop_if_asked(stop or never)
+            time.sleep(0.002)
+        return real(*args, stop=stop, **kwargs)
+
+    s.landscape = slow
+    app = make_app(s, timestamps=False)
+    async with app.run_test(size=(120, 36)) as pilot:
+        while app.query_one("#plot-switcher").current != "landscape-plot":
+            await pilot.press("v")
+        await until(lambda: app.driver.current is not None and app.driver.current.kind == "picture")
+        tensor = app.query_one(TensorView)
+        row = tensor.panel.index[0]
+        t0 = time.monotonic()
+        app.simulate_key("shift+down")
+        await until(lambda: tensor.panel.index[0] == row + 1)
+        assert time.monotonic() - t0 < 1.0             # not after the landscape's 3 s
+        plot = app.query_one(LandscapePlot)
+        await until(lambda: plot.picture is not None and plot.picture.landscape is not None, timeout=30)
+        assert len(started) >= 2                       # computed again after the key
 
 
 async def test_usable_at_80_by_24_with_the_landscape():

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gdstep.errors import GdstepError
+from gdstep.errors import Abandoned, GdstepError
 from gdstep.landscape import Landscape, Line
 from gdstep.tui.plot_data import lane_labels
 
@@ -67,20 +67,23 @@ def lane_paths(landscape: Landscape, session) -> tuple[LanePath, ...]:
                  for lane, label, points in zip(lanes.lanes, lane_labels(lanes), landscape.lane_paths))
 
 
-def make_landscape(session, directions: str, resolution: tuple[int, int]) -> LandscapePicture:
+def make_landscape(session, directions: str, resolution: tuple[int, int], stop=None) -> LandscapePicture:
     """The landscape now; PCA before the path has 3 points falls back to random directions.
-    With lanes open and moved, PCA is over the lanes' paths (gdstep.landscape)."""
+    With lanes open and moved, PCA is over the lanes' paths (gdstep.landscape). `stop()`
+    true between grid points gives it up (Abandoned, raised)."""
     fallback = ""
     try:
         try:
             landscape = session.landscape(directions=directions, resolution=resolution, path=PATH,
-                                          span=SPAN if directions == "pca" else None)
+                                          span=SPAN if directions == "pca" else None, stop=stop)
         except GdstepError:
             if directions != "pca":
                 raise
             fallback = directions
-            landscape = session.landscape(directions="random", resolution=resolution, path=PATH)
+            landscape = session.landscape(directions="random", resolution=resolution, path=PATH, stop=stop)
         return LandscapePicture(landscape, lane_paths(landscape, session), resolution == FINE, "", fallback)
+    except Abandoned:
+        raise
     except Exception as e:                   # a user mistake or a failure: said in the plot, not retried
         return LandscapePicture(None, (), True, str(e) if isinstance(e, GdstepError) else f"{type(e).__name__}: {e}")
 

@@ -13,9 +13,10 @@ none is draining the queue, and the worker stops only when the queue is empty, b
 one lock, so no job is left behind and none waits on a restart.
 
 The descent pictures (the landscape, the line) are a background job: the worker computes
-one only when the queue is empty, a landscape first coarse (16×16) and then fine (40×40),
-and looks at the queue in between, so the user's jobs wait at most one computation. Keys
-are answered meanwhile: the UI thread never computes.
+one only when the queue is empty, a landscape first coarse (16×16) and then fine (40×40).
+A job asked for while a landscape computes gives it up at the next grid point (about a
+millisecond; it is computed again when the queue is empty), so the user's jobs do not wait
+for it. Keys are answered meanwhile: the UI thread never computes.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from textual.app import App
 from textual.message import Message
 from textual.worker import Worker, get_current_worker
 
-from gdstep.errors import GdstepError
+from gdstep.errors import Abandoned, GdstepError
 from gdstep.files import atomic_write
 from gdstep.tui.frame import Frame, Layout, Selection
 from gdstep.tui.frame_builder import FrameBuilder
@@ -201,9 +202,18 @@ class SessionDriver:
     def _picture_job(self, kind: str) -> Job:
         directions = self.directions
 
-        def call(on_phase) -> None:
-            self.frames.make_picture(kind, directions)
+        def call(on_phase):
+            try:
+                self.frames.make_picture(kind, directions, stop=self._wanted_elsewhere)
+            except Abandoned:
+                return Abandoned
+            return None
         return Job(f"draw the {kind}", call, kind="picture")
+
+    def _wanted_elsewhere(self) -> bool:
+        """The worker is wanted for something else: a job, a redraw, the app's end."""
+        worker = self._worker
+        return bool(self._jobs) or self._dirty or (worker is not None and worker.is_cancelled)
 
     def _run(self, job: Job) -> None:
         """Every failure of a job, or of the frame after it, ends here: JobDone carries it."""
@@ -215,6 +225,8 @@ class SessionDriver:
             outcome = job.call(self._on_phase)
         except Exception:                   # a bug, not a user mistake: report it, keep going
             error = traceback.format_exc(limit=-3).strip()
+        if outcome is Abandoned:            # a picture given up for a job: nothing new to draw
+            return
         try:
             if job.kind == "command":              # a rewind or a new setting may rewrite the history
                 self.frames.invalidate()

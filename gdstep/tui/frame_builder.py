@@ -79,8 +79,9 @@ class FrameBuilder:
             return "line"
         return None
 
-    def make_picture(self, kind: str, directions: str) -> None:
-        """Compute one picture: a landscape first coarse (a new key), then fine."""
+    def make_picture(self, kind: str, directions: str, stop=None) -> None:
+        """Compute one picture: a landscape first coarse (a new key), then fine. `stop()`
+        true between the landscape's grid points gives it up (Abandoned): it stays due."""
         s = self.session
         if kind == "line":
             self._line = (line_key(s), make_line(s))
@@ -88,7 +89,7 @@ class FrameBuilder:
         key = landscape_key(s, directions)
         held = self._landscape
         resolution = FINE if held is not None and held[0] == key else COARSE
-        self._landscape = (key, make_landscape(s, directions, resolution))
+        self._landscape = (key, make_landscape(s, directions, resolution, stop))
 
     def build(self, selection: Selection, layout: Layout = Layout(), *, plots: bool = True) -> Frame:
         """The Frame of the session now; `plots` adds the curves, the boundary and the last pictures
