@@ -269,3 +269,19 @@ async def test_a_step_that_draws_the_line_or_the_landscape_shows_it_and_a_huge_l
         await settle(pilot)
         assert "log axis" in str(plot.border_title)
         assert app.is_running and app.return_code is None
+
+
+async def test_below_100_columns_a_step_that_draws_a_picture_shows_the_plots():
+    """At 80 columns the plots are hidden behind p (not in the footer there): lesson 3's
+    "the lower plot shows the landscape" showed the learner nothing."""
+    app = _lesson_app("3")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        assert not app.show_plots
+        while app.lesson.done < 8:
+            await press(pilot, "space")
+        assert "lower plot shows the landscape" in app.lesson.narration
+        assert app.show_plots and app.query_one("#plot-switcher").current == "landscape-plot"
+        assert app.query_one("#plot-switcher").region.height > 0
+        await press(pilot, "p")                         # the learner swaps back; the lesson is where it was
+        assert not app.show_plots and not app._away

@@ -148,10 +148,17 @@ class LessonApp(GdstepApp, inherit_bindings=False):
         drawn = [PICTURES[o.command.split(" ", 1)[0]] for o in advance.outcomes
                  if o.ok and o.command.split(" ", 1)[0] in PICTURES]
         switcher = self.query_one("#plot-switcher", ContentSwitcher)
-        if drawn and drawn[-1] in self._plot_ids and switcher.current != drawn[-1]:
+        if not drawn or drawn[-1] not in self._plot_ids:
+            return
+        if switcher.current != drawn[-1]:
             switcher.current = drawn[-1]
             self.driver.want(self._pictures_shown())
             self.call_after_refresh(self._layout_changed)
+        if self.size.width < 100 and not self.show_plots:       # narrow: the plots take the centre's place
+            self.show_plots = True
+            self.call_after_refresh(self._layout_changed)
+            self.notify("The plots are shown in place of the centre panels: p swaps them back.",
+                        title="lesson", timeout=5)
 
     def _log_step(self, log: EventLog, advance: Advance) -> None:
         self._problems = tuple(f"line {o.line}: {o.message}" for o in advance.problems)
