@@ -203,3 +203,85 @@ async def test_lesson_3_pause_on_a_non_finite_value_is_the_logs_last_line():
         assert last.startswith("paused: non-finite value inf in loss")
         loss = app.driver.session.loss_value                            # the kept state: the last finite one
         assert np.isfinite(loss) and loss > 1e300
+
+
+def _lesson_app(number: str, size_note: str = ""):
+    from gdstep import lessons
+    from gdstep.script.replay import read_script
+    lesson = lessons.find(number, lessons.load())
+    text, file = read_script(lesson.script)
+    return make_lesson_app(gdstep.open(str(lesson.scenario)), parse_script(text, file), f"lesson {number}",
+                           timestamps=False)
+
+
+def _visible_log(app) -> list[str]:
+    """The event log's lines as the screen shows them (a one-line log shows one)."""
+    from gdstep.tui.event_log import EventLog
+    log = app.query_one(EventLog)
+    top, rows = round(log.scroll_y), log.scrollable_content_region.height
+    return [strip.text for strip in log.lines[top:top + rows]]
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 36)])
+async def test_opening_shows_the_description_in_the_pane_and_the_log_shows_how_news_begins(size):
+    """The log is one line high below 44 rows: a wrapped entry showed only its tail ("wrong the
+    line is, and training makes it small." on opening; the end of gradcheck's line, without
+    its numbers, where lesson 2 says "its result is the event log's last line")."""
+    app = _lesson_app("2")
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        pane = app.query_one(Narration)
+        description = app.driver.session.scenario.description
+        assert str(pane.render()).startswith(description) and app.lesson.narration in str(pane.render())
+        assert app.driver.session.scenario.name in _visible_log(app)[0]
+        await press(pilot, "space")                     # step 2: the description has done its job
+        assert description not in str(pane.render())
+        while app.lesson.done < 7:
+            await press(pilot, "space")
+        await settle(pilot)
+        assert "event log's last line" in app.lesson.narration
+        shown = " ".join(_visible_log(app))
+        assert "analytic -10.000000" in shown, shown
+
+
+async def test_a_step_that_draws_the_line_or_the_landscape_shows_it_and_a_huge_loss_draws():
+    """Lesson 3 says "the lower plot now draws the loss along the next step" after `line`: it
+    must be on screen; then the run to a loss of 1e307 must not break the line plot (plotext
+    overflowed rounding ticks on a linear axis near the largest float)."""
+    from gdstep.tui.plots import LinePlot
+    app = _lesson_app("3")
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        while app.lesson.done < 8:
+            await press(pilot, "space")
+        assert app.query_one("#plot-switcher").current == "landscape-plot"
+        await press(pilot, "v")                         # the learner looks elsewhere; the next step brings it back
+        while app.lesson.done < 10:
+            await press(pilot, "space")
+        assert "lower plot now draws the loss along the next step" in app.lesson.narration
+        assert app.query_one("#plot-switcher").current == "line-plot"
+        await press(pilot, "space")                     # the run to 1e307, the line plot on screen
+        await settle(pilot)
+        assert app.lesson.done == 11 and app.is_running
+        plot = app.query_one(LinePlot)
+        await until(lambda: plot.picture is not None and plot.picture.line is not None
+                    and plot.picture.line.at_zero > 1e300)
+        await settle(pilot)
+        assert "log axis" in str(plot.border_title)
+        assert app.is_running and app.return_code is None
+
+
+async def test_below_100_columns_a_step_that_draws_a_picture_shows_the_plots():
+    """At 80 columns the plots are hidden behind p (not in the footer there): lesson 3's
+    "the lower plot shows the landscape" showed the learner nothing."""
+    app = _lesson_app("3")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        assert not app.show_plots
+        while app.lesson.done < 8:
+            await press(pilot, "space")
+        assert "lower plot shows the landscape" in app.lesson.narration
+        assert app.show_plots and app.query_one("#plot-switcher").current == "landscape-plot"
+        assert app.query_one("#plot-switcher").region.height > 0
+        await press(pilot, "p")                         # the learner swaps back; the lesson is where it was
+        assert not app.show_plots and not app._away

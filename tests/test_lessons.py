@@ -252,7 +252,7 @@ def test_lesson_7_adaptive_steps_against_bare_torch_optimizers():
     assert np.allclose(w.detach().numpy(), 0.5, atol=1e-7)          # both weights moved by η
     assert np.allclose(state["exp_avg"].numpy(), [[-0.5, -0.05]]) and np.allclose(state["exp_avg_sq"].numpy(), [[0.025, 0.00025]])
     text = narration("adaptive")
-    assert "exp_avg = (−0.5, −0.05)" in text and "exp_avg_sq = (0.025, 0.00025)" in text
+    assert "m = (−0.5, −0.05) and v = (0.025, 0.00025)" in text and "exp_avg and exp_avg_sq" in text
 
 
 def test_lesson_8_two_mirror_minima_and_a_saddle_between_them():

@@ -30,6 +30,8 @@ class EventLog(RichLog):
         self._why_inexact: str | None = None           # the reason the last "inexact" event gave
         self._entries: list[tuple[str, str, float, int | None]] = []   # (kind, message, when, step)
         self._wrapped_at = 0                           # the width the lines were wrapped to
+        self._latest_from = 0                          # the latest entry's first line, counted from the first ever
+        self._from_start = False                       # show_latest_from_its_start holds until the next entry
 
     def on_resize(self) -> None:
         self.call_after_refresh(self._rewrap)
@@ -42,12 +44,28 @@ class EventLog(RichLog):
     def _rewrap(self) -> None:
         """Every line wrapped again at the log's width: RichLog keeps a line as first wrapped,
         so a log made narrower scrolled sideways, and one line high its scrollbar hid the text."""
-        if not self._size_known or self._width() == self._wrapped_at:
+        if not self._size_known:
             return
-        self._wrapped_at = self._width()
-        self.clear()
-        for entry in self._entries:
-            self.write(self._line(*entry), width=self._wrapped_at, scroll_end=True)
+        if self._width() != self._wrapped_at:
+            self._wrapped_at = self._width()
+            self.clear()
+            for entry in self._entries:
+                self._latest_from = len(self.lines) + self._start_line
+                self.write(self._line(*entry), width=self._wrapped_at, scroll_end=True)
+        if self._from_start:                           # resized: the latest entry from its start again
+            self.call_after_refresh(self.show_latest_from_its_start)
+
+    def show_latest_from_its_start(self) -> None:
+        """Scroll back to the latest entry's first line when it wraps over more lines than the
+        log shows: a log one line high would show only the tail of a wrapped sentence. Holds
+        until the next entry (a resize scrolls back again)."""
+        self._from_start = True
+        self.call_after_refresh(self._scroll_to_latest)     # after the scroll to the end its writes asked for
+
+    def _scroll_to_latest(self) -> None:
+        first = self._latest_from - self._start_line
+        if self._from_start and self._size_known and 0 <= first < len(self.lines) - self.scrollable_content_region.height:
+            self.scroll_to(y=first, animate=False, immediate=True)
 
     def add_event(self, event: Event) -> None:
         message = event.message
@@ -76,6 +94,8 @@ class EventLog(RichLog):
         self.times.append(when)
         self._entries.append((kind, message, when, step))
         del self._entries[:-self.max_lines]
+        self._latest_from = len(self.lines) + self._start_line
+        self._from_start = False
         self.write(self._line(kind, message, when, step), width=self._wrapped_at or None)
 
     def _line(self, kind: str, message: str, when: float, step: int | None) -> Text:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from textual.binding import Binding
+from textual.widgets import ContentSwitcher
 
 from gdstep.script.lesson import Advance, LessonPlayer
 from gdstep.tui.app import GdstepApp
@@ -22,6 +23,7 @@ from gdstep.tui.messages import Job, JobDone
 from gdstep.tui.narration import Narration, NarrationState
 
 STEP_JOB = "lesson: next step"
+PICTURES = {"line": "line-plot", "landscape": "landscape-plot"}    # a step that draws one shows it below
 READ_ONLY = ("print", "gradcheck", "save", "export", "screenshot", "say")    # they leave the lesson as it is
 
 
@@ -112,6 +114,9 @@ class LessonApp(GdstepApp, inherit_bindings=False):
             self._echo(log, advance)                     # the commands, then the events they made (the frame's)
         if message.frame is not None:
             self.draw(message.frame)
+        if message.error is None and advance is not None and not advance.resumed:
+            self._show_picture(advance)
+            log.call_after_refresh(log.show_latest_from_its_start)     # a one-line log: how its news begins
         self._busy = False
         self._earlier = 0
         current = self._leaves == self._leaves_at_step          # no key left the lesson since space
@@ -137,6 +142,24 @@ class LessonApp(GdstepApp, inherit_bindings=False):
             log.add("command", f"› {outcome.command}")
             log.add_outcome(outcome.command, outcome, echo=True, run=False)
 
+    def _show_picture(self, advance: Advance) -> None:
+        """The lower plot switched to the picture the step's last `line` or `landscape` drew,
+        which the narration then talks about (the learner need not find it with v)."""
+        drawn = [PICTURES[o.command.split(" ", 1)[0]] for o in advance.outcomes
+                 if o.ok and o.command.split(" ", 1)[0] in PICTURES]
+        switcher = self.query_one("#plot-switcher", ContentSwitcher)
+        if not drawn or drawn[-1] not in self._plot_ids:
+            return
+        if switcher.current != drawn[-1]:
+            switcher.current = drawn[-1]
+            self.driver.want(self._pictures_shown())
+            self.call_after_refresh(self._layout_changed)
+        if self.size.width < 100 and not self.show_plots:       # narrow: the plots take the centre's place
+            self.show_plots = True
+            self.call_after_refresh(self._layout_changed)
+            self.notify("The plots are shown in place of the centre panels: p swaps them back.",
+                        title="lesson", timeout=5)
+
     def _log_step(self, log: EventLog, advance: Advance) -> None:
         self._problems = tuple(f"line {o.line}: {o.message}" for o in advance.problems)
         if self._problems:
@@ -152,8 +175,9 @@ class LessonApp(GdstepApp, inherit_bindings=False):
         player = self.lesson
         pane = self.query_one(Narration)
         text = player.said[-1 - self._earlier] if self._earlier else player.narration
+        opening = self.model.description if player.done <= 1 and not self._earlier else ""
         pane.state = NarrationState(player.title, text, player.done, player.total, self._away, self._busy,
-                                    self._problems, self._earlier)
+                                    self._problems, self._earlier, opening)
 
     # -- the learner's own keys: leave the lesson first --------------------------------------------
 

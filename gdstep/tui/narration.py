@@ -20,6 +20,7 @@ class NarrationState:
     busy: bool = False          # a step is running
     problems: tuple[str, ...] = ()
     earlier: int = 0            # 0: the latest say; k: the one k steps before it (h)
+    opening: str = ""           # the scenario's description, above the lesson's first say
 
     @property
     def finished(self) -> bool:
@@ -27,7 +28,7 @@ class NarrationState:
 
 
 class Narration(Static):
-    COMPONENT_CLASSES = {"narration--problem", "narration--hint"}
+    COMPONENT_CLASSES = {"narration--problem", "narration--hint", "narration--opening"}
 
     state: reactive[NarrationState | None] = reactive(None, layout=True)
 
@@ -53,11 +54,26 @@ class Narration(Static):
             self.border_subtitle = "space/→ next · other keys explore"
         self.set_class(state.away, "-away")
 
+    def get_content_height(self, container, viewport, width: int) -> int:
+        self._width = width                     # the width the text is measured at (_fits)
+        return super().get_content_height(container, viewport, width)
+
+    def _fits(self, text: Text) -> bool:
+        """Whether `text` fits the pane's most lines (max-height less the border) unscrolled."""
+        width = getattr(self, "_width", 0) or self.content_region.width
+        most = self.styles.max_height
+        if not width or most is None or not most.is_cells:
+            return True
+        return len(text.wrap(self.app.console, width)) <= int(most.value) - 2
+
     def render(self) -> Text:
         state = self.state
         if state is None:
             return Text()
         text = Text(state.text or ("…" if state.busy else "Press space (or →) to begin."))
+        if state.opening:                       # above the first say, where both fit (the log has it too)
+            both = Text.assemble((state.opening, self.get_component_rich_style("narration--opening")), "\n", text)
+            text = both if self._fits(both) else text
         if state.finished and not state.away and state.total:
             text.append("\n(The lesson is over. Everything still works: step, rewind, :commands.)",
                         style=self.get_component_rich_style("narration--hint"))

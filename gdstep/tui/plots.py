@@ -325,7 +325,8 @@ class LinePlot(_Plot):
         scale = _log10 if log else list
         plt.plot(t, scale(loss), marker="braille", color=PALETTE[0])
         plt.vline(1.0, color=self._faded(PALETTE[1], 0.6))
-        plt.scatter([0.0], scale([line.at_zero]), marker="●", color=PALETTE[2])
+        if math.isfinite(line.at_zero):                 # inf where the loss overflowed (lesson 3)
+            plt.scatter([0.0], scale([line.at_zero]), marker="●", color=PALETTE[2])
         if math.isfinite(line.at_one):
             plt.scatter([1.0], scale([line.at_one]), marker="◆", color=PALETTE[1])
         plt.xticks([-0.5, 0, 0.5, 1, 1.5, 2, 2.5, 3], ["-.5", "0", ".5", "1", "1.5", "2", "2.5", "3"])
