@@ -146,3 +146,30 @@ def test_a_rank_that_dies_while_others_wait_ends_the_job_with_a_clear_line(tmp_p
     assert "rank 1 stopped answering while this rank debugged" in debugging[1]
     assert "rank 0 ends the job" in debugging[1] and "Traceback" not in debugging[1]
     assert seconds < 60
+
+
+def test_when_the_debugging_rank_ends_the_ranks_that_wait_end_with_it(tmp_path):
+    """Three ranks: rank 2 dies as it begins to wait, so rank 0's next command in the pause
+    ends rank 0; rank 1, waiting, is told so and ends with one line — released instead, it
+    would go on into an all-reduce with ranks that are gone (a gloo traceback, or a hang).
+    And torchrun's SIGTERM (sent to every rank when one dies) to the rank in the app ends
+    that rank with one line, and the rank waiting on it, instead of the loop going on."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    jobs = [start("followerdies", 3, tmp_path / "a", extra={"followerdies": {
+                "breakpoints": ["step == 2"], "rank_timeout": 2, "dbg_rank": 0, "dies": [2]}}),
+            start("sigterm", 2, tmp_path / "b", extra={"sigterm": {"breakpoints": ["step == 2"]}})]
+    (debugging, waiting, died), seconds = finish(jobs[0])
+    assert died[0] == 4 and debugging[0] == 1
+    assert "rank 2 stopped answering while this rank debugged" in debugging[1]
+    assert waiting[0] == 1, waiting[1][-2000:]
+    line = "gdstep: rank 0 ended the job while rank 1 waited (rank 2 stopped answering while this rank debugged"
+    assert line in waiting[1] and "rank 1 ends too" in waiting[1]
+    assert "Traceback" not in waiting[1] and "Traceback" not in debugging[1]
+    (app, waiting), _ = finish(jobs[1])
+    assert app[0] == 1, app[1][-2000:]
+    assert "gdstep: SIGTERM while this rank debugged" in app[1] and "Traceback" not in app[1]
+    assert waiting[0] == 1, waiting[1][-2000:]
+    assert "rank 0 ended the job while rank 1 waited (SIGTERM while this rank debugged" in waiting[1]
+    assert "Traceback" not in waiting[1]
+    assert seconds < 60

@@ -22,7 +22,7 @@ from gdstep.distributed.lockstep import RUNS, lockstep_run
 LOCKSTEP = frozenset(RUNS + ("next_phase", "forward", "loss", "backward", "update", "back", "seek", "set",
                              "set_stop_when", "add_breakpoint", "remove_breakpoint"))
 CALLBACK = "__gdstep_callback__"
-RELEASE, RAISE = "release", "raise"
+RELEASE, RAISE, END = "release", "raise", "end"      # how a pause ends for the others
 
 
 def perform(session, ranks, name: str, args: tuple, kwargs: dict) -> Any:
@@ -78,7 +78,8 @@ def _answering(callback, channel: Channel):
 
 def follow(session, ranks, channel: Channel) -> tuple:
     """Run the debugging rank's calls on this rank's session until it releases the ranks;
-    returns the release message."""
+    returns the release message: (RELEASE,), (RAISE, message) or (END, why the debugging
+    rank ended)."""
     where = "while this rank waited"
 
     def asked():
@@ -88,7 +89,7 @@ def follow(session, ranks, channel: Channel) -> tuple:
     while True:
         message = channel.receive(where)
         kind = message[0]
-        if kind in (RELEASE, RAISE):
+        if kind in (RELEASE, RAISE, END):
             return message
         try:
             if kind == "setattr":
