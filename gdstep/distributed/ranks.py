@@ -109,10 +109,10 @@ class Ranks:
 
     def gather_view(self, dbg, verdict: Verdict) -> RanksView:
         local, averaged, step = local_and_averaged(dbg.backend, dbg.session, self)
-        mine, mean, avg = rank_values(local, averaged, step, dbg.session, self.rank, verdict.messages[self.rank])
+        mine, common = rank_values(local, averaged, step, dbg.session, self.rank, verdict.messages[self.rank])
         everyone: list = [None] * self.world
         self.dist.all_gather_object(everyone, mine)
-        return RanksView(tuple(everyone), avg, mean)
+        return RanksView(tuple(everyone), **common)
 
     def pause(self, dbg, verdict: Verdict, settle_to: int | None = None) -> None:
         """Every rank calls this at the same point: one opens the debugger, the others follow."""

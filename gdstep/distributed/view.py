@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-SMALL = 4096        # local gradients up to this many elements travel whole; larger ones as norms
+SMALL = 4096        # local gradients up to this many elements travel whole; of larger ones, the norm
+HEAD = 6            # and the first elements (what the app shows of every parameter)
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,8 @@ class RankValues:
     deviation: float                           # ‖g_r − ḡ‖ / ‖ḡ‖
     finite: bool
     found: str | None = None                   # what this rank's conditions found, if anything
-    local_grads: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    local_grads: dict[str, np.ndarray] = field(default_factory=dict, repr=False)   # the small ones, whole
+    heads: dict[str, np.ndarray] = field(default_factory=dict, repr=False)         # every one's first elements
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,10 @@ class RanksView:
 
     ranks: tuple[RankValues, ...]
     averaged_norm: float
-    averaged: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    averaged: dict[str, np.ndarray] = field(default_factory=dict, repr=False)       # the small ones, whole
+    averaged_heads: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    averaged_norms: dict[str, float] = field(default_factory=dict, repr=False)
+    shapes: dict[str, tuple] = field(default_factory=dict, repr=False)
 
     @property
     def losses(self) -> list[float | None]:
@@ -68,23 +73,35 @@ class RanksView:
         return "\n".join(lines)
 
 
-    def param_text(self, name: str, count: int = 6) -> str:
-        """One parameter: each rank's local gradient beside the average (first elements)."""
-        if name not in self.averaged:
-            return f"{name}: too large to show whole; its norms are in the table"
-        avg = self.averaged[name].reshape(-1)
+    def names(self) -> list[str]:
+        """Every parameter with local gradients, in the model's order."""
+        seen = dict.fromkeys(n for r in self.ranks for n in r.local_norms)
+        return list(seen) or list(self.averaged)
+
+    def param_text(self, name: str, count: int = HEAD) -> str:
+        """One parameter: each rank's local gradient beside the average (first elements), and
+        its norm on each rank."""
+        avg = self.averaged.get(name, self.averaged_heads.get(name))
+        if avg is None:
+            return f"{name}: no local gradient"
+        avg = avg.reshape(-1)
+        shape = self.shapes.get(name, tuple(self.averaged[name].shape) if name in self.averaged else None)
         shown = min(count, avg.size)
-        lines = [f"{name} {tuple(self.averaged[name].shape)} · first {shown} elements of ∂L/∂W"]
+        lines = [f"{name} {shape} · first {shown} elements of ∂L/∂W, then ‖∂L/∂W‖"]
         for r in self.ranks:
-            g = r.local_grads.get(name)
+            g = r.local_grads.get(name, r.heads.get(name))
             if g is not None:
-                lines.append(f"  rank {r.rank:<3} " + "  ".join(f"{v:>10.4g}" for v in g.reshape(-1)[:shown]))
-        lines.append("  average  " + "  ".join(f"{v:>10.4g}" for v in avg[:shown]))
+                norm = r.local_norms.get(name)
+                lines.append(f"  rank {r.rank:<3} " + "  ".join(f"{v:>10.4g}" for v in g.reshape(-1)[:shown])
+                             + ("" if norm is None else f"  {norm:>10.4g}"))
+        norm = self.averaged_norms.get(name)
+        lines.append("  average  " + "  ".join(f"{v:>10.4g}" for v in avg[:shown])
+                     + ("" if norm is None else f"  {norm:>10.4g}"))
         return "\n".join(lines)
 
     def full_text(self) -> str:
-        """The table, then every parameter small enough to show."""
-        return "\n\n".join([self.text()] + [self.param_text(n) for n in self.averaged])
+        """The table, then every parameter: its first elements and norm on each rank."""
+        return "\n\n".join([self.text()] + [self.param_text(n) for n in self.names()])
 
 
 def _num(v) -> str:
@@ -117,7 +134,8 @@ def local_and_averaged(backend, session, ranks) -> tuple[dict, dict, int | None]
 
 
 def rank_values(local, averaged, grads_step, session, rank: int, found: str | None):
-    """This rank's values (computed where they live; only small tensors are copied)."""
+    """This rank's values (computed where they live; only small tensors are copied whole),
+    and the average's, the same on every rank: RanksView(everyone's values, **common)."""
     import torch
 
     names = [n for n in averaged if n in local]
@@ -128,7 +146,13 @@ def rank_values(local, averaged, grads_step, session, rank: int, found: str | No
         finite = all(bool(torch.isfinite(local[n]).all()) for n in names)
     total = math.sqrt(sum(v * v for v in norms.values()))
     small = {n: local[n].detach().cpu().numpy().copy() for n in names if local[n].numel() <= SMALL}
+    heads = {n: local[n].detach().reshape(-1)[:HEAD].cpu().numpy().copy() for n in names}
     deviation = diff / avg if avg > 0 else (0.0 if diff == 0 else math.inf)
-    values = RankValues(rank, session.loss_value, grads_step, total, norms, deviation, finite, found, small)
+    values = RankValues(rank, session.loss_value, grads_step, total, norms, deviation, finite, found, small, heads)
     mean = {n: averaged[n].detach().cpu().numpy().copy() for n in names if averaged[n].numel() <= SMALL}
-    return values, mean, avg
+    with torch.no_grad():
+        mean_norms = {n: float(torch.linalg.vector_norm(averaged[n].double())) for n in names}
+    common = dict(averaged_norm=avg, averaged=mean, averaged_norms=mean_norms,
+                  averaged_heads={n: averaged[n].detach().reshape(-1)[:HEAD].cpu().numpy().copy() for n in names},
+                  shapes={n: tuple(averaged[n].shape) for n in names})
+    return values, common
