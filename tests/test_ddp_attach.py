@@ -74,8 +74,10 @@ def test_nan_on_one_rank_pauses_every_rank_at_the_same_iteration_and_names_it(fo
     view = reports[0]["view"]
     assert [np.isfinite(v) for v in view["losses"]] == [True, True, True, False]
     assert view["outliers"] == [3] and "← stands out" in view["text"]
-    # paused before the backward: the local gradients of that iteration, computed aside
+    # paused before the backward: the local gradients of that iteration, computed aside,
+    # listed (and all-reduced) in the model's order
     assert "update 3" in view["text"]
+    assert list(view["averaged"]) == ["module.0.weight", "module.0.bias", "module.2.weight", "module.2.bias"]
     rows = [line for line in view["text"].splitlines() if line[:4].strip().isdigit()]
     assert [row.split()[4] for row in rows] == ["yes", "yes", "yes", "NO"]
 

@@ -119,9 +119,11 @@ def local_and_averaged(backend, session, ranks) -> tuple[dict, dict, int | None]
     if session.phase_due in ("loss", "backward"):
         torch = ranks.torch
         _, x, y = session.current_batch()
-        names = [n for n in backend.local_grads() or backend.averaged_grads()] or sorted(backend.trainable)
-        names = [n for n in names if n in backend.trainable]
-        local = {n: g for n, g in backend.gradients(x, y).items() if n in names}
+        grads = backend.gradients(x, y)
+        wanted = set(backend.local_grads() or backend.averaged_grads()) or backend.trainable
+        # the model's order, the same on every rank (the hooks' order is the backward's)
+        names = [n for n, _ in backend._train if n in wanted and n in grads]
+        local = {n: grads[n] for n in names}
         flat = torch.cat([local[n].reshape(-1) for n in names]).to(ranks.device)
         ranks.dist.all_reduce(flat)
         flat = flat.to(local[names[0]].device) / ranks.world
