@@ -31,9 +31,9 @@ def _ok(results):
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp2")
-    results, _ = launch("identical+retry+dump+watchnan", 2, out, timeout=100, extra={
+    results, _ = launch("identical+retry+dump+watchnan+nandump", 2, out, timeout=100, extra={
         "identical": {"optimizer": "adam"}, "retry": {"breakpoints": ["step == 2"]},
-        "dump": {"breakpoints": ["step == 2"]}, "watchnan": {"bad_rank": 1}})
+        "dump": {"breakpoints": ["step == 2"]}, "watchnan": {"bad_rank": 1}, "nandump": {"bad_rank": 1, "steps": 5}})
     return out, results
 
 
@@ -126,7 +126,23 @@ def test_watch_mode_pauses_every_rank_on_one_ranks_nan_and_puts_the_loop_back(tw
         assert report["held"][0]["iteration"] == 2 and report["held"][0]["ranks"] == [1]
         assert "rank 1 only" in report["held"][0]["message"]
         assert report["same_everywhere"]
-    assert len(reports[0]["pauses"]) >= 1 and reports[1]["pauses"] == []
+    # one break an iteration on a non-finite value, as in one process: rank 1's NaN in
+    # iteration 2's forward, then every rank's (NaN parameters) in iteration 3's; not again
+    # for the updates they spoil
+    assert [p["step"] for p in reports[0]["pauses"]] == [2, 3] and reports[1]["pauses"] == []
+
+
+def test_without_a_terminal_non_finite_parameters_stop_the_files_on_every_rank(two_ranks):
+    """Rank 1's NaN at iteration 2 of 5 makes every parameter NaN: one break file, then no
+    more — the debugging rank's "no more files" is made on every rank, or the others,
+    still breaking on NaN, would pause them all again at every iteration."""
+    out, results = two_ranks
+    _ok(results)
+    reports = _reports(out, "nandump", 2)
+    assert [h["iteration"] for h in reports[0]["held"]] == [2]
+    assert len(reports[0]["dumps"]) == 1 and reports[1]["dumps"] == []
+    assert "no more files for non-finite values" in results[0][1]
+    assert all(r["same_everywhere"] for r in reports)
 
 
 def test_a_rank_that_dies_while_others_wait_ends_the_job_with_a_clear_line(tmp_path):

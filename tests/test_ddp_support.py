@@ -170,7 +170,7 @@ def run_case(torch, dist, case: str, rank: int, out: Path, args: dict) -> dict:
         report["same_everywhere"] = _same_everywhere(torch, dist, got)
         return report
     bad = args.get("bad_rank", -1)
-    if case == "nan" and rank == bad:
+    if case in ("nan", "nandump") and rank == bad:
         x, y = batches[2]
         x = x.clone()
         x[1, 0] = float("nan")
@@ -199,7 +199,7 @@ def run_case(torch, dist, case: str, rank: int, out: Path, args: dict) -> dict:
             return run(app, headless=True)
         GdstepApp.run = headless
     model, opt = _ddp(torch, "sgd", 0.1)
-    handler = None if case in ("dump", "sigterm") else on_break
+    handler = None if case in ("dump", "sigterm", "nandump") else on_break
     dbg = gdstep.attach(model, opt, loss_fn, breakpoints=args.get("breakpoints", ["nan"]), on_break=handler,
                         dump_dir=str(out), dbg_rank=args.get("dbg_rank", 0), rank_timeout=args.get("rank_timeout", 60.0))
     report["held"] = []

@@ -96,3 +96,18 @@ def test_a_parameter_too_large_to_travel_whole_still_shows_each_ranks_first_elem
     assert cells[0] == "average"
     np.testing.assert_allclose([float(c) for c in cells[1:7]], averaged["big.weight"].reshape(-1)[:6].numpy(), rtol=5e-4)
     assert float(cells[7]) == pytest.approx(float(torch.linalg.vector_norm(averaged["big.weight"])), rel=5e-4)
+
+
+def test_ranks_whose_deviation_is_nan_leave_the_outliers_to_the_rest_without_warnings():
+    """One rank's NaN makes the averaged gradient NaN, so no rank's distance from it is
+    finite (inf, as a NaN average made it): the rank with the NaN stands out, and numpy
+    says nothing on stderr."""
+    import dataclasses
+    import warnings
+
+    view = _view([1.0, 1.02, float("nan"), 0.99], finite=(True, True, False, True))
+    view = RanksView(tuple(dataclasses.replace(r, deviation=float("inf")) for r in view.ranks),
+                     float("nan"), view.averaged)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert view.outliers() == (2,)

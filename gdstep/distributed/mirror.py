@@ -44,6 +44,8 @@ class Mirrored:
         value = getattr(self._session, name)
         if name in LOCKSTEP:
             return lambda *args, **kwargs: self._call(name, args, kwargs)
+        if name == "breakpoints":
+            return MirroredBreakpoints(value, self._channel, self._lock)
         return value
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -66,6 +68,30 @@ class Mirrored:
 
     def __repr__(self) -> str:
         return f"<mirrored {self._session!r}>"
+
+
+class MirroredBreakpoints:
+    """The debugging rank's breakpoints: a dismissal (the app's `x`, the break files' "no more
+    files for non-finite values") is made on every rank, or the ranks that still break on it
+    would pause them all again."""
+
+    def __init__(self, registry, channel: Channel, lock):
+        self._registry, self._channel, self._lock = registry, channel, lock
+
+    def __getattr__(self, name: str):
+        return getattr(self._registry, name)
+
+    def __iter__(self):
+        return iter(self._registry)
+
+    def __len__(self) -> int:
+        return len(self._registry)
+
+    def dismiss(self, what):
+        with self._lock:
+            self._channel.check_peers("while this rank debugged")
+            self._channel.post(("dismiss", what))
+            return self._registry.dismiss(what)
 
 
 def _answering(callback, channel: Channel):
@@ -94,6 +120,8 @@ def follow(session, ranks, channel: Channel) -> tuple:
         try:
             if kind == "setattr":
                 setattr(session, message[1], message[2])
+            elif kind == "dismiss":
+                session.breakpoints.dismiss(message[1])
             elif kind == "call":
                 _, name, args, kwargs = message
                 kwargs = {k: (asked if isinstance(v, str) and v == CALLBACK else v) for k, v in kwargs.items()}

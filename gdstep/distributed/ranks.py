@@ -18,7 +18,7 @@ from typing import Any
 from gdstep.distributed.channel import Channel, RankLost
 from gdstep.distributed.lockstep import check, lockstep_run
 from gdstep.distributed.mirror import END, RAISE, RELEASE, Mirrored, follow
-from gdstep.distributed.verdict import BREAKPOINT, Verdict, combine
+from gdstep.distributed.verdict import BREAKPOINT, NONFINITE, Verdict, combine
 from gdstep.distributed.view import RanksView, local_and_averaged, rank_values
 from gdstep.errors import GdstepError
 
@@ -64,7 +64,7 @@ class Ranks:
     def step(self, dbg, s) -> float:
         """dbg.step's iteration on every rank at once (the session holds this rank's batch)."""
         self.last_verdict = None
-        result = lockstep_run(s, self, "step", 1)
+        result = lockstep_run(s, self, "step", 1, loop=True)
         if result.reason in ("breakpoint", "nonfinite") and self.last_verdict is not None:
             self.pause(dbg, self.last_verdict, settle_to=4 * (dbg._loop_step + 1))
             dbg._finish_iteration()
@@ -80,9 +80,9 @@ class Ranks:
         s = dbg.session
         seen = len(s.events)
         s.next_phase()
-        verdict = combine(self, *check(s, phase, seen, None, None))
-        if not verdict.hit:
-            return False
+        verdict = combine(self, *check(s, phase, seen, None, None, loop=True))
+        if not verdict.hit or (verdict.code == NONFINITE and dbg._repeated_nonfinite(phase)):
+            return False          # one break an iteration on a non-finite value, as in one process
         self.last_verdict = verdict
         position, held = s.position, dbg.backend.loop_state()
         self.pause(dbg, verdict)

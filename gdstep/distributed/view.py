@@ -49,12 +49,13 @@ class RanksView:
         the median above the median, with three ranks or more."""
         out = {r.rank for r in self.ranks if not r.finite or r.loss is None or not math.isfinite(r.loss)}
         finite = [r for r in self.ranks if r.rank not in out]
-        if len(finite) >= 3:
-            for key in (lambda r: r.loss, lambda r: r.deviation):
-                values = np.array([key(r) for r in finite], dtype=float)
+        for key in (lambda r: r.loss, lambda r: r.deviation):
+            kept = [r for r in finite if math.isfinite(key(r))]     # a NaN average makes every deviation NaN
+            if len(kept) >= 3:
+                values = np.array([key(r) for r in kept], dtype=float)
                 med = float(np.median(values))
                 mad = float(np.median(np.abs(values - med)))
-                out |= {r.rank for r, v in zip(finite, values) if v - med > max(5 * mad, 0.5 * abs(med))}
+                out |= {r.rank for r, v in zip(kept, values) if v - med > max(5 * mad, 0.5 * abs(med))}
         return tuple(sorted(out))
 
     def text(self) -> str:
