@@ -50,7 +50,7 @@ class RanksView:
         out = {r.rank for r in self.ranks if not r.finite or r.loss is None or not math.isfinite(r.loss)}
         finite = [r for r in self.ranks if r.rank not in out]
         for key in (lambda r: r.loss, lambda r: r.deviation):
-            kept = [r for r in finite if math.isfinite(key(r))]     # a NaN average makes every deviation NaN
+            kept = [r for r in finite if math.isfinite(key(r))]     # a NaN average leaves no deviation finite
             if len(kept) >= 3:
                 values = np.array([key(r) for r in kept], dtype=float)
                 med = float(np.median(values))
