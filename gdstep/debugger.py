@@ -46,9 +46,11 @@ _current: "Debugger | None" = None
 
 
 def interactive() -> bool:
-    """A person at a terminal: stdin and stdout are terminals and this is not CI."""
+    """A person at a terminal: stdin and stdout are terminals and this is not CI; and the
+    stream the app draws on (Textual: the process's own stderr) is one too."""
     try:
-        return sys.stdin.isatty() and sys.stdout.isatty() and not os.environ.get("CI")
+        return (sys.stdin.isatty() and sys.stdout.isatty() and sys.__stderr__ is not None
+                and sys.__stderr__.isatty() and not os.environ.get("CI"))
     except (AttributeError, ValueError):
         return False
 

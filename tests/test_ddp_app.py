@@ -69,3 +69,23 @@ async def test_the_apps_keys_and_prompt_run_through_the_mirrored_session(one_ran
     calls = [m[1] for m in sent if m[0] == "call"]
     assert calls.count("back") == 4 and "set" in calls and "step" in calls
     assert opt.param_groups[0]["lr"] == 0.05
+
+
+def test_with_stderr_redirected_the_debugger_writes_break_files_instead_of_an_unseen_app(monkeypatch):
+    """Textual draws on the process's stderr: `torchrun ... 2> err.log`, stdin and stdout on
+    a terminal, drew the app into the file and left the job paused with nothing on screen."""
+    import io
+    import sys
+
+    from gdstep.debugger import interactive
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.delenv("CI", raising=False)
+    for name in ("stdin", "stdout", "__stderr__"):
+        monkeypatch.setattr(sys, name, Terminal())
+    assert interactive()
+    monkeypatch.setattr(sys, "__stderr__", io.StringIO())
+    assert not interactive()

@@ -31,9 +31,9 @@ def _ok(results):
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp2")
-    results, _ = launch("identical+retry+dump+watchnan", 2, out, timeout=100, extra={
+    results, _ = launch("identical+retry+dump+watchnan+nandump", 2, out, timeout=100, extra={
         "identical": {"optimizer": "adam"}, "retry": {"breakpoints": ["step == 2"]},
-        "dump": {"breakpoints": ["step == 2"]}, "watchnan": {"bad_rank": 1}})
+        "dump": {"breakpoints": ["step == 2"]}, "watchnan": {"bad_rank": 1}, "nandump": {"bad_rank": 1, "steps": 5}})
     return out, results
 
 
@@ -74,8 +74,10 @@ def test_nan_on_one_rank_pauses_every_rank_at_the_same_iteration_and_names_it(fo
     view = reports[0]["view"]
     assert [np.isfinite(v) for v in view["losses"]] == [True, True, True, False]
     assert view["outliers"] == [3] and "← stands out" in view["text"]
-    # paused before the backward: the local gradients of that iteration, computed aside
+    # paused before the backward: the local gradients of that iteration, computed aside,
+    # listed (and all-reduced) in the model's order
     assert "update 3" in view["text"]
+    assert list(view["averaged"]) == ["module.0.weight", "module.0.bias", "module.2.weight", "module.2.bias"]
     rows = [line for line in view["text"].splitlines() if line[:4].strip().isdigit()]
     assert [row.split()[4] for row in rows] == ["yes", "yes", "yes", "NO"]
 
@@ -124,7 +126,23 @@ def test_watch_mode_pauses_every_rank_on_one_ranks_nan_and_puts_the_loop_back(tw
         assert report["held"][0]["iteration"] == 2 and report["held"][0]["ranks"] == [1]
         assert "rank 1 only" in report["held"][0]["message"]
         assert report["same_everywhere"]
-    assert len(reports[0]["pauses"]) >= 1 and reports[1]["pauses"] == []
+    # one break an iteration on a non-finite value, as in one process: rank 1's NaN in
+    # iteration 2's forward, then every rank's (NaN parameters) in iteration 3's; not again
+    # for the updates they spoil
+    assert [p["step"] for p in reports[0]["pauses"]] == [2, 3] and reports[1]["pauses"] == []
+
+
+def test_without_a_terminal_non_finite_parameters_stop_the_files_on_every_rank(two_ranks):
+    """Rank 1's NaN at iteration 2 of 5 makes every parameter NaN: one break file, then no
+    more — the debugging rank's "no more files" is made on every rank, or the others,
+    still breaking on NaN, would pause them all again at every iteration."""
+    out, results = two_ranks
+    _ok(results)
+    reports = _reports(out, "nandump", 2)
+    assert [h["iteration"] for h in reports[0]["held"]] == [2]
+    assert len(reports[0]["dumps"]) == 1 and reports[1]["dumps"] == []
+    assert "no more files for non-finite values" in results[0][1]
+    assert all(r["same_everywhere"] for r in reports)
 
 
 def test_a_rank_that_dies_while_others_wait_ends_the_job_with_a_clear_line(tmp_path):
@@ -145,4 +163,31 @@ def test_a_rank_that_dies_while_others_wait_ends_the_job_with_a_clear_line(tmp_p
     assert debugging[0] == 1
     assert "rank 1 stopped answering while this rank debugged" in debugging[1]
     assert "rank 0 ends the job" in debugging[1] and "Traceback" not in debugging[1]
+    assert seconds < 60
+
+
+def test_when_the_debugging_rank_ends_the_ranks_that_wait_end_with_it(tmp_path):
+    """Three ranks: rank 2 dies as it begins to wait, so rank 0's next command in the pause
+    ends rank 0; rank 1, waiting, is told so and ends with one line — released instead, it
+    would go on into an all-reduce with ranks that are gone (a gloo traceback, or a hang).
+    And torchrun's SIGTERM (sent to every rank when one dies) to the rank in the app ends
+    that rank with one line, and the rank waiting on it, instead of the loop going on."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    jobs = [start("followerdies", 3, tmp_path / "a", extra={"followerdies": {
+                "breakpoints": ["step == 2"], "rank_timeout": 2, "dbg_rank": 0, "dies": [2]}}),
+            start("sigterm", 2, tmp_path / "b", extra={"sigterm": {"breakpoints": ["step == 2"]}})]
+    (debugging, waiting, died), seconds = finish(jobs[0])
+    assert died[0] == 4 and debugging[0] == 1
+    assert "rank 2 stopped answering while this rank debugged" in debugging[1]
+    assert waiting[0] == 1, waiting[1][-2000:]
+    line = "gdstep: rank 0 ended the job while rank 1 waited (rank 2 stopped answering while this rank debugged"
+    assert line in waiting[1] and "rank 1 ends too" in waiting[1]
+    assert "Traceback" not in waiting[1] and "Traceback" not in debugging[1]
+    (app, waiting), _ = finish(jobs[1])
+    assert app[0] == 1, app[1][-2000:]
+    assert "gdstep: SIGTERM while this rank debugged" in app[1] and "Traceback" not in app[1]
+    assert waiting[0] == 1, waiting[1][-2000:]
+    assert "rank 0 ended the job while rank 1 waited (SIGTERM while this rank debugged" in waiting[1]
+    assert "Traceback" not in waiting[1]
     assert seconds < 60

@@ -170,7 +170,7 @@ def run_case(torch, dist, case: str, rank: int, out: Path, args: dict) -> dict:
         report["same_everywhere"] = _same_everywhere(torch, dist, got)
         return report
     bad = args.get("bad_rank", -1)
-    if case == "nan" and rank == bad:
+    if case in ("nan", "nandump") and rank == bad:
         x, y = batches[2]
         x = x.clone()
         x[1, 0] = float("nan")
@@ -180,12 +180,26 @@ def run_case(torch, dist, case: str, rank: int, out: Path, args: dict) -> dict:
         x = x.clone()
         x[0, 1] = float("nan")
         batches[2] = (x, y)
-    if case == "followerdies" and rank != args.get("dbg_rank", 0):
+    followers = [r for r in range(dist.get_world_size()) if r != args.get("dbg_rank", 0)]
+    if case == "followerdies" and rank in args.get("dies", followers):
         import gdstep.distributed.ranks as ranks_module
 
         ranks_module.follow = lambda *a: os._exit(4)      # this rank dies as it starts to wait
+    if case == "sigterm" and rank == 0:      # the app, as in a terminal; torchrun's SIGTERM once it is up
+        import signal
+
+        import gdstep.debugger
+        from gdstep.tui.app import GdstepApp
+
+        gdstep.debugger.interactive = lambda: True
+        run = GdstepApp.run
+
+        def headless(app, *a, **kw):
+            app.call_later(app.set_timer, 0.5, lambda: os.kill(os.getpid(), signal.SIGTERM))
+            return run(app, headless=True)
+        GdstepApp.run = headless
     model, opt = _ddp(torch, "sgd", 0.1)
-    handler = None if case == "dump" else on_break
+    handler = None if case in ("dump", "sigterm", "nandump") else on_break
     dbg = gdstep.attach(model, opt, loss_fn, breakpoints=args.get("breakpoints", ["nan"]), on_break=handler,
                         dump_dir=str(out), dbg_rank=args.get("dbg_rank", 0), rank_timeout=args.get("rank_timeout", 60.0))
     report["held"] = []

@@ -22,8 +22,11 @@ SYNC_AFTER = ("loss", "update")
 RUNS = ("step", "epoch", "run", "run_to")
 
 
-def lockstep_run(s, ranks, kind: str, *args, on_phase: Callable[[], bool] | None = None, **kw) -> RunResult:
-    """`s.step(n)`, `s.epoch(n)`, `s.run(until, max_steps)` or `s.run_to(phase)`, on every rank."""
+def lockstep_run(s, ranks, kind: str, *args, on_phase: Callable[[], bool] | None = None, loop: bool = False,
+                 **kw) -> RunResult:
+    """`s.step(n)`, `s.epoch(n)`, `s.run(until, max_steps)` or `s.run_to(phase)`, on every rank.
+    `loop`: the training loop's own iteration (dbg.step), where a dismissed non-finite value
+    does not stop the ranks (a run in the app still stops on one)."""
     until = stop_when = None
     epoch_limit = False
     if kind in ("step", "epoch"):
@@ -54,14 +57,14 @@ def lockstep_run(s, ranks, kind: str, *args, on_phase: Callable[[], bool] | None
         epoch_limit = True
     else:
         raise GdstepError(f"no run {kind!r}")
-    return _loop(s, ranks, done, until, stop_when, epoch_limit, on_phase)
+    return _loop(s, ranks, done, until, stop_when, epoch_limit, on_phase, loop)
 
 
 def _condition(s, text) -> Condition:
     return text if isinstance(text, Condition) else parse_condition(text).check_names(s.backend.param_shapes)
 
 
-def _loop(s, ranks, done, until, stop_when, epoch_limit, on_phase) -> RunResult:
+def _loop(s, ranks, done, until, stop_when, epoch_limit, on_phase, loop=False) -> RunResult:
     start_step, phases = s.step_count, 0
     found, message = NONE, None            # this rank's first hit since the last combine
     while True:
@@ -72,7 +75,7 @@ def _loop(s, ranks, done, until, stop_when, epoch_limit, on_phase) -> RunResult:
         s.next_phase()
         phases += 1
         if found == NONE:
-            found, message = check(s, name, seen, until, stop_when)
+            found, message = check(s, name, seen, until, stop_when, loop)
         finished = done is not None and done()
         paused = not finished and on_phase is not None and bool(on_phase())
         if name in SYNC_AFTER or finished or paused:
@@ -93,11 +96,12 @@ def _loop(s, ranks, done, until, stop_when, epoch_limit, on_phase) -> RunResult:
             return _result(s, StopReason.PAUSED, phases, start_step, "paused")
 
 
-def check(s, name: str, seen: int, until, stop_when) -> tuple[int, str | None]:
+def check(s, name: str, seen: int, until, stop_when, loop: bool = False) -> tuple[int, str | None]:
     """This rank's own verdict after phase `name`: a non-finite value it made (logged by the
-    phase), a breakpoint, `until`, the scenario's stop_when."""
+    phase; in the loop's own iteration, unless dismissed), a breakpoint, `until`, the
+    scenario's stop_when."""
     bad = next((e.message for e in s.events[seen:] if e.kind == "nonfinite"), None)
-    if bad is not None:
+    if bad is not None and not (loop and not s.breakpoints.breaks_on("nonfinite")):
         return NONFINITE, bad.replace(" (the phase ran; rewind with back)", "")
     hit = s.breakpoints.first_hit(s, name)
     if hit is not None:

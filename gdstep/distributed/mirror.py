@@ -22,7 +22,7 @@ from gdstep.distributed.lockstep import RUNS, lockstep_run
 LOCKSTEP = frozenset(RUNS + ("next_phase", "forward", "loss", "backward", "update", "back", "seek", "set",
                              "set_stop_when", "add_breakpoint", "remove_breakpoint"))
 CALLBACK = "__gdstep_callback__"
-RELEASE, RAISE = "release", "raise"
+RELEASE, RAISE, END = "release", "raise", "end"      # how a pause ends for the others
 
 
 def perform(session, ranks, name: str, args: tuple, kwargs: dict) -> Any:
@@ -44,6 +44,8 @@ class Mirrored:
         value = getattr(self._session, name)
         if name in LOCKSTEP:
             return lambda *args, **kwargs: self._call(name, args, kwargs)
+        if name == "breakpoints":
+            return MirroredBreakpoints(value, self._channel, self._lock)
         return value
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -68,6 +70,30 @@ class Mirrored:
         return f"<mirrored {self._session!r}>"
 
 
+class MirroredBreakpoints:
+    """The debugging rank's breakpoints: a dismissal (the app's `x`, the break files' "no more
+    files for non-finite values") is made on every rank, or the ranks that still break on it
+    would pause them all again."""
+
+    def __init__(self, registry, channel: Channel, lock):
+        self._registry, self._channel, self._lock = registry, channel, lock
+
+    def __getattr__(self, name: str):
+        return getattr(self._registry, name)
+
+    def __iter__(self):
+        return iter(self._registry)
+
+    def __len__(self) -> int:
+        return len(self._registry)
+
+    def dismiss(self, what):
+        with self._lock:
+            self._channel.check_peers("while this rank debugged")
+            self._channel.post(("dismiss", what))
+            return self._registry.dismiss(what)
+
+
 def _answering(callback, channel: Channel):
     def answer():
         value = bool(callback())
@@ -78,7 +104,8 @@ def _answering(callback, channel: Channel):
 
 def follow(session, ranks, channel: Channel) -> tuple:
     """Run the debugging rank's calls on this rank's session until it releases the ranks;
-    returns the release message."""
+    returns the release message: (RELEASE,), (RAISE, message) or (END, why the debugging
+    rank ended)."""
     where = "while this rank waited"
 
     def asked():
@@ -88,11 +115,13 @@ def follow(session, ranks, channel: Channel) -> tuple:
     while True:
         message = channel.receive(where)
         kind = message[0]
-        if kind in (RELEASE, RAISE):
+        if kind in (RELEASE, RAISE, END):
             return message
         try:
             if kind == "setattr":
                 setattr(session, message[1], message[2])
+            elif kind == "dismiss":
+                session.breakpoints.dismiss(message[1])
             elif kind == "call":
                 _, name, args, kwargs = message
                 kwargs = {k: (asked if isinstance(v, str) and v == CALLBACK else v) for k, v in kwargs.items()}

@@ -11,13 +11,14 @@ polls so no process-group timeout runs out.
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Any
 
 from gdstep.distributed.channel import Channel, RankLost
 from gdstep.distributed.lockstep import check, lockstep_run
-from gdstep.distributed.mirror import RAISE, RELEASE, Mirrored, follow
-from gdstep.distributed.verdict import BREAKPOINT, Verdict, combine
+from gdstep.distributed.mirror import END, RAISE, RELEASE, Mirrored, follow
+from gdstep.distributed.verdict import BREAKPOINT, NONFINITE, Verdict, combine
 from gdstep.distributed.view import RanksView, local_and_averaged, rank_values
 from gdstep.errors import GdstepError
 
@@ -63,7 +64,7 @@ class Ranks:
     def step(self, dbg, s) -> float:
         """dbg.step's iteration on every rank at once (the session holds this rank's batch)."""
         self.last_verdict = None
-        result = lockstep_run(s, self, "step", 1)
+        result = lockstep_run(s, self, "step", 1, loop=True)
         if result.reason in ("breakpoint", "nonfinite") and self.last_verdict is not None:
             self.pause(dbg, self.last_verdict, settle_to=4 * (dbg._loop_step + 1))
             dbg._finish_iteration()
@@ -79,9 +80,9 @@ class Ranks:
         s = dbg.session
         seen = len(s.events)
         s.next_phase()
-        verdict = combine(self, *check(s, phase, seen, None, None))
-        if not verdict.hit:
-            return False
+        verdict = combine(self, *check(s, phase, seen, None, None, loop=True))
+        if not verdict.hit or (verdict.code == NONFINITE and dbg._repeated_nonfinite(phase)):
+            return False          # one break an iteration on a non-finite value, as in one process
         self.last_verdict = verdict
         position, held = s.position, dbg.backend.loop_state()
         self.pause(dbg, verdict)
@@ -108,10 +109,10 @@ class Ranks:
 
     def gather_view(self, dbg, verdict: Verdict) -> RanksView:
         local, averaged, step = local_and_averaged(dbg.backend, dbg.session, self)
-        mine, mean, avg = rank_values(local, averaged, step, dbg.session, self.rank, verdict.messages[self.rank])
+        mine, common = rank_values(local, averaged, step, dbg.session, self.rank, verdict.messages[self.rank])
         everyone: list = [None] * self.world
         self.dist.all_gather_object(everyone, mine)
-        return RanksView(tuple(everyone), avg, mean)
+        return RanksView(tuple(everyone), **common)
 
     def pause(self, dbg, verdict: Verdict, settle_to: int | None = None) -> None:
         """Every rank calls this at the same point: one opens the debugger, the others follow."""
@@ -132,6 +133,9 @@ class Ranks:
                 channel.stop()
             if answer[0] == RAISE:       # on_break="raise": every rank raises BreakpointHit
                 dbg._break(answer[1])
+            if answer[0] == END:         # going on would leave this rank alone in the next all-reduce
+                raise RankLost(f"gdstep: rank {source} ended the job while rank {self.rank} waited ({answer[1]}); "
+                               f"rank {self.rank} ends too")
             return
         channel.start()
         mirrored = Mirrored(s, self, channel)
@@ -143,9 +147,11 @@ class Ranks:
             dbg._break(f"paused: {message}", settle=settle)
             if len(dbg.dumps) > written and dbg.dumps[-1].suffix == ".npz":
                 self._add_to_summary(dbg.dumps[-1].with_suffix(".txt"))
-        except Exception as e:
-            if dbg.on_break == "raise":
+        except BaseException as e:
+            if dbg.on_break == "raise" and isinstance(e, Exception):
                 end = (RAISE, getattr(e, "message", str(e)))
+            else:                  # this rank ends (a rank lost, SIGTERM, an error): so do the others
+                end = (END, _why(e))
             raise
         finally:
             dbg.session = s
@@ -163,6 +169,13 @@ class Ranks:
             atomic_write(txt, txt.read_text(encoding="utf-8") + "\n" + self.view.full_text() + "\n")
         except (OSError, GdstepError) as e:
             print(f"gdstep: could not add the ranks' values to {txt}: {e}", file=sys.stderr)
+
+
+def _why(e: BaseException) -> str:
+    text = str(e).splitlines()[0] if str(e) else ""
+    if isinstance(e, SystemExit):
+        return re.sub(r"; rank \d+ ends the job$", "", text.removeprefix("gdstep: ")) or "it exited"
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 __all__ = ["Ranks", "RankLost"]

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-SMALL = 4096        # local gradients up to this many elements travel whole; larger ones as norms
+SMALL = 4096        # local gradients up to this many elements travel whole; of larger ones, the norm
+HEAD = 6            # and the first elements (what the app shows of every parameter)
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,8 @@ class RankValues:
     deviation: float                           # ‖g_r − ḡ‖ / ‖ḡ‖
     finite: bool
     found: str | None = None                   # what this rank's conditions found, if anything
-    local_grads: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    local_grads: dict[str, np.ndarray] = field(default_factory=dict, repr=False)   # the small ones, whole
+    heads: dict[str, np.ndarray] = field(default_factory=dict, repr=False)         # every one's first elements
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,10 @@ class RanksView:
 
     ranks: tuple[RankValues, ...]
     averaged_norm: float
-    averaged: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    averaged: dict[str, np.ndarray] = field(default_factory=dict, repr=False)       # the small ones, whole
+    averaged_heads: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    averaged_norms: dict[str, float] = field(default_factory=dict, repr=False)
+    shapes: dict[str, tuple] = field(default_factory=dict, repr=False)
 
     @property
     def losses(self) -> list[float | None]:
@@ -44,12 +49,13 @@ class RanksView:
         the median above the median, with three ranks or more."""
         out = {r.rank for r in self.ranks if not r.finite or r.loss is None or not math.isfinite(r.loss)}
         finite = [r for r in self.ranks if r.rank not in out]
-        if len(finite) >= 3:
-            for key in (lambda r: r.loss, lambda r: r.deviation):
-                values = np.array([key(r) for r in finite], dtype=float)
+        for key in (lambda r: r.loss, lambda r: r.deviation):
+            kept = [r for r in finite if math.isfinite(key(r))]     # a NaN average leaves no deviation finite
+            if len(kept) >= 3:
+                values = np.array([key(r) for r in kept], dtype=float)
                 med = float(np.median(values))
                 mad = float(np.median(np.abs(values - med)))
-                out |= {r.rank for r, v in zip(finite, values) if v - med > max(5 * mad, 0.5 * abs(med))}
+                out |= {r.rank for r, v in zip(kept, values) if v - med > max(5 * mad, 0.5 * abs(med))}
         return tuple(sorted(out))
 
     def text(self) -> str:
@@ -68,23 +74,35 @@ class RanksView:
         return "\n".join(lines)
 
 
-    def param_text(self, name: str, count: int = 6) -> str:
-        """One parameter: each rank's local gradient beside the average (first elements)."""
-        if name not in self.averaged:
-            return f"{name}: too large to show whole; its norms are in the table"
-        avg = self.averaged[name].reshape(-1)
+    def names(self) -> list[str]:
+        """Every parameter with local gradients, in the model's order."""
+        seen = dict.fromkeys(n for r in self.ranks for n in r.local_norms)
+        return list(seen) or list(self.averaged)
+
+    def param_text(self, name: str, count: int = HEAD) -> str:
+        """One parameter: each rank's local gradient beside the average (first elements), and
+        its norm on each rank."""
+        avg = self.averaged.get(name, self.averaged_heads.get(name))
+        if avg is None:
+            return f"{name}: no local gradient"
+        avg = avg.reshape(-1)
+        shape = self.shapes.get(name, tuple(self.averaged[name].shape) if name in self.averaged else None)
         shown = min(count, avg.size)
-        lines = [f"{name} {tuple(self.averaged[name].shape)} · first {shown} elements of ∂L/∂W"]
+        lines = [f"{name} {shape} · first {shown} elements of ∂L/∂W, then ‖∂L/∂W‖"]
         for r in self.ranks:
-            g = r.local_grads.get(name)
+            g = r.local_grads.get(name, r.heads.get(name))
             if g is not None:
-                lines.append(f"  rank {r.rank:<3} " + "  ".join(f"{v:>10.4g}" for v in g.reshape(-1)[:shown]))
-        lines.append("  average  " + "  ".join(f"{v:>10.4g}" for v in avg[:shown]))
+                norm = r.local_norms.get(name)
+                lines.append(f"  rank {r.rank:<3} " + "  ".join(f"{v:>10.4g}" for v in g.reshape(-1)[:shown])
+                             + ("" if norm is None else f"  {norm:>10.4g}"))
+        norm = self.averaged_norms.get(name)
+        lines.append("  average  " + "  ".join(f"{v:>10.4g}" for v in avg[:shown])
+                     + ("" if norm is None else f"  {norm:>10.4g}"))
         return "\n".join(lines)
 
     def full_text(self) -> str:
-        """The table, then every parameter small enough to show."""
-        return "\n\n".join([self.text()] + [self.param_text(n) for n in self.averaged])
+        """The table, then every parameter: its first elements and norm on each rank."""
+        return "\n\n".join([self.text()] + [self.param_text(n) for n in self.names()])
 
 
 def _num(v) -> str:
@@ -102,9 +120,11 @@ def local_and_averaged(backend, session, ranks) -> tuple[dict, dict, int | None]
     if session.phase_due in ("loss", "backward"):
         torch = ranks.torch
         _, x, y = session.current_batch()
-        names = [n for n in backend.local_grads() or backend.averaged_grads()] or sorted(backend.trainable)
-        names = [n for n in names if n in backend.trainable]
-        local = {n: g for n, g in backend.gradients(x, y).items() if n in names}
+        grads = backend.gradients(x, y)
+        wanted = set(backend.local_grads() or backend.averaged_grads()) or backend.trainable
+        # the model's order, the same on every rank (the hooks' order is the backward's)
+        names = [n for n, _ in backend._train if n in wanted and n in grads]
+        local = {n: grads[n] for n in names}
         flat = torch.cat([local[n].reshape(-1) for n in names]).to(ranks.device)
         ranks.dist.all_reduce(flat)
         flat = flat.to(local[names[0]].device) / ranks.world
@@ -117,7 +137,8 @@ def local_and_averaged(backend, session, ranks) -> tuple[dict, dict, int | None]
 
 
 def rank_values(local, averaged, grads_step, session, rank: int, found: str | None):
-    """This rank's values (computed where they live; only small tensors are copied)."""
+    """This rank's values (computed where they live; only small tensors are copied whole),
+    and the average's, the same on every rank: RanksView(everyone's values, **common)."""
     import torch
 
     names = [n for n in averaged if n in local]
@@ -128,7 +149,13 @@ def rank_values(local, averaged, grads_step, session, rank: int, found: str | No
         finite = all(bool(torch.isfinite(local[n]).all()) for n in names)
     total = math.sqrt(sum(v * v for v in norms.values()))
     small = {n: local[n].detach().cpu().numpy().copy() for n in names if local[n].numel() <= SMALL}
+    heads = {n: local[n].detach().reshape(-1)[:HEAD].cpu().numpy().copy() for n in names}
     deviation = diff / avg if avg > 0 else (0.0 if diff == 0 else math.inf)
-    values = RankValues(rank, session.loss_value, grads_step, total, norms, deviation, finite, found, small)
+    values = RankValues(rank, session.loss_value, grads_step, total, norms, deviation, finite, found, small, heads)
     mean = {n: averaged[n].detach().cpu().numpy().copy() for n in names if averaged[n].numel() <= SMALL}
-    return values, mean, avg
+    with torch.no_grad():
+        mean_norms = {n: float(torch.linalg.vector_norm(averaged[n].double())) for n in names}
+    common = dict(averaged_norm=avg, averaged=mean, averaged_norms=mean_norms,
+                  averaged_heads={n: averaged[n].detach().reshape(-1)[:HEAD].cpu().numpy().copy() for n in names},
+                  shapes={n: tuple(averaged[n].shape) for n in names})
+    return values, common

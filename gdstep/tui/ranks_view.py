@@ -5,6 +5,8 @@ gradients beside the averaged one. It opens over the app when a distributed paus
 
 from __future__ import annotations
 
+import signal
+
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
@@ -41,8 +43,15 @@ def make_ranks_app(session, view):
 
 
 def run_tui_ranks(session, view) -> int:
+    """The app until `q`. A SIGTERM (torchrun ends every rank when one dies) ends this rank
+    too, with one line: going on would all-reduce with ranks that are gone."""
+    from gdstep.distributed.channel import RankLost
+
     app = make_ranks_app(session, view)
     app.call_later(app.quit_on_sigterm)
     app.call_later(app.action_show_ranks)
     app.run()
+    if 128 + signal.SIGTERM in (app.return_code, app.return_value):      # quit_on_sigterm's exit(143)
+        raise RankLost("gdstep: SIGTERM while this rank debugged (the launcher ends the job, as when a rank "
+                       "has died); this rank ends")
     return app.return_code or 0
