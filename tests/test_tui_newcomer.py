@@ -88,7 +88,7 @@ def test_paging_a_command_list_before_it_is_laid_out_does_not_raise():
 
 def test_sigterm_restores_the_terminal(tmp_path):
     """The app in a pseudo-terminal, sent SIGTERM: it leaves the alternate screen and turns
-    mouse tracking off before it exits."""
+    mouse tracking off before it exits, with exit code 143."""
     import os
     import pty
     import select as select_
@@ -135,6 +135,7 @@ def test_sigterm_restores_the_terminal(tmp_path):
         os.close(main)
     tail = out[out.rindex(b"\x1b[?1049h"):]
     assert b"\x1b[?1049l" in tail and b"\x1b[?1000l" in tail
+    assert proc.returncode == 128 + signal.SIGTERM           # as the command line's own SIGTERM
 
 
 def test_export_labels_every_table_by_dataset_row_and_puts_y_t_loss_in_one(tmp_path):

@@ -368,8 +368,9 @@ class GdstepApp(PromptFirst, App[int]):
 
     def quit_on_sigterm(self) -> None:
         """SIGTERM quits as `q` does, so the terminal leaves the alternate screen and mouse
-        tracking (the event loop's own handler: it wakes the loop, a plain one would not)."""
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self.exit, 128 + signal.SIGTERM)
+        tracking (the event loop's own handler: it wakes the loop, a plain one would not),
+        with exit code 143 as the command line's own SIGTERM."""
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, lambda: self.exit(return_code=128 + signal.SIGTERM))
 
     async def action_quit(self) -> None:
         """Quit; once, when the recording has commands not saved, say so first (q again quits)."""
