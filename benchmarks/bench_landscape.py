@@ -68,6 +68,8 @@ async def keys_while_computing(sc, presses: int = 20) -> list[float]:
             pressed = time.perf_counter()
             app.simulate_key("shift+down" if step == 1 else "shift+up")
             while tensor.panel.index[0] != row + step:
+                if time.perf_counter() - pressed > 10:
+                    raise TimeoutError("the app did not answer shift+down in 10 s")
                 await asyncio.sleep(0.001)
             delays.append(time.perf_counter() - pressed)
             if k % 5 == 4:                                         # now and then a new landscape from the start

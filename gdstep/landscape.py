@@ -200,9 +200,9 @@ def _trajectory(session, path: int, stop=never) -> tuple[list[int], list[dict[st
 
 def _principal(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """The top two principal directions of points (rows), and the share of their variance."""
-    u, s, _ = np.linalg.svd((offsets - offsets.mean(axis=0)).T, full_matrices=False)  # tall: twice as fast
-    second = u[:, 1] if u.shape[1] > 1 else np.zeros_like(u[:, 0])
-    return u[:, 0], second, float((s[:2] ** 2).sum() / max((s ** 2).sum(), 1e-300))
+    _, s, vt = np.linalg.svd(offsets - offsets.mean(axis=0), full_matrices=False)
+    second = vt[1] if len(vt) > 1 else np.zeros_like(vt[0])
+    return vt[0], second, float((s[:2] ** 2).sum() / max((s ** 2).sum(), 1e-300))
 
 
 def _since_fork(lanes, lane, path: int) -> int:

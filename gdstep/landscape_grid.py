@@ -58,7 +58,8 @@ def _pointwise(backend, x, y, origin, d1, d2, alphas, betas, stop=never) -> np.n
 
 class _Grid:
     def __init__(self, backend, model: Sequential, x, y, origin, d1, d2, stop=never):
-        self.backend, self.x, self.y, self.stop = backend, x, y, stop
+        self.backend, self.x, self.y, self._stop = backend, x, y, stop
+        self.given_up = False
         self.origin, self.d1, self.d2 = origin, d1, d2
         params = dict(backend.params())
         self.dt = next(iter(params.values())).dtype if params else x.dtype
@@ -77,6 +78,12 @@ class _Grid:
         else:
             self.rest = model.layers
             self.later = list(origin)
+
+    def stop(self) -> bool:
+        """The caller's stop, remembered: once one thread gives up, the others do at their next point."""
+        if not self.given_up and self._stop():
+            self.given_up = True
+        return self.given_up
 
     def _cast(self, a: np.ndarray) -> np.ndarray:
         return np.asarray(a, dtype=self.dt)

@@ -131,3 +131,17 @@ def test_a_landscape_asked_to_stop_is_given_up_and_changes_nothing(monkeypatch, 
     assert 60 < len(asked) < 120 // threads + 60            # given up at the next point, not at the end
     assert all(np.array_equal(before[n], v) for n, v in s.params.items()) and s.step_count == 8
     np.testing.assert_array_equal(s.landscape("pca", resolution=(12, 10), stop=lambda: False).loss, want.loss)
+
+
+def test_once_one_grid_thread_gives_up_the_others_do_even_if_stop_no_longer_says_so(monkeypatch):
+    """stop() true once (a job arrived, then the queue was emptied by a pause): every
+    thread ends at its next point, none computes the rest of its rows."""
+    from gdstep.errors import Abandoned
+
+    s = gdstep.open(parse_scenario(MLP.replace("{dtype}", "float32")))
+    s.step(8)
+    asked = []
+    monkeypatch.setattr(landscape_grid.os, "cpu_count", lambda: 2)
+    with pytest.raises(Abandoned):
+        s.landscape("random", resolution=(20, 20), stop=lambda: asked.append(1) or len(asked) == 30)
+    assert len(asked) <= 32                 # after the one True, nobody asks the caller again
