@@ -5,22 +5,41 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gdstep.nn.layers.relu import masked
+from gdstep.nn.layers.relu import mask_in_place, masked
+
+
+def mask_case(seed, shape, dtype):
+    """A gradient and ReLU inputs with nan, ±inf and ±0.0 in both, at the start."""
+    rng = np.random.default_rng(seed)
+    grad = rng.standard_normal(shape).astype(dtype)
+    x = rng.standard_normal(shape).astype(dtype)
+    grad.flat[:8] = [np.nan, np.inf, -np.inf, -0.0, 0.0, np.nan, -np.inf, -0.0]
+    x.flat[:8] = [-1.0, -2.0, 0.0, 1.0, -0.0, 3.0, 4.0, -5.0]
+    x.flat[8:12] = [np.nan, np.inf, -np.inf, 0.0]
+    return grad, x
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_relu_mask_equals_where_bit_for_bit(dtype):
-    rng = np.random.default_rng(1)
-    grad = rng.standard_normal((64, 37)).astype(dtype)
-    x = rng.standard_normal((64, 37)).astype(dtype)
-    grad.flat[:8] = [np.nan, np.inf, -np.inf, -0.0, 0.0, np.nan, -np.inf, -0.0]
-    x.flat[:8] = [-1.0, -2.0, 0.0, 1.0, -0.0, 3.0, 4.0, -5.0]
-    x.flat[8:12] = [np.nan, np.inf, -np.inf, 0.0]
+    grad, x = mask_case(1, (64, 37), dtype)
     got = masked(grad, x > 0)
     want = np.where(x > 0, grad, 0.0)
     assert got.dtype == want.dtype and got.shape == want.shape
     assert got.tobytes() == want.tobytes()
     assert np.signbit(got.flat[3]) and not np.signbit(got.flat[7])    # -0.0 kept where x > 0, +0.0 where not
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16"])
+def test_the_in_place_mask_equals_where_bit_for_bit(dtype):
+    grad, x = mask_case(2, (16, 9), dtype)
+    want = np.where(x > 0, grad, 0.0).astype(dtype)
+    got = mask_in_place(grad.copy(), x > 0)
+    assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
+    assert masked(grad, x > 0).tobytes() == want.tobytes()
+    read_only = grad.copy()
+    read_only.setflags(write=False)                  # not the caller's to overwrite: a new array
+    out = mask_in_place(read_only, x > 0)
+    assert out is not read_only and out.tobytes() == want.tobytes()
 
 
 def test_relu_mask_non_contiguous_falls_back():
