@@ -48,6 +48,13 @@ class Breakpoints(Sequence):
     def __getitem__(self, i):
         return self._items[i]
 
+    def __iter__(self):
+        return iter(self._items)
+
+    def checked_after(self, phase: str) -> bool:
+        """Whether an enabled breakpoint reads the values of `phase`."""
+        return any(bp.enabled for bp in self._by_phase[phase])
+
     def __repr__(self) -> str:
         return f"Breakpoints({[f'{bp.id}: {bp.text}' for bp in self._items]})"
 

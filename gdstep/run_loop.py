@@ -98,8 +98,8 @@ class RunLoop:
         # after which phases a condition is checked: pending finiteness flags are read first
         # (not for on_phase: a progress bar or a frame may show a value a flag will refuse;
         # the run stops on it at the next read, or at its end)
-        checked = {name: name in watch_until or name in watch_stop
-                   or any(name in bp.condition.phases for bp in self.breakpoints if bp.enabled) for name in PHASES}
+        checked = {name: name in watch_until or name in watch_stop or self.breakpoints.checked_after(name)
+                   for name in PHASES}
         reason = message = None
         bad: NonFinite | None = None
         phases = 0

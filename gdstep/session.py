@@ -99,8 +99,10 @@ class Session(RunLoop, FusedPhases, Rewind, SessionValues, Forks, SessionSetting
         # A run checks the outputs of the layers that can turn finite inputs non-finite (a
         # linear layer's z, a custom module's output) and the last output: the others map
         # finite to finite, so this finds any non-finite activation.
-        self._checked_layers = tuple(i for i, info in enumerate(backend.layers)
-                                     if not keeps_finite(info.kind) or i == len(backend.layers) - 1)
+        self._checked_layers = tuple(
+            i for i, info in enumerate(backend.layers)
+            if not (keeps_finite(info.kind) if info.keeps_finite is None else info.keeps_finite)
+            or i == len(backend.layers) - 1)
         for text in scenario.breakpoints:
             self.add_breakpoint(text, log=False)
         for note in getattr(backend, "notes", ()):     # e.g. device "auto" fell back to the cpu

@@ -436,3 +436,26 @@ def test_dict_batches_dict_targets_and_dict_outputs(style):
     rec = dbg.session.record("forward")
     assert torch.equal(rec.inputs, batches[-1][0]["ids"])      # the batch's first tensor is what is shown
     assert dbg.session.replay_inexact is None
+
+
+def test_the_first_dbg_step_runs_a_sequential_once_and_probes_another_model_first():
+    """Which rows a model calls is found by a trial forward, except in an nn.Sequential,
+    which calls every child."""
+    class Wrapped(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.unused = nn.Linear(3, 2), nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.fc(x)
+
+    for model, first, forwards in ((nn.Sequential(nn.Linear(3, 2)), lambda m: m[0], 1),
+                                   (Wrapped(), lambda m: m.fc, 2)):
+        calls = []
+        first(model).register_forward_pre_hook(lambda m, a: calls.append(1))
+        dbg = gdstep.attach(model, torch.optim.SGD(model.parameters(), lr=0.1), nn.MSELoss())
+        dbg.step(torch.randn(4, 3), torch.randn(4, 2))
+        assert len(calls) == forwards
+        assert [info.name for info in dbg.session.backend.layers][:1] == (["0"] if forwards == 1 else ["fc"])
+        if forwards == 2:            # the trial found the module the forward never calls
+            assert "unused" not in [info.name for info in dbg.session.backend.layers]

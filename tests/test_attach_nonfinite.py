@@ -134,3 +134,34 @@ def test_watch_mode_breaks_once_an_iteration_on_a_lasting_nan_and_not_after_dism
     assert seen == [1, 2, 3]               # iterations 2, 3, 4: each once (not again for its update)
     assert all(not p.isfinite().all() for p in model.parameters())
     assert dbg.session.step_count == 6
+
+
+class Pool(nn.MaxPool2d):
+    """A subclass may compute anything in its forward: its output is checked."""
+
+
+def test_a_run_checks_the_convolutions_not_the_pooling_and_flatten_after_them_yet_names_the_conv():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                          nn.Linear(2 * 4 * 4, 3), nn.Unflatten(1, (3, 1, 1)), Pool(1), nn.Flatten(), nn.Linear(3, 2))
+    x, y = torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 0, 1])
+    dbg = gdstep.attach(model, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss())
+    dbg.step(x, y)
+    s = dbg.session
+    kinds = [info.kind for info in s.backend.layers]
+    assert kinds == ["Conv2d", "relu", "MaxPool2d", "Flatten", "linear", "Unflatten", "Pool", "Flatten", "linear"]
+    # the conv, the linear layers, the subclass of MaxPool2d (and the last output)
+    assert s._checked_layers == (0, 4, 6, 8)
+    with torch.no_grad():
+        model[0].weight.fill_(3e38)                      # the conv overflows: inf, passed on by pool and flatten
+    message = hits(model, nn.CrossEntropyLoss(), x, y)[0][0]
+    assert "in layer 0 Conv2d output" in message and "during forward" in message, message
+
+
+def test_which_torch_modules_count_as_keeping_values_finite():
+    from gdstep.backends.torch_layers import keeps_finite
+    assert keeps_finite(nn.MaxPool2d(2)) and keeps_finite(nn.Flatten()) and keeps_finite(nn.Identity())
+    assert not keeps_finite(Pool(2))                     # a subclass
+    assert not keeps_finite(nn.Dropout(0.5))             # scales by 1/(1 − p): a large value can overflow
+    assert not keeps_finite(nn.AvgPool2d(2))             # a sum of large values can overflow
+    assert not keeps_finite(nn.Conv2d(1, 1, 1))

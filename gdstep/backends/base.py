@@ -26,6 +26,8 @@ class LayerInfo:
     text: str                         # "Linear(2 → 4)"
     params: tuple[str, ...]           # its parameter names
     layer: Any = field(default=None, compare=False, repr=False)  # the gdstep.nn layer it computes, if any
+    # finite inputs always give it finite outputs (torch's max-pooling, Flatten); None: as its kind says
+    keeps_finite: bool | None = field(default=None, compare=False)
 
 
 class Backend(Protocol):

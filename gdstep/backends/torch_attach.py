@@ -122,8 +122,10 @@ class AttachBackend(WatchObserver, UserModuleBackend):
 
     def trial(self, x, args: tuple = (), kwargs: Mapping | None = None) -> list[bool]:
         """Which rows produce an output: the model once on the batch, no grad, eval mode, RNG
-        and buffers as they were."""
+        and buffers as they were. An nn.Sequential calls every child: no need to run it."""
         torch = self._torch
+        if type(self.model) is torch.nn.Sequential:
+            return [True] * len(self._rows)
         called = [False] * len(self._rows)
         hooks = [m.register_forward_hook(lambda m, a, o, i=i: called.__setitem__(i, True))
                  for i, (_, m) in enumerate(self._rows)]

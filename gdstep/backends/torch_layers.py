@@ -22,6 +22,22 @@ def layer_kind(module) -> str:
     return layer.kind if layer is not None else type(module).__name__
 
 
+# torch modules that map finite inputs to finite outputs (they select, copy or clamp values)
+# and gdstep does not compute itself: a run need not check their outputs for nan/inf. Exact
+# classes only: a subclass may compute something else in its forward.
+KEEPS_FINITE = ("MaxPool1d", "MaxPool2d", "MaxPool3d", "AdaptiveMaxPool1d", "AdaptiveMaxPool2d",
+                "AdaptiveMaxPool3d", "Flatten", "Unflatten", "Identity", "PixelShuffle", "PixelUnshuffle",
+                "ChannelShuffle", "ReLU6", "Hardtanh", "Hardsigmoid", "Softsign")
+
+
+def keeps_finite(module) -> bool:
+    """Whether a torch module (one gdstep does not compute) maps finite inputs to finite outputs."""
+    import torch.nn as nn
+    cls = type(module)
+    return cls.__module__.startswith("torch.nn.") and getattr(nn, cls.__name__, None) is cls \
+        and cls.__name__ in KEEPS_FINITE
+
+
 def layer_text(module) -> str:
     layer = layer_from_torch(module)
     text = type(layer).torch_text(module) if layer is not None else None
@@ -60,7 +76,8 @@ def layer_infos(model, rows: list[tuple[str, Any]]) -> tuple[LayerInfo, ...]:
         direct = tuple(canonical.get(id(p), f"{name}.{n}") for n, p in module.named_parameters(recurse=False))
         layer = layer_from_torch(module, i)
         infos.append(LayerInfo(i, name, layer.kind if layer is not None else type(module).__name__,
-                               layer_text(module), direct, layer))
+                               layer_text(module), direct, layer,
+                               keeps_finite=None if layer is not None else keeps_finite(module)))
     return tuple(infos)
 
 
