@@ -233,12 +233,24 @@ class Session(RunLoop, FusedPhases, Rewind, SessionValues, Forks, SessionSetting
             self._apply_settings()
         indices = self.next_batch_indices()
         x, y = self.backend.batch(indices)
-        outputs = self.backend.forward(x)
+        # A run where the backend can test outputs as they are made keeps none of them, once
+        # the records are lean already (a reader recomputes the iteration anyway; after a
+        # stop that showed full records, the first forward keeps them, as stepping would)
+        lean = (self.backend.forward_lean(x, self._checked_layers, self._defer)
+                if check and self._lean and self._lean_records and hasattr(self.backend, "forward_lean") else None)
+        outputs = self.backend.forward(x) if lean is None else lean[0]
         self._batch = (indices, x, y)
         rec = self._records["forward"] = ForwardRecord(self._step, self._epoch, self._iteration, indices, x, outputs,
                                                        self._layer_names)
         self._phase = 1
-        if check:
+        if lean is not None:
+            self._lean_records = True          # the outputs are not kept: a reader recomputes them
+            finite = lean[1]
+            if not isinstance(finite, bool):     # on a device: read with the loss, in one transfer
+                self._flags.append((self.position, finite))
+            elif not finite:
+                return LEAN_NONFINITE            # the culprit: the iteration again, with every output
+        elif check:
             checked = [outputs[i] for i in self._checked_layers]
             if self._lean and self._defer:       # on a device: read with the loss, in one transfer
                 self._flags.append((self.position, self.backend.finite_flag(checked)))

@@ -5,6 +5,7 @@ models write break files that hold their values exactly."""
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -165,3 +166,72 @@ def test_which_torch_modules_count_as_keeping_values_finite():
     assert not keeps_finite(nn.Dropout(0.5))             # scales by 1/(1 − p): a large value can overflow
     assert not keeps_finite(nn.AvgPool2d(2))             # a sum of large values can overflow
     assert not keeps_finite(nn.Conv2d(1, 1, 1))
+
+
+def cnn():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 4 * 4, 3))
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(8, 1, 8, 8, generator=g), torch.randint(0, 3, (8,), generator=g)) for _ in range(6)]
+    return model, batches
+
+
+def test_a_run_of_dbg_step_holds_no_layer_output_yet_shows_them_all_exactly():
+    """Records on demand: once a run's records are lean, dbg.step tests each checked output as
+    it is made and keeps none but the model's, so the loop frees them as a bare loop would;
+    reading the records recomputes the outputs, equal to the bare loop's to the bit."""
+    import gc
+    import weakref
+
+    model, batches = cnn()
+    bare = copy.deepcopy(model)
+    made = {}
+    model[0].register_forward_hook(lambda m, a, out: made.__setitem__("conv", weakref.ref(out)))
+    seen = {}
+    bare[0].register_forward_hook(lambda m, a, out: seen.__setitem__("conv", out.detach().clone()))
+    bare[2].register_forward_hook(lambda m, a, out: seen.__setitem__("pool", out.detach().clone()))
+    dbg = gdstep.attach(model, torch.optim.Adam(model.parameters(), lr=1e-2), nn.CrossEntropyLoss(),
+                        breakpoints=["loss > 10 * prev_loss"])
+    opt = torch.optim.Adam(bare.parameters(), lr=1e-2)
+    for i, (x, y) in enumerate(batches):
+        dbg.step(x, y)
+        opt.zero_grad()
+        nn.CrossEntropyLoss()(bare(x), y).backward()
+        opt.step()
+        gc.collect()
+        if i >= 2:     # the first iterations keep full records; later ones are lean
+            assert made["conv"]() is None, f"iteration {i + 1}: the conv's output is still held"
+    outputs = dbg.session.record("forward").outputs
+    assert torch.equal(torch.as_tensor(outputs[0]), seen["conv"]) and torch.equal(torch.as_tensor(outputs[2]), seen["pool"])
+    for p, q in zip(model.parameters(), bare.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_a_lean_forward_that_overflows_pauses_before_it_naming_the_layer_a_bare_loop_finds():
+    """The loop raises the learning rate; two iterations later the forward overflows. The
+    pause names the first module (in call order) whose output a bare copy of the loop finds
+    non-finite in that iteration."""
+    model, batches = cnn()
+    bare = copy.deepcopy(model)
+    seen = []
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    dbg = gdstep.attach(model, opt, nn.CrossEntropyLoss(), on_break=lambda s, m: seen.append(m))
+    bare_opt = torch.optim.SGD(bare.parameters(), lr=0.01)
+    first_bad = []
+    for name, m in bare.named_children():
+        m.register_forward_hook(lambda m, a, out, name=name: first_bad.append(name)
+                                if not torch.isfinite(out).all() else None)
+    for i, (x, y) in enumerate(batches):
+        if i == 4:
+            opt.param_groups[0]["lr"] = bare_opt.param_groups[0]["lr"] = 1e36
+        dbg.step(x, y)
+        if seen:
+            break
+        assert dbg.session._lean_records or i < 2
+        bare_opt.zero_grad()
+        nn.CrossEntropyLoss()(bare(x), y).backward()
+        bare_opt.step()
+    first_bad.clear()
+    bare(x)                                              # the iteration that paused, in the bare loop
+    assert i == 5 and first_bad, (i, first_bad)
+    assert f"in layer {first_bad[0]} " in seen[0] and "during forward" in seen[0], (seen[0], first_bad)

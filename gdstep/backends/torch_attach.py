@@ -13,7 +13,7 @@ those values as the phases' results.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Mapping, NamedTuple, Sequence
 
 from gdstep.backends.attach_autocast import autocast_state, entered
 from gdstep.backends.attach_watch import WatchObserver
@@ -76,6 +76,7 @@ class AttachBackend(WatchObserver, UserModuleBackend):
         self._autocast_at: dict[int, Any] = {}     # step -> the loop's autocast state (per thread)
         self.watch_deltas = True          # watch mode records δ of each layer (not in lean iterations)
 
+
     # -- hooks -----------------------------------------------------------------------------------
 
     def _install_hooks(self) -> None:
@@ -106,11 +107,13 @@ class AttachBackend(WatchObserver, UserModuleBackend):
                 self._rng_call = self._rng_state()
 
     def _hook(self, i: int):
+        last = len(self._rows) - 1
+
         def record(module, args, output):
             if not self._capture:
                 return
             out = first_tensor(output)
-            self._slots[i] = out
+            self._take_output(i, out, last)
             self._order.append(i)
             if self._watching and not self._own and self.watch_deltas and out is not None and out.requires_grad:
                 out.register_hook(lambda g, i=i: self._deltas.__setitem__(i, g))
@@ -119,6 +122,13 @@ class AttachBackend(WatchObserver, UserModuleBackend):
                 self._keep_output(output)
         return record
 
+
+    def forward_lean(self, x, checked: Sequence[int], defer: bool = False):
+        """ModuleBackend's, where gdstep drives the forward; None for the loop's own forward
+        (watch mode), which the caller checks in full."""
+        if "forward" in self._observed:
+            return None
+        return super().forward_lean(x, checked, defer)
 
     def trial(self, x, args: tuple = (), kwargs: Mapping | None = None) -> list[bool]:
         """Which rows produce an output: the model once on the batch, no grad, eval mode, RNG

@@ -14,6 +14,8 @@ device; only losses and norms come to the host (one transfer per phase).
 
 from __future__ import annotations
 
+import math
+
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -30,6 +32,9 @@ from gdstep.records import ParamUpdate
 
 class ModuleBackend(CheckpointMixin, LeanPhases, SideComputations):
     name = "torch"
+    # a run's lean forward (forward_lean): the rows whose outputs are tested as they are made,
+    # and their norms; None: every output is kept
+    _lean_rows: tuple[frozenset, list] | None = None
 
     def __init__(self, model, loss, optimizer, x, y, *, trainable: Sequence[str] | None = None,
                  layers=None, track_rng: bool = False, config=None):
@@ -101,11 +106,56 @@ class ModuleBackend(CheckpointMixin, LeanPhases, SideComputations):
         self._install_hooks()
 
     def _hook(self, i: int):
+        last = len(self._rows) - 1
+
         def record(module, args, output):
             if self._capture:
-                self._slots[i] = first_tensor(output)
+                self._take_output(i, first_tensor(output), last)
                 self._order.append(i)
         return record
+
+    def _take_output(self, i: int, out, last: int) -> None:
+        """A row's output, as it is made: kept, or (a lean forward) tested and let go."""
+        lean = self._lean_rows
+        if lean is None or i == last:
+            self._slots[i] = out
+        if lean is not None and i in lean[0]:
+            self._note_finite(lean[1], out)
+
+    def forward_lean(self, x, checked: Sequence[int], defer: bool = False):
+        """The forward of a run (records on demand): the outputs of the `checked` rows are
+        tested as each is made — its norm while it is in the cache — and none but the
+        model's output is kept, so their memory is freed and reused as a plain loop frees
+        it. Returns (the outputs, None for each not kept; whether all the checked ones are
+        finite: a bool, or with `defer` a flag on the device)."""
+        self._lean_rows = (frozenset(checked), [])
+        try:
+            outputs = self.forward(x)
+            norms = self._lean_rows[1]
+        finally:
+            self._lean_rows = None
+        torch = self._torch
+        if any(n is None for n in norms):          # a norm could not be taken: the full test, recomputed
+            return outputs, False
+        if not norms:
+            return outputs, True
+        total = torch.stack(norms).sum() if len(norms) > 1 else norms[0]
+        return outputs, (total if defer else math.isfinite(total.item()))
+
+    def _note_finite(self, norms: list, out) -> None:
+        """The norm of a checked row's output, as it is made: finite exactly when every
+        element is (unless it overflows: then the caller recomputes the iteration with the
+        exact test). Half precision is summed in float32, where its squares cannot overflow."""
+        if out is None or not out.is_floating_point():
+            return
+        torch = self._torch
+        try:
+            with torch.no_grad():
+                wide = torch.float32 if out.dtype in (torch.float16, torch.bfloat16) else None
+                norms.append(torch.linalg.vector_norm(out.detach(), dtype=wide).to(torch.float64))
+        except (RuntimeError, TypeError):
+            norms.append(None)
+
 
     @property
     def call_order(self) -> list[int] | None:
@@ -192,9 +242,13 @@ class ModuleBackend(CheckpointMixin, LeanPhases, SideComputations):
         if self._sequential:
             h = x.detach().requires_grad_() if self._input_grad and x.is_floating_point() else x
             outs = []
-            for _, module in self._rows:
+            lean = self._lean_rows
+            last = len(self._rows) - 1
+            for i, (_, module) in enumerate(self._rows):
                 h = module(h)
-                outs.append(h)
+                outs.append(h if lean is None or i == last else None)
+                if lean is not None and i in lean[0]:
+                    self._note_finite(lean[1], first_tensor(h))
             return outs, h
         self._slots = [None] * len(self._rows)
         self._order = []
