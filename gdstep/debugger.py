@@ -118,6 +118,7 @@ class Debugger(Watching):
         self._lean_now = False            # this watched iteration keeps lean records (watching.py)
         self._raise_later: BreakpointHit | None = None   # watch mode: raised once the loop's state is whole
         self._unfinished = False          # dbg.step raised BreakpointHit mid-way through an iteration
+        self._versions: tuple | None = None   # the parameters' versions as gdstep last left them to the loop
         self.lean_watch = True            # False: watch mode keeps full records every iteration
         global _current
         _current = self
@@ -163,6 +164,7 @@ class Debugger(Watching):
                     raise
             self._finish_iteration()
         self._loop_step = s.step_count
+        self._note_versions()
         return s.loss_value
 
     def _take_batch(self, x, y, args: tuple, kwargs: dict):
@@ -173,6 +175,7 @@ class Debugger(Watching):
                               "them itself and calls dbg.watch(loss, y) before each optimizer's step()")
         self._mode = "step"
         s = self.session or self._session(b.trial(x, args, kwargs))
+        self._check_loop_edits()
         if self._unfinished:       # on_break="raise" left an iteration at its break: as the loop would have
             self._unfinished = False
             self._finish_iteration()
@@ -182,6 +185,21 @@ class Debugger(Watching):
         b.add_batch(s.step_count, x, y, args, kwargs)
         s.n = b.n_samples
         return s
+
+    def _check_loop_edits(self) -> None:
+        """Parameters the loop changed in place since gdstep last ran (weight clipping,
+        pruning: their version counters moved) are kept as the loop left them: checkpoints
+        and recomputations hold them from this iteration on."""
+        s, versions = self.session, self._versions
+        if s is None or versions is None or self.ranks is not None or s.position != 4 * self._loop_step:
+            return
+        changed = self.backend.changed_params(versions)
+        if changed:
+            s.keep_loop_edit(changed, horizon=self.backend.kept_batches + 2)
+
+    def _note_versions(self) -> None:
+        """Where the parameters stand as gdstep leaves them to the loop."""
+        self._versions = self.backend.param_versions()
 
     @property
     def output(self):
@@ -246,6 +264,7 @@ class Debugger(Watching):
         """Open the debugger (or write the records and say where). `settle` finishes the
         iteration first when the records go to a file, so the file holds all of it."""
         self._handling = True
+        self._versions = None             # the debugger may move the parameters: noted again after
         try:
             mode = self.on_break or ("tui" if interactive() else "dump")
             if mode == "raise":

@@ -58,6 +58,16 @@ class Rewind:
             return LEAN_NONFINITE
         return None
 
+    def keep_loop_edit(self, values: dict, horizon: int) -> None:
+        """Attach mode, at an iteration boundary: the loop changed these parameters in place
+        since the update (`values`: copies, as it left them). Checkpoints and recomputations
+        from here on hold them, so a rewind or a recomputed record never undoes the change."""
+        first = not self._timeline.edits
+        self._timeline.edit(self._checkpoint(), values, horizon)
+        if first:
+            self._log("info", f"iteration {self._step + 1}: the loop changed {', '.join(sorted(values))} in place "
+                              "after the update (clipping, pruning?): rewinds and recomputations keep its changes")
+
     def _grid_cheap(self, step: int) -> bool:
         """Whether the timeline's grid is too fine for this run: a grid period of its
         iterations takes under half of `checkpoint_seconds` (CPU time of the thread that runs

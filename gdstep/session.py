@@ -326,6 +326,8 @@ class Session(RunLoop, FusedPhases, Rewind, SessionValues, Forks, SessionSetting
             self._iteration += 1
         self._phase = 0
         self._batch = None
+        if self._timeline.edits and self._step in self._timeline.edits:     # recomputing: the loop's own change
+            self.backend.load_params(self._timeline.edits[self._step])
 
     def _checkpoint(self) -> Checkpoint:
         return Checkpoint(self._step, self._epoch, self._iteration, self._offset, self._batch_size, self.backend.capture())

@@ -41,6 +41,9 @@ class Timeline:
         self.frontier = -1
         self.nbytes = 0
         self._last_size: int | None = None
+        # step -> parameters the training loop itself changed in place at that boundary (weight
+        # clipping, pruning), as it left them: a recomputation crossing the boundary applies them
+        self.edits: dict[int, dict[str, Any]] = {}
 
     def __len__(self) -> int:
         return len(self._steps)
@@ -140,6 +143,18 @@ class Timeline:
                 return
             self._drop(grid[0])
 
+    def edit(self, checkpoint: Checkpoint, values: dict[str, Any], horizon: int) -> None:
+        """The loop changed parameters at `checkpoint.step` (`values`, as it left them): a
+        checkpoint kept there is replaced by `checkpoint` (the state after the change); edits
+        more than `horizon` steps back, which no recomputation can cross any longer, go."""
+        step = checkpoint.step
+        self.edits[step] = values
+        kept = self._kept_at.get(step)
+        if kept is not None:
+            self._kept_at[step] = (checkpoint, kept[1])
+        for old in [s for s in self.edits if s < step - horizon]:
+            del self.edits[old]
+
     def at_or_before(self, step: int) -> Checkpoint:
         i = bisect.bisect_right(self._steps, step) - 1
         return self._kept_at[self._steps[max(i, 0)]][0]
@@ -149,5 +164,6 @@ class Timeline:
         while self._steps and self._steps[-1] > step:
             self._drop(self._steps[-1])
         self._near = [s for s in self._near if s <= step]
+        self.edits = {s: v for s, v in self.edits.items() if s <= step}
         self.frontier = self._steps[-1] if self._steps else -1
         self._last_size = None

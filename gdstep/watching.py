@@ -26,6 +26,7 @@ class Watching:
             raise GdstepError("watch: the model has not run forward since attach")
         self._hook_optimizer()
         s = self.session or self._session(b.layers_seen())
+        self._check_loop_edits()
         if not b.watching:
             b.start_watching()
         if s.phase_due == "update" and s.position == 4 * self._loop_step + 3:
@@ -49,6 +50,7 @@ class Watching:
             if self._advance(phase):
                 break
         b.new_iteration()
+        self._note_versions()
         self._raise_pending()
         return s.loss_value
 
@@ -78,6 +80,7 @@ class Watching:
             if self.backend.observe_after_step():
                 self._advance("update")
                 self._loop_step = self.session.step_count
+                self._note_versions()
                 self._raise_pending()          # out of the loop's optimizer.step(): the update is done
 
         for o in getattr(opt, "optimizers", [opt]):

@@ -130,6 +130,11 @@ class AttachBackend(WatchObserver, UserModuleBackend):
             return None
         return super().forward_lean(x, checked, defer)
 
+    @property
+    def kept_batches(self) -> int:
+        """How many of the latest batches are kept for recomputing their iterations."""
+        return self._keep
+
     def trial(self, x, args: tuple = (), kwargs: Mapping | None = None) -> list[bool]:
         """Which rows produce an output: the model once on the batch, no grad, eval mode, RNG
         and buffers as they were. An nn.Sequential calls every child: no need to run it."""

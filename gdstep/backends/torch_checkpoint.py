@@ -207,6 +207,21 @@ class CheckpointMixin:
         self._restore_extra(checkpoint.extra)
         self._updates = checkpoint.updates
 
+    def param_versions(self) -> tuple[int, ...]:
+        """Each parameter's version counter: an in-place change of it (by the optimizer or by
+        the loop) moves it. (A change through `.data` does not.)"""
+        return tuple(p._version for _, p in self._named)
+
+    def changed_params(self, versions: tuple[int, ...]) -> dict[str, Any]:
+        """Copies of the parameters whose version moved since `versions`."""
+        return {name: p.detach().clone() for (name, p), v in zip(self._named, versions) if p._version != v}
+
+    def load_params(self, values: Mapping[str, Any]) -> None:
+        """Write these values into the live parameters (the loop's own change, replayed)."""
+        with self._torch.no_grad():
+            for name, value in values.items():
+                self._write(name, self._by_name[name], value)
+
     def _write(self, key: str, live, saved) -> None:
         """Copy a saved value into a live tensor, unless it is known to hold it already."""
         hit = self._cache.get(key)

@@ -1,0 +1,70 @@
+"""A training loop that changes parameters itself between iterations — WGAN's weight
+clipping, pruning, max-norm constraints — keeps its changes under gdstep: records recomputed
+on demand, rewinds and the iterations after them start from the values the loop left, equal
+to a bare loop's to the bit."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import gdstep
+
+
+def clip(model) -> None:
+    with torch.no_grad():
+        for p in model.parameters():
+            p.clamp_(-0.05, 0.05)
+
+
+@pytest.mark.parametrize("mode", ["step", "watch"])
+def test_weight_clipping_between_iterations_survives_recomputation_and_rewinds(mode):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    bare = copy.deepcopy(model)
+    loss_fn = nn.CrossEntropyLoss()
+    opt = torch.optim.RMSprop(model.parameters(), lr=0.05)      # WGAN's optimizer
+    bare_opt = torch.optim.RMSprop(bare.parameters(), lr=0.05)
+    outputs = {}
+    bare[0].register_forward_hook(lambda m, a, out: outputs.__setitem__("first", out.detach().clone()))
+    seen = {}
+
+    def look(s, message):
+        pos = s.position
+        rec = s.record("forward")                              # lean: recomputed now
+        seen["first"] = torch.as_tensor(rec.outputs[0]).clone()
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        s.back(iterations=4)
+        s.seek(pos)
+        seen["after rewind"] = all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+        seen["inexact"] = s.replay_inexact
+        seen["at"] = s.step_count
+
+    dbg = gdstep.attach(model, opt, loss_fn, breakpoints=["step == 9"], on_break=look)
+    g = torch.Generator().manual_seed(1)
+    for i in range(12):
+        x, y = torch.randn(16, 4, generator=g), torch.randint(0, 3, (16,), generator=g)
+        if mode == "step":
+            dbg.step(x, y)
+        else:
+            opt.zero_grad()
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            dbg.watch(loss, y)
+            opt.step()
+        clip(model)
+        bare_opt.zero_grad()
+        loss_fn(bare(x), y).backward()
+        bare_opt.step()
+        clip(bare)
+        if seen.get("at") is not None and "checked" not in seen:
+            seen["checked"] = i
+            assert torch.equal(seen["first"], outputs["first"]), "the recomputed forward used unclipped weights"
+            assert seen["after rewind"] and seen["inexact"] is None
+    assert seen["checked"] == 8
+    for p, q in zip(model.parameters(), bare.parameters()):
+        assert torch.equal(p, q)
+    assert any("changed" in e.message and "in place" in e.message for e in dbg.session.events)
