@@ -235,3 +235,48 @@ def test_a_lean_forward_that_overflows_pauses_before_it_naming_the_layer_a_bare_
     bare(x)                                              # the iteration that paused, in the bare loop
     assert i == 5 and first_bad, (i, first_bad)
     assert f"in layer {first_bad[0]} " in seen[0] and "during forward" in seen[0], (seen[0], first_bad)
+
+
+@pytest.mark.parametrize("width", [3, 300])
+def test_a_lean_forward_tests_an_output_before_an_in_place_relu_overwrites_it(width):
+    """ReLU(inplace=True) writes over the linear layer's output: -inf there becomes 0, yet
+    the run still pauses on it (small outputs are tested at the end of the forward, large
+    ones as they are made; with an in-place module, every one as it is made)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, width), nn.ReLU(inplace=True), nn.Linear(width, 2))
+    seen = []
+    dbg = gdstep.attach(model, torch.optim.SGD(model.parameters(), lr=0.01), nn.CrossEntropyLoss(),
+                        on_break=lambda s, m: seen.append(m))
+    x, y = torch.randn(300, 4), torch.randint(0, 2, (300,))
+    for _ in range(4):
+        dbg.step(x, y)
+    assert not seen and dbg.session._lean_records
+    with torch.no_grad():
+        model[0].bias[0] = -float("inf")                 # linear output -inf in column 0, then ReLU makes it 0
+    out = model(x)
+    assert torch.isfinite(out).all()                     # nothing after the ReLU shows it
+    dbg.step(x, y)
+    assert seen and "in layer 0 linear output" in seen[0] and "during forward" in seen[0], seen
+
+
+@pytest.mark.parametrize("mode", ["step", "watch"])
+def test_records_show_a_layers_output_as_made_before_an_in_place_relu_wrote_over_it(mode):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(inplace=True), nn.Linear(5, 2))
+    x, y = torch.randn(6, 4), torch.randint(0, 2, (6,))
+    with torch.no_grad():
+        z = model[0](x)
+    assert (z < 0).any()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    dbg = gdstep.attach(model, opt, nn.CrossEntropyLoss())
+    if mode == "step":
+        dbg.step(x, y)
+    else:
+        opt.zero_grad()
+        loss = nn.CrossEntropyLoss()(model(x), y)
+        loss.backward()
+        dbg.watch(loss, y)
+        opt.step()
+    outputs = dbg.session.record("forward").outputs
+    assert torch.equal(torch.as_tensor(outputs[0]), z)                  # negative values and all
+    assert torch.equal(torch.as_tensor(outputs[1]), z.clamp(min=0))

@@ -80,7 +80,8 @@ class WatchObserver:
         and the step is observed without copies. Returns whether it is lean."""
         torch = self._torch
         outs = list(self._slots)
-        outputs = tuple(None if o is None else o.detach() for o in outs)
+        produced = self._produced if self._copy_outputs else {}     # as made, before an in-place module wrote over it
+        outputs = tuple(None if o is None else produced[i] if i in produced else o.detach() for i, o in enumerate(outs))
         deltas = tuple(self._deltas) if len(self._deltas) == len(outs) else (None,) * len(outs)
         self._watched = {name: (p.grad, p.grad._version) for name, p in self._train if p.grad is not None}
         inv = self._unscale_factor()

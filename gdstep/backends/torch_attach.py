@@ -102,6 +102,7 @@ class AttachBackend(WatchObserver, UserModuleBackend):
             self._order = []                      # the layers this call runs, in call order
         if self._capture and not self._own:
             self.last_call = (args, kwargs)
+            self._produced = {}
             self._forwards += 1
             if self._watching:
                 self._rng_call = self._rng_state()

@@ -34,7 +34,7 @@ class ModuleBackend(CheckpointMixin, LeanPhases, SideComputations):
     name = "torch"
     # a run's lean forward (forward_lean): the rows whose outputs are tested as they are made,
     # and their norms; None: every output is kept
-    _lean_rows: tuple[frozenset, list] | None = None
+    _lean_rows: tuple[frozenset, list, list] | None = None
 
     def __init__(self, model, loss, optimizer, x, y, *, trainable: Sequence[str] | None = None,
                  layers=None, track_rng: bool = False, config=None):
@@ -58,6 +58,7 @@ class ModuleBackend(CheckpointMixin, LeanPhases, SideComputations):
         self._rows, self._sequential = module_layers(model)
         self.layers = layers if layers is not None else layer_infos(model, self._rows)
         self._copy_outputs = has_inplace(model)
+        self._produced: dict[int, Any] = {}       # copies of outputs as made (with in-place modules)
         self._buffers = [(name, b) for name, b in model.named_buffers()]
         self._track_rng = track_rng
         self._known_step = type(optimizer) in set(torch_classes().values())
@@ -119,43 +120,59 @@ class ModuleBackend(CheckpointMixin, LeanPhases, SideComputations):
         lean = self._lean_rows
         if lean is None or i == last:
             self._slots[i] = out
+            if self._copy_outputs and out is not None:    # as made: an in-place module may write over it
+                self._produced[i] = out.detach().clone()
         if lean is not None and i in lean[0]:
-            self._note_finite(lean[1], out)
+            self._note_finite(lean, out)
 
     def forward_lean(self, x, checked: Sequence[int], defer: bool = False):
-        """The forward of a run (records on demand): the outputs of the `checked` rows are
-        tested as each is made — its norm while it is in the cache — and none but the
-        model's output is kept, so their memory is freed and reused as a plain loop frees
-        it. Returns (the outputs, None for each not kept; whether all the checked ones are
-        finite: a bool, or with `defer` a flag on the device)."""
-        self._lean_rows = (frozenset(checked), [])
+        """The forward of a run (records on demand): none but the model's output is kept, so
+        memory is freed and reused as a plain loop frees it, and the outputs of the
+        `checked` rows are tested — a large one as it is made (its norm, while it is in the
+        cache), small ones together at the end (one fused norm: on a small net each tensor
+        operation's fixed cost is what counts). Returns (the outputs, None for each not
+        kept; whether all the checked ones are finite: a bool, or with `defer` a flag on the
+        device)."""
+        self._lean_rows = (frozenset(checked), [], [])
         try:
             outputs = self.forward(x)
-            norms = self._lean_rows[1]
+            _, norms, small = self._lean_rows
         finally:
             self._lean_rows = None
         torch = self._torch
+        if small:
+            try:
+                with torch.no_grad():
+                    norms += torch._foreach_norm(small)
+            except (RuntimeError, TypeError):
+                norms.append(None)
         if any(n is None for n in norms):          # a norm could not be taken: the full test, recomputed
             return outputs, False
         if not norms:
             return outputs, True
-        total = torch.stack(norms).sum() if len(norms) > 1 else norms[0]
-        return outputs, (total if defer else math.isfinite(total.item()))
+        if defer:
+            return outputs, torch.stack([n.double() for n in norms]).sum()
+        return outputs, all(math.isfinite(n.item()) for n in norms)
 
-    def _note_finite(self, norms: list, out) -> None:
-        """The norm of a checked row's output, as it is made: finite exactly when every
-        element is (unless it overflows: then the caller recomputes the iteration with the
-        exact test). Half precision is summed in float32, where its squares cannot overflow."""
+    LARGE = 1 << 16     # elements: an output this large is tested as it is made, not held
+
+    def _note_finite(self, lean: tuple, out) -> None:
+        """A checked row's output, as it is made: a large one's norm now (finite exactly when
+        every element is, unless it overflows: then the caller recomputes the iteration with
+        the exact test; half precision summed in float32, where its squares cannot
+        overflow), a small one kept for the fused norm at the end."""
         if out is None or not out.is_floating_point():
             return
         torch = self._torch
+        half = out.dtype in (torch.float16, torch.bfloat16)
+        if out.numel() < self.LARGE and not half and not self._copy_outputs:    # (an in-place module would change it)
+            lean[2].append(out.detach())
+            return
         try:
             with torch.no_grad():
-                wide = torch.float32 if out.dtype in (torch.float16, torch.bfloat16) else None
-                norms.append(torch.linalg.vector_norm(out.detach(), dtype=wide).to(torch.float64))
+                lean[1].append(torch.linalg.vector_norm(out.detach(), dtype=torch.float32 if half else None))
         except (RuntimeError, TypeError):
-            norms.append(None)
-
+            lean[1].append(None)
 
     @property
     def call_order(self) -> list[int] | None:
@@ -225,6 +242,7 @@ class ModuleBackend(CheckpointMixin, LeanPhases, SideComputations):
         torch = self._torch
         if self._track_rng:
             self._rng_forward = self._rng_state()
+        self._produced = {}
         if torch.is_grad_enabled():
             outs, out = self._run_model(x)
         else:
@@ -233,8 +251,10 @@ class ModuleBackend(CheckpointMixin, LeanPhases, SideComputations):
         if out is None:
             raise GdstepError(f"the model returned {type(out).__name__}, not a tensor")
         self._graph = (outs, out)
-        if self._copy_outputs:
-            return tuple([None if o is None else o.detach().clone() for o in outs])
+        if self._copy_outputs:       # the copies made as each was produced, before an in-place module wrote over it
+            produced, self._produced = self._produced, {}
+            return tuple([None if o is None else produced[i] if i in produced else o.detach().clone()
+                          for i, o in enumerate(outs)])
         return tuple([None if o is None else o.detach() for o in outs])
 
     def _run_model(self, x) -> tuple[list, Any]:
@@ -247,8 +267,10 @@ class ModuleBackend(CheckpointMixin, LeanPhases, SideComputations):
             for i, (_, module) in enumerate(self._rows):
                 h = module(h)
                 outs.append(h if lean is None or i == last else None)
+                if self._copy_outputs and outs[-1] is not None:
+                    self._produced[i] = h.detach().clone()
                 if lean is not None and i in lean[0]:
-                    self._note_finite(lean[1], first_tensor(h))
+                    self._note_finite(lean, first_tensor(h))
             return outs, h
         self._slots = [None] * len(self._rows)
         self._order = []
