@@ -77,6 +77,19 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def iteration(mode: str, model, opt, dbg, loss_fn, x, y) -> None:
+    """One training iteration: the bare loop's, `dbg.step`'s, or the bare loop with `dbg.watch`."""
+    if mode == "step":
+        dbg.step(x, y)
+        return
+    opt.zero_grad()
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    if mode == "watch":
+        dbg.watch(loss, y)
+    opt.step()
+
+
 def loop(mode: str, model, batches, device: str) -> float:
     """Seconds for one pass over `batches` in `mode` (bare, step or watch)."""
     import torch
@@ -91,15 +104,7 @@ def loop(mode: str, model, batches, device: str) -> float:
     sync(device)
     start = now()
     for x, y in batches:
-        if mode == "step":
-            dbg.step(x, y)
-            continue
-        opt.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        if mode == "watch":
-            dbg.watch(loss, y)
-        opt.step()
+        iteration(mode, model, opt, dbg, loss_fn, x, y)
     sync(device)
     elapsed = now() - start
     if dbg is not None:
@@ -141,18 +146,9 @@ def lockstep(kind: str, steps: int, rounds: int, device: str, warmup: int = 5) -
         loops[mode] = (model, opt, dbg)
 
     def one(mode: str, x, y) -> float:
-        model, opt, dbg = loops[mode]
         sync(device)
         start = now()
-        if mode == "step":
-            dbg.step(x, y)
-        else:
-            opt.zero_grad()
-            loss = loss_fn(model(x), y)
-            loss.backward()
-            if mode == "watch":
-                dbg.watch(loss, y)
-            opt.step()
+        iteration(mode, *loops[mode], loss_fn, x, y)
         sync(device)
         return now() - start
 
