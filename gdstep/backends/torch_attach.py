@@ -76,7 +76,6 @@ class AttachBackend(WatchObserver, UserModuleBackend):
         self._autocast_at: dict[int, Any] = {}     # step -> the loop's autocast state (per thread)
         self.watch_deltas = True          # watch mode records δ of each layer (not in lean iterations)
 
-
     # -- hooks -----------------------------------------------------------------------------------
 
     def _install_hooks(self) -> None:
@@ -122,7 +121,6 @@ class AttachBackend(WatchObserver, UserModuleBackend):
                 self._slots[-1] = out
                 self._keep_output(output)
         return record
-
 
     def forward_lean(self, x, checked: Sequence[int], defer: bool = False):
         """ModuleBackend's, where gdstep drives the forward; None for the loop's own forward

@@ -145,7 +145,7 @@ class LeanPhases:
                     tensors.append(v)
         return tensors
 
-    # -- a run's update with its norms (records on demand) --------------------------------------------------------
+    # -- a run's update with its norms (records on demand) --------------------------------------
 
     @property
     def lean_norm_names(self) -> tuple[str, ...]:

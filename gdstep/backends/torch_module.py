@@ -15,7 +15,6 @@ device; only losses and norms come to the host (one transfer per phase).
 from __future__ import annotations
 
 import math
-
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -32,8 +31,9 @@ from gdstep.records import ParamUpdate
 
 class ModuleBackend(CheckpointMixin, LeanPhases, SideComputations):
     name = "torch"
-    # a run's lean forward (forward_lean): the rows whose outputs are tested as they are made,
-    # and their norms; None: every output is kept
+    # a run's lean forward (forward_lean): the rows whose outputs are tested, the norms of the
+    # large ones taken as they were made, and the small ones held to the end; None: every
+    # output is kept
     _lean_rows: tuple[frozenset, list, list] | None = None
 
     def __init__(self, model, loss, optimizer, x, y, *, trainable: Sequence[str] | None = None,
