@@ -65,7 +65,8 @@ class Rewind:
         first = not self._timeline.edits
         self._timeline.edit(self._checkpoint(), values, horizon)
         if first:
-            self._log("info", f"iteration {self._step + 1}: the loop changed {', '.join(sorted(values))} in place "
+            names = sorted(k if isinstance(k, str) else f"the optimizer's {k[1]} of {k[0]}" for k in values)
+            self._log("info", f"iteration {self._step + 1}: the loop changed {', '.join(names)} in place "
                               "after the update (clipping, pruning?): rewinds and recomputations keep its changes")
 
     def _grid_cheap(self, step: int) -> bool:

@@ -41,6 +41,8 @@ class CheckpointMixin:
     """The copies, capture and restore of ModuleBackend (which provides the model's
     parameters, buffers and optimizer)."""
 
+    _restores = 0              # how many checkpoints were restored (they make new state tensors)
+
     def _copies(self, items: list[tuple[Any, Any]]) -> list[Any]:
         """Copies of (key, tensor) pairs, reusing one made since the tensor last changed."""
         cache = self._cache
@@ -172,6 +174,7 @@ class CheckpointMixin:
     def restore(self, checkpoint: TorchCheckpoint) -> None:
         torch = self._torch
         cache = self._cache
+        self._restores += 1
         self._graph = self._loss_tensor = self._fresh = None
         self.torch_optimizer, self.optimizer = checkpoint.optimizer, checkpoint.config
         self._known_step = type(self.torch_optimizer) in set(torch_classes().values())
@@ -207,20 +210,49 @@ class CheckpointMixin:
         self._restore_extra(checkpoint.extra)
         self._updates = checkpoint.updates
 
-    def param_versions(self) -> tuple[int, ...]:
-        """Each parameter's version counter: an in-place change of it (by the optimizer or by
-        the loop) moves it. (A change through `.data` does not.)"""
-        return tuple(p._version for _, p in self._named)
+    def param_versions(self) -> tuple:
+        """Where the loop's tensors stand: each parameter's version counter, and each optimizer
+        state tensor with its own. An in-place change (by the optimizer or by the loop) moves
+        a version; `load_state_dict` makes new state tensors; a change through `.data` moves
+        nothing. gdstep's own restores make new state tensors too, so they are counted."""
+        torch, states = self._torch, self.torch_optimizer.state
+        owned = tuple((name, k, v, v._version) for name, p in self._train
+                      for k, v in states.get(p, {}).items() if isinstance(v, torch.Tensor))
+        return tuple(p._version for _, p in self._named), owned, self._restores
 
-    def changed_params(self, versions: tuple[int, ...]) -> dict[str, Any]:
-        """Copies of the parameters whose version moved since `versions`."""
-        return {name: p.detach().clone() for (name, p), v in zip(self._named, versions) if p._version != v}
+    def changed_params(self, versions: tuple) -> dict[Any, Any]:
+        """Copies of what moved since `versions`: parameters by name, optimizer state tensors
+        by (parameter name, state key). Where gdstep restored a checkpoint since, its state
+        tensors are new without the loop having touched them: only parameters are compared."""
+        params, owned, restores = versions
+        out: dict[Any, Any] = {name: p.detach().clone() for (name, p), v in zip(self._named, params) if p._version != v}
+        if restores != self._restores:
+            return out
+        torch, states = self._torch, self.torch_optimizer.state
+        was = {(name, k): (v, version) for name, k, v, version in owned}
+        for name, p in self._train:
+            for k, v in states.get(p, {}).items():
+                seen = was.get((name, k))
+                if isinstance(v, torch.Tensor) and (seen is None or seen[0] is not v or seen[1] != v._version):
+                    out[(name, k)] = v.detach().clone()
+        return out
 
-    def load_params(self, values: Mapping[str, Any]) -> None:
-        """Write these values into the live parameters (the loop's own change, replayed)."""
+    def load_params(self, values: Mapping[Any, Any]) -> None:
+        """Write these values into the live parameters and optimizer state (the loop's own
+        change, replayed; keys as `changed_params` gives them)."""
+        states = self.torch_optimizer.state
         with self._torch.no_grad():
-            for name, value in values.items():
-                self._write(name, self._by_name[name], value)
+            for key, value in values.items():
+                if not isinstance(key, tuple):
+                    self._write(key, self._by_name[key], value)
+                    continue
+                name, k = key
+                state = states.setdefault(self._by_name[name], {})
+                live = state.get(k)
+                if isinstance(live, self._torch.Tensor) and live.shape == value.shape and live.dtype == value.dtype:
+                    live.copy_(value)
+                else:
+                    state[k] = value.clone()
 
     def _write(self, key: str, live, saved) -> None:
         """Copy a saved value into a live tensor, unless it is known to hold it already."""

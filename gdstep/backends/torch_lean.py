@@ -12,8 +12,9 @@ before it checks any condition, and at the end of the run.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
+from gdstep.backends.update_bound import UpdateBound
 from gdstep.errors import GdstepError
 
 
@@ -34,16 +35,34 @@ def fused_finite(torch, tensors: list) -> bool:
     """Whether every element is finite: one number to the host (on the CPU, where a read
     costs less than two more tensor operations, each norm); the exact test on doubt."""
     if tensors and tensors[0].is_cpu:
-        with torch.no_grad():
-            try:
-                norms = torch._foreach_norm(tensors)
-            except (RuntimeError, TypeError):
-                norms = [torch.linalg.vector_norm(t) for t in tensors]
-        if all(math.isfinite(n.item()) for n in norms):
+        if all(math.isfinite(n) for n in cpu_norms(torch, tensors)):
             return True
     elif math.isfinite(finite_flag(torch, tensors).item()):
         return True
+    return exactly_finite(torch, tensors)
+
+
+def cpu_norms(torch, tensors: list) -> list[float]:
+    """Each tensor's norm (on the CPU): one fused call, read as Python floats."""
+    with torch.no_grad():
+        try:
+            norms = torch._foreach_norm(tensors)
+        except (RuntimeError, TypeError):
+            norms = [torch.linalg.vector_norm(t) for t in tensors]
+    return [n.item() for n in norms]
+
+
+def exactly_finite(torch, tensors: list) -> bool:
+    """The exact test, element by element (when a norm overflowed or is not finite)."""
     return all(bool(torch.isfinite(t).all().item()) for t in tensors)
+
+
+class UpdateParts(NamedTuple):
+    """What an update changed, for its finiteness test and its bounds."""
+    plain: list           # the parameters (and any state that shows in them)
+    guarded: list         # the state tested apart (Optimizer.guarded_state)
+    watched: list         # plain, guarded, and the rest of the state the bounds are about
+    names: list           # the state name of each of watched[len(plain):]
 
 
 class LeanPhases:
@@ -102,17 +121,54 @@ class LeanPhases:
             for _, p in self._train:
                 if p.grad is not None:
                     p.grad = p.grad.clone()
+        self.update_bound.before_step(self._updates)
         self.optimizer_step()
         return self._stepped(grads, check, defer)
 
     def _stepped(self, grads: Mapping[str, Any], check: bool, defer: bool):
-        """After an optimizer step: count it, and (with `check`) the finiteness of what it changed."""
+        """After an optimizer step: count it, and (with `check`) the finiteness of what it
+        changed. Where bounds already say it is finite (`UpdateBound`), nothing is read; a
+        full test's norms give the bounds anew."""
         self._updates += 1
         self._fresh = None
         if not check:
             return True
         tensors = self._updated_tensors(grads)
-        return finite_flag(self._torch, tensors) if defer else fused_finite(self._torch, tensors)
+        if not tensors:
+            return True
+        if defer or not tensors[0].is_cpu:
+            self.update_bound.forget()
+            return finite_flag(self._torch, tensors) if defer else fused_finite(self._torch, tensors)
+        parts = self._update_parts(grads)
+        bounds = self._bounds_after(grads, parts)
+        if bounds is not None:                  # finite by its bounds: nothing to read
+            self.update_bound.tested(parts.watched, bounds)
+            return True
+        torch = self._torch
+        norms = cpu_norms(torch, parts.watched)
+        tested = len(parts.plain) + len(parts.guarded)
+        finite = all(math.isfinite(n) for n in norms[:tested]) or exactly_finite(torch, parts.plain + parts.guarded)
+        known = (finite and self._known_step and hasattr(self.optimizer, "bound_after")
+                 and all(math.isfinite(n) for n in norms)
+                 and all(float(t.min()) >= 0 for t in parts.guarded))     # √v needs v ≥ 0: so it stays
+        self.update_bound.tested(parts.watched, UpdateBound.from_norms(norms[:len(parts.plain)], zip(
+            parts.names, norms[len(parts.plain):])) if known else None)
+        return finite
+
+    @property
+    def update_bound(self) -> UpdateBound:
+        bound = getattr(self, "_update_bound", None)
+        if bound is None:
+            bound = self._update_bound = UpdateBound()
+        return bound
+
+    def _bounds_after(self, grads: Mapping[str, Any], parts) -> dict[str, float] | None:
+        """Bounds on what this step changed, where they follow (see UpdateBound)."""
+        if not self._known_step:
+            return None
+        by_name = self._by_name
+        return self.update_bound.after_step(self.optimizer, self.torch_optimizer.param_groups, parts.watched,
+                                            [(name, by_name[name]) for name in grads], self._updates - 1)
 
     def _updated_tensors(self, grads: Mapping[str, Any]) -> list:
         """The parameters an update changed and their guarded state. torch.optim's own
@@ -168,11 +224,14 @@ class LeanPhases:
         with torch.no_grad():
             torch._foreach_copy_(old, params)
             self.update_lean(grads, check=False)
+            parts = self._update_parts(grads) if check and len(grads) == len(params) and not defer else None
+            bounds = self._bounds_after(grads, parts) if parts is not None and params[0].is_cpu else None
+            tested = [] if bounds is not None else guarded     # finite by its bounds: not read
             deltas = list(torch._foreach_sub(old, params))         # W_old − W_new = −ΔW
             if params[0].is_cpu:        # one call; each norm is its tensor's own, as in three
-                norms = list(torch._foreach_norm(deltas + old + guarded))
+                norms = list(torch._foreach_norm(deltas + old + tested))
             else:                       # on a device, the groups update_norms makes (its kernels' chunks)
-                norms = [n for group in (deltas, old, guarded) if group for n in torch._foreach_norm(group)]
+                norms = [n for group in (deltas, old, tested) if group for n in torch._foreach_norm(group)]
             norms = torch.stack(norms).double()
             squares = norms * norms
             sq = squares[:2 * len(params)]
@@ -185,19 +244,39 @@ class LeanPhases:
             if defer:
                 return flag, sq
             if math.isfinite(flag.item()):
+                if bounds is not None:
+                    self.update_bound.tested(parts.watched, bounds)
+                else:
+                    self.update_bound.forget()      # the next test reads them all, and knows them again
                 return True, sq
-            return all(bool(torch.isfinite(t).all().item()) for t in params + guarded), sq
+            self.update_bound.forget()
+            return exactly_finite(torch, params + guarded), sq
 
     def _guarded_state(self, grads) -> list:
         """The optimizer state a run checks after an update (see Optimizer.guarded_state)."""
+        return self._update_parts(grads).guarded
+
+    def _update_parts(self, grads) -> "UpdateParts":
+        """`_updated_tensors` in parts, with the state the optimizer's bounds are about; the
+        same lists while that list is the same."""
         tensors = self._updated_tensors(grads)
-        kept = getattr(self, "_guarded", None)
+        kept = getattr(self, "_parts", None)
         if kept is not None and kept[0] is tensors:
             return kept[1]
         changed = {id(p) for p in self._train_params}
+        plain = [t for t in tensors if id(t) in changed]
         guarded = [t for t in tensors if id(t) not in changed]
-        self._guarded = (tensors, guarded)
-        return guarded
+        seen = {id(t) for t in guarded}
+        states, by_name = self.torch_optimizer.state, self._by_name
+        named = {id(v): k for n in grads for k, v in states.get(by_name[n], {}).items() if isinstance(v, self._torch.Tensor)}
+        bounded = getattr(self.optimizer, "bounded_state", ())
+        extra = [v for n in grads for k, v in states.get(by_name[n], {}).items()
+                 if k in bounded and isinstance(v, self._torch.Tensor) and v.ndim and v.is_floating_point()
+                 and id(v) not in seen]
+        watched = plain + guarded + extra
+        parts = UpdateParts(plain, guarded, watched, [named.get(id(t), "?") for t in guarded + extra])
+        self._parts = (tensors, parts)
+        return parts
 
     def _old_param_buffers(self, params: list) -> list:
         """Tensors shaped as the parameters, for their values before an update (made once)."""

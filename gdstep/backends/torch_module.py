@@ -333,7 +333,9 @@ class ModuleBackend(CheckpointMixin, LeanPhases, SideComputations):
             values = [n.item() for n in norms]
         else:
             values = torch.stack(norms).tolist() if len(norms) > 1 else [norms[0].item()]
-        return {name: v * v for name, v in zip(grads, values)}
+        sq = {name: v * v for name, v in zip(grads, values)}
+        self.update_bound.measured(grads, sq)
+        return sq
 
     def update(self, grads: Mapping[str, Any]) -> dict[str, ParamUpdate]:
         for name, p in self._train:

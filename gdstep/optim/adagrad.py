@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -21,6 +22,7 @@ class Adagrad(Optimizer):
     eps: float = 1e-10
     kind: ClassVar[str] = "adagrad"
     guarded_state: ClassVar[tuple[str, ...]] = ("sum",)
+    bounded_state: ClassVar[tuple[str, ...]] = ("sum",)
     torch_twins: ClassVar = (("Adagrad", {}),)
     tex: ClassVar[tuple[str, ...]] = (                 # the update as `export` writes it
         r"s \leftarrow s + g^2",
@@ -29,6 +31,17 @@ class Adagrad(Optimizer):
 
     def init(self, param: np.ndarray) -> dict[str, Any]:
         return {"step": 0, "sum": np.full_like(param, self.initial_accumulator_value)}
+
+    def bound_after(self, hyper, bounds, grad, eps, tiny):
+        slack = 1 + 16 * eps
+        lr, lr_decay, e, lam = (self._hyper(hyper, n) for n in ("lr", "lr_decay", "eps", "weight_decay"))
+        s = bounds.get("sum")
+        if s is None or not (e >= 4 * tiny and lr_decay >= 0 and 0 <= lr < math.inf and math.isfinite(lam)):
+            return None
+        g = self._bounded_grad(hyper, bounds, grad, slack)
+        # the step η_t·g/(√sum + ε), η_t ≤ η, its denominator at least ε (rounded: ε/2)
+        return {"sum": (s + g * g) * slack,
+                "param": (bounds["param"] + lr * g / (e / 2) * slack) * slack}
 
     def formula(self, ops: Ops, w: Any, g: Any, state: State) -> tuple[Any, dict[str, Any]]:
         lr, lr_decay, eps = self.lr, self.lr_decay, self.eps

@@ -26,6 +26,7 @@ class Adam(Optimizer):
     amsgrad: bool = False
     kind: ClassVar[str] = "adam"
     guarded_state: ClassVar[tuple[str, ...]] = ("exp_avg_sq", "max_exp_avg_sq")
+    bounded_state: ClassVar[tuple[str, ...]] = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
     torch_twins: ClassVar = (("Adam", {"decoupled_weight_decay": False}),)
     tex: ClassVar[tuple[str, ...]] = (                 # the update as `export` writes it
         r"m \leftarrow \beta_1 m + (1 - \beta_1)\,g, \qquad v \leftarrow \beta_2 v + (1 - \beta_2)\,g^2",
@@ -38,6 +39,27 @@ class Adam(Optimizer):
         if self.amsgrad:
             state["max_exp_avg_sq"] = np.zeros_like(param)
         return state
+
+    def bound_after(self, hyper, bounds, grad, eps, tiny):
+        slack = 1 + 16 * eps
+        lr, lam, e = (self._hyper(hyper, n) for n in ("lr", "weight_decay", "eps"))
+        beta1, beta2 = (float(b) for b in hyper.get("betas", self.betas))
+        m, v = bounds.get("exp_avg"), bounds.get("exp_avg_sq")
+        if (m is None or v is None or not (e >= 4 * tiny and 0 <= beta1 < 1 and 0 <= beta2 < 1
+                                           and 0 <= lr < math.inf and math.isfinite(lam))):
+            return None
+        w = bounds["param"]
+        if hyper.get("decoupled_weight_decay", self.decoupled_weight_decay):
+            w, g = w * abs(1 - lr * lam) * slack, grad          # W·(1 − η·λ) first
+        else:
+            g = (grad + abs(lam) * w) * slack                   # g + λ·W
+        m, v = max(m, g) * slack, max(v, g * g) * slack         # averages: never above the larger
+        out = {"exp_avg": m, "exp_avg_sq": v}
+        if "max_exp_avg_sq" in bounds:
+            out["max_exp_avg_sq"] = max(bounds["max_exp_avg_sq"], v)
+        # the step η/(1 − β₁ᵗ)·m/(√v̂ + ε), its denominator at least ε (rounded: ε/2)
+        out["param"] = (w + lr * m / ((1 - beta1) * e / 2) * slack) * slack
+        return out
 
     def formula(self, ops: Ops, w: Any, g: Any, state: State) -> tuple[Any, dict[str, Any]]:
         (beta1, beta2), lr, eps = self.betas, self.lr, self.eps

@@ -36,6 +36,8 @@ class Optimizer:
     # step 0), so a run checks it apart; a non-finite buffer that feeds the step linearly
     # shows in the parameter. With finite gradients of finite norm these stay finite too.
     guarded_state: ClassVar[tuple[str, ...]] = ()
+    # The state `bound_after` bounds (a run reads these norms at a full test).
+    bounded_state: ClassVar[tuple[str, ...]] = ()
     # torch.optim spellings of this optimizer: (class name, param-group flags that must hold,
     # an absent flag counting as false); the first is what the torch backend builds.
     torch_twins: ClassVar[tuple[tuple[str, Mapping[str, bool]], ...]] = ()
@@ -50,6 +52,26 @@ class Optimizer:
 
     def init(self, param: np.ndarray) -> dict[str, Any]:
         raise NotImplementedError
+
+    def bound_after(self, hyper: Mapping[str, Any], bounds: Mapping[str, float], grad: float,
+                    eps: float, tiny: float) -> dict[str, float] | None:
+        """Bounds on every |element| of the parameters ("param") and of this optimizer's
+        `bounded_state` after one update with these hyperparameters (torch's param group),
+        from bounds before it (the same keys) and `grad` ≥ every |gradient element|, in a
+        dtype of machine epsilon `eps` and smallest normal `tiny`; None where none follows.
+        A run that knows them under the dtype's range need not read what the update changed
+        to know it finite (`backends.update_bound`)."""
+        return None
+
+    def _hyper(self, hyper: Mapping[str, Any], name: str) -> float:
+        """A hyperparameter as a float: the group's, else this optimizer's own."""
+        value = hyper.get(name, getattr(self, name))
+        return float(value)
+
+    def _bounded_grad(self, hyper: Mapping[str, Any], bounds: Mapping[str, float], grad: float, slack: float) -> float:
+        """A bound on the gradient the formula uses: g, or g + λ·W with L2 weight decay."""
+        lam = 0.0 if self.decoupled_weight_decay else abs(self._hyper(hyper, "weight_decay"))
+        return (grad + lam * bounds["param"]) * slack if lam else grad
 
     def formula(self, ops: Ops, w: Any, g: Any, state: State) -> tuple[Any, dict[str, Any]]:
         """The update, written once for `ops` = ARRAYS or a Recording; the last term is W_new."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -22,6 +23,7 @@ class RMSprop(Optimizer):
     centered: bool = False
     kind: ClassVar[str] = "rmsprop"
     guarded_state: ClassVar[tuple[str, ...]] = ("square_avg",)
+    bounded_state: ClassVar[tuple[str, ...]] = ("square_avg", "momentum_buffer")
     torch_twins: ClassVar = (("RMSprop", {}),)
     tex: ClassVar[tuple[str, ...]] = (                 # the update as `export` writes it
         r"v \leftarrow \alpha v + (1 - \alpha)\,g^2",
@@ -35,6 +37,25 @@ class RMSprop(Optimizer):
         if self.centered:
             state["grad_avg"] = np.zeros_like(param)
         return state
+
+    def bound_after(self, hyper, bounds, grad, eps, tiny):
+        slack = 1 + 16 * eps
+        lr, alpha, e, mu, lam = (self._hyper(hyper, n) for n in ("lr", "alpha", "eps", "momentum", "weight_decay"))
+        v = bounds.get("square_avg")
+        if (v is None or hyper.get("centered", self.centered)          # √(v − ḡ²) may round to NaN
+                or not (e >= 4 * tiny and 0 <= alpha <= 1 and 0 <= lr < math.inf
+                        and math.isfinite(mu) and math.isfinite(lam))):
+            return None
+        g = self._bounded_grad(hyper, bounds, grad, slack)
+        out = {"square_avg": max(v, g * g) * slack}
+        step = g / (e / 2) * slack                              # g/(√v + ε)
+        if mu > 0:
+            b = bounds.get("momentum_buffer")
+            if b is None:
+                return None
+            step = out["momentum_buffer"] = (mu * b + step) * slack
+        out["param"] = (bounds["param"] + lr * step * slack) * slack
+        return out
 
     def formula(self, ops: Ops, w: Any, g: Any, state: State) -> tuple[Any, dict[str, Any]]:
         alpha, mu, eps = self.alpha, self.momentum, self.eps

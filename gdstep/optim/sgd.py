@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -21,6 +22,7 @@ class SGD(Optimizer):
     nesterov: bool = False
     kind: ClassVar[str] = "sgd"
     torch_twins: ClassVar = (("SGD", {}),)
+    bounded_state: ClassVar[tuple[str, ...]] = ("momentum_buffer",)
     tex: ClassVar[tuple[str, ...]] = (                 # the update as `export` writes it
         r"b \leftarrow \mu\,b + (1 - \tau)\,g \quad (\text{with momentum; } b = g \text{ at the first step})",
         r"W_{\text{new}} = W_{\text{old}} - \eta\,g \quad (\text{or } - \eta\,b \text{ with momentum})",
@@ -28,6 +30,22 @@ class SGD(Optimizer):
 
     def init(self, param: np.ndarray) -> dict[str, Any]:
         return {"momentum_buffer": None} if self.momentum else {}
+
+    def bound_after(self, hyper, bounds, grad, eps, tiny):
+        slack = 1 + 16 * eps
+        lr, mu, damp, lam = (self._hyper(hyper, n) for n in ("lr", "momentum", "dampening", "weight_decay"))
+        if not (0 <= lr < math.inf and math.isfinite(mu) and math.isfinite(damp) and math.isfinite(lam)):
+            return None
+        g = self._bounded_grad(hyper, bounds, grad, slack)
+        out, step = {}, g
+        if mu != 0:
+            b = bounds.get("momentum_buffer")
+            if b is None:                                       # the first step makes it: b = g
+                return None
+            b = out["momentum_buffer"] = (abs(mu) * b + abs(1 - damp) * g) * slack
+            step = (g + abs(mu) * b) * slack if hyper.get("nesterov", self.nesterov) else b
+        out["param"] = (bounds["param"] + lr * step * slack) * slack
+        return out
 
     def formula(self, ops: Ops, w: Any, g: Any, state: State) -> tuple[Any, dict[str, Any]]:
         mu, tau = self.momentum, self.dampening

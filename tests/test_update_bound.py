@@ -1,0 +1,164 @@
+"""A run knows an update finite without reading it where bounds say so (`UpdateBound`).
+
+Each optimizer's bound is checked against torch.optim's own step: after every step, each
+|element| of the parameters and of the bounded state lies within the bound the rule gave,
+including the regimes that stress each term (L2 and decoupled weight decay large enough to
+grow W, a denominator down to ε, momentum). Then in attach mode:
+- an update that turns a parameter non-finite is still caught where the loop changed what
+  the bounds assumed: optimizer state edited in place, gradients scaled between `watch()`
+  and `step()`;
+- a run that may rely on its bounds reads nothing after the first update.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import gdstep
+from gdstep.backends.torch_optim import config_of
+from gdstep.backends.update_bound import UpdateBound
+
+CASES = [
+    ("Adam", dict(lr=1e-3)),
+    ("Adam", dict(lr=1.0, betas=(0.5, 0.9))),                      # steps of η·m/ε on tiny gradients
+    ("Adam", dict(lr=0.1, amsgrad=True, weight_decay=3.0)),         # L2: g + λ·W
+    ("AdamW", dict(lr=0.5, weight_decay=6.0)),                      # W·(1 − η·λ) = −2·W
+    ("SGD", dict(lr=0.5)),
+    ("SGD", dict(lr=0.5, momentum=0.9, nesterov=True)),
+    ("SGD", dict(lr=0.5, momentum=0.9, dampening=0.3, weight_decay=10.0)),
+    ("RMSprop", dict(lr=1e-2)),
+    ("RMSprop", dict(lr=1e-2, momentum=0.9, weight_decay=0.5)),
+    ("Adagrad", dict(lr=0.1, lr_decay=0.01, weight_decay=4.0)),
+]
+
+
+def grads_at(scale: float, shape, gen) -> torch.Tensor:
+    """A gradient with one dominant element (its norm then near its largest |element|),
+    some exact zeros, and the rest small."""
+    g = torch.randn(shape, generator=gen, dtype=torch.float64) * scale * 1e-3
+    g.view(-1)[0] = scale
+    g.view(-1)[1:4] = 0.0
+    return g
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kind,hyper", CASES, ids=[f"{k}-{i}" for i, (k, _) in enumerate(CASES)])
+def test_every_element_after_torchs_own_step_lies_within_the_rules_bound(kind, hyper, dtype):
+    gen = torch.Generator().manual_seed(7)
+    params = [torch.zeros(5, 4, dtype=dtype, requires_grad=True), torch.zeros(7, dtype=dtype, requires_grad=True)]
+    with torch.no_grad():
+        params[0].view(-1)[0], params[1][3] = 1e-6, -2.0
+    opt = getattr(torch.optim, kind)(params, **hyper)
+    config = config_of(opt)
+    info = torch.finfo(dtype)
+    scales = [1.0, 1e-12, 3e2, 0.0, 1e-9, 50.0, 1e-6, 7.0] * 3
+    for p in params:                                      # the first step makes the state
+        p.grad = grads_at(1.0, p.shape, gen).to(dtype)
+    opt.step()
+    state = [(k, v) for p in params for k, v in opt.state[p].items()
+             if k in config.bounded_state and isinstance(v, torch.Tensor)]
+    bounds = UpdateBound.from_norms([p.norm().item() for p in params], [(k, v.norm().item()) for k, v in state])
+    for step, scale in enumerate(scales):
+        for p in params:
+            p.grad = grads_at(scale, p.shape, gen).to(dtype)
+        grad = math.sqrt(2 * math.fsum(n.item() ** 2 for n in torch._foreach_norm([p.grad for p in params])))
+        after = config.bound_after(opt.param_groups[0], bounds, grad, info.eps, info.tiny)
+        assert after is not None
+        opt.step()
+        for p in params:
+            assert p.abs().max().item() <= after["param"], (step, p.abs().max().item(), after)
+        for k, v in state:
+            assert v.abs().max().item() <= after[k], (step, k, v.abs().max().item(), after)
+        bounds = after
+
+
+@pytest.mark.parametrize("hyper", [dict(lr=1.0), dict(lr=1.0, amsgrad=True), dict(lr=1.0, betas=(0.99, 0.999))])
+def test_adams_bias_corrected_step_on_a_gradient_below_epsilon_lies_within_the_bound(hyper):
+    """The regime where the step is η·m̂/ε and m̂ = m/(1 − β₁ᵗ) is far above m: a tiny
+    gradient once, zeros after it, the weights near zero (so no W term hides the step)."""
+    p = torch.zeros(6, requires_grad=True)
+    opt = torch.optim.Adam([p], **hyper)
+    config, info = config_of(opt), torch.finfo(torch.float32)
+    p.grad = torch.tensor([1e-12, 0, 0, 0, 0, 0])
+    opt.step()
+    state = [(k, v) for k, v in opt.state[p].items() if k in config.bounded_state]
+    bounds = UpdateBound.from_norms([p.norm().item()], [(k, v.norm().item()) for k, v in state])
+    for _ in range(6):
+        p.grad = torch.zeros(6)
+        after = config.bound_after(opt.param_groups[0], bounds, 0.0, info.eps, info.tiny)
+        opt.step()
+        assert p.abs().max().item() <= after["param"], (p.abs().max().item(), after)
+        bounds = after
+
+
+def test_no_bound_follows_where_the_formula_can_make_nan_from_finite_values():
+    p = torch.zeros(3, requires_grad=True)
+    bounds = {"param": 1.0, "square_avg": 1.0, "exp_avg": 1.0, "exp_avg_sq": 1.0, "sum": 1.0}
+    info = torch.finfo(torch.float32)
+    for opt in (torch.optim.RMSprop([p], centered=True),      # √(v − ḡ²) may round to √(negative)
+                torch.optim.Adam([p], eps=0.0),                # 0/(0 + 0)
+                torch.optim.Adagrad([p], eps=0.0)):
+        assert config_of(opt).bound_after(opt.param_groups[0], bounds, 1.0, info.eps, info.tiny) is None
+
+
+def attached_adam(mode_lr=1e-2):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    opt = torch.optim.Adam(model.parameters(), lr=mode_lr)
+    seen = []
+    dbg = gdstep.attach(model, opt, F.cross_entropy, on_break=lambda s, m: seen.append((s.step_count, m)))
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    return model, opt, dbg, seen, x, y
+
+
+def test_optimizer_state_the_loop_edits_in_place_is_read_again_and_the_nan_it_makes_is_caught():
+    """Negative v makes √v NaN: the bounds knew v ≥ 0, so the edit must send the test back to reading."""
+    model, opt, dbg, seen, x, y = attached_adam()
+    for _ in range(4):
+        dbg.step(x, y)
+    assert dbg.backend.update_bound._known is not None          # the bounds are in use
+    first = model[0].weight
+    opt.state[first]["exp_avg_sq"].fill_(-1.0)                   # the loop's own edit
+    dbg.step(x, y)
+    assert not torch.isfinite(first).all()
+    assert seen and seen[0][0] == 4 and "update" in seen[0][1], seen
+
+
+def test_gradients_scaled_between_watch_and_step_are_not_taken_for_the_ones_measured():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    seen = []
+    dbg = gdstep.attach(model, opt, F.cross_entropy, on_break=lambda s, m: seen.append((s.step_count, m)))
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    for i in range(5):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        dbg.watch(loss, y)
+        if i == 4:
+            assert dbg.backend.update_bound._known is not None
+            for p in model.parameters():
+                p.grad.mul_(1e39)                # after watch(): inf (NaN where 0), and so W
+        opt.step()
+    assert not all(torch.isfinite(p).all() for p in model.parameters())
+    assert seen and seen[0][0] == 5 and "during update" in seen[0][1], seen     # the loop's step ran
+
+
+def test_a_run_relying_on_its_bounds_reads_nothing_after_its_first_update(monkeypatch):
+    import gdstep.backends.torch_lean as lean
+    reads = []
+    real = lean.cpu_norms
+    monkeypatch.setattr(lean, "cpu_norms", lambda torch, tensors: reads.append(len(tensors)) or real(torch, tensors))
+    model, opt, dbg, seen, x, y = attached_adam()
+    for _ in range(9):
+        dbg.step(x, y)
+    # step 0 measures its norms (1 in 10) and reads the state with them; step 1 reads all
+    # it changed once; from then on the bounds say it
+    assert reads == [4 + 4 + 4], reads                   # W, m, v of the 4 parameters, once
+    assert not seen
