@@ -1,7 +1,7 @@
-"""A training loop that changes parameters itself between iterations — WGAN's weight
-clipping, pruning, max-norm constraints — keeps its changes under gdstep: records recomputed
-on demand, rewinds and the iterations after them start from the values the loop left, equal
-to a bare loop's to the bit."""
+"""A training loop that changes parameters or optimizer state itself between iterations —
+WGAN's weight clipping, pruning, max-norm constraints, a reset of the optimizer's averages —
+keeps its changes under gdstep: records recomputed on demand, rewinds and the iterations
+after them start from the values the loop left, equal to a bare loop's to the bit."""
 
 from __future__ import annotations
 
@@ -20,8 +20,18 @@ def clip(model) -> None:
             p.clamp_(-0.05, 0.05)
 
 
+def shrink_averages(opt) -> None:
+    for state in opt.state.values():
+        state["square_avg"].mul_(0.5)
+
+
+EDITS = {"clip weights": lambda model, opt: clip(model), "shrink RMSprop's averages": lambda model, opt: shrink_averages(opt)}
+
+
+@pytest.mark.parametrize("edit", list(EDITS))
 @pytest.mark.parametrize("mode", ["step", "watch"])
-def test_weight_clipping_between_iterations_survives_recomputation_and_rewinds(mode):
+def test_the_loops_own_edits_between_iterations_survive_recomputation_and_rewinds(mode, edit):
+    edit = EDITS[edit]
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
     bare = copy.deepcopy(model)
@@ -55,16 +65,17 @@ def test_weight_clipping_between_iterations_survives_recomputation_and_rewinds(m
             loss.backward()
             dbg.watch(loss, y)
             opt.step()
-        clip(model)
+        edit(model, opt)
         bare_opt.zero_grad()
         loss_fn(bare(x), y).backward()
         bare_opt.step()
-        clip(bare)
+        edit(bare, bare_opt)
         if seen.get("at") is not None and "checked" not in seen:
             seen["checked"] = i
-            assert torch.equal(seen["first"], outputs["first"]), "the recomputed forward used unclipped weights"
+            assert torch.equal(seen["first"], outputs["first"]), "the recomputed forward used unedited weights"
             assert seen["after rewind"] and seen["inexact"] is None
     assert seen["checked"] == 8
     for p, q in zip(model.parameters(), bare.parameters()):
         assert torch.equal(p, q)
+        assert all(torch.equal(opt.state[p][k], bare_opt.state[q][k]) for k in ("square_avg", "step"))
     assert any("changed" in e.message and "in place" in e.message for e in dbg.session.events)
