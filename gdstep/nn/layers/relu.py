@@ -31,6 +31,21 @@ def mask_in_place(grad: np.ndarray, keep: np.ndarray) -> np.ndarray:
     return grad
 
 
+_ZEROS: dict[tuple, np.ndarray] = {}
+
+
+def zeros(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """A read-only array of zeros of this shape and dtype, made once (a few shapes are kept)."""
+    key = (shape, np.dtype(dtype))
+    z = _ZEROS.get(key)
+    if z is None:
+        if len(_ZEROS) >= 8:
+            _ZEROS.clear()
+        z = _ZEROS[key] = np.zeros(shape, dtype)
+        z.setflags(write=False)
+    return z
+
+
 @register
 class ReLU(Activation):
     kind = "relu"
@@ -42,7 +57,11 @@ class ReLU(Activation):
         return np.maximum(x, 0.0)
 
     def forward_features_first(self, params, xt, out=None):
-        return np.maximum(xt, 0.0, out=out)             # element-wise: the layout is the result's
+        # element-wise: the layout is the result's. Against an array of zeros rather than
+        # the scalar 0.0: numpy's SIMD loop for two arrays runs twice as fast as its loop for
+        # an array and a broadcast scalar (the landscape's grid calls this 1,600 times a
+        # layer); the same maximum, so the same values
+        return np.maximum(xt, zeros(xt.shape, xt.dtype), out=out)
 
     def backward(self, params, x, y, grad_y, trainable, need_grad_x=True, out=NO_GRADS):
         if not need_grad_x:
