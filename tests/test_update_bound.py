@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import gdstep
-from gdstep.backends.torch_optim import config_of
+from gdstep.backends.torch_optim import config_of, twin_formula
 from gdstep.backends.update_bound import UpdateBound
 
 CASES = [
@@ -94,6 +94,47 @@ def test_adams_bias_corrected_step_on_a_gradient_below_epsilon_lies_within_the_b
         opt.step()
         assert p.abs().max().item() <= after["param"], (p.abs().max().item(), after)
         bounds = after
+
+
+def test_param_groups_with_their_own_values_are_bounded_by_each_groups_formula():
+    """AdamW with weight decay on the weights and none on the biases, at its own lr each
+    (what transformer recipes do): the bound is each group's rule, the largest taken."""
+    gen = torch.Generator().manual_seed(3)
+    w, b = torch.randn(5, 4, generator=gen).requires_grad_(), torch.randn(5, generator=gen).requires_grad_()
+    opt = torch.optim.AdamW([{"params": [w], "weight_decay": 6.0, "lr": 0.5}, {"params": [b], "weight_decay": 0.0}], lr=1.0)
+    rules, info = twin_formula(opt), torch.finfo(torch.float32)
+    assert not hasattr(config_of(opt), "bound_after")          # the groups differ: no one config
+    for p in (w, b):
+        p.grad = grads_at(1.0, p.shape, gen).float()
+    opt.step()
+    state = [(k, v) for p in (w, b) for k, v in opt.state[p].items() if k in rules.bounded_state]
+    bounds = UpdateBound.from_norms([w.norm().item(), b.norm().item()], [(k, v.norm().item()) for k, v in state])
+    for scale in [1e-12, 3e2, 0.0, 7.0, 1e-9]:
+        for p in (w, b):
+            p.grad = grads_at(scale, p.shape, gen).float()
+        grad = math.sqrt(2 * (w.grad.norm().item() ** 2 + b.grad.norm().item() ** 2))
+        after = {}
+        for group in opt.param_groups:                          # as UpdateBound.after_step combines them
+            for k, v in rules.bound_after(group, bounds, grad, info.eps, info.tiny).items():
+                after[k] = max(after.get(k, v), v)
+        opt.step()
+        assert max(w.abs().max().item(), b.abs().max().item()) <= after["param"], after
+        for k, v in state:
+            assert v.abs().max().item() <= after[k]
+        bounds = after
+
+
+def test_attach_with_param_groups_of_their_own_values_relies_on_its_bounds():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    decay = [p for n, p in model.named_parameters() if n.endswith("weight")]
+    rest = [p for n, p in model.named_parameters() if n.endswith("bias")]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}], lr=1e-2)
+    dbg = gdstep.attach(model, opt, F.cross_entropy, on_break=lambda s, m: None)
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    for _ in range(4):
+        dbg.step(x, y)
+    assert dbg.backend.update_bound._known is not None
 
 
 def test_no_bound_follows_where_the_formula_can_make_nan_from_finite_values():

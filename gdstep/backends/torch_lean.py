@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, NamedTuple
 
+from gdstep.backends.torch_optim import twin_formula
 from gdstep.backends.update_bound import UpdateBound
 from gdstep.errors import GdstepError
 
@@ -148,9 +149,9 @@ class LeanPhases:
         norms = cpu_norms(torch, parts.watched)
         tested = len(parts.plain) + len(parts.guarded)
         finite = all(math.isfinite(n) for n in norms[:tested]) or exactly_finite(torch, parts.plain + parts.guarded)
-        known = (finite and self._known_step and hasattr(self.optimizer, "bound_after")
-                 and all(math.isfinite(n) for n in norms)
-                 and all(float(t.min()) >= 0 for t in parts.guarded))     # √v needs v ≥ 0: so it stays
+        rules = self._bound_rules if finite and self._known_step else None
+        known = (rules is not None and all(math.isfinite(n) for n in norms)       # √v needs v ≥ 0: so it stays
+                 and all(float(t.min()) >= 0 for t, name in zip(parts.guarded, parts.names) if name in rules.guarded_state))
         self.update_bound.tested(parts.watched, UpdateBound.from_norms(norms[:len(parts.plain)], zip(
             parts.names, norms[len(parts.plain):])) if known else None)
         return finite
@@ -167,8 +168,20 @@ class LeanPhases:
         if not self._known_step:
             return None
         by_name = self._by_name
-        return self.update_bound.after_step(self.optimizer, self.torch_optimizer.param_groups, parts.watched,
+        return self.update_bound.after_step(self._bound_rules, self.torch_optimizer.param_groups, parts.watched,
                                             [(name, by_name[name]) for name in grads], self._updates - 1)
+
+    @property
+    def _bound_rules(self):
+        """Whose formula bounds an update: the optimizer's config, or where its param groups'
+        values differ (an opaque config), gdstep's optimizer of that formula, which reads
+        each group's own values; None where gdstep has no formula."""
+        if hasattr(self.optimizer, "bound_after"):
+            return self.optimizer
+        kept = getattr(self, "_twin", None)
+        if kept is None or kept[0] is not self.torch_optimizer:
+            kept = self._twin = (self.torch_optimizer, twin_formula(self.torch_optimizer))
+        return kept[1]
 
     def _updated_tensors(self, grads: Mapping[str, Any]) -> list:
         """The parameters an update changed and their guarded state. torch.optim's own
@@ -269,7 +282,7 @@ class LeanPhases:
         seen = {id(t) for t in guarded}
         states, by_name = self.torch_optimizer.state, self._by_name
         named = {id(v): k for n in grads for k, v in states.get(by_name[n], {}).items() if isinstance(v, self._torch.Tensor)}
-        bounded = getattr(self.optimizer, "bounded_state", ())
+        bounded = getattr(self._bound_rules, "bounded_state", ()) if self._known_step else ()
         extra = [v for n in grads for k, v in states.get(by_name[n], {}).items()
                  if k in bounded and isinstance(v, self._torch.Tensor) and v.ndim and v.is_floating_point()
                  and id(v) not in seen]

@@ -37,6 +37,15 @@ def _is_twin(cls: type, optimizer) -> bool:
                for name, flags in getattr(cls, "torch_twins", ()))
 
 
+def twin_formula(optimizer) -> Any:
+    """gdstep's optimizer (its default values) whose formula this torch optimizer follows in
+    every group, whatever each group's values; None for one gdstep has no formula for. What
+    bounds an update where the groups' values differ (`Optimizer.bound_after` reads each
+    group's own)."""
+    kind = next((kind for kind, cls in OPTIMIZERS.items() if _is_twin(cls, optimizer)), None)
+    return None if kind is None else make_optimizer(kind)
+
+
 def _plain(value: Any) -> Any:
     """A hyperparameter as a plain Python value (torch allows tensors for lr and betas)."""
     if type(value).__module__.startswith("torch"):
