@@ -85,6 +85,7 @@ class Watching:
 
         for o in getattr(opt, "optimizers", [opt]):
             self._step_hooks += [o.register_step_pre_hook(before), o.register_step_post_hook(after)]
+        self.backend.own_step_hooks = {h.id for h in self._step_hooks}     # not the loop's (update bounds)
 
     def _advance(self, phase: str) -> bool:
         """Run one observed phase, then check: True when it broke (the rest is unchecked)."""

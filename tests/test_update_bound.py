@@ -96,32 +96,82 @@ def test_adams_bias_corrected_step_on_a_gradient_below_epsilon_lies_within_the_b
         bounds = after
 
 
+def step_with_bounds(opt, params, rules, bound: UpdateBound, update: int) -> dict:
+    """One torch step as a run takes it: the gradients measured, UpdateBound asked before and
+    after the step (its own combination of the groups), the state as the bounds watch it."""
+    named = {str(i): p for i, p in enumerate(params)}
+    bound.measured({n: p.grad for n, p in named.items()}, {n: p.grad.norm().item() ** 2 for n, p in named.items()})
+    bound.before_step(update, opt.param_groups)
+    opt.step()
+    return bound.after_step(rules, bound._known[0], list(named.items()), update)
+
+
+def watch_all(opt, params, rules, bound: UpdateBound) -> list:
+    """A full test's norms made into bounds, as `LeanPhases._stepped` does; the watched list."""
+    state = [(k, v) for p in params for k, v in opt.state[p].items() if k in rules.bounded_state]
+    watched = list(params) + [v for _, v in state]
+    bound.tested(watched, UpdateBound.from_norms([p.norm().item() for p in params],
+                                                 [(k, v.norm().item()) for k, v in state]))
+    return state
+
+
 def test_param_groups_with_their_own_values_are_bounded_by_each_groups_formula():
     """AdamW with weight decay on the weights and none on the biases, at its own lr each
     (what transformer recipes do): the bound is each group's rule, the largest taken."""
     gen = torch.Generator().manual_seed(3)
     w, b = torch.randn(5, 4, generator=gen).requires_grad_(), torch.randn(5, generator=gen).requires_grad_()
     opt = torch.optim.AdamW([{"params": [w], "weight_decay": 6.0, "lr": 0.5}, {"params": [b], "weight_decay": 0.0}], lr=1.0)
-    rules, info = twin_formula(opt), torch.finfo(torch.float32)
+    rules = twin_formula(opt)
     assert not hasattr(config_of(opt), "bound_after")          # the groups differ: no one config
     for p in (w, b):
         p.grad = grads_at(1.0, p.shape, gen).float()
     opt.step()
-    state = [(k, v) for p in (w, b) for k, v in opt.state[p].items() if k in rules.bounded_state]
-    bounds = UpdateBound.from_norms([w.norm().item(), b.norm().item()], [(k, v.norm().item()) for k, v in state])
-    for scale in [1e-12, 3e2, 0.0, 7.0, 1e-9]:
+    bound = UpdateBound()
+    state = watch_all(opt, [w, b], rules, bound)
+    for update, scale in enumerate([1e-12, 3e2, 0.0, 7.0, 1e-9], start=1):
         for p in (w, b):
             p.grad = grads_at(scale, p.shape, gen).float()
-        grad = math.sqrt(2 * (w.grad.norm().item() ** 2 + b.grad.norm().item() ** 2))
-        after = {}
-        for group in opt.param_groups:                          # as UpdateBound.after_step combines them
-            for k, v in rules.bound_after(group, bounds, grad, info.eps, info.tiny).items():
-                after[k] = max(after.get(k, v), v)
-        opt.step()
+        after = step_with_bounds(opt, [w, b], rules, bound, update)
         assert max(w.abs().max().item(), b.abs().max().item()) <= after["param"], after
         for k, v in state:
             assert v.abs().max().item() <= after[k]
-        bounds = after
+        bound.tested(bound._known[0], after)
+
+
+def test_a_group_whose_step_leaves_a_state_alone_keeps_that_states_bound():
+    """Two SGD groups; the second's momentum set to 0 after its buffers exist: torch leaves
+    them as they are, so their bound must not shrink with the first group's averages."""
+    a, b = torch.zeros(3, requires_grad=True), torch.zeros(3, requires_grad=True)
+    opt = torch.optim.SGD([{"params": [a]}, {"params": [b]}], lr=0.1, momentum=0.5)
+    a.grad, b.grad = torch.zeros(3), torch.full((3,), 100.0)
+    opt.step()                                               # b's buffer: 100
+    rules, bound = twin_formula(opt), UpdateBound()
+    state = watch_all(opt, [a, b], rules, bound)
+    opt.param_groups[1]["momentum"] = 0.0
+    for update in range(1, 7):
+        a.grad, b.grad = torch.full((3,), 1e-3), torch.zeros(3)
+        after = step_with_bounds(opt, [a, b], rules, bound, update)
+        for k, v in state:
+            assert v.abs().max().item() <= after[k], (update, v.abs().max().item(), after)
+        bound.tested(bound._known[0], after)
+
+
+def test_the_bound_takes_the_lr_of_the_step_not_the_one_a_scheduler_set_after_it():
+    w = torch.ones(1, requires_grad=True)
+    opt = torch.optim.SGD([w], lr=1.0)
+    scheduler = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.01)
+    rules, bound = twin_formula(opt), UpdateBound()
+    w.grad = torch.ones(1)
+    opt.step()
+    watch_all(opt, [w], rules, bound)
+    w.grad = torch.full((1,), -1000.0)
+    named = {"w": w}
+    bound.measured({"w": w.grad}, {"w": 1e6})
+    bound.before_step(1, opt.param_groups)
+    opt.step()
+    scheduler.step()                                         # as a Python scenario's optimizer_step does
+    after = bound.after_step(rules, bound._known[0], list(named.items()), 1)
+    assert w.abs().max().item() <= after["param"], (w.item(), after)
 
 
 def test_attach_with_param_groups_of_their_own_values_relies_on_its_bounds():
@@ -189,6 +239,79 @@ def test_gradients_scaled_between_watch_and_step_are_not_taken_for_the_ones_meas
         opt.step()
     assert not all(torch.isfinite(p).all() for p in model.parameters())
     assert seen and seen[0][0] == 5 and "during update" in seen[0][1], seen     # the loop's step ran
+
+
+def replace_v(model, opt):
+    st = opt.state[model[0].weight]
+    st["exp_avg_sq"] = -torch.ones_like(st["exp_avg_sq"])     # assigned, not written in place: √v NaN
+
+
+def step_count_minus_one(model, opt):
+    for st in opt.state.values():
+        st["step"].fill_(-1.0)                                # fused Adam: 1 − β₁⁰ = 0, lr/0, NaN
+
+
+@pytest.mark.parametrize("action", [replace_v, step_count_minus_one], ids=["state tensor replaced", "Adam's step count edited"])
+def test_what_the_bounds_cannot_see_sends_the_test_back_to_reading(action):
+    """Each of these makes the next update NaN while the bounds, as they stood, said finite:
+    the update's test must read, and name the update."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2, fused=action is step_count_minus_one)
+    seen = []
+    dbg = gdstep.attach(model, opt, F.cross_entropy, on_break=lambda s, m: seen.append((s.step_count, m)))
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    for _ in range(4):
+        dbg.step(x, y)
+    assert dbg.backend.update_bound._known is not None
+    action(model, opt)
+    dbg.step(x, y)
+    assert not torch.isfinite(model[0].weight).all()
+    assert seen and seen[0][0] == 4 and "during update" in seen[0][1], seen
+
+
+def test_a_post_hook_of_the_loops_own_that_changes_parameters_is_not_taken_for_the_formula():
+    """The loop's unit-norm projection after each step, which divides a zeroed row by its
+    norm at one step: 0/0, NaN, named in that update as without bounds."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    dbg = None
+
+    def project(optimizer, args, kwargs):
+        if dbg is not None and dbg.session is not None and dbg.session.step_count == 5:
+            with torch.no_grad():
+                model[0].weight[0].zero_()
+                model[0].weight.div_(model[0].weight.norm(dim=1, keepdim=True))
+
+    opt.register_step_post_hook(project)
+    seen = []
+    dbg = gdstep.attach(model, opt, F.cross_entropy, on_break=lambda s, m: seen.append((s.step_count, m)))
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    for _ in range(6):
+        dbg.step(x, y)
+        if seen:
+            break
+    assert seen and "0.weight" in seen[0][1] and "during update" in seen[0][1], seen
+
+
+def test_parameters_given_new_memory_through_data_send_the_test_back_to_reading(monkeypatch):
+    """`vector_to_parameters` assigns `p.data`, which moves no version counter: the bounds,
+    which knew the old values, are not used for the next update."""
+    import gdstep.backends.torch_lean as lean
+    from torch.nn.utils import parameters_to_vector, vector_to_parameters
+    model, opt, dbg, seen, x, y = attached_adam()
+    for _ in range(4):
+        dbg.step(x, y)
+    reads = []
+    real = lean.cpu_norms
+    monkeypatch.setattr(lean, "cpu_norms", lambda torch, tensors: reads.append(len(tensors)) or real(torch, tensors))
+    dbg.step(x, y)
+    assert reads == []                                        # the bounds hold: nothing read
+    vector_to_parameters(parameters_to_vector(model.parameters()).detach() * 100, model.parameters())
+    dbg.step(x, y)
+    assert reads == [12]                                      # W, m and v of the 4 parameters, read again
+    assert not seen
 
 
 def test_a_run_relying_on_its_bounds_reads_nothing_after_its_first_update(monkeypatch):

@@ -58,12 +58,21 @@ def exactly_finite(torch, tensors: list) -> bool:
     return all(bool(torch.isfinite(t).all().item()) for t in tensors)
 
 
+def _holds(state: Mapping | None, values: tuple) -> bool:
+    """Whether a parameter's state dict still holds these very values, in this order (a state
+    tensor replaced by assignment, `state.clear()` then a step, makes new ones)."""
+    if state is None:
+        return not values
+    return len(state) == len(values) and all(a is b for a, b in zip(state.values(), values))
+
+
 class UpdateParts(NamedTuple):
     """What an update changed, for its finiteness test and its bounds."""
     plain: list           # the parameters (and any state that shows in them)
     guarded: list         # the state tested apart (Optimizer.guarded_state)
     watched: list         # plain, guarded, and the rest of the state the bounds are about
     names: list           # the state name of each of watched[len(plain):]
+    others: tuple         # the rest of the state's tensors (Adam's step count): unwatched, unmoved
 
 
 class LeanPhases:
@@ -122,7 +131,7 @@ class LeanPhases:
             for _, p in self._train:
                 if p.grad is not None:
                     p.grad = p.grad.clone()
-        self.update_bound.before_step(self._updates)
+        self.update_bound.before_step(self._updates, self.torch_optimizer.param_groups)
         self.optimizer_step()
         return self._stepped(grads, check, defer)
 
@@ -143,7 +152,7 @@ class LeanPhases:
         parts = self._update_parts(grads)
         bounds = self._bounds_after(grads, parts)
         if bounds is not None:                  # finite by its bounds: nothing to read
-            self.update_bound.tested(parts.watched, bounds)
+            self.update_bound.tested(parts.watched, bounds, parts.others)
             return True
         torch = self._torch
         norms = cpu_norms(torch, parts.watched)
@@ -153,7 +162,7 @@ class LeanPhases:
         known = (rules is not None and all(math.isfinite(n) for n in norms)       # √v needs v ≥ 0: so it stays
                  and all(float(t.min()) >= 0 for t, name in zip(parts.guarded, parts.names) if name in rules.guarded_state))
         self.update_bound.tested(parts.watched, UpdateBound.from_norms(norms[:len(parts.plain)], zip(
-            parts.names, norms[len(parts.plain):])) if known else None)
+            parts.names, norms[len(parts.plain):])) if known else None, parts.others)
         return finite
 
     @property
@@ -167,9 +176,21 @@ class LeanPhases:
         """Bounds on what this step changed, where they follow (see UpdateBound)."""
         if not self._known_step:
             return None
+        if self._foreign_step_hooks():
+            return None
         by_name = self._by_name
-        return self.update_bound.after_step(self._bound_rules, self.torch_optimizer.param_groups, parts.watched,
+        return self.update_bound.after_step(self._bound_rules, parts.watched,
                                             [(name, by_name[name]) for name in grads], self._updates - 1)
+
+    def _foreign_step_hooks(self) -> bool:
+        """Whether hooks other than gdstep's own run in the optimizer's step: they may change
+        the parameters (a projection after the step) where no formula says how."""
+        from torch.optim import optimizer as torch_optimizer
+        own = getattr(self, "own_step_hooks", ())
+        opt = self.torch_optimizer
+        return bool(torch_optimizer._global_optimizer_pre_hooks or torch_optimizer._global_optimizer_post_hooks
+                    or any(k not in own for k in opt._optimizer_step_pre_hooks)
+                    or any(k not in own for k in opt._optimizer_step_post_hooks))
 
     @property
     def _bound_rules(self):
@@ -191,12 +212,12 @@ class LeanPhases:
         states = self.torch_optimizer.state
         kept = getattr(self, "_lean_tensors", None)
         if (kept is not None and kept[0] is self.torch_optimizer and kept[1] == grads.keys()
-                and all(states.get(p) is st for p, st in kept[2])):
+                and all(states.get(p) is st and _holds(st, values) for p, st, values in kept[2])):
             return kept[3]
         tensors = self._list_updated_tensors(grads)
         by_name = self._by_name
-        self._lean_tensors = ((self.torch_optimizer, set(grads), [(by_name[n], states.get(by_name[n])) for n in grads],
-                               tensors) if self._known_step else None)
+        held = [(by_name[n], states.get(by_name[n]), tuple(states.get(by_name[n], {}).values())) for n in grads]
+        self._lean_tensors = (self.torch_optimizer, set(grads), held, tensors) if self._known_step else None
         return tensors
 
     def _list_updated_tensors(self, grads: Mapping[str, Any]) -> list:
@@ -258,7 +279,7 @@ class LeanPhases:
                 return flag, sq
             if math.isfinite(flag.item()):
                 if bounds is not None:
-                    self.update_bound.tested(parts.watched, bounds)
+                    self.update_bound.tested(parts.watched, bounds, parts.others)
                 else:
                     self.update_bound.forget()      # the next test reads them all, and knows them again
                 return True, sq
@@ -287,7 +308,10 @@ class LeanPhases:
                  if k in bounded and isinstance(v, self._torch.Tensor) and v.ndim and v.is_floating_point()
                  and id(v) not in seen]
         watched = plain + guarded + extra
-        parts = UpdateParts(plain, guarded, watched, [named.get(id(t), "?") for t in guarded + extra])
+        ids = {id(t) for t in watched}
+        others = tuple(v for n in grads for v in states.get(by_name[n], {}).values()
+                       if isinstance(v, self._torch.Tensor) and id(v) not in ids)
+        parts = UpdateParts(plain, guarded, watched, [named.get(id(t), "?") for t in guarded + extra], others)
         self._parts = (tensors, parts)
         return parts
 

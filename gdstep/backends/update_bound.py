@@ -24,12 +24,19 @@ give new bounds.
 The bounds hold only for the update they describe:
 - the gradients the step used are the ones measured (the same memory, unchanged: version
   counters);
-- the parameters and the state are untouched since the last test. A rewind, the loop's own
-  edits and `load_state_dict` all change version counters or tensors.
+- the parameters and all the state are untouched since the last test: the same tensors in
+  the state dicts, at the same memory, their version counters unmoved (Adam's step count
+  too). A rewind, the loop's own edits, `load_state_dict` and `vector_to_parameters` (which
+  assigns `.data`) all change one of these.
+- the step runs no hook but gdstep's own (a hook of the loop's may change parameters);
+- each group's formula is read with the values it had as the step began (a Python
+  scenario's scheduler steps right after the optimizer);
 - the optimizer is torch's own, every group with a rule (no centred RMSprop: √(v − ḡ²) can
   round to √(−0.0…1), NaN).
 
-In-place changes through `.data` move no version counter, and are not seen.
+Not seen: an in-place change through `.data` (it moves no version counter), and a
+GradScaler the loop uses without passing it to `attach` (its unscaling moves none either;
+with a scale below 1 the gradients measured would be smaller than those the step used).
 """
 
 from __future__ import annotations
@@ -44,23 +51,26 @@ class UpdateBound:
     def __init__(self) -> None:
         self._grads: dict[str, tuple[Any, int]] = {}   # name -> (gradient, its version) as measured, until the test
         self._grad = math.inf                           # ≥ every |element| of those gradients
-        self._known: tuple | None = None               # (watched tensors, their versions, bounds, limit, eps, tiny)
+        self._known: tuple | None = None               # (watched tensors, their marks, bounds, limit, eps, tiny, others)
         self._clean: int | None = None                  # the update before which all was as last tested
+        self._groups: list = []                         # the param groups' values as that update began
 
     def measured(self, grads: Mapping[str, Any], sq: Mapping[str, float]) -> None:
         """The gradients whose squared norms the run just computed (√Σ‖g‖² ≥ every |gᵢ|)."""
         self._grads = {name: (g, g._version) for name, g in grads.items()}
         self._grad = math.sqrt(2 * math.fsum(sq.values())) if sq else math.inf
 
-    def before_step(self, update: int) -> None:
-        """Just before the optimizer's step (`update`: how many came before it): whether the
-        parameters and the state are as the last test left them."""
+    def before_step(self, update: int, groups: Iterable[Mapping[str, Any]]) -> None:
+        """Just before the optimizer's step (`update`: how many came before it; `groups`: its
+        param groups, whose values are taken now, before a scheduler moves them): whether
+        the parameters and the state are as the last test left them."""
         known = self._known
-        clean = known is not None and all(t._version == v for t, v in zip(known[0], known[1]))
+        clean = known is not None and _marks(known[0], known[6]) == known[1]
         self._clean = update if clean else None
+        self._groups = [dict(g) for g in groups] if clean else []
 
-    def after_step(self, optimizer, groups: Iterable[Mapping[str, Any]], watched: list,
-                   used: Iterable[tuple[str, Any]], update: int) -> dict[str, float] | None:
+    def after_step(self, optimizer, watched: list, used: Iterable[tuple[str, Any]],
+                   update: int) -> dict[str, float] | None:
         """The bounds after this step (`update`, as given to before_step), or None where none
         follow. `watched`: the parameters and state tensors the bounds are about (the same
         list as at the last test); `used`: each updated parameter (name, tensor), whose
@@ -73,30 +83,32 @@ class UpdateBound:
             seen = self._grads.get(name)
             if seen is None or not _same(p.grad, seen[0]) or p.grad._version != seen[1]:
                 return None
-        bounds, limit, eps, tiny = known[2:]
+        bounds, limit, eps, tiny = known[2:6]
         out: dict[str, float] = {}
-        for group in groups:
+        for group in self._groups:
             after = rule(group, bounds, self._grad, eps, tiny)
             if after is None:
                 return None
-            for name, value in after.items():
+            for name in bounds.keys() | after.keys():   # what a group's step leaves alone keeps its bound
+                value = after.get(name, bounds.get(name, math.inf))
                 out[name] = max(out.get(name, value), value)
         return out if out and all(v <= limit for v in out.values()) else None     # NaN compares False
 
-    def tested(self, watched: list, bounds: Mapping[str, float] | None) -> None:
+    def tested(self, watched: list, bounds: Mapping[str, float] | None, others: tuple = ()) -> None:
         """After the update's test: every |element| of the watched tensors within `bounds`
-        ("param" for the parameters, else by state name; None: not known)."""
-        self._clean, self._grads = None, {}          # no gradient of the loop's held past its step
+        ("param" for the parameters, else by state name; None: not known). `others`: the
+        rest of the optimizer's state (Adam's step count), which must not move either."""
+        self._clean, self._grads, self._groups = None, {}, []   # no gradient of the loop's held past its step
         if bounds is None or not watched or not all(math.isfinite(v) for v in bounds.values()):
             self._known = None
             return
         import torch
         info = [torch.finfo(t.dtype) for t in watched]
-        self._known = (watched, tuple(t._version for t in watched), dict(bounds),
-                       min(f.max for f in info) / 4, max(f.eps for f in info), max(f.tiny for f in info))
+        self._known = (watched, _marks(watched, others), dict(bounds),
+                       min(f.max for f in info) / 4, max(f.eps for f in info), max(f.tiny for f in info), others)
 
     def forget(self) -> None:
-        self._known, self._clean, self._grads = None, None, {}
+        self._known, self._clean, self._grads, self._groups = None, None, {}, []
 
     @staticmethod
     def from_norms(params: list[float], state: Iterable[tuple[str, float]]) -> dict[str, float] | None:
@@ -106,6 +118,13 @@ class UpdateBound:
         for name, norm in state:
             bounds[name] = max(bounds.get(name, 0.0), 2 * norm)
         return bounds if all(math.isfinite(v) for v in bounds.values()) else None
+
+
+def _marks(watched: list, others: tuple) -> tuple:
+    """What moves when a tensor changes: each one's version counter, and where the watched
+    ones keep their memory (`p.data = …`, as `vector_to_parameters` does, moves no version)."""
+    return (tuple(t._version for t in watched), tuple(t.data_ptr() for t in watched),
+            tuple(t._version for t in others))
 
 
 def _same(g, seen) -> bool:
