@@ -17,7 +17,6 @@ import numpy as np
 
 from gdstep import arrays, heap
 from gdstep.backends.base import LayerInfo
-from gdstep.backends.update_bound import UpdateBound
 from gdstep.nn.losses import Loss, make_loss as _make_loss
 from gdstep.problem import as_problem
 from gdstep.records import ParamUpdate
@@ -162,7 +161,6 @@ class NumpyBackend:
         for span in self._layout.slices:
             g = flat[span]
             squares.append(float(g.dot(g)))
-        self._measured = (grads, math.sqrt(2 * math.fsum(squares)))       # ≥ every |gradient element|
         return outputs, per_sample, value, grads, squares, forward_ok
 
     def backward_lean(self, x, outputs, y) -> dict[str, np.ndarray]:
@@ -199,16 +197,16 @@ class NumpyBackend:
 
     def grad_sq_norms(self, grads: Mapping[str, np.ndarray]) -> dict[str, float]:
         made_by_backward, flat = self._flat_grad
-        out = {}
         if made_by_backward is grads and len(grads) == len(self._layout.names):   # every one a span of the flat
+            out = {}
             for name, span in zip(self._layout.names, self._layout.slices):
                 g = flat[span]
                 out[name] = float(g.dot(g))
-        else:
-            for name, g in grads.items():
-                flat = g.ravel()
-                out[name] = float(flat.dot(flat))
-        self._measured = (grads, math.sqrt(2 * math.fsum(out.values())))    # ≥ every |gradient element|
+            return out
+        out = {}
+        for name, g in grads.items():
+            flat = g.ravel()
+            out[name] = float(flat.dot(flat))
         return out
 
     def update(self, grads: Mapping[str, np.ndarray]) -> dict[str, ParamUpdate]:
@@ -227,41 +225,14 @@ class NumpyBackend:
         """The same step with no record (a run's records on demand): the per-parameter
         views of the state are made when someone asks for them. Returns whether the new
         parameters and the optimizer's guarded state are finite (one test over the flat vectors)."""
-        before = self._flat, self._flat_state
         flat, flat_state = self._step(grads)
         self._flat, self._flat_state, self._state = flat, flat_state, None
         self._params = {**self._params, **self._layout.views(flat)}
         if not check:
             return True
-        return self._finite_after(grads, before, flat, flat_state)
-
-    def _finite_after(self, grads, before: tuple, flat: np.ndarray, flat_state: dict) -> bool:
-        """Whether the update's new parameters and guarded state are finite: known without
-        reading them where the optimizer's formula bounds them (`backends/update_bound.py`),
-        from bounds on the arrays it started from, which are still these very arrays
-        (frozen: no one wrote into them) and the gradient norms of this very gradient;
-        else one test over the flat vectors, whose norms give the bounds anew."""
-        known, measured = getattr(self, "_bounds", None), getattr(self, "_measured", None)
-        rules = self.optimizer if hasattr(self.optimizer, "bound_after") else None
-        if (rules is not None and known is not None and measured is not None and measured[0] is grads
-                and known[0] is before[0] and known[1] is before[1] and known[2] == tuple(before[1].values())):
-            after = rules.bound_after({}, known[3], measured[1], known[5], known[6])
-            if after is not None and all(v <= known[4] for v in after.values()):
-                self._bounds = (flat, flat_state, tuple(flat_state.values()), after, *known[4:])
-                return True
         guarded = getattr(self.optimizer, "guarded_state", None)
-        finite = arrays.all_finite_paired([flat, *(v for k, v in flat_state.items()
-                                                   if isinstance(v, np.ndarray) and (guarded is None or k in guarded))])
-        self._bounds = None
-        if finite and rules is not None:
-            state = [(k, v) for k, v in flat_state.items() if k in rules.bounded_state and isinstance(v, np.ndarray)]
-            if all(v.min() >= 0 for k, v in state if k in rules.guarded_state):      # √v needs v ≥ 0: so it stays
-                bounds = UpdateBound.from_norms([math.sqrt(flat.dot(flat))], [(k, math.sqrt(v.dot(v))) for k, v in state])
-                info = np.finfo(flat.dtype)
-                if bounds is not None:
-                    self._bounds = (flat, flat_state, tuple(flat_state.values()), bounds, float(info.max) / 4,
-                                    float(info.eps), float(info.tiny))
-        return finite
+        return arrays.all_finite_paired([flat, *(v for k, v in flat_state.items()
+                                                 if isinstance(v, np.ndarray) and (guarded is None or k in guarded))])
 
     def update_lean_norms(self, grads: Mapping[str, np.ndarray], check: bool = True,
                           defer: bool = False) -> tuple[bool, list[float]]:
@@ -270,7 +241,7 @@ class NumpyBackend:
         over the flat vectors is the same elementwise subtraction, and each dot product reads
         the same numbers). Whether the new parameters are finite comes with them: ΔW and
         W_old finite make W_new finite, so only an overflowing sum takes the exact test."""
-        old, before = self._flat, (self._flat, self._flat_state)
+        old = self._flat
         flat, flat_state = self._step(grads)
         self._flat, self._flat_state, self._state = flat, flat_state, None
         self._params = {**self._params, **self._layout.views(flat)}
@@ -285,7 +256,9 @@ class NumpyBackend:
             return True, sq
         if not math.isfinite(sum(sq)) and not bool(np.isfinite(flat).all()):
             return False, sq
-        return self._finite_after(grads, before, flat, flat_state), sq
+        guarded = getattr(self.optimizer, "guarded_state", None)
+        return arrays.all_finite([v for k, v in flat_state.items()
+                                  if isinstance(v, np.ndarray) and (guarded is None or k in guarded)]), sq
 
     def _step(self, grads: Mapping[str, np.ndarray]) -> tuple[np.ndarray, dict[str, Any]]:
         if grads.keys() != self.trainable:
