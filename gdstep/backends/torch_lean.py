@@ -185,7 +185,7 @@ class LeanPhases:
     def _foreign_step_hooks(self) -> bool:
         """Whether hooks other than gdstep's own run in the optimizer's step: they may change
         the parameters (a projection after the step) where no formula says how."""
-        from torch.optim import optimizer as torch_optimizer
+        from torch.optim import optimizer as torch_optimizer     # already imported: a dict lookup
         own = getattr(self, "own_step_hooks", ())
         opt = self.torch_optimizer
         return bool(torch_optimizer._global_optimizer_pre_hooks or torch_optimizer._global_optimizer_post_hooks

@@ -102,10 +102,14 @@ class UpdateBound:
         if bounds is None or not watched or not all(math.isfinite(v) for v in bounds.values()):
             self._known = None
             return
-        import torch
-        info = [torch.finfo(t.dtype) for t in watched]
-        self._known = (watched, _marks(watched, others), dict(bounds),
-                       min(f.max for f in info) / 4, max(f.eps for f in info), max(f.tiny for f in info), others)
+        known = self._known
+        if known is not None and known[0] is watched:      # the same tensors: the same dtypes
+            limits = known[3:6]
+        else:
+            import torch
+            info = [torch.finfo(t.dtype) for t in watched]
+            limits = (min(f.max for f in info) / 4, max(f.eps for f in info), max(f.tiny for f in info))
+        self._known = (watched, _marks(watched, others), dict(bounds), *limits, others)
 
     def forget(self) -> None:
         self._known, self._clean, self._grads, self._groups = None, None, {}, []
