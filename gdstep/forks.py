@@ -14,10 +14,12 @@ from gdstep.errors import GdstepError
 
 
 class Forks:
-    def fork(self) -> Self:
+    def fork(self, position: int | None = None) -> Self:
         """An independent session at this same point, equal to the bit: the same scenario on
         a fresh backend of the same kind, the same settings changes and breakpoints, the
-        same history. Training the fork leaves this session as it is (lanes are forks)."""
+        same history. Training the fork leaves this session as it is (lanes are forks).
+        `position`: an earlier point to fork at instead (a phase count, as `seek` takes)."""
+        position = self.position if position is None else min(position, self.position)
         fresh = getattr(self.backend, "fresh", None)
         if fresh is None or self.attached:
             raise GdstepError("fork: only a scenario's session can be copied (a Python scenario's or an attached "
@@ -27,13 +29,13 @@ class Forks:
         twin.stop_when, twin.epochs = self.stop_when, self.epochs
         twin._settings = self._settings.copy()
         if getattr(self.backend, "shares_checkpoints", False):      # start from the nearest checkpoint
-            checkpoint = self._timeline.at_or_before(self._step)
+            checkpoint = self._timeline.at_or_before(min(self._step, position // 4))
             twin.backend.restore(checkpoint.backend)
             twin._step, twin._epoch, twin._iteration = checkpoint.step, checkpoint.epoch, checkpoint.iteration
             twin._offset, twin._batch_size = checkpoint.offset, checkpoint.batch_size
             twin._history.extend_from(self._history, checkpoint.step)
             twin._timeline.save(checkpoint)
-        twin.seek(self.position)          # recomputed under the same settings: exact to the bit
+        twin.seek(position)               # recomputed under the same settings: exact to the bit
         return twin
 
     def adopt(self, other: Self) -> None:

@@ -185,8 +185,7 @@ def _trajectory(session, path: int, stop=never) -> tuple[list[int], list[dict[st
     """The parameters after each of the last `path` updates and now, read from a fork."""
     now = session.step_count
     first = max(0, now - path)
-    twin = session.fork()
-    twin.seek(4 * first)
+    twin = session.fork(4 * first)
     steps, points = [], []
     for step in range(first, now + 1):
         stop_if_asked(stop)

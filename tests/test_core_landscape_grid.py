@@ -123,12 +123,15 @@ def test_a_landscape_asked_to_stop_is_given_up_and_changes_nothing(monkeypatch, 
     s = gdstep.open(parse_scenario(MLP.replace("{dtype}", "float32")))
     s.step(8)
     before = {n: v.copy() for n, v in s.params.items()}
-    want = s.landscape("pca", resolution=(12, 10))
     monkeypatch.setattr(landscape_grid.os, "cpu_count", lambda: threads)
+    counted = []
+    want = s.landscape("pca", resolution=(12, 10), stop=lambda: counted.append(1) is not None)
+    pieces = (12 + landscape_grid._Plan.CHUNK - 1) // landscape_grid._Plan.CHUNK * 10   # the grid asks once a chunk
+    cut = len(counted) - pieces // 2                    # half-way through the grid
     asked = []
     with pytest.raises(Abandoned):
-        s.landscape("pca", resolution=(12, 10), stop=lambda: asked.append(1) or len(asked) > 60)
-    assert 60 < len(asked) < 120 // threads + 60            # given up at the next point, not at the end
+        s.landscape("pca", resolution=(12, 10), stop=lambda: asked.append(1) or len(asked) > cut)
+    assert len(asked) == cut + 1                        # given up at the next chunk: nobody asked again
     assert all(np.array_equal(before[n], v) for n, v in s.params.items()) and s.step_count == 8
     np.testing.assert_array_equal(s.landscape("pca", resolution=(12, 10), stop=lambda: False).loss, want.loss)
 
@@ -145,3 +148,69 @@ def test_once_one_grid_thread_gives_up_the_others_do_even_if_stop_no_longer_says
     with pytest.raises(Abandoned):
         s.landscape("random", resolution=(20, 20), stop=lambda: asked.append(1) or len(asked) == 30)
     assert len(asked) <= 32                 # after the one True, nobody asks the caller again
+
+
+ODD = '''
+name = "odd layers"
+seed = 3
+[data]
+kind = "blobs"
+n = 50
+classes = 4
+features = 5
+std = 2.0
+[model]
+layers = {layers}
+frozen = {frozen}
+dtype = "float64"
+[loss]
+kind = "cross_entropy"
+[optimizer]
+kind = "sgd"
+lr = 0.1
+[training]
+batch_size = 10
+'''
+
+
+@pytest.mark.parametrize("layers,frozen", [
+    ('[ { linear = 4 } ]', '[]'),                                                   # the first layer alone
+    ('[ { linear = 7 }, "sigmoid", { linear = 6, bias = false }, "log_softmax", "relu", { linear = 4 } ]', '[]'),
+    ('[ { linear = 7 }, "leaky_relu", { linear = 6 }, "tanh", { linear = 4 } ]', '["2.weight", "4.bias"]'),
+])
+@pytest.mark.parametrize("chunk,block", [(1, 448), (3, 7), (4, 50)])
+def test_chunks_of_points_give_each_points_own_loss(monkeypatch, layers, frozen, chunk, block):
+    """The grid runs a few points at once through each layer (element-wise ones in place, a
+    layer that mixes features and is not affine a point at a time, a frozen parameter as
+    it is stored); every point's loss is still the backend's own loss at its weights, with
+    chunks and blocks that do not divide the grid and the data."""
+    s = gdstep.open(parse_scenario(ODD.replace("{layers}", layers).replace("{frozen}", frozen)))
+    s.step(4)
+    land = s.landscape("random", resolution=(5, 4))
+    monkeypatch.setattr(landscape_grid._Plan, "CHUNK", chunk)
+    monkeypatch.setattr(landscape_grid._Plan, "BLOCK", block)
+    args = (s.backend, s.backend.x, s.backend.y, land.origin, land.d1, land.d2, land.alphas, land.betas)
+    got = landscape_grid.grid_losses(*args, threads=2)
+    np.testing.assert_allclose(got, landscape_grid._pointwise(*args), rtol=1e-12)
+
+
+@pytest.mark.parametrize("kind", sorted(__import__("gdstep.nn.losses", fromlist=["LOSSES"]).LOSSES))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_every_loss_of_several_outputs_features_first_is_its_forward_bit_for_bit(kind, dtype):
+    """The grid's loss of a chunk of points at once gives each point exactly forward's loss
+    on that point's outputs, laid out as the grid has them (ten classes: numpy sums ten
+    contiguous numbers in another order than ten strided ones)."""
+    from gdstep.nn.losses import LOSSES
+
+    loss = LOSSES[kind]()
+    rng = np.random.default_rng(1)
+    classes, n = 10, 301
+    outputs = (rng.standard_normal((3, classes, n)) * 3).astype(dtype)
+    if kind in ("bce",):
+        outputs = 1 / (1 + np.exp(-outputs[:, :1]))
+    target = loss.targets(rng.integers(0, outputs.shape[1] if loss.class_targets else 2, n), outputs.shape[1])
+    if kind == "nll":
+        outputs = outputs - np.log(np.exp(outputs).sum(axis=1, keepdims=True))
+    want = [loss.forward(o.T, target)[1] for o in outputs]
+    got = loss.values_features_first(outputs, target)
+    assert [float(v) for v in got] == want

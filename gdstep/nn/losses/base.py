@@ -127,6 +127,12 @@ class Loss:
     def backward(self, output: np.ndarray, target: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def values_features_first(self, outputs: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """The loss of each of several models on the same targets, as `forward` gives it:
+        `outputs` is (models, outputs, batch), each model's output laid out features first
+        (the landscape's grid runs a few points of its grid at once this way)."""
+        return np.array([self.forward(o.T, target)[1] for o in outputs])
+
     def accuracy(self, output, target) -> float | None:
         """The share of samples classified right (numpy arrays or torch tensors), or None."""
         return None

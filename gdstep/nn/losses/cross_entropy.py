@@ -32,6 +32,15 @@ class CrossEntropy(ArgmaxAccuracy, Loss):
         per_sample = -logp[np.arange(len(target)), target]
         return per_sample, mean(per_sample)
 
+    def values_features_first(self, outputs, target):
+        # forward's arithmetic on (models, classes, batch): its sums over the classes run
+        # in the same order (one class after another), its mean over the samples as `mean`
+        shifted = outputs - np.maximum.reduce(outputs, axis=1, keepdims=True)
+        logp = shifted - np.log(np.add.reduce(np.exp(shifted), axis=1, keepdims=True))
+        per_sample = -logp[:, target, np.arange(len(target))]        # (models, batch), its columns contiguous:
+        total = np.add.reduce(np.ascontiguousarray(per_sample), axis=1)   # made rows, so each sum is mean's pairwise one
+        return (total / np.intp(len(target))).astype(total.dtype)
+
     def backward(self, output, target):
         cached_output, cached_target, logp = self._cache
         if cached_output is not output or cached_target is not target:
