@@ -35,10 +35,11 @@ class CrossEntropy(ArgmaxAccuracy, Loss):
     def values_features_first(self, outputs, target):
         # forward's arithmetic on (models, classes, batch): its sums over the classes run
         # in the same order (one class after another), its mean over the samples as `mean`
+        # (log-probabilities of the targets only: the same operations on the elements used)
         shifted = outputs - np.maximum.reduce(outputs, axis=1, keepdims=True)
-        logp = shifted - np.log(np.add.reduce(np.exp(shifted), axis=1, keepdims=True))
-        per_sample = -logp[:, target, np.arange(len(target))]        # (models, batch), its columns contiguous:
-        total = np.add.reduce(np.ascontiguousarray(per_sample), axis=1)   # made rows, so each sum is mean's pairwise one
+        log_total = np.log(np.add.reduce(np.exp(shifted), axis=1))
+        per_sample = -(shifted[:, target, np.arange(len(target))] - log_total)   # (models, batch)
+        total = np.add.reduce(np.ascontiguousarray(per_sample), axis=1)   # rows: each sum is mean's pairwise one
         return (total / np.intp(len(target))).astype(total.dtype)
 
     def backward(self, output, target):
