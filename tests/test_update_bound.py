@@ -7,7 +7,10 @@ grow W, a denominator down to ε, momentum). Then in attach mode:
 - an update that turns a parameter non-finite is still caught where the loop changed what
   the bounds assumed: optimizer state edited in place, gradients scaled between `watch()`
   and `step()`;
-- a run that may rely on its bounds reads nothing after the first update.
+- a run that may rely on its bounds reads nothing after the first update;
+- a net whose parameters take fewer than `BOUNDS_FROM` bytes is read instead (cheaper).
+
+The tests of attach mode use small nets, so they lower `BOUNDS_FROM` to 0.
 """
 
 from __future__ import annotations
@@ -197,6 +200,11 @@ def test_no_bound_follows_where_the_formula_can_make_nan_from_finite_values():
         assert config_of(opt).bound_after(opt.param_groups[0], bounds, 1.0, info.eps, info.tiny) is None
 
 
+@pytest.fixture(autouse=True)
+def bounds_on_any_net(monkeypatch):
+    monkeypatch.setattr("gdstep.backends.torch_lean.BOUNDS_FROM", 0)
+
+
 def attached_adam(mode_lr=1e-2):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
@@ -325,4 +333,22 @@ def test_a_run_relying_on_its_bounds_reads_nothing_after_its_first_update(monkey
     # step 0 measures its norms (1 in 10) and reads the state with them; step 1 reads all
     # it changed once; from then on the bounds say it
     assert reads == [4 + 4 + 4], reads                   # W, m, v of the 4 parameters, once
+    assert not seen
+
+
+@pytest.mark.parametrize("above", [False, True])
+def test_bounds_only_where_the_parameters_take_bounds_from_bytes(monkeypatch, above):
+    """Below `BOUNDS_FROM` bytes of parameters a run reads every update (one fused read
+    costs less than the bounds' bookkeeping); from it on, the bounds spare the reads."""
+    import gdstep.backends.torch_lean as lean
+    reads = []
+    real = lean.cpu_norms
+    monkeypatch.setattr(lean, "cpu_norms", lambda torch, tensors: reads.append(len(tensors)) or real(torch, tensors))
+    size = (4 * 6 + 6 + 6 * 3 + 3) * 4                   # attached_adam's parameters, float32
+    monkeypatch.setattr(lean, "BOUNDS_FROM", size if above else size + 1)
+    model, opt, dbg, seen, x, y = attached_adam()
+    for _ in range(9):
+        dbg.step(x, y)
+    assert (dbg.backend.update_bound._known is not None) == above
+    assert reads == ([12] if above else [8] * 8), reads     # read: W and v of the 4 parameters, each update
     assert not seen

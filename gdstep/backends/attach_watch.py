@@ -185,7 +185,8 @@ class WatchObserver:
                            "(clipping, unscaling): the update shows the gradients step() used", inexact=False)
         if getattr(self, "_lean_step", False):      # records on demand: no copies (see observe_iteration)
             self._observed["before"] = (names, None, None, used)
-            self.update_bound.before_step(self._updates, self.torch_optimizer.param_groups)
+            if self._bounds_pay:
+                self.update_bound.before_step(self._updates, self.torch_optimizer.param_groups)
             return
         self._observed["before"] = (names, self._param_copies(names), self._state_copies(), used)
 

@@ -334,7 +334,8 @@ class ModuleBackend(CheckpointMixin, LeanPhases, SideComputations):
         else:
             values = torch.stack(norms).tolist() if len(norms) > 1 else [norms[0].item()]
         sq = {name: v * v for name, v in zip(grads, values)}
-        self.update_bound.measured(grads, sq)
+        if self._bounds_pay:
+            self.update_bound.measured(grads, sq)
         return sq
 
     def update(self, grads: Mapping[str, Any]) -> dict[str, ParamUpdate]:
