@@ -4,8 +4,10 @@
 
 - a 40×40 landscape (random directions, full data) after 40 steps: seconds (goal < 1 s),
   beside one backend `loss_at` a point (the way it was computed before), timed on 8 of the
-  40 rows and scaled to 40; and the CPU seconds of each (all threads), which a busy machine
-  inflates less than wall time;
+  40 rows and scaled to 40; the CPU seconds of each (all threads), which a busy machine
+  inflates less than wall time; and this machine's speed in each round, one core's GFLOPS
+  on the grid's own products (it drifts by a third from minute to minute here), with the
+  time the grid's products alone take at that speed;
 - four lanes (SGD, momentum, RMSprop, Adam) run in lockstep for `steps` iterations against
   four separate sessions run one after the other, side by side in each round: the ratio of
   their speeds (goal ≥ 0.8), the median of per-round ratios;
@@ -77,16 +79,34 @@ async def keys_while_computing(sc, presses: int = 20) -> list[float]:
     return delays
 
 
+def product_speed(seconds: float = 0.2) -> float:
+    """GFLOPS of one core on the grid's own products (float32, 128×129 by 129×224), now:
+    how fast this machine is in this round (its speed drifts by a third here)."""
+    import numpy as np
+
+    from gdstep.landscape_grid import _one_blas_thread
+    a, b = np.ones((128, 129), np.float32), np.ones((129, 224), np.float32)
+    out = np.empty((128, 224), np.float32)
+    count, start = 0, time.perf_counter()
+    with _one_blas_thread():
+        while time.perf_counter() - start < seconds:
+            for _ in range(50):
+                np.matmul(a, b, out=out)
+            count += 50
+    return count * 2 * 128 * 129 * 224 / (time.perf_counter() - start) / 1e9
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=100)
     args = ap.parse_args()
     sc = scenario("float32")
-    land_times, point_times, land_cpu, point_cpu, ratios = [], [], [], [], []
+    land_times, point_times, land_cpu, point_cpu, ratios, speeds = [], [], [], [], [], []
     for _ in range(args.rounds):
         s = gdstep.open(sc)
         s.step(40)
+        speeds.append(product_speed())
         start, cpu = time.perf_counter(), time.process_time()
         land = s.landscape("random", resolution=(40, 40))
         land_times.append(time.perf_counter() - start)
@@ -113,6 +133,11 @@ def main() -> None:
           f"{statistics.median(point_times):.2f} s (range {min(point_times):.2f}–{max(point_times):.2f})")
     print(f"  CPU time (all threads; on a busy machine closer to the work than wall time): "
           f"{statistics.median(land_cpu):.2f} s vs {statistics.median(point_cpu):.2f} s a loss_at a point")
+    flops = 40 * 40 * len(s.backend.x) * 2 * (128 * 129 + 10 * 129)      # the layers after the first, biases carried
+    speed = statistics.median(speeds)
+    print(f"  this machine's one-core products in these rounds: {speed:.0f} GFLOPS (range {min(speeds):.0f}–"
+          f"{max(speeds):.0f}); the grid's {flops / 1e9:.0f} GFLOP of them alone take {flops / 1e9 / speed:.2f} s "
+          f"on one core at that speed, {flops / 2e9 / speed:.2f} s on two")
     delays = sorted(asyncio.run(keys_while_computing(sc)))
     if delays:
         print(f"app, keys while its landscape computes: shift+down answered in {statistics.median(delays) * 1000:.0f} ms "

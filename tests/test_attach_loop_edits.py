@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 import gdstep
+from attach_loop import attached_iteration
 
 
 def clip(model) -> None:
@@ -57,14 +58,7 @@ def test_the_loops_own_edits_between_iterations_survive_recomputation_and_rewind
     g = torch.Generator().manual_seed(1)
     for i in range(12):
         x, y = torch.randn(16, 4, generator=g), torch.randint(0, 3, (16,), generator=g)
-        if mode == "step":
-            dbg.step(x, y)
-        else:
-            opt.zero_grad()
-            loss = loss_fn(model(x), y)
-            loss.backward()
-            dbg.watch(loss, y)
-            opt.step()
+        attached_iteration(mode, dbg, model, opt, loss_fn, x, y)
         edit(model, opt)
         bare_opt.zero_grad()
         loss_fn(bare(x), y).backward()

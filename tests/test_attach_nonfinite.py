@@ -16,6 +16,7 @@ from torch import nn
 
 import gdstep
 import gdstep.debugger as attach_module
+from attach_loop import attached_iteration
 
 
 class DropoutDefinedFirst(nn.Module):
@@ -269,14 +270,7 @@ def test_records_show_a_layers_output_as_made_before_an_in_place_relu_wrote_over
     assert (z < 0).any()
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
     dbg = gdstep.attach(model, opt, nn.CrossEntropyLoss())
-    if mode == "step":
-        dbg.step(x, y)
-    else:
-        opt.zero_grad()
-        loss = nn.CrossEntropyLoss()(model(x), y)
-        loss.backward()
-        dbg.watch(loss, y)
-        opt.step()
+    attached_iteration(mode, dbg, model, opt, nn.CrossEntropyLoss(), x, y)
     outputs = dbg.session.record("forward").outputs
     assert torch.equal(torch.as_tensor(outputs[0]), z)                  # negative values and all
     assert torch.equal(torch.as_tensor(outputs[1]), z.clamp(min=0))

@@ -10,6 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import gdstep  # noqa: E402
+from attach_loop import attached_iteration  # noqa: E402
 
 
 def _setup():
@@ -43,15 +44,8 @@ def test_a_loop_that_catches_breakpointhit_goes_on_as_the_bare_loop(mode):
     dbg = gdstep.attach(model, opt, loss_fn, breakpoints=["step == 3", "step == 7"], on_break="raise")
     caught = []
     for i, (x, y) in enumerate(batches):
-        try:
-            if mode == "step":
-                dbg.step(x, y)
-            else:
-                opt.zero_grad()
-                loss = loss_fn(model(x), y)
-                loss.backward()
-                dbg.watch(loss, y)
-                opt.step()            # the update's breakpoint is raised from here, after the step
+        try:        # in watch mode the update's breakpoint is raised from opt.step(), after the step
+            attached_iteration(mode, dbg, model, opt, loss_fn, x, y)
         except gdstep.BreakpointHit as hit:
             caught.append((i, hit.message, hit.session is dbg.session))
             if mode == "step":             # the session stands at the break, for the handler to look at

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import gdstep
+from attach_loop import attached_iteration
 
 LAYER = ("0.weight", "0.bias")
 
@@ -119,14 +120,7 @@ def test_attach_mode_measures_every_tenth_update_in_step_and_in_watch():
         for _ in range(23):
             x, y = torch.randn(8, 3, generator=g), torch.randn(8, 1, generator=g)
             before.append(model[0].weight.detach().clone())
-            if mode == "step":
-                dbg.step(x, y)
-            else:
-                opt.zero_grad()
-                loss = loss_fn(model(x), y)
-                loss.backward()
-                dbg.watch(loss, y)
-                opt.step()
+            attached_iteration(mode, dbg, model, opt, loss_fn, x, y)
         before.append(model[0].weight.detach().clone())
         dbg.close()
         rows = dbg.session.history.update_norms
