@@ -192,6 +192,25 @@ def test_a_fork_continues_exactly_as_the_session_would(backend):
     assert_same_training(s, twin)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_a_fork_at_an_earlier_point_is_the_session_rewound_there(backend):
+    s = gdstep.open("spiral", backend=backend, history_budget=200_000)
+    s.step(30)
+    s.set(lr=0.003)
+    s.step(20)
+    s.forward()
+    here = s.position
+    twin = s.fork(4 * 35 + 2)                     # after step 35's loss, the lr changed at 30
+    assert s.position == here and twin.position == 4 * 35 + 2
+    later = s.fork(here + 100)                    # never beyond the session
+    assert later.position == here
+    s.seek(4 * 35 + 2)
+    assert_same_training(s, twin)
+    s.step(15)
+    twin.step(15)
+    assert_same_training(s, twin)
+
+
 def test_lanes_from_a_script_and_their_recording_replays_to_the_same_state():
     from gdstep.script import Runner
 
