@@ -19,7 +19,8 @@ The inputs come from what a run already has:
 Each bound is taken twice over, for the rounding of the norms, and every result is times
 (1 + 16ε). While every bound stays under a quarter of the dtype's largest number, all of it
 is finite, and the test reads nothing. Otherwise the test reads as before, and its norms
-give new bounds.
+give new bounds. A run keeps bounds only where its parameters take `BOUNDS_FROM` bytes
+(`torch_lean`): on a smaller net one read costs less than this bookkeeping.
 
 The bounds hold only for the update they describe:
 - the gradients the step used are the ones measured (the same memory, unchanged: version
