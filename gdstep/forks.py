@@ -29,7 +29,8 @@ class Forks:
         twin.stop_when, twin.epochs = self.stop_when, self.epochs
         twin._settings = self._settings.copy()
         if getattr(self.backend, "shares_checkpoints", False):      # start from the nearest checkpoint
-            checkpoint = self._timeline.at_or_before(min(self._step, position // 4))
+            # before the iteration before, as a rewind does: the previous update's records are made too
+            checkpoint = self._timeline.at_or_before(max(min(self._step, position // 4) - 1, 0))
             twin.backend.restore(checkpoint.backend)
             twin._step, twin._epoch, twin._iteration = checkpoint.step, checkpoint.epoch, checkpoint.iteration
             twin._offset, twin._batch_size = checkpoint.offset, checkpoint.batch_size

@@ -30,7 +30,8 @@ from gdstep.nn.model import Sequential
 
 def grid_losses(backend, x, y, origin, d1, d2, alphas, betas, threads: int | None = None, stop=None) -> np.ndarray:
     """loss[i, j] at origin + alphas[j]·d1 + betas[i]·d2 (dicts of float64 arrays by name).
-    `stop()` is asked before each point; True gives the grid up (`Abandoned`)."""
+    `stop()` is asked before each point (each chunk of `_Plan.CHUNK` points on the fast
+    path); True gives the grid up (`Abandoned`)."""
     model = getattr(backend, "model", None)
     stop = stop or never
     if not isinstance(model, Sequential) or not isinstance(x, np.ndarray) or not model.layers:

@@ -211,6 +211,20 @@ def test_a_fork_at_an_earlier_point_is_the_session_rewound_there(backend):
     assert_same_training(s, twin)
 
 
+def test_a_fork_has_the_records_a_rewind_to_its_point_has():
+    """A checkpoint right at the fork's step must not leave out the update before it: a
+    fork starts before the iteration before, as a rewind does."""
+    s = gdstep.open("spiral")
+    s.step(20)
+    s.seek(4 * 10)                                # a look back: checkpoints at 9, 10, …
+    for position in (4 * 10, 4 * 10 + 1, 4 * 20):
+        s.seek(4 * 20)
+        twin = s.fork(position)
+        s.seek(position)
+        assert (twin.record("update") is None) == (s.record("update") is None), position
+        assert twin.grad_norm(None) == s.grad_norm(None) and len(twin.grads) == len(s.grads), position
+
+
 def test_lanes_from_a_script_and_their_recording_replays_to_the_same_state():
     from gdstep.script import Runner
 
