@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, NamedTuple
 
+from gdstep import arrays
 from gdstep.backends.torch_optim import twin_formula
 from gdstep.backends.update_bound import UpdateBound
 from gdstep.errors import GdstepError
@@ -51,6 +52,30 @@ def cpu_norms(torch, tensors: list) -> list[float]:
         except (RuntimeError, TypeError):
             norms = [torch.linalg.vector_norm(t) for t in tensors]
     return [n.item() for n in norms]
+
+
+def paired_views(tensors: list) -> list | None:
+    """Flat numpy views of CPU tensors, in their own memory, ordered in pairs of one size
+    and dtype for `arrays.all_finite_paired` (one dot product reads both of a pair; a tensor
+    left without a partner is paired with itself); None where numpy cannot view one in
+    place (a dtype numpy lacks, a strided tensor, one off the CPU)."""
+    groups: dict[tuple, list] = {}
+    try:
+        for t in tensors:
+            if not (t.is_cpu and t.is_contiguous()):
+                return None
+            a = t.detach().numpy().reshape(-1)
+            if a.dtype.kind != "f":
+                return None
+            groups.setdefault((a.size, a.dtype), []).append(a)
+    except (RuntimeError, TypeError):
+        return None
+    views = []
+    for group in groups.values():
+        if len(group) % 2:
+            group.append(group[-1])
+        views += group
+    return views
 
 
 def exactly_finite(torch, tensors: list) -> bool:
@@ -153,7 +178,9 @@ class LeanPhases:
             return True
         if defer or not tensors[0].is_cpu or not self._bounds_pay:
             self.update_bound.forget()
-            return finite_flag(self._torch, tensors) if defer else fused_finite(self._torch, tensors)
+            if defer:
+                return finite_flag(self._torch, tensors)
+            return self._finite_on_cpu(tensors) if tensors[0].is_cpu else fused_finite(self._torch, tensors)
         parts = self._update_parts(grads)
         bounds = self._bounds_after(grads, parts)
         if bounds is not None:                  # finite by its bounds: nothing to read
@@ -169,6 +196,19 @@ class LeanPhases:
         self.update_bound.tested(parts.watched, UpdateBound.from_norms(norms[:len(parts.plain)], zip(
             parts.names, norms[len(parts.plain):])) if known else None, parts.others)
         return finite
+
+    def _finite_on_cpu(self, tensors: list) -> bool:
+        """Whether CPU tensors are all finite, read through numpy views of them kept while
+        the list (`_updated_tensors`') and each tensor's memory stay the same: a numpy dot
+        product costs a third of a torch norm and its read on a small tensor, where each
+        operation's fixed cost is what counts (measured: 21 µs against 44 µs for the
+        18 tensors of Adam on the MLP 64-128-128-10; paired, 12 products)."""
+        kept = getattr(self, "_cpu_views", None)
+        if kept is None or kept[0] is not tensors or any(t.data_ptr() != p for t, p in zip(tensors, kept[1])):
+            kept = self._cpu_views = (tensors, [t.data_ptr() for t in tensors], paired_views(tensors))
+        if kept[2] is None:
+            return fused_finite(self._torch, tensors)
+        return arrays.all_finite_paired(kept[2])
 
     @property
     def _bounds_pay(self) -> bool:
@@ -264,7 +304,7 @@ class LeanPhases:
         """`update_lean`, and the update's [‖ΔW‖² of each parameter…, ‖W_old‖² of each…] as one
         tensor (`update_norms.before`/`after`'s values, bit for bit: the same norms of the same
         numbers), with W_old copied into buffers kept from one update to the next rather than
-        cloned. Whether the update is finite comes with them: ΔW and W_old finite make W_new
+        cloned, and ΔW written over it. Whether the update is finite comes with them: ΔW and W_old finite make W_new
         finite, so the guarded optimizer state joins the same fused norm, and one number, the
         sum of the squares, says it (read now on the CPU; with `defer`, left on the device)."""
         torch = self._torch
@@ -280,11 +320,15 @@ class LeanPhases:
             bounds = (self._bounds_after(grads, parts) if parts is not None and params[0].is_cpu and self._bounds_pay
                       else None)
             tested = [] if bounds is not None else guarded     # finite by its bounds: not read
-            deltas = list(torch._foreach_sub(old, params))         # W_old − W_new = −ΔW
-            if params[0].is_cpu:        # one call; each norm is its tensor's own, as in three
-                norms = list(torch._foreach_norm(deltas + old + tested))
-            else:                       # on a device, the groups update_norms makes (its kernels' chunks)
-                norms = [n for group in (deltas, old, tested) if group for n in torch._foreach_norm(group)]
+            # ‖W_old‖, then W_old − W_new = −ΔW written over W_old (no new memory: a fresh
+            # buffer of a large model's size costs its page faults) and its norm, in the
+            # groups update_norms makes (on a device, its kernels' chunks; on the CPU each
+            # norm is its tensor's own)
+            weights = list(torch._foreach_norm(old))
+            torch._foreach_sub_(old, params)
+            norms = list(torch._foreach_norm(old)) + weights
+            if tested:
+                norms += torch._foreach_norm(tested)
             norms = torch.stack(norms).double()
             squares = norms * norms
             sq = squares[:2 * len(params)]
