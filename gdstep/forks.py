@@ -57,8 +57,10 @@ class Forks:
 
     @property
     def checkpoint_budget(self) -> int:
-        """Bytes the rewind checkpoints may hold (`history_budget`)."""
-        return self._timeline.budget
+        """The `history_budget` this session was opened with: bytes its rewind checkpoints
+        and its ‖ΔW‖ measurement may hold together (the checkpoints take what the
+        measurement leaves of it)."""
+        return self._history_budget
 
     def lanes(self, specs):
         """Fork lanes from here (see gdstep.lanes): `s.lanes(["sgd lr=0.1", "adam lr=0.01"])`.

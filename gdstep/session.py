@@ -92,7 +92,11 @@ class Session(RunLoop, FusedPhases, Rewind, SessionValues, Forks, SessionSetting
         # numpy: a run's forward, loss and backward in one call (gdstep.run_lean)
         self._fused_lean = self._update_norms_lean is not None and hasattr(backend, "forward_backward_lean") \
             and not attached
-        self._timeline = Timeline(backend.checkpoint_nbytes, budget=history_budget)
+        # the history budget holds the checkpoints and what measuring ‖ΔW‖ keeps (torch: a copy
+        # of the parameters): so gdstep's memory for history never exceeds it
+        self._history_budget = history_budget
+        measuring = getattr(backend, "update_norms_nbytes", 0)
+        self._timeline = Timeline(backend.checkpoint_nbytes, budget=max(history_budget - measuring, 0))
         self._timeline.save(self._checkpoint())
         self._phase_fns = (self._forward, self._loss, self._backward, self._update)
         self._layer_names = tuple(f"{info.name} {info.kind}" for info in backend.layers)

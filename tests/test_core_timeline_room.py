@@ -46,3 +46,34 @@ def test_make_room_does_nothing_while_there_is_room():
         timeline.save(checkpoint(step))
     timeline.make_room()
     assert timeline.steps == [0, 16, 32] and timeline.nbytes == 300 and timeline.interval == 16
+
+
+def _param_bytes(session) -> int:
+    return sum(v.numel() * v.element_size() for v in session.backend.params().values())
+
+
+def test_the_history_budget_holds_the_checkpoints_and_what_measuring_the_updates_keeps():
+    """torch: ‖ΔW‖ is measured against a copy of the parameters kept from one update to the
+    next. Checkpoints and that copy share the budget: together they stay within it."""
+    import gdstep
+
+    probe = gdstep.open("spiral", backend="torch")
+    probe.step(3)                                    # the optimizer's state made: full-size checkpoints
+    per_checkpoint = probe.backend.checkpoint_nbytes(probe._checkpoint().backend)
+    copy = _param_bytes(probe)
+    budget = copy + 5 * per_checkpoint
+    s = gdstep.open("spiral", backend="torch", history_budget=budget)
+    s.run(max_steps=300)
+    buffers = s.backend._old_params                 # made by the run's measured updates
+    held = sum(b.numel() * b.element_size() for b in buffers)
+    assert held == copy == s.backend.update_norms_nbytes
+    assert s._timeline.nbytes + held <= budget
+    assert s._timeline.budget == budget - copy and s.checkpoint_budget == budget
+    assert s.fork()._timeline.budget == budget - copy      # a fork: the same budget, shared alike
+
+
+def test_numpy_keeps_no_copy_for_the_update_norms_its_checkpoints_have_the_whole_budget():
+    import gdstep
+
+    s = gdstep.open("spiral", history_budget=123_456)
+    assert s._timeline.budget == 123_456 == s.checkpoint_budget

@@ -378,6 +378,13 @@ class LeanPhases:
         self._parts = (tensors, parts)
         return parts
 
+    @property
+    def update_norms_nbytes(self) -> int:
+        """Bytes the ‖ΔW‖ measurement holds: W_old of every trainable parameter
+        (`_old_param_buffers`; in watch mode, `update_norms.before`'s copies). The Session
+        charges them to the history budget."""
+        return sum(p.numel() * p.element_size() for p in self._train_params)
+
     def _old_param_buffers(self, params: list) -> list:
         """Tensors shaped as the parameters, for their values before an update (made once)."""
         kept = getattr(self, "_old_params", None)
