@@ -125,6 +125,31 @@ def all_finite_paired(arrays: list[np.ndarray]) -> bool:
     return all_finite(rest) if rest else True
 
 
+def paired_views(tensors: list) -> list | None:
+    """Flat numpy views of CPU torch tensors, in their own memory, ordered in pairs of one
+    size and dtype for `all_finite_paired` (one dot product reads both of a pair; a tensor
+    left without a partner is paired with itself); None where numpy cannot view one in
+    place (a dtype numpy lacks, a strided tensor, one off the CPU). A view marks its
+    tensor's storage not resizable, for good: only for tensors gdstep owns."""
+    groups: dict[tuple, list] = {}
+    try:
+        for t in tensors:
+            if not (t.is_cpu and t.is_contiguous()):
+                return None
+            a = t.detach().numpy().reshape(-1)
+            if a.dtype.kind != "f":
+                return None
+            groups.setdefault((a.size, a.dtype), []).append(a)
+    except (RuntimeError, TypeError):
+        return None
+    views = []
+    for group in groups.values():
+        if len(group) % 2:
+            group.append(group[-1])
+        views += group
+    return views
+
+
 def _finite(a: np.ndarray) -> bool:
     """Σa² (one BLAS dot, reading the array once) is finite exactly when every element is,
     unless it overflows (|a| above ~1e154 in float64, ~1e19 in float32): then the exact test."""

@@ -307,7 +307,8 @@ class Session(RunLoop, FusedPhases, Rewind, SessionValues, Forks, SessionSetting
         if self._lean and self._lean_update:
             return self._update_lean(grads, optimizer, check)
         updates = self.backend.update(grads)
-        self._history.add_update_norms(update_norms.of_record(updates, self._history.norm_names))
+        self._history.add_update_norms(update_norms.of_record(updates, self._history.norm_names,
+                                                              self.backend.params()))
         rec = self._records["update"] = UpdateRecord(self._step, optimizer, optimizer.lr, updates)
         self._next_iteration()
         self._timeline.save(self._checkpoint())

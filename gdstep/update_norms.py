@@ -55,18 +55,23 @@ def after(params: Mapping[str, Any], names: Sequence[str], kept: tuple[list, Any
     return _squares(old, [params[n] for n in names])
 
 
-def of_record(updates: Mapping[str, Any], names: Sequence[str]) -> Any:
-    """The same from a full update record (each ParamUpdate holds old and new); a parameter
-    the update left out (no gradient) counts 0 in both."""
-    if any(n not in updates for n in names):
+def of_record(updates: Mapping[str, Any], names: Sequence[str], params: Mapping[str, Any] | None = None) -> Any:
+    """The same from a full update record (each ParamUpdate holds old and new). A parameter
+    the update left out (no gradient) did not move: ‖ΔW‖² 0 and ‖W‖² of its value in
+    `params`, as a lean update measures it, in the same groups of norms (0 in both where
+    `params` lacks it)."""
+    params = params or {}
+    missing = [n for n in names if n not in updates and n not in params]
+    if missing:
         return [arrays.sq_norm(updates[n].new - updates[n].old) if n in updates else 0.0 for n in names] + \
             [arrays.sq_norm(updates[n].old) if n in updates else 0.0 for n in names]
-    olds = [updates[n].old for n in names]
-    news = [updates[n].new for n in names]
+    olds = [updates[n].old if n in updates else params[n] for n in names]
+    news = [updates[n].new if n in updates else params[n] for n in names]
     if olds and arrays.is_torch(olds[0]):
         import torch
-        deltas = torch._foreach_sub(news, olds)
-        norms = torch.stack(list(torch._foreach_norm(deltas)) + list(torch._foreach_norm(olds))).double()
+        with torch.no_grad():
+            deltas = torch._foreach_sub(news, olds)
+            norms = torch.stack(list(torch._foreach_norm(deltas)) + list(torch._foreach_norm(olds))).double()
         return norms * norms
     return _squares(olds, news)
 

@@ -175,3 +175,46 @@ def test_an_unmeasured_update_waits_behind_device_rows_and_reads_as_nan():
     h._flush()
     got = list(h.update_sq)[2:]
     assert got[:2] == [4.0, 9.0] and np.isnan(got[2:4]).all() and got[4:] == [1.0, 16.0]
+
+
+UNUSED = '''
+import torch
+torch.manual_seed(0)
+class M(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Linear(5, 3)
+        self.unused = torch.nn.Linear(3, 3)      # trainable, in the optimizer, never called: no gradient
+    def forward(self, x):
+        return self.a(x)
+model = M().{dtype}()
+g = torch.Generator().manual_seed(1)
+data = (torch.randn(64, 5, generator=g).{dtype}(), torch.randint(0, 3, (64,), generator=g))
+loss_fn = torch.nn.CrossEntropyLoss()
+optimizer = torch.optim.{optimizer}
+batch_size = 16
+'''
+
+
+@pytest.mark.parametrize("dtype", ["double", "float"])
+@pytest.mark.parametrize("optimizer", ["SGD(model.parameters(), lr=0.1)", "Adam(model.parameters(), lr=0.01, amsgrad=True)"])
+def test_a_parameter_without_a_gradient_is_measured_alike_by_a_run_and_by_stepping(tmp_path, dtype, optimizer):
+    """It did not move: ‖ΔW‖² 0, and ‖W‖² its own, whether the update ran lean in a run or
+    with full records stepping; the other parameters' norms bit for bit the same too."""
+    path = tmp_path / "unused.py"
+    path.write_text(UNUSED.format(dtype=dtype, optimizer=optimizer))
+    run, stepped = gdstep.open(str(path)), gdstep.open(str(path))
+    before = run.params
+    run.run(max_steps=3)
+    for _ in range(3 * 4):
+        stepped.next_phase()                          # full records: the update's own ParamUpdates
+    a, b = run.history.update_norms.matrix(), stepped.history.update_norms.matrix()
+    np.testing.assert_array_equal(a, b)
+    names = run.history.update_norms.names
+    row = a[0]
+    k = len(names)
+    for i, n in enumerate(names):
+        if n.startswith("unused"):
+            w = before[n].astype(np.float64)
+            assert row[i] == 0.0
+            np.testing.assert_allclose(row[k + i], float(np.sum(w * w)), rtol=1e-6)

@@ -1,5 +1,5 @@
 """A torch run's update test on the CPU, read through numpy views of the tensors it changed
-(`paired_views`, `LeanPhases._finite_on_cpu`): it says what the exact test says, element by
+(`arrays.paired_views`, `LeanPhases._finite_on_cpu`): it says what the exact test says, element by
 element, and never trusts a view of memory a tensor no longer has."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import gdstep
-from gdstep.backends.torch_lean import exactly_finite, paired_views
+from gdstep.arrays import paired_views
+from gdstep.backends.torch_lean import exactly_finite
 from gdstep.scenario import parse_scenario
 
 SCENARIO = """
@@ -95,3 +96,27 @@ def test_a_run_whose_update_overflows_pauses_before_it():
     result = s.run(max_steps=50)
     assert result.reason == "nonfinite" and result.nonfinite.phase == "update"
     assert all(torch.isfinite(p).all() for p in s.backend.params().values())   # the state from before it
+
+
+def test_a_users_own_tensors_are_never_viewed_their_storage_stays_resizable():
+    """A numpy view marks a storage not resizable, for good: an attached loop's parameters and
+    optimizer state (the user's, which FSDP-style code frees and re-allocates) never get one."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    dbg = gdstep.attach(model, opt, torch.nn.MSELoss(), on_break="raise")
+    for _ in range(15):
+        dbg.step(torch.randn(8, 3), torch.randn(8, 1))
+    assert not dbg.backend.owns_tensors
+    dbg.close()
+    p = model[0].weight
+    for t in (p, opt.state[p]["exp_avg"], opt.state[p]["exp_avg_sq"]):
+        storage = t.untyped_storage()
+        n = storage.nbytes()
+        storage.resize_(0)                            # raises where a view was ever taken
+        storage.resize_(n)
+
+
+def test_a_scenario_run_views_its_own_tensors():
+    _, b, tensors = adam_run(15)                      # past the run's first ten (measured) updates
+    assert b.owns_tensors and b._cpu_views[0] is tensors and b._cpu_views[2] is not None

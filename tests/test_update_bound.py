@@ -344,9 +344,6 @@ def test_bounds_only_where_the_parameters_take_bounds_from_bytes(monkeypatch, ab
     reads = []
     real = lean.cpu_norms
     monkeypatch.setattr(lean, "cpu_norms", lambda torch, tensors: reads.append(len(tensors)) or real(torch, tensors))
-    on_cpu = lean.LeanPhases._finite_on_cpu              # below: read through numpy views of the tensors
-    monkeypatch.setattr(lean.LeanPhases, "_finite_on_cpu",
-                        lambda self, tensors: reads.append(len(tensors)) or on_cpu(self, tensors))
     size = (4 * 6 + 6 + 6 * 3 + 3) * 4                   # attached_adam's parameters, float32
     monkeypatch.setattr(lean, "BOUNDS_FROM", size if above else size + 1)
     model, opt, dbg, seen, x, y = attached_adam()

@@ -22,6 +22,8 @@ def build_sequential(model, dtype, device):
 
 
 class TorchBackend(ModuleBackend):
+    owns_tensors = True          # the model and optimizer built here from the scenario
+
     def __init__(self, problem, device: str | None = None, dtype: str | None = None):
         """`problem`: a prepared Problem (gdstep.problem), or a scenario to prepare."""
         torch = require_torch()
