@@ -197,7 +197,8 @@ batch_size = 16
 
 
 @pytest.mark.parametrize("dtype", ["double", "float"])
-@pytest.mark.parametrize("optimizer", ["SGD(model.parameters(), lr=0.1)", "Adam(model.parameters(), lr=0.01, amsgrad=True)"])
+@pytest.mark.parametrize("optimizer", ["SGD(model.parameters(), lr=0.1)",
+                                       "Adam(model.parameters(), lr=0.01, amsgrad=True)"])
 def test_a_parameter_without_a_gradient_is_measured_alike_by_a_run_and_by_stepping(tmp_path, dtype, optimizer):
     """It did not move: ‖ΔW‖² 0, and ‖W‖² its own, whether the update ran lean in a run or
     with full records stepping; the other parameters' norms bit for bit the same too."""

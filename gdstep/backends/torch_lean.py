@@ -288,9 +288,10 @@ class LeanPhases:
         """`update_lean`, and the update's [‖ΔW‖² of each parameter…, ‖W_old‖² of each…] as one
         tensor (`update_norms.before`/`after`'s values, bit for bit: the same norms of the same
         numbers), with W_old copied into buffers kept from one update to the next rather than
-        cloned, and ΔW written over it. Whether the update is finite comes with them: ΔW and W_old finite make W_new
-        finite, so the guarded optimizer state joins the same fused norm, and one number, the
-        sum of the squares, says it (read now on the CPU; with `defer`, left on the device)."""
+        cloned, and ΔW written over it. Whether the update is finite comes with them: ΔW and
+        W_old finite make W_new finite, so the guarded optimizer state joins the same fused
+        norm, and one number, the sum of the squares, says it (read now on the CPU; with
+        `defer`, left on the device)."""
         torch = self._torch
         params = self._train_params
         if not params:
