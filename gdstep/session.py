@@ -266,17 +266,20 @@ class Session(RunLoop, FusedPhases, Rewind, SessionValues, Forks, SessionSetting
         indices, x, y = self._batch
         outputs = self._records["forward"].outputs
         bad_at = None
+        lean = self._lean and self._lean_records      # records recomputed when read: no per-sample losses
         if self._lean and self._flags:
             pending, self._flags = self._flags, []
-            per_sample, value, finite = self.backend.loss_lean(outputs, y, [flag for _, flag in pending])
+            per_sample, value, finite = self.backend.loss_lean(outputs, y, [flag for _, flag in pending], not lean)
             bad_at = next((at for (at, _), ok in zip(pending, finite) if not ok), None)
         else:
-            per_sample, value = self.backend.loss(outputs, y)
+            per_sample, value = self.backend.loss(outputs, y, not lean)
         rec = self._records["loss"] = LossRecord(self._step, self.scenario.loss.kind, outputs[-1], y, per_sample, value)
         self._history.add_loss(value, self._epoch, len(indices))
         self._phase = 2
         if bad_at is not None:
             self._bad_at = bad_at
+            return LEAN_NONFINITE
+        if lean and check and not math.isfinite(value):     # which sample: the iteration again, in full
             return LEAN_NONFINITE
         return nonfinite.in_loss(rec) if check else None
 

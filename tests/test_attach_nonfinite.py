@@ -274,3 +274,42 @@ def test_records_show_a_layers_output_as_made_before_an_in_place_relu_wrote_over
     outputs = dbg.session.record("forward").outputs
     assert torch.equal(torch.as_tensor(outputs[0]), z)                  # negative values and all
     assert torch.equal(torch.as_tensor(outputs[1]), z.clamp(min=0))
+
+
+def test_a_run_computes_no_per_sample_losses_yet_the_records_and_the_culprit_have_them(monkeypatch):
+    """Records on demand: dbg.step's run computes the loss as the loop does and not the
+    unreduced copy behind each sample's loss; reading the loss record recomputes them, equal to
+    torch's own. A loss that overflows in one sample names that sample, as stepping does."""
+    calls = []
+    mse = F.mse_loss
+    monkeypatch.setattr(torch.nn.modules.loss.F, "mse_loss",
+                        lambda a, b, reduction="mean": calls.append(reduction) or mse(a, b, reduction=reduction))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    dbg = gdstep.attach(model, opt, nn.MSELoss(), breakpoints=["loss > 1e30"], on_break=lambda s, m: None)
+    x, y = torch.randn(5, 3), torch.randn(5, 2)
+    for _ in range(6):
+        dbg.step(x, y)
+    assert dbg.session._lean_records
+    assert calls.count("none") <= 2, calls             # the first iterations keep full records
+    calls.clear()
+    dbg.step(x, y)
+    assert calls == ["mean"]                             # the loop's own loss, nothing more
+    record = dbg.session.record("loss")                  # recomputed: the output the step used, exactly
+    out = torch.as_tensor(record.output)
+    assert torch.equal(out, model[0](x).detach()) is False    # the step has moved the weights since
+    assert torch.equal(torch.as_tensor(record.per_sample), ((out - y) ** 2).mean(1))
+    assert record.value == nn.MSELoss()(out, y).item()
+
+    y_bad = y.clone()
+    y_bad[3, 1] = 3e20                                   # (out − y)² overflows float32 in sample 3 only
+    seen = []
+    model2 = nn.Sequential(nn.Linear(3, 2))
+    dbg2 = gdstep.attach(model2, torch.optim.SGD(model2.parameters(), lr=0.01), nn.MSELoss(),
+                         on_break=lambda s, m: seen.append(m))
+    for _ in range(4):
+        dbg2.step(x, y)
+    assert dbg2.session._lean_records
+    dbg2.step(x, y_bad)
+    assert "loss of sample[3]" in seen[0], seen

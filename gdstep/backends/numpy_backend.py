@@ -127,7 +127,7 @@ class NumpyBackend:
             out.setflags(write=False)
         return outputs
 
-    def loss(self, outputs: Sequence[np.ndarray], y: np.ndarray) -> tuple[np.ndarray, float]:
+    def loss(self, outputs: Sequence[np.ndarray], y: np.ndarray, per_sample: bool = True) -> tuple[np.ndarray, float]:
         per_sample, value = self.loss_fn.forward(outputs[-1], y)
         return _frozen(per_sample), value
 

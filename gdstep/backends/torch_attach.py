@@ -270,12 +270,12 @@ class AttachBackend(WatchObserver, UserModuleBackend):
         with self._loop_autocast():
             return super()._call(params, x)
 
-    def loss_lean(self, outputs, y, flags):
+    def loss_lean(self, outputs, y, flags, per_sample: bool = True):
         self._stay()
         with self._loop_autocast():
-            return super().loss_lean(outputs, y, flags)
+            return super().loss_lean(outputs, y, flags, per_sample)
 
-    def loss(self, outputs, y):
+    def loss(self, outputs, y, per_sample: bool = True):
         self._stay()
         observed = self._observed.pop("loss", None)
         if observed is not None:
@@ -286,7 +286,7 @@ class AttachBackend(WatchObserver, UserModuleBackend):
             raise GdstepError("watch(loss) was given no targets, so the loss cannot be recomputed: "
                               "pass dbg.watch(loss, y)")
         with self._loop_autocast():
-            return super().loss(outputs, y)
+            return super().loss(outputs, y, per_sample)
 
     def backward(self, x, outputs, y):
         self._stay()

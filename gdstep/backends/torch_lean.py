@@ -115,11 +115,11 @@ class LeanPhases:
         finite values reads as False; the Session's culprit search then finds nothing)."""
         return [math.isfinite(v) for v in self._torch.stack([f.double() for f in flags]).tolist()]
 
-    def loss_lean(self, outputs, y, flags: list) -> tuple[Any, float, list[bool]]:
+    def loss_lean(self, outputs, y, flags: list, per_sample: bool = True) -> tuple[Any, float, list[bool]]:
         """The loss, with pending flags read back in the same transfer."""
         torch = self._torch
         out = self._graph[1] if self._graph is not None else outputs[-1]
-        per_sample, loss = self.loss_fn(out, y)
+        per_sample, loss = self.loss_fn(out, y, per_sample)
         self._loss_tensor = loss
         values = torch.stack([loss.detach().double(), *(f.double() for f in flags)]).tolist()
         return per_sample, values[0], [math.isfinite(v) for v in values[1:]]

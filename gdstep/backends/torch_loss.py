@@ -24,8 +24,8 @@ class ScenarioLoss:
         self.kind = kind
         self._loss = LOSSES[kind](**options)
 
-    def __call__(self, output, target):
-        return self._loss.torch(output, target)
+    def __call__(self, output, target, per_sample: bool = True):
+        return self._loss.torch(output, target)      # the twin reduces its per-sample values: they come anyway
 
     def accuracy(self, output, target) -> float | None:
         return self._loss.accuracy(output, target)
@@ -50,22 +50,24 @@ class ModuleLoss:
             unreduced.reduction = "none"
             self._unreduced, self._reduction = unreduced, reduction
 
-    def __call__(self, output, target):
+    def __call__(self, output, target, per_sample: bool = True):
+        """(per-sample losses or None, the loss). Without `per_sample` (a run, whose records
+        are recomputed when read), the unreduced copy is not computed: the loss alone, as the
+        loop computes it."""
         import torch
 
         loss = self.loss_fn(output, target)
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             raise GdstepError(f"loss_fn must return a one-element tensor, got {type(loss).__name__}"
                             + (f" of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else ""))
-        per_sample = None
-        if self._unreduced is not None:
-            with torch.no_grad():
-                per = self._unreduced(output, target)
-            if per.ndim > 1:
-                flat = per.reshape(per.shape[0], -1)
-                per = flat.mean(1) if self._reduction == "mean" else flat.sum(1)
-            per_sample = per
-        return per_sample, loss.reshape(())
+        if not per_sample or self._unreduced is None:
+            return None, loss.reshape(())
+        with torch.no_grad():
+            per = self._unreduced(output, target)
+        if per.ndim > 1:
+            flat = per.reshape(per.shape[0], -1)
+            per = flat.mean(1) if self._reduction == "mean" else flat.sum(1)
+        return per, loss.reshape(())
 
     def accuracy(self, output, target) -> float | None:
         """As the gdstep loss it is, or the one whose torch class it is a variant of (a weighted

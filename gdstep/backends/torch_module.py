@@ -283,9 +283,9 @@ class ModuleBackend(CheckpointMixin, LeanPhases, SideComputations):
         outs[-1] = first_tensor(out)
         return outs, outs[-1]
 
-    def loss(self, outputs: Sequence[Any], y) -> tuple[Any, float]:
+    def loss(self, outputs: Sequence[Any], y, per_sample: bool = True) -> tuple[Any, float]:
         out = self._graph[1] if self._graph is not None else outputs[-1]
-        per_sample, loss = self.loss_fn(out, y)
+        per_sample, loss = self.loss_fn(out, y, per_sample)
         self._loss_tensor = loss
         return per_sample, loss.item()
 

@@ -50,7 +50,7 @@ class SideComputations:
             changed[index] = value
             params[name] = changed
         with torch.no_grad(), self._aside():
-            _, loss = self.loss_fn(self._call(params, x), y)
+            _, loss = self.loss_fn(self._call(params, x), y, False)
             return loss.item()
 
     def loss_at(self, x, y, params: Mapping[str, Any]) -> float:
@@ -61,7 +61,7 @@ class SideComputations:
             live = values[name]
             values[name] = torch.as_tensor(np.asarray(v), dtype=live.dtype, device=live.device)
         with torch.no_grad(), self._aside():
-            _, loss = self.loss_fn(self._call(values, x), y)
+            _, loss = self.loss_fn(self._call(values, x), y, False)
             return loss.item()
 
     def gradients(self, x, y) -> dict[str, Any]:
@@ -69,7 +69,7 @@ class SideComputations:
         leaves = {name: v.detach().requires_grad_(True) for name, v in self._views.items()
                   if v.is_floating_point()}
         with torch.enable_grad(), self._aside():
-            _, loss = self.loss_fn(self._call(leaves, x), y)
+            _, loss = self.loss_fn(self._call(leaves, x), y, False)
             grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
         return {name: (g if g is not None else torch.zeros_like(self._views[name])) for name, g in zip(leaves, grads)}
 
@@ -94,7 +94,7 @@ class SideComputations:
         x, y = self.evaluation_data()
         out = self._outputs_of(x)
         with torch.no_grad():
-            _, loss = self.loss_fn(out, y)
+            _, loss = self.loss_fn(out, y, False)
             value = loss.item()
             accuracy = getattr(self.loss_fn, "accuracy", None)
             return value, (accuracy(out, y) if accuracy is not None else None)

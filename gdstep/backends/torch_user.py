@@ -128,13 +128,13 @@ class UserModuleBackend(ReplayCheck, ModuleBackend):
         self.output = tree_map(lambda t: t.detach(), out)
         self.named_outputs = named_tensors(self.output)
 
-    def loss(self, outputs, y):
-        per_sample, value = super().loss(outputs, self._real_target(y))
+    def loss(self, outputs, y, per_sample: bool = True):
+        per_sample, value = super().loss(outputs, self._real_target(y), per_sample)
         self._check_replay("loss", value)
         return per_sample, value
 
-    def loss_lean(self, outputs, y, flags):
-        per_sample, value, finite = super().loss_lean(outputs, self._real_target(y), flags)
+    def loss_lean(self, outputs, y, flags, per_sample: bool = True):
+        per_sample, value, finite = super().loss_lean(outputs, self._real_target(y), flags, per_sample)
         self._check_replay("loss", value)
         return per_sample, value, finite
 
@@ -174,7 +174,7 @@ class UserModuleBackend(ReplayCheck, ModuleBackend):
         out = self._outputs_of(x)
         y = self._target(x, y)
         with torch.no_grad():
-            _, loss = self.loss_fn(out, y)
+            _, loss = self.loss_fn(out, y, False)
             accuracy = getattr(self.loss_fn, "accuracy", None)
             if accuracy is None or not isinstance(out, torch.Tensor) or not isinstance(y, torch.Tensor):
                 return loss.item(), None
