@@ -28,7 +28,8 @@ class Rewind:
         names = self._history.norm_names
         # watch mode: the parameters as they were before the loop's own step (taken in its pre-hook)
         kept, self._norms_before = self._norms_before, None
-        measure = update_norms.measured(self._step, None if self.attached else self._step - self._run_start)
+        measure = update_norms.measured(self._step, None if self.attached else self._step - self._run_start,
+                                        self._measure_nbytes)
         if kept is None and measure and self._update_norms_lean is not None:     # the step and its norms at once
             finite, sq = self._update_norms_lean(grads, check, defer=self._defer)
             self._history.add_update_norms(sq)

@@ -95,7 +95,7 @@ class Session(RunLoop, FusedPhases, Rewind, SessionValues, Forks, SessionSetting
         # the history budget holds the checkpoints and what measuring ‖ΔW‖ keeps (torch: a copy
         # of the parameters): so gdstep's memory for history never exceeds it
         self._history_budget = history_budget
-        measuring = getattr(backend, "update_norms_nbytes", 0)
+        measuring = self._measure_nbytes = getattr(backend, "update_norms_nbytes", 0)
         self._timeline = Timeline(backend.checkpoint_nbytes, budget=max(history_budget - measuring, 0))
         self._timeline.save(self._checkpoint())
         self._phase_fns = (self._forward, self._loss, self._backward, self._update)

@@ -219,3 +219,49 @@ def test_a_parameter_without_a_gradient_is_measured_alike_by_a_run_and_by_steppi
             w = before[n].astype(np.float64)
             assert row[i] == 0.0
             np.testing.assert_allclose(row[k + i], float(np.sum(w * w)), rtol=1e-6)
+
+
+WIDE = """
+name = "wide: 263,682 parameters, 1.05 MB in float32"
+seed = 0
+[data]
+kind = "blobs"
+n = 48
+classes = 2
+features = 512
+[model]
+layers = [ { linear = 512 }, "relu", { linear = 2 } ]
+[loss]
+kind = "cross_entropy"
+[optimizer]
+kind = "adam"
+lr = 1e-3
+[training]
+batch_size = 16
+"""
+
+
+def test_a_run_on_a_large_torch_model_measures_its_first_update_then_every_tenth():
+    """Where measuring ‖ΔW‖ copies 1 MiB or more of parameters (update_norms.COPY_LARGE), a
+    run measures its first update, not its first ten, then iterations 1, 11, 21, …; the
+    numpy engine, which copies nothing, its first ten. Stepping measures every update, and
+    the run's measured ones equal stepping's to the bit."""
+    pytest.importorskip("torch")
+    from gdstep import update_norms
+    from gdstep.scenario import parse_scenario
+    sc = parse_scenario(WIDE)
+    torch_run = gdstep.open(sc, backend="torch", dtype="float32")
+    assert torch_run.backend.update_norms_nbytes >= update_norms.COPY_LARGE > 263_682 * 4 // 2
+    numpy_run = gdstep.open(sc, backend="numpy", dtype="float32")
+    for s in (torch_run, numpy_run):
+        s.run(max_steps=15)
+        s.run(max_steps=7)                             # a second run, from iteration 16
+    rows = np.isfinite(torch_run.history.update_norms.matrix()).all(axis=1)
+    assert np.flatnonzero(rows).tolist() == [0, 10, 15, 20]
+    rows = np.isfinite(numpy_run.history.update_norms.matrix()).all(axis=1)
+    assert np.flatnonzero(rows).tolist() == list(range(10)) + [10] + list(range(15, 22))
+    stepped = gdstep.open(sc, backend="torch", dtype="float32")
+    for _ in range(22):
+        stepped.step()
+    got, want = torch_run.history.update_norms.matrix(), stepped.history.update_norms.matrix()
+    np.testing.assert_array_equal(got[[0, 10, 15, 20]], want[[0, 10, 15, 20]])
