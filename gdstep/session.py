@@ -279,8 +279,6 @@ class Session(RunLoop, FusedPhases, Rewind, SessionValues, Forks, SessionSetting
         if bad_at is not None:
             self._bad_at = bad_at
             return LEAN_NONFINITE
-        if lean and check and not math.isfinite(value):     # which sample: the iteration again, in full
-            return LEAN_NONFINITE
         return nonfinite.in_loss(rec) if check else None
 
     def _backward(self, check: bool) -> NonFinite | None:

@@ -313,3 +313,38 @@ def test_a_run_computes_no_per_sample_losses_yet_the_records_and_the_culprit_hav
     assert dbg2.session._lean_records
     dbg2.step(x, y_bad)
     assert "loss of sample[3]" in seen[0], seen
+
+
+def test_a_lean_loss_that_is_not_finite_is_named_from_the_iteration_as_it_ran():
+    """The per-sample losses a run leaves out are asked for on the live output when the loss
+    is not finite: watch mode names the target, as with full records, and a loss_fn whose
+    value a recomputation would not reproduce (a call counter here) still pauses."""
+    torch.manual_seed(1)
+    x, y = torch.randn(5, 3), torch.randn(5, 2)
+    y_bad = y.clone()
+    y_bad[2, 0] = float("inf")
+    for lean in (True, False):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(3, 2))
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        seen = []
+        dbg = gdstep.attach(model, opt, nn.MSELoss(), on_break=lambda s, m: seen.append(m))
+        dbg.lean_watch = lean
+        for target in (y, y, y, y, y_bad):
+            attached_iteration("watch", dbg, model, opt, nn.MSELoss(), x, target)
+        assert len(seen) == 1 and "in the target[2,0] during loss" in seen[0], (lean, seen)
+
+    calls = []
+
+    def once_inf(out, target):
+        calls.append(1)
+        loss = ((out - target) ** 2).mean()
+        return loss * float("inf") if len(calls) == 6 else loss
+
+    model = nn.Sequential(nn.Linear(3, 2))
+    seen = []
+    dbg = gdstep.attach(model, torch.optim.SGD(model.parameters(), lr=0.01), once_inf,
+                        on_break=lambda s, m: seen.append(m))
+    for _ in range(8):
+        dbg.step(x, y)
+    assert len(seen) == 1 and "non-finite value inf in loss (once_inf made it from finite" in seen[0], seen

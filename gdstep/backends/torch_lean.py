@@ -119,10 +119,12 @@ class LeanPhases:
         """The loss, with pending flags read back in the same transfer."""
         torch = self._torch
         out = self._graph[1] if self._graph is not None else outputs[-1]
-        per_sample, loss = self.loss_fn(out, y, per_sample)
+        per, loss = self.loss_fn(out, y, per_sample)
         self._loss_tensor = loss
         values = torch.stack([loss.detach().double(), *(f.double() for f in flags)]).tolist()
-        return per_sample, values[0], [math.isfinite(v) for v in values[1:]]
+        if per is None and not per_sample and not math.isfinite(values[0]):   # a pause names the sample
+            per = self.loss_fn.per_sample(out, y)
+        return per, values[0], [math.isfinite(v) for v in values[1:]]
 
     def update_lean(self, grads: Mapping[str, Any], check: bool = True, defer: bool = False):
         """The optimizer's step with no copies (a run's records on demand). Returns whether

@@ -27,6 +27,9 @@ class ScenarioLoss:
     def __call__(self, output, target, per_sample: bool = True):
         return self._loss.torch(output, target)      # the twin reduces its per-sample values: they come anyway
 
+    def per_sample(self, output, target):
+        return self._loss.torch(output, target)[0]
+
     def accuracy(self, output, target) -> float | None:
         return self._loss.accuracy(output, target)
 
@@ -53,21 +56,28 @@ class ModuleLoss:
     def __call__(self, output, target, per_sample: bool = True):
         """(per-sample losses or None, the loss). Without `per_sample` (a run, whose records
         are recomputed when read), the unreduced copy is not computed: the loss alone, as the
-        loop computes it."""
+        loop computes it (a backend asks `per_sample` after all where the loss is not finite,
+        so that the pause names the sample)."""
         import torch
 
         loss = self.loss_fn(output, target)
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             raise GdstepError(f"loss_fn must return a one-element tensor, got {type(loss).__name__}"
                             + (f" of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else ""))
-        if not per_sample or self._unreduced is None:
-            return None, loss.reshape(())
+        return (self.per_sample(output, target) if per_sample else None), loss.reshape(())
+
+    def per_sample(self, output, target):
+        """Each sample's loss from the unreduced copy (None: the loss has no `reduction`)."""
+        import torch
+
+        if self._unreduced is None:
+            return None
         with torch.no_grad():
             per = self._unreduced(output, target)
         if per.ndim > 1:
             flat = per.reshape(per.shape[0], -1)
             per = flat.mean(1) if self._reduction == "mean" else flat.sum(1)
-        return per, loss.reshape(())
+        return per
 
     def accuracy(self, output, target) -> float | None:
         """As the gdstep loss it is, or the one whose torch class it is a variant of (a weighted

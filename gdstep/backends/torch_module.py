@@ -285,9 +285,12 @@ class ModuleBackend(CheckpointMixin, LeanPhases, SideComputations):
 
     def loss(self, outputs: Sequence[Any], y, per_sample: bool = True) -> tuple[Any, float]:
         out = self._graph[1] if self._graph is not None else outputs[-1]
-        per_sample, loss = self.loss_fn(out, y, per_sample)
+        per, loss = self.loss_fn(out, y, per_sample)
         self._loss_tensor = loss
-        return per_sample, loss.item()
+        value = loss.item()
+        if per is None and not per_sample and not math.isfinite(value):   # a pause names the sample
+            per = self.loss_fn.per_sample(out, y)
+        return per, value
 
     def backward(self, x, outputs, y) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
         loss = self._loss_tensor
