@@ -39,9 +39,9 @@ def measured(step: int, into_run: int | None, copy_nbytes: int = 0) -> bool:
     """Whether a lean update of iteration `step` (0-based), `into_run` updates after its run
     began (None: attach mode, which counts no runs), measures its norms, where measuring
     copies `copy_nbytes` of parameters."""
-    if step % EVERY == 0 or into_run is None:
-        return step % EVERY == 0
-    return into_run < (EVERY if copy_nbytes < COPY_LARGE else 1)
+    if step % EVERY == 0:
+        return True
+    return into_run is not None and into_run < (EVERY if copy_nbytes < COPY_LARGE else 1)
 
 
 def before(params: Mapping[str, Any], names: Sequence[str]) -> tuple[list, Any]:
