@@ -25,23 +25,37 @@ class Rewind:
         """The update of a run: the optimizer's step and one fused finiteness test of what it
         changed, no before/after values; a checkpoint only where the timeline keeps one
         without being asked to (its grid), or where attach mode's kept batches end."""
+        finite, norms = self._lean_step(grads, check)
+        self._history.add_update_norms(norms)
+        self._records["update"] = UpdateRecord(self._step, optimizer, optimizer.lr, {})
+        self._lean_records = True
+        self._next_iteration()
+        self._lean_checkpoint()
+        if not isinstance(finite, bool):         # a flag on the device, read later
+            self._flags.append((self.position, finite))
+        elif check and not finite:
+            return LEAN_NONFINITE
+        return None
+
+    def _lean_step(self, grads, check: bool) -> tuple:
+        """The optimizer's step of a run's update: (whether what it changed is finite — a
+        bool, or a flag left on the device —, the update's [‖ΔW‖²…, ‖W_old‖²…] where this
+        update is measured (update_norms.measured), else None)."""
         names = self._history.norm_names
         # watch mode: the parameters as they were before the loop's own step (taken in its pre-hook)
         kept, self._norms_before = self._norms_before, None
         measure = update_norms.measured(self._step, None if self.attached else self._step - self._run_start,
                                         self._measure_nbytes)
         if kept is None and measure and self._update_norms_lean is not None:     # the step and its norms at once
-            finite, sq = self._update_norms_lean(grads, check, defer=self._defer)
-            self._history.add_update_norms(sq)
-        else:
-            if kept is None and measure:
-                kept = update_norms.before(self.backend.params(), names)
-            finite = self.backend.update_lean(grads, check, defer=self._defer)
-            self._history.add_update_norms(update_norms.after(self.backend.params(), names, kept) if measure
-                                           else None)
-        self._records["update"] = UpdateRecord(self._step, optimizer, optimizer.lr, {})
-        self._lean_records = True
-        self._next_iteration()
+            return self._update_norms_lean(grads, check, defer=self._defer)
+        if kept is None and measure:
+            kept = update_norms.before(self.backend.params(), names)
+        finite = self.backend.update_lean(grads, check, defer=self._defer)
+        return finite, (update_norms.after(self.backend.params(), names, kept) if measure else None)
+
+    def _lean_checkpoint(self) -> None:
+        """After a run's update (the cursor at the next iteration): a checkpoint where the
+        timeline's grid has one, or where attach mode's kept batches end."""
         step, timeline = self._step, self._timeline
         on_grid = step % timeline.interval == 0
         if on_grid and self._grid_cheap(step):
@@ -53,11 +67,6 @@ class Rewind:
                 timeline.make_room()
                 timeline.save(self._checkpoint())
                 self._checkpoint_at, self._checkpoint_step = time.thread_time(), step
-        if not isinstance(finite, bool):         # a flag on the device, read later
-            self._flags.append((self.position, finite))
-        elif check and not finite:
-            return LEAN_NONFINITE
-        return None
 
     def keep_loop_edit(self, values: dict, horizon: int) -> None:
         """Attach mode, at an iteration boundary: the loop changed these parameters in place

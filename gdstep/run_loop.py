@@ -24,14 +24,14 @@ class RunLoop:
         if n < 1:
             return self._no_run(n, "step")
         target = self._step + n
-        return self._run(lambda: self._phase == 0 and self._step >= target, **kw)
+        return self._run(lambda: self._phase == 0 and self._step >= target, ahead=True, **kw)
 
     def epoch(self, n: int = 1, **kw) -> RunResult:
         """Run to the end of the n-th epoch from here (finishing the current one counts)."""
         if n < 1:
             return self._no_run(n, "epoch")
         target = self._epoch + n
-        return self._run(lambda: self._phase == 0 and self._epoch >= target, **kw)
+        return self._run(lambda: self._phase == 0 and self._epoch >= target, ahead=True, **kw)
 
     def run_to(self, phase: str, **kw) -> RunResult:
         """Run phases until `phase` has just run (at most one iteration)."""
@@ -48,7 +48,7 @@ class RunLoop:
             return self._no_run(max_steps, "run: max_steps", StopReason.MAX_STEPS)
         start = self._step
         done = (lambda: self._phase == 0 and self._step - start >= max_steps) if max_steps is not None else None
-        return self._run(done, until=cond, epoch_limit=True, done_reason=StopReason.MAX_STEPS, **kw)
+        return self._run(done, until=cond, epoch_limit=True, done_reason=StopReason.MAX_STEPS, ahead=True, **kw)
 
     def _no_run(self, n: int, what: str, reason: StopReason = StopReason.DONE) -> RunResult:
         """step(0), epoch(0), run(max_steps=0) run nothing (the run loop runs a phase before
@@ -63,13 +63,15 @@ class RunLoop:
         return parse_condition(text).check_names(self.backend.param_shapes)
 
     def _run(self, done: Callable[[], bool] | None, until: Condition | None = None, epoch_limit: bool = False,
-             done_reason: StopReason = StopReason.DONE, on_phase: Callable[[], bool] | None = None) -> RunResult:
+             done_reason: StopReason = StopReason.DONE, on_phase: Callable[[], bool] | None = None,
+             ahead: bool = False) -> RunResult:
         """The run loop. `on_phase` is called after every phase (from the caller's thread);
-        returning True pauses the run there."""
+        returning True pauses the run there. `ahead`: `done` holds only at an iteration's
+        end, so iterations may be computed before they are checked (gdstep.run_ahead)."""
         with np.errstate(all="ignore"):
-            return self._run_loop(done, until, epoch_limit, done_reason, on_phase)
+            return self._run_loop(done, until, epoch_limit, done_reason, on_phase, ahead)
 
-    def _run_loop(self, done, until, epoch_limit, done_reason, on_phase) -> RunResult:
+    def _run_loop(self, done, until, epoch_limit, done_reason, on_phase, ahead=False) -> RunResult:
         # The scenario's limits bound `run`, not step/epoch; an explicit `until` replaces stop_when.
         stop_when = self.stop_when if epoch_limit and until is None else None
         # Records on demand: the run keeps lean records; the update's full record only when
@@ -79,7 +81,9 @@ class RunLoop:
         self._run_start = self._step
         self._checkpoint_at, self._checkpoint_step = time.thread_time(), self._step
         try:
-            return self._run_phases(done, until, stop_when, epoch_limit, done_reason, on_phase)
+            ahead = ahead and self._can_run_ahead(
+                [bp.condition for bp in self.breakpoints if bp.enabled] + [until, stop_when], on_phase)
+            return self._run_phases(done, until, stop_when, epoch_limit, done_reason, on_phase, ahead)
         finally:
             self._lean = False
 
@@ -91,7 +95,7 @@ class RunLoop:
                 return False
         return hasattr(self.backend, "update_lean")
 
-    def _run_phases(self, done, until, stop_when, epoch_limit, done_reason, on_phase) -> RunResult:
+    def _run_phases(self, done, until, stop_when, epoch_limit, done_reason, on_phase, ahead=False) -> RunResult:
         start_step = self._step
         watch_until = until.phases if until else frozenset()
         watch_stop = stop_when.phases if stop_when else frozenset()
@@ -127,14 +131,29 @@ class RunLoop:
                 return StopReason.PAUSED, "paused"
             return None
 
+        def would_stop(name: str) -> bool:
+            """Whether `after(name)` would stop the run, changing nothing (gdstep.run_ahead)."""
+            return (self.breakpoints.holds(self, name)
+                    or (until is not None and name in watch_until and until(self))
+                    or (stop_when is not None and name in watch_stop and stop_when(self))
+                    or (done is not None and done()))
+
         # records on demand, numpy: forward, loss and backward of an iteration in one call
         fused = self._fused_lean and not self._defer
+        ahead_from = self._step           # an iteration run again after checking ahead: not ahead
         try:
             while True:
                 if epoch_limit and self._phase == 0 and self._epoch > self.epochs:
                     reason, message = StopReason.EPOCHS, f"reached the epoch limit ({self.epochs})"
                     break
-                if fused and self._phase == 0:
+                if ahead and self._phase == 0 and self._step >= ahead_from:
+                    passed, again = self._run_ahead(would_stop, done, epoch_limit)
+                    phases += passed
+                    if again:
+                        ahead_from = self._step + 1
+                        continue
+                    bad, stop = None, after("update")
+                elif fused and self._phase == 0:
                     bad, stop = self._fused_phases(after)
                 else:
                     name = PHASES[self._phase]

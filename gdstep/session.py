@@ -39,6 +39,7 @@ from gdstep.history import HistoryArrays
 from gdstep.nn.layers import keeps_finite
 from gdstep.records import LEAN_NONFINITE, PHASES, BackwardRecord, Cursor, Event, ForwardRecord, LossRecord, NonFinite, UpdateRecord
 from gdstep.rewind import Rewind
+from gdstep.run_ahead import RunAhead
 from gdstep.run_lean import FusedPhases
 from gdstep.run_loop import RunLoop
 from gdstep.settings import SettingsLog
@@ -50,7 +51,7 @@ from gdstep.timeline import Checkpoint, Timeline
 CHECKPOINT_SECONDS = 0.05
 
 
-class Session(RunLoop, FusedPhases, Rewind, SessionValues, Forks, SessionSettings):
+class Session(RunLoop, RunAhead, FusedPhases, Rewind, SessionValues, Forks, SessionSettings):
     def __init__(self, scenario, backend, history_budget: int = 64 * 2**20, attached: bool = False):
         self.scenario = scenario
         self.backend = backend

@@ -71,6 +71,7 @@ class NumpyBackend:
     name = "numpy"
     device = "cpu"
     shares_checkpoints = True       # checkpoints are immutable arrays: a twin may restore them (forks)
+    runs_ahead = True               # a recomputation is exact: a run may check its iterations after (gdstep.run_ahead)
 
     def __init__(self, problem, dtype: str | None = None):
         """`problem`: a prepared Problem (gdstep.problem), or a scenario to prepare."""

@@ -23,6 +23,7 @@ def build_sequential(model, dtype, device):
 
 class TorchBackend(ModuleBackend):
     owns_tensors = True          # the model and optimizer built here from the scenario
+    runs_ahead = True            # a recomputation is exact: a run may check its iterations after (gdstep.run_ahead)
 
     def __init__(self, problem, device: str | None = None, dtype: str | None = None):
         """`problem`: a prepared Problem (gdstep.problem), or a scenario to prepare."""

@@ -1,0 +1,155 @@
+"""Running ahead: a run's iterations computed first, their phases checked after.
+
+A run checks after each phase whether to stop (gdstep.run_loop): its history, its records,
+its conditions. On a small model that Python costs a tenth of the iteration, and more when
+it runs between the numerical work, whose arrays push the interpreter's own data out of
+the cache. So where nothing the run checks needs the parameters of the moment — its
+conditions read only the loss, the gradient norms, the learning rate and the cursor
+(`AHEAD_NAMES`), and no caller looks in after each phase — the run computes up to `AHEAD`
+whole iterations first: each one's lean phases and update exactly as the run loop calls
+them, its finiteness tests, the checkpoints the timeline's grid keeps. Then it takes their
+phases in order as the run loop would (`_check_ahead`): the history, the records, and
+whether the run would stop after each phase.
+
+Where a phase would stop the run — a breakpoint, `until`, `stop_when`, the count — or an
+iteration had a non-finite value, the session goes back to the start of that iteration
+(recomputed from a checkpoint, exact to the bit: gdstep.rewind) and the run loop runs it
+again phase by phase, so it stops where and as it would have, with its message, its hit
+count and its culprit. The iterations computed beyond it are dropped, checkpoints too.
+Mixed into the Session.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable
+
+from gdstep.records import BackwardRecord, ForwardRecord, LossRecord, UpdateRecord
+
+AHEAD = 32                 # iterations computed before their phases are checked, at most
+AHEAD_SECONDS = 0.02       # or about this much CPU time of them: a stop recomputes no more
+AHEAD_NAMES = frozenset({"loss", "prev_loss", "grad_norm", "lr", "epoch", "iteration", "step", "phase"})
+
+
+class RunAhead:
+    def _can_run_ahead(self, conditions, on_phase) -> bool:
+        """Whether this run may compute iterations before checking them: a backend whose
+        recomputation is exact (the engine, a scenario's torch model), no flags left on a
+        device, no caller called after each phase, and conditions that read nothing but
+        the history and the cursor (not a parameter, `update_ratio`, `nan`, another lane)."""
+        if (on_phase is not None or self.attached or self._defer or not self._lean_update
+                or not getattr(self.backend, "runs_ahead", False) or self.replay_inexact is not None
+                or not (self._fused_lean or hasattr(self.backend, "forward_lean"))):
+            return False
+        for cond in conditions:
+            if cond is None:
+                continue
+            if (not cond.names <= AHEAD_NAMES or any(index is not None for _, index, _ in cond.params)
+                    or any(label.startswith("lane(") for label, _ in cond.reads)):
+                return False
+        return True
+
+    def _run_ahead(self, would_stop: Callable[[str], bool], done, epoch_limit: bool) -> tuple[int, bool]:
+        """From the start of an iteration: compute iterations ahead, then check their phases.
+        Returns (the phases passed without a stop, whether the session went back to the
+        start of an iteration for the run loop to run it again). Without going back, the
+        session stands after the last iteration's update, whose checks are the caller's."""
+        rows, bad, last = self._compute_ahead(done, epoch_limit)
+        end = (self._step, self._epoch, self._iteration, self._offset)
+        stop = self._check_ahead(rows, would_stop)
+        if stop is None and not bad and rows:
+            self._step, self._epoch, self._iteration, self._offset = end
+            self._phase, self._batch = 0, None
+            self._last_records(rows[-1], last)
+            return 4 * len(rows) - 1, False
+        j = len(rows) if stop is None else stop          # the iteration to run again
+        step = rows[j][0][0] if j < len(rows) else end[0]
+        self._timeline.truncate_after(step)
+        self._recompute_to(4 * step)
+        return 4 * j, True
+
+    def _compute_ahead(self, done, epoch_limit: bool) -> tuple[list, bool, tuple | None]:
+        """Whole iterations, as the run loop's lean phases compute them, until `AHEAD` of
+        them or `AHEAD_SECONDS`, the run's end, a settings change, or one with a non-finite
+        value. Returns (a row per iteration: its cursor, batch size, loss, ‖∂L/∂W‖², the
+        update's norms; whether the next iteration was not finite; the last one's records)."""
+        backend, checked, fused = self.backend, self._checked_layers, self._fused_lean
+        rows: list = []
+        last = None
+        started = time.thread_time()
+        while True:
+            if self._settings and self._settings.at(self._step):
+                if rows:                          # a change: from a look ahead of its own
+                    return rows, False, last
+                self._apply_settings()
+            at = (self._step, self._epoch, self._iteration, self._offset)
+            indices = self.next_batch_indices()
+            x, y = backend.batch(indices)
+            if fused:
+                outputs, per_sample, value, grads, sq, finite = backend.forward_backward_lean(x, y, checked)
+            else:
+                outputs, finite = backend.forward_lean(x, checked)
+                per_sample, value = backend.loss(outputs, y, False)
+                grads = backend.backward_lean(x, outputs, y) if finite and math.isfinite(value) else {}
+                sq = backend.grad_sq_norms(grads)
+            if not (finite and math.isfinite(value) and math.isfinite(sum(sq.values() if isinstance(sq, dict) else sq))):
+                return rows, True, last
+            finite, update_sq = self._lean_step(grads, True)
+            if not finite:
+                return rows, True, last
+            self._batch = (indices, x, y)
+            self._next_iteration()
+            self._lean_checkpoint()
+            rows.append((at, len(indices), value, sq, update_sq))
+            last = (indices, x, y, outputs, per_sample, grads)
+            if (len(rows) >= AHEAD or time.thread_time() - started > AHEAD_SECONDS
+                    or (done is not None and done()) or (epoch_limit and self._epoch > self.epochs)):
+                return rows, False, last
+
+    def _check_ahead(self, rows: list, would_stop: Callable[[str], bool]) -> int | None:
+        """The computed iterations' phases in order, as the run loop takes them: the
+        history, the gradient norms' record, and whether the run would stop after the
+        phase (the last update's is the caller's to check). Returns the iteration where it
+        would, or None."""
+        history, records = self._history, self._records
+        names = history.norm_names
+        for j, (at, size, value, sq, update_sq) in enumerate(rows):
+            if j:
+                self._phase = 0
+                if would_stop("update"):
+                    return j - 1
+            self._step, self._epoch, self._iteration, self._offset = at
+            self._phase = 1
+            if would_stop("forward"):
+                return j
+            history.add_loss(value, self._epoch, size)
+            self._phase = 2
+            if would_stop("loss"):
+                return j
+            norms = ({name: math.sqrt(v) for name, v in sq.items()} if isinstance(sq, dict)
+                     else {name: math.sqrt(v) for name, v in zip(names, sq)})
+            history.add_grad_norms(norms)
+            total = math.sqrt(sum(sq.values() if isinstance(sq, dict) else sq))
+            records["backward"] = BackwardRecord(self._step, None, (), {}, norms, total)
+            self._phase = 3
+            if would_stop("backward"):
+                return j
+            history.add_update_norms(update_sq)
+            if j + 1 < len(rows):               # the cursor after the update: the next one's start
+                self._step, self._epoch, self._iteration, self._offset = rows[j + 1][0]
+        return None
+
+    def _last_records(self, row: tuple, last: tuple) -> None:
+        """The lean records of the last iteration computed, as its phases would have left
+        them (a reader recomputes them in full)."""
+        (step, epoch, iteration, _), _, value, _, _ = row
+        indices, x, y, outputs, per_sample, grads = last
+        records = self._records
+        backward = records["backward"]
+        records["forward"] = ForwardRecord(step, epoch, iteration, indices, x, outputs, self._layer_names)
+        records["loss"] = LossRecord(step, self.scenario.loss.kind, outputs[-1], y, per_sample, value)
+        records["backward"] = backward._replace(grads=grads)
+        optimizer = self.backend.optimizer
+        records["update"] = UpdateRecord(step, optimizer, optimizer.lr, {})
+        self._lean_records = True

@@ -1,0 +1,219 @@
+"""A run that computes its iterations before it checks their phases (gdstep.run_ahead)
+ends, stops and pauses exactly where and as a run that checks each phase as it goes, and
+as stepping phase by phase: the same bits, the same cursor, the same message, hit count,
+events and culprit; it drops what it computed beyond a stop."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import gdstep
+from gdstep import run_ahead
+from gdstep.scenario import parse_scenario
+from optim_cases import ALL_ON
+from test_core_fused_run import SCENARIO, TORCH_SCENARIO, _toml, bits, make, pauses_where_stepping_does, same_state
+
+
+def torch_make(kind="adam", dtype="float32"):
+    pytest.importorskip("torch")
+    lines = "\n".join(f"{k} = {_toml(v)}" for k, v in ALL_ON[kind].items())
+    return gdstep.open(parse_scenario(TORCH_SCENARIO.format(dtype=dtype, kind=kind, args=lines, frozen="")),
+                       backend="torch", dtype=dtype)
+
+
+def counted(session) -> list[int]:
+    """The iterations each look ahead computed (an empty list: the run never looked ahead)."""
+    rows: list[int] = []
+    compute = session._compute_ahead
+
+    def spy(*a):
+        out = compute(*a)
+        rows.append(len(out[0]))
+        return out
+    session._compute_ahead = spy
+    return rows
+
+
+def checking_each_phase(session):
+    """The same session, made to run as it did before it could look ahead."""
+    session._can_run_ahead = lambda *a: False
+    return session
+
+
+@pytest.fixture(params=[5, run_ahead.AHEAD], ids=["5 ahead", "32 ahead"])
+def ahead(request, monkeypatch):
+    monkeypatch.setattr(run_ahead, "AHEAD", request.param)
+    return request.param
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("kind", ["sgd", "adam", "rmsprop"])
+def test_a_run_that_looks_ahead_equals_stepping_bit_for_bit(kind, dtype, ahead):
+    run, stepped = make(kind, dtype=dtype), make(kind, dtype=dtype)
+    rows = counted(run)
+    result = run.run(max_steps=23)
+    assert result.reason == "max_steps" and result.steps == 23 and result.phases == 92
+    assert sum(rows) == 23 and max(rows) <= ahead
+    for _ in range(23 * 4):
+        stepped.next_phase()
+    same_state(run, stepped)
+    for phase in ("forward", "loss", "backward", "update"):       # read: recomputed in full
+        assert run.record(phase).step == stepped.record(phase).step == 22
+    for da, db in zip(run.record("backward").deltas, stepped.record("backward").deltas):
+        assert bits(da) == bits(db)
+    assert bits(run.record("loss").per_sample) == bits(stepped.record("loss").per_sample)
+    for name, u in stepped.record("update").params.items():
+        assert bits(run.record("update").params[name].new) == bits(u.new)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_torch_run_that_looks_ahead_equals_stepping_bit_for_bit(dtype, ahead):
+    run, stepped = torch_make(dtype=dtype), torch_make(dtype=dtype)
+    rows = counted(run)
+    assert run.run(max_steps=17).reason == "max_steps"
+    assert sum(rows) == 17
+    for _ in range(17 * 4):
+        stepped.next_phase()
+    ha, hb = run.history, stepped.history
+    assert bits(np.array(ha.losses)) == bits(np.array(hb.losses))
+    assert bits(np.array(ha.grad_norms.values)) == bits(np.array(hb.grad_norms.values))
+    for name, p in stepped.params.items():
+        assert bits(run.params[name]) == bits(p), name
+    assert bits(run.record("forward").outputs[-1]) == bits(stepped.record("forward").outputs[-1])
+
+
+def reference_losses(n=40):
+    s = make("adam")
+    s.run(max_steps=n)
+    return list(s.history.losses), [math.sqrt(sum(v * v for v in row.values())) for row in s.history.grad_norms]
+
+
+def same_run(a, b, ra, rb) -> None:
+    """Two sessions after the same call, one looking ahead: the same result and state."""
+    assert (ra.reason, ra.message, ra.phases, ra.steps, ra.cursor) == (rb.reason, rb.message, rb.phases, rb.steps, rb.cursor)
+    assert [(e.kind, e.message) for e in a.events] == [(e.kind, e.message) for e in b.events]
+    assert [bp.hits for bp in a.breakpoints] == [bp.hits for bp in b.breakpoints]
+    assert a.cursor == b.cursor and a.position == b.position
+    for name, p in b.params.items():
+        assert bits(a.params[name]) == bits(p), name
+    for name, state in b.optimizer_state.items():
+        for k, v in state.items():
+            w = a.optimizer_state[name][k]
+            assert (bits(w) == bits(v)) if isinstance(v, np.ndarray) else w == v, f"{name}.{k}"
+    ha, hb = a.history, b.history
+    for field in ("losses", "epochs", "batch_sizes"):
+        assert bits(np.array(getattr(ha, field))) == bits(np.array(getattr(hb, field))), field
+    assert bits(np.array(ha.grad_norms.values)) == bits(np.array(hb.grad_norms.values))
+    # ‖ΔW‖ where b measured it (update_norms.measured), and where a recomputed an iteration
+    # with its full records on going back (as reading a record after a run does)
+    ma, mb = ha.update_norms.matrix(), hb.update_norms.matrix()
+    measured = ~np.isnan(mb).any(axis=1)
+    assert ma.shape == mb.shape and bits(ma[measured]) == bits(mb[measured])
+    assert max(a._timeline.steps) <= a.step_count    # nothing kept from beyond the stop
+
+
+@pytest.mark.parametrize("condition, phase", [
+    ("loss < {loss}", "loss"),
+    ("grad_norm < {grad}", "backward"),
+    ("step == 13", "update"),
+    ("epoch == 3 and iteration == 2", "update"),
+    ("phase == 'backward' and step >= 9", "backward"),
+    ("lr > 0.5", None),                          # never holds
+])
+def test_a_breakpoint_stops_where_a_run_checking_each_phase_stops(condition, phase, ahead):
+    losses, grads = reference_losses()
+    text = condition.format(loss=min(losses[8:30]), grad=min(grads[8:30])).replace("<", "<=")
+    a, b = make("adam"), checking_each_phase(make("adam"))
+    rows = counted(a)
+    for s in (a, b):
+        s.checkpoint_seconds = 0                 # a checkpoint every 16 iterations, however quick
+        s.add_breakpoint(text)
+        s.add_breakpoint("loss > 100 * prev_loss")
+    ra, rb = a.run(max_steps=40), b.run(max_steps=40)
+    assert rows and (ra.reason == "breakpoint") == (phase is not None)
+    if phase is not None:
+        assert a.last_phase == phase and a.step_count < 39
+    same_run(a, b, ra, rb)
+    ra, rb = a.run(max_steps=6), b.run(max_steps=6)         # on from the stop, as the other goes on
+    same_run(a, b, ra, rb)
+
+
+@pytest.mark.parametrize("how", ["until", "stop_when", "step", "epoch", "epochs"])
+def test_until_stop_when_counts_and_the_epoch_limit_stop_alike(how, ahead):
+    losses, _ = reference_losses()
+    target = min(losses[8:30])
+    a, b = make("adam"), checking_each_phase(make("adam"))
+    rows = counted(a)
+    for s in (a, b):
+        s.checkpoint_seconds = 0
+        if how == "stop_when":
+            s.set_stop_when(f"loss <= {target!r}")
+        if how == "epochs":
+            s.epochs = 4
+    call = {"until": lambda s: s.run(until=f"step == 15", max_steps=40),
+            "stop_when": lambda s: s.run(max_steps=40),
+            "step": lambda s: s.step(11),
+            "epoch": lambda s: s.epoch(2),
+            "epochs": lambda s: s.run()}[how]
+    ra, rb = call(a), call(b)
+    assert rows
+    same_run(a, b, ra, rb)
+
+
+def test_a_change_of_settings_ends_a_look_ahead_and_takes_effect_where_it_should(ahead):
+    a, b = make("adam"), checking_each_phase(make("adam"))
+    for s in (a, b):
+        s.run(max_steps=10)
+        s.set(lr=0.05, batch_size=5)
+        s.run(max_steps=8)
+        s.back(iterations=14)                    # before the change: running again applies it at step 10
+    rows = counted(a)
+    ra, rb = a.run(max_steps=20), b.run(max_steps=20)
+    assert rows and sum(rows) == 20 and a.history.batch_sizes[-1] == 5
+    same_run(a, b, ra, rb)
+
+
+def test_a_non_finite_value_pauses_with_the_culprit_stepping_names(ahead):
+    run, ref = make("sgd", {"lr": 1e30}, "float32"), make("sgd", {"lr": 1e30}, "float32")
+    rows = counted(run)
+    pauses_where_stepping_does(run, ref)
+    assert rows
+
+
+def test_a_torch_update_that_overflows_pauses_with_the_culprit_of_stepping(ahead):
+    pytest.importorskip("torch")
+    sc = parse_scenario(TORCH_SCENARIO.format(dtype="float32", kind="sgd", args="lr = 1e30", frozen=""))
+    run, ref = (gdstep.open(sc, backend="torch", dtype="float32") for _ in range(2))
+    rows = counted(run)
+    pauses_where_stepping_does(run, ref)
+    assert rows
+
+
+@pytest.mark.parametrize("condition", ["0.weight[0,0] > 100", "update_ratio > 1", "nan"])
+def test_a_condition_on_the_parameters_of_the_moment_checks_each_phase_as_it_goes(condition):
+    s = make("adam")
+    rows = counted(s)
+    s.add_breakpoint(condition)
+    s.run(max_steps=5)
+    assert rows == []
+
+
+def test_a_caller_called_after_each_phase_sees_each_phase_as_it_goes():
+    s = make("adam")
+    rows = counted(s)
+    seen = []
+    s.run(max_steps=3, on_phase=lambda: seen.append(s.position) and False)
+    assert rows == [] and seen == list(range(1, 12))     # the last: done first
+
+
+def test_attach_mode_and_a_users_module_never_look_ahead():
+    torch = pytest.importorskip("torch")
+    model = torch.nn.Linear(3, 2)
+    dbg = gdstep.attach(model, torch.optim.SGD(model.parameters(), lr=0.1), torch.nn.MSELoss())
+    x, y = torch.randn(4, 3), torch.randn(4, 2)
+    dbg.step(x, y)
+    assert not dbg.session._can_run_ahead([], None)
+    assert make("adam")._can_run_ahead([], None)
