@@ -30,12 +30,13 @@ class HistoryArrays:
         self.grad_norms = array("d")          # len(norm_names) values a step, nan where none
         self.update_sq = array("d")           # 2·len(norm_names) a step: ‖ΔW‖² of each, then ‖W_old‖² of each
         self._pending: list[Any] = []         # update norms still on the device
+        self._unmeasured = array("d", [math.nan] * (2 * len(norm_names)))
 
     def add_update_norms(self, values: Any) -> None:
         """One update's [‖ΔW‖²…, ‖W_old‖²…] (floats, or a device tensor read back later),
         or None for an update a run did not measure (NaN throughout its row)."""
         if values is None and not self._pending:
-            self.update_sq.extend([math.nan] * (2 * len(self.norm_names)))
+            self.update_sq.extend(self._unmeasured)
             return
         if isinstance(values, list):
             self._flush()                     # after any still on the device, in order
@@ -67,6 +68,10 @@ class HistoryArrays:
 
     def add_grad_norms(self, norms: Mapping[str, float]) -> None:
         self.grad_norms.extend([norms.get(n, math.nan) for n in self.norm_names])
+
+    def add_grad_squares(self, squares: Sequence[float]) -> None:
+        """‖∂L/∂W‖² of every parameter, in `norm_names`' order."""
+        self.grad_norms.extend(map(math.sqrt, squares))
 
     def truncate(self, steps: int) -> None:
         """Keep the first `steps` iterations (a rewind to the start of iteration `steps`)."""

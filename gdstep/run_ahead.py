@@ -25,10 +25,10 @@ import math
 import time
 from typing import Callable
 
-from gdstep.records import BackwardRecord, ForwardRecord, LossRecord, UpdateRecord
+from gdstep.records import PHASES, BackwardRecord, ForwardRecord, LossRecord, UpdateRecord
 
 AHEAD = 32                 # iterations computed before their phases are checked, at most
-AHEAD_SECONDS = 0.02       # or about this much CPU time of them: a stop recomputes no more
+AHEAD_SECONDS = 0.02       # or about this much time of them: a stop recomputes no more
 AHEAD_NAMES = frozenset({"loss", "prev_loss", "grad_norm", "lr", "epoch", "iteration", "step", "phase"})
 
 
@@ -38,6 +38,7 @@ class RunAhead:
         recomputation is exact (the engine, a scenario's torch model), no flags left on a
         device, no caller called after each phase, and conditions that read nothing but
         the history and the cursor (not a parameter, `update_ratio`, `nan`, another lane)."""
+        self._ahead_reads = frozenset().union(*(cond.names for cond in conditions if cond is not None))
         if (on_phase is not None or self.attached or self._defer or not self._lean_update
                 or not getattr(self.backend, "runs_ahead", False) or self.replay_inexact is not None
                 or not (self._fused_lean or hasattr(self.backend, "forward_lean"))):
@@ -50,14 +51,17 @@ class RunAhead:
                 return False
         return True
 
-    def _run_ahead(self, would_stop: Callable[[str], bool], done, epoch_limit: bool) -> tuple[int, bool]:
-        """From the start of an iteration: compute iterations ahead, then check their phases.
-        Returns (the phases passed without a stop, whether the session went back to the
+    def _run_ahead(self, would_stop: Callable[[str], bool], checked: dict[str, bool], done,
+                   epoch_limit: bool) -> tuple[int, bool]:
+        """From the start of an iteration: compute iterations ahead, then check their phases
+        (`would_stop(phase)`: after those `checked` says a condition reads, and after each
+        update where the run has a `done`). Returns (the phases passed without a stop, whether the session went back to the
         start of an iteration for the run loop to run it again). Without going back, the
         session stands after the last iteration's update, whose checks are the caller's."""
         rows, bad, last = self._compute_ahead(done, epoch_limit)
         end = (self._step, self._epoch, self._iteration, self._offset)
-        stop = self._check_ahead(rows, would_stop)
+        stop = self._check_ahead(rows, would_stop, [checked[name] for name in PHASES[:3]] +
+                                 [checked["update"] or done is not None])
         if stop is None and not bad and rows:
             self._step, self._epoch, self._iteration, self._offset = end
             self._phase, self._batch = 0, None
@@ -77,7 +81,7 @@ class RunAhead:
         backend, checked, fused = self.backend, self._checked_layers, self._fused_lean
         rows: list = []
         last = None
-        started = time.thread_time()
+        started = time.perf_counter()
         while True:
             if self._settings and self._settings.at(self._step):
                 if rows:                          # a change: from a look ahead of its own
@@ -103,37 +107,44 @@ class RunAhead:
             self._lean_checkpoint()
             rows.append((at, len(indices), value, sq, update_sq))
             last = (indices, x, y, outputs, per_sample, grads)
-            if (len(rows) >= AHEAD or time.thread_time() - started > AHEAD_SECONDS
+            if (len(rows) >= AHEAD or time.perf_counter() - started > AHEAD_SECONDS
                     or (done is not None and done()) or (epoch_limit and self._epoch > self.epochs)):
                 return rows, False, last
 
-    def _check_ahead(self, rows: list, would_stop: Callable[[str], bool]) -> int | None:
+    def _check_ahead(self, rows: list, would_stop: Callable[[str], bool], checks: list[bool]) -> int | None:
         """The computed iterations' phases in order, as the run loop takes them: the
-        history, the gradient norms' record, and whether the run would stop after the
-        phase (the last update's is the caller's to check). Returns the iteration where it
-        would, or None."""
+        history, the gradient norms' record (where a condition reads them), and whether the
+        run would stop after the phase (`checks`: after which one to ask; the last update's
+        is the caller's to check). Returns the iteration where it would, or None."""
         history, records = self._history, self._records
         names = history.norm_names
+        forward, loss, backward, update = checks
+        norm_record = "grad_norm" in self._ahead_reads
         for j, (at, size, value, sq, update_sq) in enumerate(rows):
             if j:
                 self._phase = 0
-                if would_stop("update"):
+                if update and would_stop("update"):
                     return j - 1
             self._step, self._epoch, self._iteration, self._offset = at
             self._phase = 1
-            if would_stop("forward"):
+            if forward and would_stop("forward"):
                 return j
             history.add_loss(value, self._epoch, size)
             self._phase = 2
-            if would_stop("loss"):
+            if loss and would_stop("loss"):
                 return j
-            norms = ({name: math.sqrt(v) for name, v in sq.items()} if isinstance(sq, dict)
-                     else {name: math.sqrt(v) for name, v in zip(names, sq)})
-            history.add_grad_norms(norms)
-            total = math.sqrt(sum(sq.values() if isinstance(sq, dict) else sq))
-            records["backward"] = BackwardRecord(self._step, None, (), {}, norms, total)
+            if isinstance(sq, dict):                  # torch: by name
+                norms = {name: math.sqrt(v) for name, v in sq.items()}
+                history.add_grad_norms(norms)
+            else:                                     # the engine: every one, in the history's order
+                history.add_grad_squares(sq)
+                norms = None
+            if norm_record or j == len(rows) - 1:
+                norms = norms or dict(zip(names, map(math.sqrt, sq)))
+                squares = sq.values() if isinstance(sq, dict) else sq
+                records["backward"] = BackwardRecord(self._step, None, (), {}, norms, math.sqrt(sum(squares)))
             self._phase = 3
-            if would_stop("backward"):
+            if backward and would_stop("backward"):
                 return j
             history.add_update_norms(update_sq)
             if j + 1 < len(rows):               # the cursor after the update: the next one's start

@@ -132,7 +132,8 @@ class RunLoop:
             return None
 
         def would_stop(name: str) -> bool:
-            """Whether `after(name)` would stop the run, changing nothing (gdstep.run_ahead)."""
+            """Whether `after(name)` would stop the run, changing nothing (gdstep.run_ahead;
+            asked only after the phases in `checked`, and after each update where `done`)."""
             return (self.breakpoints.holds(self, name)
                     or (until is not None and name in watch_until and until(self))
                     or (stop_when is not None and name in watch_stop and stop_when(self))
@@ -147,7 +148,7 @@ class RunLoop:
                     reason, message = StopReason.EPOCHS, f"reached the epoch limit ({self.epochs})"
                     break
                 if ahead and self._phase == 0 and self._step >= ahead_from:
-                    passed, again = self._run_ahead(would_stop, done, epoch_limit)
+                    passed, again = self._run_ahead(would_stop, checked, done, epoch_limit)
                     phases += passed
                     if again:
                         ahead_from = self._step + 1
