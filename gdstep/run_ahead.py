@@ -7,16 +7,18 @@ the cache. So where nothing the run checks needs the parameters of the moment �
 conditions read only the loss, the gradient norms, the learning rate and the cursor
 (`AHEAD_NAMES`), and no caller looks in after each phase — the run computes up to `AHEAD`
 whole iterations first: each one's lean phases and update exactly as the run loop calls
-them, its finiteness tests, the checkpoints the timeline's grid keeps. Then it takes their
-phases in order as the run loop would (`_check_ahead`): the history, the records, and
-whether the run would stop after each phase.
+them, its finiteness tests, the checkpoints the timeline's grid keeps. (Where an update's
+test reads the tensors, one test after the last update stands for all of them: see
+`_compute_ahead`.) Then it takes their phases in order as the run loop would
+(`_check_ahead`): the history, the records, and whether the run would stop after each.
 
 Where a phase would stop the run — a breakpoint, `until`, `stop_when`, the count — or an
 iteration had a non-finite value, the session goes back to the start of that iteration
 (recomputed from a checkpoint, exact to the bit: gdstep.rewind) and the run loop runs it
 again phase by phase, so it stops where and as it would have, with its message, its hit
-count and its culprit. The iterations computed beyond it are dropped, checkpoints too.
-Mixed into the Session.
+count and its culprit; where the updates' one test failed, it runs all of them again so.
+The iterations computed beyond a stop are dropped, their checkpoints too. Mixed into the
+Session.
 """
 
 from __future__ import annotations
@@ -52,40 +54,53 @@ class RunAhead:
         return True
 
     def _run_ahead(self, would_stop: Callable[[str], bool], checked: dict[str, bool], done,
-                   epoch_limit: bool) -> tuple[int, bool]:
+                   epoch_limit: bool) -> tuple[int, int | None]:
         """From the start of an iteration: compute iterations ahead, then check their phases
         (`would_stop(phase)`: after those `checked` says a condition reads, and after each
-        update where the run has a `done`). Returns (the phases passed without a stop, whether the session went back to the
-        start of an iteration for the run loop to run it again). Without going back, the
-        session stands after the last iteration's update, whose checks are the caller's."""
+        update where the run has a `done`). Returns (the phases passed without a stop, and
+        where the session went back to the start of an iteration for the run loop to run
+        it again, the step from which it may look ahead again; else None: the session stands
+        after the last iteration's update, whose checks are the caller's)."""
         rows, bad, last = self._compute_ahead(done, epoch_limit)
         end = (self._step, self._epoch, self._iteration, self._offset)
+        if bad == "updates":            # one of them went bad: all of them again, phase by phase
+            start = rows[0][0][0]
+            self._timeline.truncate_after(start)
+            self._recompute_to(4 * start)
+            return 0, end[0] + 1
         stop = self._check_ahead(rows, would_stop, [checked[name] for name in PHASES[:3]] +
                                  [checked["update"] or done is not None])
-        if stop is None and not bad and rows:
+        if stop is None and not bad:
             self._step, self._epoch, self._iteration, self._offset = end
             self._phase, self._batch = 0, None
             self._last_records(rows[-1], last)
-            return 4 * len(rows) - 1, False
+            return 4 * len(rows) - 1, None
         j = len(rows) if stop is None else stop          # the iteration to run again
         step = rows[j][0][0] if j < len(rows) else end[0]
         self._timeline.truncate_after(step)
         self._recompute_to(4 * step)
-        return 4 * j, True
+        return 4 * j, step + 1
 
-    def _compute_ahead(self, done, epoch_limit: bool) -> tuple[list, bool, tuple | None]:
+    def _compute_ahead(self, done, epoch_limit: bool) -> tuple[list, str | None, tuple | None]:
         """Whole iterations, as the run loop's lean phases compute them, until `AHEAD` of
         them or `AHEAD_SECONDS`, the run's end, a settings change, or one with a non-finite
         value. Returns (a row per iteration: its cursor, batch size, loss, ‖∂L/∂W‖², the
-        update's norms; whether the next iteration was not finite; the last one's records)."""
+        update's norms; None, or "next" where the next iteration had a non-finite value, or
+        "updates" where one of the rows' updates did; the last row's records' values).
+
+        Where the update's test reads what it changed (`update_test_reads`: no bounds),
+        one test after the last update stands for all of them: a parameter or a guarded
+        state (Adam's v, RMSprop's and Adagrad's sums) once non-finite stays so in every
+        update after (x − y, β·v + …, max(v, …) of a NaN or an infinity are not finite)."""
         backend, checked, fused = self.backend, self._checked_layers, self._fused_lean
+        deferred = getattr(backend, "update_test_reads", False)
         rows: list = []
         last = None
         started = time.perf_counter()
         while True:
             if self._settings and self._settings.at(self._step):
                 if rows:                          # a change: from a look ahead of its own
-                    return rows, False, last
+                    return self._tested(rows, None, last, deferred)
                 self._apply_settings()
             at = (self._step, self._epoch, self._iteration, self._offset)
             indices = self.next_batch_indices()
@@ -98,10 +113,10 @@ class RunAhead:
                 grads = backend.backward_lean(x, outputs, y) if finite and math.isfinite(value) else {}
                 sq = backend.grad_sq_norms(grads)
             if not (finite and math.isfinite(value) and math.isfinite(sum(sq.values() if isinstance(sq, dict) else sq))):
-                return rows, True, last
-            finite, update_sq = self._lean_step(grads, True)
-            if not finite:
-                return rows, True, last
+                return self._tested(rows, "next", last, deferred)
+            finite, update_sq = self._lean_step(grads, not deferred)
+            if not finite:                       # tested by itself
+                return rows, "next", last
             self._batch = (indices, x, y)
             self._next_iteration()
             self._lean_checkpoint()
@@ -109,7 +124,13 @@ class RunAhead:
             last = (indices, x, y, outputs, per_sample, grads)
             if (len(rows) >= AHEAD or time.perf_counter() - started > AHEAD_SECONDS
                     or (done is not None and done()) or (epoch_limit and self._epoch > self.epochs)):
-                return rows, False, last
+                return self._tested(rows, None, last, deferred)
+
+    def _tested(self, rows: list, bad: str | None, last: tuple | None, deferred: bool) -> tuple:
+        """`_compute_ahead`'s result, its updates tested where they were not one by one."""
+        if deferred and rows and not self.backend.updated_finite(last[-1]):
+            return rows, "updates", last
+        return rows, bad, last
 
     def _check_ahead(self, rows: list, would_stop: Callable[[str], bool], checks: list[bool]) -> int | None:
         """The computed iterations' phases in order, as the run loop takes them: the

@@ -148,10 +148,10 @@ class RunLoop:
                     reason, message = StopReason.EPOCHS, f"reached the epoch limit ({self.epochs})"
                     break
                 if ahead and self._phase == 0 and self._step >= ahead_from:
-                    passed, again = self._run_ahead(would_stop, checked, done, epoch_limit)
+                    passed, resume = self._run_ahead(would_stop, checked, done, epoch_limit)
                     phases += passed
-                    if again:
-                        ahead_from = self._step + 1
+                    if resume is not None:       # back at an iteration's start: phase by phase to `resume`
+                        ahead_from = resume
                         continue
                     bad, stop = None, after("update")
                 elif fused and self._phase == 0:

@@ -24,14 +24,17 @@ def torch_make(kind="adam", dtype="float32"):
                        backend="torch", dtype=dtype)
 
 
-def counted(session) -> list[int]:
-    """The iterations each look ahead computed (an empty list: the run never looked ahead)."""
+def counted(session, bad: list | None = None) -> list[int]:
+    """The iterations each look ahead computed (an empty list: the run never looked ahead);
+    what each found not finite, in `bad`."""
     rows: list[int] = []
     compute = session._compute_ahead
 
     def spy(*a):
         out = compute(*a)
         rows.append(len(out[0]))
+        if bad is not None:
+            bad.append(out[1])
         return out
     session._compute_ahead = spy
     return rows
@@ -192,6 +195,41 @@ def test_a_torch_update_that_overflows_pauses_with_the_culprit_of_stepping(ahead
     assert rows
 
 
+OVERFLOW = """
+name = "the sum overflows"
+[data]
+kind = "inline"
+x = [[2.6e9]]
+y = [[0.0]]
+[model]
+layers = [ { linear = 1, bias = false } ]
+dtype = "float32"
+[init]
+"0.weight" = [[1.0]]
+[loss]
+kind = "mse"
+[optimizer]
+kind = "adagrad"
+lr = 0.01
+"""
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_an_update_whose_state_overflows_while_the_weights_stay_finite_pauses_where_stepping_does(backend, ahead):
+    """g ≈ 1.35e19, g² ≈ 1.8e38: finite in float32, but Adagrad's sum of two of them is not.
+    Its step g / (√sum + ε) is then zero, so the weight, the loss and the gradient of every
+    later iteration stay finite: only the update's test sees it. A look ahead tests its
+    updates once, after the last, then runs them again phase by phase to pause at it."""
+    if backend == "torch":
+        pytest.importorskip("torch")
+    run, ref = (gdstep.open(parse_scenario(OVERFLOW), backend=backend) for _ in range(2))
+    bad: list = []
+    rows = counted(run, bad)
+    pauses_where_stepping_does(run, ref)
+    assert run.step_count == 1 and "state sum" in run.events[-1].message      # the second update's
+    assert rows[0] >= 2 and bad[0] == "updates"       # tested once, after the iterations past it
+
+
 @pytest.mark.parametrize("condition", ["0.weight[0,0] > 100", "update_ratio > 1", "nan"])
 def test_a_condition_on_the_parameters_of_the_moment_checks_each_phase_as_it_goes(condition):
     s = make("adam")
@@ -217,3 +255,18 @@ def test_attach_mode_and_a_users_module_never_look_ahead():
     dbg.step(x, y)
     assert not dbg.session._can_run_ahead([], None)
     assert make("adam")._can_run_ahead([], None)
+
+
+@pytest.mark.parametrize("ahead_on", [True, False])
+def test_the_state_a_torch_optimizers_first_step_makes_is_tested_too(ahead_on):
+    """g = 2e38 is finite in float32, g² is not: the first Adam step makes v infinite (and
+    its step m / (√v + ε) zero). The first update of a run is measured (its ‖ΔW‖), and that
+    path took the guarded state before the step, when the optimizer had none yet: the run
+    paused one update late. Stepping and both runs now pause at the first."""
+    pytest.importorskip("torch")
+    text = OVERFLOW.replace("2.6e9", "1e19").replace('"adagrad"', '"adam"').replace("lr = 0.01", "lr = 0.001")
+    run, ref = (gdstep.open(parse_scenario(text), backend="torch") for _ in range(2))
+    if not ahead_on:
+        checking_each_phase(run)
+    pauses_where_stepping_does(run, ref)
+    assert run.step_count == 0 and "exp_avg_sq" in run.events[-1].message

@@ -229,11 +229,16 @@ class NumpyBackend:
         flat, flat_state = self._step(grads)
         self._flat, self._flat_state, self._state = flat, flat_state, None
         self._params = {**self._params, **self._layout.views(flat)}
-        if not check:
-            return True
+        return self.updated_finite() if check else True
+
+    update_test_reads = True        # an update's test reads the flat vectors: gdstep.run_ahead may test once for several
+
+    def updated_finite(self, grads: Mapping[str, np.ndarray] | None = None) -> bool:
+        """Whether the parameters and the optimizer's guarded state are finite now: the test
+        `update_lean` makes after a step (one test over the flat vectors)."""
         guarded = getattr(self.optimizer, "guarded_state", None)
-        return arrays.all_finite_paired([flat, *(v for k, v in flat_state.items()
-                                                 if isinstance(v, np.ndarray) and (guarded is None or k in guarded))])
+        return arrays.all_finite_paired([self._flat, *(v for k, v in self._flat_state.items()
+                                                       if isinstance(v, np.ndarray) and (guarded is None or k in guarded))])
 
     def update_lean_norms(self, grads: Mapping[str, np.ndarray], check: bool = True,
                           defer: bool = False) -> tuple[bool, list[float]]:

@@ -155,10 +155,10 @@ class LeanPhases:
         if not tensors:
             return True
         if defer or not tensors[0].is_cpu or not self._bounds_pay:
-            self.update_bound.forget()
             if defer:
+                self.update_bound.forget()
                 return finite_flag(self._torch, tensors)
-            return self._finite_on_cpu(tensors) if tensors[0].is_cpu else fused_finite(self._torch, tensors)
+            return self._read_finite(tensors)
         parts = self._update_parts(grads)
         bounds = self._bounds_after(grads, parts)
         if bounds is not None:                  # finite by its bounds: nothing to read
@@ -174,6 +174,23 @@ class LeanPhases:
         self.update_bound.tested(parts.watched, UpdateBound.from_norms(norms[:len(parts.plain)], zip(
             parts.names, norms[len(parts.plain):])) if known else None, parts.others)
         return finite
+
+    def updated_finite(self, grads: Mapping[str, Any]) -> bool:
+        """Whether the tensors an update with these gradients changes, and their guarded
+        optimizer state, are finite now: one fused test, read."""
+        return self._read_finite(self._updated_tensors(grads))
+
+    def _read_finite(self, tensors: list) -> bool:
+        self.update_bound.forget()      # no bounds carried: the next test reads them all
+        if not tensors:
+            return True
+        return self._finite_on_cpu(tensors) if tensors[0].is_cpu else fused_finite(self._torch, tensors)
+
+    @property
+    def update_test_reads(self) -> bool:
+        """Whether an update's test reads what it changed (no bounds say it is finite: a
+        small model), so one test may follow several updates (gdstep.run_ahead)."""
+        return not self._bounds_pay
 
     owns_tensors = False
     """Whether the model and optimizer are gdstep's own (built from a scenario), so that
@@ -299,10 +316,11 @@ class LeanPhases:
         if not params:
             return self.update_lean(grads, check, defer), []
         old = self._old_param_buffers(params)
-        guarded = self._guarded_state(grads) if check and len(grads) == len(params) else []
         with torch.no_grad():
             torch._foreach_copy_(old, params)
             self.update_lean(grads, check=False)
+            # the state after the step: the first one makes it (Adam's v, which may overflow)
+            guarded = self._guarded_state(grads) if check and len(grads) == len(params) else []
             parts = self._update_parts(grads) if check and len(grads) == len(params) and not defer else None
             bounds = (self._bounds_after(grads, parts) if parts is not None and params[0].is_cpu and self._bounds_pay
                       else None)
