@@ -61,15 +61,18 @@ class RunAhead:
         where the session went back to the start of an iteration for the run loop to run
         it again, the step from which it may look ahead again; else None: the session stands
         after the last iteration's update, whose checks are the caller's)."""
-        rows, bad, last = self._compute_ahead(done, epoch_limit)
-        end = (self._step, self._epoch, self._iteration, self._offset)
-        if bad == "updates":            # one of them went bad: all of them again, phase by phase
-            start = rows[0][0][0]
-            self._timeline.truncate_after(start)
-            self._recompute_to(4 * start)
-            return 0, end[0] + 1
-        stop = self._check_ahead(rows, would_stop, [checked[name] for name in PHASES[:3]] +
-                                 [checked["update"] or done is not None])
+        first = self._step
+        try:
+            rows, bad, last = self._compute_ahead(done, epoch_limit)
+            end = (self._step, self._epoch, self._iteration, self._offset)
+            if bad == "updates":        # one of them went bad: all of them again, phase by phase
+                self._back_to(first)
+                return 0, end[0] + 1
+            stop = self._check_ahead(rows, would_stop, [checked[name] for name in PHASES[:3]] +
+                                     [checked["update"] or done is not None])
+        except BaseException:           # an interrupt (Ctrl-C), a backend's error: as before the look ahead
+            self._back_to(first)
+            raise
         if stop is None and not bad:
             self._step, self._epoch, self._iteration, self._offset = end
             self._phase, self._batch = 0, None
@@ -77,9 +80,13 @@ class RunAhead:
             return 4 * len(rows) - 1, None
         j = len(rows) if stop is None else stop          # the iteration to run again
         step = rows[j][0][0] if j < len(rows) else end[0]
+        self._back_to(step)
+        return 4 * j, step + 1
+
+    def _back_to(self, step: int) -> None:
+        """The session at the start of iteration `step`, as a run that never looked past it."""
         self._timeline.truncate_after(step)
         self._recompute_to(4 * step)
-        return 4 * j, step + 1
 
     def _compute_ahead(self, done, epoch_limit: bool) -> tuple[list, str | None, tuple | None]:
         """Whole iterations, as the run loop's lean phases compute them, until `AHEAD` of
@@ -161,7 +168,8 @@ class RunAhead:
                 history.add_grad_squares(sq)
                 norms = None
             if norm_record or j == len(rows) - 1:
-                norms = norms or dict(zip(names, map(math.sqrt, sq)))
+                if norms is None:
+                    norms = dict(zip(names, map(math.sqrt, sq)))
                 squares = sq.values() if isinstance(sq, dict) else sq
                 records["backward"] = BackwardRecord(self._step, None, (), {}, norms, math.sqrt(sum(squares)))
             self._phase = 3

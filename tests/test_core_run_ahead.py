@@ -14,7 +14,8 @@ import gdstep
 from gdstep import run_ahead
 from gdstep.scenario import parse_scenario
 from optim_cases import ALL_ON
-from test_core_fused_run import SCENARIO, TORCH_SCENARIO, _toml, bits, make, pauses_where_stepping_does, same_state
+from test_core_explain_rounding import ONE_WEIGHT
+from test_core_fused_run import TORCH_SCENARIO, _toml, bits, make, pauses_where_stepping_does, same_params, same_state
 
 
 def torch_make(kind="adam", dtype="float32"):
@@ -99,13 +100,13 @@ def same_run(a, b, ra, rb) -> None:
     assert (ra.reason, ra.message, ra.phases, ra.steps, ra.cursor) == (rb.reason, rb.message, rb.phases, rb.steps, rb.cursor)
     assert [(e.kind, e.message) for e in a.events] == [(e.kind, e.message) for e in b.events]
     assert [bp.hits for bp in a.breakpoints] == [bp.hits for bp in b.breakpoints]
+    same_session(a, b)
+
+
+def same_session(a, b) -> None:
+    """The same cursor, parameters, optimizer state and history; no checkpoint beyond."""
     assert a.cursor == b.cursor and a.position == b.position
-    for name, p in b.params.items():
-        assert bits(a.params[name]) == bits(p), name
-    for name, state in b.optimizer_state.items():
-        for k, v in state.items():
-            w = a.optimizer_state[name][k]
-            assert (bits(w) == bits(v)) if isinstance(v, np.ndarray) else w == v, f"{name}.{k}"
+    same_params(a, b)
     ha, hb = a.history, b.history
     for field in ("losses", "epochs", "batch_sizes"):
         assert bits(np.array(getattr(ha, field))) == bits(np.array(getattr(hb, field))), field
@@ -195,23 +196,8 @@ def test_a_torch_update_that_overflows_pauses_with_the_culprit_of_stepping(ahead
     assert rows
 
 
-OVERFLOW = """
-name = "the sum overflows"
-[data]
-kind = "inline"
-x = [[2.6e9]]
-y = [[0.0]]
-[model]
-layers = [ { linear = 1, bias = false } ]
-dtype = "float32"
-[init]
-"0.weight" = [[1.0]]
-[loss]
-kind = "mse"
-[optimizer]
-kind = "adagrad"
-lr = 0.01
-"""
+OVERFLOW = (ONE_WEIGHT.format(w=1.0, lr=0.01, dtype="float32")     # one weight, MSE, one sample
+            .replace("x = [[1.0]]", "x = [[2.6e9]]").replace('kind = "sgd"', 'kind = "adagrad"'))
 
 
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
@@ -270,3 +256,30 @@ def test_the_state_a_torch_optimizers_first_step_makes_is_tested_too(ahead_on):
         checking_each_phase(run)
     pauses_where_stepping_does(run, ref)
     assert run.step_count == 0 and "exp_avg_sq" in run.events[-1].message
+
+
+def test_an_error_while_looking_ahead_leaves_the_session_where_the_look_ahead_began():
+    """A backend's error or an interrupt (Ctrl-C) in the middle of iterations computed
+    ahead: the session is back at their start, history and checkpoints alike, and goes on
+    from there as a session that never looked ahead."""
+    s, ref = make("adam"), make("adam")
+    s.run(max_steps=3)
+    ref.run(max_steps=3)
+    calls = []
+    update = s.backend.update_lean
+
+    def interrupted(*a, **k):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return update(*a, **k)
+    s.backend.update_lean = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        s.run(max_steps=20)
+    assert len(calls) == 5 and s.step_count == 3 and s.phase_due == "forward"
+    assert len(s.history.losses) == 3 and max(s._timeline.steps) <= 3
+    same_session(s, ref)
+    s.backend.update_lean = update
+    s.run(max_steps=9)
+    ref.run(max_steps=9)
+    same_session(s, ref)
