@@ -49,11 +49,13 @@ def engine_loop(sc, dtype, steps):
     return now() - start
 
 
-def session_run(sc, dtype, steps):
+def session_run(sc, dtype, steps, look_ahead: bool = True):
     """Session.run with history, snapshots and breakpoints on (non-finite, loss spike,
-    exploding gradients)."""
+    exploding gradients); `look_ahead=False`: checking each phase as it goes
+    (gdstep.run_ahead off), for an A/B."""
     import gdstep
     s = gdstep.open(sc, dtype=dtype)
+    s.look_ahead = look_ahead
     s.add_breakpoint("grad_norm > 1e6", log=False)
     s.add_breakpoint("loss > 100 * prev_loss", log=False)
     start = now()
@@ -97,6 +99,8 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=280, help="iterations per measurement (280 = 10 epochs)")
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--no-rewind", action="store_true", help="skip the 10,000-iteration rewind measurement")
+    ap.add_argument("--each-phase", action="store_true",
+                    help="also Session.run checking each phase as it goes (looking ahead off): an A/B")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="time with the wall clock, or with the running thread's CPU time (robust on a busy machine)")
     args = ap.parse_args(argv)
@@ -122,6 +126,8 @@ def main(argv=None) -> None:
         contenders = [("gdstep engine", lambda: engine_loop(sc, dtype, steps)),
                       ("Session.run", lambda: session_run(sc, dtype, steps)),
                       ("Session phase by phase", lambda: session_phases(sc, dtype, steps))]
+        if args.each_phase:
+            contenders.insert(2, ("  each phase checked", lambda: session_run(sc, dtype, steps, look_ahead=False)))
         if torch is not None:
             contenders.append(("plain torch cpu", lambda: plain_torch(x, y, params, steps, dtype=dtype)[0]))
         ratios = {name: [] for name, _ in contenders}

@@ -51,12 +51,14 @@ def large_scenario(dtype: str = "float32"):
     return parse_scenario(LARGE.replace("{dtype}", dtype))
 
 
-def session_run(sc, steps: int, device: str):
-    """Session.run on the torch backend, breakpoints on (loss spike, exploding gradients)."""
+def session_run(sc, steps: int, device: str, look_ahead: bool = True):
+    """Session.run on the torch backend, breakpoints on (loss spike, exploding gradients);
+    `look_ahead=False`: checking each phase as it goes (gdstep.run_ahead off), for an A/B."""
     import torch
 
     import gdstep
     s = gdstep.open(sc, backend="torch", device=device, dtype="float32")
+    s.look_ahead = look_ahead
     s.add_breakpoint("grad_norm > 1e6", log=False)
     s.add_breakpoint("loss > 100 * prev_loss", log=False)
     if device != "cpu":
@@ -70,7 +72,8 @@ def session_run(sc, steps: int, device: str):
     return elapsed, s.loss_value
 
 
-def compare(sc, steps: int, rounds: int, device: str, batch_size: int, sizes) -> dict[str, list[float]]:
+def compare(sc, steps: int, rounds: int, device: str, batch_size: int, sizes,
+            each_phase: bool = False) -> dict[str, list[float]]:
     """Steps/s of each contender in each round."""
     from gdstep.backends.numpy_backend import NumpyBackend
 
@@ -79,6 +82,8 @@ def compare(sc, steps: int, rounds: int, device: str, batch_size: int, sizes) ->
     x, y = start.x.copy(), start.y.copy()           # writable, as torch.as_tensor wants
     runs = [("plain torch", lambda: plain_torch(x, y, params, steps, batch_size=batch_size, device=device, sizes=sizes)),
             ("gdstep Session.run", lambda: session_run(sc, steps, device))]
+    if each_phase:
+        runs.append(("  each phase checked", lambda: session_run(sc, steps, device, look_ahead=False)))
     rates: dict[str, list[float]] = {name: [] for name, _ in runs}
     for _ in range(rounds):
         for name, fn in runs:
@@ -106,6 +111,8 @@ def main(argv=None) -> None:
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
     ap.add_argument("--small-only", action="store_true", help="skip the 784-1024-1024-10 CPU comparison")
+    ap.add_argument("--each-phase", action="store_true",
+                    help="also Session.run checking each phase as it goes (looking ahead off): an A/B on the CPU")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="time with the wall clock, or with the running thread's CPU time (robust on a busy machine)")
     args = ap.parse_args(argv)
@@ -116,11 +123,11 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, {args.clock} clock")
-    rates = compare(scenario("float32"), args.steps, args.rounds, "cpu", 64, (64, 128, 128, 10))
+    rates = compare(scenario("float32"), args.steps, args.rounds, "cpu", 64, (64, 128, 128, 10), args.each_phase)
     report(f"CPU: MLP 64-128-128-10, Adam, batch 64, float32; {args.steps} steps, median of {args.rounds} rounds", rates)
     if not args.small_only:
         steps = max(args.steps // 20, 10)
-        rates = compare(medium_scenario(), steps, args.rounds, "cpu", 256, (784, 1024, 1024, 10))
+        rates = compare(medium_scenario(), steps, args.rounds, "cpu", 256, (784, 1024, 1024, 10), args.each_phase)
         report(f"CPU: MLP 784-1024-1024-10, Adam, batch 256, float32; {steps} steps, median of {args.rounds} rounds",
                rates)
     if torch.cuda.is_available():

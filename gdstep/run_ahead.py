@@ -36,12 +36,13 @@ AHEAD_NAMES = frozenset({"loss", "prev_loss", "grad_norm", "lr", "epoch", "itera
 
 class RunAhead:
     def _can_run_ahead(self, conditions, on_phase) -> bool:
-        """Whether this run may compute iterations before checking them: a backend whose
-        recomputation is exact (the engine, a scenario's torch model), no flags left on a
-        device, no caller called after each phase, and conditions that read nothing but
-        the history and the cursor (not a parameter, `update_ratio`, `nan`, another lane)."""
+        """Whether this run may compute iterations before checking them (`look_ahead`, on by
+        default): a backend whose recomputation is exact (the engine, a scenario's torch
+        model), no flags left on a device, no caller called after each phase, and conditions
+        that read nothing but the history and the cursor (not a parameter, `update_ratio`,
+        `nan`, another lane)."""
         self._ahead_reads = frozenset().union(*(cond.names for cond in conditions if cond is not None))
-        if (on_phase is not None or self.attached or self._defer or not self._lean_update
+        if (not self.look_ahead or on_phase is not None or self.attached or self._defer or not self._lean_update
                 or not getattr(self.backend, "runs_ahead", False) or self.replay_inexact is not None
                 or not (self._fused_lean or hasattr(self.backend, "forward_lean"))):
             return False

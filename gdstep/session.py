@@ -84,6 +84,7 @@ class Session(RunLoop, RunAhead, FusedPhases, Rewind, SessionValues, Forks, Sess
         self._lean_gap = getattr(backend, "keep", 2**62)
         # a run coarsens the checkpoints' grid while a period of it takes under half this (rewind.py)
         self.checkpoint_seconds = CHECKPOINT_SECONDS
+        self.look_ahead = True            # a run may compute iterations before checking them (run_ahead.py)
         self._checkpoint_at, self._checkpoint_step = 0.0, 0
         self._settings = SettingsLog()
         self._history = HistoryArrays(tuple(n for n in backend.param_shapes if n in backend.trainable))

@@ -43,7 +43,7 @@ def counted(session, bad: list | None = None) -> list[int]:
 
 def checking_each_phase(session):
     """The same session, made to run as it did before it could look ahead."""
-    session._can_run_ahead = lambda *a: False
+    session.look_ahead = False
     return session
 
 
