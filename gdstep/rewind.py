@@ -185,7 +185,9 @@ class Rewind:
     def _recompute(self, target: int) -> None:
         t_step = target // 4
         self._lean_records = False
-        checkpoint = self._timeline.at_or_before(max(t_step - 1, 0))
+        # not beyond the cursor: the history between would be skipped (a seek forward
+        # across a checkpoint kept from before a rewind)
+        checkpoint = self._timeline.at_or_before(max(min(t_step - 1, self._step), 0))
         self.backend.restore(checkpoint.backend)
         self._step, self._epoch, self._iteration = checkpoint.step, checkpoint.epoch, checkpoint.iteration
         self._offset, self._batch_size, self._phase = checkpoint.offset, checkpoint.batch_size, 0

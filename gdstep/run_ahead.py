@@ -13,12 +13,12 @@ test reads the tensors, one test after the last update stands for all of them: s
 (`_check_ahead`): the history, the records, and whether the run would stop after each.
 
 Where a phase would stop the run — a breakpoint, `until`, `stop_when`, the count — or an
-iteration had a non-finite value, the session goes back to the start of that iteration
-(recomputed from a checkpoint, exact to the bit: gdstep.rewind) and the run loop runs it
-again phase by phase, so it stops where and as it would have, with its message, its hit
-count and its culprit; where the updates' one test failed, it runs all of them again so.
-The iterations computed beyond a stop are dropped, their checkpoints too. Mixed into the
-Session.
+iteration had a non-finite value, the session goes back to where the look ahead began (a
+capture taken there: on the engine, references to its immutable arrays) and the run loop
+runs the iterations again phase by phase up to that one, so it stops where and as it would
+have, with its message, its hit count and its culprit. So that a run which stops soon
+wastes little, a run's first iteration is not looked ahead of, nor the one after a stop,
+and the look aheads then grow: 1, 2, 4, … up to `AHEAD`. Mixed into the Session.
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ import time
 from typing import Callable
 
 from gdstep.records import PHASES, BackwardRecord, ForwardRecord, LossRecord, UpdateRecord
+from gdstep.update_norms import COPY_LARGE
 
-AHEAD = 32                 # iterations computed before their phases are checked, at most
+AHEAD = 32                 # iterations computed before their phases are checked, at most (the
+                           # first iteration of a run and after a stop: none; then 1, 2, 4, …)
 AHEAD_SECONDS = 0.02       # or about this much time of them: a stop recomputes no more
 AHEAD_NAMES = frozenset({"loss", "prev_loss", "grad_norm", "lr", "epoch", "iteration", "step", "phase"})
 
@@ -38,12 +40,13 @@ class RunAhead:
     def _can_run_ahead(self, conditions, on_phase) -> bool:
         """Whether this run may compute iterations before checking them (`look_ahead`, on by
         default): a backend whose recomputation is exact (the engine, a scenario's torch
-        model), no flags left on a device, no caller called after each phase, and conditions
-        that read nothing but the history and the cursor (not a parameter, `update_ratio`,
-        `nan`, another lane)."""
+        model under 1 MiB of parameters), no flags left on a device, no caller called after
+        each phase, and conditions that read nothing but the history and the cursor (not a
+        parameter, `update_ratio`, `nan`, another lane)."""
         self._ahead_reads = frozenset().union(*(cond.names for cond in conditions if cond is not None))
         if (not self.look_ahead or on_phase is not None or self.attached or self._defer or not self._lean_update
                 or not getattr(self.backend, "runs_ahead", False) or self.replay_inexact is not None
+                or self._measure_nbytes >= COPY_LARGE       # a capture copies megabytes; its steps gain nothing
                 or not (self._fused_lean or hasattr(self.backend, "forward_lean"))):
             return False
         for cond in conditions:
@@ -55,42 +58,49 @@ class RunAhead:
         return True
 
     def _run_ahead(self, would_stop: Callable[[str], bool], checked: dict[str, bool], done,
-                   epoch_limit: bool) -> tuple[int, int | None]:
-        """From the start of an iteration: compute iterations ahead, then check their phases
-        (`would_stop(phase)`: after those `checked` says a condition reads, and after each
-        update where the run has a `done`). Returns (the phases passed without a stop, and
-        where the session went back to the start of an iteration for the run loop to run
-        it again, the step from which it may look ahead again; else None: the session stands
-        after the last iteration's update, whose checks are the caller's)."""
-        first = self._step
+                   epoch_limit: bool, size: int) -> int | None:
+        """From the start of an iteration: compute up to `size` iterations ahead, then check
+        their phases (`would_stop(phase)`: after those `checked` says a condition reads,
+        and after each update where the run has a `done`). Returns None where the session
+        stands after the last one's update, whose checks are the caller's; else the session
+        is back where it began (`_back_to_start`), for the run loop to run the iterations
+        again phase by phase up to the returned step, the one that stops (or was not
+        finite), where it may look ahead again."""
+        start = (self._step, self._epoch, self._iteration, self._offset, self._batch_size)
+        kept = (self.backend.capture(), dict(self._records), self._lean_records)
         try:
-            rows, bad, last = self._compute_ahead(done, epoch_limit)
+            rows, bad, last = self._compute_ahead(done, epoch_limit, size)
             end = (self._step, self._epoch, self._iteration, self._offset)
-            if bad == "updates":        # one of them went bad: all of them again, phase by phase
-                self._back_to(first)
-                return 0, end[0] + 1
-            stop = self._check_ahead(rows, would_stop, [checked[name] for name in PHASES[:3]] +
-                                     [checked["update"] or done is not None])
+            stop = None if bad == "updates" else self._check_ahead(
+                rows, would_stop, [checked[name] for name in PHASES[:3]] + [checked["update"] or done is not None])
+            if stop is None and not bad:
+                self._step, self._epoch, self._iteration, self._offset = end
+                self._phase, self._batch = 0, None
+                self._last_records(rows[-1], last)
+                return None
+            again = end[0] if stop is None else rows[stop][0][0]
+            self._back_to_start(start, kept)
+            return again + 1
         except BaseException:           # an interrupt (Ctrl-C), a backend's error: as before the look ahead
-            self._back_to(first)
+            self._back_to_start(start, kept)
             raise
-        if stop is None and not bad:
-            self._step, self._epoch, self._iteration, self._offset = end
-            self._phase, self._batch = 0, None
-            self._last_records(rows[-1], last)
-            return 4 * len(rows) - 1, None
-        j = len(rows) if stop is None else stop          # the iteration to run again
-        step = rows[j][0][0] if j < len(rows) else end[0]
-        self._back_to(step)
-        return 4 * j, step + 1
 
-    def _back_to(self, step: int) -> None:
-        """The session at the start of iteration `step`, as a run that never looked past it."""
-        self._timeline.truncate_after(step)
-        self._recompute_to(4 * step)
+    def _back_to_start(self, start: tuple, kept: tuple) -> None:
+        """The session where a look ahead began: the backend's state then (a capture: on the
+        engine, references to its immutable arrays), the cursor, the history, the records.
+        The checkpoints taken meanwhile stay: they hold the iterations the run loop then
+        computes again, the same to the bit."""
+        capture, records, lean = kept
+        self.backend.restore(capture)
+        self._step, self._epoch, self._iteration, self._offset, self._batch_size = start
+        self._phase, self._batch = 0, None
+        self._history.truncate(self._step)
+        self._records.clear()
+        self._records.update(records)
+        self._lean_records = lean
 
-    def _compute_ahead(self, done, epoch_limit: bool) -> tuple[list, str | None, tuple | None]:
-        """Whole iterations, as the run loop's lean phases compute them, until `AHEAD` of
+    def _compute_ahead(self, done, epoch_limit: bool, size: int) -> tuple[list, str | None, tuple | None]:
+        """Whole iterations, as the run loop's lean phases compute them, until `size` of
         them or `AHEAD_SECONDS`, the run's end, a settings change, or one with a non-finite
         value. Returns (a row per iteration: its cursor, batch size, loss, ‖∂L/∂W‖², the
         update's norms; None, or "next" where the next iteration had a non-finite value, or
@@ -130,7 +140,7 @@ class RunAhead:
             self._lean_checkpoint()
             rows.append((at, len(indices), value, sq, update_sq))
             last = (indices, x, y, outputs, per_sample, grads)
-            if (len(rows) >= AHEAD or time.perf_counter() - started > AHEAD_SECONDS
+            if (len(rows) >= size or time.perf_counter() - started > AHEAD_SECONDS
                     or (done is not None and done()) or (epoch_limit and self._epoch > self.epochs)):
                 return self._tested(rows, None, last, deferred)
 

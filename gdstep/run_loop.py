@@ -13,6 +13,7 @@ from typing import Callable
 
 import numpy as np
 
+from gdstep import run_ahead
 from gdstep.conditions import Condition, parse_condition
 from gdstep.errors import GdstepError
 from gdstep.records import LEAN_NONFINITE, PHASES, NonFinite, RunResult, StopReason
@@ -141,18 +142,23 @@ class RunLoop:
 
         # records on demand, numpy: forward, loss and backward of an iteration in one call
         fused = self._fused_lean and not self._defer
-        ahead_from = self._step           # an iteration run again after checking ahead: not ahead
+        # looking ahead: not at the first iteration a run begins (nor the rest of one it
+        # began in), nor up to and at an iteration where a look ahead stopped (the run loop
+        # runs them again); then 1, 2, 4, … at a time
+        ahead_from, size = self._step + (2 if self._phase else 1), 1
         try:
             while True:
                 if epoch_limit and self._phase == 0 and self._epoch > self.epochs:
                     reason, message = StopReason.EPOCHS, f"reached the epoch limit ({self.epochs})"
                     break
                 if ahead and self._phase == 0 and self._step >= ahead_from:
-                    passed, resume = self._run_ahead(would_stop, checked, done, epoch_limit)
-                    phases += passed
-                    if resume is not None:       # back at an iteration's start: phase by phase to `resume`
-                        ahead_from = resume
+                    steps = self._step
+                    resume = self._run_ahead(would_stop, checked, done, epoch_limit, size)
+                    if resume is not None:       # back where it began: phase by phase up to `resume`
+                        ahead_from, size = resume, 1
                         continue
+                    phases += 4 * (self._step - steps) - 1
+                    size = min(2 * size, run_ahead.AHEAD)
                     bad, stop = None, after("update")
                 elif fused and self._phase == 0:
                     bad, stop = self._fused_phases(after)
