@@ -27,6 +27,7 @@ class Forks:
         twin = type(self)(self.scenario, fresh(), history_budget=self.checkpoint_budget)
         twin.breakpoints = self.breakpoints.copy()
         twin.stop_when, twin.epochs = self.stop_when, self.epochs
+        twin.look_ahead, twin.checkpoint_seconds = self.look_ahead, self.checkpoint_seconds     # the user's switches
         twin._settings = self._settings.copy()
         if getattr(self.backend, "shares_checkpoints", False):      # start from the nearest checkpoint
             # before the iteration before, as a rewind does: the previous update's records are made too
@@ -41,13 +42,13 @@ class Forks:
 
     def adopt(self, other: Self) -> None:
         """Continue from another session's state (a lane's): its backend, cursor, settings,
-        history and checkpoints become this session's. This session's events and
-        breakpoints are kept: the breakpoints are the user's, who may have added or removed
-        some since the fork (a lane runs with a copy made at the fork). `other` must not be
-        used afterwards."""
+        history and checkpoints become this session's. This session's events, breakpoints
+        and switches (`look_ahead`, `checkpoint_seconds`) are kept: the breakpoints are the
+        user's, who may have added or removed some since the fork (a lane runs with a copy
+        made at the fork). `other` must not be used afterwards."""
         if other.scenario is not self.scenario:
             raise GdstepError("adopt: the session to continue from runs another scenario")
-        kept = ("events", "_phase_fns", "breakpoints")
+        kept = ("events", "_phase_fns", "breakpoints", "look_ahead", "checkpoint_seconds")
         self.__dict__.update({k: v for k, v in vars(other).items() if k not in kept})
 
     def compare_backends(self, steps: int = 5, device: str | None = None):

@@ -346,3 +346,17 @@ def test_a_seek_forward_across_a_checkpoint_beyond_the_cursor_keeps_the_history_
     for _ in range(28):
         ref.next_phase()
     same_state(s, ref)
+
+
+def test_forks_lanes_and_adopt_keep_the_users_switch():
+    s = make("adam")
+    s.look_ahead = False
+    s.run(max_steps=3)
+    assert s.fork().look_ahead is False
+    lanes = s.lanes(["sgd lr=0.1", "adam lr=0.01"])
+    assert all(lane.session.look_ahead is False for lane in lanes.lanes)
+    rows = counted(lanes.lane(2).session)
+    lanes.run(5)
+    assert rows == []
+    lanes.adopt(2)
+    assert s.look_ahead is False
