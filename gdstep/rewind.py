@@ -25,7 +25,11 @@ class Rewind:
         """The update of a run: the optimizer's step and one fused finiteness test of what it
         changed, no before/after values; a checkpoint only where the timeline keeps one
         without being asked to (its grid), or where attach mode's kept batches end."""
-        finite, norms = self._lean_step(grads, check)
+        try:
+            finite, norms = self._lean_step(grads, check)
+        except BaseException:          # an interrupt (Ctrl-C) after the step, in its test
+            self._update_undone()
+            raise
         self._history.add_update_norms(norms)
         self._records["update"] = UpdateRecord(self._step, optimizer, optimizer.lr, {})
         self._lean_records = True
@@ -36,6 +40,14 @@ class Rewind:
         elif check and not finite:
             return LEAN_NONFINITE
         return None
+
+    def _update_undone(self) -> None:
+        """An update that did not finish (it raised, or was interrupted after the optimizer
+        stepped): the parameters and the optimizer's state as they were before it (an exact
+        recomputation to where the cursor stands), so that they agree with the cursor. Not
+        in attach mode, whose loop owns its step, nor where a recomputation is not exact."""
+        if not self.attached and self.replay_inexact is None:
+            self._recompute_to(self.position)
 
     def _lean_step(self, grads, check: bool) -> tuple:
         """The optimizer's step of a run's update: (whether what it changed is finite — a

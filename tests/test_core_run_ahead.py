@@ -360,3 +360,46 @@ def test_forks_lanes_and_adopt_keep_the_users_switch():
     assert rows == []
     lanes.adopt(2)
     assert s.look_ahead is False
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("look_ahead", [True, False])
+def test_an_interrupt_after_the_optimizer_stepped_leaves_the_parameters_with_the_cursor(backend, look_ahead):
+    """Ctrl-C in the update's finiteness test, after the optimizer has stepped: the session
+    stands before that update with the parameters from before it, and goes on as one that
+    was never interrupted."""
+    if backend == "torch":
+        pytest.importorskip("torch")
+    s, ref = (torch_make() if backend == "torch" else make("adam") for _ in range(2))
+    s.look_ahead = look_ahead
+    s.run(max_steps=12)                       # past the first ten updates, which are measured apart
+    ref.run(max_steps=12)
+    test = s.backend.updated_finite if backend == "numpy" else s.backend._read_finite
+    calls = []
+
+    def interrupted(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return test(*a, **k)
+    if backend == "numpy":
+        s.backend.updated_finite = interrupted
+    else:
+        s.backend._read_finite = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        s.run(max_steps=40)
+    assert len(calls) == 3
+    while ref.position < s.position:
+        ref.next_phase()
+    for name, p in ref.params.items():
+        assert bits(s.params[name]) == bits(p), name
+    assert len(s.history.losses) == len(ref.history.losses)
+    if backend == "numpy":
+        s.backend.updated_finite = test
+    else:
+        s.backend._read_finite = test
+    s.run(max_steps=5)
+    while ref.position < s.position:
+        ref.next_phase()
+    for name, p in ref.params.items():
+        assert bits(s.params[name]) == bits(p), name
