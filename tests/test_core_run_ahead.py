@@ -157,7 +157,7 @@ def test_until_stop_when_counts_and_the_epoch_limit_stop_alike(how, ahead):
             s.set_stop_when(f"loss <= {target!r}")
         if how == "epochs":
             s.epochs = 4
-    call = {"until": lambda s: s.run(until=f"step == 15", max_steps=40),
+    call = {"until": lambda s: s.run(until="step == 15", max_steps=40),
             "stop_when": lambda s: s.run(max_steps=40),
             "step": lambda s: s.step(11),
             "epoch": lambda s: s.epoch(2),
