@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from common import batches, now, plain_numpy, plain_torch, scenario, use_clock  # noqa: E402
+from common import BREAKPOINTS, batches, now, plain_numpy, plain_torch, scenario, use_clock  # noqa: E402
 
 
 def engine_loop(sc, dtype, steps):
@@ -56,8 +56,8 @@ def session_run(sc, dtype, steps, look_ahead: bool = True):
     import gdstep
     s = gdstep.open(sc, dtype=dtype)
     s.look_ahead = look_ahead
-    s.add_breakpoint("grad_norm > 1e6", log=False)
-    s.add_breakpoint("loss > 100 * prev_loss", log=False)
+    for condition in BREAKPOINTS:
+        s.add_breakpoint(condition, log=False)
     start = now()
     result = s.run(max_steps=steps)
     elapsed = now() - start

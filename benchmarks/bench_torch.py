@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import SCENARIO, now, plain_torch, scenario, use_clock  # noqa: E402
+from common import BREAKPOINTS, SCENARIO, now, plain_torch, scenario, use_clock  # noqa: E402
 
 LARGE = (SCENARIO.replace('name = "benchmark MLP 64-128-128-10"', 'name = "benchmark MLP 784-2048-2048-10"')
          .replace("n = 1792", "n = 8192").replace("features = 64", "features = 784")
@@ -59,8 +59,8 @@ def session_run(sc, steps: int, device: str, look_ahead: bool = True):
     import gdstep
     s = gdstep.open(sc, backend="torch", device=device, dtype="float32")
     s.look_ahead = look_ahead
-    s.add_breakpoint("grad_norm > 1e6", log=False)
-    s.add_breakpoint("loss > 100 * prev_loss", log=False)
+    for condition in BREAKPOINTS:
+        s.add_breakpoint(condition, log=False)
     if device != "cpu":
         torch.cuda.synchronize()
     start = now()

@@ -32,6 +32,11 @@ shuffle = true
 """
 
 
+# The breakpoints a benchmarked run keeps on: exploding gradients, and a loss spike (a rise
+# of 100× from a loss above 0.01: on separable data the loss falls to ~1e-6 and then
+# wanders by more than 100× between batches, which is no spike).
+BREAKPOINTS = ("grad_norm > 1e6", "loss > 100 * prev_loss and loss > 0.01")
+
 # What the loops are timed with: wall time, or (`--clock cpu`) the CPU time of the thread
 # that runs them, which other processes on a busy machine do not inflate (CPU loops only).
 CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}

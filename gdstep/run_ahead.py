@@ -33,6 +33,11 @@ from gdstep.update_norms import COPY_LARGE
 AHEAD = 32                 # iterations computed before their phases are checked, at most (the
                            # first iteration of a run and after a stop: none; then 1, 2, 4, …)
 AHEAD_SECONDS = 0.02       # or about this much time of them: a stop recomputes no more
+AHEAD_DEVICE_SECONDS = 0.1  # on a device (its kernels launched, not yet run, when the clock is read):
+                            # each look ahead's capture and read cost host time, spread over more
+DEVICE_CAPTURE_LARGE = 1 << 27    # bytes of parameters from which a look ahead on a device does not
+                                  # run: its capture (parameters and optimizer state) would take
+                                  # hundreds of megabytes of the device's memory
 AHEAD_NAMES = frozenset({"loss", "prev_loss", "grad_norm", "lr", "epoch", "iteration", "step", "phase"})
 
 
@@ -40,13 +45,17 @@ class RunAhead:
     def _can_run_ahead(self, conditions, on_phase) -> bool:
         """Whether this run may compute iterations before checking them (`look_ahead`, on by
         default): a backend whose recomputation is exact (the engine, a scenario's torch
-        model under 1 MiB of parameters), no flags left on a device, no caller called after
-        each phase, and conditions that read nothing but the history and the cursor (not a
-        parameter, `update_ratio`, `nan`, another lane)."""
+        model under 1 MiB of parameters on the CPU, under `DEVICE_CAPTURE_LARGE` on a
+        device, whose look aheads read back once: gdstep.backends.torch_ahead), no caller
+        called after each phase, and conditions that read nothing but the history and the
+        cursor (not a parameter, `update_ratio`, `nan`, another lane)."""
         self._ahead_reads = frozenset().union(*(cond.names for cond in conditions if cond is not None))
-        if (not self.look_ahead or on_phase is not None or self.attached or self._defer or not self._lean_update
-                or not getattr(self.backend, "runs_ahead", False) or self.replay_inexact is not None
-                or self._measure_nbytes >= COPY_LARGE       # a capture copies megabytes; its steps gain nothing
+        device = self._defer and hasattr(self.backend, "iteration_on_device")
+        if (not self.look_ahead or on_phase is not None or self.attached or (self._defer and not device)
+                or not self._lean_update or not getattr(self.backend, "runs_ahead", False)
+                or self.replay_inexact is not None
+                # a capture copies megabytes: on the CPU its steps gain nothing; on a device it takes memory
+                or self._measure_nbytes >= (DEVICE_CAPTURE_LARGE if device else COPY_LARGE)
                 or not (self._fused_lean or hasattr(self.backend, "forward_lean"))):
             return False
         for cond in conditions:
@@ -67,7 +76,7 @@ class RunAhead:
         again phase by phase up to the returned step, the one that stops (or was not
         finite), where it may look ahead again."""
         start = (self._step, self._epoch, self._iteration, self._offset, self._batch_size)
-        kept = (self.backend.capture(), dict(self._records), self._lean_records)
+        kept = (self.backend.capture(), dict(self._records), self._lean_records, list(self._flags))
         try:
             rows, bad, last = self._compute_ahead(done, epoch_limit, size)
             end = (self._step, self._epoch, self._iteration, self._offset)
@@ -89,9 +98,11 @@ class RunAhead:
         """The session where a look ahead began: the backend's state then (a capture: on the
         engine, references to its immutable arrays), the cursor, the history, the records.
         The checkpoints taken meanwhile stay: they hold the iterations the run loop then
-        computes again, the same to the bit."""
-        capture, records, lean = kept
+        computes again, the same to the bit. A device's pending finiteness flags, from
+        the iteration before, are pending again."""
+        capture, records, lean, flags = kept
         self.backend.restore(capture)
+        self._flags = flags                   # a device's flags from before: read by the run loop
         self._step, self._epoch, self._iteration, self._offset, self._batch_size = start
         self._phase, self._batch = 0, None
         self._history.truncate(self._step)
@@ -101,8 +112,8 @@ class RunAhead:
 
     def _compute_ahead(self, done, epoch_limit: bool, size: int) -> tuple[list, str | None, tuple | None]:
         """Whole iterations, as the run loop's lean phases compute them, until `size` of
-        them or `AHEAD_SECONDS`, the run's end, a settings change, or one with a non-finite
-        value. Returns (a row per iteration: its cursor, batch size, loss, ‖∂L/∂W‖², the
+        them or `AHEAD_SECONDS` (on a device `AHEAD_DEVICE_SECONDS`), the run's end, a
+        settings change, or one with a non-finite value. Returns (a row per iteration: its cursor, batch size, loss, ‖∂L/∂W‖², the
         update's norms; None, or "next" where the next iteration had a non-finite value, or
         "updates" where one of the rows' updates did; the last row's records' values).
 
@@ -111,10 +122,12 @@ class RunAhead:
         state (Adam's v, RMSprop's and Adagrad's sums) once non-finite stays so in every
         update after (x − y, β·v + …, max(v, …) of a NaN or an infinity are not finite)."""
         backend, checked, fused = self.backend, self._checked_layers, self._fused_lean
-        deferred = getattr(backend, "update_test_reads", False)
+        device = self._defer             # on a device: each iteration's values stay there (`_read_rows`)
+        deferred = device or getattr(backend, "update_test_reads", False)
         rows: list = []
+        self._device_rows = [] if device else None
         last = None
-        started = time.perf_counter()
+        started, seconds = time.perf_counter(), AHEAD_DEVICE_SECONDS if device else AHEAD_SECONDS
         while True:
             if self._settings and self._settings.at(self._step):
                 if rows:                          # a change: from a look ahead of its own
@@ -123,14 +136,19 @@ class RunAhead:
             at = (self._step, self._epoch, self._iteration, self._offset)
             indices = self.next_batch_indices()
             x, y = backend.batch(indices)
-            if fused:
+            if device:
+                outputs, grads, row = backend.iteration_on_device(x, y, checked)
+                self._device_rows.append(row)
+                per_sample = value = sq = None
+            elif fused:
                 outputs, per_sample, value, grads, sq, finite = backend.forward_backward_lean(x, y, checked)
             else:
                 outputs, finite = backend.forward_lean(x, checked)
                 per_sample, value = backend.loss(outputs, y, False)
                 grads = backend.backward_lean(x, outputs, y) if finite and math.isfinite(value) else {}
                 sq = backend.grad_sq_norms(grads)
-            if not (finite and math.isfinite(value) and math.isfinite(sum(sq.values() if isinstance(sq, dict) else sq))):
+            if not device and not (finite and math.isfinite(value)
+                                   and math.isfinite(sum(sq.values() if isinstance(sq, dict) else sq))):
                 return self._tested(rows, "next", last, deferred)
             finite, update_sq = self._lean_step(grads, not deferred)
             if not finite:                       # tested by itself
@@ -140,15 +158,34 @@ class RunAhead:
             self._lean_checkpoint()
             rows.append((at, len(indices), value, sq, update_sq))
             last = (indices, x, y, outputs, per_sample, grads)
-            if (len(rows) >= size or time.perf_counter() - started > AHEAD_SECONDS
+            if (len(rows) >= size or time.perf_counter() - started > seconds
                     or (done is not None and done()) or (epoch_limit and self._epoch > self.epochs)):
                 return self._tested(rows, None, last, deferred)
 
     def _tested(self, rows: list, bad: str | None, last: tuple | None, deferred: bool) -> tuple:
         """`_compute_ahead`'s result, its updates tested where they were not one by one."""
+        if self._device_rows is not None:
+            return self._read_rows(rows, last)
         if deferred and rows and not self.backend.updated_finite(last[-1]):
             return rows, "updates", last
         return rows, bad, last
+
+    def _read_rows(self, rows: list, last: tuple | None) -> tuple:
+        """On a device: the values each iteration left there, read back in one transfer with
+        the last update's finiteness flag and any pending from before the look ahead, into
+        the rows. Where one is not finite, "updates": the run loop runs them all again
+        phase by phase (the backend's state is past the iteration that had it)."""
+        pending, self._device_rows = self._device_rows, None
+        if not rows:
+            return rows, None, last
+        grads = last[-1]
+        values, finite = self.backend.read_ahead(pending, grads, [flag for _, flag in self._flags])
+        self._flags = []
+        for j, ((at, size, _, _, update_sq), row) in enumerate(zip(rows, values)):
+            finite = finite and all(map(math.isfinite, row))       # the loss, the outputs' and gradients' norms
+            norms = row[len(row) - len(grads):]
+            rows[j] = (at, size, row[0], {name: v * v for name, v in zip(grads, norms)}, update_sq)
+        return rows, None if finite else "updates", last
 
     def _check_ahead(self, rows: list, would_stop: Callable[[str], bool], checks: list[bool]) -> int | None:
         """The computed iterations' phases in order, as the run loop takes them: the

@@ -205,11 +205,13 @@ def test_rewinding_after_a_run_is_exact():
     same_records(run, stepped)
 
 
-def test_on_a_device_a_run_reads_back_the_loss_and_the_gradient_norms_only():
+def test_on_a_device_a_run_checking_each_phase_reads_back_the_loss_and_the_gradient_norms_only():
     """The finiteness flags of forward and update travel with the loss: two reads an
     iteration (the gradient norms are the plots' history and the backward's test), and one
-    at the end of the run for the flag of the last update."""
+    at the end of the run for the flag of the last update. (A run that looks ahead reads
+    once a look ahead: tests/test_core_run_ahead_device.py.)"""
     s = make("adam", {"lr": 0.01}, "float32", "torch-deferred")
+    s.look_ahead = False
     s.add_breakpoint("loss > 100 * prev_loss")
     s.add_breakpoint("grad_norm > 1e6")
     b = s.backend

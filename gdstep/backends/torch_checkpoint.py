@@ -19,6 +19,14 @@ import numpy as np
 from gdstep.backends.torch_optim import apply, group_hyperparameters, is_opaque, torch_classes, write_group
 
 
+def clones(torch, tensors: list) -> list:
+    """Copies of the tensors: one fused call where this torch has it (2.13 has, 2.11 not)."""
+    fused = getattr(torch, "_foreach_clone", None)
+    if fused is not None and len(tensors) > 1:
+        return fused(tensors)
+    return [t.clone() for t in tensors]
+
+
 class Initial(dict):
     """An optimizer state torch has not created yet (before the first step), shown as the
     numpy engine's `init` shows it: zeros, step 0, no momentum buffer."""
@@ -57,7 +65,7 @@ class CheckpointMixin:
                 misses.append(i)
         if misses:
             sources = [items[i][1].detach() for i in misses]
-            made = self._torch._foreach_clone(sources) if len(sources) > 1 else [sources[0].clone()]
+            made = clones(self._torch, sources)
             for i, c in zip(misses, made):
                 key, t = items[i]
                 cache[key] = (t, t._version, c, False)
@@ -114,7 +122,7 @@ class CheckpointMixin:
         making the views costs more than it saves, and torch's allocator page-faults on a
         large block allocated every step and kept for rewinding.)"""
         with self._torch.no_grad():
-            return self._torch._foreach_clone(tensors) if len(tensors) > 1 else [tensors[0].clone()]
+            return clones(self._torch, tensors)
 
     def _number(self, name: str, key: str, t) -> float | int:
         """A 0-d CPU tensor as a number (an integer `step` as an int); its dtype is kept

@@ -21,6 +21,7 @@ import numpy as np
 
 from gdstep.backends.torch_layers import first_tensor, has_inplace, layer_infos, module_layers
 from gdstep.backends.torch_optim import apply, build, config_of, same_kind, torch_classes
+from gdstep.backends.torch_ahead import DeviceAhead
 from gdstep.backends.torch_checkpoint import Initial, CheckpointMixin
 from gdstep.backends.torch_lean import LeanPhases
 from gdstep.backends.torch_side import SideComputations
@@ -29,12 +30,12 @@ from gdstep.errors import GdstepError
 from gdstep.records import ParamUpdate
 
 
-class ModuleBackend(CheckpointMixin, LeanPhases, SideComputations):
+class ModuleBackend(CheckpointMixin, LeanPhases, DeviceAhead, SideComputations):
     name = "torch"
     # a run's lean forward (forward_lean): the rows whose outputs are tested, the norms of the
-    # large ones taken as they were made, and the small ones held to the end; None: every
-    # output is kept
-    _lean_rows: tuple[frozenset, list, list] | None = None
+    # large ones taken as they were made, the small ones held to the end, and the elements
+    # from which one is large; None: every output is kept
+    _lean_rows: tuple[frozenset, list, list, float] | None = None
 
     def __init__(self, model, loss, optimizer, x, y, *, trainable: Sequence[str] | None = None,
                  layers=None, track_rng: bool = False, config=None):
@@ -133,10 +134,10 @@ class ModuleBackend(CheckpointMixin, LeanPhases, SideComputations):
         operation's fixed cost is what counts). Returns (the outputs, None for each not
         kept; whether all the checked ones are finite: a bool, or with `defer` a flag on the
         device)."""
-        self._lean_rows = (frozenset(checked), [], [])
+        self._lean_rows = (frozenset(checked), [], [], self.LARGE)
         try:
             outputs = self.forward(x)
-            _, norms, small = self._lean_rows
+            _, norms, small, _ = self._lean_rows
         finally:
             self._lean_rows = None
         torch = self._torch
@@ -165,7 +166,7 @@ class ModuleBackend(CheckpointMixin, LeanPhases, SideComputations):
             return
         torch = self._torch
         half = out.dtype in (torch.float16, torch.bfloat16)
-        if out.numel() < self.LARGE and not half and not self._copy_outputs:    # (an in-place module would change it)
+        if out.numel() < lean[3] and not half and not self._copy_outputs:    # (an in-place module would change it)
             lean[2].append(out.detach())
             return
         try:

@@ -1,0 +1,69 @@
+"""A run's look ahead on a device (gdstep.run_ahead): iterations computed with nothing read
+back until the look ahead ends.
+
+On a GPU a run that reads a value back waits for the device to finish all it was given,
+and a host thread launching kernels one by one is often the slower of the two: a read each
+phase costs the overlap, and each small tensor operation costs as much host time as a
+layer's. So an iteration of a look ahead leaves one row on the device — its loss, the norms
+of the forward's tested outputs (finite exactly when every element is, unless a norm
+overflows: then the phases run again one by one and decide) and the norm of each gradient,
+as `grad_sq_norms` takes them — and the rows come back in one transfer, with the
+finiteness flag of what the last update changed. That flag stands for every update of the
+look ahead: a parameter or a guarded state (Adam's v, RMSprop's and Adagrad's sums) once
+non-finite stays so in every later update. Mixed into ModuleBackend."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+
+class DeviceAhead:
+    def iteration_on_device(self, x, y, checked) -> tuple[list, dict[str, Any], list]:
+        """The forward, loss and backward of a run's iteration, nothing read: (the outputs,
+        the gradients by name, the row: tensors on the device — the loss, the norms of the
+        `checked` rows' outputs, the norm of each gradient, in the gradients' order). The
+        norms come from one fused call (each tensor's norm is its own, whatever else the
+        call takes: the same bits as `grad_sq_norms`')."""
+        torch = self._torch
+        self._lean_rows = (frozenset(checked), [], [], math.inf)    # every tested output held to the end
+        try:
+            outputs = self.forward(x)
+            _, norms, held, _ = self._lean_rows
+        finally:
+            self._lean_rows = None
+        out = self._graph[1] if self._graph is not None else outputs[-1]
+        _, loss = self.loss_fn(out, y, False)
+        self._loss_tensor = loss
+        grads = self.backward_lean(x, outputs, y)
+        with torch.no_grad():
+            if any(n is None for n in norms):             # a norm could not be taken: the phases decide
+                norms = [torch.full((), math.nan, device=loss.device)]
+            return outputs, grads, [loss.detach()] + norms + self._norms(held + list(grads.values()))
+
+    def _norms(self, tensors: list) -> list:
+        """Each tensor's norm, on the device: one fused call."""
+        torch = self._torch
+        if not tensors:
+            return []
+        try:
+            return list(torch._foreach_norm(tensors))
+        except (RuntimeError, TypeError):
+            return [torch.linalg.vector_norm(t) for t in tensors]
+
+    def read_ahead(self, rows: list, grads: Mapping[str, Any], flags: list) -> tuple[list[list[float]], bool]:
+        """The look ahead's rows back in one transfer, with the finiteness flag of what the
+        last update (with `grads`) changed and any flags still pending from before it:
+        (each row's values, whether that flag and the pending ones are finite)."""
+        torch = self._torch
+        self.update_bound.forget()          # no bounds carried: the next test reads them all
+        tests = [self.finite_flag(self._updated_tensors(grads))] + list(flags)
+        parts = [t for row in rows for t in row] + tests
+        if any(t.dtype != parts[0].dtype for t in parts):
+            parts = [t.double() for t in parts]
+        values = torch.stack(parts).tolist()
+        out, at = [], 0
+        for row in rows:
+            out.append(values[at:at + len(row)])
+            at += len(row)
+        return out, all(math.isfinite(v) for v in values[at:])
