@@ -33,8 +33,6 @@ from gdstep.update_norms import COPY_LARGE
 AHEAD = 32                 # iterations computed before their phases are checked, at most (the
                            # first iteration of a run and after a stop: none; then 1, 2, 4, …)
 AHEAD_SECONDS = 0.02       # or about this much time of them: a stop recomputes no more
-AHEAD_DEVICE_SECONDS = 0.1  # on a device (its kernels launched, not yet run, when the clock is read):
-                            # each look ahead's capture and read cost host time, spread over more
 DEVICE_CAPTURE_LARGE = 1 << 27    # bytes of parameters from which a look ahead on a device does not
                                   # run: its capture (parameters and optimizer state) would take
                                   # hundreds of megabytes of the device's memory
@@ -112,8 +110,8 @@ class RunAhead:
 
     def _compute_ahead(self, done, epoch_limit: bool, size: int) -> tuple[list, str | None, tuple | None]:
         """Whole iterations, as the run loop's lean phases compute them, until `size` of
-        them or `AHEAD_SECONDS` (on a device `AHEAD_DEVICE_SECONDS`), the run's end, a
-        settings change, or one with a non-finite value. Returns (a row per iteration: its cursor, batch size, loss, ‖∂L/∂W‖², the
+        them or `AHEAD_SECONDS` (on a device, of launching them), the run's end, a settings
+        change, or one with a non-finite value. Returns (a row per iteration: its cursor, batch size, loss, ‖∂L/∂W‖², the
         update's norms; None, or "next" where the next iteration had a non-finite value, or
         "updates" where one of the rows' updates did; the last row's records' values).
 
@@ -127,7 +125,7 @@ class RunAhead:
         rows: list = []
         self._device_rows = [] if device else None
         last = None
-        started, seconds = time.perf_counter(), AHEAD_DEVICE_SECONDS if device else AHEAD_SECONDS
+        started = time.perf_counter()
         while True:
             if self._settings and self._settings.at(self._step):
                 if rows:                          # a change: from a look ahead of its own
@@ -158,7 +156,7 @@ class RunAhead:
             self._lean_checkpoint()
             rows.append((at, len(indices), value, sq, update_sq))
             last = (indices, x, y, outputs, per_sample, grads)
-            if (len(rows) >= size or time.perf_counter() - started > seconds
+            if (len(rows) >= size or time.perf_counter() - started > AHEAD_SECONDS
                     or (done is not None and done()) or (epoch_limit and self._epoch > self.epochs)):
                 return self._tested(rows, None, last, deferred)
 

@@ -29,7 +29,7 @@ DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skip
 def device(request, monkeypatch):
     # a look ahead as long as its count says, not cut short by the clock (a GPU's first
     # kernels load as they are first called, and a loaded machine is slow)
-    monkeypatch.setattr(run_ahead, "AHEAD_DEVICE_SECONDS", 60.0)
+    monkeypatch.setattr(run_ahead, "AHEAD_SECONDS", 60.0)
     return request.param
 
 
