@@ -58,6 +58,9 @@ def make(kind="adam", args=None, dtype="float64", frozen=""):
 
 
 def bits(a) -> bytes:
+    """The bytes of an array, or of a tensor wherever it is (a record's tensors stay on its device)."""
+    if hasattr(a, "detach"):
+        a = a.detach().cpu().numpy()
     return np.ascontiguousarray(a).tobytes()
 
 

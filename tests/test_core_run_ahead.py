@@ -82,6 +82,12 @@ def test_a_torch_run_that_looks_ahead_equals_stepping_bit_for_bit(dtype, ahead):
     assert sum(rows) == 16
     for _ in range(17 * 4):
         stepped.next_phase()
+    same_as_stepped(run, stepped)
+
+
+def same_as_stepped(run, stepped) -> None:
+    """A run and a session stepped phase by phase to the same point: the same history,
+    parameters and last output, bit for bit."""
     ha, hb = run.history, stepped.history
     assert bits(np.array(ha.losses)) == bits(np.array(hb.losses))
     assert bits(np.array(ha.grad_norms.values)) == bits(np.array(hb.grad_norms.values))
@@ -259,6 +265,21 @@ def test_the_state_a_torch_optimizers_first_step_makes_is_tested_too(ahead_on):
     assert run.step_count == 0 and "exp_avg_sq" in run.events[-1].message
 
 
+def interrupt_at(obj, name: str, n: int) -> tuple[list, object]:
+    """`obj.name` raises KeyboardInterrupt (Ctrl-C) at its `n`-th call: (the calls so far,
+    the method as it was, to put back)."""
+    calls: list = []
+    method = getattr(obj, name)
+
+    def interrupted(*a, **k):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return method(*a, **k)
+    setattr(obj, name, interrupted)
+    return calls, method
+
+
 def test_an_error_while_looking_ahead_leaves_the_session_where_the_look_ahead_began():
     """A backend's error or an interrupt (Ctrl-C) in the middle of iterations computed
     ahead: the session is back at their start, history and checkpoints alike, and goes on
@@ -266,15 +287,7 @@ def test_an_error_while_looking_ahead_leaves_the_session_where_the_look_ahead_be
     s, ref = make("adam"), make("adam")
     s.run(max_steps=3)
     ref.run(max_steps=3)
-    calls = []
-    update = s.backend.update_lean
-
-    def interrupted(*a, **k):
-        calls.append(1)
-        if len(calls) == 5:
-            raise KeyboardInterrupt
-        return update(*a, **k)
-    s.backend.update_lean = interrupted
+    calls, update = interrupt_at(s.backend, "update_lean", 5)
     began = []
     look_ahead = s._run_ahead
     s._run_ahead = lambda *a: (began.append(s.step_count), look_ahead(*a))[1]

@@ -15,9 +15,9 @@ import gdstep
 from gdstep import run_ahead
 from gdstep.scenario import parse_scenario
 from optim_cases import ALL_ON
-from test_core_fused_run import TORCH_SCENARIO, _toml
+from test_core_fused_run import TORCH_SCENARIO, _toml, bits
 from test_core_explain_rounding import ONE_WEIGHT
-from test_core_run_ahead import OVERFLOW, counted, same_run
+from test_core_run_ahead import OVERFLOW, counted, interrupt_at, same_as_stepped, same_run
 
 torch = pytest.importorskip("torch")
 
@@ -48,13 +48,6 @@ def scenario(kind="adam", dtype="float32", args=None) -> str:
     return TORCH_SCENARIO.format(dtype=dtype, kind=kind, args=lines, frozen="")
 
 
-def bits(a) -> bytes:
-    """The bytes of an array or a tensor, wherever it is (a record's tensors stay on the device)."""
-    if isinstance(a, torch.Tensor):
-        a = a.detach().cpu().numpy()
-    return np.ascontiguousarray(a).tobytes()
-
-
 def spy(backend, names) -> list[str]:
     """Which of the backend's methods that read values back were called, in order."""
     calls: list[str] = []
@@ -80,15 +73,10 @@ def test_a_device_run_reads_back_once_a_look_ahead_and_equals_stepping(device, k
     assert reads == ["loss_lean", "grad_sq_norms"] + ["read_ahead"] * len(rows)
     for _ in range(40 * 4):
         stepped.next_phase()
-    ha, hb = run.history, stepped.history
-    assert bits(np.array(ha.losses)) == bits(np.array(hb.losses))
-    assert bits(np.array(ha.grad_norms.values)) == bits(np.array(hb.grad_norms.values))
-    for name, p in stepped.params.items():
-        assert bits(run.params[name]) == bits(p), name
+    same_as_stepped(run, stepped)
     for name, state in stepped.optimizer_state.items():
         for key, value in state.items():
             assert bits(np.asarray(run.optimizer_state[name][key])) == bits(np.asarray(value)), (name, key)
-    assert bits(run.record("forward").outputs[-1]) == bits(stepped.record("forward").outputs[-1])
     assert bits(run.record("update").params["0.weight"].new) == bits(stepped.record("update").params["0.weight"].new)
 
 
@@ -192,15 +180,7 @@ def test_an_error_in_a_device_look_ahead_leaves_the_session_and_its_pending_flag
     s, ref = on(device, scenario()), on(device, scenario(), look_ahead=False)
     s.run(max_steps=3)
     ref.run(max_steps=3)
-    calls = []
-    iteration = s.backend.iteration_on_device
-
-    def interrupted(*a, **k):
-        calls.append(1)
-        if len(calls) == 6:
-            raise KeyboardInterrupt
-        return iteration(*a, **k)
-    s.backend.iteration_on_device = interrupted
+    _, iteration = interrupt_at(s.backend, "iteration_on_device", 6)
     with pytest.raises(KeyboardInterrupt):
         s.run(max_steps=40)
     assert s.phase_due == "forward" and len(s.history.losses) == s.step_count > 3
