@@ -141,10 +141,12 @@ class Rewind:
             return
         self._lean_records = False
         live = self.backend.capture() if self.attached and self._phase == 0 else None
-        with np.errstate(all="ignore"):
-            self._recompute_to(self.position)
-        if live is not None:
-            self.backend.restore(live)
+        try:
+            with np.errstate(all="ignore"):
+                self._recompute_to(self.position)
+        finally:                # the loop's own tensors as it left them, even after an interrupt
+            if live is not None:
+                self.backend.restore(live)
 
     # -- rewind ----------------------------------------------------------------------------------
 
@@ -200,14 +202,26 @@ class Rewind:
         # not beyond the cursor: the history between would be skipped (a seek forward
         # across a checkpoint kept from before a rewind)
         checkpoint = self._timeline.at_or_before(max(min(t_step - 1, self._step), 0))
+        try:
+            self._at_checkpoint(checkpoint)
+            self._timeline.start_near()
+            dense_from = t_step - self._timeline.recent
+            while self.position < target:
+                self._phase_fns[self._phase](False)
+                if self._phase == 0 and self._step >= dense_from:
+                    self._timeline.save(self._checkpoint(), near=True)
+        except BaseException:
+            # an interrupt (Ctrl-C) or an error midway, in the restore or a phase: the session
+            # whole at that checkpoint, its records recomputed when read
+            self._at_checkpoint(checkpoint)
+            self._lean_records = True
+            raise
+
+    def _at_checkpoint(self, checkpoint) -> None:
+        """The session where a checkpoint was taken: the backend's state, the cursor, the
+        history up to it; no records yet."""
         self.backend.restore(checkpoint.backend)
         self._step, self._epoch, self._iteration = checkpoint.step, checkpoint.epoch, checkpoint.iteration
         self._offset, self._batch_size, self._phase = checkpoint.offset, checkpoint.batch_size, 0
         self._batch, self._records = None, {}
         self._history.truncate(checkpoint.step)
-        self._timeline.start_near()
-        dense_from = t_step - self._timeline.recent
-        while self.position < target:
-            self._phase_fns[self._phase](False)
-            if self._phase == 0 and self._step >= dense_from:
-                self._timeline.save(self._checkpoint(), near=True)

@@ -4,6 +4,7 @@ the same point builds, on both backends, in both precisions, for every optimizer
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -242,6 +243,49 @@ def test_attach_mode_checkpoints_within_its_kept_batches_whatever_the_budget():
     for name, p in live.items():
         assert torch.equal(upd.params[name].new, p)
         assert torch.equal(dict(model.named_parameters())[name].detach(), p)     # the loop's state is untouched
+    dbg.close()
+
+
+def test_an_interrupt_while_a_record_is_recomputed_leaves_the_loops_model_as_the_loop_left_it():
+    """Attach mode: reading a record recomputes it from a checkpoint on the loop's own model,
+    and puts the loop's tensors back after. A Ctrl-C in the middle left the model with the
+    recomputation's values; the loop's tensors are now put back whatever happens."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1))
+    bare = copy.deepcopy(model)
+    opt, bare_opt = torch.optim.Adam(model.parameters(), lr=0.01), torch.optim.Adam(bare.parameters(), lr=0.01)
+    dbg = gdstep.attach(model, opt, nn.MSELoss(), breakpoints=[], keep=8)
+    x, y = torch.randn(21, 16, 3), torch.randn(21, 16, 1)
+    for i in range(21):
+        bare_opt.zero_grad()
+        nn.MSELoss()(bare(x[i]), y[i]).backward()
+        bare_opt.step()
+    for i in range(20):
+        dbg.step(x[i], y[i])
+    s = dbg.session
+    live = {n: p.detach().clone() for n, p in model.named_parameters()}
+    phases, calls = s._phase_fns, []
+
+    def counted(fn):
+        def phase(*a):
+            calls.append(1)
+            if len(calls) == 3:
+                raise KeyboardInterrupt
+            return fn(*a)
+        return phase
+    s._phase_fns = tuple(counted(fn) for fn in phases)
+    with pytest.raises(KeyboardInterrupt):
+        s.record("update")
+    s._phase_fns = phases
+    assert len(calls) == 3
+    for name, p in model.named_parameters():
+        assert torch.equal(p.detach(), live[name]), name
+    dbg.step(x[20], y[20])                       # the loop goes on as the bare one, records there
+    assert dbg.session.record("update").step == 20
+    for (name, p), q in zip(model.named_parameters(), bare.parameters()):
+        assert torch.equal(p.detach(), q.detach()), name
     dbg.close()
 
 
