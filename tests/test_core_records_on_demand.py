@@ -15,6 +15,7 @@ from gdstep import arrays
 from gdstep.records import PHASES
 from gdstep.scenario import parse_scenario
 from optim_cases import ALL_ON
+from test_core_run_ahead import interrupt_phase
 
 torch = pytest.importorskip("torch")
 
@@ -266,16 +267,7 @@ def test_an_interrupt_while_a_record_is_recomputed_leaves_the_loops_model_as_the
         dbg.step(x[i], y[i])
     s = dbg.session
     live = {n: p.detach().clone() for n, p in model.named_parameters()}
-    phases, calls = s._phase_fns, []
-
-    def counted(fn):
-        def phase(*a):
-            calls.append(1)
-            if len(calls) == 3:
-                raise KeyboardInterrupt
-            return fn(*a)
-        return phase
-    s._phase_fns = tuple(counted(fn) for fn in phases)
+    calls, phases = interrupt_phase(s, 3)
     with pytest.raises(KeyboardInterrupt):
         s.record("update")
     s._phase_fns = phases

@@ -280,6 +280,23 @@ def interrupt_at(obj, name: str, n: int) -> tuple[list, object]:
     return calls, method
 
 
+def interrupt_phase(session, n: int) -> tuple[list, tuple]:
+    """The session's `n`-th phase from now, whichever it is, raises KeyboardInterrupt: (the
+    phases run so far, the phase functions as they were, to put back)."""
+    calls: list = []
+    phases = session._phase_fns
+
+    def counted(fn):
+        def phase(*a):
+            calls.append(1)
+            if len(calls) == n:
+                raise KeyboardInterrupt
+            return fn(*a)
+        return phase
+    session._phase_fns = tuple(counted(fn) for fn in phases)
+    return calls, phases
+
+
 def test_an_error_while_looking_ahead_leaves_the_session_where_the_look_ahead_began():
     """A backend's error or an interrupt (Ctrl-C) in the middle of iterations computed
     ahead: the session is back at their start, history and checkpoints alike, and goes on
@@ -425,16 +442,7 @@ def test_an_interrupt_in_a_recomputation_leaves_the_session_whole_at_its_checkpo
         name = "_write" if backend == "torch" else "restore"
         calls, method = interrupt_at(s.backend, name, 3 if backend == "torch" else 1)
     else:
-        phases, calls = s._phase_fns, []
-
-        def counted(fn):                         # the sixth phase recomputed: step 17's loss
-            def phase(*a):
-                calls.append(1)
-                if len(calls) == 6:
-                    raise KeyboardInterrupt
-                return fn(*a)
-            return phase
-        s._phase_fns = tuple(counted(fn) for fn in phases)
+        calls, phases = interrupt_phase(s, 6)    # the sixth phase recomputed: step 17's loss
     with pytest.raises(KeyboardInterrupt):
         s.back(iterations=7)                     # to step 23: recomputed from the checkpoint at 16
     if where == "restore":
