@@ -111,9 +111,10 @@ class RunAhead:
     def _compute_ahead(self, done, epoch_limit: bool, size: int) -> tuple[list, str | None, tuple | None]:
         """Whole iterations, as the run loop's lean phases compute them, until `size` of
         them or `AHEAD_SECONDS` (on a device, of launching them), the run's end, a settings
-        change, or one with a non-finite value. Returns (a row per iteration: its cursor, batch size, loss, ‖∂L/∂W‖², the
-        update's norms; None, or "next" where the next iteration had a non-finite value, or
-        "updates" where one of the rows' updates did; the last row's records' values).
+        change, or one with a non-finite value. Returns (a row per iteration: its cursor,
+        batch size, loss, ‖∂L/∂W‖², the update's norms; None, or "next" where the next
+        iteration had a non-finite value, or "updates" where one of the rows' updates did
+        (on a device: where any value was not finite); the last row's records' values).
 
         Where the update's test reads what it changed (`update_test_reads`: no bounds),
         one test after the last update stands for all of them: a parameter or a guarded
