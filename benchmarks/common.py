@@ -110,8 +110,10 @@ def plain_numpy(x, y, params, steps: int, batch_size: int = 64, lr: float = 1e-3
 
 
 def plain_torch(x, y, params, steps: int, batch_size: int = 64, lr: float = 1e-3, dtype: str = "float32",
-                device: str = "cpu", sizes=(64, 128, 128, 10)):
-    """A plain torch loop: nn.Sequential, CrossEntropyLoss, torch.optim.Adam."""
+                device: str = "cpu", sizes=(64, 128, 128, 10), precomputed: bool = False):
+    """A plain torch loop: nn.Sequential, CrossEntropyLoss, torch.optim.Adam. On the CPU it
+    draws its batches in the timed loop, as `plain_numpy` does (`precomputed`: every batch's
+    indices made into a tensor before the clock starts, as this loop did before)."""
     import torch
 
     dt = getattr(torch, dtype)
@@ -131,9 +133,13 @@ def plain_torch(x, y, params, steps: int, batch_size: int = 64, lr: float = 1e-3
     yt = torch.as_tensor(y, dtype=torch.long, device=device)
     n = len(x)
     it = batches(n, batch_size, 0, steps * batch_size // n + 2)
-    order = [torch.as_tensor(next(it), device=device) for _ in range(steps)]
-    if device != "cpu":
+    if device != "cpu":      # on a GPU the order is there before the loop, as gdstep keeps it there
+        order = [torch.as_tensor(next(it), device=device) for _ in range(steps)]
         torch.cuda.synchronize()
+    elif precomputed:
+        order = [torch.from_numpy(next(it)) for _ in range(steps)]
+    else:                    # the batches drawn in the loop, each epoch's order made as it comes, as
+        order = (torch.from_numpy(next(it)) for _ in range(steps))      # plain_numpy and gdstep draw them
     start = now()
     for idx in order:
         xb, yb = xt[idx], yt[idx]

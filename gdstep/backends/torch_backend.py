@@ -51,6 +51,19 @@ class TorchBackend(ModuleBackend):
         if note:
             self.notes.append(note)
 
+    def autograd_grads(self, loss, inputs: list) -> list:
+        """As ModuleBackend's; but where the inputs are the parameters that require a
+        gradient, no more (a run's lean backward), by `loss.backward()` into their `.grad`,
+        as a plain loop takes them: the model is gdstep's own, so no other leaf is touched.
+        The same numbers, from the same kernels; autograd.grad's search of the graph for
+        the inputs costs ~2 % of an iteration of the MLP 64-128-128-10 on the CPU."""
+        if inputs is self._train_params and not self._input_grad and loss.requires_grad:
+            for p in inputs:
+                p.grad = None            # backward fills it, as after a plain loop's zero_grad()
+            loss.backward()
+            return [p.grad for p in inputs]
+        return super().autograd_grads(loss, inputs)
+
     def fresh(self, problem=None) -> "TorchBackend":
         """A new backend of this kind at the start of the same prepared problem (or of
         `problem`, another start for the same data)."""
