@@ -173,6 +173,49 @@ def test_until_stop_when_counts_and_the_epoch_limit_stop_alike(how, ahead):
     same_run(a, b, ra, rb)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("fits", [0, 3, run_ahead.AHEAD])
+def test_batches_drawn_before_a_look_ahead_are_those_stepping_draws(backend, fits, monkeypatch):
+    """A look ahead draws its batches before its iterations (`_batches_ahead`): as many as
+    the last one stopped by its time computed, then one by one. Too few (0: every one
+    drawn as it comes; 3) or more than it uses (a breakpoint stops it early), across the
+    epochs' shuffled orders (45 samples, batches of 8): the same bits as stepping."""
+    monkeypatch.setattr(run_ahead, "AHEAD_SECONDS", 60.0)           # no look ahead ended by its time
+    run, stepped = (make("adam") if backend == "numpy" else torch_make()), \
+        (make("adam") if backend == "numpy" else torch_make())
+    drawn = []
+    draw = run._batches_ahead
+    run._batches_ahead = lambda count: (drawn.append(count), draw(count))[1]
+    rows = counted(run)
+    run._ahead_fits = fits
+    run.add_breakpoint("step == 40", log=False)
+    assert run.run(max_steps=50).reason == "breakpoint" and len(run.history.losses) == 40
+    assert max(drawn) == min(fits + 1, run_ahead.AHEAD)
+    if fits < run_ahead.AHEAD:
+        assert max(rows) > fits + 1          # the rest drawn as they came
+    else:
+        assert drawn[-1] > rows[-1]          # the breakpoint stopped a look ahead before its last batches
+    for _ in range(run.position):
+        stepped.next_phase()
+    same_as_stepped(run, stepped)
+    assert run.history.epochs == stepped.history.epochs and run.cursor == stepped.cursor
+
+
+def test_large_batches_are_drawn_before_a_look_ahead_up_to_a_budget(monkeypatch):
+    monkeypatch.setattr(run_ahead, "AHEAD_SECONDS", 60.0)
+    run, stepped = make("adam"), make("adam")
+    x = run.backend.batch(run.next_batch_indices())[0]
+    monkeypatch.setattr(run_ahead, "BATCHES_AHEAD_BYTES", 3 * x.nbytes + 100)     # with y: two batches fit
+    made = []
+    draw = run._batches_ahead
+    run._batches_ahead = lambda count: (made.append(len(draw(count))), draw(count))[1]
+    assert run.run(max_steps=30).reason == "max_steps"
+    assert max(made) == 2
+    for _ in range(run.position):
+        stepped.next_phase()
+    same_as_stepped(run, stepped)
+
+
 def test_a_change_of_settings_ends_a_look_ahead_and_takes_effect_where_it_should(ahead):
     a, b = make("adam"), checking_each_phase(make("adam"))
     for s in (a, b):
