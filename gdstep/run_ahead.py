@@ -177,8 +177,8 @@ class RunAhead:
         iteration's numbers and the next: there it costs many times what it costs alone
         (measured: a plain torch loop on the MLP 64-128-128-10 that turns each batch's
         indices into a tensor between iterations, ~1 µs alone, takes 15 µs longer an
-        iteration than one that turned them all before; drawing the batches here, 2–3 %
-        of a run on either backend)."""
+        iteration than one that turned them all before; drawing the batches here gained
+        3.6 % on a torch run of it, and on the engine, whose iteration is one call, ~0.3 %)."""
         offset, epoch, n = self._offset, self._epoch, self.n
         size = self.batch_size if self._settings else (self._batch_size or n)
         batches: list = []
