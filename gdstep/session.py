@@ -66,8 +66,7 @@ class Session(RunLoop, RunAhead, FusedPhases, Rewind, SessionValues, Forks, Sess
             if scenario.training.stop_when else None
         self._batch_size = scenario.training.batch_size
         self._step, self._epoch, self._iteration, self._offset, self._phase = 0, 1, 1, 0, 0
-        self._perm_epoch: int | None = None
-        self._perm: np.ndarray | None = None
+        self._perms: dict[int, np.ndarray] = {}    # the last two epochs' orders (a look ahead draws into the next)
         self._batch: tuple[np.ndarray, Any, Any] | None = None
         self._records: dict[str, Any] = {}
         self._lean = False                # a run in progress builds lean records
@@ -207,10 +206,13 @@ class Session(RunLoop, RunAhead, FusedPhases, Rewind, SessionValues, Forks, Sess
             self._log("nonfinite", f"{bad} (the phase ran; rewind with back)")
 
     def _epoch_order(self, epoch: int) -> np.ndarray:
-        if self._perm_epoch != epoch:
-            self._perm = epoch_permutation(self.seed, epoch, self.n) if self.shuffle else np.arange(self.n)
-            self._perm_epoch = epoch
-        return self._perm
+        perm = self._perms.get(epoch)
+        if perm is None:
+            perm = epoch_permutation(self.seed, epoch, self.n) if self.shuffle else np.arange(self.n)
+            if len(self._perms) >= 2:
+                del self._perms[next(iter(self._perms))]
+            self._perms[epoch] = perm
+        return perm
 
     def next_batch_indices(self) -> np.ndarray:
         """The rows the next forward phase will use (or the current one's, mid-iteration)."""
