@@ -13,8 +13,8 @@ test reads the tensors, one test after the last update stands for all of them: s
 (`_check_ahead`): the history, the records, and whether the run would stop after each.
 
 Where a phase would stop the run — a breakpoint, `until`, `stop_when`, the count — or an
-iteration had a non-finite value, the session goes back to where the look ahead began (a
-capture taken there: on the engine, references to its immutable arrays) and the run loop
+iteration had a non-finite value, the session goes back to where the look ahead began
+(recomputed from the checkpoint at or before it, exactly as a rewind) and the run loop
 runs the iterations again phase by phase up to that one, so it stops where and as it would
 have, with its message, its hit count and its culprit. So that a run which stops soon
 wastes little, a run's first iteration is not looked ahead of, nor the one after a stop,
@@ -34,8 +34,8 @@ AHEAD = 32                 # iterations computed before their phases are checked
                            # first iteration of a run and after a stop: none; then 1, 2, 4, …)
 AHEAD_SECONDS = 0.02       # or about this much time of them: a stop recomputes no more
 DEVICE_CAPTURE_LARGE = 1 << 27    # bytes of parameters from which a look ahead on a device does not
-                                  # run: its capture (parameters and optimizer state) would take
-                                  # hundreds of megabytes of the device's memory
+                                  # run (it began with a capture of hundreds of megabytes; it takes
+                                  # none now, but such models' look aheads are unmeasured on a GPU)
 BATCHES_AHEAD_BYTES = 1 << 24     # of batches drawn before a look ahead's iterations, at most
 AHEAD_NAMES = frozenset({"loss", "prev_loss", "grad_norm", "lr", "epoch", "iteration", "step", "phase"})
 
@@ -53,7 +53,8 @@ class RunAhead:
         if (not self.look_ahead or on_phase is not None or self.attached or (self._defer and not device)
                 or not self._lean_update or not getattr(self.backend, "runs_ahead", False)
                 or self.replay_inexact is not None
-                # a capture copies megabytes: on the CPU its steps gain nothing; on a device it takes memory
+                # a model of 1 MiB or more on the CPU: an iteration outlasts AHEAD_SECONDS, so each look
+                # ahead is one, and slower (784-1024-1024-10: 34.1 ms an iteration against 32.5)
                 or self._measure_nbytes >= (DEVICE_CAPTURE_LARGE if device else COPY_LARGE)
                 or not (self._fused_lean or hasattr(self.backend, "forward_lean"))):
             return False
@@ -75,7 +76,7 @@ class RunAhead:
         again phase by phase up to the returned step, the one that stops (or was not
         finite), where it may look ahead again."""
         start = (self._step, self._epoch, self._iteration, self._offset, self._batch_size)
-        kept = (self.backend.capture(), dict(self._records), self._lean_records, list(self._flags))
+        kept = (dict(self._records), self._lean_records, list(self._flags))
         try:
             rows, bad, last = self._compute_ahead(done, epoch_limit, size)
             end = (self._step, self._epoch, self._iteration, self._offset)
@@ -94,17 +95,23 @@ class RunAhead:
             raise
 
     def _back_to_start(self, start: tuple, kept: tuple) -> None:
-        """The session where a look ahead began: the backend's state then (a capture: on the
-        engine, references to its immutable arrays), the cursor, the history, the records.
-        The checkpoints taken meanwhile stay: they hold the iterations the run loop then
-        computes again, the same to the bit. A device's pending finiteness flags, from
-        the iteration before, are pending again."""
-        capture, records, lean, flags = kept
-        self.backend.restore(capture)
-        self._flags = flags                   # a device's flags from before: read by the run loop
+        """The session where a look ahead began: the backend's state then, recomputed from
+        the timeline's checkpoint at or before it by the run's own lean phases (exact to
+        the bit, as a rewind; no capture is taken at a look ahead's start: it would copy the
+        parameters and the optimizer's state each time for a stop that comes once a run);
+        the cursor, the history, the records as they were. The checkpoints taken meanwhile
+        stay: they hold the iterations the run loop then computes again, the same to the
+        bit. A device's pending finiteness flags, from the iteration before, are pending
+        again (the recomputed iterations' own were read before the look ahead)."""
+        records, lean, flags = kept
+        step = start[0]
+        self._at_checkpoint(self._timeline.at_or_before(step))
+        while self._step < step:
+            self._phase_fns[self._phase](False)
+        self._flags = flags
         self._step, self._epoch, self._iteration, self._offset, self._batch_size = start
         self._phase, self._batch = 0, None
-        self._history.truncate(self._step)
+        self._history.truncate(step)
         self._records.clear()
         self._records.update(records)
         self._lean_records = lean

@@ -151,6 +151,29 @@ def test_a_breakpoint_stops_where_a_run_checking_each_phase_stops(condition, pha
     same_run(a, b, ra, rb)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_a_stop_far_past_the_last_checkpoint_goes_back_by_recomputing_from_it(backend, ahead):
+    """A look ahead copies nothing at its start: where one of its iterations would stop the
+    run, the session goes back to where it began by recomputing from the timeline's
+    checkpoint at or before it (here the only one, step 0: the grid coarsens past the run),
+    and then stops where a run checking each phase stops, with the same bits."""
+    open_ = make if backend == "numpy" else torch_make
+    a, b = open_("adam"), checking_each_phase(open_("adam"))
+    rows = counted(a)
+    captures = []
+    capture = a.backend.capture
+    a.backend.capture = lambda: (captures.append(a.step_count), capture())[1]
+    for s in (a, b):
+        s.checkpoint_seconds = 1e9               # the grid coarsens to its widest: no checkpoint but step 0
+        s.add_breakpoint("step == 37")
+    ra, rb = a.run(max_steps=60), b.run(max_steps=60)
+    assert ra.reason == "breakpoint" and a.step_count == 37 and sum(rows) > 37 - 1
+    assert a._timeline.steps == [0] and captures == []
+    same_run(a, b, ra, rb)
+    ra, rb = a.run(max_steps=9), b.run(max_steps=9)          # on from the stop, as the other goes on
+    same_run(a, b, ra, rb)
+
+
 @pytest.mark.parametrize("how", ["until", "stop_when", "step", "epoch", "epochs"])
 def test_until_stop_when_counts_and_the_epoch_limit_stop_alike(how, ahead):
     losses, _ = reference_losses()
