@@ -49,6 +49,8 @@ class RunAhead:
         called after each phase, and conditions that read nothing but the history and the
         cursor (not a parameter, `update_ratio`, `nan`, another lane)."""
         self._ahead_reads = frozenset().union(*(cond.names for cond in conditions if cond is not None))
+        self._ahead_by_name = any(label.startswith("grad_norm(") for cond in conditions if cond is not None
+                                  for label, _ in cond.reads)       # a parameter's own gradient norm
         device = self._defer and hasattr(self.backend, "iteration_on_device")
         if (not self.look_ahead or on_phase is not None or self.attached or (self._defer and not device)
                 or not self._lean_update or not getattr(self.backend, "runs_ahead", False)
@@ -225,45 +227,63 @@ class RunAhead:
             rows[j] = (at, size, row[0], {name: v * v for name, v in zip(grads, norms)}, update_sq)
         return rows, None if finite else "updates", last
 
-    def _check_ahead(self, rows: list, would_stop: Callable[[str], bool], checks: list[bool]) -> int | None:
+    def _check_ahead(self, rows: list, would_stop: Callable[..., bool], checks: list[bool]) -> int | None:
         """The computed iterations' phases in order, as the run loop takes them: the
-        history, the gradient norms' record (where a condition reads them), and whether the
-        run would stop after the phase (`checks`: after which one to ask; the last update's
-        is the caller's to check). Returns the iteration where it would, or None."""
+        history, the gradient norms' record (where a condition reads a parameter's own),
+        and whether the run would stop after the phase (`checks`: after which one to ask;
+        the last update's is the caller's to check). Returns the iteration where it would,
+        or None. The conditions read an `AheadValues`: the values the session gives after
+        each phase, kept as the phases are taken."""
         history, records = self._history, self._records
-        names = history.norm_names
+        losses, names = history.losses, history.norm_names
         forward, loss, backward, update = checks
-        norm_record = "grad_norm" in self._ahead_reads
+        by_name = self._ahead_by_name
+        total = "grad_norm" in self._ahead_reads
+        values = {name: self.value(name) for name in ("loss", "prev_loss", "grad_norm", "lr")}
+        context = AheadValues(values, self.grad_norm)
+        last = len(rows) - 1
         for j, (at, size, value, sq, update_sq) in enumerate(rows):
             if j:
                 self._phase = 0
-                if update and would_stop("update"):
+                values["phase"] = "update"
+                if update and would_stop("update", context):
                     return j - 1
-            self._step, self._epoch, self._iteration, self._offset = at
+            else:
+                self._step, self._epoch, self._iteration, self._offset = at
+                values["step"], values["epoch"], values["iteration"] = at[0], at[1], at[2]
             self._phase = 1
-            if forward and would_stop("forward"):
+            values["phase"] = "forward"
+            if forward and would_stop("forward", context):
                 return j
             history.add_loss(value, self._epoch, size)
+            values["prev_loss"], values["loss"] = values["loss"], losses[-1]    # as the history gives them
             self._phase = 2
-            if loss and would_stop("loss"):
+            values["phase"] = "loss"
+            if loss and would_stop("loss", context):
                 return j
+            squares = sq.values() if isinstance(sq, dict) else sq
             if isinstance(sq, dict):                  # torch: by name
                 norms = {name: math.sqrt(v) for name, v in sq.items()}
                 history.add_grad_norms(norms)
             else:                                     # the engine: every one, in the history's order
                 history.add_grad_squares(sq)
                 norms = None
-            if norm_record or j == len(rows) - 1:
+            if by_name or j == last:
                 if norms is None:
                     norms = dict(zip(names, map(math.sqrt, sq)))
-                squares = sq.values() if isinstance(sq, dict) else sq
                 records["backward"] = BackwardRecord(self._step, None, (), {}, norms, math.sqrt(sum(squares)))
+                values["grad_norm"] = records["backward"].grad_norm
+            elif total:
+                values["grad_norm"] = math.sqrt(sum(squares))      # the record's own sum
             self._phase = 3
-            if backward and would_stop("backward"):
+            values["phase"] = "backward"
+            if backward and would_stop("backward", context):
                 return j
             history.add_update_norms(update_sq)
-            if j + 1 < len(rows):               # the cursor after the update: the next one's start
-                self._step, self._epoch, self._iteration, self._offset = rows[j + 1][0]
+            if j < last:                        # the cursor after the update: the next one's start
+                at = rows[j + 1][0]
+                self._step, self._epoch, self._iteration, self._offset = at
+                values["step"], values["epoch"], values["iteration"] = at[0], at[1], at[2]
         return None
 
     def _last_records(self, row: tuple, last: tuple) -> None:
@@ -279,3 +299,16 @@ class RunAhead:
         optimizer = self.backend.optimizer
         records["update"] = UpdateRecord(step, optimizer, optimizer.lr, {})
         self._lean_records = True
+
+
+class AheadValues:
+    """What a condition reads while a look ahead's phases are checked: the names of
+    `AHEAD_NAMES` from a dict that `_check_ahead` keeps as the session would give them
+    after each phase (one lookup a read, not the session's properties), and a parameter's
+    own gradient norm from the session's records."""
+
+    __slots__ = ("value", "grad_norm")
+
+    def __init__(self, values: dict, grad_norm: Callable[[str | None], float | None]):
+        self.value = values.__getitem__
+        self.grad_norm = grad_norm

@@ -132,12 +132,13 @@ class RunLoop:
                 return StopReason.PAUSED, "paused"
             return None
 
-        def would_stop(name: str) -> bool:
+        def would_stop(name: str, context=self) -> bool:
             """Whether `after(name)` would stop the run, changing nothing (gdstep.run_ahead;
-            asked only after the phases in `checked`, and after each update where `done`)."""
-            return (self.breakpoints.holds(self, name)
-                    or (until is not None and name in watch_until and until(self))
-                    or (stop_when is not None and name in watch_stop and stop_when(self))
+            asked only after the phases in `checked`, and after each update where `done`),
+            its conditions reading `context` (the values the session gives there)."""
+            return (self.breakpoints.holds(context, name)
+                    or (until is not None and name in watch_until and until(context))
+                    or (stop_when is not None and name in watch_stop and stop_when(context))
                     or (done is not None and done()))
 
         # records on demand, numpy: forward, loss and backward of an iteration in one call

@@ -131,6 +131,9 @@ def same_session(a, b) -> None:
     ("step == 13", "update"),
     ("epoch == 3 and iteration == 2", "update"),
     ("phase == 'backward' and step >= 9", "backward"),
+    ("loss < prev_loss and phase == 'loss' and step >= 9", "loss"),
+    ("grad_norm(0.weight) > 0 and phase == 'backward' and step >= 11", "backward"),
+    ("grad_norm(0.weight) > 0 and grad_norm < {grad}", "backward"),
     ("lr > 0.5", None),                          # never holds
 ])
 def test_a_breakpoint_stops_where_a_run_checking_each_phase_stops(condition, phase, ahead):
