@@ -94,6 +94,10 @@ class Breakpoints(Sequence):
                 return bp
         return None
 
+    def enabled_after(self, phase: str) -> list[Condition]:
+        """The conditions of the enabled breakpoints checked after `phase`, in order."""
+        return [bp.condition for bp in self._by_phase[phase] if bp.enabled]
+
     def holds(self, context: Context, phase: str) -> bool:
         """Whether an enabled breakpoint holds after `phase`, counting no hit (a run that
         checks ahead, gdstep.run_ahead, then runs the phase again for `first_hit`)."""

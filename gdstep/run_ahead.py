@@ -68,11 +68,10 @@ class RunAhead:
                 return False
         return True
 
-    def _run_ahead(self, would_stop: Callable[[str], bool], checked: dict[str, bool], done,
-                   epoch_limit: bool, size: int) -> int | None:
+    def _run_ahead(self, stops_after: Callable[[str], list], done, epoch_limit: bool, size: int) -> int | None:
         """From the start of an iteration: compute up to `size` iterations ahead, then check
-        their phases (`would_stop(phase)`: after those `checked` says a condition reads,
-        and after each update where the run has a `done`). Returns None where the session
+        their phases (`stops_after(phase)`: the conditions the run loop asks after it; and
+        `done` after each update). Returns None where the session
         stands after the last one's update, whose checks are the caller's; else the session
         is back where it began (`_back_to_start`), for the run loop to run the iterations
         again phase by phase up to the returned step, the one that stops (or was not
@@ -83,7 +82,7 @@ class RunAhead:
             rows, bad, last = self._compute_ahead(done, epoch_limit, size)
             end = (self._step, self._epoch, self._iteration, self._offset)
             stop = None if bad == "updates" else self._check_ahead(
-                rows, would_stop, [checked[name] for name in PHASES[:3]] + [checked["update"] or done is not None])
+                rows, [[condition.fn for condition in stops_after(name)] for name in PHASES], done)
             if stop is None and not bad:
                 self._step, self._epoch, self._iteration, self._offset = end
                 self._phase, self._batch = 0, None
@@ -227,58 +226,73 @@ class RunAhead:
             rows[j] = (at, size, row[0], {name: v * v for name, v in zip(grads, norms)}, update_sq)
         return rows, None if finite else "updates", last
 
-    def _check_ahead(self, rows: list, would_stop: Callable[..., bool], checks: list[bool]) -> int | None:
+    def _check_ahead(self, rows: list, stops: list[list], done) -> int | None:
         """The computed iterations' phases in order, as the run loop takes them: the
         history, the gradient norms' record (where a condition reads a parameter's own),
-        and whether the run would stop after the phase (`checks`: after which one to ask;
-        the last update's is the caller's to check). Returns the iteration where it would,
-        or None. The conditions read an `AheadValues`: the values the session gives after
-        each phase, kept as the phases are taken."""
+        and whether the run would stop after the phase (`stops`: each phase's conditions,
+        their functions; `done`, after an update; the last update's checks are the
+        caller's). Returns the iteration where it would, or None. The conditions read an
+        `AheadValues`: the values the session gives after each phase, kept as the phases
+        are taken."""
         history, records = self._history, self._records
         losses, names = history.losses, history.norm_names
-        forward, loss, backward, update = checks
+        forward, loss, backward, update = stops
         by_name = self._ahead_by_name
         total = "grad_norm" in self._ahead_reads
-        values = {name: self.value(name) for name in ("loss", "prev_loss", "grad_norm", "lr")}
+        values = {name: self.value(name) for name in ("loss", "prev_loss", "grad_norm", "lr")
+                  if name in ("loss", "prev_loss") or name in self._ahead_reads}
         context = AheadValues(values, self.grad_norm)
-        last = len(rows) - 1
+        last, ordered = len(rows) - 1, None      # ordered: torch's norms come in the history's order
         for j, (at, size, value, sq, update_sq) in enumerate(rows):
             if j:
                 self._phase = 0
                 values["phase"] = "update"
-                if update and would_stop("update", context):
+                for holds in update:
+                    if holds(context):
+                        return j - 1
+                if done is not None and done():
                     return j - 1
             else:
                 self._step, self._epoch, self._iteration, self._offset = at
                 values["step"], values["epoch"], values["iteration"] = at[0], at[1], at[2]
             self._phase = 1
             values["phase"] = "forward"
-            if forward and would_stop("forward", context):
-                return j
+            for holds in forward:
+                if holds(context):
+                    return j
             history.add_loss(value, self._epoch, size)
             values["prev_loss"], values["loss"] = values["loss"], losses[-1]    # as the history gives them
             self._phase = 2
             values["phase"] = "loss"
-            if loss and would_stop("loss", context):
-                return j
-            squares = sq.values() if isinstance(sq, dict) else sq
+            for holds in loss:
+                if holds(context):
+                    return j
             if isinstance(sq, dict):                  # torch: by name
-                norms = {name: math.sqrt(v) for name, v in sq.items()}
-                history.add_grad_norms(norms)
+                squares = sq.values()
+                if ordered is None:
+                    ordered = tuple(sq) == names
+                if ordered:                           # every one, in the history's order
+                    history.add_grad_squares(squares)
+                    norms = None
+                else:
+                    norms = {name: math.sqrt(v) for name, v in sq.items()}
+                    history.add_grad_norms(norms)
             else:                                     # the engine: every one, in the history's order
+                squares = sq
                 history.add_grad_squares(sq)
                 norms = None
             if by_name or j == last:
                 if norms is None:
-                    norms = dict(zip(names, map(math.sqrt, sq)))
+                    norms = dict(zip(names, map(math.sqrt, squares)))
                 records["backward"] = BackwardRecord(self._step, None, (), {}, norms, math.sqrt(sum(squares)))
                 values["grad_norm"] = records["backward"].grad_norm
             elif total:
                 values["grad_norm"] = math.sqrt(sum(squares))      # the record's own sum
             self._phase = 3
             values["phase"] = "backward"
-            if backward and would_stop("backward", context):
-                return j
+            for holds in backward:
+                if holds(context):
+                    return j
             history.add_update_norms(update_sq)
             if j < last:                        # the cursor after the update: the next one's start
                 at = rows[j + 1][0]

@@ -132,14 +132,16 @@ class RunLoop:
                 return StopReason.PAUSED, "paused"
             return None
 
-        def would_stop(name: str, context=self) -> bool:
-            """Whether `after(name)` would stop the run, changing nothing (gdstep.run_ahead;
-            asked only after the phases in `checked`, and after each update where `done`),
-            its conditions reading `context` (the values the session gives there)."""
-            return (self.breakpoints.holds(context, name)
-                    or (until is not None and name in watch_until and until(context))
-                    or (stop_when is not None and name in watch_stop and stop_when(context))
-                    or (done is not None and done()))
+        def stops_after(name: str) -> list:
+            """The conditions `after(name)` asks whether to stop, in its order: the enabled
+            breakpoints', `until`'s, `stop_when`'s (gdstep.run_ahead checks them over the
+            iterations it computed; `done`, which there holds only after an update, apart)."""
+            conditions = self.breakpoints.enabled_after(name)
+            if until is not None and name in watch_until:
+                conditions.append(until)
+            if stop_when is not None and name in watch_stop:
+                conditions.append(stop_when)
+            return conditions
 
         # records on demand, numpy: forward, loss and backward of an iteration in one call
         fused = self._fused_lean and not self._defer
@@ -154,7 +156,7 @@ class RunLoop:
                     break
                 if ahead and self._phase == 0 and self._step >= ahead_from:
                     steps = self._step
-                    resume = self._run_ahead(would_stop, checked, done, epoch_limit, size)
+                    resume = self._run_ahead(stops_after, done, epoch_limit, size)
                     if resume is not None:       # back where it began: phase by phase up to `resume`
                         ahead_from, size = resume, 1
                         continue
