@@ -30,9 +30,11 @@ from typing import Callable
 from gdstep.records import PHASES, BackwardRecord, ForwardRecord, LossRecord, UpdateRecord
 from gdstep.update_norms import COPY_LARGE
 
-AHEAD = 32                 # iterations computed before their phases are checked, at most (the
+AHEAD = 64                 # iterations computed before their phases are checked, at most (the
                            # first iteration of a run and after a stop: none; then 1, 2, 4, …)
-AHEAD_SECONDS = 0.02       # or about this much time of them: a stop recomputes no more
+AHEAD_SECONDS = 0.05       # or about this much time of them: a stop recomputes no more. The first
+                           # iterations after a look ahead's checks run slower (torch's small MLP:
+                           # ~0.4 ms in all): 50 ms rather than 20 gained 1.5 % there
 DEVICE_CAPTURE_LARGE = 1 << 27    # bytes of parameters from which a look ahead on a device does not
                                   # run (it began with a capture of hundreds of megabytes; it takes
                                   # none now, but such models' look aheads are unmeasured on a GPU)
@@ -55,8 +57,8 @@ class RunAhead:
         if (not self.look_ahead or on_phase is not None or self.attached or (self._defer and not device)
                 or not self._lean_update or not getattr(self.backend, "runs_ahead", False)
                 or self.replay_inexact is not None
-                # a model of 1 MiB or more on the CPU: an iteration outlasts AHEAD_SECONDS, so each look
-                # ahead is one, and slower (784-1024-1024-10: 34.1 ms an iteration against 32.5)
+                # a model of 1 MiB or more on the CPU: its look aheads are an iteration or two, and measured
+                # slower (784-1024-1024-10, one an iteration: 34.1 ms an iteration against 32.5)
                 or self._measure_nbytes >= (DEVICE_CAPTURE_LARGE if device else COPY_LARGE)
                 or not (self._fused_lean or hasattr(self.backend, "forward_lean"))):
             return False

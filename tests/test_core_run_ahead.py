@@ -47,7 +47,7 @@ def checking_each_phase(session):
     return session
 
 
-@pytest.fixture(params=[5, run_ahead.AHEAD], ids=["5 ahead", "32 ahead"])
+@pytest.fixture(params=[5, run_ahead.AHEAD], ids=["5 ahead", f"{run_ahead.AHEAD} ahead"])
 def ahead(request, monkeypatch):
     monkeypatch.setattr(run_ahead, "AHEAD", request.param)
     return request.param
@@ -214,8 +214,8 @@ def test_batches_drawn_before_a_look_ahead_are_those_stepping_draws(backend, fit
     run._batches_ahead = lambda count: (drawn.append(count), draw(count))[1]
     rows = counted(run)
     run._ahead_fits = fits
-    run.add_breakpoint("step == 40", log=False)
-    assert run.run(max_steps=50).reason == "breakpoint" and len(run.history.losses) == 40
+    run.add_breakpoint("step == 100", log=False)     # inside the look ahead of AHEAD after 1, 2, 4, …
+    assert run.run(max_steps=120).reason == "breakpoint" and len(run.history.losses) == 100
     assert max(drawn) == min(fits + 1, run_ahead.AHEAD)
     if fits < run_ahead.AHEAD:
         assert max(rows) > fits + 1          # the rest drawn as they came
