@@ -121,7 +121,8 @@ class LeanPhases:
         out = self._graph[1] if self._graph is not None else outputs[-1]
         per, loss = self.loss_fn(out, y, per_sample)
         self._loss_tensor = loss
-        values = torch.stack([loss.detach().double(), *(f.double() for f in flags)]).tolist()
+        values = (torch.stack([loss.detach().double(), *(f.double() for f in flags)]).tolist() if flags
+                  else [loss.item()])       # the loss alone: a read costs less than a stack (0.5 µs, not 8)
         if per is None and not per_sample and not math.isfinite(values[0]):   # a pause names the sample
             per = self.loss_fn.per_sample(out, y)
         return per, values[0], [math.isfinite(v) for v in values[1:]]
