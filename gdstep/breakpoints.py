@@ -98,11 +98,6 @@ class Breakpoints(Sequence):
         """The conditions of the enabled breakpoints checked after `phase`, in order."""
         return [bp.condition for bp in self._by_phase[phase] if bp.enabled]
 
-    def holds(self, context: Context, phase: str) -> bool:
-        """Whether an enabled breakpoint holds after `phase`, counting no hit (a run that
-        checks ahead, gdstep.run_ahead, then runs the phase again for `first_hit`)."""
-        return any(bp.enabled and bp.condition(context) for bp in self._by_phase[phase])
-
     def dismiss(self, what: str | int) -> str:
         """Break no more on `what`: "nan" (a non-finite value) or a breakpoint's id. Returns
         the line for the event log."""
