@@ -105,12 +105,20 @@ class RunAhead:
         the cursor, the history, the records as they were. The checkpoints taken meanwhile
         stay: they hold the iterations the run loop then computes again, the same to the
         bit. A device's pending finiteness flags, from the iteration before, are pending
-        again (the recomputed iterations' own were read before the look ahead)."""
+        again (the recomputed iterations' own were read before the look ahead). Interrupted
+        midway, the session stands whole at that checkpoint, as an interrupted rewind
+        leaves it (`_recompute`)."""
         records, lean, flags = kept
         step = start[0]
-        self._at_checkpoint(self._timeline.at_or_before(step))
-        while self._step < step:
-            self._phase_fns[self._phase](False)
+        checkpoint = self._timeline.at_or_before(step)
+        try:
+            self._at_checkpoint(checkpoint)
+            while self._step < step:
+                self._phase_fns[self._phase](False)
+        except BaseException:
+            self._at_checkpoint(checkpoint)
+            self._lean_records = True
+            raise
         self._flags = flags
         self._step, self._epoch, self._iteration, self._offset, self._batch_size = start
         self._phase, self._batch = 0, None

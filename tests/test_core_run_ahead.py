@@ -528,3 +528,27 @@ def test_an_interrupt_in_a_recomputation_leaves_the_session_whole_at_its_checkpo
         assert bits(s.record("update").params[name_].new) == bits(u.new)
     ra, rb = s.run(max_steps=9), ref.run(max_steps=9)
     same_run(s, ref, ra, rb)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_an_interrupt_while_going_back_to_a_look_aheads_start_leaves_the_session_whole(backend):
+    """Ctrl-C while a stop inside a look ahead recomputes from the checkpoint back to where
+    the look ahead began (`_back_to_start`): the session stands whole at that checkpoint,
+    as an interrupted rewind leaves it, and goes on as one never interrupted."""
+    s, ref = (torch_make() if backend == "torch" else make("adam") for _ in range(2))
+    for x in (s, ref):
+        x.checkpoint_seconds = 1e9               # the grid coarsens to its widest: only step 0 is kept
+        x.add_breakpoint("step == 37", log=False)
+    back = s._back_to_start
+    held: list = []
+
+    def going_back(*a):
+        held.append(interrupt_phase(s, 6))       # the sixth phase recomputed: step 1's loss
+        return back(*a)
+    s._back_to_start = going_back
+    with pytest.raises(KeyboardInterrupt):
+        s.run(max_steps=60)
+    s._phase_fns = held[0][1]
+    assert s._timeline.steps == [0] and s.position == 0 and len(s.history.losses) == 0
+    ra, rb = s.run(max_steps=9), ref.run(max_steps=9)
+    same_run(s, ref, ra, rb)
