@@ -140,6 +140,7 @@ class RunAhead:
         state (Adam's v, RMSprop's and Adagrad's sums) once non-finite stays so in every
         update after (x − y, β·v + …, max(v, …) of a NaN or an infinity are not finite)."""
         backend, checked, fused = self.backend, self._checked_layers, self._fused_lean
+        fused = backend.forward_backward_lean if fused else getattr(backend, "iteration_ahead", None)
         device = self._defer             # on a device: each iteration's values stay there (`_read_rows`)
         deferred = device or getattr(backend, "update_test_reads", False)
         rows: list = []
@@ -162,8 +163,8 @@ class RunAhead:
                 outputs, grads, row = backend.iteration_on_device(x, y, checked)
                 self._device_rows.append(row)
                 per_sample = value = sq = None
-            elif fused:
-                outputs, per_sample, value, grads, sq, finite = backend.forward_backward_lean(x, y, checked)
+            elif fused is not None:        # the engine's fused phases; torch's on the CPU, its row read at once
+                outputs, per_sample, value, grads, sq, finite = fused(x, y, checked)
             else:
                 outputs, finite = backend.forward_lean(x, checked)
                 per_sample, value = backend.loss(outputs, y, False)

@@ -292,6 +292,55 @@ def test_an_update_whose_state_overflows_while_the_weights_stay_finite_pauses_wh
     assert rows[2] == 4 and bad[2] == "updates"       # tested once, after the iterations past it
 
 
+HIDDEN_OVERFLOW = """
+name = "a hidden overflow the ReLU hides"
+[data]
+kind = "inline"
+x = [[1.0], [1.0], [1.0], [1.0], [1.0], [3.0e38], [1.0], [1.0]]
+y = [[0.0], [0.0], [0.0], [0.0], [0.0], [0.0], [0.0], [0.0]]
+[model]
+layers = [ { linear = 2 }, "relu", { linear = 1 } ]
+dtype = "float32"
+[init]
+"0.weight" = [[-2.0], [-3.0]]
+"0.bias" = [0.0, 0.0]
+"2.weight" = [[1.0, 1.0]]
+"2.bias" = [0.5]
+[loss]
+kind = "mse"
+[optimizer]
+kind = "sgd"
+lr = 0.001
+[training]
+batch_size = 1
+shuffle = false
+"""
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_a_hidden_output_that_overflows_where_the_loss_and_gradients_stay_finite_pauses_where_stepping_does(
+        backend, ahead):
+    """Sample 6 (x = 3e38) makes both of the first layer's z −∞ (−2·3e38 and −3·3e38
+    overflow float32); the ReLU turns them into 0, so the loss and every gradient stay
+    finite (δ is 0 where z is −∞): only the forward's test of z sees it. The look ahead
+    over iterations 4–7 finds it and the run pauses where stepping does, naming z."""
+    if backend == "torch":
+        pytest.importorskip("torch")
+    run, ref = (gdstep.open(parse_scenario(HIDDEN_OVERFLOW), backend=backend) for _ in range(2))
+    bad: list = []
+    rows = counted(run, bad)
+    pauses_where_stepping_does(run, ref)
+    assert run.step_count == 5 and run.cursor.phase == "forward"
+    assert "-inf in layer 0 linear output[0,0]" in run.events[-1].message
+    assert rows[2] == 1 and bad[2] == "next"      # the look ahead from iteration 4 stopped before the 6th
+    p = {name: v.astype(np.float32) for name, v in run.params.items()}       # by hand: only z is not finite
+    with np.errstate(over="ignore"):
+        z = np.float32(3.0e38) * p["0.weight"][:, 0] + p["0.bias"]
+    h = np.maximum(z, 0)
+    out = h @ p["2.weight"][0] + p["2.bias"][0]
+    assert np.all(np.isneginf(z)) and np.all(h == 0) and math.isfinite(float(out) ** 2)
+
+
 @pytest.mark.parametrize("condition", ["0.weight[0,0] > 100", "update_ratio > 1", "nan"])
 def test_a_condition_on_the_parameters_of_the_moment_checks_each_phase_as_it_goes(condition):
     s = make("adam")

@@ -1,5 +1,5 @@
-"""A run's look ahead on a device (gdstep.run_ahead): iterations computed with nothing read
-back until the look ahead ends.
+"""A run's look ahead on the torch backend (gdstep.run_ahead): each iteration's values read
+back in one go, on a device only when the look ahead ends.
 
 On a GPU a run that reads a value back waits for the device to finish all it was given,
 and a host thread launching kernels one by one is often the slower of the two: a read each
@@ -10,7 +10,9 @@ overflows: then the phases run again one by one and decide) and the norm of each
 as `grad_sq_norms` takes them — and the rows come back in one transfer, with the
 finiteness flag of what the last update changed. That flag stands for every update of the
 look ahead: a parameter or a guarded state (Adam's v, RMSprop's and Adagrad's sums) once
-non-finite stays so in every later update. Mixed into ModuleBackend."""
+non-finite stays so in every later update. On the CPU the row is read at once
+(`iteration_ahead`): the small tested outputs and the gradients normed in one fused call,
+where the phases one by one make two. Mixed into ModuleBackend."""
 
 from __future__ import annotations
 
@@ -25,8 +27,25 @@ class DeviceAhead:
         `checked` rows' outputs, the norm of each gradient, in the gradients' order). The
         norms come from one fused call (each tensor's norm is its own, whatever else the
         call takes: the same bits as `grad_sq_norms`')."""
+        return self._iteration_row(x, y, checked, math.inf)     # every tested output held to the end
+
+    def iteration_ahead(self, x, y, checked) -> tuple:
+        """On the CPU, the same iteration with its row read at once, as the engine's
+        `forward_backward_lean` gives it: (the outputs, None for the per-sample losses, the
+        loss, the gradients, ‖g‖² by name, whether the tested outputs are finite). A large
+        output is normed as it is made, while it is in the cache, as a run's lean forward
+        does."""
+        outputs, grads, row = self._iteration_row(x, y, checked, self.LARGE)
+        values = [t.item() for t in row]
+        tested = len(values) - len(grads)
+        sq = {name: v * v for name, v in zip(grads, values[tested:])}
+        if self._bounds_pay:                   # as grad_sq_norms
+            self.update_bound.measured(grads, sq)
+        return outputs, None, values[0], grads, sq, all(map(math.isfinite, values[1:tested]))
+
+    def _iteration_row(self, x, y, checked, large: float) -> tuple[list, dict[str, Any], list]:
         torch = self._torch
-        self._lean_rows = (frozenset(checked), [], [], math.inf)    # every tested output held to the end
+        self._lean_rows = (frozenset(checked), [], [], large)
         try:
             outputs = self.forward(x)
             _, norms, held, _ = self._lean_rows
