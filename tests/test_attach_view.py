@@ -238,6 +238,89 @@ def test_watch_without_targets_keeps_the_loop_where_it_is():
     assert dbg.session.step_count == 3
 
 
+@pytest.mark.parametrize("scaled", [False, True], ids=["", "GradScaler"])
+@pytest.mark.parametrize("where", ["worker thread", "loop thread"])
+def test_watch_mode_recomputes_the_usual_amp_loop_in_its_own_precisions(where, scaled):
+    """The usual mixed-precision loop: forward and loss inside `torch.autocast`, backward
+    (of the scaled loss, with a GradScaler) and `dbg.watch` outside it. A recompute (a
+    rewind, lean records read) runs the forward and the loss as the loop did, in bfloat16,
+    and the backward outside autocast: the loop's numbers to the bit, in the app's worker
+    thread as on the loop's, and nothing inexact."""
+    import threading
+
+    model, x, y = mlp(4)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 8) if scaled else None
+    dbg = gdstep.attach(model, opt, F.cross_entropy, scaler=scaler)
+    losses, params = [], []
+    for _ in range(5):
+        opt.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = F.cross_entropy(model(x), y)
+        if scaled:
+            scaler.scale(loss).backward()
+            dbg.watch(loss, y)
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            dbg.watch(loss, y)
+            opt.step()
+        losses.append(loss.item())
+        params.append({n: p.detach().clone() for n, p in model.named_parameters()})
+    s = dbg.session
+    seen = {}
+
+    def rewind():
+        s.back(iterations=3)
+        s.seek(s.position + 2)                   # iteration 3's loss, recomputed
+        seen["loss"] = s.record("loss").value
+        s.seek(s.position + 2)                   # and its update
+        seen["params"] = {n: p.detach().clone() for n, p in model.named_parameters()}
+        s.seek(4 * 5)
+    if where == "worker thread":
+        worker = threading.Thread(target=rewind)
+        worker.start()
+        worker.join()
+    else:
+        rewind()
+    assert seen["loss"] == losses[2]
+    for n, p in seen["params"].items():
+        torch.testing.assert_close(p, params[2][n], rtol=0, atol=0)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.detach(), params[-1][n], rtol=0, atol=0)
+    assert s.replay_inexact is None
+    with torch.no_grad():                        # the precision shows: a float32 recompute would differ
+        full = F.cross_entropy(model(x), y).item()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert F.cross_entropy(model(x), y).item() != full
+
+
+def test_a_loop_without_autocast_is_recomputed_without_it_inside_a_callers_autocast():
+    """The loop ran in float32; a rewind recomputed where the caller's thread has autocast
+    on (a notebook cell inside `with torch.autocast(...)`) turns it off again, so it gives
+    the loop's numbers, not bfloat16's. (Where autocast is off already, nothing is entered.)"""
+    model, x, y = mlp(4)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    dbg = gdstep.attach(model, opt, F.cross_entropy)
+    losses = [dbg.step(x, y) for _ in range(4)]
+    s = dbg.session
+    params = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        s.back(iterations=2)
+        s.seek(s.position + 2)                  # the loss of iteration 3, recomputed
+        recomputed = s.record("loss").value
+        s.seek(4 * 4)
+        with torch.no_grad():
+            in_bfloat16 = F.cross_entropy(model(x), y).item()
+    assert recomputed == losses[2]
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.detach(), params[n], rtol=0, atol=0)
+    with torch.no_grad():
+        assert F.cross_entropy(model(x), y).item() != in_bfloat16      # the context did change the numbers
+    assert s.replay_inexact is None
+
+
 @pytest.mark.parametrize("where", ["worker thread", "loop thread"])
 def test_autocast_is_entered_again_for_a_recompute(where):
     """Autocast is per thread: the app recomputes in a worker thread, where the loop's

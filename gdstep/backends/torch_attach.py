@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, NamedTuple, Sequence
 
-from gdstep.backends.attach_autocast import autocast_state, entered
+from gdstep.backends.attach_autocast import autocast_state, entered, loop_states
 from gdstep.backends.attach_watch import WatchObserver
 from gdstep.backends.torch_layers import first_tensor
 from gdstep.backends.torch_user import UserModuleBackend, detached, named_tensors, rows
@@ -73,7 +73,8 @@ class AttachBackend(WatchObserver, UserModuleBackend):
         # between iterations (noise, shuffling, augmentation), so a checkpoint's is not it
         self._rng_at: dict[int, Any] = {}
         self._rng_call = None
-        self._autocast_at: dict[int, Any] = {}     # step -> the loop's autocast state (per thread)
+        self._autocast_at: dict[int, tuple] = {}   # step -> the loop's autocast states (attach_autocast)
+        self._autocast_call = None                  # and at its latest forward
         self.watch_deltas = True          # watch mode records δ of each layer (not in lean iterations)
 
     # -- hooks -----------------------------------------------------------------------------------
@@ -103,6 +104,7 @@ class AttachBackend(WatchObserver, UserModuleBackend):
             self.last_call = (args, kwargs)
             self._produced = {}
             self._forwards += 1
+            self._autocast_call = autocast_state(self._torch, self.device)
             if self._watching:
                 self._rng_call = self._rng_state()
 
@@ -170,7 +172,9 @@ class AttachBackend(WatchObserver, UserModuleBackend):
         x, args, kwargs = detached(x), detached(tuple(args)), detached(kwargs)
         kept = Kept(x, args, kwargs, y, shown_x, shown_y, _versions(x, args, kwargs, y), why_not)
         self._batches[step] = kept
-        self._autocast_at[step] = autocast_state(self._torch, self.device)
+        self._autocast_at[step] = loop_states(autocast_state(self._torch, self.device),
+                                              self._autocast_call if self._watching else None)
+        self._autocast_call = None
         self.x, self.y = shown_x, shown_y
         self.n_samples = rows(x if x is not None else kwargs)
         for old in [s for s in self._batches if s <= step - self._keep]:
@@ -262,9 +266,10 @@ class AttachBackend(WatchObserver, UserModuleBackend):
         finally:
             self._own = False
 
-    def _loop_autocast(self):
-        """Autocast as the loop had it for the iteration at hand (autocast is per thread)."""
-        return entered(self._torch, self._autocast_at.get(self._updates))
+    def _loop_autocast(self, backward: bool = False):
+        """Autocast as the loop had it for the iteration at hand: for its forward and loss, or its backward."""
+        states = self._autocast_at.get(self._updates)
+        return entered(self._torch, None if states is None else states[backward])
 
     def _call(self, params, x):
         with self._loop_autocast():
@@ -291,7 +296,10 @@ class AttachBackend(WatchObserver, UserModuleBackend):
     def backward(self, x, outputs, y):
         self._stay()
         observed = self._observed.pop("backward", None)
-        return observed if observed is not None else super().backward(x, outputs, y)
+        if observed is not None:
+            return observed
+        with self._loop_autocast(backward=True):
+            return super().backward(x, outputs, y)
 
     def _used_grads(self, grads):
         used = self._used_at.get(self._updates)
@@ -327,7 +335,10 @@ class AttachBackend(WatchObserver, UserModuleBackend):
     def backward_lean(self, x, outputs, y) -> dict[str, Any]:
         self._stay()
         observed = self._observed.pop("backward", None)
-        return observed[2] if observed is not None else super().backward_lean(x, outputs, y)
+        if observed is not None:
+            return observed[2]
+        with self._loop_autocast(backward=True):
+            return super().backward_lean(x, outputs, y)
 
     def update_lean(self, grads: Mapping[str, Any], check: bool = True, defer: bool = False):
         self._stay()
