@@ -77,8 +77,9 @@ class Debugger(Watching):
             raise GdstepError(f"attach: optimizer must be a torch.optim optimizer, got {type(optimizer).__name__}")
         from gdstep.backends.torch_support import needs_closure
         if any(needs_closure(o) for o in getattr(optimizer, "optimizers", [optimizer])):
-            raise GdstepError(f"attach: {type(optimizer).__name__} needs a closure for step(); gdstep takes optimizers "
-                              "that step without one")
+            raise GdstepError(f"attach: {type(optimizer).__name__} needs a closure for step(), which runs the model "
+                              "several times a step; gdstep steps forward, loss, backward and update one at a time: "
+                              "debug the loop with an optimizer that steps without one (SGD, Adam, ...)")
         if not callable(loss_fn):
             raise GdstepError(f"attach: loss_fn must be callable as loss_fn(output, target), got {type(loss_fn).__name__}")
         if before_update is not None and not callable(before_update):

@@ -146,7 +146,7 @@ class Rewind:
                 self._recompute_to(self.position)
         finally:                # the loop's own tensors as it left them, even after an interrupt
             if live is not None:
-                self.backend.restore(live)
+                self.backend.restore(live, check=False)
 
     # -- rewind ----------------------------------------------------------------------------------
 
@@ -198,10 +198,13 @@ class Rewind:
 
     def _recompute(self, target: int) -> None:
         t_step = target // 4
-        self._lean_records = False
         # not beyond the cursor: the history between would be skipped (a seek forward
         # across a checkpoint kept from before a rewind)
         checkpoint = self._timeline.at_or_before(max(min(t_step - 1, self._step), 0))
+        through = t_step if target % 4 else t_step - 1       # the last iteration whose phases run
+        if self.attached:          # refused before anything moves where one cannot be recomputed
+            self.backend.check_recompute(checkpoint.backend, through)
+        self._lean_records = False
         try:
             self._at_checkpoint(checkpoint)
             self._timeline.start_near()
@@ -219,8 +222,12 @@ class Rewind:
 
     def _at_checkpoint(self, checkpoint) -> None:
         """The session where a checkpoint was taken: the backend's state, the cursor, the
-        history up to it; no records yet."""
-        self.backend.restore(checkpoint.backend)
+        history up to it; no records yet. (In attach mode `_recompute` checked first that
+        the iterations it runs from there can be recomputed.)"""
+        if self.attached:
+            self.backend.restore(checkpoint.backend, check=False)
+        else:
+            self.backend.restore(checkpoint.backend)
         self._step, self._epoch, self._iteration = checkpoint.step, checkpoint.epoch, checkpoint.iteration
         self._offset, self._batch_size, self._phase = checkpoint.offset, checkpoint.batch_size, 0
         self._batch, self._records = None, {}

@@ -34,7 +34,8 @@ class Watching:
             self._advance("update")
             self._loop_step = s.step_count
             s.log("info", f"iteration {s.step_count}: the loop did not call optimizer.step() after watch() "
-                          "(a GradScaler skipped it, or gradients accumulate): recorded with no update")
+                          "(a GradScaler skipped it, gradients accumulate, or the loop updates the parameters "
+                          "itself): recorded with no update")
         self._resync()
         if not b.has_grads():
             raise GdstepError("watch(loss) goes between loss.backward() and optimizer.step(): "

@@ -5,6 +5,8 @@ here independently (the scheduler's formula, the model run by hand)."""
 
 from __future__ import annotations
 
+import threading
+
 import asyncio
 import copy
 import re
@@ -49,6 +51,16 @@ def mlp(seed=0):
     model = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 4))
     x, y = torch.randn(6, 3), torch.randint(0, 4, (6,))
     return model, x, y
+
+
+def run_in(where: str, fn) -> None:
+    """`fn()` on this thread ("loop thread") or on another, as the app's worker runs it."""
+    if where == "worker thread":
+        worker = threading.Thread(target=fn)
+        worker.start()
+        worker.join()
+    else:
+        fn()
 
 
 def test_the_lr_in_force_and_the_scheduler_are_shown_for_the_shown_iteration():
@@ -246,8 +258,6 @@ def test_watch_mode_recomputes_the_usual_amp_loop_in_its_own_precisions(where, s
     rewind, lean records read) runs the forward and the loss as the loop did, in bfloat16,
     and the backward outside autocast: the loop's numbers to the bit, in the app's worker
     thread as on the loop's, and nothing inexact."""
-    import threading
-
     model, x, y = mlp(4)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 8) if scaled else None
@@ -278,12 +288,7 @@ def test_watch_mode_recomputes_the_usual_amp_loop_in_its_own_precisions(where, s
         s.seek(s.position + 2)                   # and its update
         seen["params"] = {n: p.detach().clone() for n, p in model.named_parameters()}
         s.seek(4 * 5)
-    if where == "worker thread":
-        worker = threading.Thread(target=rewind)
-        worker.start()
-        worker.join()
-    else:
-        rewind()
+    run_in(where, rewind)
     assert seen["loss"] == losses[2]
     for n, p in seen["params"].items():
         torch.testing.assert_close(p, params[2][n], rtol=0, atol=0)
@@ -326,8 +331,6 @@ def test_autocast_is_entered_again_for_a_recompute(where):
     """Autocast is per thread: the app recomputes in a worker thread, where the loop's
     `with torch.autocast(...)` does not hold. A rewind there (or on the loop's thread, inside
     its autocast, where the weights' casts are cached) recomputes the same numbers."""
-    import threading
-
     model, x, y = mlp(4)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     seen = {}
@@ -347,12 +350,7 @@ def test_autocast_is_entered_again_for_a_recompute(where):
             seen["loss"] = (session.record("loss").value, first)
             session.seek(here + 2)
             seen["params"] = [(after[n], p.detach().clone()) for n, p in model.named_parameters()]
-        if where == "worker thread":
-            worker = threading.Thread(target=rewind)
-            worker.start()
-            worker.join()
-        else:
-            rewind()
+        run_in(where, rewind)
 
     dbg = gdstep.attach(model, opt, F.cross_entropy, breakpoints=["loss > 0"], on_break=look)
     losses = []

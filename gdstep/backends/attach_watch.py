@@ -102,8 +102,8 @@ class WatchObserver:
         accumulated = bool(unstepped) and any(unstepped.get(name) is g for name, (g, _) in self._watched.items())
         kept = self._batches.get(self._updates)
         if kept is not None and not kept.why_not and (self._forwards > 1 or accumulated):   # a rewind could not recompute it
-            why = (f"the loop ran the model forward {self._forwards} times for it (gradient accumulation, or "
-                   "several losses as in a GAN)" if self._forwards > 1
+            why = (f"the loop ran the model forward {self._forwards} times for it (gradient accumulation, "
+                   "several losses as in a GAN, or an evaluation outside torch.no_grad())" if self._forwards > 1
                    else "its gradients add to those of an iteration the loop did not step")
             self._batches[self._updates] = kept._replace(why_not=why)
         if accumulated:
@@ -112,8 +112,8 @@ class WatchObserver:
                            "the sum; a rewind cannot recompute it")
         elif self._forwards > 1:
             self._announce(self._updates, f"iteration {self._updates + 1}: the model ran forward {self._forwards} times "
-                           "before this optimizer step (gradient accumulation, or several losses as in a GAN): the "
-                           "records show the last forward and its loss with the gradients of all of them; a rewind "
+                           "before this optimizer step (gradient accumulation, several losses as in a GAN, or an "
+                           "evaluation outside torch.no_grad()): the records show the last forward and its loss with the gradients of all of them; a rewind "
                            "cannot recompute it")
 
     def release_grads(self) -> None:

@@ -13,35 +13,19 @@ those values as the phases' results.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any, Mapping, Sequence
 
-from gdstep.backends.attach_autocast import autocast_state, entered, loop_states
+from gdstep.backends.attach_autocast import autocast_state, entered
+from gdstep.backends.attach_batches import Kept, KeptBatches, _versions
+from gdstep.backends.attach_modes import entered_modes, modes_of
 from gdstep.backends.attach_watch import WatchObserver
 from gdstep.backends.torch_layers import first_tensor
-from gdstep.backends.torch_user import UserModuleBackend, detached, named_tensors, rows
+from gdstep.backends.torch_user import UserModuleBackend
 from gdstep.errors import GdstepError
 from gdstep.records import ParamUpdate
 
 
-class Kept(NamedTuple):
-    """One iteration's batch as the loop gave it, and the tensors the records show for it."""
-    x: Any
-    args: tuple
-    kwargs: dict
-    y: Any
-    shown_x: Any
-    shown_y: Any
-    versions: int
-    why_not: str | None = None        # why a rewind cannot recompute this iteration
-
-
-def _versions(*values) -> int:
-    """The tensors' version counters, summed: an in-place change since moves it."""
-    return sum(v._version if hasattr(v, "data_ptr") else sum(t._version for _, t in named_tensors(v))
-               for v in values if v is not None)
-
-
-class AttachBackend(WatchObserver, UserModuleBackend):
+class AttachBackend(KeptBatches, WatchObserver, UserModuleBackend):
     def __init__(self, model, loss, optimizer, keep: int = 16, **kw):
         from gdstep import heap
 
@@ -75,6 +59,10 @@ class AttachBackend(WatchObserver, UserModuleBackend):
         self._rng_call = None
         self._autocast_at: dict[int, tuple] = {}   # step -> the loop's autocast states (attach_autocast)
         self._autocast_call = None                  # and at its latest forward
+        self._all_modules = list(model.modules())
+        self._modes_at: dict[int, tuple] = {}      # step -> every module's train/eval mode (attach_modes)
+        self._modes_call = None
+        self._ignored = False             # the loop's latest call of the model had no gradients (an evaluation)
         self.watch_deltas = True          # watch mode records δ of each layer (not in lean iterations)
 
     # -- hooks -----------------------------------------------------------------------------------
@@ -98,6 +86,10 @@ class AttachBackend(WatchObserver, UserModuleBackend):
         self._accumulated[id(p)] = (p.grad, p.grad._version)
 
     def _input_hook(self, module, args, kwargs):
+        # the loop's call without gradients (an evaluation between iterations) is no part of one
+        self._ignored = self._capture and not self._own and not self._torch.is_grad_enabled()
+        if self._ignored:
+            return
         if self._capture:
             self._order = []                      # the layers this call runs, in call order
         if self._capture and not self._own:
@@ -105,6 +97,7 @@ class AttachBackend(WatchObserver, UserModuleBackend):
             self._produced = {}
             self._forwards += 1
             self._autocast_call = autocast_state(self._torch, self.device)
+            self._modes_call = modes_of(self._all_modules)
             if self._watching:
                 self._rng_call = self._rng_state()
 
@@ -112,7 +105,7 @@ class AttachBackend(WatchObserver, UserModuleBackend):
         last = len(self._rows) - 1
 
         def record(module, args, output):
-            if not self._capture:
+            if not self._capture or self._ignored:
                 return
             out = first_tensor(output)
             self._take_output(i, out, last)
@@ -130,11 +123,6 @@ class AttachBackend(WatchObserver, UserModuleBackend):
         if "forward" in self._observed:
             return None
         return super().forward_lean(x, checked, defer)
-
-    @property
-    def kept_batches(self) -> int:
-        """How many of the latest batches are kept for recomputing their iterations."""
-        return self._keep
 
     def trial(self, x, args: tuple = (), kwargs: Mapping | None = None) -> list[bool]:
         """Which rows produce an output: the model once on the batch, no grad, eval mode, RNG
@@ -157,73 +145,6 @@ class AttachBackend(WatchObserver, UserModuleBackend):
                 h.remove()
         self._slots = [None] * len(self._rows)
         return called
-
-    # -- data ------------------------------------------------------------------------------------
-
-    def add_batch(self, step: int, x, y, args: tuple = (), kwargs: Mapping | None = None) -> None:
-        kwargs = dict(kwargs or {})
-        shown_x = x if x is None or hasattr(x, "shape") else first_tensor(x)
-        if shown_x is None:
-            shown_x = first_tensor(kwargs) if x is None else None
-        shown_y = y if y is None or hasattr(y, "shape") else first_tensor(y)
-        carries = self._watching and any(t.grad_fn is not None for _, t in named_tensors((x, args, kwargs)))
-        why_not = ("its input carries gradients from before the model's call (a GAN's generator output), "
-                   "which a recomputed forward would not" if carries and self._watching else None)
-        x, args, kwargs = detached(x), detached(tuple(args)), detached(kwargs)
-        kept = Kept(x, args, kwargs, y, shown_x, shown_y, _versions(x, args, kwargs, y), why_not)
-        self._batches[step] = kept
-        self._autocast_at[step] = loop_states(autocast_state(self._torch, self.device),
-                                              self._autocast_call if self._watching else None)
-        self._autocast_call = None
-        self.x, self.y = shown_x, shown_y
-        self.n_samples = rows(x if x is not None else kwargs)
-        for old in [s for s in self._batches if s <= step - self._keep]:
-            del self._batches[old]
-            self._used_at.pop(old, None)
-            self._rng_at.pop(old, None)
-            self._autocast_at.pop(old, None)
-            self._no_step.discard(old)
-
-    def _kept(self, x=None) -> Kept | None:
-        if x is not None:
-            for kept in self._batches.values():
-                if kept.shown_x is x:
-                    return kept
-        return self._batches.get(self._updates)
-
-    def _inputs(self, x, y):
-        kept = self._kept(x)
-        if kept is None or (x is not None and kept.shown_x is not x):
-            return x, (), {}, y
-        return kept.x, kept.args, kept.kwargs, kept.y
-
-    def _real_target(self, y):
-        kept = self._batches.get(self._updates)
-        return kept.y if kept is not None and kept.shown_y is y else y
-
-    def batch(self, indices) -> tuple[Any, Any]:
-        """The batch of the iteration at hand; past the loop's latest, the latest (for views
-        that only look: running forward there is refused)."""
-        step = self._updates
-        if step in self._batches:
-            kept = self._batches[step]
-            return kept.shown_x, kept.shown_y
-        if not self._batches:
-            raise GdstepError("attach mode: no batch has been seen yet")
-        latest = max(self._batches)
-        if step > latest:
-            kept = self._batches[latest]
-            return kept.shown_x, kept.shown_y
-        raise GdstepError(f"attach mode keeps the batches of the last {self._keep} iterations; "
-                          f"iteration {step + 1} is older, so it cannot be recomputed")
-
-    def evaluation_data(self) -> tuple[Any, Any]:
-        """The latest batch: the loop's data set is not ours to see."""
-        if self.x is None:
-            raise GdstepError("attach mode: no batch has been seen yet")
-        if self.y is None and self._batches[max(self._batches)].y is None:
-            raise GdstepError("attach mode: watch(loss) was given no targets (pass watch(loss, y))")
-        return self.x, self.y
 
     def loop_groups(self) -> list[dict]:
         """Each param group's hyperparameters as the loop has them now."""
@@ -252,7 +173,8 @@ class AttachBackend(WatchObserver, UserModuleBackend):
                               "quit the debugger (q) to let the loop go on")
         if _versions(kept.x, kept.args, kept.kwargs, kept.y) != kept.versions:
             self._announce(self._updates, f"iteration {self._updates + 1}: its batch was changed in place since the "
-                           "loop used it (a reused buffer): gdstep recomputes it with the values it holds now")
+                           "loop used it (a reused buffer, or a loss that changes its input in place): gdstep "
+                           "recomputes it with the values it holds now")
         self._batch_id = id(kept)
         rng = self._rng_at.get(self._updates)
         if rng is None:
@@ -261,10 +183,14 @@ class AttachBackend(WatchObserver, UserModuleBackend):
             self._set_rng(rng)
         self._own = True
         try:
-            with self._loop_autocast():
+            with self._loop_autocast(), self._loop_modes():
                 return super().forward(kept.shown_x)
         finally:
             self._own = False
+
+    def _loop_modes(self):
+        """The modules' train and eval modes as the loop had them for the iteration at hand."""
+        return entered_modes(self._all_modules, self._modes_at.get(self._updates))
 
     def _loop_autocast(self, backward: bool = False):
         """Autocast as the loop had it for the iteration at hand: for its forward and loss, or its backward."""
@@ -272,7 +198,7 @@ class AttachBackend(WatchObserver, UserModuleBackend):
         return entered(self._torch, None if states is None else states[backward])
 
     def _call(self, params, x):
-        with self._loop_autocast():
+        with self._loop_autocast(), self._loop_modes():
             return super()._call(params, x)
 
     def loss_lean(self, outputs, y, flags, per_sample: bool = True):
@@ -376,20 +302,7 @@ class AttachBackend(WatchObserver, UserModuleBackend):
         """Refused, before anything changes, when an iteration to recompute from there has
         no kept batch (or no targets): the session is never left half rewound."""
         if check:
-            self._stay()
-            for step in range(checkpoint.updates, self._updates + 1):
-                kept = self._batches.get(step)
-                if kept is None and step == self._updates:      # at a boundary: the loop's next batch
-                    continue
-                if kept is None:
-                    raise GdstepError(f"cannot recompute iteration {step + 1}: attach mode keeps the batches of the "
-                                      f"last {self._keep} iterations (gdstep.attach(..., keep=N) keeps more)")
-                if kept.why_not:
-                    raise GdstepError(f"cannot recompute iteration {step + 1}: {kept.why_not}; gdstep shows what "
-                                      "the loop computed there")
-                if kept.y is None and self._watching:
-                    raise GdstepError(f"cannot recompute iteration {step + 1}: watch(loss) was given no targets "
-                                      "(pass dbg.watch(loss, y))")
+            self.check_recompute(checkpoint, self._updates)
         self._observed.clear()
         super().restore(checkpoint)
 

@@ -1,0 +1,129 @@
+"""The batches the loop hands over in attach mode, kept for recomputing their iterations:
+the whole call (the input, any further forward arguments such as an RNN's hidden state,
+keyword arguments) and the target, with what the loop's iteration ran under (its autocast
+states, gdstep.backends.attach_autocast; its modules' train and eval modes,
+gdstep.backends.attach_modes). A rewind that needs a batch no longer kept, one given
+without targets, or an iteration the loop ran so that it cannot be recomputed, is refused
+before anything moves. Mixed into AttachBackend."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, NamedTuple
+
+from gdstep.backends.attach_autocast import autocast_state, loop_states
+from gdstep.backends.attach_modes import modes_of
+from gdstep.backends.torch_layers import first_tensor
+from gdstep.backends.torch_user import detached, named_tensors, rows
+from gdstep.errors import GdstepError
+
+
+class Kept(NamedTuple):
+    """One iteration's batch as the loop gave it, and the tensors the records show for it."""
+    x: Any
+    args: tuple
+    kwargs: dict
+    y: Any
+    shown_x: Any
+    shown_y: Any
+    versions: int
+    why_not: str | None = None        # why a rewind cannot recompute this iteration
+
+
+def _versions(*values) -> int:
+    """The tensors' version counters, summed: an in-place change since moves it."""
+    return sum(v._version if hasattr(v, "data_ptr") else sum(t._version for _, t in named_tensors(v))
+               for v in values if v is not None)
+
+
+class KeptBatches:
+    @property
+    def kept_batches(self) -> int:
+        """How many of the latest batches are kept for recomputing their iterations."""
+        return self._keep
+
+    def add_batch(self, step: int, x, y, args: tuple = (), kwargs: Mapping | None = None) -> None:
+        kwargs = dict(kwargs or {})
+        shown_x = x if x is None or hasattr(x, "shape") else first_tensor(x)
+        if shown_x is None:
+            shown_x = first_tensor(kwargs) if x is None else None
+        shown_y = y if y is None or hasattr(y, "shape") else first_tensor(y)
+        carries = self._watching and any(t.grad_fn is not None for _, t in named_tensors((x, args, kwargs)))
+        why_not = ("its input carries gradients from before the model's call (a GAN's generator output), "
+                   "which a recomputed forward would not" if carries and self._watching else None)
+        x, args, kwargs = detached(x), detached(tuple(args)), detached(kwargs)
+        kept = Kept(x, args, kwargs, y, shown_x, shown_y, _versions(x, args, kwargs, y), why_not)
+        self._batches[step] = kept
+        self._autocast_at[step] = loop_states(autocast_state(self._torch, self.device),
+                                              self._autocast_call if self._watching else None)
+        self._modes_at[step] = (self._modes_call if self._watching and self._modes_call is not None
+                                else modes_of(self._all_modules))
+        self._autocast_call = self._modes_call = None
+        self.x, self.y = shown_x, shown_y
+        self.n_samples = rows(x if x is not None else kwargs)
+        for old in [s for s in self._batches if s <= step - self._keep]:
+            del self._batches[old]
+            self._used_at.pop(old, None)
+            self._rng_at.pop(old, None)
+            self._autocast_at.pop(old, None)
+            self._modes_at.pop(old, None)
+            self._no_step.discard(old)
+
+    def _kept(self, x=None) -> Kept | None:
+        if x is not None:
+            for kept in self._batches.values():
+                if kept.shown_x is x:
+                    return kept
+        return self._batches.get(self._updates)
+
+    def _inputs(self, x, y):
+        kept = self._kept(x)
+        if kept is None or (x is not None and kept.shown_x is not x):
+            return x, (), {}, y
+        return kept.x, kept.args, kept.kwargs, kept.y
+
+    def _real_target(self, y):
+        kept = self._batches.get(self._updates)
+        return kept.y if kept is not None and kept.shown_y is y else y
+
+    def batch(self, indices) -> tuple[Any, Any]:
+        """The batch of the iteration at hand; past the loop's latest, the latest (for views
+        that only look: running forward there is refused)."""
+        step = self._updates
+        if step in self._batches:
+            kept = self._batches[step]
+            return kept.shown_x, kept.shown_y
+        if not self._batches:
+            raise GdstepError("attach mode: no batch has been seen yet")
+        latest = max(self._batches)
+        if step > latest:
+            kept = self._batches[latest]
+            return kept.shown_x, kept.shown_y
+        raise GdstepError(f"attach mode keeps the batches of the last {self._keep} iterations; "
+                          f"iteration {step + 1} is older, so it cannot be recomputed")
+
+    def evaluation_data(self) -> tuple[Any, Any]:
+        """The latest batch: the loop's data set is not ours to see."""
+        if self.x is None:
+            raise GdstepError("attach mode: no batch has been seen yet")
+        if self.y is None and self._batches[max(self._batches)].y is None:
+            raise GdstepError("attach mode: watch(loss) was given no targets (pass watch(loss, y))")
+        return self.x, self.y
+
+    def check_recompute(self, checkpoint, through: int) -> None:
+        """Refuse, before anything moves, to recompute the iterations from a checkpoint's
+        through `through` (0-based) where one has no kept batch, was not recomputable as the
+        loop ran it, or has no targets. The loop's next iteration, not begun, needs none."""
+        self._stay()
+        for step in range(checkpoint.updates, through + 1):
+            kept = self._batches.get(step)
+            if kept is None and step == self._updates:      # at a boundary: the loop's next batch
+                continue
+            if kept is None:
+                raise GdstepError(f"cannot recompute iteration {step + 1}: attach mode keeps the batches of the "
+                                  f"last {self._keep} iterations (gdstep.attach(..., keep=N) keeps more)")
+            if kept.why_not:
+                raise GdstepError(f"cannot recompute iteration {step + 1}: {kept.why_not}; gdstep shows what "
+                                  "the loop computed there")
+            if kept.y is None and self._watching:
+                raise GdstepError(f"cannot recompute iteration {step + 1}: watch(loss) was given no targets "
+                                  "(pass dbg.watch(loss, y))")
