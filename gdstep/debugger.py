@@ -166,6 +166,7 @@ class Debugger(Watching):
             self._finish_iteration()
         self._loop_step = s.step_count
         self._note_versions()
+        self.backend.differed.clear()      # the loop's own iteration, computed: what differed before is behind
         return s.loss_value
 
     def _take_batch(self, x, y, args: tuple, kwargs: dict):
@@ -233,6 +234,22 @@ class Debugger(Watching):
         target = 4 * self._loop_step
         if s.position != target:
             s.seek(target)
+        self._tell_if_recomputed()
+
+    def _tell_if_recomputed(self) -> None:
+        """Where an iteration recomputed since the loop last handed one over (a rewind, and
+        the way back to where the loop stands) came out otherwise than the loop computed it
+        (gdstep.backends.attach_replay), the loop may not go on as it would have: from values
+        recomputed otherwise (step mode), or from a random number generator gdstep does not
+        own, which the recomputing drew from. Say so, once."""
+        differed = self.backend.differed
+        if differed:
+            message = (f"iteration {min(differed) + 1} recomputed otherwise than your loop computed it (the inexact "
+                       "events say why): your loop may not go on as it would have (from the recomputed values, or "
+                       "from a random generator the recomputing drew from)")
+            differed.clear()
+            self.session.log("inexact", message)
+            print(f"gdstep: {message}", file=sys.stderr)
 
     def _finish_iteration(self) -> None:
         """After a break in `step`: finish this iteration as the loop would have (unchecked)."""
@@ -243,6 +260,7 @@ class Debugger(Watching):
                 s.seek(target)
             except GdstepError as e:
                 print(f"gdstep: the loop goes on from {s.cursor}: {e}", file=sys.stderr)
+        self._tell_if_recomputed()
 
     # -- a breakpoint fired ----------------------------------------------------------------------
 

@@ -141,12 +141,14 @@ class Rewind:
             return
         self._lean_records = False
         live = self.backend.capture() if self.attached and self._phase == 0 else None
+        differed = set(getattr(self.backend, "differed", ()))
         try:
             with np.errstate(all="ignore"):
                 self._recompute_to(self.position)
         finally:                # the loop's own tensors as it left them, even after an interrupt
             if live is not None:
                 self.backend.restore(live, check=False)
+                self.backend.differed.intersection_update(differed)    # what differed here is not kept
 
     # -- rewind ----------------------------------------------------------------------------------
 

@@ -52,6 +52,7 @@ class Watching:
                 break
         b.new_iteration()
         self._note_versions()
+        b.differed.clear()                 # the loop's own iteration, observed: what differed before is behind
         self._raise_pending()
         return s.loss_value
 

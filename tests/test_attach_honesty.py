@@ -193,3 +193,53 @@ def test_a_loop_that_draws_from_torchs_rng_between_iterations_rewinds_exactly(wa
         assert torch.equal(p, q)
     assert torch.equal(rng, bare_rng)                           # the loop's RNG goes on where it would have
     assert dbg.session.replay_inexact is None
+
+
+def test_a_loop_that_goes_on_from_recomputed_values_is_told_so(capsys):
+    """A loss that changes its target in place (as fast_neural_style's `normalize_batch`
+    divides its batch): no iteration recomputes as the loop computed it. After a rewind at a
+    break the loop goes on from gdstep's values, not its own: an inexact event and a line on
+    stderr say so once, naming the first iteration that came out otherwise. (A deterministic
+    loop, rewound alike, hears nothing: the test above.)"""
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1)
+
+    def loss_fn(out, y):
+        y.div_(2.0)
+        return F.mse_loss(out, y)
+
+    look, bps = rewind_at(4)
+    dbg = gdstep.attach(model, torch.optim.SGD(model.parameters(), lr=0.1), loss_fn, bps, on_break=look)
+    for x, y in batches():
+        dbg.step(x, y)
+    told = [e.message for e in dbg.session.events if "your loop may not go on as it would have" in e.message]
+    assert told == ["iteration 1 recomputed otherwise than your loop computed it (the inexact events say why): "
+                    "your loop may not go on as it would have (from the recomputed values, or from a random "
+                    "generator the recomputing drew from)"]
+    assert "your loop may not go on as it would have" in capsys.readouterr().err
+
+
+def test_a_watched_loop_whose_generator_a_rewind_drew_from_is_told_it_may_not_go_on_as_before():
+    """Watch mode puts the loop's own values back after a break, but a rewind that recomputes
+    a forward drawing from numpy's generator draws from the loop's generator too: the loop
+    then goes on otherwise than a bare loop (checked), and it is told so, once."""
+    torch.manual_seed(0)
+    model = NumpyNoise()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    look, bps = rewind_at(4)
+    dbg = gdstep.attach(model, opt, nn.MSELoss(), bps, on_break=look)
+    bare = NumpyNoise()
+    bare.load_state_dict(model.state_dict())
+    bare_opt = torch.optim.SGD(bare.parameters(), lr=0.1)
+    for x, y in batches():
+        for m, o in ((model, opt), (bare, bare_opt)):
+            o.zero_grad()
+            loss = nn.MSELoss()(m(x), y)
+            loss.backward()
+            if m is model:
+                dbg.watch(loss, y)
+            o.step()
+    s = dbg.session
+    assert s.replay_inexact is not None
+    assert len([e for e in s.events if "your loop may not go on as it would have" in e.message]) == 1
+    assert not all(torch.equal(p, q) for p, q in zip(model.parameters(), bare.parameters()))

@@ -5,11 +5,10 @@ here independently (the scheduler's formula, the model run by hand)."""
 
 from __future__ import annotations
 
-import threading
-
 import asyncio
 import copy
 import re
+import threading
 
 import numpy as np
 import pytest

@@ -31,6 +31,7 @@ class ReplayCheck:
         self._session = None
         self._announced: set = set()
         self.inexact: list[tuple[int, str]] = []       # (step, message) of every difference found
+        self.differed: set[int] = set()                 # steps found different since the owner last cleared it
 
     def bind_session(self, session) -> None:
         """The Session whose event log hears about differences."""
@@ -68,6 +69,7 @@ class ReplayCheck:
         first = seen[1]
         if first == value or (math.isnan(first) and math.isnan(value)):
             return
+        self.differed.add(step)
         label = "loss" if what == "loss" else "‖∇L‖²"
         self._announce(step, f"iteration {step + 1} recomputed is not what was first computed: {label} {value!r}, "
                              f"first {first!r} — {self._replay_hint(step)}; the numbers shown for it are the recomputed ones")
