@@ -23,7 +23,8 @@ class Watching:
         b = self.backend
         self._mode = "watch"
         if b.last_call is None:
-            raise GdstepError("watch: the model has not run forward since attach")
+            raise GdstepError("watch: the model has not run forward since attach (call it as model(x): model.forward(x) "
+                              "runs no hooks, so gdstep does not see it)")
         self._hook_optimizer()
         s = self.session or self._session(b.layers_seen())
         self._check_loop_edits()

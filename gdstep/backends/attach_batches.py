@@ -106,7 +106,7 @@ class KeptBatches:
         if self.x is None:
             raise GdstepError("attach mode: no batch has been seen yet")
         if self.y is None and self._batches[max(self._batches)].y is None:
-            raise GdstepError("attach mode: watch(loss) was given no targets (pass watch(loss, y))")
+            raise GdstepError("attach mode: watch(loss) was given no targets (pass watch(loss, y); a loss without targets: pass a placeholder, dbg.watch(loss, ()), which loss_fn ignores)")
         return self.x, self.y
 
     def check_recompute(self, checkpoint, through: int) -> None:
@@ -126,4 +126,4 @@ class KeptBatches:
                                   "the loop computed there")
             if kept.y is None and self._watching:
                 raise GdstepError(f"cannot recompute iteration {step + 1}: watch(loss) was given no targets "
-                                  "(pass dbg.watch(loss, y))")
+                                  "(pass dbg.watch(loss, y); a loss without targets: pass a placeholder, dbg.watch(loss, ()), which loss_fn ignores)")

@@ -215,7 +215,7 @@ class AttachBackend(KeptBatches, WatchObserver, UserModuleBackend):
         kept = self._batches.get(self._updates)
         if kept is not None and kept.y is None and self._watching:
             raise GdstepError("watch(loss) was given no targets, so the loss cannot be recomputed: "
-                              "pass dbg.watch(loss, y)")
+                              "pass dbg.watch(loss, y); a loss without targets: pass a placeholder, dbg.watch(loss, ()), which loss_fn ignores")
         with self._loop_autocast():
             return super().loss(outputs, y, per_sample)
 
