@@ -115,6 +115,7 @@ class Debugger(Watching):
         self._mode: str | None = None
         self._step_hooks: list = []
         self._handling = False
+        self._handled_before = False      # a break was handled already (the no-terminal note is said once)
         self._nonfinite_step = -1
         self._lean_now = False            # this watched iteration keeps lean records (watching.py)
         self._raise_later: BreakpointHit | None = None   # watch mode: raised once the loop's state is whole
@@ -244,9 +245,14 @@ class Debugger(Watching):
         own, which the recomputing drew from. Say so, once."""
         differed = self.backend.differed
         if differed:
-            message = (f"iteration {min(differed) + 1} recomputed otherwise than your loop computed it (the inexact "
-                       "events say why): your loop may not go on as it would have (from the recomputed values, or "
-                       "from a random generator the recomputing drew from)")
+            first, last = min(differed) + 1, max(differed) + 1
+            which = f"iteration {first}" if first == last else f"iterations {first}–{last}"
+            if self._mode == "watch":     # its own values are put back after a break (Watching._look)
+                then = ("your loop's own values are put back, but if a random number generator gdstep does not own "
+                        "made the difference, the recomputing drew from it and your loop goes on with it advanced")
+            else:
+                then = "your loop goes on from the recomputed values, not its own"
+            message = f"{which} recomputed otherwise than your loop computed it (the inexact events say why): {then}"
             differed.clear()
             self.session.log("inexact", message)
             print(f"gdstep: {message}", file=sys.stderr)
@@ -286,6 +292,10 @@ class Debugger(Watching):
         self._versions = None             # the debugger may move the parameters: noted again after
         try:
             mode = self.on_break or ("tui" if interactive() else "dump")
+            if mode == "dump" and self.on_break is None and not self.dumps and not self._handled_before:
+                print("gdstep: no terminal to open the debugger in (stdin, stdout and stderr must each be one, and "
+                      "CI unset): each break writes its records to files instead", file=sys.stderr)
+            self._handled_before = True
             if mode == "raise":
                 raise BreakpointHit(message, self.session)
             if callable(mode):
@@ -329,8 +339,11 @@ class Debugger(Watching):
             return
         self.dumps.append(npz)
         lasting = dismiss_lasting(self.session)
+        inexact = self.session.replay_inexact
         print(f"gdstep: {message} — records written to {npz} (summary: {txt}); the loop goes on"
-              + (f"; {lasting}" if lasting else ""), file=sys.stderr)
+              + (f"; {lasting}" if lasting else "")
+              + ("; ⚠ recomputed otherwise than the loop computed them (the summary says why)" if inexact else ""),
+              file=sys.stderr)
 
     def dismiss(self, what: str | int = "nan") -> None:
         """Break no more on `what`: "nan" (non-finite values) or a breakpoint's id, as the

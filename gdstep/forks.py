@@ -22,8 +22,9 @@ class Forks:
         position = self.position if position is None else min(position, self.position)
         fresh = getattr(self.backend, "fresh", None)
         if fresh is None or self.attached:
-            raise GdstepError("fork: only a scenario's session can be copied (a Python scenario's or an attached "
-                              "loop's model and optimizer are the user's own objects)")
+            raise GdstepError("fork: only a session opened on a scenario file can be copied: a Python scenario's "
+                              "or an attached loop's model and optimizer are your own objects, which gdstep does "
+                              "not copy")
         twin = type(self)(self.scenario, fresh(), history_budget=self.checkpoint_budget)
         twin.breakpoints = self.breakpoints.copy()
         twin.stop_when, twin.epochs = self.stop_when, self.epochs

@@ -78,6 +78,7 @@ def landscape(session, directions: str = "pca", span: float | None = None, resol
         raise GdstepError(f"landscape: directions are {', '.join(DIRECTIONS)}, got {directions!r}")
     if data not in ("full", "batch"):
         raise GdstepError(f"landscape: data is \"full\" or \"batch\", got {data!r}")
+    _copyable(session, "landscape")
     cols, rows = _resolution(resolution)
     if span is not None and not (isinstance(span, (int, float)) and math.isfinite(span) and span > 0):
         raise GdstepError(f"landscape: span is a number > 0, got {span!r}")
@@ -137,12 +138,22 @@ def landscape(session, directions: str = "pca", span: float | None = None, resol
                      origin, _unflat(d1, w0, names), _unflat(d2, w0, names), lane_paths)
 
 
+def _copyable(session, what: str) -> None:
+    """The path and the next update are computed on copies of the session (forks), which
+    only a session opened on a scenario file gives: said up front, in the view's own words."""
+    if session.attached or getattr(session.backend, "fresh", None) is None:
+        raise GdstepError(f"{what}: drawn on copies of the session, which only one opened on a scenario file gives "
+                          "(an attached loop's or a Python scenario's model and optimizer are your own objects, "
+                          "which gdstep does not copy)")
+
+
 def line(session, t: tuple[float, float] = (-0.5, 3.0), points: int = 50) -> Line:
     """L(W + t·ΔW) along the next update (after backward: the update due; otherwise the
     next iteration's, computed on a fork) on the batch that update uses."""
     lo, hi = t
     if not (lo < 1 < hi) or points < 3:
         raise GdstepError("line: t runs over an interval around 1 (the step), such as (-0.5, 3)")
+    _copyable(session, "line")
     twin = session.fork()
     while twin.phase_due != "update":
         twin.next_phase()

@@ -199,7 +199,7 @@ def test_a_loop_that_goes_on_from_recomputed_values_is_told_so(capsys):
     """A loss that changes its target in place (as fast_neural_style's `normalize_batch`
     divides its batch): no iteration recomputes as the loop computed it. After a rewind at a
     break the loop goes on from gdstep's values, not its own: an inexact event and a line on
-    stderr say so once, naming the first iteration that came out otherwise. (A deterministic
+    stderr say so once, naming the iterations that came out otherwise. (A deterministic
     loop, rewound alike, hears nothing: the test above.)"""
     torch.manual_seed(0)
     model = nn.Linear(4, 1)
@@ -212,17 +212,17 @@ def test_a_loop_that_goes_on_from_recomputed_values_is_told_so(capsys):
     dbg = gdstep.attach(model, torch.optim.SGD(model.parameters(), lr=0.1), loss_fn, bps, on_break=look)
     for x, y in batches():
         dbg.step(x, y)
-    told = [e.message for e in dbg.session.events if "your loop may not go on as it would have" in e.message]
-    assert told == ["iteration 1 recomputed otherwise than your loop computed it (the inexact events say why): "
-                    "your loop may not go on as it would have (from the recomputed values, or from a random "
-                    "generator the recomputing drew from)"]
-    assert "your loop may not go on as it would have" in capsys.readouterr().err
+    told = [e.message for e in dbg.session.events if "recomputed otherwise than your loop" in e.message]
+    assert told == ["iterations 1–4 recomputed otherwise than your loop computed it (the inexact events say why): "
+                    "your loop goes on from the recomputed values, not its own"]
+    assert "your loop goes on from the recomputed values, not its own" in capsys.readouterr().err
 
 
 def test_a_watched_loop_whose_generator_a_rewind_drew_from_is_told_it_may_not_go_on_as_before():
     """Watch mode puts the loop's own values back after a break, but a rewind that recomputes
     a forward drawing from numpy's generator draws from the loop's generator too: the loop
-    then goes on otherwise than a bare loop (checked), and it is told so, once."""
+    then goes on otherwise than a bare loop (checked), and it is told so, once: its own values
+    put back, its generator advanced where one made the difference."""
     torch.manual_seed(0)
     model = NumpyNoise()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -241,5 +241,48 @@ def test_a_watched_loop_whose_generator_a_rewind_drew_from_is_told_it_may_not_go
             o.step()
     s = dbg.session
     assert s.replay_inexact is not None
-    assert len([e for e in s.events if "your loop may not go on as it would have" in e.message]) == 1
+    told = [e.message for e in s.events if "recomputed otherwise than your loop" in e.message]
+    assert len(told) == 1 and told[0].endswith(
+        "your loop's own values are put back, but if a random number generator gdstep does not own made the "
+        "difference, the recomputing drew from it and your loop goes on with it advanced")
     assert not all(torch.equal(p, q) for p, q in zip(model.parameters(), bare.parameters()))
+
+
+def test_a_break_written_to_files_says_its_records_were_recomputed_otherwise(tmp_path, monkeypatch, capsys):
+    """Without a terminal a break writes its records; reading them recomputes the iteration.
+    Where that came out otherwise than the loop computed it (a loss that halves its target
+    in place), the summary, the file's metadata and the stderr line say so: the losses in
+    them are gdstep's, not the loop's."""
+    import json
+
+    import gdstep.debugger as attach_module
+    monkeypatch.setattr(attach_module, "interactive", lambda: False)
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1)
+
+    def loss_fn(out, y):
+        y.div_(2.0)
+        return F.mse_loss(out, y)
+
+    dbg = gdstep.attach(model, torch.optim.SGD(model.parameters(), lr=0.1), loss_fn, ["step == 6"],
+                        dump_dir=tmp_path)
+    for x, y in batches():
+        dbg.step(x, y)
+    err = capsys.readouterr().err
+    assert "⚠ recomputed otherwise than the loop computed them (the summary says why)" in err
+    [txt] = tmp_path.glob("gdstep-break-*.txt")
+    assert "⚠ recomputed inexactly: iteration" in txt.read_text()
+    [npz] = tmp_path.glob("gdstep-break-*.npz")
+    assert json.loads(str(np.load(npz)["meta"]))["inexact"].startswith("iteration")
+
+
+@pytest.mark.parametrize("view", ["landscape", "line"])
+def test_the_landscape_and_the_line_say_in_their_own_words_why_attach_mode_has_none(view):
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1)
+    dbg = gdstep.attach(model, torch.optim.SGD(model.parameters(), lr=0.1), nn.MSELoss())
+    for x, y in batches(3):
+        dbg.step(x, y)
+    with pytest.raises(GdstepError, match=f"^{view}: drawn on copies of the session, which only one opened on a "
+                                          "scenario file gives"):
+        getattr(dbg.session, view)()

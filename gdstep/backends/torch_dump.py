@@ -99,8 +99,11 @@ def summary(session, message: str) -> tuple[str, dict]:
         "loss": None if loss is None else loss.value, "losses": list(s.history.losses[-20:]),
         "grad_norms": None if bwd is None else dict(bwd.grad_norms),
         "nonfinite": None if bad is None else str(bad), "optimizer": repr(s.optimizer),
+        "inexact": s.replay_inexact,
     }
     lines = [f"gdstep break: {message}", f"  at {s.cursor} ({s.backend.name} on {s.backend.device}, {s.backend.dtype})"]
+    if s.replay_inexact:            # the records were recomputed, and not as the loop computed them
+        lines.append(f"  ⚠ recomputed inexactly: {s.replay_inexact}")
     if bad is not None:
         lines.append(f"  first non-finite value: {bad}")
     if meta["losses"]:

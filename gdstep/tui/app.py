@@ -378,7 +378,8 @@ class GdstepApp(PromptFirst, App[int]):
         if unsaved > 0 and not self._quit_asked:
             self._quit_asked = True
             message = (f"{unsaved} command{'s' if unsaved != 1 else ''} not saved: w saves the session as a "
-                       "script; q again quits without saving")
+                       "script; q again quits without saving" + (" and lets your loop go on"
+                                                                 if self.driver.session.attached else ""))
             self.query_one(EventLog).add("info", message)
             self.notify(message, title="quit?", severity="warning", timeout=6)
             return
