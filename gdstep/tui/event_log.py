@@ -108,6 +108,8 @@ class EventLog(RichLog):
         tag = kind if kind in KINDS else "info"
         if kind not in ("command", "output"):
             line.append(f"{kind:<10} ", style=style(f"event-log--{tag}"))
+            if message.startswith(kind + " "):          # "breakpoint 1 hit": the kind is said once
+                message = message[len(kind) + 1:]
         line.append(message, style=style(f"event-log--{tag}") if kind in ("command", "error", "nonfinite", "inexact")
                     else "")
         return line
