@@ -202,13 +202,16 @@ def test_x_dismisses_non_finite_breaks_for_the_rest_of_the_loop():
 
 def test_x_disables_the_breakpoint_that_paused():
     model, opt, x, y = classifier(3)
-    opened, logs, footers = [], [], []
+    opened, logs, footers, counted = [], [], [], []
 
     def look(session, message):
         async def script(pilot, app):
             svg = app.export_screenshot()
             footers.append("".join(re.findall(r'line-35\)">([^<]*)<', svg)).replace("&#160;", " "))
+            counted.append("1 breakpoint" in svg.replace("&#160;", " "))
             await press(pilot, "x")
+            await settle(pilot)
+            counted.append("1 breakpoint" in app.export_screenshot().replace("&#160;", " "))
             logs.append(log_text(app))
         opened.append(message)
         drive(session, script)
@@ -217,5 +220,6 @@ def test_x_disables_the_breakpoint_that_paused():
     for _ in range(3):
         dbg.step(x, y)
     assert len(opened) == 1 and "breakpoint 1 disabled" in logs[0]
+    assert counted == [True, False]          # the phase bar counts the breakpoints that fire
     assert "x mute" in footers[0] and "quit" in footers[0]
     assert not dbg.session.breakpoints[0].enabled

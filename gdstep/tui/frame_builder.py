@@ -121,7 +121,7 @@ class FrameBuilder:
             backend=s.backend.name,
             device=str(s.backend.device),
             dtype=str(s.backend.dtype),
-            breakpoints=tuple(f"{bp.id}: {bp.text}" for bp in s.breakpoints),
+            breakpoints=tuple(f"{bp.id}: {bp.text}" for bp in s.breakpoints if bp.enabled),     # those that fire
             tensor=self._tensor(selection, layout),
             arithmetic=self._arithmetic(selection),
             batch=batch_panel(s, layout),
