@@ -265,7 +265,7 @@ class Debugger(Watching):
             try:
                 s.seek(target)
             except GdstepError as e:
-                print(f"gdstep: the loop goes on from {s.cursor}: {e}", file=sys.stderr)
+                print(f"gdstep: the loop goes on from {s.where}: {e}", file=sys.stderr)
         self._tell_if_recomputed()
 
     # -- a breakpoint fired ----------------------------------------------------------------------

@@ -162,13 +162,13 @@ class Rewind:
         count = phases if phases is not None else iterations * 4
         if not isinstance(count, int) or count < 0:
             raise GdstepError(f"back: expected a whole number >= 0, got {phases if phases is not None else iterations!r}")
-        before = self.cursor
+        before = self.where
         if self.position == 0 and count:
             self._log("rewind", f"nothing to rewind: this is the start ({before})")
-            return before
+            return self.cursor
         target = max(0, self.position - count)
         self._seek(target)
-        self._log("rewind", f"back from {before} to {self.cursor}")
+        self._log("rewind", f"back from {before} to {self.where}")
         return self.cursor
 
     def seek(self, position: int) -> Cursor:

@@ -124,6 +124,14 @@ class Session(RunLoop, RunAhead, FusedPhases, Rewind, SessionValues, Forks, Sess
         return Cursor(self._epoch, self._iteration, PHASES[self._phase])
 
     @property
+    def where(self) -> str:
+        """The cursor in words: its epoch and iteration; in attach mode, where the loop's data
+        is one batch an iteration, the loop's iteration due (counted from 1)."""
+        if self.attached:
+            return f"loop iteration {self._step + 1} · {PHASES[self._phase]} next"
+        return str(self.cursor)
+
+    @property
     def step_count(self) -> int:
         """Updates done so far (torch's optimizer `step`)."""
         return self._step

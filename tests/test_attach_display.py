@@ -223,3 +223,19 @@ def test_x_disables_the_breakpoint_that_paused():
     assert counted == [True, False]          # the phase bar counts the breakpoints that fire
     assert "x mute" in footers[0] and "quit" in footers[0]
     assert not dbg.session.breakpoints[0].enabled
+
+
+def test_attach_mode_names_the_loops_iterations_not_epochs_in_its_messages():
+    """The loop's data is one batch an iteration, so "epoch 6 · iteration 1" would be an
+    epoch of one batch: a rewind says which loop iteration it left and reached."""
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    dbg = gdstep.attach(model, torch.optim.SGD(model.parameters(), lr=0.1), F.cross_entropy)
+    x, y = torch.randn(4, 3), torch.tensor([0, 1, 0, 1])
+    for _ in range(5):
+        dbg.step(x, y)
+    s = dbg.session
+    s.back(iterations=2)
+    assert s.events[-1].message == "back from loop iteration 6 · forward next to loop iteration 4 · forward next"
+    s.back(phases=1)
+    assert s.events[-1].message == "back from loop iteration 4 · forward next to loop iteration 3 · update next"
