@@ -125,3 +125,51 @@ def test_an_iteration_that_cannot_be_recomputed_after_a_lean_one_does_not_stop_t
     with pytest.raises(gdstep.GdstepError, match="cannot recompute iteration 4"):
         s.back(iterations=2)          # to iteration 5's start: iteration 4 recomputed for its records
     assert s.position == before
+
+
+def test_evaluate_at_a_break_runs_the_model_in_eval_mode():
+    """`Session.evaluate()` promises eval mode (dropout off, BatchNorm on running statistics)
+    whatever mode the loop's iteration ran in: the loss it gives is the model's in eval mode,
+    computed here by hand, and twice the same."""
+    model = net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    seen = {}
+
+    def look(s, message):
+        seen["evaluated"] = [s.evaluate()[0] for _ in range(2)]
+        x, y = s.backend.x, s.backend.y
+        model.eval()
+        with torch.no_grad():
+            seen["by hand"] = F.cross_entropy(model(x), y).item()
+        model.train()
+
+    dbg = gdstep.attach(model, opt, F.cross_entropy, ["step == 3 and phase == 'loss'"], on_break=look)
+    model.train()
+    for x, y in batches(4):
+        dbg.step(x, y)
+    assert seen["evaluated"] == [seen["by hand"]] * 2
+
+
+def test_a_seek_past_the_loops_latest_iteration_is_refused_as_the_loops_to_give():
+    """At a break, after a rewind and a run back to where the loop stands, a seek further on
+    needs a batch the loop has not given yet: refused in those words, not as a batch no
+    longer kept."""
+    model = net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    said = []
+
+    def look(s, message):
+        end = s.position
+        s.back(iterations=3)
+        s.run(max_steps=3)
+        with pytest.raises(gdstep.GdstepError) as refused:
+            s.seek(s.position + 6)
+        said.append(str(refused.value))
+        s.seek(end)
+
+    dbg = gdstep.attach(model, opt, F.cross_entropy, ["step == 6"], on_break=look)
+    model.train()
+    for x, y in batches(8):
+        dbg.step(x, y)
+    assert said == ["attach mode: the next batch comes from your training loop; quit the debugger (q) to let the "
+                    "loop go on"]

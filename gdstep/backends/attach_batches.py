@@ -114,10 +114,11 @@ class KeptBatches:
         through `through` (0-based) where one has no kept batch, was not recomputable as the
         loop ran it, or has no targets. The loop's next iteration, not begun, needs none."""
         self._stay()
+        latest = max(self._batches, default=-1)
         for step in range(checkpoint.updates, through + 1):
             kept = self._batches.get(step)
-            if kept is None and step == self._updates:      # at a boundary: the loop's next batch
-                continue
+            if kept is None and (step == self._updates or step > latest):    # the loop's next batch: the
+                continue                                                      # forward says it is the loop's
             if kept is None:
                 raise GdstepError(f"cannot recompute iteration {step + 1}: attach mode keeps the batches of the "
                                   f"last {self._keep} iterations (gdstep.attach(..., keep=N) keeps more)")

@@ -198,7 +198,7 @@ class AttachBackend(KeptBatches, WatchObserver, UserModuleBackend):
         return entered(self._torch, None if states is None else states[backward])
 
     def _call(self, params, x):
-        with self._loop_autocast(), self._loop_modes():
+        with self._loop_autocast():        # (its callers choose the modes: `evaluate` runs in eval mode)
             return super()._call(params, x)
 
     def loss_lean(self, outputs, y, flags, per_sample: bool = True):
