@@ -53,7 +53,6 @@ class Watching:
                 break
         b.new_iteration()
         self._note_versions()
-        b.differed.clear()                 # the loop's own iteration, observed: what differed before is behind
         self._raise_pending()
         return s.loss_value
 
@@ -128,9 +127,10 @@ class Watching:
         first read recomputes from the nearest checkpoint (`Session._materialise`)."""
         if not self._lean_now:
             if s._lean_records:       # recompute the lean records, then give the loop back what it holds
-                held = self.backend.loop_state()
+                held, differed = self.backend.loop_state(), set(self.backend.differed)
                 s._materialise()
                 self.backend.put_back(held)
+                self.backend.differed.intersection_update(differed)     # its values are back: nothing changed
             s.next_phase()
             return
         lean, update, defer = s._lean, s._lean_update, s._defer

@@ -173,3 +173,48 @@ def test_a_seek_past_the_loops_latest_iteration_is_refused_as_the_loops_to_give(
         dbg.step(x, y)
     assert said == ["attach mode: the next batch comes from your training loop; quit the debugger (q) to let the "
                     "loop go on"]
+
+
+def test_a_model_called_without_gradients_inside_another_attached_ones_forward_leaves_its_rows_recorded():
+    """Two attached models, the head calling the encoder under no_grad (frozen features):
+    the encoder's call is no part of the iteration, and the head's own layers, run after it
+    with gradients on, are recorded as the loop made them."""
+    torch.manual_seed(0)
+    enc = nn.Sequential(nn.Linear(4, 8), nn.ReLU())
+
+    class Head(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(8, 8), nn.Linear(8, 3)
+
+        def forward(self, x):
+            with torch.no_grad():
+                z = enc(x)
+            return self.fc2(torch.relu(self.fc1(z)))
+
+    head = Head()
+    dbg = gdstep.attach({"enc": enc, "head": head}, [torch.optim.SGD(enc.parameters(), lr=0.1),
+                                                     torch.optim.SGD(head.parameters(), lr=0.1)], F.cross_entropy)
+    x, y = batches(1)[0]
+    out = head(x)
+    recorded = {name: slot for (name, _), slot in zip(dbg.backend._rows, dbg.backend._slots)}
+    assert recorded["head.fc2"] is not None and torch.equal(recorded["head.fc2"], out.detach())
+    assert recorded["enc.0"] is None
+
+
+def test_a_seek_into_the_iteration_the_loop_has_not_given_is_refused_before_anything_moves():
+    model = net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    seen = []
+
+    def look(s, message):
+        here = s.position
+        with pytest.raises(gdstep.GdstepError, match="the next batch comes from your training loop"):
+            s.seek(4 * (s.step_count + 1) + 1)
+        seen.append((here, s.position))
+
+    dbg = gdstep.attach(model, opt, F.cross_entropy, ["step == 6"], on_break=look)
+    model.train()
+    for x, y in batches(8):
+        dbg.step(x, y)
+    assert seen and all(here == now for here, now in seen)

@@ -218,7 +218,8 @@ def test_a_loop_that_goes_on_from_recomputed_values_is_told_so(capsys):
     assert "your loop goes on from the recomputed values, not its own" in capsys.readouterr().err
 
 
-def test_a_watched_loop_whose_generator_a_rewind_drew_from_is_told_it_may_not_go_on_as_before():
+@pytest.mark.parametrize("when", ["step == 4", "step == 4 and phase == 'loss'"], ids=["at the update", "at the loss"])
+def test_a_watched_loop_whose_generator_a_rewind_drew_from_is_told_it_may_not_go_on_as_before(when):
     """Watch mode puts the loop's own values back after a break, but a rewind that recomputes
     a forward drawing from numpy's generator draws from the loop's generator too: the loop
     then goes on otherwise than a bare loop (checked), and it is told so, once: its own values
@@ -226,8 +227,8 @@ def test_a_watched_loop_whose_generator_a_rewind_drew_from_is_told_it_may_not_go
     torch.manual_seed(0)
     model = NumpyNoise()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    look, bps = rewind_at(4)
-    dbg = gdstep.attach(model, opt, nn.MSELoss(), bps, on_break=look)
+    look, _ = rewind_at(4)
+    dbg = gdstep.attach(model, opt, nn.MSELoss(), [when], on_break=look)
     bare = NumpyNoise()
     bare.load_state_dict(model.state_dict())
     bare_opt = torch.optim.SGD(bare.parameters(), lr=0.1)

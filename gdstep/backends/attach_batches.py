@@ -117,8 +117,9 @@ class KeptBatches:
         latest = max(self._batches, default=-1)
         for step in range(checkpoint.updates, through + 1):
             kept = self._batches.get(step)
-            if kept is None and (step == self._updates or step > latest):    # the loop's next batch: the
-                continue                                                      # forward says it is the loop's
+            if kept is None and step > latest:        # not given yet
+                raise GdstepError("attach mode: the next batch comes from your training loop; quit the debugger (q) "
+                                  "to let the loop go on")
             if kept is None:
                 raise GdstepError(f"cannot recompute iteration {step + 1}: attach mode keeps the batches of the "
                                   f"last {self._keep} iterations (gdstep.attach(..., keep=N) keeps more)")

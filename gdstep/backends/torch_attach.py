@@ -62,7 +62,6 @@ class AttachBackend(KeptBatches, WatchObserver, UserModuleBackend):
         self._all_modules = list(model.modules())
         self._modes_at: dict[int, tuple] = {}      # step -> every module's train/eval mode (attach_modes)
         self._modes_call = None
-        self._ignored = False             # the loop's latest call of the model had no gradients (an evaluation)
         self.watch_deltas = True          # watch mode records δ of each layer (not in lean iterations)
 
     # -- hooks -----------------------------------------------------------------------------------
@@ -86,9 +85,7 @@ class AttachBackend(KeptBatches, WatchObserver, UserModuleBackend):
         self._accumulated[id(p)] = (p.grad, p.grad._version)
 
     def _input_hook(self, module, args, kwargs):
-        # the loop's call without gradients (an evaluation between iterations) is no part of one
-        self._ignored = self._capture and not self._own and not self._torch.is_grad_enabled()
-        if self._ignored:
+        if self._evaluating():
             return
         if self._capture:
             self._order = []                      # the layers this call runs, in call order
@@ -101,11 +98,16 @@ class AttachBackend(KeptBatches, WatchObserver, UserModuleBackend):
             if self._watching:
                 self._rng_call = self._rng_state()
 
+    def _evaluating(self) -> bool:
+        """Whether the model runs for the loop without gradients (an evaluation between its
+        iterations): no part of an iteration, recorded by no hook."""
+        return self._capture and not self._own and not self._torch.is_grad_enabled()
+
     def _hook(self, i: int):
         last = len(self._rows) - 1
 
         def record(module, args, output):
-            if not self._capture or self._ignored:
+            if not self._capture or self._evaluating():
                 return
             out = first_tensor(output)
             self._take_output(i, out, last)
