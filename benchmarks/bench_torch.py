@@ -19,7 +19,10 @@ norms of every iteration, checkpoints for rewinding, non-finite checks and two b
 the full records of the iteration it stops at are made when read. On the CPU the plain loop
 draws its batches in the timed loop, each epoch's order as it comes (as gdstep and the plain
 numpy loop do); the same loop with every batch's index tensor made before the clock starts,
-the baseline until this was changed, is reported beside it ("batches made before").
+the baseline until this was changed, is reported beside it ("batches made before"). So is
+the plain loop with `torch.optim.Adam(foreach=True)`: gdstep steps its own optimizers by
+torch's multi-tensor arithmetic on kept lists (gdstep.backends.torch_step, the same bits as the
+default step), and a plain loop can ask torch for its multi-tensor step too.
 """
 
 from __future__ import annotations
@@ -90,6 +93,10 @@ def compare(sc, steps: int, rounds: int, device: str, batch_size: int, sizes,
     if device == "cpu":           # the baseline as it was: the batches' index tensors made before the clock
         runs.append(("  plain, batches made before", lambda: plain_torch(
             x, y, params, steps, batch_size=batch_size, device=device, sizes=sizes, precomputed=True)))
+        # gdstep steps its own Adam by torch's multi-tensor arithmetic (gdstep.backends.torch_step):
+        # a plain loop that asks torch for it, beside the default one
+        runs.append(("  plain, Adam(foreach=True)", lambda: plain_torch(
+            x, y, params, steps, batch_size=batch_size, device=device, sizes=sizes, foreach=True)))
     rates: dict[str, list[float]] = {name: [] for name, _ in runs}
     for _ in range(rounds):
         for name, fn in runs:

@@ -110,10 +110,11 @@ def plain_numpy(x, y, params, steps: int, batch_size: int = 64, lr: float = 1e-3
 
 
 def plain_torch(x, y, params, steps: int, batch_size: int = 64, lr: float = 1e-3, dtype: str = "float32",
-                device: str = "cpu", sizes=(64, 128, 128, 10), precomputed: bool = False):
+                device: str = "cpu", sizes=(64, 128, 128, 10), precomputed: bool = False, foreach: bool | None = None):
     """A plain torch loop: nn.Sequential, CrossEntropyLoss, torch.optim.Adam. On the CPU it
     draws its batches in the timed loop, as `plain_numpy` does (`precomputed`: every batch's
-    indices made into a tensor before the clock starts, as this loop did before)."""
+    indices made into a tensor before the clock starts, as this loop did before; `foreach`:
+    Adam's own option, None its default)."""
     import torch
 
     dt = getattr(torch, dtype)
@@ -127,7 +128,7 @@ def plain_torch(x, y, params, steps: int, batch_size: int = 64, lr: float = 1e-3
         with torch.no_grad():
             for name, p in model.named_parameters():
                 p.copy_(torch.as_tensor(params[name]))
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, foreach=foreach)
     loss_fn = torch.nn.CrossEntropyLoss()
     xt = torch.as_tensor(x, dtype=dt, device=device)
     yt = torch.as_tensor(y, dtype=torch.long, device=device)

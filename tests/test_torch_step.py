@@ -17,9 +17,13 @@ from optim_cases import CASES, TORCH, case_id  # noqa: E402
 SHAPES = [(7, 5), (7,), (3, 7), (3,)]
 
 
-def _optimizer(kind: str, args: dict, dtype):
+CUDA = pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device")])
+
+
+def _optimizer(kind: str, args: dict, dtype, device: str = "cpu"):
     torch.manual_seed(0)
-    params = [torch.randn(s, dtype=dtype, requires_grad=True) for s in SHAPES]
+    params = [torch.randn(s, dtype=dtype).to(device).requires_grad_() for s in SHAPES]
     return params, getattr(torch.optim, TORCH[kind])(params, **args)
 
 
@@ -27,21 +31,22 @@ def _state(opt) -> list:
     return [(k, v) for p in opt.param_groups[0]["params"] for k, v in sorted(opt.state.get(p, {}).items())]
 
 
-def _grads(step: int, dtype) -> list:
+def _grads(step: int, dtype, device: str = "cpu") -> list:
     g = torch.Generator().manual_seed(step)
     scale = 10.0 ** (step % 9 - 5)            # gradients from 1e-5 to 1e3: each operation's rounding shows
-    return [torch.randn(s, generator=g, dtype=dtype) * scale for s in SHAPES]
+    return [(torch.randn(s, generator=g, dtype=dtype) * scale).to(device) for s in SHAPES]
 
 
+@pytest.mark.parametrize("device", ["cpu", CUDA])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("case", CASES, ids=[case_id(c) for c in CASES])
-def test_the_kept_step_equals_torch_optims_step_bit_for_bit(case, dtype):
+def test_the_kept_step_equals_torch_optims_step_bit_for_bit(case, dtype, device):
     kind, args = case
-    plain, plain_opt = _optimizer(kind, args, dtype)
-    ours, opt = _optimizer(kind, args, dtype)
+    plain, plain_opt = _optimizer(kind, args, dtype, device)
+    ours, opt = _optimizer(kind, args, dtype, device)
     kept, taken = KeptStep(), 0
     for step in range(40):
-        grads = _grads(step, dtype)
+        grads = _grads(step, dtype, device)
         missing = 2 if step == 12 else None       # a parameter without a gradient: step() skips it
         for params in (plain, ours):
             for i, (p, g) in enumerate(zip(params, grads)):
@@ -77,6 +82,18 @@ def test_a_step_hook_makes_step_take_the_step():
     assert not kept.step(torch, opt)             # the hook must run: step() takes it
     handle.remove()
     assert kept.step(torch, opt)
+
+
+def test_an_optimizer_a_scheduler_wrapped_takes_its_own_step():
+    """An lr scheduler wraps the optimizer's step to count its calls: that step() must run."""
+    params, opt = _optimizer("sgd", {"lr": 0.1, "momentum": 0.9}, torch.float32)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    kept = KeptStep()
+    assert kept.step(torch, opt)
+    torch.optim.lr_scheduler.StepLR(opt, step_size=1)
+    assert not kept.step(torch, opt)
 
 
 def test_a_step_count_changed_elsewhere_is_read_again():

@@ -11,7 +11,6 @@ from gdstep.backends.numpy_backend import layer_infos
 from gdstep.backends.torch_loss import ScenarioLoss
 from gdstep.backends.torch_module import ModuleBackend
 from gdstep.backends.torch_optim import build
-from gdstep.backends.torch_step import KeptStep
 from gdstep.backends.torch_support import require_torch, resolve_device, torch_dtype
 from gdstep.problem import as_problem
 
@@ -64,16 +63,6 @@ class TorchBackend(ModuleBackend):
             loss.backward()
             return [p.grad for p in inputs]
         return super().autograd_grads(loss, inputs)
-
-    def optimizer_step(self) -> None:
-        """The optimizer's step on kept lists (gdstep.backends.torch_step): the optimizer is
-        gdstep's own, and no one else holds it to change its state between steps; `step()`
-        itself where the kept step does not take it."""
-        kept = self.__dict__.get("_kept_step")
-        if kept is None:
-            kept = self._kept_step = KeptStep()
-        if not kept.step(self._torch, self.torch_optimizer):
-            self.torch_optimizer.step()
 
     def fresh(self, problem=None) -> "TorchBackend":
         """A new backend of this kind at the start of the same prepared problem (or of

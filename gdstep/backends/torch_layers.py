@@ -100,3 +100,16 @@ def first_tensor(value: Any):
             if isinstance(v, torch.Tensor):
                 return v
     return None
+
+
+def row_calls(torch, rows: list[tuple[str, Any]]) -> list:
+    """What runs each row: its `forward` itself where calling the module would do nothing
+    else (no hook on it or on every module, not compiled), else the module. `Module.__call__`
+    costs ~0.7 µs a row in its own Python: 1 % of a run of the MLP 64-128-128-10."""
+    hooks = torch.nn.modules.module
+    if (hooks._global_forward_hooks or hooks._global_forward_pre_hooks or hooks._global_backward_hooks
+            or hooks._global_backward_pre_hooks):
+        return [module for _, module in rows]
+    return [module if (module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+                       or module._backward_pre_hooks or getattr(module, "_compiled_call_impl", None) is not None)
+            else module.forward for _, module in rows]

@@ -19,12 +19,13 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from gdstep.backends.torch_layers import first_tensor, has_inplace, layer_infos, module_layers
+from gdstep.backends.torch_layers import first_tensor, has_inplace, layer_infos, module_layers, row_calls
 from gdstep.backends.torch_optim import apply, build, config_of, same_kind, torch_classes
 from gdstep.backends.torch_ahead import DeviceAhead
 from gdstep.backends.torch_checkpoint import Initial, CheckpointMixin
 from gdstep.backends.torch_lean import LeanPhases
 from gdstep.backends.torch_side import SideComputations
+from gdstep.backends.torch_step import KeptStep
 from gdstep.backends.torch_support import device_name, dtype_name, require_torch
 from gdstep.errors import GdstepError
 from gdstep.records import ParamUpdate
@@ -265,8 +266,8 @@ class ModuleBackend(CheckpointMixin, LeanPhases, DeviceAhead, SideComputations):
             outs = []
             lean = self._lean_rows
             last = len(self._rows) - 1
-            for i, (_, module) in enumerate(self._rows):
-                h = module(h)
+            for i, call in enumerate(row_calls(self._torch, self._rows)):
+                h = call(h)
                 outs.append(h if lean is None or i == last else None)
                 if self._copy_outputs and outs[-1] is not None:
                     self._produced[i] = h.detach().clone()
@@ -320,8 +321,11 @@ class ModuleBackend(CheckpointMixin, LeanPhases, DeviceAhead, SideComputations):
         return list(self._torch.autograd.grad(loss, inputs, allow_unused=True))
 
     def optimizer_step(self) -> None:
-        """The optimizer's step: the one place it is taken (a GradScaler's step instead)."""
-        self.torch_optimizer.step()
+        """The optimizer's step: the one place it is taken (a GradScaler's step instead), on
+        kept lists where gdstep.backends.torch_step can take it, else by `step()`: the same bits."""
+        kept = self.__dict__.get("_kept_step") or self.__dict__.setdefault("_kept_step", KeptStep())
+        if not kept.step(self._torch, self.torch_optimizer):
+            self.torch_optimizer.step()
 
     def grad_sq_norms(self, grads: Mapping[str, Any]) -> dict[str, float]:
         """‖g‖² per parameter: one fused norm over all of them, one transfer to the host."""

@@ -26,46 +26,60 @@ form on kept lists ~180 µs; `adam_foreach` ~140 µs.
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Callable
 
 _EMPTY = object()      # a state list the group's options leave out: passed as []
 
 
-def _adam(group: dict) -> tuple[tuple, dict]:
+def _adam(group: dict) -> tuple:
+    return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq" if group["amsgrad"] else _EMPTY, "step")
+
+
+def _adam_args(group: dict) -> dict:
     beta1, beta2 = group["betas"]
-    keys = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq" if group["amsgrad"] else _EMPTY, "step")
-    return keys, dict(amsgrad=group["amsgrad"], has_complex=False, beta1=beta1, beta2=beta2, lr=group["lr"],
-                      weight_decay=group["weight_decay"], eps=group["eps"], maximize=group["maximize"],
-                      capturable=False, differentiable=False, fused=None, grad_scale=None, found_inf=None,
-                      decoupled_weight_decay=group["decoupled_weight_decay"])
+    return dict(amsgrad=group["amsgrad"], has_complex=False, beta1=beta1, beta2=beta2, lr=group["lr"],
+                weight_decay=group["weight_decay"], eps=group["eps"], maximize=group["maximize"],
+                capturable=False, differentiable=False, fused=None, grad_scale=None, found_inf=None,
+                decoupled_weight_decay=group["decoupled_weight_decay"])
 
 
-def _sgd(group: dict) -> tuple[tuple, dict]:
-    keys = ("momentum_buffer" if group["momentum"] != 0 else _EMPTY,)
-    return keys, dict(weight_decay=group["weight_decay"], momentum=group["momentum"], lr=group["lr"],
-                      dampening=group["dampening"], nesterov=group["nesterov"], maximize=group["maximize"],
-                      has_sparse_grad=False, fused=None, grad_scale=None, found_inf=None)
+def _sgd(group: dict) -> tuple:
+    return ("momentum_buffer" if group["momentum"] != 0 else _EMPTY,)
 
 
-def _rmsprop(group: dict) -> tuple[tuple, dict]:
-    keys = ("square_avg", "grad_avg" if group["centered"] else _EMPTY,
+def _sgd_args(group: dict) -> dict:
+    return dict(weight_decay=group["weight_decay"], momentum=group["momentum"], lr=group["lr"],
+                dampening=group["dampening"], nesterov=group["nesterov"], maximize=group["maximize"],
+                has_sparse_grad=False, fused=None, grad_scale=None, found_inf=None)
+
+
+def _rmsprop(group: dict) -> tuple:
+    return ("square_avg", "grad_avg" if group["centered"] else _EMPTY,
             "momentum_buffer" if group["momentum"] > 0 else _EMPTY, "step")
-    return keys, dict(lr=group["lr"], alpha=group["alpha"], eps=group["eps"], weight_decay=group["weight_decay"],
-                      momentum=group["momentum"], centered=group["centered"], maximize=group["maximize"],
-                      differentiable=False, capturable=False, has_complex=False)
 
 
-def _adagrad(group: dict) -> tuple[tuple, dict]:
-    return ("sum", "step"), dict(lr=group["lr"], weight_decay=group["weight_decay"], lr_decay=group["lr_decay"],
-                                 eps=group["eps"], has_sparse_grad=False, maximize=group["maximize"],
-                                 differentiable=False, has_complex=False, fused=None, grad_scale=None, found_inf=None)
+def _rmsprop_args(group: dict) -> dict:
+    return dict(lr=group["lr"], alpha=group["alpha"], eps=group["eps"], weight_decay=group["weight_decay"],
+                momentum=group["momentum"], centered=group["centered"], maximize=group["maximize"],
+                differentiable=False, capturable=False, has_complex=False)
+
+
+def _adagrad(group: dict) -> tuple:
+    return ("sum", "step")
+
+
+def _adagrad_args(group: dict) -> dict:
+    return dict(lr=group["lr"], weight_decay=group["weight_decay"], lr_decay=group["lr_decay"], eps=group["eps"],
+                has_sparse_grad=False, maximize=group["maximize"], differentiable=False, has_complex=False,
+                fused=None, grad_scale=None, found_inf=None)
 
 
 # torch.optim's class name: (its module, whose function of that name is the functional form;
-# the state lists and keyword arguments a group gives it, as the class's step() passes them)
-FORMS: dict[str, tuple[str, Callable[[dict], tuple[tuple, dict]]]] = {
-    "Adam": ("adam", _adam), "AdamW": ("adam", _adam), "SGD": ("sgd", _sgd),
-    "RMSprop": ("rmsprop", _rmsprop), "Adagrad": ("adagrad", _adagrad),
+# the state lists a group gives it, in its order; the keyword arguments, as step() passes them)
+FORMS: dict[str, tuple[str, Callable[[dict], tuple], Callable[[dict], dict]]] = {
+    "Adam": ("adam", _adam, _adam_args), "AdamW": ("adam", _adam, _adam_args), "SGD": ("sgd", _sgd, _sgd_args),
+    "RMSprop": ("rmsprop", _rmsprop, _rmsprop_args), "Adagrad": ("adagrad", _adagrad, _adagrad_args),
 }
 
 
@@ -117,7 +131,7 @@ class KeptStep:
         if group is None:
             return False
         form = FORMS[type(optimizer).__name__]
-        keys, kwargs = form[1](group)
+        keys = form[1](group)
         params = group["params"]
         kept = self._kept
         if not (kept is not None and kept[0] is optimizer and kept[1] is group and kept[2] == keys
@@ -139,7 +153,7 @@ class KeptStep:
                 adam_foreach(torch, params, grads, *lists, counts, group)
                 self._counts = (counts, [t._version for t in steps])
             else:
-                kept[5](params, grads, *lists, foreach=kept[6], **kwargs)
+                kept[5](params, grads, *lists, foreach=kept[6], **form[2](group))
         return True
 
     def _step_counts(self, steps: list) -> list:
@@ -155,9 +169,10 @@ class KeptStep:
         """The optimizer's one param group, where the kept step can take its step: a class of
         torch.optim's own that gdstep builds, no step hooks, the options `step()` would take
         its default loop with."""
-        from torch.optim import optimizer as torch_optimizer
+        torch_optimizer = sys.modules["torch.optim.optimizer"]      # loaded with torch.optim
         name = type(optimizer).__name__
         if (name not in FORMS or type(optimizer) is not getattr(torch.optim, name, None)
+                or "step" in optimizer.__dict__           # wrapped (an lr scheduler counts the calls)
                 or len(optimizer.param_groups) != 1 or optimizer._optimizer_step_pre_hooks
                 or optimizer._optimizer_step_post_hooks or torch_optimizer._global_optimizer_pre_hooks
                 or torch_optimizer._global_optimizer_post_hooks

@@ -250,7 +250,7 @@ class UserModuleBackend(ReplayCheck, ModuleBackend):
                 self._announce(self._updates, "GradScaler skipped this step (inf/nan gradients at this scale); "
                                               f"scale now {self.scaler.get_scale():g}", inexact=False)
         else:
-            self.torch_optimizer.step()
+            super().optimizer_step()
         if self._step_scheduler:
             self.scheduler.step()
             self.optimizer = config_of(self.torch_optimizer)      # the lr in force next
