@@ -80,6 +80,7 @@ class ModuleBackend(CheckpointMixin, LeanPhases, DeviceAhead, SideComputations):
         self._rng_forward = None
         self._batch_key: tuple | None = None
         self._updates = 0
+        self._kept_step = KeptStep()       # the optimizer's step on kept lists (gdstep.backends.torch_step)
         self._fresh: tuple | None = None
         self._reuse_copies = True          # the next update starts from the last one's copies
         self._trust_versions = True        # a tensor whose version is unchanged holds its copy's values
@@ -323,8 +324,7 @@ class ModuleBackend(CheckpointMixin, LeanPhases, DeviceAhead, SideComputations):
     def optimizer_step(self) -> None:
         """The optimizer's step: the one place it is taken (a GradScaler's step instead), on
         kept lists where gdstep.backends.torch_step can take it, else by `step()`: the same bits."""
-        kept = self.__dict__.get("_kept_step") or self.__dict__.setdefault("_kept_step", KeptStep())
-        if not kept.step(self._torch, self.torch_optimizer):
+        if not self._kept_step.step(self._torch, self.torch_optimizer):
             self.torch_optimizer.step()
 
     def grad_sq_norms(self, grads: Mapping[str, Any]) -> dict[str, float]:
