@@ -67,6 +67,7 @@ class Session(RunLoop, RunAhead, FusedPhases, Rewind, SessionValues, Forks, Sess
         self._batch_size = scenario.training.batch_size
         self._step, self._epoch, self._iteration, self._offset, self._phase = 0, 1, 1, 0, 0
         self._perms: dict[int, np.ndarray] = {}    # the last two epochs' orders (a look ahead draws into the next)
+        self._arange = np.arange(0)                 # the order of every epoch when not shuffled
         self._batch: tuple[np.ndarray, Any, Any] | None = None
         self._records: dict[str, Any] = {}
         self._lean = False                # a run in progress builds lean records
@@ -214,9 +215,13 @@ class Session(RunLoop, RunAhead, FusedPhases, Rewind, SessionValues, Forks, Sess
             self._log("nonfinite", f"{bad} (the phase ran; rewind with back)")
 
     def _epoch_order(self, epoch: int) -> np.ndarray:
+        if not self.shuffle:                 # every epoch in order (attach mode: each iteration an epoch)
+            if len(self._arange) != self.n:
+                self._arange = np.arange(self.n)
+            return self._arange
         perm = self._perms.get(epoch)
         if perm is None:
-            perm = epoch_permutation(self.seed, epoch, self.n) if self.shuffle else np.arange(self.n)
+            perm = epoch_permutation(self.seed, epoch, self.n)
             if len(self._perms) >= 2:
                 del self._perms[next(iter(self._perms))]
             self._perms[epoch] = perm

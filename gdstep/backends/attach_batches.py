@@ -35,6 +35,10 @@ def _versions(*values) -> int:
                for v in values if v is not None)
 
 
+CARRIES = ("its input carries gradients from before the model's call (a GAN's generator output), "
+           "which a recomputed forward would not")
+
+
 class KeptBatches:
     @property
     def kept_batches(self) -> int:
@@ -42,24 +46,18 @@ class KeptBatches:
         return self._keep
 
     def add_batch(self, step: int, x, y, args: tuple = (), kwargs: Mapping | None = None) -> None:
-        kwargs = dict(kwargs or {})
-        shown_x = x if x is None or hasattr(x, "shape") else first_tensor(x)
-        if shown_x is None:
-            shown_x = first_tensor(kwargs) if x is None else None
-        shown_y = y if y is None or hasattr(y, "shape") else first_tensor(y)
-        carries = self._watching and any(t.grad_fn is not None for _, t in named_tensors((x, args, kwargs)))
-        why_not = ("its input carries gradients from before the model's call (a GAN's generator output), "
-                   "which a recomputed forward would not" if carries and self._watching else None)
-        x, args, kwargs = detached(x), detached(tuple(args)), detached(kwargs)
-        kept = Kept(x, args, kwargs, y, shown_x, shown_y, _versions(x, args, kwargs, y), why_not)
+        if not args and not kwargs and hasattr(x, "data_ptr") and (y is None or hasattr(y, "data_ptr")):
+            kept = self._plain_batch(x, y)        # model(x) with a tensor target: the same, directly
+        else:
+            kept = self._batch_of(x, y, tuple(args), dict(kwargs or {}))
         self._batches[step] = kept
         self._autocast_at[step] = loop_states(autocast_state(self._torch, self.device),
                                               self._autocast_call if self._watching else None)
         self._modes_at[step] = (self._modes_call if self._watching and self._modes_call is not None
                                 else modes_of(self._all_modules))
         self._autocast_call = self._modes_call = None
-        self.x, self.y = shown_x, shown_y
-        self.n_samples = rows(x if x is not None else kwargs)
+        self.x, self.y = kept.shown_x, kept.shown_y
+        self.n_samples = rows(kept.x if kept.x is not None else kept.kwargs)
         for old in [s for s in self._batches if s <= step - self._keep]:
             del self._batches[old]
             self._used_at.pop(old, None)
@@ -67,6 +65,22 @@ class KeptBatches:
             self._autocast_at.pop(old, None)
             self._modes_at.pop(old, None)
             self._no_step.discard(old)
+
+    def _batch_of(self, x, y, args: tuple, kwargs: dict) -> Kept:
+        shown_x = x if x is None or hasattr(x, "shape") else first_tensor(x)
+        if shown_x is None:
+            shown_x = first_tensor(kwargs) if x is None else None
+        shown_y = y if y is None or hasattr(y, "shape") else first_tensor(y)
+        carries = self._watching and any(t.grad_fn is not None for _, t in named_tensors((x, args, kwargs)))
+        x, args, kwargs = detached(x), detached(args), detached(kwargs)
+        return Kept(x, args, kwargs, y, shown_x, shown_y, _versions(x, args, kwargs, y), CARRIES if carries else None)
+
+    def _plain_batch(self, x, y) -> Kept:
+        """`_batch_of` for a tensor input alone and a tensor target (or none)."""
+        carries = x.grad_fn is not None
+        kept_x = x.detach() if carries else x
+        versions = x._version + (y._version if y is not None else 0)
+        return Kept(kept_x, (), {}, y, x, y, versions, CARRIES if carries and self._watching else None)
 
     def _kept(self, x=None) -> Kept | None:
         if x is not None:

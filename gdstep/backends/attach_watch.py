@@ -14,8 +14,47 @@ from __future__ import annotations
 import copy
 
 
+class LoopTests:
+    """The loop's forward, tested as it runs (watch mode, on the CPU, where the iteration
+    before was recomputable so this one most likely is too): each checked row's output is
+    proved finite by the chain of bounds or normed as it is made, while it is in the cache,
+    and not held, so that backward() frees it as it goes, as it would without gdstep. From
+    a non-finite one on, the outputs are kept, for the culprit's name."""
+
+    def __init__(self, checked: frozenset, walk):
+        self.checked, self.walk = checked, walk
+        self.bad = False
+        self.dropped = False              # whether an output was let go (the records then lack it)
+
+    def keep(self, backend, i: int, out) -> bool:
+        """Test row i's output `out`; whether to hold it."""
+        if not self.bad and i in self.checked and out is not None and not (self.walk is not None and self.walk.proven(i)):
+            self.bad = not backend.finite_now(out)
+        self.dropped = self.dropped or not self.bad
+        return self.bad
+
+
 class WatchObserver:
     _pinned: str | None = None        # why the debugger may not move from where the loop is
+    _loop_tests: LoopTests | None = None      # the loop's latest forward, tested as it ran
+    _lean_expected = False            # the last iteration watched was lean (records on demand)
+
+    def loop_forward_begins(self) -> None:
+        """At the loop's call of the model (watch mode): follow its rows with a chain of
+        bounds, and where this iteration will most likely be lean, test them as they run."""
+        walk = self._loop_walk = self._bound_walk()
+        s = self._session
+        self._loop_tests = None
+        if self._lean_expected and s is not None and self.device == "cpu":
+            if walk is not None and walk.rows:
+                walk.read()
+            self._loop_tests = LoopTests(frozenset(s._checked_layers), walk)
+
+    def loop_forward_tested(self) -> bool | None:
+        """Whether the checked outputs of the loop's latest forward are finite, where it was
+        tested as it ran (None: it was not; its outputs are held, to be read)."""
+        tests, self._loop_tests = self._loop_tests, None
+        return None if tests is None else not tests.bad
 
     def layers_seen(self) -> list[bool]:
         """Which rows produced an output in the loop's latest forward."""
@@ -88,7 +127,13 @@ class WatchObserver:
         value = loss.detach().reshape(()).item() if isinstance(loss, torch.Tensor) else float(loss)
         self._seen_loss = value
         self._note_why_not()
-        lean = lean and inv is None and self._recomputable()
+        lean = lean and inv is None and self._recomputable(loss)
+        tests = self._loop_tests
+        if not lean and tests is not None and tests.dropped:
+            self._announce(self._updates, f"iteration {self._updates + 1}: its layer outputs were let go as the loop ran "
+                           "(the iterations before it could be recomputed, and this one cannot): its records show "
+                           "the loss and the gradients, not the outputs", inexact=False)
+        self._lean_expected = lean
         grads = {name: (g.detach() * inv if inv is not None else g.detach() if lean else g.detach().clone())
                  for name, (g, _) in self._watched.items()}
         self._observed = {"forward": outputs, "loss": (None, value), "backward": (deltas[-1] if deltas else None, deltas, grads)}
@@ -122,10 +167,12 @@ class WatchObserver:
         self._accumulated.clear()
         self._watched = {}
 
-    def _recomputable(self) -> bool:
+    def _recomputable(self, loss) -> bool:
         """Whether a recomputation from the kept batch gives this iteration: one forward of
         the model since the last step, its gradients not added to an unstepped iteration's,
-        its input free of earlier graphs, its targets given."""
+        its input free of earlier graphs, its targets given, and the loop's `loss` is
+        loss_fn(output, y) — the very tensor the loss module returned for the model's output
+        and y (seen by a hook on it), else recomputed and compared."""
         kept = self._batches.get(self._updates)
         if (kept is None or kept.why_not is not None or kept.y is None or self._forwards != 1
                 or self._rng_call is None):
@@ -137,6 +184,10 @@ class WatchObserver:
             if made is None or made[0] is not g or made[1] != version:
                 return False
         # and the loop's loss is loss_fn(output, y), which a recomputation computes
+        call, self._loss_call = self._loss_call, None
+        if (call is not None and call[1] is loss and len(call[0]) == 2 and call[0][0] is self._loop_out
+                and call[0][1] is kept.y):
+            return True
         torch = self._torch
         try:
             with torch.no_grad():

@@ -45,12 +45,11 @@ class DeviceAhead:
 
     def _iteration_row(self, x, y, checked, large: float) -> tuple[list, dict[str, Any], list]:
         torch = self._torch
-        self._lean_rows = (frozenset(checked), [], [], large)
+        self._lean_begin(checked, large)
         try:
             outputs = self.forward(x)
-            _, norms, held, _ = self._lean_rows
         finally:
-            self._lean_rows = None
+            norms, held = self._lean_end()
         out = self._graph[1] if self._graph is not None else outputs[-1]
         _, loss = self.loss_fn(out, y, False)
         self._loss_tensor = loss

@@ -63,6 +63,9 @@ class AttachBackend(KeptBatches, WatchObserver, UserModuleBackend):
         self._modes_at: dict[int, tuple] = {}      # step -> every module's train/eval mode (attach_modes)
         self._modes_call = None
         self.watch_deltas = True          # watch mode records δ of each layer (not in lean iterations)
+        self._loop_walk = None            # the chain of bounds of the loop's latest forward (gdstep.backends.forward_bound)
+        self._loop_out = None             # the model's output in the loop's latest forward, as the loop got it
+        self._loss_call = None            # (args, result) of the latest call of the user's loss module
 
     # -- hooks -----------------------------------------------------------------------------------
 
@@ -76,6 +79,9 @@ class AttachBackend(KeptBatches, WatchObserver, UserModuleBackend):
             self._hooks.append(module.register_forward_hook(self._hook(i)))
         for top in self._tops:
             self._hooks.append(top.register_forward_pre_hook(self._input_hook, with_kwargs=True))
+        loss = getattr(self.loss_fn, "loss_fn", None)
+        if isinstance(loss, nn.Module):       # which call made the loss watch() is given (attach_watch._recomputable)
+            self._hooks.append(loss.register_forward_hook(self._loss_hook))
         self._accumulated = {}            # id(p) -> (p.grad, its version) as backward() left it
         for _, p in self._train:
             if hasattr(p, "register_post_accumulate_grad_hook"):
@@ -83,6 +89,9 @@ class AttachBackend(KeptBatches, WatchObserver, UserModuleBackend):
 
     def _grad_hook(self, p) -> None:
         self._accumulated[id(p)] = (p.grad, p.grad._version)
+
+    def _loss_hook(self, module, args, result) -> None:
+        self._loss_call = (args, result)
 
     def _input_hook(self, module, args, kwargs):
         if self._evaluating():
@@ -97,6 +106,7 @@ class AttachBackend(KeptBatches, WatchObserver, UserModuleBackend):
             self._modes_call = modes_of(self._all_modules)
             if self._watching:
                 self._rng_call = self._rng_state()
+                self.loop_forward_begins()
 
     def _evaluating(self) -> bool:
         """Whether the model runs for the loop without gradients (an evaluation between its
@@ -110,21 +120,45 @@ class AttachBackend(KeptBatches, WatchObserver, UserModuleBackend):
             if not self._capture or self._evaluating():
                 return
             out = first_tensor(output)
-            self._take_output(i, out, last)
+            tests = None
+            if not self._own:
+                if self._loop_walk is not None:
+                    self._loop_walk.link(i, module, args, out)
+                tests = self._loop_tests
+            if tests is None:
+                self._row_ran(i, module, args, out, last)
+            elif i == last or tests.keep(self, i, out):      # tested as made, let go unless not finite
+                self._slots[i] = out
             self._order.append(i)
             if self._watching and not self._own and self.watch_deltas and out is not None and out.requires_grad:
                 out.register_hook(lambda g, i=i: self._deltas.__setitem__(i, g))
             if (i == len(self._rows) - 1 or module in self._tops) and not self._own:
-                self._slots[-1] = out
+                self._slots[-1] = self._loop_out = out
                 self._keep_output(output)
         return record
 
     def forward_lean(self, x, checked: Sequence[int], defer: bool = False):
-        """ModuleBackend's, where gdstep drives the forward; None for the loop's own forward
-        (watch mode), which the caller checks in full."""
-        if "forward" in self._observed:
+        """ModuleBackend's, where gdstep drives the forward. The loop's own forward (watch
+        mode): (its outputs, whether finite) where it was tested as it ran (LoopTests), or
+        where the chain of bounds its rows ran through proves every checked output finite;
+        else None, and the caller reads them all."""
+        if "forward" not in self._observed:
+            return super().forward_lean(x, checked, defer)
+        tested = self.loop_forward_tested()
+        if tested is not None:           # as it ran, its outputs let go
+            self._loop_walk = None
+            return self.forward(x), tested
+        walk, self._loop_walk = self._loop_walk, None
+        if walk is None or defer:
             return None
-        return super().forward_lean(x, checked, defer)
+        walk.fb.measured = True
+        outputs = self._observed["forward"]
+        if not walk.rows or not checked:
+            return None
+        walk.read()
+        if not all(walk.proven(i) or outputs[i] is None for i in checked):
+            return None
+        return self.forward(x), True
 
     def trial(self, x, args: tuple = (), kwargs: Mapping | None = None) -> list[bool]:
         """Which rows produce an output: the model once on the batch, no grad, eval mode, RNG

@@ -233,6 +233,8 @@ class CheckpointMixin:
         by (parameter name, state key). Where gdstep restored a checkpoint since, its state
         tensors are new without the loop having touched them: only parameters are compared."""
         params, owned, restores = versions
+        if restores == self._restores and self._unmoved(params, owned):       # the usual case, in one pass
+            return {}
         out: dict[Any, Any] = {name: p.detach().clone() for (name, p), v in zip(self._named, params) if p._version != v}
         if restores != self._restores:
             return out
@@ -244,6 +246,20 @@ class CheckpointMixin:
                 if isinstance(v, torch.Tensor) and (seen is None or seen[0] is not v or seen[1] != v._version):
                     out[(name, k)] = v.detach().clone()
         return out
+
+    def _unmoved(self, params: tuple, owned: tuple) -> bool:
+        """Whether every parameter and optimizer state tensor is where `param_versions` saw it:
+        the same tensors, in the same order, with the same versions."""
+        if any(p._version != v for (_, p), v in zip(self._named, params)):
+            return False
+        torch, states, i = self._torch, self.torch_optimizer.state, 0
+        for _, p in self._train:
+            for v in states.get(p, {}).values():
+                if isinstance(v, torch.Tensor):
+                    if i >= len(owned) or owned[i][2] is not v or owned[i][3] != v._version:
+                        return False
+                    i += 1
+        return i == len(owned)
 
     def load_params(self, values: Mapping[Any, Any]) -> None:
         """Write these values into the live parameters and optimizer state (the loop's own
@@ -283,7 +299,7 @@ class CheckpointMixin:
 
     def _rng_state(self) -> tuple:
         torch = self._torch
-        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() and torch.cuda.is_available() else None
         return torch.get_rng_state(), cuda
 
     def _set_rng(self, state: tuple) -> None:

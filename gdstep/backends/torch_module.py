@@ -23,6 +23,7 @@ from gdstep.backends.torch_layers import first_tensor, has_inplace, layer_infos,
 from gdstep.backends.torch_optim import apply, build, config_of, same_kind, torch_classes
 from gdstep.backends.torch_ahead import DeviceAhead
 from gdstep.backends.torch_checkpoint import Initial, CheckpointMixin
+from gdstep.backends.lean_forward import LeanForward
 from gdstep.backends.torch_lean import LeanPhases
 from gdstep.backends.torch_side import SideComputations
 from gdstep.backends.torch_step import KeptStep
@@ -31,12 +32,8 @@ from gdstep.errors import GdstepError
 from gdstep.records import ParamUpdate
 
 
-class ModuleBackend(CheckpointMixin, LeanPhases, DeviceAhead, SideComputations):
+class ModuleBackend(CheckpointMixin, LeanForward, LeanPhases, DeviceAhead, SideComputations):
     name = "torch"
-    # a run's lean forward (forward_lean): the rows whose outputs are tested, the norms of the
-    # large ones taken as they were made, the small ones held to the end, and the elements
-    # from which one is large; None: every output is kept
-    _lean_rows: tuple[frozenset, list, list, float] | None = None
 
     def __init__(self, model, loss, optimizer, x, y, *, trainable: Sequence[str] | None = None,
                  layers=None, track_rng: bool = False, config=None):
@@ -114,68 +111,9 @@ class ModuleBackend(CheckpointMixin, LeanPhases, DeviceAhead, SideComputations):
 
         def record(module, args, output):
             if self._capture:
-                self._take_output(i, first_tensor(output), last)
+                self._row_ran(i, module, args, first_tensor(output), last)
                 self._order.append(i)
         return record
-
-    def _take_output(self, i: int, out, last: int) -> None:
-        """A row's output, as it is made: kept, or (a lean forward) tested and let go."""
-        lean = self._lean_rows
-        if lean is None or i == last:
-            self._slots[i] = out
-            if self._copy_outputs and out is not None:    # as made: an in-place module may write over it
-                self._produced[i] = out.detach().clone()
-        if lean is not None and i in lean[0]:
-            self._note_finite(lean, out)
-
-    def forward_lean(self, x, checked: Sequence[int], defer: bool = False):
-        """The forward of a run (records on demand): none but the model's output is kept, so
-        memory is freed and reused as a plain loop frees it, and the outputs of the
-        `checked` rows are tested — a large one as it is made (its norm, while it is in the
-        cache), small ones together at the end (one fused norm: on a small net each tensor
-        operation's fixed cost is what counts). Returns (the outputs, None for each not
-        kept; whether all the checked ones are finite: a bool, or with `defer` a flag on the
-        device)."""
-        self._lean_rows = (frozenset(checked), [], [], self.LARGE)
-        try:
-            outputs = self.forward(x)
-            _, norms, small, _ = self._lean_rows
-        finally:
-            self._lean_rows = None
-        torch = self._torch
-        if small:
-            try:
-                with torch.no_grad():
-                    norms += torch._foreach_norm(small)
-            except (RuntimeError, TypeError):
-                norms.append(None)
-        if any(n is None for n in norms):          # a norm could not be taken: the full test, recomputed
-            return outputs, False
-        if not norms:
-            return outputs, True
-        if defer:
-            return outputs, torch.stack([n.double() for n in norms]).sum()
-        return outputs, all(math.isfinite(n.item()) for n in norms)
-
-    LARGE = 1 << 16     # elements: an output this large is tested as it is made, not held
-
-    def _note_finite(self, lean: tuple, out) -> None:
-        """A checked row's output, as it is made: a large one's norm now (finite exactly when
-        every element is, unless it overflows: then the caller recomputes the iteration with
-        the exact test; half precision summed in float32, where its squares cannot
-        overflow), a small one kept for the fused norm at the end."""
-        if out is None or not out.is_floating_point():
-            return
-        torch = self._torch
-        half = out.dtype in (torch.float16, torch.bfloat16)
-        if out.numel() < lean[3] and not half and not self._copy_outputs:    # (an in-place module would change it)
-            lean[2].append(out.detach())
-            return
-        try:
-            with torch.no_grad():
-                lean[1].append(torch.linalg.vector_norm(out.detach(), dtype=torch.float32 if half else None))
-        except (RuntimeError, TypeError):
-            lean[1].append(None)
 
     @property
     def call_order(self) -> list[int] | None:
@@ -267,12 +205,15 @@ class ModuleBackend(CheckpointMixin, LeanPhases, DeviceAhead, SideComputations):
             outs = []
             lean = self._lean_rows
             last = len(self._rows) - 1
+            walk = self._walk
             for i, call in enumerate(row_calls(self._torch, self._rows)):
-                h = call(h)
+                given, h = h, call(h)
                 outs.append(h if lean is None or i == last else None)
                 if self._copy_outputs and outs[-1] is not None:
                     self._produced[i] = h.detach().clone()
-                if lean is not None and i in lean[0]:
+                if walk is not None:
+                    walk.link(i, self._rows[i][1], (given,), first_tensor(h))
+                if lean is not None and i in lean[0] and not (walk is not None and walk.proven(i)):
                     self._note_finite(lean, first_tensor(h))
             return outs, h
         self._slots = [None] * len(self._rows)

@@ -46,8 +46,13 @@ def twin_formula(optimizer) -> Any:
     return None if kind is None else make_optimizer(kind)
 
 
+_PLAIN = {float, int, bool, str}
+
+
 def _plain(value: Any) -> Any:
     """A hyperparameter as a plain Python value (torch allows tensors for lr and betas)."""
+    if value is None or type(value) in _PLAIN:
+        return value
     if type(value).__module__.startswith("torch"):
         return value.item() if value.numel() == 1 else tuple(value.tolist())
     if isinstance(value, (list, tuple)):
