@@ -26,12 +26,13 @@ class LoopTests:
         self.bad = False
         self.dropped = False              # whether an output was let go (the records then lack it)
 
-    def keep(self, backend, i: int, out) -> bool:
-        """Test row i's output `out`; whether to hold it."""
+    def keep(self, backend, i: int, out, last: bool) -> bool:
+        """Test row i's output `out`; whether to hold it (the model's output is held)."""
         if not self.bad and i in self.checked and out is not None and not (self.walk is not None and self.walk.proven(i)):
             self.bad = not backend.finite_now(out)
-        self.dropped = self.dropped or not self.bad
-        return self.bad
+        keep = self.bad or last
+        self.dropped = self.dropped or not keep
+        return keep
 
 
 class WatchObserver:
@@ -41,13 +42,14 @@ class WatchObserver:
 
     def loop_forward_begins(self) -> None:
         """At the loop's call of the model (watch mode): follow its rows with a chain of
-        bounds, and where this iteration will most likely be lean, test them as they run."""
+        bounds, and where this iteration will most likely be lean (the one before was, and
+        this is its first forward), test them as they run."""
         walk = self._loop_walk = self._bound_walk()
+        if walk is not None and walk.rows:
+            walk.read()                   # the weights as the forward uses them
         s = self._session
         self._loop_tests = None
-        if self._lean_expected and s is not None and self.device == "cpu":
-            if walk is not None and walk.rows:
-                walk.read()
+        if self._lean_expected and self._forwards == 1 and s is not None and self.device == "cpu":
             self._loop_tests = LoopTests(frozenset(s._checked_layers), walk)
 
     def loop_forward_tested(self) -> bool | None:

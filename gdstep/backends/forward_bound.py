@@ -11,12 +11,11 @@ layers whose largest |output| is bounded by their input's, reading them is not n
     Tanh, Sigmoid, Softsign, Hardsigmoid:   ≤ 1;   LeakyReLU(s):   ≤ max(1, |s|)·max|in|
     ELU(α):   ≤ max(max|in|, α);   Dropout(p) in training:   ≤ max|in| / (1 − p)
 
-(‖·‖₁ sums the whole tensor, so it is at least any one output's own sum.) From max|x| of
-the first row's input, read as that row returns (while it is in the cache), and the L1
-norms of the weights — bounded by √n·‖W‖₂ from the norms the last update's test read where
-a weight has not changed since, else read in one fused call — a row whose bound stays below
-its dtype's largest value by 2¹⁰ (more than the rounding of any sum can add) is finite:
-nothing of it is read. A non-finite input or weight makes its norm
+(‖·‖₁ sums the whole tensor, so it is at least any one output's own sum.) From a bound of
+max|x| of the first row's input (‖x‖₂, read as that row returns, while it is in the cache)
+and the L1 norms of the weights (one fused read as the forward begins), a row whose bound
+stays below its dtype's largest value by 2¹⁰ (more than the rounding of any sum can add) is
+finite: nothing of it is read. A non-finite input or weight makes its norm
 non-finite, an overflow makes a bound inf: then nothing is proved and the outputs are read.
 
 Proved only where nothing else can change a value: exact torch.nn classes, no hook on the
@@ -64,34 +63,11 @@ def rule_of(module) -> Callable[[float, Any], float] | str | None:
     return None
 
 
-class NormsSeen:
-    """The L2 norms of CPU tensors as a finiteness test last read them (an update's test
-    reads the parameters it changed), each with the tensor's version then: while a
-    parameter's version is unmoved, √numel·‖W‖₂ ≥ ‖W‖₁ bounds it without reading it again."""
-
-    def __init__(self):
-        self._seen: dict[int, tuple[Any, int, float]] = {}
-
-    def note(self, tensors: Sequence[Any], norms: Sequence[float]) -> None:
-        try:
-            self._seen = {id(t): (t, t._version, n) for t, n in zip(tensors, norms)}
-        except RuntimeError:                # an inference tensor has no version counter
-            self._seen = {}
-
-    def l1_bound(self, p) -> float | None:
-        """An upper bound of ‖p‖₁ from the last norm read of p, if p has not changed since."""
-        seen = self._seen.get(id(p))
-        if seen is None or seen[0] is not p or seen[1] != p._version:
-            return None
-        return seen[2] * p.numel() ** 0.5
-
-
 class ForwardBound:
     """The rows' rules, their weights, and the sizes of their outputs in the last forward."""
 
-    def __init__(self, torch, modules: Sequence[Any], own_hooks: Callable[[], set], seen: NormsSeen | None = None):
+    def __init__(self, torch, modules: Sequence[Any], own_hooks: Callable[[], set]):
         self.torch = torch
-        self.seen = seen or NormsSeen()
         self.modules = list(modules)
         self.rules = [rule_of(m) for m in self.modules]
         self.params = [tuple(p for p in (m.weight, m.bias) if p is not None) if r == "affine" else ()
@@ -148,22 +124,20 @@ class Walk:
         self._done = 0                     # calls evaluated so far
         self._bound: float | None = None
         self._proven: set[int] = set()
+        self.bounds: dict[int, float] = {}        # each row's bound of max|output| (its latest call)
 
     def read(self) -> None:
-        """Bounds of the L1 norms of the chosen rows' weights, with their versions: from the
-        norms an update's test last read of them where they have not changed since, the rest
-        in one fused read."""
+        """The L1 norms of the chosen rows' weights, one fused read, with their versions (read
+        as the forward begins: a change through `.data` moves no version)."""
         fb, torch = self.fb, self.fb.torch
-        params = [p for i in self.rows for p in fb.params[i]]
-        values = [fb.seen.l1_bound(p) for p in params]
-        missing = [p.detach() for p, v in zip(params, values) if v is None]
-        if missing:
+        params = [p.detach() for i in self.rows for p in fb.params[i]]
+        values: list[float] = []
+        if params:
             with torch.no_grad():
                 try:
-                    read = iter([n.item() for n in torch._foreach_norm(missing, 1)])
+                    values = [n.item() for n in torch._foreach_norm(params, 1)]
                 except (RuntimeError, TypeError):
-                    read = iter([float(torch.linalg.vector_norm(t, 1)) for t in missing])
-            values = [next(read) if v is None else v for v in values]
+                    values = [float(torch.linalg.vector_norm(t, 1)) for t in params]
         norms, k = {}, 0
         for i in self.rows:
             params = fb.params[i]
@@ -226,8 +200,12 @@ class Walk:
             elif b is not None:
                 b = rule(b, fb.modules[row])
             self._bound = b
+            if b is not None:
+                self.bounds[row] = b
             if b is not None and b < fb.limit(dtype):       # False for nan
                 self._proven.add(row)
+            else:                                           # a row called again: its latest call counts
+                self._proven.discard(row)
             self._done += 1
         return self._proven if i is None else i in self._proven
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-from gdstep.backends.forward_bound import ForwardBound, NormsSeen, Walk
+from gdstep.backends.forward_bound import ForwardBound, Walk
 
 
 class LeanForward:
@@ -27,17 +27,8 @@ class LeanForward:
         kept = getattr(self, "_forward_bound", None)
         if kept is None or kept[0] is not self._rows:
             own = lambda: {h.id for h in self._hooks}      # noqa: E731 (gdstep's own hooks change no value)
-            kept = self._forward_bound = (self._rows, ForwardBound(self._torch, [m for _, m in self._rows], own,
-                                                                   self.norms_seen))
+            kept = self._forward_bound = (self._rows, ForwardBound(self._torch, [m for _, m in self._rows], own))
         return kept[1]
-
-    @property
-    def norms_seen(self) -> NormsSeen:
-        """The parameters' norms as an update's test last read them."""
-        seen = getattr(self, "_norms_seen", None)
-        if seen is None:
-            seen = self._norms_seen = NormsSeen()
-        return seen
 
     def _lean_begin(self, checked: Sequence[int], large: float) -> None:
         """Start a lean forward: its tested rows, and on the CPU the chain of bounds with the

@@ -127,7 +127,7 @@ class AttachBackend(KeptBatches, WatchObserver, UserModuleBackend):
                 tests = self._loop_tests
             if tests is None:
                 self._row_ran(i, module, args, out, last)
-            elif i == last or tests.keep(self, i, out):      # tested as made, let go unless not finite
+            elif tests.keep(self, i, out, i == last):      # tested as made, let go unless not finite
                 self._slots[i] = out
             self._order.append(i)
             if self._watching and not self._own and self.watch_deltas and out is not None and out.requires_grad:
@@ -139,15 +139,15 @@ class AttachBackend(KeptBatches, WatchObserver, UserModuleBackend):
 
     def forward_lean(self, x, checked: Sequence[int], defer: bool = False):
         """ModuleBackend's, where gdstep drives the forward. The loop's own forward (watch
-        mode): (its outputs, whether finite) where it was tested as it ran (LoopTests), or
-        where the chain of bounds its rows ran through proves every checked output finite;
-        else None, and the caller reads them all."""
+        mode): (its outputs, True) where it was tested as it ran (LoopTests) and is finite,
+        or where the chain of bounds its rows ran through proves every checked output
+        finite; else None, and the caller reads the outputs held."""
         if "forward" not in self._observed:
             return super().forward_lean(x, checked, defer)
         tested = self.loop_forward_tested()
-        if tested is not None:           # as it ran, its outputs let go
-            self._loop_walk = None
-            return self.forward(x), tested
+        if tested is not None:           # as it ran, its outputs let go (from a non-finite one on, kept: the
+            self._loop_walk = None       # caller reads them and names the first, as with every output kept)
+            return (self.forward(x), True) if tested else None
         walk, self._loop_walk = self._loop_walk, None
         if walk is None or defer:
             return None
@@ -155,7 +155,6 @@ class AttachBackend(KeptBatches, WatchObserver, UserModuleBackend):
         outputs = self._observed["forward"]
         if not walk.rows or not checked:
             return None
-        walk.read()
         if not all(walk.proven(i) or outputs[i] is None for i in checked):
             return None
         return self.forward(x), True

@@ -1,0 +1,141 @@
+"""Watch mode tests the loop's forward as it runs (records on demand): the outputs of a
+convolution are proved finite from bounds or normed as they are made, and let go, so that
+backward() frees them as it would without gdstep. A non-finite output still breaks on the
+same iteration with the same culprit as when every output is kept and read
+(`dbg.lean_watch = False`); the loss module's own result is recognised without computing
+the loss again."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+import torch
+from torch import nn
+
+import gdstep
+from torch.multiprocessing.reductions import StorageWeakRef
+
+from gdstep.backends.torch_attach import AttachBackend
+
+
+def make(seed: int = 0):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8 * 14 * 14, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(seed + 1)
+    batches = [(torch.rand(32, 1, 28, 28, generator=g) + 0.5, torch.randint(0, 10, (32,), generator=g))
+               for _ in range(10)]
+    return model, opt, batches
+
+
+def watched(lean: bool, blow_up_at: int | None = None, monkeypatch=None):
+    """The loop over the batches in watch mode; at `blow_up_at` it sets the convolution's
+    weights so that every output is -inf (positive inputs), which the ReLU turns into 0:
+    the loss and the gradients stay finite, and only the forward's test can see it."""
+    model, opt, batches = make()
+    loss_fn = nn.CrossEntropyLoss()
+    hits: list = []
+    normed: list = []
+    if monkeypatch is not None:
+        real = AttachBackend.finite_now
+        monkeypatch.setattr(AttachBackend, "finite_now", lambda self, out: normed.append(dbg.session.step_count) or real(self, out))
+    dbg = gdstep.attach(model, opt, loss_fn, on_break=lambda s, m: hits.append((s.step_count, s.last_phase, m)))
+    dbg.lean_watch = lean
+    for i, (x, y) in enumerate(batches):
+        if i == blow_up_at:
+            with torch.no_grad():
+                model[0].weight.fill_(-3e38)
+                model[0].bias.zero_()
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        dbg.watch(loss, y)
+        opt.step()
+    dbg.close()
+    return model, hits, normed
+
+
+def test_a_hidden_non_finite_output_breaks_on_the_same_iteration_with_the_same_culprit(monkeypatch):
+    _, lean_hits, normed = watched(True, blow_up_at=6, monkeypatch=monkeypatch)
+    _, full_hits, _ = watched(False, blow_up_at=6)
+    assert lean_hits and lean_hits == full_hits
+    step, phase, message = lean_hits[0]
+    assert step == 6 and phase == "forward" and "layer 0" in message and "-inf" in message
+    # before the blow-up the bounds proved every checked output finite: none was normed
+    assert normed and min(normed) == 6
+
+
+def test_the_loops_training_is_its_own_and_the_lean_records_equal_full_ones():
+    lean_model, _, _ = watched(True)
+    full_model, _, _ = watched(False)
+    bare, opt, batches = make()
+    for x, y in batches:
+        opt.zero_grad()
+        nn.CrossEntropyLoss()(bare(x), y).backward()
+        opt.step()
+    for a, b, c in zip(lean_model.parameters(), full_model.parameters(), bare.parameters()):
+        assert torch.equal(a, c) and torch.equal(b, c)
+
+
+def test_the_loops_layer_outputs_are_freed_as_without_gdstep():
+    model, opt, batches = make()
+    loss_fn = nn.CrossEntropyLoss()
+    dbg = gdstep.attach(model, opt, loss_fn)
+    seen = []
+    handle = model[0].register_forward_hook(lambda m, a, o: seen.append(StorageWeakRef(o.untyped_storage())))
+    try:
+        for i, (x, y) in enumerate(batches):
+            opt.zero_grad()
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            dbg.watch(loss, y)
+            opt.step()
+            del loss
+            gc.collect()
+            if i >= 2:          # lean iterations: the convolution's output, which torch does not save, is gone
+                assert seen[-1].expired(), f"iteration {i + 1}: gdstep holds the convolution's output"
+    finally:
+        handle.remove()
+        dbg.close()
+
+
+def test_the_loss_modules_own_result_is_not_computed_again():
+    model, opt, batches = make()
+    calls = []
+
+    class Counted(nn.CrossEntropyLoss):
+        def forward(self, out, y):
+            calls.append(torch.is_grad_enabled())
+            return super().forward(out, y)
+
+    loss_fn = Counted()
+    dbg = gdstep.attach(model, opt, loss_fn)
+    lean = []
+    for x, y in batches:
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        dbg.watch(loss, y)
+        lean.append(dbg._lean_now)
+        opt.step()
+    dbg.close()
+    assert all(lean[1:])                     # records on demand: the loop's loss is loss_fn(output, y)
+    assert calls == [True] * len(batches)    # only the loop's own calls (no recomputation under no_grad)
+
+
+@pytest.mark.parametrize("scale", [2.0, 1.0])
+def test_a_loss_that_is_not_the_modules_result_is_recomputed_and_compared(scale):
+    model, opt, batches = make()
+    loss_fn = nn.CrossEntropyLoss()
+    dbg = gdstep.attach(model, opt, loss_fn)
+    lean = []
+    for x, y in batches[:5]:
+        opt.zero_grad()
+        loss = loss_fn(model(x), y) * scale        # another tensor: equal to loss_fn(output, y) only at 1.0
+        loss.backward()
+        dbg.watch(loss, y)
+        lean.append(dbg._lean_now)
+        opt.step()
+    dbg.close()
+    assert all(lean[1:]) == (scale == 1.0)
