@@ -42,7 +42,8 @@ MARGIN = 2.0 ** -10      # a bound must stay below this fraction of the dtype's 
 
 def rule_of(module) -> Callable[[float, Any], float] | str | None:
     """How max|output| follows from max|input| for this module: "affine" (from its weights'
-    norms), a function of (bound, module), or None (no bound: the chain ends here)."""
+    norms), a function of (bound, module, its training flag as it ran), or None (no bound:
+    the chain ends here)."""
     import torch.nn as nn
     cls = type(module)
     name = cls.__name__
@@ -51,15 +52,15 @@ def rule_of(module) -> Callable[[float, Any], float] | str | None:
     if name in AFFINE:
         return "affine"
     if name in SAME:
-        return lambda b, m: b
+        return lambda b, m, training: b
     if name in UNIT:
-        return lambda b, m: 1.0
+        return lambda b, m, training: 1.0
     if name == "LeakyReLU":
-        return lambda b, m: b * max(1.0, abs(float(m.negative_slope)))
+        return lambda b, m, training: b * max(1.0, abs(float(m.negative_slope)))
     if name == "ELU":
-        return lambda b, m: max(b, abs(float(m.alpha)))
+        return lambda b, m, training: max(b, abs(float(m.alpha)))
     if name in DROPOUT:
-        return lambda b, m: b if not m.training else b / (1.0 - m.p) if m.p < 1 else float("inf")
+        return lambda b, m, training: b if not training else b / (1.0 - m.p) if m.p < 1 else float("inf")
     return None
 
 
@@ -105,15 +106,16 @@ class ForwardBound:
 
 
 class Walk:
-    """One forward, followed row by row as it runs (`link`, from the rows' hooks), and the
-    rows it proves finite (`proven`). The weights' norms are read before the forward
-    (`read`, a run's own forward) or after it (watch mode), their versions compared."""
+    """One forward, followed row by row as it runs (`link`, from the rows' hooks or the
+    Sequential's loop), and the rows it proves finite (`proven`: as they run, or after the
+    forward in watch mode). The weights' norms are read as the forward begins (`read`);
+    a row whose weights' versions moved since proves nothing."""
 
     def __init__(self, bound: ForwardBound):
         self.fb = bound
         self.rows = bound.chosen()
         self.norms: dict[int, tuple[float, tuple]] | None = None
-        self.calls: list[tuple] = []       # (row, linked (see _linked), its output's dtype, its weights' versions)
+        self.calls: list[tuple] = []       # (row, linked (see _linked), output dtype, weights' versions, training)
         self.first_bound: float | None = None     # max|x| of the first row's input
         self.last = None                   # the last row's output, and its version then
         self.last_version = -1
@@ -160,7 +162,7 @@ class Walk:
                 self.last = None
         except Exception:           # an inference tensor has no version counter: nothing proved from here
             linked, versions, self.last = False, (), None
-        self.calls.append((i, linked, out.dtype if linked else None, versions))
+        self.calls.append((i, linked, out.dtype if linked else None, versions, module.training))
 
     def _linked(self, i: int, module, x, out) -> bool:
         """Whether row i's output follows from the chain's bound: its input is the output of
@@ -185,7 +187,7 @@ class Walk:
         """The rows proven finite so far (with `i`: whether row i is)."""
         fb = self.fb
         while self._done < len(self.calls):
-            row, linked, dtype, versions = self.calls[self._done]
+            row, linked, dtype, versions, training = self.calls[self._done]
             if self._done == 0:
                 self._bound = self.first_bound if linked else None
             b = self._bound if linked else None
@@ -198,7 +200,7 @@ class Walk:
                     w = norms[0]
                     b = b * w[0] + (w[1] if len(w) > 1 else 0.0)
             elif b is not None:
-                b = rule(b, fb.modules[row])
+                b = rule(b, fb.modules[row], training)
             self._bound = b
             if b is not None:
                 self.bounds[row] = b
