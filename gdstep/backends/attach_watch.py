@@ -39,18 +39,28 @@ class WatchObserver:
     _pinned: str | None = None        # why the debugger may not move from where the loop is
     _loop_tests: LoopTests | None = None      # the loop's latest forward, tested as it ran
     _lean_expected = False            # the last iteration watched was lean (records on demand)
+    rows_skipped = False              # the loop's forward runs with its rows unobserved (loop_forward_begins)
 
-    def loop_forward_begins(self) -> None:
+    def loop_forward_begins(self, args: tuple) -> None:
         """At the loop's call of the model (watch mode): follow its rows with a chain of
         bounds, and where this iteration will most likely be lean (the one before was, and
-        this is its first forward), test them as they run."""
+        this is its first forward), test them as they run — or, an nn.Sequential whose every
+        checked row the bounds prove finite before it runs, not look at its rows at all
+        (`rows_skipped`: no hook on them but the last one's, hooked again before any
+        forward that needs them)."""
         walk = self._loop_walk = self._bound_walk()
-        if walk is not None and walk.rows:
-            walk.read()                   # the weights as the forward uses them
+        if walk is not None and walk.rows:     # the weights as the forward uses them (and an nn.Sequential's input)
+            walk.read(args[0] if args and type(self.model) is self._torch.nn.Sequential else None)
         s = self._session
         self._loop_tests = None
+        self.rows_skipped = False
         if self._lean_expected and self._forwards == 1 and s is not None and self.device == "cpu":
-            self._loop_tests = LoopTests(frozenset(s._checked_layers), walk)
+            tests = self._loop_tests = LoopTests(frozenset(s._checked_layers), walk)
+            if (walk is not None and walk.rows and args and not self._autocast_call.enabled
+                    and tests.checked <= walk.ahead(self.model, args[0])):
+                self.rows_skipped = tests.dropped = True
+                self._order = list(range(len(self._rows) - 1))      # as the Sequential calls them
+        self.hook_rows(not self.rows_skipped)
 
     def loop_forward_tested(self) -> bool | None:
         """Whether the checked outputs of the loop's latest forward are finite, where it was

@@ -27,6 +27,7 @@ reading its output (sizes of the last forward), so a wide MLP reads its outputs 
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Sequence
 
 AFFINE = frozenset({"Linear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"})
@@ -128,18 +129,28 @@ class Walk:
         self._proven: set[int] = set()
         self.bounds: dict[int, float] = {}        # each row's bound of max|output| (its latest call)
 
-    def read(self) -> None:
-        """The L1 norms of the chosen rows' weights, one fused read, with their versions (read
-        as the forward begins: a change through `.data` moves no version)."""
+    def read(self, x=None) -> None:
+        """Bounds of the L1 norms of the chosen rows' weights, √n·‖W‖₂ ≥ ‖W‖₁, with their
+        versions (read as the forward begins: a change through `.data` moves no version);
+        with `x`, the first row's input, also ‖x‖₂ ≥ max|x| (`first_bound`): torch's fused
+        norm, one read."""
         fb, torch = self.fb, self.fb.torch
         params = [p.detach() for i in self.rows for p in fb.params[i]]
+        first = (isinstance(x, torch.Tensor) and x.is_floating_point() and x.is_cpu and x.numel() > 0
+                 and all(p.dtype == x.dtype for p in params))
+        tensors = [x.detach()] + params if first else params
         values: list[float] = []
-        if params:
+        if tensors:
             with torch.no_grad():
                 try:
-                    values = [n.item() for n in torch._foreach_norm(params, 1)]
+                    norms = torch._foreach_norm(tensors)
                 except (RuntimeError, TypeError):
-                    values = [float(torch.linalg.vector_norm(t, 1)) for t in params]
+                    norms = [torch.linalg.vector_norm(t) for t in tensors]
+                same = all(n.dtype == norms[0].dtype for n in norms)
+                values = torch.stack(norms if same else [n.double() for n in norms]).tolist()
+        if first:
+            self.first_bound, values = values[0], values[1:]
+        values = [v * math.sqrt(p.numel()) for v, p in zip(values, params)]
         norms, k = {}, 0
         for i in self.rows:
             params = fb.params[i]
@@ -182,6 +193,26 @@ class Walk:
             if self.rows:           # read now, while the row has just read it (in the cache)
                 self.first_bound = self._max_abs(x)
         return out.dtype == x.dtype and out.is_cpu
+
+    def ahead(self, model, x) -> set[int]:
+        """The rows of an exact nn.Sequential proved before it runs on x: its children run as a
+        chain with nothing between them, so each one's input is the output of the one before
+        (in place or not), and each output's dtype is x's where no autocast casts (the caller
+        checks) and the weights share it. Links every row, so `proven()` answers for all."""
+        torch, fb = self.fb.torch, self.fb
+        if (self.hooked or type(model) is not torch.nn.Sequential or "forward" in model.__dict__
+                or not isinstance(x, torch.Tensor) or not x.is_floating_point() or not x.is_cpu
+                or list(model.children()) != fb.modules):
+            return set()
+        if self.first_bound is None:
+            self.first_bound = self._max_abs(x)
+        for i, m in enumerate(fb.modules):
+            params = fb.params[i]
+            linked = (fb.rules[i] is not None and not m._forward_pre_hooks and self.own.issuperset(m._forward_hooks)
+                      and all(p.dtype == x.dtype for p in params))
+            self.calls.append((i, linked, x.dtype if linked else None,
+                               (params[0]._version, params[-1]._version) if params else (), m.training))
+        return self.proven()
 
     def proven(self, i: int | None = None) -> set[int] | bool:
         """The rows proven finite so far (with `i`: whether row i is)."""

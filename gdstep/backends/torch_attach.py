@@ -75,8 +75,12 @@ class AttachBackend(KeptBatches, WatchObserver, UserModuleBackend):
         model = self.model
         # the modules the loop calls: the model, or each model of several (a GAN's, in a ModuleDict)
         self._tops = [model] if type(model).forward is not nn.Module.forward else list(model.children())
+        self._row_hooks: dict[int, Any] = {}        # each row's but the last (hook_rows)
+        self._rows_hooked = True
         for i, (_, module) in enumerate(self._rows):
             self._hooks.append(module.register_forward_hook(self._hook(i)))
+            if i < len(self._rows) - 1:
+                self._row_hooks[i] = self._hooks[-1]
         for top in self._tops:
             self._hooks.append(top.register_forward_pre_hook(self._input_hook, with_kwargs=True))
         loss = getattr(self.loss_fn, "loss_fn", None)
@@ -87,6 +91,20 @@ class AttachBackend(KeptBatches, WatchObserver, UserModuleBackend):
             if hasattr(p, "register_post_accumulate_grad_hook"):
                 self._hooks.append(p.register_post_accumulate_grad_hook(self._grad_hook))
 
+    def hook_rows(self, on: bool) -> None:
+        """Hook every row, or none but the last: an nn.Sequential whose forward the bounds
+        prove finite before it runs needs no look at its rows (WatchObserver), and a module
+        with a hook runs torch's slower call path."""
+        if on == self._rows_hooked:
+            return
+        self._rows_hooked = on
+        for i, handle in list(self._row_hooks.items()):
+            if on:
+                new = self._rows[i][1].register_forward_hook(self._hook(i))
+                self._hooks[self._hooks.index(handle)] = self._row_hooks[i] = new
+            else:
+                handle.remove()
+
     def _grad_hook(self, p) -> None:
         self._accumulated[id(p)] = (p.grad, p.grad._version)
 
@@ -94,6 +112,8 @@ class AttachBackend(KeptBatches, WatchObserver, UserModuleBackend):
         self._loss_call = (args, result)
 
     def _input_hook(self, module, args, kwargs):
+        if self._own:
+            self.hook_rows(True)
         if self._evaluating():
             return
         if self._capture:
@@ -106,7 +126,7 @@ class AttachBackend(KeptBatches, WatchObserver, UserModuleBackend):
             self._modes_call = modes_of(self._all_modules)
             if self._watching:
                 self._rng_call = self._rng_state()
-                self.loop_forward_begins()
+                self.loop_forward_begins(args)
 
     def _evaluating(self) -> bool:
         """Whether the model runs for the loop without gradients (an evaluation between its
@@ -117,12 +137,14 @@ class AttachBackend(KeptBatches, WatchObserver, UserModuleBackend):
         last = len(self._rows) - 1
 
         def record(module, args, output):
+            if self.rows_skipped and i != last and not self._own:      # proved before it ran (WatchObserver)
+                return
             if not self._capture or self._evaluating():
                 return
             out = first_tensor(output)
             tests = None
             if not self._own:
-                if self._loop_walk is not None:
+                if self._loop_walk is not None and not self.rows_skipped:
                     self._loop_walk.link(i, module, args, out)
                 tests = self._loop_tests
             if tests is None:
