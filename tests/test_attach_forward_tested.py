@@ -139,3 +139,56 @@ def test_a_loss_that_is_not_the_modules_result_is_recomputed_and_compared(scale)
         opt.step()
     dbg.close()
     assert all(lean[1:]) == (scale == 1.0)
+
+
+def records_at_break(lean: bool, hook_at: int | None = None):
+    """The records read where a breakpoint stops the loop (step 5), and after the loop; with
+    `hook_at`, the loop hooks the convolution itself from that iteration on."""
+    model, opt, batches = make()
+    loss_fn = nn.CrossEntropyLoss()
+    fired, now = [], [None]
+    seen = []
+
+    def read(s):
+        fwd, bwd, upd = s.record("forward"), s.record("backward"), s.record("update")
+        return ([None if o is None else o.clone() for o in fwd.outputs], s.record("loss").value,
+                {n: g.clone() for n, g in bwd.grads.items()},
+                {n: (u.old.clone(), u.new.clone()) for n, u in upd.params.items()})
+
+    dbg = gdstep.attach(model, opt, loss_fn, breakpoints=["step == 5"],
+                        on_break=lambda s, m: seen.append(read(s)) if s.last_phase == "update" else None)
+    dbg.lean_watch = lean
+    for i, (x, y) in enumerate(batches):
+        now[0] = i
+        if i == hook_at:
+            model[0].register_forward_hook(lambda m, a, o: fired.append(now[0]))
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        dbg.watch(loss, y)
+        opt.step()
+    end = read(dbg.session)
+    dbg.close()
+    return seen, end, fired, model
+
+
+def equal(a, b) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(equal(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+@pytest.mark.parametrize("hook_at", [None, 3])
+def test_records_read_where_the_rows_ran_unobserved_equal_full_records(hook_at):
+    lean_seen, lean_end, fired, lean_model = records_at_break(True, hook_at)
+    full_seen, full_end, _, full_model = records_at_break(False, hook_at)
+    assert len(lean_seen) == 1 and equal(lean_seen, full_seen) and equal(lean_end, full_end)
+    assert all(o is not None for o in lean_end[0])            # every layer's output, recomputed
+    if hook_at is not None:
+        assert set(range(hook_at, 10)) <= set(fired)          # the loop's own hook ran on each of its forwards
+    for p, q in zip(lean_model.parameters(), full_model.parameters()):
+        assert torch.equal(p, q)

@@ -14,6 +14,14 @@ from __future__ import annotations
 import copy
 
 
+def _value(loss) -> float:
+    """The loss as a number (a one-element tensor; any other raises torch's own error)."""
+    try:
+        return loss.item()
+    except RuntimeError:
+        return loss.detach().reshape(()).item()
+
+
 class LoopTests:
     """The loop's forward, tested as it runs (watch mode, on the CPU, where the iteration
     before was recomputable so this one most likely is too): each checked row's output is
@@ -136,7 +144,7 @@ class WatchObserver:
         deltas = tuple(self._deltas) if len(self._deltas) == len(outs) else (None,) * len(outs)
         self._watched = {name: (p.grad, p.grad._version) for name, p in self._train if p.grad is not None}
         inv = self._unscale_factor()
-        value = loss.detach().reshape(()).item() if isinstance(loss, torch.Tensor) else float(loss)
+        value = _value(loss) if isinstance(loss, torch.Tensor) else float(loss)
         self._seen_loss = value
         self._note_why_not()
         lean = lean and inv is None and self._recomputable(loss)
@@ -146,8 +154,8 @@ class WatchObserver:
                            "(the iterations before it could be recomputed, and this one cannot): its records show "
                            "the loss and the gradients, not the outputs", inexact=False)
         self._lean_expected = lean
-        grads = {name: (g.detach() * inv if inv is not None else g.detach() if lean else g.detach().clone())
-                 for name, (g, _) in self._watched.items()}
+        grads = {name: (g.detach() * inv if inv is not None else (g.detach() if g.requires_grad else g) if lean
+                        else g.detach().clone()) for name, (g, _) in self._watched.items()}
         self._observed = {"forward": outputs, "loss": (None, value), "backward": (deltas[-1] if deltas else None, deltas, grads)}
         self._lean_step = lean
         return lean

@@ -18,6 +18,7 @@ from typing import Any, Mapping, Sequence
 from gdstep.backends.attach_autocast import autocast_state, entered
 from gdstep.backends.attach_batches import Kept, KeptBatches, _versions
 from gdstep.backends.attach_modes import entered_modes, modes_of
+from gdstep.backends.attach_rows import AttachRows
 from gdstep.backends.attach_watch import WatchObserver
 from gdstep.backends.torch_layers import first_tensor
 from gdstep.backends.torch_user import UserModuleBackend
@@ -25,7 +26,7 @@ from gdstep.errors import GdstepError
 from gdstep.records import ParamUpdate
 
 
-class AttachBackend(KeptBatches, WatchObserver, UserModuleBackend):
+class AttachBackend(KeptBatches, WatchObserver, AttachRows, UserModuleBackend):
     def __init__(self, model, loss, optimizer, keep: int = 16, **kw):
         from gdstep import heap
 
@@ -91,20 +92,6 @@ class AttachBackend(KeptBatches, WatchObserver, UserModuleBackend):
             if hasattr(p, "register_post_accumulate_grad_hook"):
                 self._hooks.append(p.register_post_accumulate_grad_hook(self._grad_hook))
 
-    def hook_rows(self, on: bool) -> None:
-        """Hook every row, or none but the last: an nn.Sequential whose forward the bounds
-        prove finite before it runs needs no look at its rows (WatchObserver), and a module
-        with a hook runs torch's slower call path."""
-        if on == self._rows_hooked:
-            return
-        self._rows_hooked = on
-        for i, handle in list(self._row_hooks.items()):
-            if on:
-                new = self._rows[i][1].register_forward_hook(self._hook(i))
-                self._hooks[self._hooks.index(handle)] = self._row_hooks[i] = new
-            else:
-                handle.remove()
-
     def _grad_hook(self, p) -> None:
         self._accumulated[id(p)] = (p.grad, p.grad._version)
 
@@ -112,10 +99,10 @@ class AttachBackend(KeptBatches, WatchObserver, UserModuleBackend):
         self._loss_call = (args, result)
 
     def _input_hook(self, module, args, kwargs):
-        if self._own:
-            self.hook_rows(True)
         if self._evaluating():
             return
+        if self._own or not self._watching:       # recorded through the rows' hooks (watch mode decides itself)
+            self.hook_rows(True)
         if self._capture:
             self._order = []                      # the layers this call runs, in call order
         if self._capture and not self._own:
@@ -137,7 +124,7 @@ class AttachBackend(KeptBatches, WatchObserver, UserModuleBackend):
         last = len(self._rows) - 1
 
         def record(module, args, output):
-            if self.rows_skipped and i != last and not self._own:      # proved before it ran (WatchObserver)
+            if self._direct or (self.rows_skipped and i != last and not self._own):   # see _run_model, WatchObserver
                 return
             if not self._capture or self._evaluating():
                 return

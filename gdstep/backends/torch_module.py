@@ -202,20 +202,7 @@ class ModuleBackend(CheckpointMixin, LeanForward, LeanPhases, DeviceAhead, SideC
         """Every row's output and the model's output, with the autograd graph."""
         if self._sequential:
             h = x.detach().requires_grad_() if self._input_grad and x.is_floating_point() else x
-            outs = []
-            lean = self._lean_rows
-            last = len(self._rows) - 1
-            walk = self._walk
-            for i, call in enumerate(row_calls(self._torch, self._rows)):
-                given, h = h, call(h)
-                outs.append(h if lean is None or i == last else None)
-                if self._copy_outputs and outs[-1] is not None:
-                    self._produced[i] = h.detach().clone()
-                if walk is not None:
-                    walk.link(i, self._rows[i][1], (given,), first_tensor(h))
-                if lean is not None and i in lean[0] and not (walk is not None and walk.proven(i)):
-                    self._note_finite(lean, first_tensor(h))
-            return outs, h
+            return self._run_rows(h, row_calls(self._torch, self._rows))
         self._slots = [None] * len(self._rows)
         self._order = []
         capture, self._capture = self._capture, True
@@ -226,6 +213,24 @@ class ModuleBackend(CheckpointMixin, LeanForward, LeanPhases, DeviceAhead, SideC
         outs = self._slots
         outs[-1] = first_tensor(out)
         return outs, outs[-1]
+
+    def _run_rows(self, h, calls: list) -> tuple[list, Any]:
+        """A Sequential's rows one after another on `h` (each by its `calls` entry): every
+        output kept, or (a lean forward) tested as made and let go."""
+        outs = []
+        lean = self._lean_rows
+        last = len(self._rows) - 1
+        walk = self._walk
+        for i, call in enumerate(calls):
+            given, h = h, call(h)
+            outs.append(h if lean is None or i == last else None)
+            if self._copy_outputs and outs[-1] is not None:
+                self._produced[i] = h.detach().clone()
+            if walk is not None:
+                walk.link(i, self._rows[i][1], (given,), first_tensor(h))
+            if lean is not None and i in lean[0] and not (walk is not None and walk.proven(i)):
+                self._note_finite(lean, first_tensor(h))
+        return outs, h
 
     def loss(self, outputs: Sequence[Any], y, per_sample: bool = True) -> tuple[Any, float]:
         out = self._graph[1] if self._graph is not None else outputs[-1]
