@@ -73,3 +73,32 @@ def test_the_loops_own_edits_between_iterations_survive_recomputation_and_rewind
         assert torch.equal(p, q)
         assert all(torch.equal(opt.state[p][k], bare_opt.state[q][k]) for k in ("square_avg", "step"))
     assert any("changed" in e.message and "in place" in e.message for e in dbg.session.events)
+
+
+@pytest.mark.parametrize("mode", ["step", "watch"])
+def test_an_edit_through_data_which_torch_does_not_count_is_not_kept_but_said(mode):
+    """`p.data.mul_()` moves no version counter: gdstep cannot see the edit, so a
+    recomputation that crosses it gives other numbers than the loop's. It says so (an
+    inexact event naming `.data`), never shows them as the loop's."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    loss_fn = nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    seen = {}
+
+    def look(s, message):
+        seen["recomputed"] = s.record("loss").value           # lean in watch mode: recomputed now
+        s.back(iterations=3)
+        seen["inexact"] = s.replay_inexact
+
+    dbg = gdstep.attach(model, opt, loss_fn, breakpoints=["step == 7"], on_break=look)
+    g = torch.Generator().manual_seed(1)
+    for i in range(9):
+        x, y = torch.randn(16, 4, generator=g), torch.randint(0, 3, (16,), generator=g)
+        attached_iteration(mode, dbg, model, opt, loss_fn, x, y)
+        if i == 4:
+            model[0].weight.data.mul_(0.5)                     # unseen: no version moves
+    dbg.close()
+    assert "inexact" in seen, "the breakpoint did not fire"
+    assert seen["inexact"] is not None and ".data" in seen["inexact"]
+    assert any(e.kind == "inexact" and ".data" in e.message for e in dbg.session.events)

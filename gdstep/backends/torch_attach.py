@@ -197,7 +197,8 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, UserModuleBackend):
 
     def _replay_hint(self, step: int) -> str:
         return ("the loop draws random numbers gdstep does not replay (numpy, random, a torch.Generator), "
-                "runs a non-deterministic op, or its loss is not loss_fn(output, y)")
+                "runs a non-deterministic op, its loss is not loss_fn(output, y), or it changed a tensor "
+                "through .data (torch counts no version for that, so gdstep cannot keep the change)")
 
     # -- the phases: observed (watch mode) or computed from the kept batch ----------------------
 
