@@ -26,7 +26,7 @@ class Watching:
             raise GdstepError("watch: the model has not run forward since attach (call it as model(x): model.forward(x) "
                               "runs no hooks, so gdstep does not see it)")
         self._hook_optimizer()
-        s = self.session or self._session(b.layers_seen())
+        s = self.session or self._first_session()
         self._check_loop_edits()
         if not b.watching:
             b.start_watching()
@@ -55,6 +55,17 @@ class Watching:
         self._note_versions()
         self._raise_pending()
         return s.loss_value
+
+    def _first_session(self):
+        """The Session, at the first watch(): its first checkpoint holds the buffers as the
+        loop's forward found them (that forward moved BatchNorm's statistics already), so
+        its iteration recomputes from where the loop began it."""
+        b = self.backend
+        b.start_buffers, b.call_buffers = b.call_buffers, None
+        try:
+            return self._session(b.layers_seen())
+        finally:
+            b.start_buffers = None
 
     def _raise_pending(self) -> None:
         """on_break="raise": the BreakpointHit of a watched phase, raised once the iteration

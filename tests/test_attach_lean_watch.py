@@ -104,8 +104,9 @@ def test_lean_watch_records_materialised_equal_full_records_and_training_equals_
     lean_model, lean_seen, lean_end, lean_flags, lean_history = watched_loop(optimizer, lean=True)
     full_model, full_seen, full_end, full_flags, full_history = watched_loop(optimizer, lean=False)
     bare = bare_loop(optimizer)
-    # records on demand did happen (after the first iteration, which has no RNG state of its own)
-    assert all(lean_flags[1:]) and not any(full_flags)
+    # records on demand did happen, from the first iteration on (its RNG state is taken at the
+    # loop's forward, before the first watch())
+    assert all(lean_flags) and not any(full_flags)
     assert len(lean_seen) == len(full_seen) == 1 and lean_seen[0]["step"] == 5
     assert same(lean_seen[0], full_seen[0])           # the records at the break
     assert same(lean_end, full_end)                   # the records after the loop, read at its end
@@ -115,6 +116,26 @@ def test_lean_watch_records_materialised_equal_full_records_and_training_equals_
             assert torch.equal(p, q), n               # gdstep changed nothing of the loop's training
     assert list(lean_history.losses) == list(full_history.losses)
     assert list(lean_history.grad_norms) == list(full_history.grad_norms)
+
+
+def test_the_first_iteration_is_lean_too_and_its_records_read_back_with_every_delta():
+    """The loop's first forward runs before its first watch(): its RNG state is taken then,
+    so the first iteration is recomputed (dropout and all) as any later one, with the δ a
+    full first iteration never had (no hook watched that forward)."""
+    optimizer = OPTIMIZERS["adam"]
+    _, lean_seen, _, lean_flags, _ = watched_loop(optimizer, lean=True, breaks=("step == 1",))
+    _, full_seen, _, full_flags, _ = watched_loop(optimizer, lean=False, breaks=("step == 1",))
+    assert lean_flags[0] and not full_flags[0]
+    lean, full = lean_seen[0], full_seen[0]
+    assert lean["step"] == full["step"] == 1
+    assert all(d is None for d in full["deltas"]) and all(d is not None for d in lean["deltas"])
+    # the outputs (the dropout mask replayed), loss, gradients and update, bit for bit
+    assert same({k: v for k, v in lean.items() if k != "deltas"}, {k: v for k, v in full.items() if k != "deltas"})
+    # δ of the logits, independently: ∂ mean CE / ∂z = (softmax(z) − onehot(y)) / N
+    _, _, batches = make(optimizer)
+    z, y = lean["outputs"][-1], batches[0][1]
+    expected = (torch.softmax(z, dim=1) - nn.functional.one_hot(y, 3).to(z.dtype)) / len(y)
+    assert torch.allclose(lean["deltas"][-1], expected, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("kind", ["clipped before watch", "loss is not loss_fn"])
@@ -149,3 +170,34 @@ def test_a_non_finite_update_in_a_lean_iteration_still_breaks_with_the_culprit()
     assert step == 5 and "non-finite" in message and "update" in message
     assert not torch.isfinite(new).all()                # the recomputed update record shows it
     assert not torch.isfinite(model[0].weight).all()    # and the loop's step is the loop's
+
+
+@pytest.mark.parametrize("lean", [True, False])
+def test_the_start_holds_batchnorms_statistics_as_the_loops_first_forward_found_them(lean):
+    """The first watch() comes after the loop's first forward, which moved BatchNorm's
+    running statistics in place: the first checkpoint holds them as they were before it, so
+    the start and every iteration recomputed from it are the loop's, to the bit."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(8, 5, generator=g), torch.randint(0, 3, (8,), generator=g)) for _ in range(5)]
+    states = [copy.deepcopy(model.state_dict())]
+    dbg = gdstep.attach(model, opt, nn.CrossEntropyLoss())
+    dbg.lean_watch = lean
+    torch.manual_seed(7)
+    for x, y in batches:
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        dbg.watch(loss, y)
+        opt.step()
+        states.append(copy.deepcopy(model.state_dict()))
+    assert states[1]["1.running_mean"].ne(states[0]["1.running_mean"]).all()     # the forward moved them
+    s = dbg.session
+    end = s.position
+    for k in range(len(batches) + 1):
+        s.seek(4 * k)
+        assert same(model.state_dict(), states[k]), k
+    assert s.position == end and s.replay_inexact is None
+    dbg.close()

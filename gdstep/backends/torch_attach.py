@@ -58,6 +58,7 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, UserModuleBackend):
         # between iterations (noise, shuffling, augmentation), so a checkpoint's is not it
         self._rng_at: dict[int, Any] = {}
         self._rng_call = None
+        self.call_buffers = None          # the buffers as the loop's forward found them, before the first watch()
         self._autocast_at: dict[int, tuple] = {}   # step -> the loop's autocast states (attach_autocast)
         self._autocast_call = None                  # and at its latest forward
         self._all_modules = list(model.modules())
@@ -111,9 +112,11 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, UserModuleBackend):
             self._forwards += 1
             self._autocast_call = autocast_state(self._torch, self.device)
             self._modes_call = modes_of(self._all_modules)
-            if self._watching:
-                self._rng_call = self._rng_state()
-                self.loop_forward_begins(args)
+            self._rng_call = self._rng_state()    # before the first watch() too: its iteration is recomputable
+            if self._watching or self._session is None:
+                self.loop_forward_begins(args)    # (before it: the rows' sizes, for the next forward's bounds)
+            if not self._watching and self._buffers:      # the first checkpoint's buffers (BatchNorm's statistics)
+                self.call_buffers = {n: b.detach().clone() for n, b in self._buffers}
 
     def _evaluating(self) -> bool:
         """Whether the model runs for the loop without gradients (an evaluation between its

@@ -50,6 +50,8 @@ class CheckpointMixin:
     parameters, buffers and optimizer)."""
 
     _restores = 0              # how many checkpoints were restored (they make new state tensors)
+    start_buffers = None       # the buffers a capture holds instead of the live ones (watch mode's first: as
+                               # the loop's forward found them, before it moved BatchNorm's statistics)
 
     def _copies(self, items: list[tuple[Any, Any]]) -> list[Any]:
         """Copies of (key, tensor) pairs, reusing one made since the tensor last changed."""
@@ -167,6 +169,8 @@ class CheckpointMixin:
         # Buffers are always copied: BatchNorm's kernel updates its statistics in place
         # without counting a new version, so a copy could not tell it is stale.
         buffers = {n: b.detach().clone() for n, b in self._buffers} if self._buffers else None
+        if buffers is not None and self.start_buffers is not None:
+            buffers = dict(self.start_buffers)
         # every group's hyperparameters: a scheduler's lr, each group's own values
         groups = tuple(group_hyperparameters(g) for g in opt.param_groups)
         rng = self._rng_state() if self._track_rng else None
