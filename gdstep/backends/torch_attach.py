@@ -115,7 +115,7 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, UserModuleBackend):
             self._rng_call = self._rng_state()    # before the first watch() too: its iteration is recomputable
             if self._watching or self._session is None:
                 self.loop_forward_begins(args)    # (before it: the rows' sizes, for the next forward's bounds)
-            if not self._watching and self._buffers:      # the first checkpoint's buffers (BatchNorm's statistics)
+            if self._session is None and self._buffers:   # the first checkpoint's buffers (BatchNorm's statistics)
                 self.call_buffers = {n: b.detach().clone() for n, b in self._buffers}
 
     def _evaluating(self) -> bool:
