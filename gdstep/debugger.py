@@ -144,6 +144,7 @@ class Debugger(Watching):
             init=MappingProxyType({}), loss=LossConfig(self.loss.kind), optimizer=b.optimizer,
             training=TrainingConfig(None, 10**9, False, None), breakpoints=self._conditions, path=None, dataset=None)
         self.session = Session(scenario, b, history_budget=self._history_budget, attached=True)
+        b.call_buffers = None          # taken by the first checkpoint in watch mode; in step mode not needed
         return self.session
 
     # -- the loop drives ------------------------------------------------------------------------

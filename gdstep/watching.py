@@ -61,7 +61,7 @@ class Watching:
         loop's forward found them (that forward moved BatchNorm's statistics already), so
         its iteration recomputes from where the loop began it."""
         b = self.backend
-        b.start_buffers, b.call_buffers = b.call_buffers, None
+        b.start_buffers = b.call_buffers[1] if b.call_buffers is not None else None
         try:
             return self._session(b.layers_seen())
         finally:

@@ -201,3 +201,31 @@ def test_the_start_holds_batchnorms_statistics_as_the_loops_first_forward_found_
         assert same(model.state_dict(), states[k]), k
     assert s.position == end and s.replay_inexact is None
     dbg.close()
+
+
+def test_the_start_holds_the_buffers_before_the_first_of_several_forwards():
+    """Gradient accumulation in the first iteration: two forwards before the first watch(),
+    each moving BatchNorm's statistics. The start is the state before the first of them."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(8, 5, generator=g), torch.randint(0, 3, (8,), generator=g)) for _ in range(4)]
+    start = copy.deepcopy(model.state_dict())
+    dbg = gdstep.attach(model, opt, nn.CrossEntropyLoss())
+    opt.zero_grad()
+    for x, y in batches[:2]:                                   # one step over two micro-batches
+        loss = nn.functional.cross_entropy(model(x), y) / 2
+        loss.backward()
+    dbg.watch(loss, y)
+    opt.step()
+    for x, y in batches[2:]:
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        dbg.watch(loss, y)
+        opt.step()
+    s = dbg.session
+    s.seek(0)
+    assert same(model.state_dict(), start)
+    dbg.close()

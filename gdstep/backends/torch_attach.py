@@ -58,7 +58,7 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, UserModuleBackend):
         # between iterations (noise, shuffling, augmentation), so a checkpoint's is not it
         self._rng_at: dict[int, Any] = {}
         self._rng_call = None
-        self.call_buffers = None          # the buffers as the loop's forward found them, before the first watch()
+        self.call_buffers = None          # (the parameters' versions, the buffers) as the loop's iteration began
         self._autocast_at: dict[int, tuple] = {}   # step -> the loop's autocast states (attach_autocast)
         self._autocast_call = None                  # and at its latest forward
         self._all_modules = list(model.modules())
@@ -115,8 +115,17 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, UserModuleBackend):
             self._rng_call = self._rng_state()    # before the first watch() too: its iteration is recomputable
             if self._watching or self._session is None:
                 self.loop_forward_begins(args)    # (before it: the rows' sizes, for the next forward's bounds)
-            if self._session is None and self._buffers:   # the first checkpoint's buffers (BatchNorm's statistics)
-                self.call_buffers = {n: b.detach().clone() for n, b in self._buffers}
+            if self._session is None and self._buffers:
+                self._note_call_buffers()
+
+    def _note_call_buffers(self) -> None:
+        """Before the first watch(): the buffers (BatchNorm's statistics) as the iteration's
+        first forward found them, for the first checkpoint — copied again only once the
+        parameters moved since (a step of the loop), not at the iteration's later forwards
+        (gradient accumulation, a GAN's several)."""
+        versions = tuple(p._version for _, p in self._train)
+        if self.call_buffers is None or self.call_buffers[0] != versions:
+            self.call_buffers = (versions, {n: b.detach().clone() for n, b in self._buffers})
 
     def _evaluating(self) -> bool:
         """Whether the model runs for the loop without gradients (an evaluation between its

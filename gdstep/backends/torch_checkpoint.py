@@ -168,9 +168,8 @@ class CheckpointMixin:
             state = self._state_copies()
         # Buffers are always copied: BatchNorm's kernel updates its statistics in place
         # without counting a new version, so a copy could not tell it is stale.
-        buffers = {n: b.detach().clone() for n, b in self._buffers} if self._buffers else None
-        if buffers is not None and self.start_buffers is not None:
-            buffers = dict(self.start_buffers)
+        buffers = ({n: b.detach().clone() for n, b in self._buffers} if self.start_buffers is None
+                   else dict(self.start_buffers)) if self._buffers else None
         # every group's hyperparameters: a scheduler's lr, each group's own values
         groups = tuple(group_hyperparameters(g) for g in opt.param_groups)
         rng = self._rng_state() if self._track_rng else None
