@@ -287,3 +287,47 @@ def test_the_landscape_and_the_line_say_in_their_own_words_why_attach_mode_has_n
     with pytest.raises(GdstepError, match=f"^{view}: drawn on copies of the session, which only one opened on a "
                                           "scenario file gives"):
         getattr(dbg.session, view)()
+
+
+def test_stepping_forward_through_an_iteration_that_cannot_be_recomputed_says_why_and_leaves_the_loop_its_own():
+    """Gradient accumulation in iteration 4 (two forwards before its step): a rewind to
+    iteration 3 is allowed, but stepping forward from there recomputes iteration 4 from its
+    last micro-batch alone. The inexact events name that cause (not a random number
+    generator), for iteration 4 and for those after it, and the loop goes on from its own
+    values: its weights at the end are a bare loop's, bit for bit."""
+    def run(debug: bool):
+        torch.manual_seed(0)
+        model = nn.Linear(4, 1)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        seen = {}
+
+        def look(session, message):
+            session.back(iterations=4)
+            seen["back"] = session.step_count
+            session.step(4)
+
+        dbg = gdstep.attach(model, opt, nn.MSELoss(), ["step == 6 and phase == 'backward'"], on_break=look) if debug else None
+        data, i = batches(12), 0
+        for step in range(8):
+            opt.zero_grad()
+            k = 2 if step == 3 else 1
+            for _ in range(k):
+                x, y = data[i]
+                i += 1
+                loss = F.mse_loss(model(x), y) / k
+                loss.backward()
+            if dbg is not None:
+                dbg.watch(loss, y)
+            opt.step()
+        return model, dbg, seen
+
+    model, dbg, seen = run(True)
+    bare, _, _ = run(False)
+    assert seen["back"] == 2            # two updates done: iteration 3 next
+    messages = [e.message for e in dbg.session.events if e.kind == "inexact" and "recomputed is not" in e.message]
+    assert any(m.startswith("iteration 4 recomputed") and "it cannot be recomputed: the loop ran the model forward 2 times"
+               in m for m in messages)
+    assert any(m.startswith("iteration 5 recomputed") and "comes after iteration 4, which cannot be recomputed" in m
+               for m in messages)
+    assert not any("random number generator" in m for m in messages)
+    assert torch.equal(model.weight, bare.weight) and torch.equal(model.bias, bare.bias)

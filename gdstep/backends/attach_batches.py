@@ -123,6 +123,18 @@ class KeptBatches:
             raise GdstepError("attach mode: watch(loss) was given no targets (pass watch(loss, y); a loss without targets: pass a placeholder, dbg.watch(loss, ()), which loss_fn ignores)")
         return self.x, self.y
 
+    def why_not_recomputed(self, step: int) -> str | None:
+        """Why iteration `step`, recomputed, is known to differ from what the loop computed:
+        it could not be recomputed (its kept batch says why), or it comes after a kept one
+        that could not, whose recomputed values it started from. None: no known reason."""
+        for k in sorted((s for s in self._batches if s <= step), reverse=True):
+            why = self._batches[k].why_not
+            if why and k == step:
+                return f"it cannot be recomputed: {why}"
+            if why:
+                return f"it comes after iteration {k + 1}, which cannot be recomputed ({why}), and starts from its recomputed values"
+        return None
+
     def check_recompute(self, checkpoint, through: int) -> None:
         """Refuse, before anything moves, to recompute the iterations from a checkpoint's
         through `through` (0-based) where one has no kept batch, was not recomputable as the

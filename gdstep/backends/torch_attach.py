@@ -208,6 +208,9 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, UserModuleBackend):
         return [group_hyperparameters(g) for g in self.torch_optimizer.param_groups]
 
     def _replay_hint(self, step: int) -> str:
+        known = self.why_not_recomputed(step)
+        if known is not None:
+            return known
         return ("the loop draws random numbers gdstep does not replay (numpy, random, a torch.Generator), "
                 "runs a non-deterministic op, its loss is not loss_fn(output, y), or it changed a tensor "
                 "through .data (torch counts no version for that, so gdstep cannot keep the change)")
