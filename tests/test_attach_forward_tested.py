@@ -192,3 +192,44 @@ def test_records_read_where_the_rows_ran_unobserved_equal_full_records(hook_at):
         assert set(range(hook_at, 10)) <= set(fired)          # the loop's own hook ran on each of its forwards
     for p, q in zip(lean_model.parameters(), full_model.parameters()):
         assert torch.equal(p, q)
+
+
+def test_a_small_outputs_non_finite_value_hidden_by_a_relu_names_the_same_culprit_in_lean_records():
+    """Small outputs (an MLP's, here 8×16), which no chain of bounds proves (the weights
+    are no smaller than the outputs), are normed as the loop's forward makes them. At
+    iteration 5 the first layer's weights make every one of its outputs -inf (positive
+    inputs), which the ReLU turns into 0: the loss and the gradients stay finite. Lean and
+    full records break on the same iteration and phase with the same message, the culprit
+    named, the loop's weights its own."""
+    def loop(lean: bool):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3))
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        g = torch.Generator().manual_seed(1)
+        batches = [(torch.rand(8, 4, generator=g) + 0.5, torch.randint(0, 3, (8,), generator=g)) for _ in range(8)]
+        hits, lean_flags = [], []
+        dbg = gdstep.attach(model, opt, nn.CrossEntropyLoss(), on_break=lambda s, m: hits.append((s.step_count, s.last_phase, m)))
+        dbg.lean_watch = lean
+        for i, (x, y) in enumerate(batches):
+            if i == 5:
+                with torch.no_grad():
+                    model[0].weight.fill_(-3e38)
+                    model[0].bias.zero_()
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            assert torch.isfinite(loss)
+            dbg.watch(loss, y)
+            lean_flags.append(dbg._lean_now)
+            opt.step()
+        dbg.close()
+        return model, hits, lean_flags
+
+    lean_model, lean_hits, flags = loop(True)
+    full_model, full_hits, _ = loop(False)
+    assert all(flags[:5])                             # lean up to the blow-up: the outputs were held, not read
+    assert lean_hits and lean_hits == full_hits
+    step, phase, message = lean_hits[0]
+    assert (step, phase) == (5, "forward") and "layer 0" in message and "-inf" in message
+    for p, q in zip(lean_model.parameters(), full_model.parameters()):
+        assert torch.equal(p, q)

@@ -229,3 +229,78 @@ def test_the_start_holds_the_buffers_before_the_first_of_several_forwards():
     s.seek(0)
     assert same(model.state_dict(), start)
     dbg.close()
+
+
+@pytest.mark.parametrize("zeroing", ["set_to_none", "zeros in place", "after the forward"])
+def test_the_gradients_backward_made_are_told_apart_from_the_loops_edits_however_it_zeroes_them(zeroing):
+    """Which gradients the loop's backward made is noted as backward makes them: new
+    tensors (zero_grad() setting them to None), or the same ones added to in place
+    (zero_grad(set_to_none=False): their versions move), with zero_grad called before the
+    forward or between it and the backward. Each of those iterations is lean; one whose
+    gradients the loop scaled in place after backward() is not; one whose first backward
+    raised midway (the loop zeroes and runs it again) is. Training equals a bare loop's,
+    bit for bit, and the history its losses."""
+    def loop(debug: bool):
+        model, opt, batches = make(OPTIMIZERS["adam"])
+        dbg = gdstep.attach(model, opt, nn.CrossEntropyLoss(), []) if debug else None
+        torch.manual_seed(7)
+        flags, losses = [], []
+        for k, (x, y) in enumerate(batches):
+            if zeroing != "after the forward":
+                opt.zero_grad(set_to_none=zeroing == "set_to_none")
+            out = model(x)
+            if zeroing == "after the forward":
+                opt.zero_grad()
+            loss = nn.functional.cross_entropy(out, y)
+            if k == 2:       # a backward that raises midway (a hook of the loop's), then the loop goes on
+                h = model[0].weight.register_hook(lambda g: (_ for _ in ()).throw(RuntimeError("midway")))
+                with pytest.raises(RuntimeError, match="midway"):
+                    loss.backward(retain_graph=True)
+                h.remove()
+                opt.zero_grad(set_to_none=zeroing != "zeros in place")
+            loss.backward()
+            if k == 4:
+                with torch.no_grad():
+                    model[0].weight.grad.mul_(0.5)          # an edit in place: not what backward made
+            if dbg is not None:
+                dbg.watch(loss, y)
+                flags.append(dbg._lean_now)
+            losses.append(loss.item())
+            opt.step()
+        return model, flags, losses, dbg
+
+    model, flags, losses, dbg = loop(True)
+    bare, _, bare_losses, _ = loop(False)
+    assert flags == [k != 4 for k in range(len(flags))]
+    assert list(dbg.session.history.losses) == bare_losses == losses
+    for (n, p), q in zip(model.named_parameters(), bare.parameters()):
+        assert torch.equal(p, q), n
+
+
+class CalledOutOfOrder(nn.Module):
+    """Its last registered module runs first, its first last."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(16, 3)
+        self.body = nn.Linear(5, 16)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.body(x)))
+
+
+def test_a_model_whose_modules_run_in_another_order_than_they_were_made_keeps_lean_records():
+    torch.manual_seed(0)
+    model = CalledOutOfOrder()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    _, _, batches = make(OPTIMIZERS["adam"])
+    dbg = gdstep.attach(model, opt, nn.CrossEntropyLoss(), ["step == 4"], on_break=lambda s, m: None)
+    flags = []
+    for x, y in batches:
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        dbg.watch(loss, y)
+        flags.append(dbg._lean_now)
+        opt.step()
+    assert all(flags)
