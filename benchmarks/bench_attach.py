@@ -5,7 +5,8 @@
 
 Two nets, random data of fixed seed: a CNN on 28×28 images, batch 64 (conv 1→16 3×3, ReLU,
 max-pool, conv 16→32 3×3, ReLU, max-pool, linear 1568→10), and an MLP 784-1024-1024-10,
-batch 256; Adam, cross-entropy. Three loops over the same batches:
+batch 256; Adam, cross-entropy. A third on request (`--nets deep`): an MLP 32-64×41-10 of 84
+parameter tensors, batch 64, where gdstep's per-tensor costs show. Three loops over the same batches:
 
 - bare:  zero_grad, loss_fn(model(x), y), backward, step;
 - step:  `dbg.step(x, y)` (gdstep runs the four phases, breakpoints "nan" and a loss spike);
@@ -44,7 +45,11 @@ BUDGET = 64 * 2**20          # attach mode's default history budget
 
 
 def nets():
-    return {"cnn": (64, (1, 28, 28)), "mlp": (256, (784,))}
+    return {"cnn": (64, (1, 28, 28)), "mlp": (256, (784,)), "deep": (64, (32,))}
+
+
+TITLES = {"cnn": "CNN 28×28, batch 64", "mlp": "MLP 784-1024-1024-10, batch 256",
+          "deep": "MLP of 84 parameter tensors (42 Linear ~64×64, ReLU), batch 64 (--nets deep; no goal of its own)"}
 
 
 def build(kind: str, device: str):
@@ -56,6 +61,11 @@ def build(kind: str, device: str):
         model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                               nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                               nn.Flatten(), nn.Linear(32 * 7 * 7, 10))
+    elif kind == "deep":       # many small parameter tensors, as a practitioner's net has: gdstep's per-tensor costs
+        layers = [nn.Linear(32, 64), nn.ReLU()]
+        for _ in range(40):
+            layers += [nn.Linear(64, 64), nn.ReLU()]
+        model = nn.Sequential(*layers, nn.Linear(64, 10))
     else:
         model = nn.Sequential(nn.Linear(784, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10))
     return model.to(device)
@@ -240,7 +250,7 @@ def main(argv=None) -> None:
     for kind in args.nets.split(","):
         times = speed(kind, args.steps, args.rounds, args.device)
         bare = times["bare"]
-        title = "CNN 28×28, batch 64" if kind == "cnn" else "MLP 784-1024-1024-10, batch 256"
+        title = TITLES[kind]
         print(f"\n{title}: bare {args.steps / statistics.median(bare):.1f} steps/s")
         for mode in ("step", "watch"):
             ratios = [b / t for b, t in zip(bare, times[mode])]
