@@ -126,8 +126,10 @@ class KeptBatches:
     def why_not_recomputed(self, step: int) -> str | None:
         """Why iteration `step`, recomputed, is known to differ from what the loop computed:
         it could not be recomputed (its kept batch says why), or it comes after a kept one
-        that could not, whose recomputed values it started from. None: no known reason."""
-        for k in sorted((s for s in self._batches if s <= step), reverse=True):
+        that could not, recomputed since the last restore, whose recomputed values it
+        started from. None: no known reason."""
+        start = getattr(self, "recomputed_from", 0)
+        for k in sorted((s for s in self._batches if start <= s <= step), reverse=True):
             why = self._batches[k].why_not
             if why and k == step:
                 return f"it cannot be recomputed: {why}"

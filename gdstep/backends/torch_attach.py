@@ -365,6 +365,7 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, UserModuleBackend):
             self.check_recompute(checkpoint, self._updates)
         self._observed.clear()
         super().restore(checkpoint)
+        self.recomputed_from = checkpoint.updates     # the iterations from here on are recomputed
 
 
 def _lr(group) -> float:
