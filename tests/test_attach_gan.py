@@ -81,3 +81,31 @@ def test_one_session_over_both_models_and_optimizers():
     assert s.replay_inexact is not None and "forward 3 times" in s.replay_inexact
     with pytest.raises(GdstepError, match="dbg.step takes one model"):
         dbg.step(torch.randn(2, 8), torch.ones(2, 1))
+
+
+@pytest.mark.parametrize("debugger", ["looks", "tries to rewind"])
+def test_a_break_at_the_discriminators_step_leaves_the_generators_graph_usable(debugger):
+    """DCGAN's loop makes `fake` before the discriminator's step and back-propagates through
+    it after. A break in that step (its optimizer's post-hook) opens the debugger, which
+    reads the records (recomputing them) and puts the loop's values back: the same numbers,
+    but written in place, which moved the version counters of the generator's weights that
+    `fake`'s graph saved, so `errG.backward()` raised "modified by an inplace operation"
+    and the loop died. They get their counters back: the loop trains on as a bare one does,
+    bit for bit."""
+    netG, netD, optG, optD = build()
+    seen = []
+
+    def look(session, message):
+        seen.append((session.step_count, session.records["backward"] is not None))
+        if debugger == "tries to rewind":
+            with pytest.raises(GdstepError):      # DCGAN's iterations cannot be recomputed
+                session.back(iterations=1)
+
+    dbg = gdstep.attach({"G": netG, "D": netD}, [optD, optG], nn.BCELoss(), ["step == 5"], on_break=look)
+    train(netG, netD, optG, optD, dbg, steps=4)
+    bare = build()
+    train(*bare, steps=4)
+    assert seen and seen[0][0] == 5        # after the discriminator's update of iteration 5
+    for a, b in ((netG, bare[0]), (netD, bare[1])):
+        for (n, p), q in zip(a.named_parameters(), b.parameters()):
+            assert torch.equal(p, q), n

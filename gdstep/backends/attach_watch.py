@@ -95,7 +95,8 @@ class WatchObserver:
         if self.scaler is not None:         # where the loop's scaler stands in this step (unscaled yet?)
             scaler = copy.deepcopy(dict(self.scaler._per_optimizer_states[id(self.torch_optimizer)]))
         self._pinned = self._cannot_return()
-        return self.capture(), [(p, p.grad) for _, p in self._train], dict(self._observed), scaler
+        versions = [(t, t._version) for _, t in self._named + list(self._buffers)]
+        return self.capture(), [(p, p.grad) for _, p in self._train], dict(self._observed), scaler, versions
 
     def _cannot_return(self) -> str | None:
         """Why the session, once moved from where the loop stands (in the middle of an
@@ -124,13 +125,31 @@ class WatchObserver:
 
     def put_back(self, held: tuple) -> None:
         self._pinned = None
-        live, grads, observed, scaler = held
+        live, grads, observed, scaler, versions = held
         self.restore(live, check=False)
+        self._same_versions(versions)
         for p, g in grads:
             p.grad = g
         self._observed.update(observed)
         if scaler is not None:
             self.scaler._per_optimizer_states[id(self.torch_optimizer)] = scaler
+
+    def _same_versions(self, versions: list) -> None:
+        """The parameters and buffers hold again, bit for bit, the values they held at these
+        version counters; give them those counters back. A graph the loop still holds (a
+        GAN's `fake`, made before the step that broke and used after it) saved them at
+        those versions, and its backward refuses any other ("modified by an inplace
+        operation"), though gdstep's restores wrote the same numbers back. What gdstep
+        noted of them at later versions is forgotten (those numbers may come again)."""
+        reset = getattr(self._torch._C._autograd, "_unsafe_set_version_counter", None)
+        if reset is None or all(t._version == v for t, v in versions):
+            return
+        moved = [(t, v) for t, v in versions if t._version != v]
+        reset([t for t, _ in moved], [v for _, v in moved])
+        self._cache.clear()
+        self._fresh = None
+        if getattr(self, "_update_bound", None) is not None:
+            self._update_bound.forget()
 
     def observe_iteration(self, loss, lean: bool = False) -> bool:
         """Queue the forward, loss and backward the loop has just done. With `lean` (records
