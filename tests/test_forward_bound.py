@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-from gdstep.backends.forward_bound import ForwardBound  # noqa: E402
+from gdstep.backends.forward_bound import ForwardBound, rule_of  # noqa: E402
 
 AFFINE = (nn.Linear, nn.Conv2d)
 
@@ -28,12 +28,13 @@ def run(model, x, walk):
     return out
 
 
-def walked(model, x):
-    """A measuring forward (the sizes), then one with the weights' norms read."""
+def walked(model, x, small: bool = False):
+    """A measuring forward (the sizes), then one with the weights' norms read (with `small`,
+    also where every output is small)."""
     fb = ForwardBound(torch, list(model), lambda: set())
     with torch.no_grad():
         run(model, x, fb.walk())
-        walk = fb.walk()
+        walk = fb.walk(small)
         walk.read()
         return walk, run(model, x, walk)
 
@@ -182,3 +183,133 @@ def test_an_inference_tensor_ends_the_chain_without_raising():
     with torch.inference_mode():          # its outputs have no version counter
         walk, rows = walked(model, x)
     assert not any(p for _, _, p in rows)
+
+
+def row_kinds(rng: random.Random, dims: int, channels: int):
+    """One random row that keeps a `dims`-d image's rank (strides, dilations, groups,
+    paddings, ceil_mode, divisor_override …), and the channels it leaves."""
+    conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[dims - 1]
+    convt = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)[dims - 1]
+    maxpool = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)[dims - 1]
+    avgpool = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)[dims - 1]
+    adaptive = ((nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d), (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d),
+                (nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool3d))[dims - 1]
+    kind = rng.randrange(9)
+    if kind == 0:
+        groups = rng.choice([1, channels]) if channels % 2 == 0 else 1
+        out = rng.choice([channels, 2 * channels]) if groups > 1 else rng.randint(1, 12)
+        k = rng.randint(1, 4)
+        return conv(channels, out, k, stride=rng.randint(1, 2), padding=rng.randint(0, k // 2),
+                    dilation=rng.randint(1, 2), groups=groups, bias=rng.random() < 0.8), out
+    if kind == 1:
+        out, k, s = rng.randint(1, 12), rng.randint(1, 4), rng.randint(1, 3)
+        return convt(channels, out, k, stride=s, padding=rng.randint(0, k // 2), output_padding=rng.randint(0, s - 1),
+                     bias=rng.random() < 0.8), out
+    if kind == 2:
+        k = rng.randint(1, 3)
+        return maxpool(k, stride=rng.randint(1, 3), padding=rng.randint(0, k // 2), dilation=rng.randint(1, 2),
+                       ceil_mode=rng.random() < 0.5), channels
+    if kind == 3:
+        k = rng.randint(1, 3)
+        over = {} if dims == 1 else {"divisor_override": rng.choice([None, 1, 2])}
+        return avgpool(k, stride=rng.randint(1, 3), padding=rng.randint(0, k // 2), ceil_mode=rng.random() < 0.5,
+                       count_include_pad=rng.random() < 0.5, **over), channels
+    if kind == 4:
+        return rng.choice(adaptive)(rng.choice([1, 2, 3, 5, 7])), channels
+    return rng.choice([nn.ReLU(), nn.ReLU6(), nn.Tanh(), nn.Sigmoid(), nn.Softsign(), nn.Hardsigmoid(), nn.GELU(),
+                       nn.SiLU(), nn.LeakyReLU(rng.choice([0.01, 4.0])), nn.ELU(rng.choice([0.5, 6.0])),
+                       nn.Dropout(rng.choice([0.0, 0.5])), nn.Identity()]), channels     # (p=0: x itself)
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_every_rows_bound_holds_the_norm_of_its_whole_output(dims):
+    """Each bound is of ‖output‖, the 2-norm of the whole tensor (hence of max|output|):
+    checked against torch's own outputs, in float64, for every kind of row the rules know,
+    with strides, dilations, groups, paddings, ceil_mode, divisor_override, output_padding,
+    and with large and small inputs and weights."""
+    rng = random.Random(dims)
+    size = {1: 40, 2: 14, 3: 7}[dims]
+    checked = 0
+    for case in range(60):
+        torch.manual_seed(case)
+        channels, layers = 4, [(nn.Conv1d, nn.Conv2d, nn.Conv3d)[dims - 1](3, 4, 3, padding=1)]
+        for _ in range(rng.randint(1, 5)):
+            row, channels = row_kinds(rng, dims, channels)
+            layers.append(row)
+        layers += [nn.Flatten(), nn.LazyLinear(rng.randint(1, 5))]
+        model = nn.Sequential(*layers).double().train()
+        x = torch.randn(rng.randint(1, 4), 3, *([size] * dims), dtype=torch.float64) * 10.0 ** rng.uniform(-3, 3)
+        try:
+            with torch.no_grad():
+                model(x)                      # shapes a random chain cannot take are skipped
+        except RuntimeError:
+            continue
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(10.0 ** rng.uniform(-2, 2))
+                if case % 2:                  # signs aligned: sums add up, the bounds nearly tight
+                    p.abs_()
+            if case % 2:
+                x.abs_()
+        walk, rows = walked(model, x, small=True)
+        for i, out, proven in rows:
+            if rule_of(model[i]) is None:         # a dilated, padded max-pool: the chain ends there
+                assert isinstance(model[i], (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)) and not proven
+                break
+            if isinstance(rule_of(model[i]), float) and i not in walk.rows:     # weights larger than the output
+                break
+            b = walk.bounds.get(i)
+            assert b is not None, (case, i, model[i])
+            assert out.norm().item() <= b * (1 + 1e-9), (case, i, model[i])
+            assert proven
+            checked += 1
+    assert checked >= 150
+
+
+def test_a_deep_mlp_at_its_initialisation_is_proven_and_an_other_padding_mode_ends_the_chain():
+    """42 Linear rows 64×64 (gdstep's benchmark of many tensors): the 2-norms' chain grows ~4.6×
+    a row, far inside float32's range, so watch mode need not read a single output. A
+    convolution with reflect padding repeats input elements: no rule."""
+    torch.manual_seed(0)
+    layers = [nn.Linear(32, 64), nn.ReLU()]
+    for _ in range(40):
+        layers += [nn.Linear(64, 64), nn.ReLU()]
+    model = nn.Sequential(*layers, nn.Linear(64, 10))
+    x = torch.randn(64, 32)
+    fb = ForwardBound(torch, list(model), lambda: set())
+    with torch.no_grad():
+        run(model, x, fb.walk())
+        assert fb.chosen() == []                      # small outputs: read together where gdstep runs the rows
+        walk = fb.walk(small=True)
+        assert walk.rows == [i for i, m in enumerate(model) if isinstance(m, nn.Linear)]
+        walk.read(x)
+        assert walk.ahead(model, x) == set(range(len(model)))
+        assert walk.ahead(model, torch.randn(63, 32)) == set()     # another shape: sizes unknown
+    reflect = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"), nn.ReLU())
+    walk, rows = walked(reflect, torch.randn(2, 3, 8, 8))
+    assert not any(p for _, _, p in rows)
+
+
+def test_a_dilated_padded_max_pool_whose_window_holds_padding_alone_is_not_proven():
+    """Its output there is -inf from a finite input (the taps at -1 and 1 of a 1-wide image):
+    such a pool ends the chain (the rule of max|out| ≤ max|in| used before said finite)."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.MaxPool2d(2, stride=2, padding=1, dilation=2, ceil_mode=True),
+                          nn.Flatten(), nn.Linear(4, 2))
+    walk, rows = walked(model, torch.randn(2, 3, 1, 1), small=True)
+    assert torch.isinf(rows[1][1]).all() and rows[0][2] and not rows[1][2] and not rows[3][2]
+
+
+@pytest.mark.parametrize("pool", [nn.AdaptiveAvgPool2d(7), nn.AdaptiveMaxPool2d(7), nn.AvgPool2d(3, 1, divisor_override=1)])
+def test_pools_that_repeat_or_sum_their_input_are_bounded_by_what_they_make(pool):
+    """An adaptive pool larger than its input repeats each element (7×7 of a 1×1 image: 49
+    times); a divisor_override of 1 sums windows: the norm grows, and the bound with it."""
+    adaptive = "Adaptive" in type(pool).__name__
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), pool, nn.Flatten(), nn.Linear(4 * 49 if adaptive else 4 * 81, 2))
+    x = torch.rand(2, 3, *((1, 1) if adaptive else (11, 11))) + 1
+    with torch.no_grad():
+        model[0].weight.abs_()
+        model[0].bias.abs_()
+    walk, rows = walked(model, x, small=True)
+    out = rows[1][1]
+    assert out.norm().item() > 2 * rows[0][1].norm().item()     # it grew
+    assert out.norm().item() <= walk.bounds[1] and rows[1][2]

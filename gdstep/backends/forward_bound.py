@@ -4,19 +4,31 @@ A run tests the outputs of the layers that can turn finite values into non-finit
 (Session._checked_layers): on a CNN those are the convolutions' outputs, megabytes each
 iteration, read once more after the forward made them. Where the rows run as a chain (each
 one's input is the very tensor the row called before it returned, unchanged since) through
-layers whose largest |output| is bounded by their input's, reading them is not needed:
+layers whose output's norm is bounded by their input's, reading them is not needed. The
+chain carries F ≥ ‖a‖ (the 2-norm of the whole tensor, batch and all, which is at least
+max|a|); with n the output's elements and C its channels (features):
 
-    Linear, Conv*, ConvTranspose*:   |z_j| = |Σ_k W_jk·a_k + b_j| ≤ max|a|·‖W‖₁ + ‖b‖₁
-    ReLU, pooling, Flatten, GELU, SiLU, Identity …:   max|out| ≤ max|in|
-    Tanh, Sigmoid, Softsign, Hardsigmoid:   ≤ 1;   LeakyReLU(s):   ≤ max(1, |s|)·max|in|
-    ELU(α):   ≤ max(max|in|, α);   Dropout(p) in training:   ≤ max|in| / (1 − p)
+    Linear:             ‖z‖ ≤ ‖W‖·F + ‖b‖·√(n/C)   (each row: |W_j·a_r| ≤ ‖W_j‖·‖a_r‖, Cauchy–Schwarz)
+    Conv*, ConvTranspose* (zero padding), kernel k:
+                        ‖z‖ ≤ √(∏k)·‖W‖·F + ‖b‖·√(n/C)   (an input element meets each weight
+                                                           at most once: ≤ ∏k products)
+    ReLU, GELU, SiLU, Flatten, PixelShuffle, Identity …:   ‖out‖ ≤ F   (|f(x)| ≤ |x|, or a permutation)
+    MaxPool, AvgPool, kernel k:   ≤ √(∏k)·F   (each output at most the 2-norm of its window;
+                                   an element in ≤ ∏k windows; divisor_override D: × max(1, √(∏k)/D));
+                                   none for MaxPool dilated and padded: a window can hold padding
+                                   alone, and its output is -inf
+    Adaptive pools:     ≤ √n·F   (each output at most max|a| ≤ F)
+    Tanh, Sigmoid, Softsign, Hardsigmoid:   ≤ √n;   LeakyReLU(s):   ≤ max(1, |s|)·F
+    ELU(α):   ≤ F + |α|·√n;   Dropout(p) in training:   ≤ F / (1 − p)
 
-(‖·‖₁ sums the whole tensor, so it is at least any one output's own sum.) From a bound of
-max|x| of the first row's input (‖x‖₂, read as that row returns, while it is in the cache)
-and the L1 norms of the weights (one fused read as the forward begins), a row whose bound
-stays below its dtype's largest value by 2¹⁰ (more than the rounding of any sum can add) is
-finite: nothing of it is read. A non-finite input or weight makes its norm
-non-finite, an overflow makes a bound inf: then nothing is proved and the outputs are read.
+(‖·‖ of a weight is its 2-norm as a vector, the Frobenius norm.) From ‖x‖ of the first row's
+input (read as that row returns, while it is in the cache) and the norms of the weights (one
+fused read as the forward begins), a row whose bound stays below its dtype's largest value by
+2¹⁰ (more than the rounding of any sum, or a fast convolution's transforms, can add) is
+finite: nothing of it is read. A non-finite input or weight makes its norm non-finite, an
+overflow makes a bound inf: then nothing is proved and the outputs are read. A deep chain
+multiplies its rows' factors: the 2-norms keep a factor near a weight's own gain (an MLP of
+42 layers 64×64 at PyTorch's initialisation: ~4.6 a layer, far below float32's range).
 
 Proved only where nothing else can change a value: exact torch.nn classes, no hook on the
 row but gdstep's (and no global one), input, weights and output all float32 or all float64
@@ -31,37 +43,62 @@ import math
 from typing import Any, Callable, Sequence
 
 AFFINE = frozenset({"Linear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"})
-SAME = frozenset({"ReLU", "ReLU6", "MaxPool1d", "MaxPool2d", "MaxPool3d", "AdaptiveMaxPool1d", "AdaptiveMaxPool2d",
-                  "AdaptiveMaxPool3d", "AvgPool1d", "AvgPool2d", "AvgPool3d", "AdaptiveAvgPool1d",
-                  "AdaptiveAvgPool2d", "AdaptiveAvgPool3d", "Flatten", "Unflatten", "Identity", "GELU", "SiLU",
+SAME = frozenset({"ReLU", "ReLU6", "Flatten", "Unflatten", "Identity", "GELU", "SiLU",
                   "PixelShuffle", "PixelUnshuffle", "ChannelShuffle"})
+POOL = {"MaxPool1d": 1, "MaxPool2d": 2, "MaxPool3d": 3, "AvgPool1d": 1, "AvgPool2d": 2, "AvgPool3d": 3}
+ADAPTIVE = frozenset({"AdaptiveMaxPool1d", "AdaptiveMaxPool2d", "AdaptiveMaxPool3d", "AdaptiveAvgPool1d",
+                      "AdaptiveAvgPool2d", "AdaptiveAvgPool3d"})
 UNIT = frozenset({"Tanh", "Sigmoid", "Softsign", "Hardsigmoid"})
 DROPOUT = frozenset({"Dropout", "Dropout1d", "Dropout2d", "Dropout3d"})
 SMALL = 1 << 16          # elements: weights this small are read even for a smaller output (one fused read)
 MARGIN = 2.0 ** -10      # a bound must stay below this fraction of the dtype's largest value
 
+# a rule: (F ≥ ‖input‖, the module, its training flag as it ran, the output's elements) -> F ≥ ‖output‖
+Rule = Callable[[float, Any, bool, int], float]
 
-def rule_of(module) -> Callable[[float, Any], float] | str | None:
-    """How max|output| follows from max|input| for this module: "affine" (from its weights'
-    norms), a function of (bound, module, its training flag as it ran), or None (no bound:
-    the chain ends here)."""
+
+def _kernel(size, dims: int) -> int:
+    """∏k: the elements of a kernel given as an int (every dimension) or a tuple."""
+    return size ** dims if isinstance(size, int) else math.prod(size)
+
+
+def _any(value, but: int = 1) -> bool:
+    """Whether an int-or-tuple setting is other than `but` in some dimension."""
+    return any(v != but for v in value) if isinstance(value, tuple) else value != but
+
+
+def rule_of(module) -> Rule | float | None:
+    """How ‖output‖ follows from ‖input‖ for this module: for an affine row the factor of its
+    weight's norm (a float: √∏k, 1 for Linear), else a Rule, or None (no bound: the chain
+    ends here)."""
     import torch.nn as nn
     cls = type(module)
     name = cls.__name__
     if getattr(nn, name, None) is not cls:      # exact torch.nn classes: a subclass may compute otherwise
         return None
-    if name in AFFINE:
-        return "affine"
+    if name == "Linear":
+        return 1.0
+    if name in AFFINE:           # zero padding only: another mode repeats input elements
+        return math.sqrt(math.prod(module.kernel_size)) if module.padding_mode == "zeros" else None
     if name in SAME:
-        return lambda b, m, training: b
+        return lambda b, m, training, n: b
+    if name in POOL:
+        if _any(getattr(module, "dilation", 1)) and _any(module.padding, 0):    # a window of padding alone: -inf
+            return None
+        k = math.sqrt(_kernel(module.kernel_size, POOL[name]))
+        over = getattr(module, "divisor_override", None)
+        grow = k * max(1.0, k / over) if over else k
+        return lambda b, m, training, n: b * grow
+    if name in ADAPTIVE:
+        return lambda b, m, training, n: b * math.sqrt(n)
     if name in UNIT:
-        return lambda b, m, training: 1.0
+        return lambda b, m, training, n: math.sqrt(n)
     if name == "LeakyReLU":
-        return lambda b, m, training: b * max(1.0, abs(float(m.negative_slope)))
+        return lambda b, m, training, n: b * max(1.0, abs(float(m.negative_slope)))
     if name == "ELU":
-        return lambda b, m, training: max(b, abs(float(m.alpha)))
+        return lambda b, m, training, n: b + abs(float(m.alpha)) * math.sqrt(n)
     if name in DROPOUT:
-        return lambda b, m, training: b if not training else b / (1.0 - m.p) if m.p < 1 else float("inf")
+        return lambda b, m, training, n: b if not training else b / (1.0 - m.p) if m.p < 1 else float("inf")
     return None
 
 
@@ -72,26 +109,29 @@ class ForwardBound:
         self.torch = torch
         self.modules = list(modules)
         self.rules = [rule_of(m) for m in self.modules]
-        self.params = [tuple(p for p in (m.weight, m.bias) if p is not None) if r == "affine" else ()
+        self.params = [tuple(p for p in (m.weight, m.bias) if p is not None) if isinstance(r, float) else ()
                        for m, r in zip(self.modules, self.rules)]
+        self.channels = [getattr(m, "out_features", None) or getattr(m, "out_channels", 1) for m in self.modules]
         self.sizes = [0] * len(self.modules)
+        self.shape_in: tuple | None = None      # the first row's input's shape in the last forward (the sizes' own)
         self.measured = False           # whether a forward has given the sizes
         self.own_hooks = own_hooks      # ids of gdstep's own forward hooks (any other may change a value)
         self._limits: dict[Any, float] = {}
 
-    def chosen(self) -> list[int]:
+    def chosen(self, small: bool = False) -> list[int]:
         """The affine rows whose weights are worth reading, in order, up to the first row with
         no rule or whose weights are larger than its output was; none where no output of
-        theirs is large (small outputs are read together, in one fused norm, at little cost)."""
+        theirs is large (small outputs are read together, in one fused norm, at little cost),
+        unless `small` (reading them would take a hook on every row: watch mode)."""
         out = []
         for i, rule in enumerate(self.rules):
             if rule is None:
                 break
-            if rule == "affine":
+            if isinstance(rule, float):
                 if not self.sizes[i] or sum(p.numel() for p in self.params[i]) > max(self.sizes[i], SMALL):
                     break
                 out.append(i)
-        return out if any(self.sizes[i] >= SMALL for i in out) else []     # small outputs are read together
+        return out if small or any(self.sizes[i] >= SMALL for i in out) else []
 
     def limit(self, dtype) -> float:
         """The largest bound that proves a value of this dtype finite (0: none does)."""
@@ -102,8 +142,8 @@ class ForwardBound:
                                            if dtype in (torch.float32, torch.float64) else 0.0)
         return limit
 
-    def walk(self) -> "Walk":
-        return Walk(self)
+    def walk(self, small: bool = False) -> "Walk":
+        return Walk(self, small)
 
 
 class Walk:
@@ -112,12 +152,13 @@ class Walk:
     forward in watch mode). The weights' norms are read as the forward begins (`read`);
     a row whose weights' versions moved since proves nothing."""
 
-    def __init__(self, bound: ForwardBound):
+    def __init__(self, bound: ForwardBound, small: bool = False):
         self.fb = bound
-        self.rows = bound.chosen()
+        self.rows = bound.chosen(small)
         self.norms: dict[int, tuple[float, tuple]] | None = None
-        self.calls: list[tuple] = []       # (row, linked (see _linked), output dtype, weights' versions, training)
-        self.first_bound: float | None = None     # max|x| of the first row's input
+        # (row, linked (see _linked), output dtype, weights' versions, training, output's elements)
+        self.calls: list[tuple] = []
+        self.first_bound: float | None = None     # ‖x‖ of the first row's input
         self.last = None                   # the last row's output, and its version then
         self.last_version = -1
         torch = bound.torch
@@ -127,13 +168,12 @@ class Walk:
         self._done = 0                     # calls evaluated so far
         self._bound: float | None = None
         self._proven: set[int] = set()
-        self.bounds: dict[int, float] = {}        # each row's bound of max|output| (its latest call)
+        self.bounds: dict[int, float] = {}        # each row's bound of ‖output‖ (≥ max|output|) (its latest call)
 
     def read(self, x=None) -> None:
-        """Bounds of the L1 norms of the chosen rows' weights, √n·‖W‖₂ ≥ ‖W‖₁, with their
-        versions (read as the forward begins: a change through `.data` moves no version);
-        with `x`, the first row's input, also ‖x‖₂ ≥ max|x| (`first_bound`): torch's fused
-        norm, one read."""
+        """The 2-norms of the chosen rows' weights and biases, with their versions (read as
+        the forward begins: a change through `.data` moves no version); with `x`, the first
+        row's input, also ‖x‖ (`first_bound`): torch's fused norm, one read."""
         fb, torch = self.fb, self.fb.torch
         params = [p.detach() for i in self.rows for p in fb.params[i]]
         first = (isinstance(x, torch.Tensor) and x.is_floating_point() and x.is_cpu and x.numel() > 0
@@ -150,7 +190,6 @@ class Walk:
                 values = torch.stack(norms if same else [n.double() for n in norms]).tolist()
         if first:
             self.first_bound, values = values[0], values[1:]
-        values = [v * math.sqrt(p.numel()) for v, p in zip(values, params)]
         norms, k = {}, 0
         for i in self.rows:
             params = fb.params[i]
@@ -173,7 +212,8 @@ class Walk:
                 self.last = None
         except Exception:           # an inference tensor has no version counter: nothing proved from here
             linked, versions, self.last = False, (), None
-        self.calls.append((i, linked, out.dtype if linked else None, versions, module.training))
+        self.calls.append((i, linked, out.dtype if linked else None, versions, module.training,
+                           out.numel() if linked else 0))
 
     def _linked(self, i: int, module, x, out) -> bool:
         """Whether row i's output follows from the chain's bound: its input is the output of
@@ -190,60 +230,65 @@ class Walk:
         else:
             if out is x or not isinstance(x, self.fb.torch.Tensor):
                 return False
+            self.fb.shape_in = tuple(x.shape)
             if self.rows:           # read now, while the row has just read it (in the cache)
-                self.first_bound = self._max_abs(x)
+                self.first_bound = self._norm(x)
         return out.dtype == x.dtype and out.is_cpu
 
     def ahead(self, model, x) -> set[int]:
         """The rows of an exact nn.Sequential proved before it runs on x: its children run as a
         chain with nothing between them, so each one's input is the output of the one before
         (in place or not), and each output's dtype is x's where no autocast casts (the caller
-        checks) and the weights share it. Links every row, so `proven()` answers for all."""
+        checks) and the weights share it; each output's size is the last forward's, where x
+        has that forward's shape (a Sequential of these rows makes its shapes from x's alone).
+        Links every row, so `proven()` answers for all."""
         torch, fb = self.fb.torch, self.fb
         if (self.hooked or type(model) is not torch.nn.Sequential or "forward" in model.__dict__
                 or not isinstance(x, torch.Tensor) or not x.is_floating_point() or not x.is_cpu
-                or list(model.children()) != fb.modules):
+                or list(model.children()) != fb.modules or tuple(x.shape) != fb.shape_in or not all(fb.sizes)):
             return set()
         if self.first_bound is None:
-            self.first_bound = self._max_abs(x)
-        for i, m in enumerate(fb.modules):
-            params = fb.params[i]
-            linked = (fb.rules[i] is not None and not m._forward_pre_hooks and self.own.issuperset(m._forward_hooks)
-                      and all(p.dtype == x.dtype for p in params))
-            self.calls.append((i, linked, x.dtype if linked else None,
-                               (params[0]._version, params[-1]._version) if params else (), m.training))
+            self.first_bound = self._norm(x)
+        dtype, own, calls = x.dtype, self.own, self.calls        # (a row's cost counts: a net may have hundreds)
+        for i, (m, rule, params, size) in enumerate(zip(fb.modules, fb.rules, fb.params, fb.sizes)):
+            linked = (rule is not None and not m._forward_pre_hooks and (not m._forward_hooks or own.issuperset(m._forward_hooks))
+                      and (not params or (params[0].dtype == dtype and params[-1].dtype == dtype)))
+            calls.append((i, linked, dtype if linked else None,
+                          (params[0]._version, params[-1]._version) if params else (), m.training, size))
         return self.proven()
 
     def proven(self, i: int | None = None) -> set[int] | bool:
         """The rows proven finite so far (with `i`: whether row i is)."""
-        fb = self.fb
-        while self._done < len(self.calls):
-            row, linked, dtype, versions, training = self.calls[self._done]
+        fb, calls, all_norms, proven = self.fb, self.calls, self.norms or {}, self._proven
+        while self._done < len(calls):
+            row, linked, dtype, versions, training, n = calls[self._done]
             if self._done == 0:
                 self._bound = self.first_bound if linked else None
             b = self._bound if linked else None
-            rule = fb.rules[row]
-            if b is not None and rule == "affine":
-                norms = (self.norms or {}).get(row)
-                if norms is None or norms[1] != versions or any(p.dtype != dtype for p in fb.params[row]):
-                    b = None
+            if b is not None:
+                rule = fb.rules[row]
+                if isinstance(rule, float):                 # ‖W‖·F·√∏k + ‖b‖·√(n/C)
+                    norms, params = all_norms.get(row), fb.params[row]
+                    if (norms is None or norms[1] != versions or params[0].dtype != dtype
+                            or params[-1].dtype != dtype):
+                        b = None
+                    else:
+                        w = norms[0]
+                        b = b * w[0] * rule + (w[1] * math.sqrt(n / fb.channels[row]) if len(w) > 1 else 0.0)
                 else:
-                    w = norms[0]
-                    b = b * w[0] + (w[1] if len(w) > 1 else 0.0)
-            elif b is not None:
-                b = rule(b, fb.modules[row], training)
+                    b = rule(b, fb.modules[row], training, n)
             self._bound = b
             if b is not None:
                 self.bounds[row] = b
             if b is not None and b < fb.limit(dtype):       # False for nan
-                self._proven.add(row)
+                proven.add(row)
             else:                                           # a row called again: its latest call counts
-                self._proven.discard(row)
+                proven.discard(row)
             self._done += 1
-        return self._proven if i is None else i in self._proven
+        return proven if i is None else i in proven
 
-    def _max_abs(self, x) -> float | None:
-        """A bound of max|x| (inf or nan where x is not finite)."""
+    def _norm(self, x) -> float | None:
+        """‖x‖, a bound of max|x| (inf or nan where x is not finite)."""
         torch = self.fb.torch
         if not x.is_floating_point() or not x.is_cpu or x.numel() == 0:
             return None

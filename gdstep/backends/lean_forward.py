@@ -38,12 +38,13 @@ class LeanForward:
         if self._walk is not None and self._walk.rows:
             self._walk.read()
 
-    def _bound_walk(self) -> Walk | None:
+    def _bound_walk(self, small: bool = False) -> Walk | None:
         """A chain of bounds for the next forward, on the CPU, where it may prove a row, or
-        where no forward has given the rows' sizes yet."""
+        where no forward has given the rows' sizes yet (`small`: where every output is small
+        too, as watch mode would otherwise read each through a hook)."""
         if self.device != "cpu":
             return None
-        walk = self.forward_bound.walk()
+        walk = self.forward_bound.walk(small)
         return walk if walk.rows or not walk.fb.measured else None
 
     def _lean_end(self) -> tuple[list, list]:
