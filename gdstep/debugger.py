@@ -40,6 +40,7 @@ from typing import Any, Callable, Sequence
 
 from gdstep.conditions import parse_condition
 from gdstep.errors import BreakpointHit, GdstepError
+from gdstep.resuming import HANDED_OVER, Resuming
 from gdstep.watching import Watching
 
 _current: "Debugger | None" = None
@@ -55,7 +56,7 @@ def interactive() -> bool:
         return False
 
 
-class Debugger(Watching):
+class Debugger(Resuming, Watching):
     """A Session over the user's model and optimizer, fed one batch per `step`."""
 
     def __init__(self, model, optimizer, loss_fn, breakpoints: Sequence[str] = ("nan",), *,
@@ -162,8 +163,10 @@ class Debugger(Watching):
             if s.breakpoints.breaks_on(result.reason):
                 try:
                     self._break(result.message, settle=self._finish_iteration)
-                except BreakpointHit:      # the session stands at the break for the loop's handler;
-                    self._unfinished = True  # the next dbg.step finishes the iteration first
+                except BreakpointHit:      # the session stands at the break for the loop's handler; the
+                    self._unfinished = True  # loop's next call (dbg.step, its model, state_dict) finishes it
+                    self.backend.handed_over = HANDED_OVER
+                    self.backend.on_loop_call = self._finish_unfinished
                     raise
             self._finish_iteration()
         self._loop_step = s.step_count
@@ -178,12 +181,9 @@ class Debugger(Watching):
             raise GdstepError("dbg.step takes one model and one optimizer; with several (a GAN), the loop steps "
                               "them itself and calls dbg.watch(loss, y) before each optimizer's step()")
         self._mode = "step"
+        b.loop_goes_on()           # on_break="raise" left an iteration at its break: finished first
         s = self.session or self._session(b.trial(x, args, kwargs))
         self._check_loop_edits()
-        if self._unfinished:       # on_break="raise" left an iteration at its break: as the loop would have
-            self._unfinished = False
-            self._finish_iteration()
-            self._loop_step += 1
         self._resync()
         self._sync_groups()
         b.add_batch(s.step_count, x, y, args, kwargs)
@@ -229,45 +229,6 @@ class Debugger(Watching):
             return
         changes = {i: {k: v for k, v in g.items() if seen[i].get(k) != v} for i, g in enumerate(live) if g != seen[i]}
         s._settings.record(s.step_count, {"groups": changes})
-
-    def _resync(self) -> None:
-        """Stand at the loop's iteration boundary (after a debugger session moved us)."""
-        s = self.session
-        target = 4 * self._loop_step
-        if s.position != target:
-            s.seek(target)
-        self._tell_if_recomputed()
-
-    def _tell_if_recomputed(self) -> None:
-        """Where an iteration recomputed since the loop last handed one over (a rewind, and
-        the way back to where the loop stands) came out otherwise than the loop computed it
-        (gdstep.backends.attach_replay), the loop may not go on as it would have: from values
-        recomputed otherwise (step mode), or from a random number generator gdstep does not
-        own, which the recomputing drew from. Say so, once."""
-        differed = self.backend.differed
-        if differed:
-            first, last = min(differed) + 1, max(differed) + 1
-            which = f"iteration {first}" if first == last else f"iterations {first}–{last}"
-            if self._mode == "watch":     # its own values are put back after a break (Watching._look)
-                then = ("your loop's own values are put back, but if a random number generator gdstep does not own "
-                        "made the difference, the recomputing drew from it and your loop goes on with it advanced")
-            else:
-                then = "your loop goes on from the recomputed values, not its own"
-            message = f"{which} recomputed otherwise than your loop computed it (the inexact events say why): {then}"
-            differed.clear()
-            self.session.log("inexact", message)
-            print(f"gdstep: {message}", file=sys.stderr)
-
-    def _finish_iteration(self) -> None:
-        """After a break in `step`: finish this iteration as the loop would have (unchecked)."""
-        s = self.session
-        target = 4 * (self._loop_step + 1)
-        if s.position != target:
-            try:
-                s.seek(target)
-            except GdstepError as e:
-                print(f"gdstep: the loop goes on from {s.where}: {e}", file=sys.stderr)
-        self._tell_if_recomputed()
 
     # -- a breakpoint fired ----------------------------------------------------------------------
 
@@ -356,7 +317,10 @@ class Debugger(Watching):
     # -- the end ---------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Remove gdstep's hooks from the model and the optimizer."""
+        """Finish an iteration on_break="raise" left at its break (as the next dbg.step
+        would have: the loop's last iteration gets its update), and remove gdstep's hooks
+        from the model and the optimizer."""
+        self.backend.loop_goes_on()
         for h in self._step_hooks:
             h.remove()
         self._step_hooks = []

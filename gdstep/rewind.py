@@ -9,6 +9,7 @@ the same way (`_materialise`). Mixed into the Session, whose state machine it dr
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 
 import numpy as np
 
@@ -140,14 +141,17 @@ class Rewind:
         if not self._lean_records:
             return
         self._lean_records = False
-        live = self.backend.capture() if self.attached and self._phase == 0 else None
+        reading = getattr(self.backend, "reading", None)          # attach mode (watch mode: the loop's tensors held)
+        held = reading is not None and self.backend.watching
+        live = self.backend.capture() if self.attached and self._phase == 0 and not held else None
         differed = set(getattr(self.backend, "differed", ()))
         try:
-            with np.errstate(all="ignore"):
+            with np.errstate(all="ignore"), (reading() if reading else nullcontext()):
                 self._recompute_to(self.position)
         finally:                # the loop's own tensors as it left them, even after an interrupt
             if live is not None:
                 self.backend.restore(live, check=False)
+            if live is not None or held:
                 self.backend.differed.intersection_update(differed)    # what differed here is not kept
 
     # -- rewind ----------------------------------------------------------------------------------

@@ -10,8 +10,10 @@ import sys
 import numpy as np
 
 from gdstep import update_norms
+from gdstep.backends.detachable import detachable
 from gdstep.errors import BreakpointHit, GdstepError
 from gdstep.records import LEAN_NONFINITE
+from gdstep.resuming import HANDED_OVER
 
 OBSERVED = ("forward", "loss", "backward")    # the phases watch() receives at once
 
@@ -22,6 +24,7 @@ class Watching:
         between `loss.backward()` and `optimizer.step()`); returns the loss."""
         b = self.backend
         self._mode = "watch"
+        b.loop_goes_on()
         if b.last_call is None:
             raise GdstepError("watch: the model has not run forward since attach (call it as model(x): model.forward(x) "
                               "runs no hooks, so gdstep does not see it)")
@@ -72,6 +75,7 @@ class Watching:
         is recorded and the loop's state put back, so a loop that catches it goes on."""
         hit, self._raise_later = self._raise_later, None
         if hit is not None:
+            self.backend.handed_over = HANDED_OVER      # until the loop's next call of gdstep's
             raise hit
 
     def _hook_optimizer(self) -> None:
@@ -81,6 +85,7 @@ class Watching:
 
         def before(optimizer, args, kwargs):
             s = self.session
+            self.backend.loop_goes_on()           # the loop goes on: a handler's hold is over
             if s is not None and not self.backend.driving and not self._handling and s.phase_due == "update":
                 self.backend.observe_before_step(optimizer)
                 if self._lean_now and update_norms.measured(s.step_count, None):   # compared with the parameters before the step
@@ -97,7 +102,7 @@ class Watching:
                 self._raise_pending()          # out of the loop's optimizer.step(): the update is done
 
         for o in getattr(opt, "optimizers", [opt]):
-            self._step_hooks += [o.register_step_pre_hook(before), o.register_step_post_hook(after)]
+            self._step_hooks += [o.register_step_pre_hook(detachable(before)), o.register_step_post_hook(detachable(after))]
         self.backend.own_step_hooks = {h.id for h in self._step_hooks}     # not the loop's (update bounds)
 
     def _advance(self, phase: str) -> bool:

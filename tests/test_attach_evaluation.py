@@ -171,8 +171,8 @@ def test_a_seek_past_the_loops_latest_iteration_is_refused_as_the_loops_to_give(
     model.train()
     for x, y in batches(8):
         dbg.step(x, y)
-    assert said == ["attach mode: the next batch comes from your training loop; quit the debugger (q) to let the "
-                    "loop go on"]
+    assert said == ["attach mode: the next batch comes from your training loop; let it go on (q in the app; from a "
+                    "BreakpointHit's handler, return)"]
 
 
 def test_a_model_called_without_gradients_inside_another_attached_ones_forward_leaves_its_rows_recorded():

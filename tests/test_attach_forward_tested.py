@@ -195,9 +195,9 @@ def test_records_read_where_the_rows_ran_unobserved_equal_full_records(hook_at):
 
 
 def test_a_small_outputs_non_finite_value_hidden_by_a_relu_names_the_same_culprit_in_lean_records():
-    """Small outputs (an MLP's, here 8×16), which no chain of bounds proves (the weights
-    are no smaller than the outputs), are normed as the loop's forward makes them. At
-    iteration 5 the first layer's weights make every one of its outputs -inf (positive
+    """Small outputs (an MLP's, here 8×16), proved finite by the chain of bounds before the
+    loop's forward runs (watch mode bounds small rows too: reading them would take a hook
+    on each). At iteration 5 the first layer's weights make every one of its outputs -inf (positive
     inputs), which the ReLU turns into 0: the loss and the gradients stay finite. Lean and
     full records break on the same iteration and phase with the same message, the culprit
     named, the loop's weights its own."""
@@ -227,9 +227,53 @@ def test_a_small_outputs_non_finite_value_hidden_by_a_relu_names_the_same_culpri
 
     lean_model, lean_hits, flags = loop(True)
     full_model, full_hits, _ = loop(False)
-    assert all(flags[:5])                             # lean up to the blow-up: the outputs were held, not read
+    assert all(flags[:5])                             # lean up to the blow-up: no output was held
     assert lean_hits and lean_hits == full_hits
     step, phase, message = lean_hits[0]
     assert (step, phase) == (5, "forward") and "layer 0" in message and "-inf" in message
     for p, q in zip(lean_model.parameters(), full_model.parameters()):
         assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("lean", [True, False])
+def test_a_deep_narrow_mlp_is_proved_before_it_runs_and_a_blow_up_still_names_its_culprit(monkeypatch, lean):
+    """20 Linear rows 32×32 with ReLUs (a net of many small tensors): the 2-norms' chain
+    proves every output finite before the forward, so no row is hooked or normed; at
+    iteration 5 the seventh Linear's outputs become -inf, which the ReLU hides from the
+    loss: lean and full records break there alike, the culprit named."""
+    def loop(lean: bool):
+        torch.manual_seed(0)
+        layers = [nn.Linear(8, 32), nn.ReLU()]
+        for _ in range(19):
+            layers += [nn.Linear(32, 32), nn.ReLU()]
+        model = nn.Sequential(*layers, nn.Linear(32, 3))
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        g = torch.Generator().manual_seed(1)
+        batches = [(torch.rand(16, 8, generator=g) + 0.5, torch.randint(0, 3, (16,), generator=g)) for _ in range(8)]
+        hits, skipped, normed = [], [], []
+        real = AttachBackend.finite_now
+        monkeypatch.setattr(AttachBackend, "finite_now",
+                            lambda self, out: normed.append(dbg.session.step_count) or real(self, out))
+        dbg = gdstep.attach(model, opt, nn.CrossEntropyLoss(),
+                            on_break=lambda s, m: hits.append((s.step_count, s.last_phase, m)))
+        dbg.lean_watch = lean
+        for i, (x, y) in enumerate(batches):
+            if i == 5:
+                with torch.no_grad():
+                    model[12].weight.fill_(-3e38)       # its input is positive (a ReLU's, and the bias)
+                    model[12].bias.fill_(1.0)
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            skipped.append(dbg.backend.rows_skipped)
+            dbg.watch(loss, y)
+            opt.step()
+        dbg.close()
+        return model, hits, skipped, normed
+
+    model, hits, skipped, normed = loop(lean)
+    if lean:
+        assert all(skipped[1:5]) and not skipped[5]       # unobserved rows until the weights moved outside
+        assert not normed or min(normed) >= 5
+    step, phase, message = hits[0]
+    assert (step, phase) == (5, "forward") and "layer 12" in message and "-inf" in message

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from torch import nn
 
 import gdstep
 import gdstep.debugger as attach_module
+from attach_loop import attached_iteration
 from gdstep.errors import ConditionError, GdstepError
 
 
@@ -267,3 +269,35 @@ def test_watch_before_backward_is_refused():
     loss = loss_fn(model(x), y)
     with pytest.raises(GdstepError, match="between loss.backward"):
         dbg.watch(loss, y)
+
+
+@pytest.mark.parametrize("mode", ["step", "watch"])
+def test_a_break_file_says_whose_gradients_it_shows(tmp_path, monkeypatch, mode):
+    """A break after the loss stands before this iteration's backward: the gradients written
+    are the iteration before's, and the summary says so (before, it said "gradients:" alone)."""
+    monkeypatch.setattr(attach_module, "interactive", lambda: False)
+    model, opt, loss_fn, batches = make()
+    dbg = gdstep.attach(model, opt, loss_fn, ['step == 2 and phase == "loss"', 'step == 3 and phase == "backward"'],
+                        dump_dir=tmp_path)
+    for x, y in batches[:4]:
+        attached_iteration(mode, dbg, model, opt, loss_fn, x, y)
+    bare, bare_opt, _, _ = make()
+    norms = []
+    for x, y in batches[:4]:
+        bare_opt.zero_grad()
+        loss_fn(bare(x), y).backward()
+        norms.append(torch.cat([p.grad.flatten() for p in bare.parameters()]).norm().item())
+        bare_opt.step()
+    texts = sorted(tmp_path.glob("*.txt"), key=lambda p: p.stat().st_mtime_ns)
+    assert len(texts) == 2, [p.name for p in texts]
+    first, second = texts
+    meta = json.loads(str(np.load(str(first).replace(".txt", ".npz"))["meta"]))
+    if mode == "watch":                    # written at the break, before this iteration's backward
+        assert "backward next" in first.read_text() and meta["grad_step"] == 1
+        assert "gradients (iteration 2, the one before: this iteration's backward has not run):" in first.read_text()
+    else:                                  # written once dbg.step finished the iteration, as the loop goes on
+        assert "forward next" in first.read_text() and meta["grad_step"] == 2
+        assert "gradients (iteration 3):" in first.read_text()
+    assert "gradients (iteration 4):" in second.read_text()
+    written = math.sqrt(sum(v * v for v in meta["grad_norms"].values()))
+    assert math.isclose(written, norms[meta["grad_step"]], rel_tol=1e-6)   # that iteration's, as a bare loop's

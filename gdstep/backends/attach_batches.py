@@ -16,6 +16,9 @@ from gdstep.backends.torch_layers import first_tensor
 from gdstep.backends.torch_user import detached, named_tensors, rows
 from gdstep.errors import GdstepError
 
+NEXT_BATCH = ("attach mode: the next batch comes from your training loop; let it go on (q in the app; from a "
+              "BreakpointHit's handler, return)")
+
 
 class Kept(NamedTuple):
     """One iteration's batch as the loop gave it, and the tensors the records show for it."""
@@ -146,8 +149,7 @@ class KeptBatches:
         for step in range(checkpoint.updates, through + 1):
             kept = self._batches.get(step)
             if kept is None and step > latest:        # not given yet
-                raise GdstepError("attach mode: the next batch comes from your training loop; quit the debugger (q) "
-                                  "to let the loop go on")
+                raise GdstepError(NEXT_BATCH)
             if kept is None:
                 raise GdstepError(f"cannot recompute iteration {step + 1}: attach mode keeps the batches of the "
                                   f"last {self._keep} iterations (gdstep.attach(..., keep=N) keeps more)")

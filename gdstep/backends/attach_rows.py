@@ -7,6 +7,8 @@ about 2 % of a CNN's iteration. Mixed into AttachBackend."""
 
 from __future__ import annotations
 
+from gdstep.backends.detachable import detachable
+
 
 class AttachRows:
     _direct = False               # gdstep's own forward runs the rows itself: no hook records
@@ -20,7 +22,7 @@ class AttachRows:
         self._rows_hooked = on
         for i, handle in list(self._row_hooks.items()):
             if on:
-                new = self._rows[i][1].register_forward_hook(self._hook(i))
+                new = self._rows[i][1].register_forward_hook(detachable(self._hook(i)))
                 self._hooks[self._hooks.index(handle)] = self._row_hooks[i] = new
             else:
                 handle.remove()

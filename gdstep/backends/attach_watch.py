@@ -5,13 +5,13 @@ made (unscaled where an attached GradScaler has not unscaled them yet); an optim
 pre-hook reads the gradients `step()` really uses (after the loop's clipping or unscaling)
 and copies the parameters and state before; the post-hook copies them after. The Session
 receives these as the phases' results. When the debugger opens in the middle, everything the
-loop holds is put back afterwards (`loop_state`, `put_back`), the scaler's stage too.
+loop holds is put back afterwards (gdstep.backends.attach_turns), the scaler's stage too.
 Mixed into AttachBackend.
 """
 
 from __future__ import annotations
 
-import copy
+from gdstep.backends.attach_turns import Turns
 
 
 def _value(loss) -> float:
@@ -20,6 +20,12 @@ def _value(loss) -> float:
         return loss.item()
     except RuntimeError:
         return loss.detach().reshape(()).item()
+
+
+def _moved(seen: tuple | None, grad) -> bool:
+    """Whether a gradient is not the tensor watch() saw, at the version it saw (compared by
+    identity: == on tensors compares their elements)."""
+    return seen is None or seen[0] is not grad or seen[1] != grad._version
 
 
 class LoopTests:
@@ -43,8 +49,7 @@ class LoopTests:
         return keep
 
 
-class WatchObserver:
-    _pinned: str | None = None        # why the debugger may not move from where the loop is
+class WatchObserver(Turns):
     _loop_tests: LoopTests | None = None      # the loop's latest forward, tested as it ran
     _lean_expected = False            # the last iteration watched was lean (records on demand)
     rows_skipped = False              # the loop's forward runs with its rows unobserved (loop_forward_begins)
@@ -56,7 +61,7 @@ class WatchObserver:
         checked row the bounds prove finite before it runs, not look at its rows at all
         (`rows_skipped`: no hook on them but the last one's, hooked again before any
         forward that needs them)."""
-        walk = self._loop_walk = self._bound_walk()
+        walk = self._loop_walk = self._bound_walk(small=True)
         if walk is not None and walk.rows:     # the weights as the forward uses them (and an nn.Sequential's input)
             walk.read(args[0] if args and type(self.model) is self._torch.nn.Sequential else None)
         s = self._session
@@ -87,69 +92,6 @@ class WatchObserver:
     def has_grads(self) -> bool:
         """Whether the loop has made gradients (called backward) since they were last cleared."""
         return any(p.grad is not None for _, p in self._train)
-
-    def loop_state(self) -> tuple:
-        """What the loop holds between its backward() and step(): parameters, optimizer
-        state, the gradients and the phases observed; `put_back` restores it exactly."""
-        scaler = None
-        if self.scaler is not None:         # where the loop's scaler stands in this step (unscaled yet?)
-            scaler = copy.deepcopy(dict(self.scaler._per_optimizer_states[id(self.torch_optimizer)]))
-        self._pinned = self._cannot_return()
-        versions = [(t, t._version) for _, t in self._named + list(self._buffers)]
-        return self.capture(), [(p, p.grad) for _, p in self._train], dict(self._observed), scaler, versions
-
-    def _cannot_return(self) -> str | None:
-        """Why the session, once moved from where the loop stands (in the middle of an
-        iteration), could not be brought back there: coming back recomputes from a
-        checkpoint, and an iteration on the way cannot be recomputed. None: it can."""
-        s = self._session
-        if s is None or s.position % 4 == 0:      # a boundary: moves from it are refused up front
-            return None
-        step = s.position // 4
-        start = s._timeline.at_or_before(max(step - 1, 0)).backend.updates
-        for k in range(start, step + 1):
-            kept = self._batches.get(k)
-            why = ("its batch is no longer kept" if kept is None else kept.why_not or
-                   ("watch(loss) was given no targets (pass dbg.watch(loss, y))" if kept.y is None else None))
-            if why:
-                return (f"cannot recompute iteration {k + 1}: {why}; so the debugger stays where your loop is "
-                        f"(iteration {step + 1}), which it could not come back to; q lets the loop go on")
-        return None
-
-    def _stay(self) -> None:
-        """Refuse, before anything moves, to leave where the loop is when it could not be
-        returned to (the loop must go on from exactly there)."""
-        if self._pinned is not None:
-            from gdstep.errors import GdstepError
-            raise GdstepError(self._pinned)
-
-    def put_back(self, held: tuple) -> None:
-        self._pinned = None
-        live, grads, observed, scaler, versions = held
-        self.restore(live, check=False)
-        self._same_versions(versions)
-        for p, g in grads:
-            p.grad = g
-        self._observed.update(observed)
-        if scaler is not None:
-            self.scaler._per_optimizer_states[id(self.torch_optimizer)] = scaler
-
-    def _same_versions(self, versions: list) -> None:
-        """The parameters and buffers hold again, bit for bit, the values they held at these
-        version counters; give them those counters back. A graph the loop still holds (a
-        GAN's `fake`, made before the step that broke and used after it) saved them at
-        those versions, and its backward refuses any other ("modified by an inplace
-        operation"), though gdstep's restores wrote the same numbers back. What gdstep
-        noted of them at later versions is forgotten (those numbers may come again)."""
-        reset = getattr(self._torch._C._autograd, "_unsafe_set_version_counter", None)
-        if reset is None or all(t._version == v for t, v in versions):
-            return
-        moved = [(t, v) for t, v in versions if t._version != v]
-        reset([t for t, _ in moved], [v for _, v in moved])
-        self._cache.clear()
-        self._fresh = None
-        if getattr(self, "_update_bound", None) is not None:
-            self._update_bound.forget()
 
     def observe_iteration(self, loss, lean: bool = False) -> bool:
         """Queue the forward, loss and backward the loop has just done. With `lean` (records
@@ -265,8 +207,7 @@ class WatchObserver:
         names = [name for name, p in self._train if p.grad is not None and (mine is None or id(p) in mine)]
         watched = getattr(self, "_watched", {})
         by_name = self._by_name
-        changed = any(watched.get(name, (None, None)) != (by_name[name].grad, by_name[name].grad._version)
-                      for name in names)
+        changed = any(_moved(watched.get(name), by_name[name].grad) for name in names)
         used = None
         if changed:        # clipping or unscaling between watch() and step(): the step's own gradients
             used = {name: p.grad.detach().clone() for name, p in self._train if p.grad is not None}

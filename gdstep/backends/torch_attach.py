@@ -16,10 +16,11 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from gdstep.backends.attach_autocast import autocast_state, entered
-from gdstep.backends.attach_batches import Kept, KeptBatches, _versions
+from gdstep.backends.attach_batches import NEXT_BATCH, Kept, KeptBatches, _versions
 from gdstep.backends.attach_modes import entered_modes, modes_of
 from gdstep.backends.attach_rows import AttachRows
 from gdstep.backends.attach_watch import WatchObserver
+from gdstep.backends.detachable import detachable
 from gdstep.backends.torch_layers import first_tensor
 from gdstep.backends.torch_user import UserModuleBackend
 from gdstep.errors import GdstepError
@@ -80,26 +81,39 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, UserModuleBackend):
         self._row_hooks: dict[int, Any] = {}        # each row's but the last (hook_rows)
         self._rows_hooked = True
         for i, (_, module) in enumerate(self._rows):
-            self._hooks.append(module.register_forward_hook(self._hook(i)))
+            self._hooks.append(module.register_forward_hook(detachable(self._hook(i))))
             if i < len(self._rows) - 1:
                 self._row_hooks[i] = self._hooks[-1]
         for top in self._tops:
-            self._hooks.append(top.register_forward_pre_hook(self._input_hook, with_kwargs=True))
+            self._hooks.append(top.register_forward_pre_hook(detachable(self._input_hook), with_kwargs=True))
+            self._hooks.append(top.register_state_dict_pre_hook(detachable(self._state_dict_hook)))
         loss = getattr(self.loss_fn, "loss_fn", None)
         if isinstance(loss, nn.Module):       # which call made the loss watch() is given (attach_watch._recomputable)
-            self._hooks.append(loss.register_forward_hook(self._loss_hook))
+            self._hooks.append(loss.register_forward_hook(detachable(self._loss_hook)))
         self._accumulated = {}            # id(p) -> (p.grad, its version) as backward() left it
         for _, p in self._train:
             if hasattr(p, "register_post_accumulate_grad_hook"):
-                self._hooks.append(p.register_post_accumulate_grad_hook(self._grad_hook))
+                self._hooks.append(p.register_post_accumulate_grad_hook(detachable(self._grad_hook)))
 
     def _grad_hook(self, p) -> None:
         self._accumulated[id(p)] = (p.grad, p.grad._version)
+
+    def _loops_own_call(self) -> bool:
+        """Whether the model is called by the loop, not by gdstep (its own forward, a side
+        computation, a record recomputed)."""
+        return self._capture and not self._own and not self._reading
+
+    def _state_dict_hook(self, module, prefix, keep_vars) -> None:
+        """The loop saves the model (a checkpoint): a handler's hold is over (loop_goes_on)."""
+        if (self.handed_over is not None or self.on_loop_call is not None) and self._loops_own_call():
+            self.loop_goes_on()
 
     def _loss_hook(self, module, args, result) -> None:
         self._loss_call = (args, result)
 
     def _input_hook(self, module, args, kwargs):
+        if (self.handed_over is not None or self.on_loop_call is not None) and self._loops_own_call():
+            self.loop_goes_on()                   # the loop's own call, an evaluation too: its handler is done
         if self._evaluating():
             return
         if self._own or not self._watching:       # recorded through the rows' hooks (watch mode decides itself)
@@ -229,8 +243,7 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, UserModuleBackend):
             return observed
         kept = self._batches.get(self._updates)
         if kept is None or (self._batches and self._updates > max(self._batches)):
-            raise GdstepError("attach mode: the next batch comes from your training loop; "
-                              "quit the debugger (q) to let the loop go on")
+            raise GdstepError(NEXT_BATCH)
         if _versions(kept.x, kept.args, kept.kwargs, kept.y) != kept.versions:
             self._announce(self._updates, f"iteration {self._updates + 1}: its batch was changed in place since the "
                            "loop used it (a reused buffer, or a loss that changes its input in place): gdstep "

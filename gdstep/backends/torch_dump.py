@@ -98,18 +98,21 @@ def summary(session, message: str) -> tuple[str, dict]:
         "phase_due": s.phase_due, "backend": s.backend.name, "device": s.backend.device, "dtype": s.backend.dtype,
         "loss": None if loss is None else loss.value, "losses": list(s.history.losses[-20:]),
         "grad_norms": None if bwd is None else dict(bwd.grad_norms),
+        "grad_step": None if bwd is None else bwd.step,     # whose gradients (0-based): maybe the iteration before
         "nonfinite": None if bad is None else str(bad), "optimizer": repr(s.optimizer),
         "inexact": s.replay_inexact,
     }
-    lines = [f"gdstep break: {message}", f"  at {s.cursor} ({s.backend.name} on {s.backend.device}, {s.backend.dtype})"]
+    lines = [f"gdstep break: {message}", f"  at {s.where} ({s.backend.name} on {s.backend.device}, {s.backend.dtype})"]
     if s.replay_inexact:            # the records were recomputed, and not as the loop computed them
         lines.append(f"  ⚠ recomputed inexactly: {s.replay_inexact}")
     if bad is not None:
         lines.append(f"  first non-finite value: {bad}")
     if meta["losses"]:
         lines.append("  losses (latest last): " + ", ".join(num(v) for v in meta["losses"]))
-    if bwd is not None:
-        lines.append("  gradients:")
+    if bwd is not None:              # before this iteration's backward: the latest are the iteration before's
+        earlier = (", the one before: this iteration's backward has not run"
+                   if s.phase_due in ("loss", "backward") and bwd.step < s.step_count else "")
+        lines.append(f"  gradients (iteration {bwd.step + 1}{earlier}):")
         lines += [_stats_line(name, g) for name, g in bwd.grads.items()]
     lines.append("  parameters:")
     lines += [_stats_line(name, p) for name, p in s.backend.params().items()]

@@ -23,6 +23,7 @@ from gdstep.backends.torch_layers import first_tensor, has_inplace, layer_infos,
 from gdstep.backends.torch_optim import apply, build, config_of, same_kind, torch_classes
 from gdstep.backends.torch_ahead import DeviceAhead
 from gdstep.backends.torch_checkpoint import Initial, CheckpointMixin
+from gdstep.backends.detachable import detachable
 from gdstep.backends.lean_forward import LeanForward
 from gdstep.backends.torch_lean import LeanPhases
 from gdstep.backends.torch_side import SideComputations
@@ -93,7 +94,7 @@ class ModuleBackend(CheckpointMixin, LeanForward, LeanPhases, DeviceAhead, SideC
             return
         for i, (_, module) in enumerate(self._rows):
             if module is not self.model:
-                self._hooks.append(module.register_forward_hook(self._hook(i)))
+                self._hooks.append(module.register_forward_hook(detachable(self._hook(i))))
 
     def drop_layers(self, indices: Sequence[int]) -> None:
         """Forget rows that never produce an output (found by a trial forward)."""

@@ -1,0 +1,115 @@
+"""The loop's turn and the debugger's: what the loop holds when the debugger opens in the
+middle of an iteration (`loop_state`), put back exactly after (`put_back`, the version
+counters too); moves refused where the session could not come back to the loop
+(`_cannot_return`) or while a BreakpointHit's handler holds it (`handed_over`, until
+`loop_goes_on`); records recomputed where the session stands, no move (`reading`). Mixed
+into AttachBackend through WatchObserver."""
+
+from __future__ import annotations
+
+import copy
+from contextlib import contextmanager
+
+from gdstep.errors import GdstepError
+
+
+class Turns:
+    _pinned: str | None = None        # why the debugger may not move from where the loop is
+    handed_over: str | None = None    # why not, while a handler of the loop's holds the session (Watching)
+    on_loop_call = None               # what the debugger does first when the loop goes on (loop_goes_on)
+    _reading = False                  # records recomputed where the session stands (`reading`)
+
+    def loop_state(self) -> tuple:
+        """What the loop holds between its backward() and step(): parameters, optimizer
+        state, the gradients and the phases observed; `put_back` restores it exactly."""
+        scaler = None
+        if self.scaler is not None:         # where the loop's scaler stands in this step (unscaled yet?)
+            scaler = copy.deepcopy(dict(self.scaler._per_optimizer_states[id(self.torch_optimizer)]))
+        self._pinned = self._cannot_return()
+        versions = [(t, t._version) for _, t in self._named + list(self._buffers)]
+        return self.capture(), [(p, p.grad) for _, p in self._train], dict(self._observed), scaler, versions
+
+    def _cannot_return(self) -> str | None:
+        """Why the session, once moved from where the loop stands (in the middle of an
+        iteration), could not be brought back there: coming back recomputes from a
+        checkpoint, and an iteration on the way cannot be recomputed. None: it can."""
+        s = self._session
+        if s is None or s.position % 4 == 0:      # a boundary: moves from it are refused up front
+            return None
+        step = s.position // 4
+        start = s._timeline.at_or_before(max(step - 1, 0)).backend.updates
+        for k in range(start, step + 1):
+            kept = self._batches.get(k)
+            why = ("its batch is no longer kept" if kept is None else kept.why_not or
+                   ("watch(loss) was given no targets (pass dbg.watch(loss, y))" if kept.y is None else None))
+            if why:
+                return (f"cannot recompute iteration {k + 1}: {why}; so the debugger stays where your loop is "
+                        f"(iteration {step + 1}), which it could not come back to; q lets the loop go on")
+        return None
+
+    def _stay(self) -> None:
+        """Refuse, before anything moves, to leave where the loop is when it could not be
+        returned to (the loop must go on from exactly there), or while a handler of the
+        loop's holds the session (`handed_over`); records recomputed where the session
+        stands (`reading`) are no move."""
+        if self._pinned is not None:
+            raise GdstepError(self._pinned)
+        if self.handed_over is not None and not self._reading:
+            raise GdstepError(self.handed_over)
+
+    def loop_goes_on(self) -> None:
+        """The loop calls gdstep, its model or its model's state_dict() after a handler of a
+        BreakpointHit returned: the hold is over, and what the debugger left to do first is
+        done (step mode: the iteration the break left unfinished gets its update, so an
+        evaluation or a checkpoint sees what a bare loop's would)."""
+        self.handed_over = None
+        then, self.on_loop_call = self.on_loop_call, None
+        if then is not None:
+            with self._torch.enable_grad():        # (an evaluation's no_grad is the loop's, not the iteration's)
+                then()
+
+    @contextmanager
+    def reading(self):
+        """Records recomputed where the session stands, to be read (a BreakpointHit's handler
+        reads them while the loop waits). Watch mode: what the loop holds is put back after,
+        the very gradient tensors and the version counters too, so the loop's next statement
+        finds its own and gdstep takes nothing for an edit of the loop's. (Step mode: the
+        state is gdstep's own, recomputed to the bit, its graph of the iteration with it.)"""
+        pinned, held = self._pinned, self.loop_state() if self._watching else None
+        self._pinned = pinned
+        self._reading = True
+        try:
+            yield
+        finally:
+            self._reading = False
+            if held is not None:
+                self.put_back(held)
+                self._pinned = pinned
+
+    def put_back(self, held: tuple) -> None:
+        self._pinned = None
+        live, grads, observed, scaler, versions = held
+        self.restore(live, check=False)
+        self._same_versions(versions)
+        for p, g in grads:
+            p.grad = g
+        self._observed.update(observed)
+        if scaler is not None:
+            self.scaler._per_optimizer_states[id(self.torch_optimizer)] = scaler
+
+    def _same_versions(self, versions: list) -> None:
+        """The parameters and buffers hold again, bit for bit, the values they held at these
+        version counters; give them those counters back. A graph the loop still holds (a
+        GAN's `fake`, made before the step that broke and used after it) saved them at
+        those versions, and its backward refuses any other ("modified by an inplace
+        operation"), though gdstep's restores wrote the same numbers back. What gdstep
+        noted of them at later versions is forgotten (those numbers may come again)."""
+        reset = getattr(self._torch._C._autograd, "_unsafe_set_version_counter", None)
+        if reset is None or all(t._version == v for t, v in versions):
+            return
+        moved = [(t, v) for t, v in versions if t._version != v]
+        reset([t for t, _ in moved], [v for _, v in moved])
+        self._cache.clear()
+        self._fresh = None
+        if getattr(self, "_update_bound", None) is not None:
+            self._update_bound.forget()

@@ -1,0 +1,32 @@
+"""gdstep's hooks as the loop's own objects hold them. A model, loss module or optimizer with
+gdstep attached stays as copyable as without it: `copy.deepcopy(model)` (a best-model or EMA
+copy) and `torch.save(model)` (a whole-module checkpoint) copy each of gdstep's hooks as an
+inert one — a standard-library callable that does nothing and returns None, so the copy
+runs as the original would without gdstep, and a checkpoint loads without gdstep installed.
+The original keeps its hooks."""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+INERT = functools.partial(sys.audit, "gdstep.detached_hook")
+"""What a copy holds in place of a hook of gdstep's: called as any hook is, it returns None."""
+
+
+class Detachable(functools.partial):
+    """A hook of gdstep's (called through functools.partial, at C speed): copied, deep-copied
+    or pickled, it becomes INERT."""
+
+    def __reduce__(self):
+        return INERT.__reduce__()
+
+    def __deepcopy__(self, memo):
+        return INERT
+
+    def __copy__(self):
+        return INERT
+
+
+def detachable(fn) -> Detachable:
+    return Detachable(fn)

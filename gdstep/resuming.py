@@ -1,0 +1,65 @@
+"""How the loop goes on after a break: the session brought back to where the loop stands
+(`_resync`), an iteration a break left unfinished finished as the loop would have
+(`_finish_iteration`; after on_break="raise", at the loop's first call that follows), and a
+line where a recomputation on the way came out otherwise than the loop computed it. A mixin
+of `Debugger`."""
+
+from __future__ import annotations
+
+import sys
+
+from gdstep.errors import GdstepError
+
+HANDED_OVER = ("attach mode: your loop goes on from where it stands when this handler returns, so the session stays "
+               "at the break (its records, history and explain can be read); to rewind or step, pass "
+               "on_break=<function> (gdstep brings your loop back after it) or open the app")
+"""Why a BreakpointHit's handler may not move the session (AttachBackend.handed_over)."""
+
+
+class Resuming:
+    def _resync(self) -> None:
+        """Stand at the loop's iteration boundary (after a debugger session moved us)."""
+        s = self.session
+        target = 4 * self._loop_step
+        if s.position != target:
+            s.seek(target)
+        self._tell_if_recomputed()
+
+    def _tell_if_recomputed(self) -> None:
+        """Where an iteration recomputed since the loop last handed one over (a rewind, and
+        the way back to where the loop stands) came out otherwise than the loop computed it
+        (gdstep.backends.attach_replay), the loop may not go on as it would have: from values
+        recomputed otherwise (step mode), or from a random number generator gdstep does not
+        own, which the recomputing drew from. Say so, once."""
+        differed = self.backend.differed
+        if differed:
+            first, last = min(differed) + 1, max(differed) + 1
+            which = f"iteration {first}" if first == last else f"iterations {first}–{last}"
+            if self._mode == "watch":     # its own values are put back after a break (Watching._look)
+                then = ("your loop's own values are put back, but if a random number generator gdstep does not own "
+                        "made the difference, the recomputing drew from it and your loop goes on with it advanced")
+            else:
+                then = "your loop goes on from the recomputed values, not its own"
+            message = f"{which} recomputed otherwise than your loop computed it (the inexact events say why): {then}"
+            differed.clear()
+            self.session.log("inexact", message)
+            print(f"gdstep: {message}", file=sys.stderr)
+
+    def _finish_unfinished(self) -> None:
+        """The iteration on_break="raise" left at its break, finished as the loop would have."""
+        if self._unfinished:
+            self._unfinished = False
+            self._finish_iteration()
+            self._loop_step += 1
+            self._note_versions()          # gdstep's own update: no edit of the loop's
+
+    def _finish_iteration(self) -> None:
+        """After a break in `step`: finish this iteration as the loop would have (unchecked)."""
+        s = self.session
+        target = 4 * (self._loop_step + 1)
+        if s.position != target:
+            try:
+                s.seek(target)
+            except GdstepError as e:
+                print(f"gdstep: the loop goes on from {s.where}: {e}", file=sys.stderr)
+        self._tell_if_recomputed()

@@ -1,0 +1,247 @@
+"""A loop that catches gdstep.BreakpointHit (on_break="raise") goes on training exactly as it
+would without gdstep: in watch mode the handler may read every record, but the session
+stays where the loop stands (a move is refused in one line, nothing moved); the loop's own
+gradient tensors are what it finds after the handler. In step mode `close()` finishes an
+iteration a break left unfinished. Each loop is compared with a bare loop, bit for bit.
+(Found by running pytorch/examples' loops under attach mode.)"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import gdstep
+from gdstep.errors import GdstepError
+
+
+def make():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1))
+    return model, torch.optim.Adam(model.parameters(), lr=0.05)
+
+
+def batches(n: int = 6):
+    g = torch.Generator().manual_seed(1)
+    return [(torch.randn(8, 4, generator=g), torch.randn(8, 1, generator=g)) for _ in range(n)]
+
+
+def bare(halve: bool = False):
+    model, opt = make()
+    for x, y in batches():
+        opt.zero_grad()
+        nn.functional.mse_loss(model(x), y).backward()
+        if halve:
+            for p in model.parameters():
+                p.grad = p.grad * 0.5
+        opt.step()
+    return model
+
+
+def same(a, b) -> bool:
+    return all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_a_loop_that_gives_its_parameters_new_gradient_tensors_between_watch_and_step_runs_on():
+    """`p.grad = p.grad * 0.5` after watch(): before, the step's pre-hook compared the tensors
+    with == and raised torch's "Boolean value of Tensor … is ambiguous" out of the loop's step()."""
+    model, opt = make()
+    dbg = gdstep.attach(model, opt, nn.MSELoss())
+    for x, y in batches():
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        dbg.watch(loss, y)
+        for p in model.parameters():
+            p.grad = p.grad * 0.5
+        used = {n: p.grad.clone() for n, p in model.named_parameters()}
+        opt.step()
+    assert same(model, bare(halve=True))
+    rec = dbg.session.record("update")
+    for name, u in rec.params.items():              # the gradients step() used
+        assert torch.equal(u.grad, used[name]), name
+    dbg.close()
+
+
+@pytest.mark.parametrize("where", ['phase == "loss"', 'phase == "update"'])
+def test_a_watch_mode_handler_reads_every_record_and_the_loop_finds_its_own_tensors(where):
+    model, opt = make()
+    dbg = gdstep.attach(model, opt, nn.MSELoss(), breakpoints=[f"step == 3 and {where}"], on_break="raise")
+    hits = 0
+    for x, y in batches():
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        try:
+            dbg.watch(loss, y)
+            opt.step()
+        except gdstep.BreakpointHit as hit:
+            hits += 1
+            grads = [p.grad for p in model.parameters()]
+            values = [p.detach().clone() for p in model.parameters()]
+            s = hit.session
+            for phase in ("forward", "loss", "backward", "update"):
+                s.record(phase)                       # recomputed from a checkpoint
+            at = s.position
+            assert "— ok" in str(s.gradcheck("0.weight", (0, 0)))     # a side computation,
+            assert s.position == at                                   # not a call of the loop's
+            s.explain("0.weight", (0, 0))
+            assert s.record("loss").value == loss.item()
+            assert all(p.grad is g for p, g in zip(model.parameters(), grads))      # the very tensors
+            assert all(torch.equal(p, v) for p, v in zip(model.parameters(), values))
+            if where == 'phase == "loss"':
+                opt.step()
+    assert hits == 1
+    assert same(model, bare())
+    said = [e.message for e in dbg.session.events if e.kind != "breakpoint"]
+    assert not any("changes the gradients" in m or "in place after the update" in m for m in said), said  # it did not
+    dbg.close()
+
+
+@pytest.mark.parametrize("move", ["back", "step", "seek"])
+def test_a_watch_mode_handler_that_moves_the_session_is_refused_and_nothing_moves(move):
+    """The loop goes on from where it stands when the handler returns: a rewind there would
+    leave its tensors elsewhere (before, the weights went on from the rewound ones, silently)."""
+    model, opt = make()
+    dbg = gdstep.attach(model, opt, nn.MSELoss(), breakpoints=["step == 3"], on_break="raise")
+    refused = []
+    for i, (x, y) in enumerate(batches()):
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        dbg.watch(loss, y)
+        try:
+            opt.step()
+        except gdstep.BreakpointHit as hit:
+            s = hit.session
+            where = s.position
+            with pytest.raises(GdstepError) as e:
+                {"back": lambda: s.back(iterations=2), "step": lambda: s.step(1),
+                 "seek": lambda: s.seek(where - 5)}[move]()
+            refused.append(str(e.value))
+            assert s.position == where
+    assert len(refused) == 1 and "\n" not in refused[0]
+    assert "on_break=<function>" in refused[0] or "from a BreakpointHit's handler, return" in refused[0]
+    assert same(model, bare())
+    s = dbg.session
+    s.back(iterations=1)                 # after the loop: the session is the debugger's again
+    assert s.position == 4 * 5
+    dbg.close()
+
+
+def test_a_watch_mode_function_on_break_may_rewind_and_the_loop_goes_on_as_bare():
+    model, opt = make()
+    seen = []
+
+    def look(session, message):
+        session.back(iterations=2)
+        seen.append(session.record("loss").value)
+
+    dbg = gdstep.attach(model, opt, nn.MSELoss(), breakpoints=["step == 4"], on_break=look)
+    losses = []
+    for x, y in batches():
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        losses.append(loss.item())
+        dbg.watch(loss, y)
+        opt.step()
+    assert seen == [losses[1]]           # iteration 2's loss, recomputed to the bit
+    assert same(model, bare())
+    dbg.close()
+
+
+def test_step_mode_close_finishes_the_last_iteration_a_break_left_unfinished():
+    model, opt = make()
+    data = batches()
+    dbg = gdstep.attach(model, opt, nn.MSELoss(), breakpoints=[f'step == {len(data) - 1} and phase == "loss"'],
+                        on_break="raise")
+    hits = 0
+    for x, y in data:
+        try:
+            dbg.step(x, y)
+        except gdstep.BreakpointHit:
+            hits += 1
+    assert hits == 1 and not same(model, bare())     # the break stands before the last update
+    dbg.close()
+    assert same(model, bare())
+
+
+def test_step_mode_the_loops_evaluation_and_checkpoint_after_a_caught_break_see_a_bare_loops_weights():
+    """The break stands after the loss; the loop catches it, evaluates (under no_grad, in
+    eval mode), saves a state_dict and draws its next batch from torch's generator: each
+    sees what a bare loop's would (the iteration gets its update at the loop's first call
+    of the model or state_dict, not at the next dbg.step)."""
+    def run(attached: bool):
+        model, opt = make()
+        dbg = gdstep.attach(model, opt, nn.MSELoss(), breakpoints=['step == 2 and phase == "loss"'],
+                            on_break="raise") if attached else None
+        g = torch.Generator().manual_seed(3)
+        evals, saved, draws = [], [], []
+        x_eval = torch.randn(16, 4, generator=g)
+        for x, y in batches():
+            try:
+                if dbg is not None:
+                    dbg.step(x, y)
+                else:
+                    opt.zero_grad()
+                    nn.functional.mse_loss(model(x), y).backward()
+                    opt.step()
+            except gdstep.BreakpointHit as hit:
+                hit.session.record("forward")
+                hit.session.record("update")
+                where = hit.session.position
+                assert "this iteration's batch" in str(hit.session.gradcheck("0.weight", (0, 0)))
+                assert hit.session.position == where          # its model calls are not taken for the loop's
+            model.eval()
+            with torch.no_grad():
+                evals.append(model(x_eval).sum().item())
+            model.train()
+            saved.append({k: v.clone() for k, v in model.state_dict().items()})
+            draws.append(torch.rand(()).item())
+        if dbg is not None:
+            dbg.close()
+        return evals, saved, draws
+
+    torch.manual_seed(5)
+    bare_run = run(False)
+    torch.manual_seed(5)
+    attached = run(True)
+    assert attached[0] == bare_run[0] and attached[2] == bare_run[2]
+    for a, b in zip(attached[1], bare_run[1]):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_step_mode_a_checkpoint_right_after_the_handler_holds_the_finished_update():
+    model, opt = make()
+    dbg = gdstep.attach(model, opt, nn.MSELoss(), breakpoints=['step == 2 and phase == "backward"'], on_break="raise")
+    for i, (x, y) in enumerate(batches(3)):
+        try:
+            dbg.step(x, y)
+        except gdstep.BreakpointHit:
+            state = {k: v.clone() for k, v in model.state_dict().items()}       # before any other call
+    reference, ref_opt = make()
+    for x, y in batches(3):
+        ref_opt.zero_grad()
+        nn.functional.mse_loss(reference(x), y).backward()
+        ref_opt.step()
+    assert all(torch.equal(state[k], v) for k, v in reference.state_dict().items())
+    dbg.close()
+
+
+def test_step_mode_a_handler_that_moves_the_session_is_refused_in_one_line():
+    model, opt = make()
+    dbg = gdstep.attach(model, opt, nn.MSELoss(), breakpoints=['step == 3 and phase == "loss"'], on_break="raise")
+    said = []
+    for x, y in batches():
+        try:
+            dbg.step(x, y)
+        except gdstep.BreakpointHit as hit:
+            where = hit.session.position
+            with pytest.raises(GdstepError) as e:
+                hit.session.back(iterations=2)
+            said.append(str(e.value))
+            assert hit.session.position == where
+    assert len(said) == 1 and "on_break=<function>" in said[0]
+    assert same(model, bare())
+    dbg.close()
