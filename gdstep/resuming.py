@@ -12,7 +12,7 @@ from gdstep.errors import GdstepError
 
 HANDED_OVER = ("attach mode: your loop goes on from where it stands when this handler returns, so the session stays "
                "at the break (its records, history and explain can be read); to rewind or step, pass "
-               "on_break=<function> (gdstep brings your loop back after it) or open the app")
+               "on_break=<function> (gdstep brings your loop back after it), or let breaks open the app (the default)")
 """Why a BreakpointHit's handler may not move the session (AttachBackend.handed_over)."""
 
 
