@@ -40,7 +40,7 @@ from typing import Any, Callable, Sequence
 
 from gdstep.conditions import parse_condition
 from gdstep.errors import BreakpointHit, GdstepError
-from gdstep.resuming import HANDED_OVER, Resuming
+from gdstep.resuming import Resuming
 from gdstep.watching import Watching
 
 _current: "Debugger | None" = None
@@ -165,8 +165,7 @@ class Debugger(Resuming, Watching):
                     self._break(result.message, settle=self._finish_iteration)
                 except BreakpointHit:      # the session stands at the break for the loop's handler; the
                     self._unfinished = True  # loop's next call (dbg.step, its model, state_dict) finishes it
-                    self.backend.handed_over = HANDED_OVER
-                    self.backend.on_loop_call = self._finish_unfinished
+                    self._hand_over()
                     raise
             self._finish_iteration()
         self._loop_step = s.step_count
@@ -236,6 +235,7 @@ class Debugger(Resuming, Watching):
         """Open the debugger now, on the latest iteration (what `gdstep.set_trace()` does)."""
         if self.session is None:
             raise GdstepError("set_trace: no iteration has run through gdstep yet (dbg.step or dbg.watch)")
+        self.backend.loop_goes_on()        # a handler's hold, if any, is over: the loop calls gdstep
         if self.ranks is not None:      # DDP: every rank calls it; one debugs, the others follow
             self.ranks.pause(self, self.ranks.everywhere(message))
         else:

@@ -113,3 +113,8 @@ class BreakpointHit(Exception):
     def __init__(self, message: str, session):
         super().__init__(message)
         self.message, self.session = message, session
+
+
+class BatchesGone(GdstepError):
+    """Attach mode: a recomputation would start at a checkpoint older than the loop's kept
+    batches (Rewind._attached_checkpoint then tries the one at the iteration's own start)."""

@@ -45,13 +45,40 @@ class Resuming:
             self.session.log("inexact", message)
             print(f"gdstep: {message}", file=sys.stderr)
 
+    def _hand_over(self) -> None:
+        """Step mode, on_break="raise": the session stands at the break for the loop's
+        handler; the loop's first call after it (`loop_goes_on`) finishes the iteration
+        with the hyperparameters it had (a scheduler the loop steps meanwhile sets the
+        next one's), and says so where the loop changed a parameter before then."""
+        b = self.backend
+        b.handed_over = HANDED_OVER
+        b.on_loop_call = self._finish_unfinished
+        b.held_versions = b.param_versions()      # (noted again after each record the handler reads)
+        self._raised_groups = b.group_values()
+
     def _finish_unfinished(self) -> None:
         """The iteration on_break="raise" left at its break, finished as the loop would have."""
-        if self._unfinished:
-            self._unfinished = False
+        if not self._unfinished:
+            return
+        self._unfinished = False
+        b, s = self.backend, self.session
+        groups, versions = self._raised_groups, b.held_versions
+        updating = s.position != 4 * (self._loop_step + 1)          # (a break after the update: it is done)
+        edited = sorted(k for k in b.changed_params(versions) if isinstance(k, str)) if updating else []
+        if edited:
+            message = (f"iteration {self._loop_step + 1}: the loop changed {', '.join(edited)} after catching its "
+                       "break and before the iteration's update, which then ran on the loop's values (a bare loop "
+                       "would have updated first)")
+            s.log("inexact", message)
+            print(f"gdstep: {message}", file=sys.stderr)
+        now = b.group_values()
+        b.set_group_values(groups)
+        try:
             self._finish_iteration()
-            self._loop_step += 1
-            self._note_versions()          # gdstep's own update: no edit of the loop's
+        finally:
+            b.set_group_values(now)
+        self._loop_step += 1
+        self._note_versions()          # gdstep's own update: no edit of the loop's
 
     def _finish_iteration(self) -> None:
         """After a break in `step`: finish this iteration as the loop would have (unchecked)."""

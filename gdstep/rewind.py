@@ -14,7 +14,7 @@ from contextlib import nullcontext
 import numpy as np
 
 from gdstep import update_norms
-from gdstep.errors import GdstepError
+from gdstep.errors import BatchesGone, GdstepError
 from gdstep.records import LEAN_NONFINITE, Cursor, NonFinite, UpdateRecord
 
 
@@ -153,6 +153,8 @@ class Rewind:
                 self.backend.restore(live, check=False)
             if live is not None or held:
                 self.backend.differed.intersection_update(differed)    # what differed here is not kept
+            if reading is not None:
+                self.backend.read_done()
 
     # -- rewind ----------------------------------------------------------------------------------
 
@@ -209,7 +211,7 @@ class Rewind:
         checkpoint = self._timeline.at_or_before(max(min(t_step - 1, self._step), 0))
         through = t_step if target % 4 else t_step - 1       # the last iteration whose phases run
         if self.attached:          # refused before anything moves where one cannot be recomputed
-            self.backend.check_recompute(checkpoint.backend, through)
+            checkpoint = self._attached_checkpoint(checkpoint, target, through)
         self._lean_records = False
         try:
             self._at_checkpoint(checkpoint)
@@ -225,6 +227,31 @@ class Rewind:
             self._at_checkpoint(checkpoint)
             self._lean_records = True
             raise
+
+    def _attached_checkpoint(self, checkpoint, target: int, through: int):
+        """Attach mode: `checkpoint` where the loop's kept batches reach back to it; else the
+        checkpoint at the start of the target's iteration (its records then, without the
+        update before it, which needs the checkpoint before: a history budget smaller than
+        two checkpoints keeps none before it); else refused, in one line that says why."""
+        try:
+            self.backend.check_recompute(checkpoint.backend, through)
+            return checkpoint
+        except BatchesGone as e:          # (an iteration that cannot be recomputed is refused as it is)
+            refused = e
+        t_step = target // 4
+        nearer = self._timeline.at_or_before(min(t_step, self._step))
+        if nearer.step > checkpoint.step:
+            try:
+                self.backend.check_recompute(nearer.backend, through)
+                return nearer
+            except GdstepError:
+                pass
+        size, budget = self._timeline.checkpoint_size, self._timeline.budget
+        if size and 2 * size > budget:
+            raise GdstepError(f"{refused}; its nearest checkpoint is before them: one takes {size / 2**20:.1f} MiB "
+                              f"and the history budget is {budget / 2**20:.1f} MiB (gdstep.attach(..., "
+                              "history_budget=N) keeps more)") from None
+        raise refused
 
     def _at_checkpoint(self, checkpoint) -> None:
         """The session where a checkpoint was taken: the backend's state, the cursor, the

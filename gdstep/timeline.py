@@ -55,6 +55,11 @@ class Timeline:
     def steps(self) -> list[int]:
         return list(self._steps)
 
+    @property
+    def checkpoint_size(self) -> int | None:
+        """Bytes of the latest checkpoint measured (None before the first)."""
+        return self._last_size
+
     def _kept(self, step: int) -> bool:
         return step == 0 or step % self.interval == 0 or step > self.frontier - self.recent or step in self._near
 

@@ -85,8 +85,11 @@ class Watching:
 
         def before(optimizer, args, kwargs):
             s = self.session
-            self.backend.loop_goes_on()           # the loop goes on: a handler's hold is over
-            if s is not None and not self.backend.driving and not self._handling and s.phase_due == "update":
+            b = self.backend
+            if b.driving or self._handling or b._reading:     # gdstep's own step (a recomputation)
+                return
+            b.loop_goes_on()                      # the loop's own step: a handler's hold is over
+            if s is not None and s.phase_due == "update":
                 self.backend.observe_before_step(optimizer)
                 if self._lean_now and update_norms.measured(s.step_count, None):   # compared with the parameters before the step
                     s._norms_before = update_norms.before(self.backend.params(), s._history.norm_names)

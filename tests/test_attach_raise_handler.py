@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 import gdstep
+from attach_loop import attached_iteration
 from gdstep.errors import GdstepError
 
 
@@ -115,6 +116,8 @@ def test_a_watch_mode_handler_that_moves_the_session_is_refused_and_nothing_move
         except gdstep.BreakpointHit as hit:
             s = hit.session
             where = s.position
+            for phase in ("forward", "loss", "backward", "update"):
+                s.record(phase)                  # its recomputation steps the optimizer: no end of the hold
             with pytest.raises(GdstepError) as e:
                 {"back": lambda: s.back(iterations=2), "step": lambda: s.step(1),
                  "seek": lambda: s.seek(where - 5)}[move]()
@@ -199,15 +202,18 @@ def test_step_mode_the_loops_evaluation_and_checkpoint_after_a_caught_break_see_
             model.train()
             saved.append({k: v.clone() for k, v in model.state_dict().items()})
             draws.append(torch.rand(()).item())
+        said = []
         if dbg is not None:
             dbg.close()
-        return evals, saved, draws
+            said = [e.message for e in dbg.session.events if e.kind == "inexact"]
+        return evals, saved, draws, said
 
     torch.manual_seed(5)
     bare_run = run(False)
     torch.manual_seed(5)
     attached = run(True)
     assert attached[0] == bare_run[0] and attached[2] == bare_run[2]
+    assert attached[3] == []              # the records read are gdstep's writes, not the loop's changes
     for a, b in zip(attached[1], bare_run[1]):
         assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -244,4 +250,104 @@ def test_step_mode_a_handler_that_moves_the_session_is_refused_in_one_line():
             assert hit.session.position == where
     assert len(said) == 1 and "on_break=<function>" in said[0]
     assert same(model, bare())
+    dbg.close()
+
+
+@pytest.mark.parametrize("case", ["scheduler", "inference_mode", "optimizer checkpoint", "clip"])
+def test_step_mode_what_the_loop_does_between_its_handler_and_the_next_step(case):
+    """The loop steps its scheduler (the finished update keeps the lr it had), evaluates under
+    inference_mode (the finishing needs gradients all the same), saves the optimizer's state
+    (finished first), or clips its weights before the next dbg.step (a bare loop would
+    have updated first: gdstep says so, one line and an inexact event)."""
+    def run(attached: bool):
+        model, opt = make()
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+        dbg = gdstep.attach(model, opt, nn.MSELoss(), breakpoints=['step == 2 and phase == "backward"'],
+                            on_break="raise") if attached else None
+        seen = []
+        for x, y in batches():
+            try:
+                if dbg is not None:
+                    dbg.step(x, y)
+                else:
+                    opt.zero_grad()
+                    nn.functional.mse_loss(model(x), y).backward()
+                    opt.step()
+            except gdstep.BreakpointHit:
+                pass
+            if case == "scheduler":
+                sched.step()
+            elif case == "inference_mode":
+                with torch.inference_mode():
+                    seen.append(model(x).sum().item())
+            elif case == "optimizer checkpoint":
+                state = opt.state_dict()["state"]
+                seen.append([v["exp_avg"].clone() for v in state.values()])
+            else:
+                with torch.no_grad():
+                    for p in model.parameters():
+                        p.clamp_(-0.3, 0.3)
+        return model, seen, dbg
+
+    bare_model, bare_seen, _ = run(False)
+    model, seen, dbg = run(True)
+    if case == "clip":
+        said = [e.message for e in dbg.session.events if e.kind == "inexact"]
+        assert any("after catching its break and before the iteration's update" in m for m in said), said
+    else:
+        assert same(model, bare_model)
+        assert all(torch.equal(torch.as_tensor(a[0] if isinstance(a, list) else a),
+                               torch.as_tensor(b[0] if isinstance(b, list) else b)) for a, b in zip(seen, bare_seen))
+        assert dbg.session.replay_inexact is None
+    dbg.close()
+
+
+def test_after_the_loop_ends_on_a_caught_break_set_trace_may_move():
+    model, opt = make()
+    data = batches()
+    dbg = gdstep.attach(model, opt, nn.MSELoss(), breakpoints=[f'step == {len(data)} and phase == "update"'],
+                        on_break="raise")
+    for x, y in data:
+        try:
+            dbg.step(x, y)
+        except gdstep.BreakpointHit:
+            pass
+    seen = []
+    dbg.on_break = lambda session, message: seen.append(session.back(iterations=2))
+    dbg.open()
+    assert len(seen) == 1 and same(model, bare())
+    dbg.close()
+
+
+@pytest.mark.parametrize("mode", ["step", "watch"])
+def test_a_break_every_iteration_with_a_budget_under_two_checkpoints_reads_and_goes_on(mode):
+    """A history budget smaller than two checkpoints (a ResNet-18's is ~88 MB against the
+    default 64 MiB) keeps none before the latest iteration: its records are recomputed from
+    the checkpoint at its start. Before, the seventeenth break's records (and in step mode
+    dbg.step itself, going back on a non-finite value) failed with "cannot recompute
+    iteration 1 … keep=N keeps more"."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    dbg = gdstep.attach(model, opt, nn.CrossEntropyLoss(), breakpoints=["loss > 0"], on_break="raise",
+                        history_budget=int(1.5 * size))
+    g = torch.Generator().manual_seed(1)
+    hits = read = 0
+    for i in range(40):
+        x, y = torch.randn(8, 64, generator=g), torch.randint(0, 4, (8,), generator=g)
+        if i == 30:
+            with torch.no_grad():
+                model[0].weight[0, 0] = float("inf")       # from here on every iteration is non-finite
+        try:
+            attached_iteration(mode, dbg, model, opt, nn.functional.cross_entropy, x, y)
+        except gdstep.BreakpointHit as hit:
+            hits += 1
+            rec = hit.session.record("forward")              # no error: recomputed where it can be
+            read += 1
+            if i < 30:                                       # the loss's break: this iteration's forward
+                assert rec.step == hit.session.step_count and torch.equal(rec.inputs, x)
+            if mode == "watch" and hit.session.phase_due == "update":
+                opt.step()
+    assert hits == 40 and read == 40
     dbg.close()

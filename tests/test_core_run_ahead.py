@@ -50,6 +50,7 @@ def checking_each_phase(session):
 @pytest.fixture(params=[5, run_ahead.AHEAD], ids=["5 ahead", f"{run_ahead.AHEAD} ahead"])
 def ahead(request, monkeypatch):
     monkeypatch.setattr(run_ahead, "AHEAD", request.param)
+    monkeypatch.setattr(run_ahead, "AHEAD_SECONDS", 60.0)    # as long as its count, however loaded the machine
     return request.param
 
 
@@ -580,10 +581,11 @@ def test_an_interrupt_in_a_recomputation_leaves_the_session_whole_at_its_checkpo
 
 
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
-def test_an_interrupt_while_going_back_to_a_look_aheads_start_leaves_the_session_whole(backend):
+def test_an_interrupt_while_going_back_to_a_look_aheads_start_leaves_the_session_whole(backend, monkeypatch):
     """Ctrl-C while a stop inside a look ahead recomputes from the checkpoint back to where
     the look ahead began (`_back_to_start`): the session stands whole at that checkpoint,
     as an interrupted rewind leaves it, and goes on as one never interrupted."""
+    monkeypatch.setattr(run_ahead, "AHEAD_SECONDS", 60.0)     # the stop inside a look ahead, however loaded the machine
     s, ref = (torch_make() if backend == "torch" else make("adam") for _ in range(2))
     for x in (s, ref):
         x.checkpoint_seconds = 1e9               # the grid coarsens to its widest: only step 0 is kept

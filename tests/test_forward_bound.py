@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-from gdstep.backends.forward_bound import ForwardBound, rule_of  # noqa: E402
+from gdstep.backends.forward_bound import AFFINE_ROW, ForwardBound, rule_of  # noqa: E402
 
 AFFINE = (nn.Linear, nn.Conv2d)
 
@@ -211,7 +211,7 @@ def row_kinds(rng: random.Random, dims: int, channels: int):
                        ceil_mode=rng.random() < 0.5), channels
     if kind == 3:
         k = rng.randint(1, 3)
-        over = {} if dims == 1 else {"divisor_override": rng.choice([None, 1, 2])}
+        over = {} if dims == 1 else {"divisor_override": rng.choice([None, 1, 2, -1, -3])}     # (torch takes any but 0)
         return avgpool(k, stride=rng.randint(1, 3), padding=rng.randint(0, k // 2), ceil_mode=rng.random() < 0.5,
                        count_include_pad=rng.random() < 0.5, **over), channels
     if kind == 4:
@@ -253,10 +253,10 @@ def test_every_rows_bound_holds_the_norm_of_its_whole_output(dims):
                 x.abs_()
         walk, rows = walked(model, x, small=True)
         for i, out, proven in rows:
-            if rule_of(model[i]) is None:         # a dilated, padded max-pool: the chain ends there
+            if rule_of(model[i]) is None or walk.bounds.get(i) == math.inf:    # a dilated, padded max-pool
                 assert isinstance(model[i], (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)) and not proven
                 break
-            if isinstance(rule_of(model[i]), float) and i not in walk.rows:     # weights larger than the output
+            if rule_of(model[i]) == AFFINE_ROW and i not in walk.rows:     # weights larger than the output
                 break
             b = walk.bounds.get(i)
             assert b is not None, (case, i, model[i])
@@ -299,7 +299,8 @@ def test_a_dilated_padded_max_pool_whose_window_holds_padding_alone_is_not_prove
     assert torch.isinf(rows[1][1]).all() and rows[0][2] and not rows[1][2] and not rows[3][2]
 
 
-@pytest.mark.parametrize("pool", [nn.AdaptiveAvgPool2d(7), nn.AdaptiveMaxPool2d(7), nn.AvgPool2d(3, 1, divisor_override=1)])
+@pytest.mark.parametrize("pool", [nn.AdaptiveAvgPool2d(7), nn.AdaptiveMaxPool2d(7), nn.AvgPool2d(3, 1, divisor_override=1),
+                                  nn.AvgPool2d(3, 1, divisor_override=-1)])
 def test_pools_that_repeat_or_sum_their_input_are_bounded_by_what_they_make(pool):
     """An adaptive pool larger than its input repeats each element (7×7 of a 1×1 image: 49
     times); a divisor_override of 1 sums windows: the norm grows, and the bound with it."""
@@ -313,3 +314,61 @@ def test_pools_that_repeat_or_sum_their_input_are_bounded_by_what_they_make(pool
     out = rows[1][1]
     assert out.norm().item() > 2 * rows[0][1].norm().item()     # it grew
     assert out.norm().item() <= walk.bounds[1] and rows[1][2]
+
+
+def test_a_nan_input_proves_nothing_after_a_squashing_row():
+    """Tanh of a nan is a nan: the bound √n of a row at most 1 each holds of finite inputs only."""
+    model = nn.Sequential(nn.Tanh(), nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    x = torch.randn(3, 4)
+    x[1, 2] = math.nan
+    walk, rows = walked(model, torch.randn(3, 4), small=True)
+    assert all(p for _, _, p in rows[1:])                  # a finite batch: proven
+    fb = walk.fb
+    with torch.no_grad():
+        walk = fb.walk(small=True)
+        walk.read()
+        rows = run(model, x, walk)
+    assert not any(p for _, _, p in rows) and not torch.isfinite(rows[3][1]).all()
+
+
+def test_weights_given_new_tensors_or_a_parametrization_make_the_bounds_again():
+    from gdstep.backends.lean_forward import LeanForward
+
+    class Rows(LeanForward):             # the part of a backend the bounds are kept by
+        def __init__(self, model):
+            self._rows, self._hooks = [(str(i), m) for i, m in enumerate(model)], []
+            self._torch = torch
+
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    rows = Rows(model)
+    first = rows.forward_bound
+    assert rows.forward_bound is first                      # kept while nothing changed
+    model.load_state_dict({k: v * 1e30 for k, v in model.state_dict().items()}, assign=True)
+    again = rows.forward_bound
+    assert again is not first and again.params[0][0] is model[0].weight
+    nn.utils.parametrize.register_parametrization(model[2], "weight", nn.Identity())
+    assert rows.forward_bound is not again and rows.forward_bound.rules[2] is None   # a subclass now: no rule
+
+
+def test_ahead_refuses_a_row_given_twice_and_a_pre_hook_of_the_loops_on_the_model():
+    lin = nn.Linear(8, 8)
+    twice = nn.Sequential(lin, nn.ReLU(), lin)
+    fb = ForwardBound(torch, [lin, twice[1]], lambda: set())     # the rows as named_modules gives them: once
+    x = torch.randn(4, 8)
+    with torch.no_grad():
+        run(nn.Sequential(lin, nn.ReLU()), x, fb.walk(small=True))
+        walk = fb.walk(small=True)
+        walk.read(x)
+        assert walk.ahead(twice, x) == set()
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    fb = ForwardBound(torch, list(model), lambda: set())
+    with torch.no_grad():
+        run(model, x, fb.walk(small=True))
+        walk = fb.walk(small=True)
+        walk.read(x)
+        assert walk.ahead(model, x) == {0, 1, 2}
+        handle = model.register_forward_pre_hook(lambda m, args: (args[0] * 1e37,))
+        walk = fb.walk(small=True)
+        walk.read(x)
+        assert walk.ahead(model, x) == set()
+        handle.remove()

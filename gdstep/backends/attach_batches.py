@@ -14,7 +14,7 @@ from gdstep.backends.attach_autocast import autocast_state, loop_states
 from gdstep.backends.attach_modes import modes_of
 from gdstep.backends.torch_layers import first_tensor
 from gdstep.backends.torch_user import detached, named_tensors, rows
-from gdstep.errors import GdstepError
+from gdstep.errors import BatchesGone, GdstepError
 
 NEXT_BATCH = ("attach mode: the next batch comes from your training loop; let it go on (q in the app; from a "
               "BreakpointHit's handler, return)")
@@ -151,7 +151,7 @@ class KeptBatches:
             if kept is None and step > latest:        # not given yet
                 raise GdstepError(NEXT_BATCH)
             if kept is None:
-                raise GdstepError(f"cannot recompute iteration {step + 1}: attach mode keeps the batches of the "
+                raise BatchesGone(f"cannot recompute iteration {step + 1}: attach mode keeps the batches of the "
                                   f"last {self._keep} iterations (gdstep.attach(..., keep=N) keeps more)")
             if kept.why_not:
                 raise GdstepError(f"cannot recompute iteration {step + 1}: {kept.why_not}; gdstep shows what "

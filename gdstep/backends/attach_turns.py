@@ -2,8 +2,10 @@
 middle of an iteration (`loop_state`), put back exactly after (`put_back`, the version
 counters too); moves refused where the session could not come back to the loop
 (`_cannot_return`) or while a BreakpointHit's handler holds it (`handed_over`, until
-`loop_goes_on`); records recomputed where the session stands, no move (`reading`). Mixed
-into AttachBackend through WatchObserver."""
+`loop_goes_on`, at the loop's first call of gdstep, its model or a `state_dict()`);
+records recomputed where the session stands, no move (`reading`); the param groups'
+hyperparameters kept and given back (`group_values`), for an iteration finished after the
+loop's scheduler moved on. Mixed into AttachBackend through WatchObserver."""
 
 from __future__ import annotations
 
@@ -15,8 +17,9 @@ from gdstep.errors import GdstepError
 
 class Turns:
     _pinned: str | None = None        # why the debugger may not move from where the loop is
-    handed_over: str | None = None    # why not, while a handler of the loop's holds the session (Watching)
+    handed_over: str | None = None    # why not, while a BreakpointHit's handler holds the session
     on_loop_call = None               # what the debugger does first when the loop goes on (loop_goes_on)
+    held_versions = None              # the parameters' versions as the hold left them to the loop (param_versions)
     _reading = False                  # records recomputed where the session stands (`reading`)
 
     def loop_state(self) -> tuple:
@@ -57,6 +60,12 @@ class Turns:
         if self.handed_over is not None and not self._reading:
             raise GdstepError(self.handed_over)
 
+    def read_done(self) -> None:
+        """Records were recomputed (and the loop's tensors put back, their versions moved by
+        gdstep's writes): what a hold compares the loop's own changes with is noted again."""
+        if self.on_loop_call is not None:
+            self.held_versions = self.param_versions()
+
     def loop_goes_on(self) -> None:
         """The loop calls gdstep, its model or its model's state_dict() after a handler of a
         BreakpointHit returned: the hold is over, and what the debugger left to do first is
@@ -64,8 +73,8 @@ class Turns:
         evaluation or a checkpoint sees what a bare loop's would)."""
         self.handed_over = None
         then, self.on_loop_call = self.on_loop_call, None
-        if then is not None:
-            with self._torch.enable_grad():        # (an evaluation's no_grad is the loop's, not the iteration's)
+        if then is not None:          # (an evaluation's no_grad or inference_mode is the loop's, not the iteration's)
+            with self._torch.inference_mode(False), self._torch.enable_grad():
                 then()
 
     @contextmanager
@@ -113,3 +122,32 @@ class Turns:
         self._fresh = None
         if getattr(self, "_update_bound", None) is not None:
             self._update_bound.forget()
+
+    def _loops_own_call(self) -> bool:
+        """Whether the model is called by the loop, not by gdstep (its own forward, a side
+        computation, a record recomputed)."""
+        return self._capture and not self._own and not self._reading
+
+    def _state_dict_hook(self, module, *args) -> None:
+        """The loop saves the model or the optimizer (a checkpoint): a handler's hold is over
+        (loop_goes_on)."""
+        if (self.handed_over is not None or self.on_loop_call is not None) and self._loops_own_call():
+            self.loop_goes_on()
+
+    def group_values(self) -> list[dict]:
+        """Each param group's hyperparameters as they are, to be given back (`set_group_values`):
+        a tensor's value copied."""
+        torch = self._torch
+        return [{k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in g.items() if k != "params"}
+                for g in self.torch_optimizer.param_groups]
+
+    def set_group_values(self, values: list[dict]) -> None:
+        """Give the param groups these hyperparameters (a tensor's value written into it)."""
+        torch = self._torch
+        for group, kept in zip(self.torch_optimizer.param_groups, values):
+            for k, v in kept.items():
+                if isinstance(group.get(k), torch.Tensor) and isinstance(v, torch.Tensor):
+                    with torch.no_grad():
+                        group[k].copy_(v)
+                else:
+                    group[k] = v

@@ -1,9 +1,11 @@
 """gdstep's hooks as the loop's own objects hold them. A model, loss module or optimizer with
 gdstep attached stays as copyable as without it: `copy.deepcopy(model)` (a best-model or EMA
 copy) and `torch.save(model)` (a whole-module checkpoint) copy each of gdstep's hooks as an
-inert one — a standard-library callable that does nothing and returns None, so the copy
-runs as the original would without gdstep, and a checkpoint loads without gdstep installed.
-The original keeps its hooks."""
+inert one — a standard-library callable that returns None (it raises an audit event,
+`sys.audit("gdstep.detached_hook", …)`, which nothing listens to unless the program installed
+an audit hook), so the copy runs as the original would without gdstep, and a checkpoint loads
+without gdstep installed. The original keeps its hooks. (`copy.copy(model)` shares the
+original's hook dictionaries, as torch's shallow copies do: such a copy is still seen.)"""
 
 from __future__ import annotations
 

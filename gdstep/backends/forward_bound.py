@@ -53,8 +53,10 @@ DROPOUT = frozenset({"Dropout", "Dropout1d", "Dropout2d", "Dropout3d"})
 SMALL = 1 << 16          # elements: weights this small are read even for a smaller output (one fused read)
 MARGIN = 2.0 ** -10      # a bound must stay below this fraction of the dtype's largest value
 
-# a rule: (F ≥ ‖input‖, the module, its training flag as it ran, the output's elements) -> F ≥ ‖output‖
+# a rule: (F ≥ ‖input‖, the module, its training flag as it ran, the output's elements) -> F ≥ ‖output‖,
+# inf where the module as it is now takes no bound (its settings read as it ran: they may change)
 Rule = Callable[[float, Any, bool, int], float]
+AFFINE_ROW = "affine"        # a Linear or convolution: from its weights' norms (`affine_factor`)
 
 
 def _kernel(size, dims: int) -> int:
@@ -67,32 +69,43 @@ def _any(value, but: int = 1) -> bool:
     return any(v != but for v in value) if isinstance(value, tuple) else value != but
 
 
-def rule_of(module) -> Rule | float | None:
-    """How ‖output‖ follows from ‖input‖ for this module: for an affine row the factor of its
-    weight's norm (a float: √∏k, 1 for Linear), else a Rule, or None (no bound: the chain
-    ends here)."""
+def affine_factor(module) -> float:
+    """√∏k of a convolution with zero padding (another mode repeats input elements: inf), 1
+    for Linear."""
+    if not hasattr(module, "kernel_size"):
+        return 1.0
+    return math.sqrt(math.prod(module.kernel_size)) if module.padding_mode == "zeros" else math.inf
+
+
+def _pool(b: float, m, dims: int) -> float:
+    """A pooling's bound: √∏k·b, × max(1, √∏k/|D|) with a divisor_override D; inf where
+    it is dilated and padded (a window of padding alone makes -inf)."""
+    if _any(getattr(m, "dilation", 1)) and _any(m.padding, 0):
+        return math.inf
+    k = math.sqrt(_kernel(m.kernel_size, dims))
+    over = getattr(m, "divisor_override", None)
+    return b * k * max(1.0, k / abs(over)) if over else b * k
+
+
+def rule_of(module) -> Rule | str | None:
+    """How ‖output‖ follows from ‖input‖ for this module: AFFINE_ROW (from its weights'
+    norms), else a Rule, or None (no bound: the chain ends here)."""
     import torch.nn as nn
     cls = type(module)
     name = cls.__name__
     if getattr(nn, name, None) is not cls:      # exact torch.nn classes: a subclass may compute otherwise
         return None
-    if name == "Linear":
-        return 1.0
-    if name in AFFINE:           # zero padding only: another mode repeats input elements
-        return math.sqrt(math.prod(module.kernel_size)) if module.padding_mode == "zeros" else None
+    if name in AFFINE:
+        return AFFINE_ROW
     if name in SAME:
         return lambda b, m, training, n: b
     if name in POOL:
-        if _any(getattr(module, "dilation", 1)) and _any(module.padding, 0):    # a window of padding alone: -inf
-            return None
-        k = math.sqrt(_kernel(module.kernel_size, POOL[name]))
-        over = getattr(module, "divisor_override", None)
-        grow = k * max(1.0, k / over) if over else k
-        return lambda b, m, training, n: b * grow
+        dims = POOL[name]
+        return lambda b, m, training, n: _pool(b, m, dims)
     if name in ADAPTIVE:
         return lambda b, m, training, n: b * math.sqrt(n)
-    if name in UNIT:
-        return lambda b, m, training, n: math.sqrt(n)
+    if name in UNIT:            # at most 1 each, from a finite input (a nan stays a nan)
+        return lambda b, m, training, n: math.sqrt(n) if math.isfinite(b) else b
     if name == "LeakyReLU":
         return lambda b, m, training, n: b * max(1.0, abs(float(m.negative_slope)))
     if name == "ELU":
@@ -109,7 +122,8 @@ class ForwardBound:
         self.torch = torch
         self.modules = list(modules)
         self.rules = [rule_of(m) for m in self.modules]
-        self.params = [tuple(p for p in (m.weight, m.bias) if p is not None) if isinstance(r, float) else ()
+        self.types = [type(m) for m in self.modules]
+        self.params = [tuple(p for p in (m.weight, m.bias) if p is not None) if r == AFFINE_ROW else ()
                        for m, r in zip(self.modules, self.rules)]
         self.channels = [getattr(m, "out_features", None) or getattr(m, "out_channels", 1) for m in self.modules]
         self.sizes = [0] * len(self.modules)
@@ -117,6 +131,17 @@ class ForwardBound:
         self.measured = False           # whether a forward has given the sizes
         self.own_hooks = own_hooks      # ids of gdstep's own forward hooks (any other may change a value)
         self._limits: dict[Any, float] = {}
+
+    def stale(self) -> bool:
+        """Whether a row is no longer what the rules were made from: another class (a
+        parametrization makes one), or other weight or bias tensors (`load_state_dict(…,
+        assign=True)`, an assignment)."""
+        for m, cls, params in zip(self.modules, self.types, self.params):
+            if type(m) is not cls:
+                return True
+            if params and (m.weight is not params[0] or (params[0] if m.bias is None else m.bias) is not params[-1]):
+                return True
+        return False
 
     def chosen(self, small: bool = False) -> list[int]:
         """The affine rows whose weights are worth reading, in order, up to the first row with
@@ -127,7 +152,7 @@ class ForwardBound:
         for i, rule in enumerate(self.rules):
             if rule is None:
                 break
-            if isinstance(rule, float):
+            if rule == AFFINE_ROW:
                 if not self.sizes[i] or sum(p.numel() for p in self.params[i]) > max(self.sizes[i], SMALL):
                     break
                 out.append(i)
@@ -245,8 +270,9 @@ class Walk:
         torch, fb = self.fb.torch, self.fb
         if (self.hooked or type(model) is not torch.nn.Sequential or "forward" in model.__dict__
                 or not isinstance(x, torch.Tensor) or not x.is_floating_point() or not x.is_cpu
-                or list(model.children()) != fb.modules or tuple(x.shape) != fb.shape_in or not all(fb.sizes)):
-            return set()
+                or not self.own.issuperset(model._forward_pre_hooks)     # (the loop's may change x)
+                or list(model) != fb.modules or tuple(x.shape) != fb.shape_in or not all(fb.sizes)):
+            return set()                     # (list(model), not children(): a row given twice stays twice)
         if self.first_bound is None:
             self.first_bound = self._norm(x)
         dtype, own, calls = x.dtype, self.own, self.calls        # (a row's cost counts: a net may have hundreds)
@@ -267,14 +293,15 @@ class Walk:
             b = self._bound if linked else None
             if b is not None:
                 rule = fb.rules[row]
-                if isinstance(rule, float):                 # ‖W‖·F·√∏k + ‖b‖·√(n/C)
+                if rule == AFFINE_ROW:                      # ‖W‖·F·√∏k + ‖b‖·√(n/C)
                     norms, params = all_norms.get(row), fb.params[row]
                     if (norms is None or norms[1] != versions or params[0].dtype != dtype
                             or params[-1].dtype != dtype):
                         b = None
                     else:
                         w = norms[0]
-                        b = b * w[0] * rule + (w[1] * math.sqrt(n / fb.channels[row]) if len(w) > 1 else 0.0)
+                        b = (b * w[0] * affine_factor(fb.modules[row])
+                             + (w[1] * math.sqrt(n / fb.channels[row]) if len(w) > 1 else 0.0))
                 else:
                     b = rule(b, fb.modules[row], training, n)
             self._bound = b

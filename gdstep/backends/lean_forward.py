@@ -25,7 +25,7 @@ class LeanForward:
     def forward_bound(self) -> ForwardBound:
         """The rows' bounds (made again when the rows change)."""
         kept = getattr(self, "_forward_bound", None)
-        if kept is None or kept[0] is not self._rows:
+        if kept is None or kept[0] is not self._rows or kept[1].stale():
             own = lambda: {h.id for h in self._hooks}      # noqa: E731 (gdstep's own hooks change no value)
             kept = self._forward_bound = (self._rows, ForwardBound(self._torch, [m for _, m in self._rows], own))
         return kept[1]

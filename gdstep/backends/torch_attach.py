@@ -87,6 +87,9 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, UserModuleBackend):
         for top in self._tops:
             self._hooks.append(top.register_forward_pre_hook(detachable(self._input_hook), with_kwargs=True))
             self._hooks.append(top.register_state_dict_pre_hook(detachable(self._state_dict_hook)))
+        for opt in getattr(self.torch_optimizer, "optimizers", [self.torch_optimizer]):
+            if hasattr(opt, "register_state_dict_pre_hook"):      # a checkpoint of the optimizer's state
+                self._hooks.append(opt.register_state_dict_pre_hook(detachable(self._state_dict_hook)))
         loss = getattr(self.loss_fn, "loss_fn", None)
         if isinstance(loss, nn.Module):       # which call made the loss watch() is given (attach_watch._recomputable)
             self._hooks.append(loss.register_forward_hook(detachable(self._loss_hook)))
@@ -97,16 +100,6 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, UserModuleBackend):
 
     def _grad_hook(self, p) -> None:
         self._accumulated[id(p)] = (p.grad, p.grad._version)
-
-    def _loops_own_call(self) -> bool:
-        """Whether the model is called by the loop, not by gdstep (its own forward, a side
-        computation, a record recomputed)."""
-        return self._capture and not self._own and not self._reading
-
-    def _state_dict_hook(self, module, prefix, keep_vars) -> None:
-        """The loop saves the model (a checkpoint): a handler's hold is over (loop_goes_on)."""
-        if (self.handed_over is not None or self.on_loop_call is not None) and self._loops_own_call():
-            self.loop_goes_on()
 
     def _loss_hook(self, module, args, result) -> None:
         self._loss_call = (args, result)
