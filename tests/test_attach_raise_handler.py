@@ -154,17 +154,22 @@ def test_a_watch_mode_function_on_break_may_rewind_and_the_loop_goes_on_as_bare(
     dbg.close()
 
 
-def test_step_mode_close_finishes_the_last_iteration_a_break_left_unfinished():
+def stepped_to_a_last_break(breakpoint: str):
+    """A step-mode loop over the batches whose handler only counts the hits: (model, dbg, hits)."""
     model, opt = make()
-    data = batches()
-    dbg = gdstep.attach(model, opt, nn.MSELoss(), breakpoints=[f'step == {len(data) - 1} and phase == "loss"'],
+    dbg = gdstep.attach(model, opt, nn.MSELoss(), breakpoints=[breakpoint.format(n=len(batches()))],
                         on_break="raise")
     hits = 0
-    for x, y in data:
+    for x, y in batches():
         try:
             dbg.step(x, y)
         except gdstep.BreakpointHit:
             hits += 1
+    return model, dbg, hits
+
+
+def test_step_mode_close_finishes_the_last_iteration_a_break_left_unfinished():
+    model, dbg, hits = stepped_to_a_last_break('step == {n} - 1 and phase == "loss"')
     assert hits == 1 and not same(model, bare())     # the break stands before the last update
     dbg.close()
     assert same(model, bare())
@@ -303,15 +308,8 @@ def test_step_mode_what_the_loop_does_between_its_handler_and_the_next_step(case
 
 
 def test_after_the_loop_ends_on_a_caught_break_set_trace_may_move():
-    model, opt = make()
-    data = batches()
-    dbg = gdstep.attach(model, opt, nn.MSELoss(), breakpoints=[f'step == {len(data)} and phase == "update"'],
-                        on_break="raise")
-    for x, y in data:
-        try:
-            dbg.step(x, y)
-        except gdstep.BreakpointHit:
-            pass
+    model, dbg, hits = stepped_to_a_last_break('step == {n} and phase == "update"')
+    assert hits == 1
     seen = []
     dbg.on_break = lambda session, message: seen.append(session.back(iterations=2))
     dbg.open()
