@@ -346,8 +346,16 @@ def test_weights_given_new_tensors_or_a_parametrization_make_the_bounds_again():
     model.load_state_dict({k: v * 1e30 for k, v in model.state_dict().items()}, assign=True)
     again = rows.forward_bound
     assert again is not first and again.params[0][0] is model[0].weight
-    nn.utils.parametrize.register_parametrization(model[2], "weight", nn.Identity())
-    assert rows.forward_bound is not again and rows.forward_bound.rules[2] is None   # a subclass now: no rule
+    model[0].bias = nn.Parameter(model[0].bias.detach() * 1e30)          # one bias assigned anew
+    biased = rows.forward_bound
+    assert biased is not again and biased.params[0][1] is model[0].bias
+    weight = model[2].weight.detach().clone()
+    del model[2].weight
+    model[2].register_buffer("weight", weight)        # a weight kept among the buffers: the same tensor stays
+    buffered = rows.forward_bound
+    assert buffered is not biased and buffered.params[2][0] is weight and rows.forward_bound is buffered
+    nn.utils.parametrize.register_parametrization(model[2], "bias", nn.Identity())
+    assert rows.forward_bound is not buffered and rows.forward_bound.rules[2] is None   # a subclass now: no rule
 
 
 def test_ahead_refuses_a_row_given_twice_and_a_pre_hook_of_the_loops_on_the_model():

@@ -126,6 +126,12 @@ class ForwardBound:
         self.params = [tuple(p for p in (m.weight, m.bias) if p is not None) if r == AFFINE_ROW else ()
                        for m, r in zip(self.modules, self.rules)]
         self.channels = [getattr(m, "out_features", None) or getattr(m, "out_channels", 1) for m in self.modules]
+        self.numels = [sum(p.numel() for p in params) for params in self.params]     # (fixed: new tensors make it stale)
+        self.convs = [hasattr(m, "kernel_size") if r == AFFINE_ROW else False for m, r in zip(self.modules, self.rules)]
+        # the affine rows' own dicts of parameters, with the weight and bias the rules were made from
+        self._affine = [(m._parameters, params[0], params[-1]) for m, params in zip(self.modules, self.params) if params]
+        self._chosen: dict[tuple, list[int]] = {}
+        self._flat: tuple[tuple, list] | None = None    # the chosen rows, and their weights and biases in order
         self.sizes = [0] * len(self.modules)
         self.shape_in: tuple | None = None      # the first row's input's shape in the last forward (the sizes' own)
         self.measured = False           # whether a forward has given the sizes
@@ -136,9 +142,18 @@ class ForwardBound:
         """Whether a row is no longer what the rules were made from: another class (a
         parametrization makes one), or other weight or bias tensors (`load_state_dict(…,
         assign=True)`, an assignment)."""
-        for m, cls, params in zip(self.modules, self.types, self.params):
-            if type(m) is not cls:
-                return True
+        if list(map(type, self.modules)) != self.types:        # (a type equals itself alone)
+            return True
+        for own, weight, last in self._affine:            # its dict of parameters: quicker than m.weight
+            bias = own.get("bias")
+            if own.get("weight") is not weight or (weight if bias is None else bias) is not last:
+                return self._moved()
+        return False
+
+    def _moved(self) -> bool:
+        """stale()'s exact test, through the modules' attributes (a weight kept elsewhere than
+        among the module's parameters)."""
+        for m, params in zip(self.modules, self.params):
             if params and (m.weight is not params[0] or (params[0] if m.bias is None else m.bias) is not params[-1]):
                 return True
         return False
@@ -148,15 +163,30 @@ class ForwardBound:
         no rule or whose weights are larger than its output was; none where no output of
         theirs is large (small outputs are read together, in one fused norm, at little cost),
         unless `small` (reading them would take a hook on every row: watch mode)."""
+        key = (small, *self.sizes)
+        kept = self._chosen.get(key)
+        if kept is not None:
+            return kept
         out = []
         for i, rule in enumerate(self.rules):
             if rule is None:
                 break
             if rule == AFFINE_ROW:
-                if not self.sizes[i] or sum(p.numel() for p in self.params[i]) > max(self.sizes[i], SMALL):
+                if not self.sizes[i] or self.numels[i] > max(self.sizes[i], SMALL):
                     break
                 out.append(i)
-        return out if small or any(self.sizes[i] >= SMALL for i in out) else []
+        out = out if small or any(self.sizes[i] >= SMALL for i in out) else []
+        if len(self._chosen) > 8:          # (sizes that change from forward to forward: an RNN's lengths)
+            self._chosen.clear()
+        self._chosen[key] = out
+        return out
+
+    def flat_params(self, rows: list[int]) -> list:
+        """The weights and biases of these rows, in order (kept while the rows are the same)."""
+        key = tuple(rows)
+        if self._flat is None or self._flat[0] != key:
+            self._flat = (key, [p for i in rows for p in self.params[i]])
+        return self._flat[1]
 
     def limit(self, dtype) -> float:
         """The largest bound that proves a value of this dtype finite (0: none does)."""
@@ -200,7 +230,7 @@ class Walk:
         the forward begins: a change through `.data` moves no version); with `x`, the first
         row's input, also ‖x‖ (`first_bound`): torch's fused norm, one read."""
         fb, torch = self.fb, self.fb.torch
-        params = [p.detach() for i in self.rows for p in fb.params[i]]
+        params = fb.flat_params(self.rows)
         first = (isinstance(x, torch.Tensor) and x.is_floating_point() and x.is_cpu and x.numel() > 0
                  and all(p.dtype == x.dtype for p in params))
         tensors = [x.detach()] + params if first else params
@@ -300,7 +330,7 @@ class Walk:
                         b = None
                     else:
                         w = norms[0]
-                        b = (b * w[0] * affine_factor(fb.modules[row])
+                        b = (b * w[0] * (affine_factor(fb.modules[row]) if fb.convs[row] else 1.0)
                              + (w[1] * math.sqrt(n / fb.channels[row]) if len(w) > 1 else 0.0))
                 else:
                     b = rule(b, fb.modules[row], training, n)
