@@ -80,20 +80,24 @@ class Turns:
     @contextmanager
     def reading(self):
         """Records recomputed where the session stands, to be read (a BreakpointHit's handler
-        reads them while the loop waits). Watch mode: what the loop holds is put back after,
-        the very gradient tensors and the version counters too, so the loop's next statement
-        finds its own and gdstep takes nothing for an edit of the loop's. (Step mode: the
-        state is gdstep's own, recomputed to the bit, its graph of the iteration with it.)"""
-        pinned, held = self._pinned, self.loop_state() if self._watching else None
+        reads them while the loop waits). What the loop holds is put back after, the very
+        gradient tensors and the version counters too, so the loop's next statement finds
+        its own and gdstep takes nothing for an edit of the loop's. In step mode too: the
+        update a break left pending keeps its own gradients, the recomputed ones, so a loop
+        that zeroes `.grad` in place before its next call (`zero_grad(set_to_none=False)`)
+        zeroes its own tensors, not those, as it would after a bare loop's step."""
+        pinned, held = self._pinned, self.loop_state()
+        graph = self._graph, self._loss_tensor        # step mode: the iteration's graph, for the backward a break left
         self._pinned = pinned
         self._reading = True
         try:
             yield
         finally:
             self._reading = False
-            if held is not None:
-                self.put_back(held)
-                self._pinned = pinned
+            self.put_back(held)                # the same values again, at the versions that graph saved
+            if not self._watching:
+                self._graph, self._loss_tensor = graph
+            self._pinned = pinned
 
     def put_back(self, held: tuple) -> None:
         self._pinned = None

@@ -53,6 +53,7 @@ class WatchObserver(Turns):
     _loop_tests: LoopTests | None = None      # the loop's latest forward, tested as it ran
     _lean_expected = False            # the last iteration watched was lean (records on demand)
     rows_skipped = False              # the loop's forward runs with its rows unobserved (loop_forward_begins)
+    _told_grads_changed = False       # the loop's changes of the gradients after watch() were announced
 
     def loop_forward_begins(self, args: tuple) -> None:
         """At the loop's call of the model (watch mode): follow its rows with a chain of
@@ -212,8 +213,11 @@ class WatchObserver(Turns):
         if changed:        # clipping or unscaling between watch() and step(): the step's own gradients
             used = {name: p.grad.detach().clone() for name, p in self._train if p.grad is not None}
             self._used_at[self._updates] = used
-            self._announce(self._updates, "the loop changes the gradients between watch() and optimizer.step() "
-                           "(clipping, unscaling): the update shows the gradients step() used", inexact=False)
+            if not self._told_grads_changed:          # once: a loop that clips does so every iteration
+                self._told_grads_changed = True
+                self._announce(self._updates, f"iteration {self._updates + 1}: the loop changes the gradients between "
+                               "watch() and optimizer.step() (clipping, unscaling): each update shows the gradients "
+                               "step() used (said once)", inexact=False)
         if getattr(self, "_lean_step", False):      # records on demand: no copies (see observe_iteration)
             self._observed["before"] = (names, None, None, used)
             if self._bounds_pay:

@@ -31,4 +31,12 @@ class Detachable(functools.partial):
 
 
 def detachable(fn) -> Detachable:
+    """`fn` as a hook of gdstep's. Where torch.compile is in use (torch._dynamo imported: it
+    takes a second to import, so gdstep never imports it itself), the hook runs outside any
+    compiled graph (`torch.compiler.disable`): traced into the loop's compiled forward, its
+    bookkeeping of Python objects would be compiled with it, or refused ("already tracked
+    for mutation")."""
+    if "torch._dynamo" in sys.modules:
+        import torch
+        fn = torch.compiler.disable(fn)
     return Detachable(fn)

@@ -13,6 +13,9 @@ those values as the phases' results.
 
 from __future__ import annotations
 
+import sys
+import warnings
+
 from typing import Any, Mapping, Sequence
 
 from gdstep.backends.attach_autocast import autocast_state, entered
@@ -189,15 +192,21 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, UserModuleBackend):
 
     def trial(self, x, args: tuple = (), kwargs: Mapping | None = None) -> list[bool]:
         """Which rows produce an output: the model once on the batch, no grad, eval mode, RNG
-        and buffers as they were. An nn.Sequential calls every child: no need to run it."""
+        as it was, and any parameter or buffer the forward wrote in place (an Embedding's
+        max_norm renormalises its rows) written back; its warnings (a checkpoint's "none of
+        the inputs require grad") unshown. An nn.Sequential calls every child: no need to
+        run it."""
         torch = self._torch
         if type(self.model) is torch.nn.Sequential:
             return [True] * len(self._rows)
         called = [False] * len(self._rows)
         hooks = [m.register_forward_hook(lambda m, a, o, i=i: called.__setitem__(i, True))
                  for i, (_, m) in enumerate(self._rows)]
+        tensors = [t for _, t in self._named + self._buffers]
+        before = [(t, t._version, t.detach().clone()) for t in tensors]
         try:
-            with torch.no_grad(), self._eval(), self._aside():
+            with torch.no_grad(), self._eval(), self._aside(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
                 self._own = True
                 self.model(*((x,) if x is not None else ()), *args, **(kwargs or {}))
         except Exception:           # the real forward will say what is wrong
@@ -206,6 +215,10 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, UserModuleBackend):
             self._own = False
             for h in hooks:
                 h.remove()
+            with torch.no_grad():
+                for t, version, value in before:
+                    if t._version != version:
+                        t.copy_(value)
         self._slots = [None] * len(self._rows)
         return called
 
@@ -218,9 +231,12 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, UserModuleBackend):
         known = self.why_not_recomputed(step)
         if known is not None:
             return known
-        return ("the loop draws random numbers gdstep does not replay (numpy, random, a torch.Generator), "
-                "runs a non-deterministic op, its loss is not loss_fn(output, y), or it changed a tensor "
-                "through .data (torch counts no version for that, so gdstep cannot keep the change)")
+        compiled = ("the loop runs a torch.compile'd model, whose kernels round otherwise than the eager forward "
+                    "gdstep recomputes, or " if "torch._dynamo" in sys.modules else "")
+        return (f"{compiled}the loop draws random numbers gdstep does not replay (numpy, random, a torch.Generator), "
+                "runs a non-deterministic op, its loss is not loss_fn(output, y), its forward writes a parameter "
+                "in place (an Embedding's max_norm), or it changed a tensor through .data (torch counts no version "
+                "for that, so gdstep cannot keep the change)")
 
     # -- the phases: observed (watch mode) or computed from the kept batch ----------------------
 
@@ -290,7 +306,7 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, UserModuleBackend):
         observed = self._observed.pop("backward", None)
         if observed is not None:
             return observed
-        with self._loop_autocast(backward=True):
+        with self._loop_autocast(backward=True), self._loop_modes():     # (a checkpointed block runs forward again)
             return super().backward(x, outputs, y)
 
     def _used_grads(self, grads):
@@ -329,7 +345,7 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, UserModuleBackend):
         observed = self._observed.pop("backward", None)
         if observed is not None:
             return observed[2]
-        with self._loop_autocast(backward=True):
+        with self._loop_autocast(backward=True), self._loop_modes():
             return super().backward_lean(x, outputs, y)
 
     def update_lean(self, grads: Mapping[str, Any], check: bool = True, defer: bool = False):

@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from gdstep.backends.backward_pass import grads_by_backward, reentrant_checkpoint
 from gdstep.backends.torch_layers import first_tensor, has_inplace, layer_infos, module_layers, row_calls
 from gdstep.backends.torch_optim import apply, build, config_of, same_kind, torch_classes
 from gdstep.backends.torch_ahead import DeviceAhead
@@ -261,12 +262,27 @@ class ModuleBackend(CheckpointMixin, LeanForward, LeanPhases, DeviceAhead, SideC
                 param_grads[name] = g
         return deltas[-1], tuple(deltas), param_grads
 
+    _through_backward: bool | None = None     # whether gradients come by loss.backward() (None: not known yet)
+
     def autograd_grads(self, loss, inputs: list) -> list:
-        """∂loss/∂(each input): the one place the gradients are computed (a data-parallel
-        backend computes them with loss.backward() instead)."""
+        """∂loss/∂(each input): the one place the gradients are computed; by loss.backward()
+        where the model runs a reentrant torch.utils.checkpoint, which refuses autograd.grad
+        (gdstep.backends.backward_pass; a data-parallel backend always computes them so)."""
         if not (loss.requires_grad and inputs):
             return [None] * len(inputs)
-        return list(self._torch.autograd.grad(loss, inputs, allow_unused=True))
+        if self._through_backward is None:
+            self._through_backward = reentrant_checkpoint(loss)
+        if self._through_backward:
+            return grads_by_backward(loss, inputs, self._train_params)
+        try:
+            return list(self._torch.autograd.grad(loss, inputs, allow_unused=True))
+        except RuntimeError as e:
+            if "use_reentrant=True" not in str(e):
+                raise
+            self._through_backward = True        # from the next backward on
+            raise GdstepError("the model runs torch.utils.checkpoint(use_reentrant=True), which it did not in its "
+                              "first iteration: this backward could not be taken by autograd.grad, and from the next "
+                              "one on gdstep takes loss.backward() (or pass use_reentrant=False)") from None
 
     def optimizer_step(self) -> None:
         """The optimizer's step: the one place it is taken (a GradScaler's step instead), on

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from gdstep.backends.backward_pass import grads_by_backward
 from gdstep.backends.torch_attach import AttachBackend
 from gdstep.backends.torch_layers import first_tensor
 from gdstep.errors import GdstepError
@@ -61,32 +62,16 @@ class DistributedAttachBackend(AttachBackend):
         return {name: p.grad for name, p in self._train if p.grad is not None}
 
     def autograd_grads(self, loss, inputs: list) -> list:
-        """∂loss/∂(each input) from one `loss.backward()` through DDP: the parameters' are DDP's
-        all-reduced gradients; the layer outputs' (δ) come from tensor hooks in the same pass."""
+        """∂loss/∂(each input) from one `loss.backward()` through DDP (its hooks all-reduce
+        the gradients, bucket by bucket): the parameters' are the all-reduced gradients; the
+        layer outputs' (δ) come from tensor hooks in the same pass."""
         if self.scaler is not None:
             loss = self.scaler.scale(loss)
-        params = {id(p) for p in self._train_params}
-        found: dict[int, Any] = {}
-        handles = [t.register_hook(lambda g, i=i: found.__setitem__(i, g))
-                   for i, t in enumerate(inputs) if id(t) not in params and t.requires_grad]
         self._local = {}
-        try:
-            for p in self._train_params:
-                p.grad = None
-            if loss.requires_grad:
-                loss.backward()          # DDP's hooks all-reduce the gradients, bucket by bucket
-        finally:
-            for h in handles:
-                h.remove()
-        grads = []
-        for i, t in enumerate(inputs):
-            if id(t) in params:
-                g = t.grad
-                if g is not None and self._bucket_views:     # a view into DDP's bucket, rewritten next backward
-                    g = g.clone()
-                grads.append(g)
-            else:
-                grads.append(found.get(i))
+        grads = grads_by_backward(loss, inputs, self._train_params)
+        if self._bucket_views:            # a view into DDP's bucket, rewritten next backward
+            params = {id(p) for p in self._train_params}
+            grads = [g.clone() if g is not None and id(t) in params else g for t, g in zip(inputs, grads)]
         return grads
 
     def _call(self, params: Mapping[str, Any], x):

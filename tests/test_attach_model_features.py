@@ -1,0 +1,184 @@
+"""Models whose forward does more than compute its output, and loops that touch `.grad`
+around a caught break, under attach mode: each loop ends with a bare loop's weights, bit for
+bit, and never raises because of gdstep. (Found by running such loops under attach mode:
+activation checkpointing, an Embedding with max_norm, a torch.compile'd module, in-place
+zero_grad after a handler read the records.)"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+import gdstep
+
+
+class Checkpointed(nn.Module):
+    """A block run through torch.utils.checkpoint: its forward runs again in the backward."""
+
+    def __init__(self, reentrant: bool):
+        super().__init__()
+        self.reentrant = reentrant
+        self.inp, self.out = nn.Linear(4, 8), nn.Linear(8, 1)
+        self.block = nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Dropout(0.3))
+
+    def forward(self, x):
+        return self.out(checkpoint(self.block, self.inp(x), use_reentrant=self.reentrant))
+
+
+class Renormed(nn.Module):
+    """An Embedding with max_norm: every forward writes the rows it looks up, in place."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb, self.out = nn.Embedding(40, 16, max_norm=1.0), nn.Linear(16, 6)
+
+    def forward(self, x):
+        return self.out(torch.tanh(self.emb(x))).reshape(-1, 6)
+
+
+def batches(n: int = 6, tokens: bool = False):
+    g = torch.Generator().manual_seed(1)
+    if tokens:
+        return [(torch.randint(0, 40, (8, 12), generator=g), torch.randint(0, 6, (96,), generator=g)) for _ in range(n)]
+    return [(torch.randn(8, 4, generator=g), torch.randn(8, 1, generator=g)) for _ in range(n)]
+
+
+def same(a: nn.Module, b: nn.Module) -> bool:
+    return all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def train(model, loss_fn, data, mode: str, breakpoints=(), handler=None, evaluate: bool = False, call=None,
+          between=None):
+    """The loop: bare, or under attach in `mode` ("step" or "watch"); a caught break calls
+    `handler(hit)`; with `evaluate`, an eval-mode forward after every iteration; `between`
+    runs between backward (and watch) and the step. Returns the debugger (None when bare)."""
+    torch.manual_seed(7)              # dropout draws the same in every loop
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    call = call or model
+    dbg = None if mode == "bare" else gdstep.attach(model, opt, loss_fn, breakpoints=list(breakpoints),
+                                                     on_break="raise")
+    def caught(fn, *args):
+        try:
+            fn(*args)
+        except gdstep.BreakpointHit as hit:
+            if handler is not None:
+                handler(hit)
+
+    for x, y in data:
+        if mode == "step":
+            caught(dbg.step, x, y)
+        else:
+            opt.zero_grad()
+            loss = loss_fn(call(x), y)
+            loss.backward()
+            if dbg is not None:
+                caught(dbg.watch, loss, y)      # a break in watch(): the loop goes on to its step
+            if between is not None:
+                between()
+            caught(opt.step)                    # one in the update: raised once the step is done
+        if evaluate:
+            model.eval()
+            with torch.no_grad():
+                call(x)
+            model.train()
+    if dbg is not None:
+        dbg.close()
+    return dbg
+
+
+def read_everything(hit):
+    for phase in ("forward", "loss", "backward", "update"):
+        hit.session.record(phase)
+
+
+@pytest.mark.parametrize("reentrant", [False, True])
+@pytest.mark.parametrize("mode", ["step", "watch"])
+def test_activation_checkpointing_trains_as_a_bare_loop_through_breaks_reads_and_evaluations(reentrant, mode):
+    """A reentrant checkpoint refuses torch.autograd.grad (gdstep takes loss.backward() for
+    it); a step-mode break left before its backward finishes it in the modes the iteration
+    ran in, not the eval mode the loop's evaluation set (the block's forward runs again)."""
+    torch.manual_seed(0)
+    model = Checkpointed(reentrant)
+    bare = copy.deepcopy(model)
+    data = batches()
+    train(bare, nn.MSELoss(), data, "bare", evaluate=True)
+    dbg = train(model, nn.MSELoss(), data, mode, breakpoints=['step == 2 and phase == "loss"', "step == 4"],
+                handler=read_everything, evaluate=True)
+    assert same(model, bare)
+    assert dbg.session.replay_inexact is None
+
+
+def test_a_forward_that_renormalises_its_embedding_in_place_is_not_run_once_more_by_gdstep():
+    """gdstep's first call tries the model once, to learn which rows produce an output: an
+    Embedding's max_norm wrote its rows then, before: the weights differed from the first step."""
+    torch.manual_seed(0)
+    model = Renormed()
+    bare = copy.deepcopy(model)
+    data = batches(tokens=True)
+    train(bare, nn.CrossEntropyLoss(), data, "bare")
+    dbg = train(model, nn.CrossEntropyLoss(), data, "step")
+    assert same(model, bare)
+    assert dbg.session.replay_inexact is None
+
+
+def test_a_compiled_module_attached_in_watch_mode_runs_the_loops_forward():
+    """gdstep's hooks run outside the compiled graph (before: dynamo traced them into the loop's
+    forward and raised "already tracked for mutation"). aot_eager: dynamo's tracing, no C++
+    compiler needed."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 3))
+    bare = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(1)
+    data = [(torch.randn(16, 8, generator=g), torch.randint(0, 3, (16,), generator=g)) for _ in range(4)]
+    torch._dynamo.reset()
+    train(bare, nn.functional.cross_entropy, data, "bare", call=torch.compile(bare, backend="aot_eager"))
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend="aot_eager")
+    dbg = train(compiled, nn.functional.cross_entropy, data, "watch")
+    assert same(model, bare)
+    assert len(dbg.session.history.losses) == len(data)
+
+
+@pytest.mark.parametrize("read", [False, True])
+def test_step_mode_a_loop_that_zeroes_its_gradients_in_place_after_a_caught_break_updates_as_a_bare_loop(read):
+    """The break stands after the backward; the loop catches it (its handler may read the
+    records) and calls zero_grad(set_to_none=False) before its next dbg.step. The update the
+    break left keeps its own gradients: before, after a read, it ran on the zeroed ones."""
+    def run(attached: bool):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 3))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        dbg = gdstep.attach(model, opt, nn.functional.cross_entropy, on_break="raise",
+                            breakpoints=['step == 1 and phase == "backward"']) if attached else None
+        g = torch.Generator().manual_seed(1)
+        for _ in range(5):
+            x, y = torch.randn(16, 8, generator=g), torch.randint(0, 3, (16,), generator=g)
+            opt.zero_grad(set_to_none=False)
+            if dbg is None:
+                nn.functional.cross_entropy(model(x), y).backward()
+                opt.step()
+                continue
+            try:
+                dbg.step(x, y)
+            except gdstep.BreakpointHit as hit:
+                if read:
+                    assert hit.session.grads
+                    read_everything(hit)
+        if dbg is not None:
+            dbg.close()
+            assert dbg.session.replay_inexact is None
+        return model
+
+    assert same(run(True), run(False))
+
+
+def test_watch_mode_says_once_that_the_loop_clips_its_gradients_after_watch():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1))
+    dbg = train(model, nn.MSELoss(), batches(), "watch", between=lambda: nn.utils.clip_grad_norm_(model.parameters(), 0.01))
+    said = [e.message for e in dbg.session.events if "changes the gradients" in e.message]
+    assert len(said) == 1 and said[0].startswith("iteration 1:"), said
