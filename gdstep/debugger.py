@@ -39,7 +39,7 @@ from types import MappingProxyType
 from typing import Any, Callable, Sequence
 
 from gdstep.conditions import parse_condition
-from gdstep.errors import BreakpointHit, GdstepError
+from gdstep.errors import BackwardAgain, BreakpointHit, GdstepError
 from gdstep.resuming import Resuming
 from gdstep.watching import Watching
 
@@ -158,7 +158,11 @@ class Debugger(Resuming, Watching):
         s = self._take_batch(x, y, args, kwargs)
         if self.ranks is not None:
             return self.ranks.step(self, s)
-        result = s.step(1)
+        try:
+            result = s.step(1)
+        except BackwardAgain:            # the model turned to a reentrant checkpoint: the iteration again,
+            s.seek(4 * self._loop_step)  # from its start (a rewind), its backward by loss.backward() now
+            result = s.step(1)
         if result.reason in ("breakpoint", "nonfinite"):
             if s.breakpoints.breaks_on(result.reason):
                 try:
@@ -181,12 +185,29 @@ class Debugger(Resuming, Watching):
                               "them itself and calls dbg.watch(loss, y) before each optimizer's step()")
         self._mode = "step"
         b.loop_goes_on()           # on_break="raise" left an iteration at its break: finished first
-        s = self.session or self._session(b.trial(x, args, kwargs))
+        s = self.session or self._first_step_session(x, args, kwargs)
         self._check_loop_edits()
         self._resync()
         self._sync_groups()
         b.add_batch(s.step_count, x, y, args, kwargs)
         s.n = b.n_samples
+        return s
+
+    def _first_step_session(self, x, args: tuple, kwargs: dict):
+        """The Session, at the first dbg.step; where the model has parameters that ask for a
+        gradient but the optimizer does not hold, say once that dbg.step leaves their
+        `.grad` as it was (a bare loop's backward would fill it)."""
+        b = self.backend
+        s = self._session(b.trial(x, args, kwargs))
+        untrained = [name for name, p in b._named if p.requires_grad and name not in b.trainable]
+        if untrained:
+            message = (f"dbg.step computes the gradients of the optimizer's parameters only: {', '.join(untrained[:4])}"
+                       f"{' …' if len(untrained) > 4 else ''} {'asks' if len(untrained) == 1 else 'ask'} for one, "
+                       "but the optimizer does not hold it, so its .grad stays as it was (a bare loop's backward would "
+                       "fill it); if another optimizer steps it, "
+                       "call backward() and step() in your loop with dbg.watch(loss, y) between")
+            s.log("info", message)
+            print(f"gdstep: {message}", file=sys.stderr)
         return s
 
     def _check_loop_edits(self) -> None:

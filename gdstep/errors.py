@@ -118,3 +118,10 @@ class BreakpointHit(Exception):
 class BatchesGone(GdstepError):
     """Attach mode: a recomputation would start at a checkpoint older than the loop's kept
     batches (Rewind._attached_checkpoint then tries the one at the iteration's own start)."""
+
+
+class BackwardAgain(GdstepError):
+    """A backward that torch.autograd.grad could not take: the model began to run a
+    reentrant torch.utils.checkpoint after its first iteration. The backend takes
+    loss.backward() from now on; the iteration is computed again from its start (a rewind:
+    exact), by whoever was computing it (`Debugger.step`, `Rewind._recompute_to`)."""

@@ -14,7 +14,7 @@ from contextlib import nullcontext
 import numpy as np
 
 from gdstep import update_norms
-from gdstep.errors import BatchesGone, GdstepError
+from gdstep.errors import BackwardAgain, BatchesGone, GdstepError
 from gdstep.records import LEAN_NONFINITE, Cursor, NonFinite, UpdateRecord
 
 
@@ -201,7 +201,10 @@ class Rewind:
         records a boundary shows) and run the phases with full records up to `target`."""
         lean, self._lean = self._lean, False
         try:
-            self._recompute(target)
+            try:
+                self._recompute(target)
+            except BackwardAgain:        # (its backward by loss.backward() now: once more from the checkpoint)
+                self._recompute(target)
         finally:
             self._lean = lean
 

@@ -29,6 +29,21 @@ class Checkpointed(nn.Module):
         return self.out(checkpoint(self.block, self.inp(x), use_reentrant=self.reentrant))
 
 
+class LaterCheckpointed(Checkpointed):
+    """Checkpointed from its third iteration on (as gradient_checkpointing_enable() mid-run),
+    with a gain no optimizer of gdstep's holds (the loop steps it with its own)."""
+
+    def __init__(self):
+        super().__init__(reentrant=True)
+        self.on, self.calls = False, 0
+        self.gain = nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        h = self.inp(x)
+        h = checkpoint(self.block, h, use_reentrant=True) if self.on else self.block(h)
+        return self.out(h) * self.gain
+
+
 class Renormed(nn.Module):
     """An Embedding with max_norm: every forward writes the rows it looks up, in place."""
 
@@ -182,3 +197,68 @@ def test_watch_mode_says_once_that_the_loop_clips_its_gradients_after_watch():
     dbg = train(model, nn.MSELoss(), batches(), "watch", between=lambda: nn.utils.clip_grad_norm_(model.parameters(), 0.01))
     said = [e.message for e in dbg.session.events if "changes the gradients" in e.message]
     assert len(said) == 1 and said[0].startswith("iteration 1:"), said
+
+
+@pytest.mark.parametrize("mode", ["step", "watch"])
+def test_a_model_that_turns_to_a_reentrant_checkpoint_mid_run_goes_on_as_a_bare_loop(mode, capsys):
+    """The backward autograd.grad refuses is taken again, from the iteration's start, by
+    loss.backward(); a recomputation's backward gives back the .grad of the parameter no
+    optimizer of gdstep's holds (watch mode: the loop steps it with its own optimizer, and a
+    read of the records added to it before). Step mode says once that it leaves that .grad."""
+    def run(attached: bool):
+        torch.manual_seed(0)
+        model = LaterCheckpointed()
+        opt = torch.optim.SGD([p for n, p in model.named_parameters() if n != "gain"], lr=0.05)
+        aux = torch.optim.SGD([model.gain], lr=0.05)
+        dbg = gdstep.attach(model, opt, nn.MSELoss(), breakpoints=['step == 4 and phase == "loss"'],
+                            on_break="raise") if attached else None
+
+        def caught(fn, *args):
+            try:
+                fn(*args)
+            except gdstep.BreakpointHit as hit:
+                read_everything(hit)
+
+        torch.manual_seed(7)
+        for i, (x, y) in enumerate(batches()):
+            model.on = i >= 2
+            opt.zero_grad()
+            aux.zero_grad()
+            if mode == "step" and dbg is not None:
+                caught(dbg.step, x, y)
+                continue
+            loss = nn.functional.mse_loss(model(x), y)
+            loss.backward()
+            if dbg is not None:
+                caught(dbg.watch, loss, y)
+            opt.step()
+            if mode == "watch":
+                aux.step()
+        if dbg is not None:
+            dbg.close()
+            assert dbg.session.replay_inexact is None
+        return model
+
+    attached, bare = run(True), run(False)
+    said = capsys.readouterr().err
+    if mode == "watch":
+        assert same(attached, bare) and "asks for one" not in said
+    else:                # the gain is the loop's to step in watch mode; here, no optimizer steps it
+        assert all(torch.equal(p, q) for (n, p), q in zip(attached.named_parameters(), bare.parameters()) if n != "gain")
+        assert said.count("gain asks for one, but the optimizer does not hold it") == 1
+
+
+def test_a_buffer_made_under_inference_mode_does_not_stop_the_first_step():
+    class Table(Renormed):
+        def __init__(self):
+            super().__init__()
+            with torch.inference_mode():
+                self.register_buffer("table", torch.arange(40.0))
+
+    torch.manual_seed(0)
+    model = Table()
+    bare = copy.deepcopy(model)
+    data = batches(tokens=True)
+    train(bare, nn.CrossEntropyLoss(), data, "bare")
+    train(model, nn.CrossEntropyLoss(), data, "step")
+    assert same(model, bare)

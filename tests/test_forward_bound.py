@@ -357,6 +357,16 @@ def test_weights_given_new_tensors_or_a_parametrization_make_the_bounds_again():
     nn.utils.parametrize.register_parametrization(model[2], "bias", nn.Identity())
     assert rows.forward_bound is not buffered and rows.forward_bound.rules[2] is None   # a subclass now: no rule
 
+    bare = nn.Sequential(nn.Linear(4, 8, bias=False), nn.ReLU(), nn.Linear(8, 2))
+    rows = Rows(bare)
+    first = rows.forward_bound
+    del bare[0].bias
+    bare[0].register_buffer("bias", torch.full((8,), -math.inf))     # a bias where there was none: not in parameters
+    assert rows.forward_bound is not first and rows.forward_bound.params[0][1] is bare[0].bias
+    again = rows.forward_bound
+    object.__setattr__(bare[2], "weight", torch.full((2, 8), math.inf))    # a weight that shadows the parameter
+    assert rows.forward_bound is not again and rows.forward_bound.params[2][0] is bare[2].weight
+
 
 def test_ahead_refuses_a_row_given_twice_and_a_pre_hook_of_the_loops_on_the_model():
     lin = nn.Linear(8, 8)

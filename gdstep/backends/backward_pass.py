@@ -3,8 +3,11 @@ DDP (its all-reduce runs in hooks that fire in backward()), and through a reentr
 `torch.utils.checkpoint` (`use_reentrant=True`), which refuses `.grad()` and
 `backward(inputs=…)`. The parameters' gradients are what backward() leaves in `.grad` (each
 set to None first, as a loop's zero_grad() does); any other input's (a layer's output: δ)
-comes from a hook on that tensor in the same pass. Like the loop's own backward(), it also
-accumulates into any other leaf that asks for a gradient (a parameter no optimizer holds)."""
+comes from a hook on that tensor in the same pass. backward() also accumulates into every
+other leaf that asks for a gradient: the `.grad` of those given as `others` (the model's
+parameters no optimizer of gdstep's holds) is given back after, as autograd.grad leaves it
+(a recomputed iteration must not add to what the loop's own backward made); a leaf outside
+the model (an input that requires grad) is not."""
 
 from __future__ import annotations
 
@@ -13,21 +16,25 @@ from typing import Any, Sequence
 REENTRANT = "CheckpointFunctionBackward"     # the node a reentrant torch.utils.checkpoint leaves in the graph
 
 
-def grads_by_backward(loss, inputs: Sequence[Any], params: Sequence[Any]) -> list:
+def grads_by_backward(loss, inputs: Sequence[Any], params: Sequence[Any], others: Sequence[Any] = ()) -> list:
     """∂loss/∂(each input) by `loss.backward()`; `params`: the parameters whose `.grad` it
-    fills (the inputs among them are read from there)."""
+    fills (the inputs among them are read from there); `others`: leaves whose `.grad` it
+    gives back as it found them."""
     own = {id(p) for p in params}
     found: dict[int, Any] = {}
     handles = [t.register_hook(lambda g, i=i: found.__setitem__(i, g))
                for i, t in enumerate(inputs) if id(t) not in own and t.requires_grad]
+    kept = [(t, t.grad) for t in others]
     try:
-        for p in params:
+        for p in (*params, *others):        # (backward() would add to a gradient there, in place)
             p.grad = None
         if loss.requires_grad:
             loss.backward()
     finally:
         for h in handles:
             h.remove()
+        for t, g in kept:
+            t.grad = g
     return [t.grad if id(t) in own else found.get(i) for i, t in enumerate(inputs)]
 
 

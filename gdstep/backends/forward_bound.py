@@ -87,6 +87,17 @@ def _pool(b: float, m, dims: int) -> float:
     return b * k * max(1.0, k / abs(over)) if over else b * k
 
 
+def _attribute(attrs: dict, params: dict, buffers: dict, name: str):
+    """A torch.nn module's attribute `name` as Python finds it for an exact torch.nn class
+    (no property of that name): the instance's own dict, then nn.Module.__getattr__'s
+    parameters, then buffers; None where none holds it."""
+    if name in attrs:
+        return attrs[name]
+    if name in params:
+        return params[name]
+    return buffers.get(name)
+
+
 def rule_of(module) -> Rule | str | None:
     """How ‖output‖ follows from ‖input‖ for this module: AFFINE_ROW (from its weights'
     norms), else a Rule, or None (no bound: the chain ends here)."""
@@ -129,7 +140,8 @@ class ForwardBound:
         self.numels = [sum(p.numel() for p in params) for params in self.params]     # (fixed: new tensors make it stale)
         self.convs = [hasattr(m, "kernel_size") if r == AFFINE_ROW else False for m, r in zip(self.modules, self.rules)]
         # the affine rows' own dicts of parameters, with the weight and bias the rules were made from
-        self._affine = [(m._parameters, params[0], params[-1]) for m, params in zip(self.modules, self.params) if params]
+        self._affine = [(m.__dict__, m._parameters, m._buffers, params[0], params[-1])
+                        for m, params in zip(self.modules, self.params) if params]
         self._chosen: dict[tuple, list[int]] = {}
         self._flat: tuple[tuple, list] | None = None    # the chosen rows, and their weights and biases in order
         self.sizes = [0] * len(self.modules)
@@ -144,17 +156,9 @@ class ForwardBound:
         assign=True)`, an assignment)."""
         if list(map(type, self.modules)) != self.types:        # (a type equals itself alone)
             return True
-        for own, weight, last in self._affine:            # its dict of parameters: quicker than m.weight
-            bias = own.get("bias")
-            if own.get("weight") is not weight or (weight if bias is None else bias) is not last:
-                return self._moved()
-        return False
-
-    def _moved(self) -> bool:
-        """stale()'s exact test, through the modules' attributes (a weight kept elsewhere than
-        among the module's parameters)."""
-        for m, params in zip(self.modules, self.params):
-            if params and (m.weight is not params[0] or (params[0] if m.bias is None else m.bias) is not params[-1]):
+        for attrs, params, buffers, weight, last in self._affine:     # m.weight as Python finds it, quicker
+            bias = _attribute(attrs, params, buffers, "bias")
+            if _attribute(attrs, params, buffers, "weight") is not weight or (weight if bias is None else bias) is not last:
                 return True
         return False
 

@@ -202,7 +202,7 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, UserModuleBackend):
         called = [False] * len(self._rows)
         hooks = [m.register_forward_hook(lambda m, a, o, i=i: called.__setitem__(i, True))
                  for i, (_, m) in enumerate(self._rows)]
-        tensors = [t for _, t in self._named + self._buffers]
+        tensors = [t for _, t in self._named + self._buffers if not t.is_inference()]   # (no version: never written)
         before = [(t, t._version, t.detach().clone()) for t in tensors]
         try:
             with torch.no_grad(), self._eval(), self._aside(), warnings.catch_warnings():

@@ -30,7 +30,7 @@ from gdstep.backends.torch_lean import LeanPhases
 from gdstep.backends.torch_side import SideComputations
 from gdstep.backends.torch_step import KeptStep
 from gdstep.backends.torch_support import device_name, dtype_name, require_torch
-from gdstep.errors import GdstepError
+from gdstep.errors import BackwardAgain, GdstepError
 from gdstep.records import ParamUpdate
 
 
@@ -273,16 +273,16 @@ class ModuleBackend(CheckpointMixin, LeanForward, LeanPhases, DeviceAhead, SideC
         if self._through_backward is None:
             self._through_backward = reentrant_checkpoint(loss)
         if self._through_backward:
-            return grads_by_backward(loss, inputs, self._train_params)
+            others = [p for name, p in self._named if p.requires_grad and name not in self.trainable]
+            return grads_by_backward(loss, inputs, self._train_params, others)
         try:
             return list(self._torch.autograd.grad(loss, inputs, allow_unused=True))
         except RuntimeError as e:
             if "use_reentrant=True" not in str(e):
                 raise
             self._through_backward = True        # from the next backward on
-            raise GdstepError("the model runs torch.utils.checkpoint(use_reentrant=True), which it did not in its "
-                              "first iteration: this backward could not be taken by autograd.grad, and from the next "
-                              "one on gdstep takes loss.backward() (or pass use_reentrant=False)") from None
+            raise BackwardAgain("the model runs torch.utils.checkpoint(use_reentrant=True), which it did not in its "
+                                "first iteration: its gradients come by loss.backward() from now on") from None
 
     def optimizer_step(self) -> None:
         """The optimizer's step: the one place it is taken (a GradScaler's step instead), on
