@@ -40,6 +40,7 @@ from typing import Any, Callable, Sequence
 
 from gdstep.conditions import parse_condition
 from gdstep.errors import BackwardAgain, BreakpointHit, GdstepError
+from gdstep.reattach import Reattaching
 from gdstep.resuming import Resuming
 from gdstep.watching import Watching
 
@@ -56,7 +57,7 @@ def interactive() -> bool:
         return False
 
 
-class Debugger(Resuming, Watching):
+class Debugger(Reattaching, Resuming, Watching):
     """A Session over the user's model and optimizer, fed one batch per `step`."""
 
     def __init__(self, model, optimizer, loss_fn, breakpoints: Sequence[str] = ("nan",), *,
@@ -101,8 +102,9 @@ class Debugger(Resuming, Watching):
         self.dumps: list[Path] = []
         self.loss = ModuleLoss(loss_fn)
         self.ranks = ranks_for(model, dbg_rank, rank_timeout)      # None unless a DDP model
-        self.backend = backend_class(self.ranks)(model, self.loss, optimizer, keep=keep, before_update=before_update,
-                                                 scaler=scaler, scheduler=scheduler)
+        self._make_backend = lambda: backend_class(self.ranks)(model, self.loss, optimizer, keep=keep, scaler=scaler,
+                                                               before_update=before_update, scheduler=scheduler)
+        self.backend = self._make_backend()
         for text in conditions:
             if not isinstance(text, str):
                 raise GdstepError(f"attach: a breakpoint is a condition string, got {text!r}")
@@ -123,6 +125,7 @@ class Debugger(Resuming, Watching):
         self._unfinished = False          # dbg.step raised BreakpointHit mid-way through an iteration
         self._versions: tuple | None = None   # the parameters' versions as gdstep last left them to the loop
         self.lean_watch = True            # False: watch mode keeps full records every iteration
+        self._moved_message: str | None = None   # why gdstep attached afresh (the model changed dtype or device)
         global _current
         _current = self
 
@@ -146,6 +149,9 @@ class Debugger(Resuming, Watching):
             training=TrainingConfig(None, 10**9, False, None), breakpoints=self._conditions, path=None, dataset=None)
         self.session = Session(scenario, b, history_budget=self._history_budget, attached=True)
         b.call_buffers = None          # taken by the first checkpoint in watch mode; in step mode not needed
+        if self._moved_message is not None:            # attached afresh (gdstep.reattach): its first event
+            self.session.log("info", self._moved_message)
+            self._moved_message = None
         return self.session
 
     # -- the loop drives ------------------------------------------------------------------------
@@ -184,6 +190,10 @@ class Debugger(Resuming, Watching):
             raise GdstepError("dbg.step takes one model and one optimizer; with several (a GAN), the loop steps "
                               "them itself and calls dbg.watch(loss, y) before each optimizer's step()")
         self._mode = "step"
+        moved = self._moved_model()
+        if moved is not None:              # model.double(), model.to(device): attached afresh
+            self._attach_again(moved, watching=False)
+            b = self.backend
         b.loop_goes_on()           # on_break="raise" left an iteration at its break: finished first
         s = self.session or self._first_step_session(x, args, kwargs)
         self._check_loop_edits()

@@ -8,6 +8,8 @@ the same way (`_materialise`). Mixed into the Session, whose state machine it dr
 
 from __future__ import annotations
 
+import sys
+
 import time
 from contextlib import nullcontext
 
@@ -124,7 +126,16 @@ class Rewind:
         here = self.position
         first = self._bad_at if self._bad_at is not None else here
         self._bad_at, self._flags = None, []
+        live = self.backend.capture() if self.attached else None     # the loop's own values, as they are
         self._seek(4 * ((first - 1) // 4))
+        bad = self._checked_to(here)
+        if bad is None and live is not None:   # finite recomputed where the loop's values were not: not gdstep's to undo
+            return self._edited_culprit(live, here)
+        return bad
+
+    def _checked_to(self, here: int) -> NonFinite | None:
+        """The phases from here to `here`, with full records and checks: the first
+        non-finite value (the cursor after its phase), or None."""
         lean, self._lean = self._lean, False
         try:
             while self.position < here:
@@ -134,6 +145,29 @@ class Rewind:
         finally:
             self._lean = lean
         return None
+
+    def _edited_culprit(self, live, here: int) -> NonFinite | None:
+        """Attach mode: a fused test failed on the loop's values (`live`, as they stood), and
+        the iteration recomputed from its checkpoint holds no non-finite value: the loop
+        changed a parameter where no version counter saw it (through `.data`). Its values
+        are kept as a loop's edit at the iteration's start (as one the versions saw: every
+        recomputation from here on replays it), and the phases run again on them, with full
+        records, to name the culprit."""
+        self._seek(4 * ((here - 1) // 4))           # the iteration's start, recomputed
+        current = self.backend.params()
+        edited = {name: value for name, value in live.params.items()
+                  if name in current and not current[name].equal(value)}
+        if not edited:
+            self._seek(here)
+            return None
+        self.backend.load_params(edited)
+        self.keep_loop_edit(edited, horizon=self.backend.kept_batches + 2)
+        message = (f"iteration {self._step + 1}: your loop's {', '.join(sorted(edited))} held values no recomputation "
+                   "gives (changed through .data, which torch counts no version for): kept as the loop's change "
+                   "from this iteration on")
+        self._log("inexact", message)
+        print(f"gdstep: {message}", file=sys.stderr)
+        return self._checked_to(here)
 
     def _materialise(self) -> None:
         """Replace lean records by full ones: recompute from the nearest checkpoint to where

@@ -24,6 +24,10 @@ class Watching:
         between `loss.backward()` and `optimizer.step()`); returns the loss."""
         b = self.backend
         self._mode = "watch"
+        moved = self._moved_model()
+        if moved is not None:        # model.double(), model.to(device) before this iteration: from the next one
+            self._attach_again(moved, watching=True)
+            return float(loss.detach().reshape(()).item()) if hasattr(loss, "detach") else float(loss)
         b.loop_goes_on()
         if b.last_call is None:
             raise GdstepError("watch: the model has not run forward since attach (call it as model(x): model.forward(x) "

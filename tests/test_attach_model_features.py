@@ -7,6 +7,7 @@ zero_grad after a handler read the records.)"""
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -262,3 +263,75 @@ def test_a_buffer_made_under_inference_mode_does_not_stop_the_first_step():
     train(bare, nn.CrossEntropyLoss(), data, "bare")
     train(model, nn.CrossEntropyLoss(), data, "step")
     assert same(model, bare)
+
+
+def same_or_both_nan(a: nn.Module, b: nn.Module) -> bool:
+    return all(torch.allclose(p, q, rtol=0, atol=0, equal_nan=True)
+               for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def mlp_loop(mode: str, edit, n: int = 8):
+    """An MLP trained `n` iterations, bare or attached (breaks caught); `edit(model, i)` runs
+    before iteration i and may return the batch's new dtype. Returns (model, the iterations
+    that broke, the debugger)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 64), nn.ReLU(), nn.Linear(64, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    dbg = None if mode == "bare" else gdstep.attach(model, opt, nn.MSELoss(), on_break="raise")
+    g = torch.Generator().manual_seed(1)
+    hits = []
+    for i in range(n):
+        x, y = torch.randn(16, 4, generator=g), torch.randn(16, 2, generator=g)
+        dtype = edit(model, i)
+        if dtype is not None:
+            x, y = x.to(dtype), y.to(dtype)
+        try:
+            if mode == "step":
+                dbg.step(x, y)
+                continue
+            opt.zero_grad()
+            loss = nn.functional.mse_loss(model(x), y)
+            loss.backward()
+            if dbg is not None:
+                dbg.watch(loss, y)
+        except gdstep.BreakpointHit:
+            hits.append(i)
+        if mode != "step":
+            opt.step()
+    if dbg is not None:
+        dbg.close()
+    return model, hits, dbg
+
+
+@pytest.mark.parametrize("mode", ["step", "watch"])
+def test_a_model_moved_to_float64_mid_run_is_attached_afresh(mode, capsys):
+    """model.double() after three iterations: the iterations before cannot be recomputed on
+    it (before, the first recomputation raised torch's "mat1 and mat2 must have the same
+    dtype" out of the loop's step or watch)."""
+    def edit(model, i):
+        if i == 3:
+            model.double()
+        return torch.float64 if i >= 3 else None
+
+    bare, _, _ = mlp_loop("bare", edit)
+    model, hits, dbg = mlp_loop(mode, edit)
+    assert same(model, bare) and hits == []
+    assert capsys.readouterr().err.count("float32 on cpu → float64 on cpu") == 1
+    assert dbg.session.step_count == (5 if mode == "step" else 4)     # watch: from the iteration after
+
+
+@pytest.mark.parametrize("mode", ["step", "watch"])
+def test_a_non_finite_weight_written_through_data_breaks_and_is_kept_as_the_loop_left_it(mode):
+    """`.data` moves no version counter, so the checkpoint does not hold the loop's -inf:
+    before, step mode's search for the culprit recomputed the iteration without it, found
+    nothing, and went on from the recomputed values, the loop's -inf undone, unsaid."""
+    def edit(model, i):
+        if i == 6:
+            model[0].bias.data[0] = -math.inf          # row 0 is -inf, ReLU makes it 0: the loss stays finite
+
+    bare, _, _ = mlp_loop("bare", edit)
+    model, hits, dbg = mlp_loop(mode, edit)
+    assert same_or_both_nan(model, bare) and model[0].bias[0].item() == -math.inf
+    assert hits[:1] == [6]
+    said = [e.message for e in dbg.session.events if e.kind == "nonfinite"]
+    assert said and "layer 0 linear output" in said[0], said
