@@ -322,7 +322,8 @@ class Debugger(Reattaching, Resuming, Watching):
                 self.dumps.append(Path(os.devnull))
             return
         # The interactive wording (state kept, rewind with back) does not hold for a loop that goes on.
-        message = re.sub(r"^paused: |; state kept from before \w+| \(the phase ran; rewind with back\)", "", message)
+        message = re.sub(r"^paused: |; state kept from before \w+|; your loop's own values kept after \w+| "
+                         r"\(the phase ran; rewind with back\)", "", message)
         try:
             npz, txt = write_break(self.session, message, self.dump_dir)
         except OSError as e:      # a debugger never stops the training it watches

@@ -98,6 +98,7 @@ class NonFinite:
     where: str                     # a parameter name, "loss", "layer 2 output", "0.weight state exp_avg_sq"
     index: tuple[int, ...] | None
     value: float
+    kept_after: bool = False       # the state stays after the phase (attach mode: the loop's own values)
 
     def __str__(self) -> str:
         from gdstep.fmt import index_text

@@ -62,6 +62,14 @@ class Resuming:
             return
         self._unfinished = False
         b, s = self.backend, self.session
+        moved = self._moved_model()
+        if moved is not None:         # its checkpoints and batch hold the old dtype: it cannot be finished on this model
+            message = (f"iteration {self._loop_step + 1}: its update, left at its break, was not made: your loop moved "
+                       f"the model ({moved}) before its next call of gdstep, its model or a state_dict(); it goes on "
+                       "from the values at the break (a bare loop would have updated first)")
+            s.log("inexact", message)
+            print(f"gdstep: {message}", file=sys.stderr)
+            return
         groups, versions = self._raised_groups, b.held_versions
         updating = s.position != 4 * (self._loop_step + 1)          # (a break after the update: it is done)
         edited = sorted(k for k in b.changed_params(versions) if isinstance(k, str)) if updating else []

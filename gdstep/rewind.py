@@ -147,26 +147,33 @@ class Rewind:
         return None
 
     def _edited_culprit(self, live, here: int) -> NonFinite | None:
-        """Attach mode: a fused test failed on the loop's values (`live`, as they stood), and
-        the iteration recomputed from its checkpoint holds no non-finite value: the loop
-        changed a parameter where no version counter saw it (through `.data`). Its values
-        are kept as a loop's edit at the iteration's start (as one the versions saw: every
-        recomputation from here on replays it), and the phases run again on them, with full
-        records, to name the culprit."""
-        self._seek(4 * ((here - 1) // 4))           # the iteration's start, recomputed
-        current = self.backend.params()
+        """Attach mode: a fused test failed on the loop's values (`live`, as they stood at
+        `here`), and the iteration recomputed from its checkpoint holds no non-finite value:
+        the loop changed a value where no version counter saw it (through `.data`).
+        Before the update (the parameters as at the iteration's start), the parameters that
+        differ are kept as a loop's edit there (every recomputation from then on replays
+        it) and the phases run again on them, with full records, to name the culprit. After
+        the update, which mixes the edit into every parameter, the loop's values are put
+        back as they stood, and the culprit is named in them."""
+        current = self.backend.params()                 # recomputed, at `here`
         edited = {name: value for name, value in live.params.items()
                   if name in current and not current[name].equal(value)}
-        if not edited:
-            self._seek(here)
+        after_update = here % 4 == 0
+        if not edited and not after_update:
             return None
-        self.backend.load_params(edited)
-        self.keep_loop_edit(edited, horizon=self.backend.kept_batches + 2)
-        message = (f"iteration {self._step + 1}: your loop's {', '.join(sorted(edited))} held values no recomputation "
-                   "gives (changed through .data, which torch counts no version for): kept as the loop's change "
-                   "from this iteration on")
+        what = "parameters and optimizer state, after the update," if after_update else ", ".join(sorted(edited))
+        message = (f"iteration {(here - 1) // 4 + 1}: your loop's {what} held values no recomputation gives "
+                   "(changed through .data, which torch counts no version for): "
+                   + ("it goes on from its own values; records recomputed from here show other numbers" if after_update
+                      else "kept as the loop's change from this iteration on"))
         self._log("inexact", message)
         print(f"gdstep: {message}", file=sys.stderr)
+        if after_update:
+            self.backend.restore(live, check=False)
+            return nonfinite_in(self.backend, live)
+        self._seek(4 * ((here - 1) // 4))           # the iteration's start, recomputed
+        self.backend.load_params(edited)
+        self.keep_loop_edit(edited, horizon=self.backend.kept_batches + 2)
         return self._checked_to(here)
 
     def _materialise(self) -> None:
@@ -303,3 +310,16 @@ class Rewind:
         self._offset, self._batch_size, self._phase = checkpoint.offset, checkpoint.batch_size, 0
         self._batch, self._records = None, {}
         self._history.truncate(checkpoint.step)
+
+
+def nonfinite_in(backend, checkpoint) -> NonFinite | None:
+    """The first non-finite element of a checkpoint's parameters, then optimizer state."""
+    torch = backend._torch
+    tensors = [(name, t) for name, t in checkpoint.params.items()]
+    tensors += [(f"{name} state {key}", t) for name, state in checkpoint.state.items() for key, t in state.items()
+                if isinstance(t, torch.Tensor)]
+    for where, t in tensors:
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            index = tuple(int(i) for i in (~torch.isfinite(t)).nonzero()[0])
+            return NonFinite("update", where, index or None, float(t[index] if index else t), kept_after=True)
+    return None

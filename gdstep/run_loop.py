@@ -183,8 +183,10 @@ class RunLoop:
             if bad is None and self._flush():    # a flag still on the device said non-finite
                 bad = self._lean_culprit()
             if bad is not None:
-                self._seek(self.position - 1)
-                reason, message = StopReason.NONFINITE, f"paused: {bad}; state kept from before {bad.phase}"
+                if not bad.kept_after:
+                    self._seek(self.position - 1)
+                kept = f"your loop's own values kept after {bad.phase}" if bad.kept_after else f"state kept from before {bad.phase}"
+                reason, message = StopReason.NONFINITE, f"paused: {bad}; {kept}"
                 self._log("nonfinite", message)
         finally:
             self._flags, self._bad_at = [], None

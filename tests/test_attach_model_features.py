@@ -270,19 +270,20 @@ def same_or_both_nan(a: nn.Module, b: nn.Module) -> bool:
                for p, q in zip(a.state_dict().values(), b.state_dict().values()))
 
 
-def mlp_loop(mode: str, edit, n: int = 8):
-    """An MLP trained `n` iterations, bare or attached (breaks caught); `edit(model, i)` runs
-    before iteration i and may return the batch's new dtype. Returns (model, the iterations
-    that broke, the debugger)."""
+def mlp_loop(mode: str, edit, n: int = 8, adam: bool = False, breakpoints=()):
+    """An MLP trained `n` iterations, bare or attached (breaks caught); `edit(model, i, opt)`
+    runs before iteration i and may return the batch's new dtype. Returns (model, the
+    iterations that broke, the debugger)."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 64), nn.ReLU(), nn.Linear(64, 2))
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    dbg = None if mode == "bare" else gdstep.attach(model, opt, nn.MSELoss(), on_break="raise")
+    opt = torch.optim.Adam(model.parameters(), lr=0.01) if adam else torch.optim.SGD(model.parameters(), lr=0.01)
+    dbg = None if mode == "bare" else gdstep.attach(model, opt, nn.MSELoss(), on_break="raise",
+                                                     breakpoints=list(breakpoints))
     g = torch.Generator().manual_seed(1)
     hits = []
     for i in range(n):
         x, y = torch.randn(16, 4, generator=g), torch.randn(16, 2, generator=g)
-        dtype = edit(model, i)
+        dtype = edit(model, i, opt)
         if dtype is not None:
             x, y = x.to(dtype), y.to(dtype)
         try:
@@ -308,7 +309,7 @@ def test_a_model_moved_to_float64_mid_run_is_attached_afresh(mode, capsys):
     """model.double() after three iterations: the iterations before cannot be recomputed on
     it (before, the first recomputation raised torch's "mat1 and mat2 must have the same
     dtype" out of the loop's step or watch)."""
-    def edit(model, i):
+    def edit(model, i, opt):
         if i == 3:
             model.double()
         return torch.float64 if i >= 3 else None
@@ -325,7 +326,7 @@ def test_a_non_finite_weight_written_through_data_breaks_and_is_kept_as_the_loop
     """`.data` moves no version counter, so the checkpoint does not hold the loop's -inf:
     before, step mode's search for the culprit recomputed the iteration without it, found
     nothing, and went on from the recomputed values, the loop's -inf undone, unsaid."""
-    def edit(model, i):
+    def edit(model, i, opt):
         if i == 6:
             model[0].bias.data[0] = -math.inf          # row 0 is -inf, ReLU makes it 0: the loss stays finite
 
@@ -335,3 +336,36 @@ def test_a_non_finite_weight_written_through_data_breaks_and_is_kept_as_the_loop
     assert hits[:1] == [6]
     said = [e.message for e in dbg.session.events if e.kind == "nonfinite"]
     assert said and "layer 0 linear output" in said[0], said
+
+
+def test_an_optimizer_state_made_non_finite_through_data_is_kept_and_named_after_the_update(capsys):
+    """Adam's v set to inf through .data: the bare loop goes on finite (that element's step
+    is m/inf = 0). The update's test fails and the recomputation is finite: before, the
+    culprit search put the recomputed values in its place, the loop's inf undone and the
+    parameters given one update too many."""
+    def edit(model, i, opt):
+        if i == 5:
+            opt.state[model[0].weight]["exp_avg_sq"].data[0, 0] = math.inf
+
+    bare, _, _ = mlp_loop("bare", edit, adam=True)
+    model, hits, dbg = mlp_loop("step", edit, adam=True)
+    assert same(model, bare) and hits[:1] == [5]
+    said = [e.message for e in dbg.session.events if e.kind == "nonfinite"]
+    assert "0.weight state exp_avg_sq[0,0]" in said[0] and "your loop's own values kept after update" in said[0], said
+    assert "changed through .data" in capsys.readouterr().err
+
+
+def test_a_model_moved_while_a_caught_break_waits_for_its_update_does_not_stop_the_loop(capsys):
+    """The break stands at the loss; the loop catches it and calls model.double() before its
+    next dbg.step. That update cannot be made on the moved model (its checkpoint holds
+    float32): said in one line, not torch's dtype error out of the loop."""
+    def edit(model, i, opt):
+        if i == 3:
+            model.double()
+        return torch.float64 if i >= 3 else None
+
+    model, hits, dbg = mlp_loop("step", edit, breakpoints=['step == 2 and phase == "loss"'])
+    err = capsys.readouterr().err
+    assert hits == [2, 5]            # (the session attached afresh at iteration 4 counts its steps from there)
+    assert "its update, left at its break, was not made" in err and "attached afresh" in err
+    assert model[0].weight.dtype == torch.float64 and dbg.session.step_count == 5

@@ -15,6 +15,7 @@ replays.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 WINDOW = 4096       # iterations whose first values are kept for comparison
@@ -90,6 +91,12 @@ class ReplayCheck:
             if inexact and s.replay_inexact is None:     # the first: later ones often follow from it
                 s.replay_inexact = message
             s.log("inexact" if inexact else "info", message)
+
+
+def compiled_anything() -> bool:
+    """Whether torch.compile compiled a frame in this process (torch.optim imports torch._dynamo)."""
+    dynamo = sys.modules.get("torch._dynamo.utils")
+    return dynamo is not None and bool(dynamo.counters.get("frames", {}).get("ok"))
 
 
 def _groups_key(groups) -> tuple:

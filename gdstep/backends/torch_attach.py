@@ -13,7 +13,6 @@ those values as the phases' results.
 
 from __future__ import annotations
 
-import sys
 import warnings
 
 from typing import Any, Mapping, Sequence
@@ -21,6 +20,7 @@ from typing import Any, Mapping, Sequence
 from gdstep.backends.attach_autocast import autocast_state, entered
 from gdstep.backends.attach_batches import NEXT_BATCH, Kept, KeptBatches, _versions
 from gdstep.backends.attach_modes import entered_modes, modes_of
+from gdstep.backends.attach_replay import compiled_anything
 from gdstep.backends.attach_rows import AttachRows
 from gdstep.backends.attach_watch import WatchObserver
 from gdstep.backends.detachable import detachable
@@ -202,8 +202,8 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, UserModuleBackend):
         called = [False] * len(self._rows)
         hooks = [m.register_forward_hook(lambda m, a, o, i=i: called.__setitem__(i, True))
                  for i, (_, m) in enumerate(self._rows)]
-        tensors = [t for _, t in self._named + self._buffers if not t.is_inference()]   # (no version: never written)
-        before = [(t, t._version, t.detach().clone()) for t in tensors]
+        before = [(t, t._version, t.detach().clone()) for _, t in self._named + self._buffers
+                  if not t.is_inference()]       # (an inference tensor has no version, and is never written)
         try:
             with torch.no_grad(), self._eval(), self._aside(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -232,7 +232,7 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, UserModuleBackend):
         if known is not None:
             return known
         compiled = ("the loop runs a torch.compile'd model, whose kernels round otherwise than the eager forward "
-                    "gdstep recomputes, or " if "torch._dynamo" in sys.modules else "")
+                    "gdstep recomputes, or " if compiled_anything() else "")
         return (f"{compiled}the loop draws random numbers gdstep does not replay (numpy, random, a torch.Generator), "
                 "runs a non-deterministic op, its loss is not loss_fn(output, y), its forward writes a parameter "
                 "in place (an Embedding's max_norm), or it changed a tensor through .data (torch counts no version "
