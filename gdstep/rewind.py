@@ -168,8 +168,12 @@ class Rewind:
                       else "kept as the loop's change from this iteration on"))
         self._log("inexact", message)
         print(f"gdstep: {message}", file=sys.stderr)
-        if after_update:
+        if after_update:            # the loop's own values, kept at this boundary: recomputations after it hold them
             self.backend.restore(live, check=False)
+            kept = dict(live.params)
+            kept.update({(name, k): v for name, state in live.state.items() for k, v in state.items()
+                         if isinstance(v, self.backend._torch.Tensor)})
+            self.keep_loop_edit(kept, horizon=self.backend.kept_batches + 2)
             return nonfinite_in(self.backend, live)
         self._seek(4 * ((here - 1) // 4))           # the iteration's start, recomputed
         self.backend.load_params(edited)

@@ -338,20 +338,23 @@ def test_a_non_finite_weight_written_through_data_breaks_and_is_kept_as_the_loop
     assert said and "layer 0 linear output" in said[0], said
 
 
-def test_an_optimizer_state_made_non_finite_through_data_is_kept_and_named_after_the_update(capsys):
+@pytest.mark.parametrize("key, value, culprit", [("exp_avg_sq", math.inf, "0.weight state exp_avg_sq[0,0]"),
+                                                  ("exp_avg", math.nan, "nan in 0.weight[0,0]")])
+def test_an_optimizer_state_made_non_finite_through_data_is_kept_and_named_after_the_update(key, value, culprit, capsys):
     """Adam's v set to inf through .data: the bare loop goes on finite (that element's step
-    is m/inf = 0). The update's test fails and the recomputation is finite: before, the
-    culprit search put the recomputed values in its place, the loop's inf undone and the
-    parameters given one update too many."""
+    is m/inf = 0); its m set to nan: the weight goes nan, and everything after it. The
+    update's test fails and the recomputation is finite: before, the culprit search put the
+    recomputed values in their place, the loop's values undone and the parameters given
+    one update too many; and a later recomputation from an older checkpoint lost them."""
     def edit(model, i, opt):
         if i == 5:
-            opt.state[model[0].weight]["exp_avg_sq"].data[0, 0] = math.inf
+            opt.state[model[0].weight][key].data[0, 0] = value
 
     bare, _, _ = mlp_loop("bare", edit, adam=True)
     model, hits, dbg = mlp_loop("step", edit, adam=True)
-    assert same(model, bare) and hits[:1] == [5]
+    assert same_or_both_nan(model, bare) and hits[:1] == [5]
     said = [e.message for e in dbg.session.events if e.kind == "nonfinite"]
-    assert "0.weight state exp_avg_sq[0,0]" in said[0] and "your loop's own values kept after update" in said[0], said
+    assert culprit in said[0] and "your loop's own values kept after update" in said[0], said
     assert "changed through .data" in capsys.readouterr().err
 
 
