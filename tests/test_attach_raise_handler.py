@@ -189,12 +189,7 @@ def test_step_mode_the_loops_evaluation_and_checkpoint_after_a_caught_break_see_
         x_eval = torch.randn(16, 4, generator=g)
         for x, y in batches():
             try:
-                if dbg is not None:
-                    dbg.step(x, y)
-                else:
-                    opt.zero_grad()
-                    nn.functional.mse_loss(model(x), y).backward()
-                    opt.step()
+                attached_iteration("bare" if dbg is None else "step", dbg, model, opt, nn.functional.mse_loss, x, y)
             except gdstep.BreakpointHit as hit:
                 hit.session.record("forward")
                 hit.session.record("update")
@@ -272,12 +267,7 @@ def test_step_mode_what_the_loop_does_between_its_handler_and_the_next_step(case
         seen = []
         for x, y in batches():
             try:
-                if dbg is not None:
-                    dbg.step(x, y)
-                else:
-                    opt.zero_grad()
-                    nn.functional.mse_loss(model(x), y).backward()
-                    opt.step()
+                attached_iteration("bare" if dbg is None else "step", dbg, model, opt, nn.functional.mse_loss, x, y)
             except gdstep.BreakpointHit:
                 pass
             if case == "scheduler":
