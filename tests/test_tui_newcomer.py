@@ -385,6 +385,39 @@ async def test_a_layer_row_shows_that_layer_over_the_batch():
         assert np.allclose(tanh, np.tanh(z)[:tanh.shape[0], :tanh.shape[1]])
 
 
+async def test_at_80_columns_a_one_row_weight_shows_w_new_and_a_cut_layer_input_says_so():
+    """A 1×4 weight after its update shows W_old, ∇W and W_new, each with its row; the row
+    of a layer whose input is wider than the window (Linear(4 → 1)) says how many of the
+    input's units it shows, and the whole input's statistics follow where there is room."""
+    from gdstep.tui.tensor_view import TensorView
+
+    session = gdstep.open("xor")
+    app = make_app(session, timestamps=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await press(pilot, "s")
+        await select(pilot, "2.weight")
+        view = app.query_one(TensorView)
+        lines = str(view.render()).split("\n")
+        new = session.params["2.weight"]
+        labels = [i for i, line in enumerate(lines) if line.strip() in ("W_old", "∇W", "W_new")]
+        if labels:                                           # stacked: W_new's own row below its title
+            assert len(labels) == 3 and labels[2] + 1 < len(lines)
+            shown = lines[labels[2] + 1].split()[1:]
+        else:                                                # side by side: the third grid's columns
+            shown = lines[2].split()[1 + 2 * view.panel.grids[0].values.shape[1]:]
+        assert len(lines) <= view.content_size.height
+        assert [float(v) for v in shown] == pytest.approx(list(new[0, :len(shown)]), abs=1e-4) and shown
+        await press(pilot, "up")                             # the row of layer 2, Linear(4 → 1)
+        assert app.selection.layer == "2"
+        await pilot.pause()
+        panel = view.panel
+        widest = max(g.values.shape[1] for g in panel.grids if g.values is not None)
+        assert widest < 4                                    # 80 columns hold 2 of them side by side
+        assert not panel.whole and f"input: {widest} of 4 units" in view.border_title
+        assert panel.grids[0].stats is not None              # the whole input's statistics
+
+
 async def test_panels_grow_with_the_terminal():
     from gdstep.tui.tensor_view import TensorView
 

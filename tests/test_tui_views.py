@@ -42,6 +42,20 @@ def test_fit_shows_small_tensors_whole_and_windows_large_ones():
     assert big.rows * big.cols < 100
 
 
+def test_fit_stacks_only_where_three_grids_and_their_titles_fit():
+    """Stacked, W, ∇W and W_new take a title line each and a row each at least: a height
+    that holds fewer lines keeps them side by side (before: a 1×4 weight at 80×24 was
+    stacked in 5 lines, and its W_new row fell off the panel)."""
+    for height in range(3, 12):
+        for shape in [(1, 4), (1, 12), (2, 9), (3, 32), (4,)]:
+            f = fit(shape, 56, height)
+            rows = min(f.rows, as_matrix_shape(shape)[0])
+            if f.stacked:
+                assert 3 + 3 * rows <= height, (shape, height, f)
+            else:
+                assert 2 + rows <= height or rows == 1, (shape, height, f)
+
+
 def test_matrix_view_of_any_shape():
     assert as_matrix_shape(()) == (1, 1)
     assert as_matrix_shape((4,)) == (4, 1)

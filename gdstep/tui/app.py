@@ -168,7 +168,7 @@ class GdstepApp(PromptFirst, App[int]):
         self.frame = frame
         draw(self, frame, self.running if running is None else running)
         panel = frame.tensor
-        if self.selection.layer is not None and panel is not None and panel.shape != self._measured:
+        if self.selection.layer is not None and panel is not None and panel.fitted != self._measured:
             self.call_after_refresh(self._size_views)        # a layer's batch: measured now it is known
 
     def watch_running(self, running: bool) -> None:
@@ -193,7 +193,7 @@ class GdstepApp(PromptFirst, App[int]):
         shape = self.model.shapes.get(self.selection.name)
         if self.selection.layer is not None:     # the batch's shape, once a frame has shown it
             panel = self.frame.tensor if self.frame is not None else None
-            shape = panel.shape if panel is not None and panel.name == f"layer {self.selection.layer}" \
+            shape = panel.fitted if panel is not None and panel.name == f"layer {self.selection.layer}" \
                 else LAYER_SHAPE
         self._measured = shape
         self._fit_tensor_height(shape)

@@ -86,6 +86,13 @@ class TensorPanel:
     grids: tuple[Grid, Grid, Grid]
     caption: str
     whole: bool                        # the window shows every element
+    extent: tuple[int, int] | None = None     # rows × columns of the widest grid, where wider than `shape`
+                                              # (a layer's input): what the view is fitted to
+
+    @property
+    def fitted(self) -> tuple[int, ...]:
+        """The shape the view's window is measured for."""
+        return self.extent if self.extent is not None else self.shape
 
 
 @dataclass(frozen=True)

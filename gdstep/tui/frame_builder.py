@@ -166,10 +166,12 @@ class FrameBuilder:
 
         out_m = matrix(output)
         shape = tuple(arrays.shape(out_m))
+        in_shape = tuple(arrays.shape(matrix(layer_input)))
+        extent = (max(shape[0], in_shape[0]), max(shape[1], in_shape[1]))      # the input may be wider
         row = min(max(selection.row, 0), shape[0] - 1)
         col = min(max(selection.col, 0), shape[1] - 1)
         rows, cols = max(1, layout.tensor_rows), max(1, layout.tensor_cols)
-        whole = shape[0] <= rows and shape[1] <= cols
+        whole = extent[0] <= rows and extent[1] <= cols
         origin = (0, 0)
 
         def grid(label: str, a: Any) -> Grid:
@@ -187,7 +189,8 @@ class FrameBuilder:
         grids = (grid(in_label, layer_input), grid(out_label, output), delta)
         caption = f"iteration {fwd.step + 1 if s.attached else fwd.iteration} · row: sample, col: unit" + \
             low_precision(layer_input, output)
-        return TensorPanel(f"layer {info.name}", shape, row, col, (row, col), origin, grids, caption, whole)
+        return TensorPanel(f"layer {info.name}", shape, row, col, (row, col), origin, grids, caption, whole,
+                           extent if extent != shape else None)
 
     def _tensor(self, selection: Selection, layout: Layout) -> TensorPanel | None:
         s = self.session

@@ -46,13 +46,15 @@ def fit(shape: tuple[int, ...], width: int, height: int) -> Fit:
 
     def best(stats: int) -> Fit:
         side = Fit(False, max(1, height - 2 - stats), side_cols)
-        stacked = Fit(True, max(1, (height - stats - 3) // 3), stack_cols)      # a title line per grid
+        stacked_rows = (height - stats - 3) // 3              # a title line per grid
+        stacked = Fit(True, max(1, stacked_rows), stack_cols)
 
         def shown(f: Fit) -> int:
             return min(f.rows, total_rows) * min(f.cols, total_cols)
 
-        # stacked only when it shows more, and more than one row of a matrix of many
-        useful = stacked.rows >= min(total_rows, 2)
+        # stacked only where its three grids fit (a row each at least), when it shows more,
+        # and more than one row of a matrix of many
+        useful = stacked_rows >= max(1, min(total_rows, 2))
         return stacked if useful and shown(stacked) > shown(side) else side
 
     whole = best(0)
@@ -132,6 +134,10 @@ class TensorView(Widget):
                     rows, cols = first.shape
                     r0, c0 = panel.origin
                     title += f" · rows {r0}–{r0 + rows - 1}" + (f", cols {c0}–{c0 + cols - 1}" if cols < as_matrix_shape(panel.shape)[1] or c0 else "")
+                if panel.extent is not None:         # a layer's input wider than the window
+                    widest = max((g.values.shape[1] for g in panel.grids if g.values is not None), default=0)
+                    if widest < panel.extent[1]:
+                        title += f" · input: {widest} of {panel.extent[1]} units"
             self.border_title = title
             self.border_subtitle = f"{self._legend()} · {panel.caption}"
         self.refresh()
@@ -160,7 +166,7 @@ class TensorView(Widget):
         if panel is None:
             return Text("Select a parameter in the model tree (↑ ↓).", style=self.get_component_rich_style("tensor-view--missing"))
         size = self.content_size
-        arrangement = fit(panel.shape, max(size.width, 1), max(size.height, 1))
+        arrangement = fit(panel.fitted, max(size.width, 1), max(size.height, 1))
         base = self.background_colors[1]
         positive = self.get_component_styles("tensor-view--positive").background
         negative = self.get_component_styles("tensor-view--negative").background
@@ -207,9 +213,10 @@ class TensorView(Widget):
 
         def col_header(xs: list[int]) -> None:
             line = Text(no_wrap=True)
-            for x in xs:
+            for x, grid in zip(xs, panel.grids):
+                shown_cols = cols if grid.values is None else grid.values.shape[1]     # each grid its own
                 line.pad_right(max(0, x - len(line)))
-                line.append("".join(str(c0 + j).rjust(cells.WIDTH) + " " for j in range(cols)), style=label_style)
+                line.append("".join(str(c0 + j).rjust(cells.WIDTH) + " " for j in range(shown_cols)), style=label_style)
             out.append_text(line)
             out.append("\n")
 
@@ -217,7 +224,7 @@ class TensorView(Widget):
         if not arrangement.stacked:
             xs = [label_w + k * (grid_w + GAP) for k in range(3)]
             header([(x, _grid_title(g, grid_w)) for x, g in zip(xs, panel.grids)])
-            col_header(xs) if total_cols > 1 else header([(x, "") for x in xs])
+            col_header(xs) if as_matrix_shape(panel.fitted)[1] > 1 else header([(x, "") for x in xs])
             y = 2
             notes = max((len(_note_lines(g.note, grid_w)) for g in panel.grids if g.values is None), default=0)
             for i in range(max(rows, notes)):
