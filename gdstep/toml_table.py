@@ -42,7 +42,7 @@ class Table:
         self.used.add(key)
         if key not in self.data:
             if default is _REQUIRED:
-                self.fail(self.key_path(key), "missing")
+                self.fail(self.key_path(key), self._missing(key))
             return default
         return check_type(self.data[key], kind, self.key_path(key), self.file)
 
@@ -50,9 +50,15 @@ class Table:
         self.used.add(key)
         if key not in self.data:
             if required:
-                self.fail(self.key_path(key), "missing")
+                self.fail(self.key_path(key), self._missing(key))
             return Table({}, self.key_path(key), self.file)
         return Table(self.data[key], self.key_path(key), self.file)
+
+    def _missing(self, key: str) -> str:
+        """ "missing", naming a key of the table that looks like it misspelled (`[optimiser]`)."""
+        import difflib
+        near = difflib.get_close_matches(key, [k for k in self.data if isinstance(k, str) and k not in self.used], n=1)
+        return f"missing (the file has {self.key_path(near[0])!r}: misspelled?)" if near else "missing"
 
     def done(self, allowed: list[str] | None = None) -> None:
         for key in self.data:
@@ -71,7 +77,7 @@ def check_type(value: Any, kind: type | tuple[type, ...], where: str, file: str)
         ok = isinstance(value, kinds)
     if not ok:
         wanted = " or ".join(type_name(k()) for k in kinds)
-        shown = repr(value)
+        shown = ("true" if value else "false") if isinstance(value, bool) else repr(value)     # TOML's spelling
         raise ScenarioError(file, where, f"expected {wanted}, got {type_name(value)} {shown if len(shown) <= 60 else shown[:59] + '…'}")
     if isinstance(value, float) and not np.isfinite(value):
         raise ScenarioError(file, where, f"must be a finite number, got {value}")

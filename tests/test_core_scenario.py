@@ -444,6 +444,8 @@ BAD = {
     "bad breakpoint": (XOR + '\n[[breakpoints]]\nwhen = "3.weight[0,0] > 1"\n', "breakpoints[0].when", "no parameter '3.weight'"),
     "epochs": (XOR + "\n[training]\nepochs = 0\n", "training.epochs", "at least 1"),
     "missing section": (XOR.replace('[loss]\nkind = "bce"\n', ""), "loss", "missing"),
+    "misspelled section": (XOR.replace("[optimizer]", "[optimiser]"), "optimizer", "missing (the file has 'optimiser'"),
+    "a boolean, as TOML spells it": (XOR.replace("lr = 0.1", "lr = true"), "optimizer.lr", "got a boolean true"),
     "negative seed": (XOR.replace("seed = 4", "seed = -1"), "seed", ">= 0"),
     "nan": (XOR.replace("lr = 0.1", "lr = nan"), "optimizer.lr", "finite"),
 }

@@ -22,7 +22,8 @@ BINDINGS = [
     Binding("colon", "prompt", "cmd", id="prompt", tooltip="command prompt (the script language)"),
     Binding("g", "gradcheck", "gradcheck", id="gradcheck", tooltip="gradient check of the selected element"),
     Binding("x", "dismiss", "mute", id="dismiss",
-            tooltip="break no more on what paused here: this breakpoint, or (attach mode) non-finite values"),
+            tooltip="attach mode, at a pause: break no more on what paused here (that breakpoint, or non-finite "
+                    "values); on a scenario, :unbreak N disables breakpoint N"),
     Binding("w", "save_recording", "save", id="save", tooltip="save the session so far as a script (opens the prompt)"),
     Binding("q", "quit", "quit", id="quit", tooltip="quit"),
     Binding("shift+up", "move_element(-1, 0)", "↑", group=ELEMENT, id="element-up", show=False,
