@@ -20,7 +20,10 @@ def suggest(word: str, options, what: str = "expected one of") -> str:
 
 def index_problem(name: str, shape, index) -> str | None:
     """What is wrong with `index` as an element of parameter `name`, or None."""
-    if len(index) != len(shape) or any(not 0 <= i < n for i, n in zip(index, shape)):
+    if len(index) != len(shape):
+        return (f"{name} has shape {tuple(shape)}: an element of it takes {len(shape)} "
+                f"ind{'ex' if len(shape) == 1 else 'ices'}, got {len(index)} ({list(index)})")
+    if any(not 0 <= i < n for i, n in zip(index, shape)):
         return f"index {list(index)} is out of range for {name} of shape {tuple(shape)}"
     return None
 

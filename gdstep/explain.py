@@ -121,7 +121,7 @@ def _difference(w_old: float, w_new: float, exact: float, dtype: str) -> str | N
 
 @dataclass(frozen=True)
 class ChainRule:
-    """How backprop made one gradient: ∂L/∂W[i,j] = Σ_b δ[b,i] · a[b,j]."""
+    """How backprop made one gradient: ∂L/∂W[i,j] = Σ_n δ[n,i] · a[n,j] (n: the sample)."""
 
     name: str
     index: tuple[int, ...]
@@ -158,14 +158,16 @@ def chain_rule(session, name: str, index: tuple[int, ...], shown: int = 4) -> Ch
         j = index[1]
         inputs = arrays.to_numpy(fwd.outputs[k - 1] if k else fwd.inputs)[:, j]
         symbol = f"a{k - 1}" if k else "x"
-        head = f"∂L/∂W{index_text(index)} = Σ_b δ[b,{i}] · {symbol}[b,{j}]   (δ = ∂L/∂z of layer {k}, {symbol} = its input)"
+        head = f"∂L/∂W{index_text(index)} = Σ_n δ[n,{i}] · {symbol}[n,{j}]   (n: the sample; δ = ∂L/∂z of layer {k}, {symbol} = its input)"
     else:
         inputs = [1.0] * len(delta)
-        head = f"∂L/∂b[{i}] = Σ_b δ[b,{i}]   (δ = ∂L/∂z of layer {k})"
+        head = f"∂L/∂b[{i}] = Σ_n δ[n,{i}]   (n: the sample; δ = ∂L/∂z of layer {k})"
     products = tuple((b, float(d), float(a)) for b, (d, a) in enumerate(zip(delta, inputs)))
     value = arrays.element(bwd.grads[name], index) if name in bwd.grads else float(sum(d * a for _, d, a in products))
     if kind == "weight":
         parts = [f"{factor(num(d))} × {factor(num(a))}" for _, d, a in products[:shown]]
+    elif len(products) == 1:         # one sample: the sum is its δ (its value is the next line)
+        parts = [f"δ[0,{i}]"]
     else:
         parts = [factor(num(d)) for _, d, _ in products[:shown]]
     more = f" + … ({len(products)} samples)" if len(products) > shown else ""

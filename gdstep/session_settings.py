@@ -38,9 +38,8 @@ class SessionSettings:
                                   f"set optimizer {self.optimizer.kind} " + " ".join(f"{k}={v}" for k, v in hyperparameters.items()))
         self._timeline.truncate_after(at)
         self._settings.record(at, changes)
-        when = "this iteration" if at == self._step else "the next iteration"
-        for key, value in changes.items():
-            self._log("setting", f"{key} → {settings.describe(key, value)} from {when} (step {at})")
+        for key, value in changes.items():        # numbered as the app's "update 5" is: from 1
+            self._log("setting", f"{key} → {settings.describe(key, value)} from iteration {at + 1} (the next to start)")
         return at
 
     def set_stop_when(self, condition: str | None) -> None:

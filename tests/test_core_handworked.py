@@ -138,6 +138,18 @@ def test_chain_rule_of_the_output_weight(session):
     assert abs(c.value - ref["d2"][0] * ref["a1"][0]) < TOL
 
 
+def test_chain_rule_of_a_bias_over_one_sample_names_its_delta_once(session):
+    """One sample: ∂L/∂b[0] = Σ_n δ[n,0] is that sample's δ; the lines say so, then its
+    value, once (before: the value twice, and b for both the bias and the sample)."""
+    session.forward(), session.loss(), session.backward()
+    ref = by_hand()
+    c = session.chain_rule("2.bias", (0,))
+    assert c.lines[0].startswith("∂L/∂b[0] = Σ_n δ[n,0]") and "n: the sample" in c.lines[0]
+    assert c.lines[1] == "  = δ[0,0]"
+    assert abs(float(c.lines[2].removeprefix("  = ")) - ref["d2"][0]) < 1e-6
+    assert sum(line.startswith("  = ") for line in c.lines) == 2
+
+
 def test_second_iteration_uses_the_updated_weights(session):
     """A second step by hand from the new weights: the update fed the next forward."""
     ref = by_hand()

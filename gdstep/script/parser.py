@@ -83,7 +83,7 @@ def strip_comment(text: str) -> str:
 
 def _positive(line: _Line, word: str, column: int, what: str, allow_zero: bool = False) -> int:
     if not re.fullmatch(r"\d+", word):
-        line.fail(column, f"{what} must be a whole number, got {word!r}")
+        line.fail(column, f"{what} must be a whole number ≥ {0 if allow_zero else 1}, got {word!r}")
     if len(word.lstrip("0")) > MAX_DIGITS:
         line.fail(column, f"{what} is too large: at most {MAX_DIGITS} digits")
     n = int(word)

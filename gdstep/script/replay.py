@@ -82,5 +82,5 @@ def replay(session, script: str | Path, json_lines: bool = False, out: TextIO | 
             return 1
     if not json_lines:
         loss = session.loss_value
-        print(f"done: {len(commands)} commands, {session.cursor}" + (f", loss {loss:.6g}" if loss is not None else ""), file=out)
+        print(f"done: {len(commands)} command{'' if len(commands) == 1 else 's'}, {session.cursor}" + (f", loss {loss:.6g}" if loss is not None else ""), file=out)
     return 0
