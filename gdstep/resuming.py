@@ -80,11 +80,13 @@ class Resuming:
             s.log("inexact", message)
             print(f"gdstep: {message}", file=sys.stderr)
         now = b.group_values()
+        rng = b._rng_state()          # the loop's: the iteration's forward drew before the break, the loop since
         b.set_group_values(groups)
         try:
             self._finish_iteration()
         finally:
             b.set_group_values(now)
+            b._set_rng(rng)           # (finishing recomputes from a checkpoint, whose generator is the iteration's)
         self._loop_step += 1
         self._note_versions()          # gdstep's own update: no edit of the loop's
 

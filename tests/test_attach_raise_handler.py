@@ -218,6 +218,39 @@ def test_step_mode_the_loops_evaluation_and_checkpoint_after_a_caught_break_see_
         assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.parametrize("condition", ["grad_norm > 0", 'phase == "forward"', 'phase == "loss"'])
+def test_step_mode_the_loops_random_draws_after_a_caught_break_are_its_own(condition):
+    """Dropout, a break every iteration that the loop catches without reading anything,
+    then the loop draws from torch's generator (noise for its next batch) before its next
+    call: finishing the iteration recomputes it from a checkpoint, whose generator is the
+    iteration's, and the loop's draws since must stand (before: the generator went back, and
+    the loop drew the same numbers again: every later parameter differed)."""
+    def run(attached: bool):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 1))
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        dbg = gdstep.attach(model, opt, nn.MSELoss(), breakpoints=[condition], on_break="raise") if attached else None
+        draws, noise = [], torch.zeros(8, 4)
+        for x, y in batches():
+            try:
+                attached_iteration("bare" if dbg is None else "step", dbg, model, opt, nn.functional.mse_loss,
+                                   x + noise, y)
+            except gdstep.BreakpointHit:
+                pass
+            noise = torch.randn(8, 4) * 0.1
+            draws.append(noise.sum().item())
+        if dbg is not None:
+            dbg.close()
+        return model, draws
+
+    torch.manual_seed(5)
+    bare_model, bare_draws = run(False)
+    torch.manual_seed(5)
+    model, draws = run(True)
+    assert draws == bare_draws
+    assert same(model, bare_model)
+
+
 def test_step_mode_a_checkpoint_right_after_the_handler_holds_the_finished_update():
     model, opt = make()
     dbg = gdstep.attach(model, opt, nn.MSELoss(), breakpoints=['step == 2 and phase == "backward"'], on_break="raise")
