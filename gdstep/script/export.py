@@ -33,8 +33,9 @@ def md_escape(text: str) -> str:
 
 def _table(array: Any, row_label: str = "sample", col_prefix: str = "", row_names: list[str] | None = None) -> list[str]:
     a = arrays.to_numpy(array)
-    if a.ndim == 1:
-        a = a.reshape(-1, 1)
+    sample_shape = a.shape[1:] if a.ndim > 2 else None
+    if a.ndim != 2:        # a sample's features flattened (an image, a sequence), a vector as a column
+        a = a.reshape(len(a) if a.ndim else 1, -1)
     rows, cols = a.shape
     shown_cols = min(cols, COLS)
     head = f"| {row_label} | " + " | ".join(f"{col_prefix}[{j}]" for j in range(shown_cols)) + (" | … |" if cols > COLS else " |")
@@ -50,6 +51,9 @@ def _table(array: Any, row_label: str = "sample", col_prefix: str = "", row_name
         out.append("")
         out.append(f"({rows}×{cols}; shown: the first {min(rows, ROWS)}×{shown_cols}. mean {num(st.mean)}, std {num(st.std)}, "
                    f"min {num(st.min)}, max {num(st.max)}, norm {num(st.norm)})")
+    if sample_shape is not None:
+        out.append("")
+        out.append(f"(each row: a sample's {'×'.join(map(str, sample_shape))} values, flattened in order)")
     return out
 
 
@@ -59,8 +63,10 @@ def _loss_table(loss, row_names: list[str], classes: tuple[str, ...] | None) -> 
     y = arrays.to_numpy(loss.output)
     y = y.reshape(len(y), -1)
     t = arrays.to_numpy(loss.target)
-    per = arrays.to_numpy(loss.per_sample)
-    per = per.reshape(len(per), -1)
+    per = None if loss.per_sample is None else arrays.to_numpy(loss.per_sample)
+    if per is not None and (per.ndim == 0 or len(per) != len(y)):
+        per = None             # a loss function that gives the batch's loss alone (F.cross_entropy in attach mode)
+    per = None if per is None else per.reshape(len(per), -1)
     shown_y = min(y.shape[1], COLS)
 
     def cols(symbol: str, n: int) -> list[str]:
@@ -69,7 +75,7 @@ def _loss_table(loss, row_names: list[str], classes: tuple[str, ...] | None) -> 
     class_target = t.ndim == 1 and np.issubdtype(t.dtype, np.integer)
     t2 = t.reshape(len(t), -1)
     heads = cols("y", y.shape[1])[:shown_y] + (["…"] if y.shape[1] > COLS else []) + \
-        (["t"] if class_target else cols("t", t2.shape[1])) + cols("loss", per.shape[1])
+        (["t"] if class_target else cols("t", t2.shape[1])) + (cols("loss", per.shape[1]) if per is not None else [])
     out = ["| row | " + " | ".join(heads) + " |", "|---|" + "---:|" * len(heads)]
     for i in range(min(len(y), ROWS)):
         cells = [num(y[i, j]) for j in range(shown_y)] + (["…"] if y.shape[1] > COLS else [])
@@ -78,12 +84,14 @@ def _loss_table(loss, row_names: list[str], classes: tuple[str, ...] | None) -> 
             cells.append(classes[k] if classes is not None and 0 <= k < len(classes) else str(k))
         else:
             cells += [num(v) for v in t2[i]]
-        cells += [num(v) for v in per[i]]
+        cells += [num(v) for v in per[i]] if per is not None else []
         name = row_names[i] if i < len(row_names) else str(i)
         out.append(f"| {name} | " + " | ".join(cells) + " |")
     if len(y) > ROWS:
         out.append("| … | " + " | ".join("…" for _ in heads) + " |")
         out += ["", f"({len(y)} samples; shown: the first {ROWS})"]
+    if per is None:
+        out += ["", "(no loss per sample: the loss function gives the batch's alone)"]
     return out
 
 
