@@ -389,7 +389,7 @@ class Session(RunLoop, RunAhead, FusedPhases, Rewind, SessionValues, Forks, Sess
 
     def describe(self) -> str:
         s = self.scenario
-        return f"{s.name}: {self.backend.name} on {self.backend.device}, {self.backend.dtype}, {self.cursor}"
+        return f"{s.name}: {self.backend.name} on {self.backend.device}, {self.backend.dtype}, {self.where}"
 
     def __repr__(self) -> str:
         return f"<Session {self.describe()}>"

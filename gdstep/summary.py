@@ -58,7 +58,7 @@ def run_summary(session, result, seconds: float) -> str:
     rate = f" ({steps / seconds:,.0f} iterations/s)" if seconds > 0 and steps else ""
     lines = [f"{s.name} — {session.backend.name} on {session.backend.device}, {session.backend.dtype}",
              f"  stopped    {result.message}",
-             f"  at         {session.cursor} — {_count(steps, 'iteration')} in {seconds:.2f} s{rate}"]
+             f"  at         {session.where} — {_count(steps, 'iteration')} in {seconds:.2f} s{rate}"]
     last = session.loss_value
     data = f"on all {session.n} samples" if session.n > 1 else "on the 1 sample"
     loss_line = f"  loss       {num(loss)} {data}"

@@ -239,3 +239,7 @@ def test_attach_mode_names_the_loops_iterations_not_epochs_in_its_messages():
     assert s.events[-1].message == "back from loop iteration 6 · forward next to loop iteration 4 · forward next"
     s.back(phases=1)
     assert s.events[-1].message == "back from loop iteration 4 · forward next to loop iteration 3 · update next"
+    assert s.describe().endswith("loop iteration 3 · update next")       # (before: "epoch 3 · iteration 1")
+    check = s.gradcheck("weight", (0, 0))
+    assert check.batch == "this iteration's batch, loop iteration 3, at the current parameters"
+    assert "epoch" not in s.events[-1].message

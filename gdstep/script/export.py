@@ -188,7 +188,7 @@ def worked_example(session) -> str:
                 lines.append(f"({len(shown)} of {total} elements shown; every element follows the same lines.)")
             lines.append("")
         lines += [f"‖ΔW‖/‖W‖ over all parameters = {num(upd.update_ratio())}", ""]
-    lines += ["---", f"Made by gdstep from `{sc.file}` at {session.cursor}."]
+    lines += ["---", f"Made by gdstep from `{sc.file}` at {session.where}."]
     return "\n".join(lines) + "\n"
 
 

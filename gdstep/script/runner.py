@@ -150,8 +150,9 @@ class Runner:
         return lines
 
     def _run_line(self, text: str, result: RunResult) -> str:
-        loss = self.session.loss_value
-        where = f"{result.cursor}" + (f" · loss {num(loss)}" if loss is not None else "")
+        s = self.session
+        loss = s.loss_value
+        where = f"{s.where if result.cursor == s.cursor else result.cursor}" + (f" · loss {num(loss)}" if loss is not None else "")
         what = {"done": "done", "paused": "paused", "max_steps": "reached max"}.get(result.reason, result.message)
         if result.reason == "epochs" and not result.phases:
             return f"{text}: {what} — `set epochs N` to go further, or step with s and e — {where}"
@@ -188,7 +189,7 @@ class Runner:
             done += 1
             if on_phase is not None and done < n and on_phase():
                 break
-        lines = _describe_phase(s, *last) if n == 1 else [f"next {n}: ran {_count(done, 'phase')} — {s.cursor}"]
+        lines = _describe_phase(s, *last) if n == 1 else [f"next {n}: ran {_count(done, 'phase')} — {s.where}"]
         record = "next" if done == 1 else f"next {done}"
         return lines, {}, None, record, False
 
@@ -377,5 +378,5 @@ def _describe_phase(session, phase: str, record) -> list[str]:
     if phase == "update":
         ratio = record.update_ratio() if record.params else 0.0
         kind = getattr(record.optimizer, "kind", type(record.optimizer).__name__)
-        return [f"update {record.step + 1}: {kind}, lr {record.lr:g}; ‖ΔW‖/‖W‖ = {num(ratio)} — {session.cursor}"]
+        return [f"update {record.step + 1}: {kind}, lr {record.lr:g}; ‖ΔW‖/‖W‖ = {num(ratio)} — {session.where}"]
     return [phase]
