@@ -41,9 +41,11 @@ class Watching:
             b.observe_no_step()            # the loop did not step after the last watch()
             self._advance("update")
             self._loop_step = s.step_count
-            s.log("info", f"iteration {s.step_count}: the loop did not call optimizer.step() after watch() "
-                          "(a GradScaler skipped it, gradients accumulate, or the loop updates the parameters "
-                          "itself): recorded with no update")
+            if not getattr(self, "_told_no_step", False):       # once: a loop that updates itself does so each time
+                self._told_no_step = True
+                s.log("info", f"iteration {s.step_count}: the loop did not call optimizer.step() after watch() "
+                              "(a GradScaler skipped it, gradients accumulate, or the loop updates the parameters "
+                              "itself): recorded with no update, as is each such iteration (said once)")
         self._resync()
         if not b.has_grads():
             raise GdstepError("watch(loss) goes between loss.backward() and optimizer.step(): "

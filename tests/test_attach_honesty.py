@@ -159,6 +159,26 @@ def test_watch_with_a_step_the_loop_skipped_records_no_update_and_replays_it():
     assert any("did not call optimizer.step()" in e.message for e in s.events)
 
 
+def test_a_loop_that_updates_its_parameters_itself_is_told_so_once():
+    """word_language_model's loop updates through p.data, never calling step(): one info
+    event says so, not one an iteration (before: 29 identical lines in its event log)."""
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    dbg = gdstep.attach(model, opt, nn.MSELoss())
+    for x, y in batches():
+        model.zero_grad()
+        loss = F.mse_loss(model(x), y)
+        loss.backward()
+        dbg.watch(loss, y)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.data.add_(p.grad, alpha=-0.1)
+    told = [e for e in dbg.session.events if "did not call optimizer.step()" in e.message]
+    assert len(told) == 1 and "(said once)" in told[0].message
+    assert dbg.session.step_count == len(batches()) - 1
+
+
 @pytest.mark.parametrize("watching", [False, True])
 def test_a_loop_that_draws_from_torchs_rng_between_iterations_rewinds_exactly(watching):
     """Noise drawn by the loop (DCGAN's torch.randn, a DataLoader's shuffle) moves torch's RNG
