@@ -48,6 +48,7 @@ class Landscape:
     d1: dict[str, np.ndarray] = field(repr=False)
     d2: dict[str, np.ndarray] = field(repr=False)
     lane_paths: tuple[np.ndarray, ...] = ()  # each open lane's recent path, projected the same way
+    off_plot: str = ""                   # where points of the path lie outside the grid, said (else "")
 
     def weights_at(self, alpha: float, beta: float) -> dict[str, np.ndarray]:
         return {n: self.origin[n] + alpha * self.d1[n] + beta * self.d2[n] for n in self.origin}
@@ -135,7 +136,8 @@ def landscape(session, directions: str = "pca", span: float | None = None, resol
     loss = grid_losses(session.backend, x, y, origin, _unflat(d1, w0, names), _unflat(d2, w0, names), alphas, betas,
                        stop=stop)
     return Landscape(kind, axes, alphas, betas, loss, coords, tuple(steps), data, note,
-                     origin, _unflat(d1, w0, names), _unflat(d2, w0, names), lane_paths)
+                     origin, _unflat(d1, w0, names), _unflat(d2, w0, names), lane_paths,
+                     _off_the_plot(coords, alphas, betas))
 
 
 def _copyable(session, what: str) -> None:
@@ -286,6 +288,22 @@ def _grid(coords: np.ndarray, kind: str, span: float | None, cols: int, rows: in
         centre = tuple(centre)
     return (np.linspace(centre[0] - reach[0], centre[0] + reach[0], cols),
             np.linspace(centre[1] - reach[1], centre[1] + reach[1], rows))
+
+
+def _off_the_plot(coords: np.ndarray, alphas: np.ndarray, betas: np.ndarray) -> str:
+    """Where points of the path lie outside the grid (a run that diverged: the grid stops
+    at ±1e150, where the loss would overflow), said with the last one's coordinates."""
+    with np.errstate(invalid="ignore"):
+        inside = (np.isfinite(coords).all(axis=1) & (coords[:, 0] >= alphas[0]) & (coords[:, 0] <= alphas[-1])
+                  & (coords[:, 1] >= betas[0]) & (coords[:, 1] <= betas[-1]))
+    if inside.all():
+        return ""
+    last = coords[~inside][-1]
+    who = "◆now and " if not inside[-1] else ""
+    with np.errstate(invalid="ignore"):
+        clipped = " (the grid stops at ±1e150)" if not (np.abs(coords) <= 1e150).all() else ""
+    return (f"off the plot: {who}{int((~inside).sum())} of {len(coords)} path points, the last at "
+            f"({last[0]:.3g}, {last[1]:.3g}){clipped}")
 
 
 def _data(session, data: str):

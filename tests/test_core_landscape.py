@@ -65,6 +65,25 @@ def test_with_two_trainable_numbers_the_path_is_the_recorded_parameters():
     assert w["0.weight"][0, 0] == land.alphas[3] and w["0.bias"][0] == land.betas[2]
 
 
+def test_a_diverged_path_beyond_the_grid_is_said_off_the_plot():
+    """overshoot's lr 1.2 run to its overflow: the weights pass 1e150, where the grid stops,
+    so the plot cannot hold them; the landscape says how many points are off it, ◆now
+    among them, and where the last one is (before: nothing said so)."""
+    s = gdstep.open("overshoot")
+    s.breakpoints.dismiss(1)
+    s.run()
+    w, b = s.params["0.weight"][0, 0], s.params["0.bias"][0]
+    land = s.landscape(path=32)
+    beyond = int((~((land.path[:, 0] >= land.alphas[0]) & (land.path[:, 0] <= land.alphas[-1])
+                    & (land.path[:, 1] >= land.betas[0]) & (land.path[:, 1] <= land.betas[-1]))).sum())
+    assert abs(w) > land.alphas[-1] and beyond > 0
+    assert land.off_plot == (f"off the plot: ◆now and {beyond} of {len(land.path)} path points, the last at "
+                             f"({w:.3g}, {b:.3g}) (the grid stops at ±1e150)")
+    fine = gdstep.open("overshoot")
+    fine.step(5)
+    assert fine.landscape().off_plot == ""
+
+
 def test_pca_directions_reproduce_a_path_that_lies_in_a_plane():
     """Two identical features: w₁ − w₂ never changes, so the path of (w₁, w₂, b) lies in a plane."""
     s = gdstep.open(parse_scenario(TWINS))

@@ -59,6 +59,8 @@ class LandscapePlot(Widget):
                 for arrow, name, v in (("→", ls.axes[0], ls.alphas), ("↑", ls.axes[1], ls.betas))]
         notes = [ls.note] + ([f"({p.fallback} needs 3 steps: random directions until then)"] if p.fallback else [])
         notes = [Text(note, style="dim italic") for note in notes]
+        if ls.off_plot:                   # before the notes: the path left the plot (a diverged run)
+            notes.insert(0, Text(ls.off_plot, style="bold"))
         legends = []
         for lane in p.lanes:
             legend = Text.from_markup(f"[{_hex(lane_colour(lane.number))}]◆[/] {lane.label}")
