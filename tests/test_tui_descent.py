@@ -190,6 +190,36 @@ async def test_the_line_plot_marks_the_step():
         assert "→" in str(plot.border_subtitle) and "t=1" in str(plot.border_title)
 
 
+async def test_the_line_plot_of_an_overflowing_update_says_where_its_loss_is_finite():
+    """overshoot near its overflow: the line along the next update is inf for most t. The
+    plot keeps the whole t axis, and its subtitle says where the loss is finite (before: a
+    finite curve drawn over 0…1 alone under "inf → inf (nan)")."""
+    import numpy as np
+
+    from gdstep.landscape import Line
+    from gdstep.tui.descent_data import LinePicture
+    from gdstep.tui.plots import LinePlot
+
+    s = gdstep.open("overshoot")
+    app = make_app(s, timestamps=False)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        await pilot.press("v")                      # landscape → line
+        await settle(pilot)
+        plot = app.query_one(LinePlot)
+        await until(lambda: plot.picture is not None)
+        t = np.linspace(-0.5, 3.0, 36)
+        loss = np.where((t > 0.05) & (t < 0.65), 1e300, np.inf)
+        plot.picture = LinePicture(Line(t, loss, 631, float("inf"), float("inf")))
+        await pilot.pause()
+        finite = t[np.isfinite(loss)]
+        assert f"finite only for t in [{finite[0]:.3g}, {finite[-1]:.3g}]" in str(plot.border_subtitle)
+        loss[20] = 1e300                            # finite in two stretches: counted
+        plot.picture = LinePicture(Line(t, loss.copy(), 631, float("inf"), float("inf")))
+        await pilot.pause()
+        assert f"finite at {int(np.isfinite(loss).sum())} of 36 points" in str(plot.border_subtitle)
+
+
 async def test_keys_are_answered_while_a_landscape_computes():
     """The landscape is held on the worker until the keys are answered: no clock, so a busy
     machine cannot make it pass or fail."""

@@ -330,10 +330,15 @@ class LinePlot(_Plot):
         if math.isfinite(line.at_one):
             plt.scatter([1.0], scale([line.at_one]), marker="◆", color=PALETTE[1])
         plt.xticks([-0.5, 0, 0.5, 1, 1.5, 2, 2.5, 3], ["-.5", "0", ".5", "1", "1.5", "2", "2.5", "3"])
+        plt.xlim(float(line.t[0]), float(line.t[-1]))        # the whole line, where the loss overflows too
         if log and (limits := fit_axis(plt, scale(loss))):
             log_yticks(plt, *limits)
         self.border_title = "L(W+t·ΔW)" + (" (log axis)" if log else "") + "  " + _key(("t=0", PALETTE[2]), ("t=1 step", PALETTE[1]))
         change = line.at_one - line.at_zero
+        kept = np.flatnonzero(finite)                    # where the loss did not overflow: drawn
+        overflow = ("" if finite.all() else " · no finite loss on this line" if not finite.any() else
+                    f" · finite only for t in [{_short(float(line.t[kept[0]]))}, {_short(float(line.t[kept[-1]]))}]"
+                    if kept[-1] - kept[0] + 1 == len(kept) else f" · finite at {len(kept)} of {len(finite)} points")
         self.border_subtitle = (f"update {line.step + 1}: {_short(line.at_zero)} → {_short(line.at_one)}"
-                                f" ({'+' if change >= 0 else ''}{_short(change)}) · v: next plot")
+                                f" ({'+' if change >= 0 else ''}{_short(change)}){overflow} · v: next plot")
         self.refresh()
