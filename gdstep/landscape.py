@@ -140,13 +140,20 @@ def landscape(session, directions: str = "pca", span: float | None = None, resol
                      _off_the_plot(coords, alphas, betas))
 
 
+def copyable(session) -> bool:
+    """Whether the session can be copied (forked) for the landscape and the line: one opened
+    on a .toml scenario, whose model and optimizer are gdstep's own."""
+    return not session.attached and getattr(session.backend, "fresh", None) is not None
+
+
 def _copyable(session, what: str) -> None:
     """The path and the next update are computed on copies of the session (forks), which
     only a session opened on a scenario file gives: said up front, in the view's own words."""
-    if session.attached or getattr(session.backend, "fresh", None) is None:
-        raise GdstepError(f"{what}: drawn on copies of the session, which only one opened on a scenario file gives "
-                          "(an attached loop's or a Python scenario's model and optimizer are your own objects, "
-                          "which gdstep does not copy)")
+    if not copyable(session):
+        whose = "an attached loop" if session.attached else "a Python scenario"
+        raise GdstepError(f"{what}: not drawn for {whose}: it is drawn on copies of the session, and {whose}'s "
+                          "model and optimizer are your own objects, which gdstep does not copy (a .toml "
+                          "scenario's are gdstep's)")
 
 
 def line(session, t: tuple[float, float] = (-0.5, 3.0), points: int = 50) -> Line:

@@ -304,8 +304,8 @@ def test_the_landscape_and_the_line_say_in_their_own_words_why_attach_mode_has_n
     dbg = gdstep.attach(model, torch.optim.SGD(model.parameters(), lr=0.1), nn.MSELoss())
     for x, y in batches(3):
         dbg.step(x, y)
-    with pytest.raises(GdstepError, match=f"^{view}: drawn on copies of the session, which only one opened on a "
-                                          "scenario file gives"):
+    with pytest.raises(GdstepError, match=f"^{view}: not drawn for an attached loop: it is drawn on copies of "
+                                          "the session"):
         getattr(dbg.session, view)()
 
 

@@ -220,6 +220,23 @@ async def test_the_line_plot_of_an_overflowing_update_says_where_its_loss_is_fin
         assert f"finite at {int(np.isfinite(loss).sum())} of 36 points" in str(plot.border_subtitle)
 
 
+async def test_a_session_that_cannot_be_copied_opens_on_the_gradient_norms_not_an_unavailable_landscape():
+    """A Python scenario (lesson 12's) has no copies for the landscape and the line: the
+    lower plot opens on the gradient norms, and the landscape, switched to, says why it is
+    not drawn in its first words (before: the app opened on that message)."""
+    from gdstep.tui.health_plot import HealthPlot
+
+    s = gdstep.open("scenarios/lesson12_high_dimensions.py")
+    app = make_app(s, timestamps=False)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        assert app.query_one("#plot-switcher").current == "health-plot"
+        assert app._plot_ids[-2:] == ["landscape-plot", "line-plot"]
+        assert isinstance(app.query_one("#health-plot"), HealthPlot)
+        with pytest.raises(gdstep.GdstepError, match="^landscape: not drawn for a Python scenario"):
+            s.landscape()
+
+
 async def test_keys_are_answered_while_a_landscape_computes():
     """The landscape is held on the worker until the keys are answered: no clock, so a busy
     machine cannot make it pass or fail."""

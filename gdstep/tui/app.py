@@ -35,7 +35,7 @@ from gdstep.tui.messages import FrameReady, Job, JobDone, JobStarted, Running
 from gdstep.tui.model_tree import ModelTree
 from gdstep.tui.palette_guard import guard_command_list
 from gdstep.tui.phase_bar import PhaseBar
-from gdstep.landscape import DIRECTIONS
+from gdstep.landscape import DIRECTIONS, copyable
 from gdstep.tui.landscape_plot import LandscapePlot
 from gdstep.tui.health_plot import HealthPlot
 from gdstep.tui.plots import BoundaryPlot, LinePlot, LossPlot
@@ -70,8 +70,9 @@ class GdstepApp(PromptFirst, App[int]):
         self._measured: tuple[int, ...] | None = None      # the shape the views were last measured for
         self._saved_lines = 0                 # the recording's length at the last save
         self._quit_asked = False
+        pictures = ["landscape-plot", "line-plot"]       # drawn on copies of the session: last where it has none
         self._plot_ids = (["boundary-plot"] if self.model.boundary else []) + \
-            ["landscape-plot", "line-plot", "health-plot"]
+            (pictures + ["health-plot"] if copyable(session) else ["health-plot"] + pictures)
 
     @property
     def runner(self):
