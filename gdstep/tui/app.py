@@ -25,6 +25,7 @@ from gdstep.tui.arithmetic_view import ArithmeticView, GradcheckView
 from gdstep.tui.batch_view import BatchView
 from gdstep.tui.bindings import BINDINGS
 from gdstep.tui.commands import GdstepCommands
+from gdstep.tui.descent_data import lower_plots
 from gdstep.tui.drawing import draw, measure
 from gdstep.tui.driver import SessionDriver
 from gdstep.tui.event_log import EventLog
@@ -35,7 +36,7 @@ from gdstep.tui.messages import FrameReady, Job, JobDone, JobStarted, Running
 from gdstep.tui.model_tree import ModelTree
 from gdstep.tui.palette_guard import guard_command_list
 from gdstep.tui.phase_bar import PhaseBar
-from gdstep.landscape import DIRECTIONS, copyable
+from gdstep.landscape import DIRECTIONS
 from gdstep.tui.landscape_plot import LandscapePlot
 from gdstep.tui.health_plot import HealthPlot
 from gdstep.tui.plots import BoundaryPlot, LinePlot, LossPlot
@@ -70,9 +71,7 @@ class GdstepApp(PromptFirst, App[int]):
         self._measured: tuple[int, ...] | None = None      # the shape the views were last measured for
         self._saved_lines = 0                 # the recording's length at the last save
         self._quit_asked = False
-        pictures = ["landscape-plot", "line-plot"]       # drawn on copies of the session: last where it has none
-        self._plot_ids = (["boundary-plot"] if self.model.boundary else []) + \
-            (pictures + ["health-plot"] if copyable(session) else ["health-plot"] + pictures)
+        self._plot_ids = lower_plots(session, self.model.boundary)
 
     @property
     def runner(self):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gdstep.errors import Abandoned, GdstepError
-from gdstep.landscape import Landscape, Line
+from gdstep.landscape import Landscape, Line, copyable
 from gdstep.tui.plot_data import lane_labels
 
 COARSE = (16, 16)
@@ -41,6 +41,14 @@ class LandscapePicture:
 class LinePicture:
     line: Line | None
     error: str = ""
+
+
+def lower_plots(session, boundary: bool) -> list[str]:
+    """The lower plots in the order `v` shows them: the landscape and the line, drawn on
+    copies of the session, last where it has none (a Python scenario, an attached loop)."""
+    pictures = ["landscape-plot", "line-plot"]
+    return (["boundary-plot"] if boundary else []) + \
+        (pictures + ["health-plot"] if copyable(session) else ["health-plot"] + pictures)
 
 
 def _lanes_key(session) -> tuple:
