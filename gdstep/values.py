@@ -53,6 +53,8 @@ class SessionValues:
 
     @property
     def loss_value(self) -> float | None:
+        """The latest loss computed (the conditions' `loss`): at a pause after an iteration's
+        forward, before its loss phase, still the iteration before's."""
         return self._history.last_loss
 
     @property
