@@ -372,3 +372,49 @@ def test_a_model_moved_while_a_caught_break_waits_for_its_update_does_not_stop_t
     assert hits == [2, 5]            # (the session attached afresh at iteration 4 counts its steps from there)
     assert "its update, left at its break, was not made" in err and "attached afresh" in err
     assert model[0].weight.dtype == torch.float64 and dbg.session.step_count == 5
+
+
+@pytest.mark.parametrize("edit", ["load_state_dict", "reset_running_stats"])
+@pytest.mark.parametrize("on_break", ["raise", "function"])
+def test_step_mode_keeps_the_loops_own_change_of_batchnorms_statistics_through_a_later_break(edit, on_break):
+    """The loop rolls the model back to an earlier state_dict (or resets BatchNorm's running
+    statistics) between two dbg.step calls; a break later recomputes the iteration from a
+    checkpoint: the buffers stay as the loop made them and ran them on (before: they went
+    back to gdstep's, num_batches_tracked 6 → 12, running_mean off by 0.1, unsaid)."""
+    g = torch.Generator().manual_seed(0)
+    xs, ys = torch.randn(16, 32, 8, generator=g), torch.randint(0, 3, (16, 32), generator=g)
+
+    def run(attached: bool):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        handler = "raise" if on_break == "raise" else (lambda session, message: session.record("forward"))
+        dbg = gdstep.attach(model, opt, nn.CrossEntropyLoss(), breakpoints=['phase == "loss" and step == 11'],
+                            on_break=handler) if attached else None
+        tracked = []
+        for i in range(16):
+            try:
+                if dbg is not None:
+                    dbg.step(xs[i], ys[i])
+                else:
+                    opt.zero_grad()
+                    nn.functional.cross_entropy(model(xs[i]), ys[i]).backward()
+                    opt.step()
+            except gdstep.BreakpointHit:
+                pass
+            if i == 4:
+                kept = copy.deepcopy(model.state_dict())
+            if i == 9:
+                model.load_state_dict(kept) if edit == "load_state_dict" else model[1].reset_running_stats()
+            tracked.append(int(model[1].num_batches_tracked))
+        if dbg is not None:
+            dbg.close()
+        return model, tracked, dbg
+
+    bare_model, bare_tracked, _ = run(False)
+    model, tracked, dbg = run(True)
+    assert tracked == bare_tracked
+    assert same(model, bare_model)
+    assert all(torch.equal(a, b) for a, b in zip(model.buffers(), bare_model.buffers()))
+    told = [e.message for e in dbg.session.events if "in place after the update" in e.message]
+    assert told and "1.running_mean" in told[0]

@@ -225,20 +225,25 @@ class CheckpointMixin:
         """Where the loop's tensors stand: each parameter's version counter, and each optimizer
         state tensor with its own. An in-place change (by the optimizer or by the loop) moves
         a version; `load_state_dict` makes new state tensors; a change through `.data` moves
-        nothing. gdstep's own restores make new state tensors too, so they are counted."""
+        nothing. gdstep's own restores make new state tensors too, so they are counted. Where
+        gdstep runs the forward (step mode), the buffers too: between its calls only the loop
+        moves them (`load_state_dict`, BatchNorm's `reset_running_stats()`); where the loop
+        runs it (watch mode), its forward does."""
         torch, states = self._torch, self.torch_optimizer.state
         owned = tuple((name, k, v, v._version) for name, p in self._train
                       for k, v in states.get(p, {}).items() if isinstance(v, torch.Tensor))
-        return tuple(p._version for _, p in self._named), owned, self._restores
+        buffers = () if getattr(self, "_watching", True) else tuple(map(_version_of, (b for _, b in self._buffers)))
+        return tuple(p._version for _, p in self._named), owned, self._restores, buffers
 
     def changed_params(self, versions: tuple) -> dict[Any, Any]:
         """Copies of what moved since `versions`: parameters by name, optimizer state tensors
         by (parameter name, state key). Where gdstep restored a checkpoint since, its state
         tensors are new without the loop having touched them: only parameters are compared."""
-        params, owned, restores = versions
-        if restores == self._restores and self._unmoved(params, owned):       # the usual case, in one pass
-            return {}
+        params, owned, restores, buffers = versions
+        if restores == self._restores and self._unmoved(params, owned) and self._buffers_unmoved(buffers):
+            return {}                                                         # the usual case, in one pass
         out: dict[Any, Any] = {name: p.detach().clone() for (name, p), v in zip(self._named, params) if p._version != v}
+        out.update({name: b.detach().clone() for (name, b), v in zip(self._buffers, buffers) if _version_of(b) != v})
         if restores != self._restores:
             return out
         torch, states = self._torch, self.torch_optimizer.state
@@ -264,14 +269,21 @@ class CheckpointMixin:
                     i += 1
         return i == len(owned)
 
+    def _buffers_unmoved(self, buffers: tuple) -> bool:
+        return all(_version_of(b) == v for (_, b), v in zip(self._buffers, buffers))
+
     def load_params(self, values: Mapping[Any, Any]) -> None:
-        """Write these values into the live parameters and optimizer state (the loop's own
-        change, replayed; keys as `changed_params` gives them)."""
+        """Write these values into the live parameters, buffers and optimizer state (the
+        loop's own change, replayed; keys as `changed_params` gives them)."""
         states = self.torch_optimizer.state
         with self._torch.no_grad():
             for key, value in values.items():
                 if not isinstance(key, tuple):
-                    self._write(key, self._by_name[key], value)
+                    live = self._by_name.get(key)
+                    if live is None:                   # a buffer (BatchNorm's statistics)
+                        dict(self._buffers)[key].copy_(value)
+                    else:
+                        self._write(key, live, value)
                     continue
                 name, k = key
                 state = states.setdefault(self._by_name[name], {})
@@ -311,3 +323,9 @@ class CheckpointMixin:
         torch.set_rng_state(cpu)
         if cuda is not None:
             torch.cuda.set_rng_state_all(cuda)
+
+
+def _version_of(t):
+    """A tensor's version counter; None for an inference tensor, which has none (a buffer
+    made under `torch.inference_mode()`: not compared)."""
+    return None if t.is_inference() else t._version
