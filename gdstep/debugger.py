@@ -177,6 +177,11 @@ class Debugger(Reattaching, Resuming, Watching):
                     self._unfinished = True  # loop's next call (dbg.step, its model, state_dict) finishes it
                     self._hand_over()
                     raise
+                except BaseException:      # on_break's function raised: the iteration finished first, so a loop
+                    self._finish_iteration()     # that catches it goes on as a bare loop's would
+                    self._loop_step = s.step_count
+                    self._note_versions()
+                    raise
             self._finish_iteration()
         self._loop_step = s.step_count
         self._note_versions()

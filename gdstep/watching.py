@@ -81,7 +81,8 @@ class Watching:
         is recorded and the loop's state put back, so a loop that catches it goes on."""
         hit, self._raise_later = self._raise_later, None
         if hit is not None:
-            self.backend.handed_over = HANDED_OVER      # until the loop's next call of gdstep's
+            if isinstance(hit, BreakpointHit):
+                self.backend.handed_over = HANDED_OVER      # until the loop's next call of gdstep's
             raise hit
 
     def _hook_optimizer(self) -> None:
@@ -192,6 +193,8 @@ class Watching:
             self._break(message)
         except BreakpointHit as hit:           # on_break="raise": after the bookkeeping (_raise_pending)
             self._raise_later = hit
+        except Exception as error:             # on_break's function raised: the same, so the loop's state is
+            self._raise_later = error          # put back and the iteration recorded before the loop sees it
         if s.position != position:
             try:
                 s.seek(position)

@@ -372,3 +372,39 @@ def test_a_break_every_iteration_with_a_budget_under_two_checkpoints_reads_and_g
                 opt.step()
     assert hits == 40 and read == 40
     dbg.close()
+
+
+@pytest.mark.parametrize("mode", ["step", "watch"])
+def test_an_on_break_function_that_raises_leaves_the_iteration_whole_for_a_loop_that_catches_it(mode):
+    """A handler with a bug (it raises on its second call); the loop catches the exception
+    and goes on: every iteration, that one too, is a bare loop's (before, in step mode, that
+    iteration's update was lost: one Adam step short)."""
+    calls = []
+
+    def handler(session, message):
+        calls.append(message)
+        if len(calls) == 2:
+            raise ValueError("a bug in the loop's handler")
+
+    model, opt = make()
+    dbg = gdstep.attach(model, opt, nn.MSELoss(), breakpoints=["step >= 1"], on_break=handler)
+    caught = 0
+    for x, y in batches():
+        if mode == "step":
+            try:
+                dbg.step(x, y)
+            except ValueError:
+                caught += 1
+            continue
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        for call in (lambda: dbg.watch(loss, y), opt.step):     # raised out of either, after its bookkeeping
+            try:
+                call()
+            except ValueError:
+                caught += 1
+    dbg.close()
+    assert caught == 1 and len(calls) >= 2
+    assert same(model, bare())
+    assert all(st["step"] == len(batches()) for st in opt.state.values())
