@@ -170,19 +170,20 @@ class Debugger(Reattaching, Resuming, Watching):
             s.seek(4 * self._loop_step)  # from its start (a rewind), its backward by loss.backward() now
             result = s.step(1)
         if result.reason in ("breakpoint", "nonfinite"):
-            if s.breakpoints.breaks_on(result.reason):
-                try:
-                    self._break(result.message, settle=self._finish_iteration)
-                except BreakpointHit:      # the session stands at the break for the loop's handler; the
-                    self._unfinished = True  # loop's next call (dbg.step, its model, state_dict) finishes it
-                    self._hand_over()
-                    raise
-                except BaseException:      # on_break's function raised: the iteration finished first, so a loop
-                    self._finish_iteration()     # that catches it goes on as a bare loop's would
-                    self._loop_step = s.step_count
-                    self._note_versions()
-                    raise
-            self._finish_iteration()
+            with self.backend.loops_generator():      # as the loop's forward left it, whatever the debugger did
+                if s.breakpoints.breaks_on(result.reason):
+                    try:
+                        self._break(result.message, settle=self._finish_iteration)
+                    except BreakpointHit:      # the session stands at the break for the loop's handler; the
+                        self._unfinished = True  # loop's next call (dbg.step, its model, state_dict) finishes it
+                        self._hand_over()
+                        raise
+                    except BaseException:      # on_break's function raised: the iteration finished first, so a
+                        self._finish_iteration()     # loop that catches it goes on as a bare loop's would
+                        self._loop_step = s.step_count
+                        self._note_versions()
+                        raise
+                self._finish_iteration()
         self._loop_step = s.step_count
         self._note_versions()
         self.backend.differed.clear()      # the loop's own iteration, computed: what differed before is behind
@@ -272,12 +273,12 @@ class Debugger(Reattaching, Resuming, Watching):
         if self.session is None:
             raise GdstepError("set_trace: no iteration has run through gdstep yet (dbg.step or dbg.watch)")
         self.backend.loop_goes_on()        # a handler's hold, if any, is over: the loop calls gdstep
-        if self.ranks is not None:      # DDP: every rank calls it; one debugs, the others follow
-            self.ranks.pause(self, self.ranks.everywhere(message))
-        else:
-            self._break(message)
-        if self._mode == "step" or self._mode is None:
-            if self.session.position != 4 * self._loop_step:
+        with self.backend.loops_generator():       # the loop's again after the debugger's rewinds and returns
+            if self.ranks is not None:      # DDP: every rank calls it; one debugs, the others follow
+                self.ranks.pause(self, self.ranks.everywhere(message))
+            else:
+                self._break(message)
+            if (self._mode == "step" or self._mode is None) and self.session.position != 4 * self._loop_step:
                 try:
                     self._resync()
                 except GdstepError as e:

@@ -8,6 +8,7 @@ the Session, whose state machine it drives.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Callable
 
@@ -184,7 +185,9 @@ class RunLoop:
                 bad = self._lean_culprit()
             if bad is not None:
                 if not bad.kept_after:
-                    self._seek(self.position - 1)
+                    keep = getattr(self.backend, "loops_generator", None)     # attach mode: the loop's generator
+                    with keep() if keep is not None else contextlib.nullcontext():
+                        self._seek(self.position - 1)
                 kept = f"your loop's own values kept after {bad.phase}" if bad.kept_after else f"state kept from before {bad.phase}"
                 reason, message = StopReason.NONFINITE, f"paused: {bad}; {kept}"
                 self._log("nonfinite", message)

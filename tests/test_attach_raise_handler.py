@@ -408,3 +408,66 @@ def test_an_on_break_function_that_raises_leaves_the_iteration_whole_for_a_loop_
     assert caught == 1 and len(calls) >= 2
     assert same(model, bare())
     assert all(st["step"] == len(batches()) for st in opt.state.values())
+
+
+@pytest.mark.parametrize("handler", ["read", "back 1 iteration", "back 2 phases"])
+def test_the_loops_random_draws_after_set_trace_and_a_rewind_are_its_own(handler):
+    """The loop draws noise after each dbg.step and calls set_trace with a handler that
+    rewinds (as a user does in the app); gdstep brings the loop back where it was, its
+    generator too (before: the return recomputed from a checkpoint and set it back, so the
+    loop drew the same numbers again)."""
+    handlers = {"read": lambda s, m: s.record("update"), "back 1 iteration": lambda s, m: s.back(iterations=1),
+                "back 2 phases": lambda s, m: s.back(phases=2)}
+
+    def run(tracing: bool):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.3), nn.Tanh(), nn.Linear(8, 1))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        dbg = gdstep.attach(model, opt, nn.MSELoss())
+        torch.manual_seed(5)
+        draws = []
+        for i, (x, y) in enumerate(batches(5)):
+            dbg.step(x, y)
+            draws.append(torch.randn(2).sum().item())
+            if i == 2 and tracing:
+                gdstep.set_trace(on_break=handlers[handler])
+            draws.append(torch.randn(2).sum().item())
+        dbg.close()
+        return model, draws
+
+    model, draws = run(True)
+    plain, plain_draws = run(False)
+    assert draws == plain_draws and same(model, plain)
+
+
+def test_a_non_finite_forward_caught_in_step_mode_leaves_the_loop_its_generator():
+    """The default "nan" break, on_break="raise", dropout: the pause steps the session back
+    to before the forward, which set torch's generator to the checkpoint's; the loop's draws
+    in its handler and after are its own, and the iteration finishes as a bare loop's."""
+    def run(attached: bool):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 16), nn.Dropout(0.5), nn.ReLU(), nn.Linear(16, 1))
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        dbg = gdstep.attach(model, opt, nn.MSELoss(), on_break="raise") if attached else None
+        torch.manual_seed(7)
+        draws = []
+        for i, (x, y) in enumerate(batches(6)):
+            if i == 3:
+                x = x.clone()
+                x[0, 0] = float("nan")
+            try:
+                attached_iteration("bare" if dbg is None else "step", dbg, model, opt, nn.functional.mse_loss, x, y)
+                if dbg is None and i == 3:
+                    draws.append(torch.rand(()).item())        # where the attached loop's handler draws
+            except gdstep.BreakpointHit:
+                draws.append(torch.rand(()).item())            # the handler draws
+                dbg.dismiss("nan")                             # (the update spreads nan: no more breaks)
+            draws.append(torch.rand(()).item())
+        if dbg is not None:
+            dbg.close()
+        return [p.detach().nan_to_num(nan=7.0) for p in model.parameters()], draws
+
+    params, draws = run(True)
+    bare_params, bare_draws = run(False)
+    assert draws == bare_draws and len(draws) == 7
+    assert all(torch.equal(a, b) for a, b in zip(params, bare_params))

@@ -50,6 +50,18 @@ class Turns:
                         f"(iteration {step + 1}), which it could not come back to; q lets the loop go on")
         return None
 
+    @contextmanager
+    def loops_generator(self):
+        """torch's random generator as the loop has it, given back after gdstep's own moves
+        (a rewind, a recomputation, a pause's step back: they set it to the iterations' own,
+        which a recomputed forward takes from what it kept), so the loop draws on as a bare
+        loop would."""
+        rng = self._rng_state()
+        try:
+            yield
+        finally:
+            self._set_rng(rng)
+
     def _stay(self) -> None:
         """Refuse, before anything moves, to leave where the loop is when it could not be
         returned to (the loop must go on from exactly there), or while a handler of the
