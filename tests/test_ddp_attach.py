@@ -31,7 +31,7 @@ def _ok(results):
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp2")
-    results, _ = launch("identical+retry+dump+watchnan+nandump", 2, out, timeout=100, extra={
+    results, _ = launch("identical+retry+dump+watchnan+nandump+raisestep+raisewatch", 2, out, timeout=130, extra={
         "identical": {"optimizer": "adam"}, "retry": {"breakpoints": ["step == 2"]},
         "dump": {"breakpoints": ["step == 2"]}, "watchnan": {"bad_rank": 1}, "nandump": {"bad_rank": 1, "steps": 5}})
     return out, results
@@ -53,6 +53,20 @@ def test_dbg_step_gives_the_bare_ddp_loops_parameters_bit_for_bit(request, job, 
         assert report["equal_bare"], f"rank {report['rank']} differs from a bare DDP loop"
         assert report["same_everywhere"]
         assert report["pauses"] == []
+
+
+@pytest.mark.parametrize("case", ["raisestep", "raisewatch"])
+def test_a_ddp_loop_that_catches_every_break_trains_as_a_bare_ddp_loop(two_ranks, case):
+    """on_break="raise" under DDP, a break after every loss phase, the loop catching each:
+    step mode finishes each iteration at the loop's next call (before: its update was lost
+    on every rank, silently), watch mode raises after its bookkeeping (before: a rank
+    crashed with a false "ran the model forward 2 times")."""
+    out, results = two_ranks
+    _ok(results)
+    for report in _reports(out, case, 2):
+        assert report["caught"] == 3, report
+        assert report["equal_bare"], f"rank {report['rank']} differs from a bare DDP loop"
+        assert report["same_everywhere"]
 
 
 def test_nan_on_one_rank_pauses_every_rank_at_the_same_iteration_and_names_it(four_ranks):

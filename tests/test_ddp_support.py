@@ -198,6 +198,29 @@ def run_case(torch, dist, case: str, rank: int, out: Path, args: dict) -> dict:
             app.call_later(app.set_timer, 0.5, lambda: os.kill(os.getpid(), signal.SIGTERM))
             return run(app, headless=True)
         GdstepApp.run = headless
+    if case in ("raisestep", "raisewatch"):     # on_break="raise", the loop catching every break (one a step)
+        expected = _bare(torch, batches, "adam", lambda i: 0.05)
+        model, opt = _ddp(torch, "adam", 0.05)
+        dbg = gdstep.attach(model, opt, loss_fn, breakpoints=['step >= 1 and phase == "loss"'], on_break="raise")
+        caught = 0
+        for x, y in batches:
+            try:
+                if case == "raisestep":
+                    dbg.step(x, y)
+                else:
+                    opt.zero_grad()
+                    loss = loss_fn(model(x), y)
+                    loss.backward()
+                    dbg.watch(loss, y)
+            except gdstep.BreakpointHit:
+                caught += 1
+            if case == "raisewatch":
+                opt.step()
+        dbg.close()
+        got = {k: v.detach() for k, v in model.state_dict().items()}
+        report.update(caught=caught, equal_bare=all(torch.equal(got[k], expected[k]) for k in expected),
+                      same_everywhere=_same_everywhere(torch, dist, got))
+        return report
     model, opt = _ddp(torch, "sgd", 0.1)
     handler = None if case in ("dump", "sigterm", "nandump") else on_break
     dbg = gdstep.attach(model, opt, loss_fn, breakpoints=args.get("breakpoints", ["nan"]), on_break=handler,

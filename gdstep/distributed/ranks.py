@@ -20,7 +20,7 @@ from gdstep.distributed.lockstep import check, lockstep_run
 from gdstep.distributed.mirror import END, RAISE, RELEASE, Mirrored, follow
 from gdstep.distributed.verdict import BREAKPOINT, NONFINITE, Verdict, combine
 from gdstep.distributed.view import RanksView, local_and_averaged, rank_values
-from gdstep.errors import GdstepError
+from gdstep.errors import BreakpointHit, GdstepError
 
 OBSERVED = ("forward", "loss", "backward")      # the phases dbg.watch receives at once
 
@@ -66,7 +66,12 @@ class Ranks:
         self.last_verdict = None
         result = lockstep_run(s, self, "step", 1, loop=True)
         if result.reason in ("breakpoint", "nonfinite") and self.last_verdict is not None:
-            self.pause(dbg, self.last_verdict, settle_to=4 * (dbg._loop_step + 1))
+            try:
+                self.pause(dbg, self.last_verdict, settle_to=4 * (dbg._loop_step + 1))
+            except BreakpointHit:       # on_break="raise", as in one process: the loop's next call finishes it
+                dbg._unfinished = True
+                dbg._hand_over()
+                raise
             dbg._finish_iteration()
         dbg._loop_step = s.step_count
         return s.loss_value
@@ -85,7 +90,10 @@ class Ranks:
             return False          # one break an iteration on a non-finite value, as in one process
         self.last_verdict = verdict
         position, held = s.position, dbg.backend.loop_state()
-        self.pause(dbg, verdict)
+        try:
+            self.pause(dbg, verdict)
+        except BreakpointHit as hit:    # on_break="raise": after the bookkeeping, as in one process
+            dbg._raise_later = hit
         if s.position != position:            # every rank moved alike: every rank goes back alike
             try:
                 s.seek(position)
