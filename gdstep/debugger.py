@@ -108,7 +108,7 @@ class Debugger(Reattaching, Resuming, Watching):
         for text in conditions:
             if not isinstance(text, str):
                 raise GdstepError(f"attach: a breakpoint is a condition string, got {text!r}")
-            parse_condition(text).check_names(self.backend.param_shapes)
+            parse_condition(text).check_names(self.backend.param_shapes, attached=True)
         if self.ranks is not None:
             self.ranks.check_same(conditions)
         self._conditions, self._history_budget = conditions, history_budget

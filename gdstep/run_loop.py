@@ -62,7 +62,7 @@ class RunLoop:
     def _condition(self, text: str | Condition) -> Condition:
         if isinstance(text, Condition):
             return text
-        return parse_condition(text).check_names(self.backend.param_shapes)
+        return parse_condition(text).check_names(self.backend.param_shapes, attached=self.attached)
 
     def _run(self, done: Callable[[], bool] | None, until: Condition | None = None, epoch_limit: bool = False,
              done_reason: StopReason = StopReason.DONE, on_phase: Callable[[], bool] | None = None,

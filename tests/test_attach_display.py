@@ -243,3 +243,18 @@ def test_attach_mode_names_the_loops_iterations_not_epochs_in_its_messages():
     check = s.gradcheck("weight", (0, 0))
     assert check.batch == "this iteration's batch, loop iteration 3, at the current parameters"
     assert "epoch" not in s.events[-1].message
+
+
+@pytest.mark.parametrize("condition", ["iteration == 10", "epoch > 3 and loss > 1"])
+def test_attach_mode_refuses_conditions_on_epochs_and_iterations_in_one_line(condition):
+    """The loop's data is one batch an iteration: `iteration` would stay 1 (a breakpoint on
+    it never fires, unsaid) and `epoch` would count the updates. Refused, naming `step`."""
+    model = nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(gdstep.GdstepError, match="a scenario's data; in attach mode the loop's iterations are "
+                                                 "counted by step"):
+        gdstep.attach(model, opt, F.cross_entropy, breakpoints=[condition])
+    dbg = gdstep.attach(model, opt, F.cross_entropy)
+    dbg.step(torch.randn(4, 3), torch.tensor([0, 1, 0, 1]))
+    with pytest.raises(gdstep.GdstepError, match="counted by step"):
+        dbg.session.run(until=condition)

@@ -56,8 +56,16 @@ class Condition:
             phases.add("update")
         return frozenset(phases) if phases else ALL_PHASES
 
-    def check_names(self, shapes: Mapping[str, tuple[int, ...]] | tuple[str, ...] | list[str]) -> "Condition":
-        """Refuse unknown parameters and (given shapes) indices out of range."""
+    def check_names(self, shapes: Mapping[str, tuple[int, ...]] | tuple[str, ...] | list[str],
+                    attached: bool = False) -> "Condition":
+        """Refuse unknown parameters and (given shapes) indices out of range; `attached`:
+        `epoch` and `iteration`, which count a scenario's data (a loop's data is one batch an
+        iteration: `iteration` would stay 1, `epoch` count the updates)."""
+        counted = sorted(self.names & {"epoch", "iteration"}) if attached else []
+        if counted:
+            raise ConditionError(self.text, None, f"{' and '.join(counted)} count{'s' if len(counted) == 1 else ''} a scenario's data; in attach mode "
+                                 "the loop's iterations are counted by step (updates done: step == 10 after the "
+                                 "tenth)")
         known = shapes if isinstance(shapes, Mapping) else {n: None for n in shapes}
         for name, index, column in self.params:
             if name not in known:

@@ -61,7 +61,7 @@ def lockstep_run(s, ranks, kind: str, *args, on_phase: Callable[[], bool] | None
 
 
 def _condition(s, text) -> Condition:
-    return text if isinstance(text, Condition) else parse_condition(text).check_names(s.backend.param_shapes)
+    return text if isinstance(text, Condition) else parse_condition(text).check_names(s.backend.param_shapes, attached=True)
 
 
 def _loop(s, ranks, done, until, stop_when, epoch_limit, on_phase, loop=False) -> RunResult:
