@@ -124,9 +124,13 @@ def gradcheck(session, name: str, index: tuple[int, ...], h: float | None = None
     rel_error = abs_error / max(abs(analytic), abs(numeric), 1e-300)
     # at a kink the spread of the differences measures the kink, not an error: only a close match is ok
     ok = math.isfinite(abs_error) and ((abs_error <= tolerance and not kink) or rel_error <= RTOL.get(dtype, RTOL["float32"]))
-    which = "this iteration's batch" if session.phase_due != "forward" else "the next iteration's batch"
-    where = session.where.rsplit(" · ", 1)[0]      # its epoch and iteration (attach mode: the loop's iteration)
-    batch = f"{which}, {where}, at the current parameters"
+    if session.phase_due != "forward":
+        batch = f"this iteration's batch, {session.where.rsplit(' · ', 1)[0]}"    # (attach mode: the loop's iteration)
+    elif session.attached:          # the loop has not given the next batch yet: its latest
+        batch = f"the loop's latest batch, loop iteration {session.step_count}"
+    else:
+        batch = f"the next iteration's batch, {session.where.rsplit(' · ', 1)[0]}"
+    batch += ", at the current parameters"
     return GradCheck(name, index, analytic, numeric, h, abs_error, rel_error, ok, batch, tolerance, kink)
 
 

@@ -306,10 +306,10 @@ def _off_the_plot(coords: np.ndarray, alphas: np.ndarray, betas: np.ndarray) -> 
     if inside.all():
         return ""
     last = coords[~inside][-1]
-    who = "◆now and " if not inside[-1] else ""
+    now = " (◆now among them)" if not inside[-1] else ""
     with np.errstate(invalid="ignore"):
         clipped = " (the grid stops at ±1e150)" if not (np.abs(coords) <= 1e150).all() else ""
-    return (f"off the plot: {who}{int((~inside).sum())} of {len(coords)} path points, the last at "
+    return (f"off the plot: {int((~inside).sum())} of {len(coords)} path points{now}, the last at "
             f"({last[0]:.3g}, {last[1]:.3g}){clipped}")
 
 

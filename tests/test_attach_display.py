@@ -258,3 +258,22 @@ def test_attach_mode_refuses_conditions_on_epochs_and_iterations_in_one_line(con
     dbg.step(torch.randn(4, 3), torch.tensor([0, 1, 0, 1]))
     with pytest.raises(gdstep.GdstepError, match="counted by step"):
         dbg.session.run(until=condition)
+
+
+def test_gradcheck_between_two_loop_iterations_names_the_batch_it_used():
+    """Between two dbg.step calls the loop has not given the next batch: gradcheck checks
+    on its latest and says so (before: "the next iteration's batch, loop iteration 3" of a
+    check made on iteration 2's batch)."""
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2).double()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    dbg = gdstep.attach(model, opt, F.cross_entropy)
+    g = torch.Generator().manual_seed(2)
+    batches = [(torch.randn(4, 3, generator=g).double(), torch.tensor([0, 1, 0, 1])) for _ in range(2)]
+    for x, y in batches:
+        dbg.step(x, y)
+    check = dbg.session.gradcheck("weight", (0, 0))
+    assert check.batch == "the loop's latest batch, loop iteration 2, at the current parameters"
+    model.zero_grad()
+    F.cross_entropy(model(batches[1][0]), batches[1][1]).backward()
+    assert check.analytic == pytest.approx(model.weight.grad[0, 0].item(), rel=1e-12)

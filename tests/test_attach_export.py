@@ -34,9 +34,27 @@ def test_a_conv_nets_worked_example_shows_each_samples_values_flattened():
     text = worked_example(dbg.session)
     assert _row(text, "## 1. The batch")[:8] == [num(v) for v in x[0].flatten()[:8].tolist()]
     assert _row(text, "**Layer 0:")[:8] == [num(v) for v in conv0[0].flatten()[:8].tolist()]
-    assert "(each row: a sample's 1×8×8 values, flattened in order)" in text
-    assert "(each row: a sample's 4×6×6 values, flattened in order)" in text
+    assert "(each row's 1×8×8 values, flattened in order)" in text       # the batch: a sample a row
+    assert "(each row's 4×6×6 values, flattened in order)" in text       # the feature maps
+    assert "(each row's 1×3×3 values, flattened in order)" in text       # the kernel: an output channel a row
     assert re.search(r"\| loss \|", text)                       # the loss module's per-sample values
+    assert "loop iteration 1 (update 1)" in text and "epoch" not in text
+    dbg.close()
+
+
+def test_an_image_targets_columns_are_cut_as_the_outputs_are():
+    """An image-to-image loss (MSE on 5×5 maps): the target's 25 columns are cut to the
+    first 8 and a "…", as the output's are (before: all of them, 784 for an MNIST image)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(4, 1, 5, 5), torch.randn(4, 1, 5, 5)
+    dbg = gdstep.attach(model, opt, nn.MSELoss())
+    dbg.step(x, y)
+    text = worked_example(dbg.session)
+    head = next(line for line in text.splitlines() if line.startswith("| row | y"))
+    assert head.count("| t[") == 8 and head.count("| y[") == 8 and head.count("…") == 2
+    assert _row(text, "## 3. Loss")[8 + 1:8 + 1 + 8] == [num(v) for v in y[0].flatten()[:8].tolist()]
     dbg.close()
 
 

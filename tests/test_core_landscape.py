@@ -77,8 +77,8 @@ def test_a_diverged_path_beyond_the_grid_is_said_off_the_plot():
     beyond = int((~((land.path[:, 0] >= land.alphas[0]) & (land.path[:, 0] <= land.alphas[-1])
                     & (land.path[:, 1] >= land.betas[0]) & (land.path[:, 1] <= land.betas[-1]))).sum())
     assert abs(w) > land.alphas[-1] and beyond > 0
-    assert land.off_plot == (f"off the plot: ◆now and {beyond} of {len(land.path)} path points, the last at "
-                             f"({w:.3g}, {b:.3g}) (the grid stops at ±1e150)")
+    assert land.off_plot == (f"off the plot: {beyond} of {len(land.path)} path points (◆now among them), the "
+                             f"last at ({w:.3g}, {b:.3g}) (the grid stops at ±1e150)")
     fine = gdstep.open("overshoot")
     fine.step(5)
     assert fine.landscape().off_plot == ""

@@ -53,7 +53,7 @@ def _table(array: Any, row_label: str = "sample", col_prefix: str = "", row_name
                    f"min {num(st.min)}, max {num(st.max)}, norm {num(st.norm)})")
     if sample_shape is not None:
         out.append("")
-        out.append(f"(each row: a sample's {'×'.join(map(str, sample_shape))} values, flattened in order)")
+        out.append(f"(each row's {'×'.join(map(str, sample_shape))} values, flattened in order)")
     return out
 
 
@@ -74,8 +74,10 @@ def _loss_table(loss, row_names: list[str], classes: tuple[str, ...] | None) -> 
 
     class_target = t.ndim == 1 and np.issubdtype(t.dtype, np.integer)
     t2 = t.reshape(len(t), -1)
+    shown_t = min(t2.shape[1], COLS)
     heads = cols("y", y.shape[1])[:shown_y] + (["…"] if y.shape[1] > COLS else []) + \
-        (["t"] if class_target else cols("t", t2.shape[1])) + (cols("loss", per.shape[1]) if per is not None else [])
+        (["t"] if class_target else cols("t", t2.shape[1])[:shown_t] + (["…"] if t2.shape[1] > COLS else [])) + \
+        (cols("loss", per.shape[1]) if per is not None else [])
     out = ["| row | " + " | ".join(heads) + " |", "|---|" + "---:|" * len(heads)]
     for i in range(min(len(y), ROWS)):
         cells = [num(y[i, j]) for j in range(shown_y)] + (["…"] if y.shape[1] > COLS else [])
@@ -83,7 +85,7 @@ def _loss_table(loss, row_names: list[str], classes: tuple[str, ...] | None) -> 
             k = int(t[i])
             cells.append(classes[k] if classes is not None and 0 <= k < len(classes) else str(k))
         else:
-            cells += [num(v) for v in t2[i]]
+            cells += [num(v) for v in t2[i, :shown_t]] + (["…"] if t2.shape[1] > COLS else [])
         cells += [num(v) for v in per[i]] if per is not None else []
         name = row_names[i] if i < len(row_names) else str(i)
         out.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -113,7 +115,8 @@ def worked_example(session) -> str:
         lines.append("Nothing has run yet: step through at least the forward phase first.")
         return "\n".join(lines) + "\n"
     fwd = records.get("forward")
-    it = f"iteration {fwd.iteration} of epoch {fwd.epoch}" if fwd else f"step {step + 1}"
+    it = (f"loop iteration {step + 1}" if s.attached else f"iteration {fwd.iteration} of epoch {fwd.epoch}" if fwd
+          else f"step {step + 1}")
     opt = s.record("update").optimizer if "update" in records else s.optimizer
     kind = getattr(opt, "kind", type(opt).__name__)
     lines += [f"{it} (update {step + 1}) · {b.name} backend on {b.device}, {b.dtype} · loss `{sc.loss.kind}` · "

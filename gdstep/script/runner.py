@@ -208,10 +208,10 @@ class Runner:
 
     def _do_back(self, command: Command, on_phase: OnPhase):
         n, unit = command.args
-        before, position = self.session.cursor, self.session.position
-        cursor = self.session.back(phases=n) if unit == "phases" else self.session.back(iterations=n)
+        before, position = self.session.where, self.session.position
+        self.session.back(phases=n) if unit == "phases" else self.session.back(iterations=n)
         clamped = " (clamped at the start)" if position < (n if unit == "phases" else 4 * n) else ""
-        return [f"{command.text}: from {before} to {cursor}{clamped}"], {}, None, command.text, False
+        return [f"{command.text}: from {before} to {self.session.where}{clamped}"], {}, None, command.text, False
 
     def _do_set(self, command: Command, on_phase: OnPhase):
         s = self.session
