@@ -342,7 +342,7 @@ class Debugger(Reattaching, Resuming, Watching):
         inexact = self.session.replay_inexact
         print(f"gdstep: {message} — records written to {npz} (summary: {txt}); the loop goes on"
               + (f"; {lasting}" if lasting else "")
-              + ("; ⚠ recomputed otherwise than the loop computed them (the summary says why)" if inexact else ""),
+              + ("; ⚠ inexact: the records are not exactly the loop's (the summary says why)" if inexact else ""),
               file=sys.stderr)
 
     def dismiss(self, what: str | int = "nan") -> None:

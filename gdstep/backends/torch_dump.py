@@ -103,8 +103,8 @@ def summary(session, message: str) -> tuple[str, dict]:
         "inexact": s.replay_inexact,
     }
     lines = [f"gdstep break: {message}", f"  at {s.where} ({s.backend.name} on {s.backend.device}, {s.backend.dtype})"]
-    if s.replay_inexact:            # the records were recomputed, and not as the loop computed them
-        lines.append(f"  ⚠ recomputed inexactly: {s.replay_inexact}")
+    if s.replay_inexact:            # recomputed otherwise than the loop computed them, or not recomputable
+        lines.append(f"  ⚠ inexact: {s.replay_inexact}")
     if bad is not None:
         lines.append(f"  first non-finite value: {bad}")
     if meta["losses"]:
