@@ -292,8 +292,9 @@ class Debugger(Reattaching, Resuming, Watching):
         try:
             mode = self.on_break or ("tui" if interactive() else "dump")
             if mode == "dump" and self.on_break is None and not self.dumps and not self._handled_before:
-                print("gdstep: no terminal to open the debugger in (stdin, stdout and stderr must each be one, and "
-                      "CI unset): each break writes its records to files instead", file=sys.stderr)
+                print("gdstep: " + ("CI is set, so the debugger does not open" if os.environ.get("CI") else "no terminal to "
+                      "open the debugger in (stdin, stdout and stderr must each be one)") + ": each break writes its "
+                      "records to files instead", file=sys.stderr)
             self._handled_before = True
             if mode == "raise":
                 raise BreakpointHit(message, self.session)

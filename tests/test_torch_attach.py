@@ -99,8 +99,13 @@ def test_changes_in_the_debugger_carry_on_and_rewinds_return_to_the_loop():
         torch.testing.assert_close(p, q, rtol=0, atol=0)
 
 
-def test_without_a_terminal_the_records_go_to_a_file(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("ci", [False, True])
+def test_without_a_terminal_the_records_go_to_a_file(tmp_path, monkeypatch, capsys, ci):
     monkeypatch.setattr(attach_module, "interactive", lambda: False)
+    if ci:
+        monkeypatch.setenv("CI", "true")
+    else:
+        monkeypatch.delenv("CI", raising=False)
     model, opt, loss_fn, batches = make()
     dbg = gdstep.attach(model, opt, loss_fn, dump_dir=tmp_path, max_dumps=2)
     x, y = batches[0]
@@ -112,7 +117,8 @@ def test_without_a_terminal_the_records_go_to_a_file(tmp_path, monkeypatch, caps
     path = tmp_path / "gdstep-break-2.npz"
     assert path.exists() and (tmp_path / "gdstep-break-2.txt").exists()
     note, line = err.splitlines()         # why no app, once; then the break's own line
-    assert note.startswith("gdstep: no terminal to open the debugger in (stdin, stdout and stderr must each be one")
+    assert note.startswith("gdstep: CI is set, so the debugger does not open: each break writes" if ci else
+                           "gdstep: no terminal to open the debugger in (stdin, stdout and stderr must each be one)")
     assert str(path) in line and "non-finite" in line
     z = np.load(path)
     meta = json.loads(str(z["meta"]))
