@@ -38,8 +38,9 @@ class SessionSettings:
                                   f"set optimizer {self.optimizer.kind} " + " ".join(f"{k}={v}" for k, v in hyperparameters.items()))
         self._timeline.truncate_after(at)
         self._settings.record(at, changes)
-        for key, value in changes.items():        # numbered as the app's "update 5" is: from 1
-            self._log("setting", f"{key} → {settings.describe(key, value)} from iteration {at + 1} (the next to start)")
+        for key, value in changes.items():        # numbered as the app's "update 5" is (the phase bar's iter is an epoch's)
+            self._log("setting", f"{key} → {settings.describe(key, value)} from update {at + 1} on (the next "
+                                 "iteration to start)")
         return at
 
     def set_stop_when(self, condition: str | None) -> None:
