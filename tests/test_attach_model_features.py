@@ -418,3 +418,35 @@ def test_step_mode_keeps_the_loops_own_change_of_batchnorms_statistics_through_a
     assert all(torch.equal(a, b) for a, b in zip(model.buffers(), bare_model.buffers()))
     told = [e.message for e in dbg.session.events if "in place after the update" in e.message]
     assert told and "1.running_mean" in told[0]
+
+
+def test_an_evaluated_transformer_encoder_is_said_to_lose_its_fast_path_once(capsys):
+    """torch runs nn.TransformerEncoderLayer's fused fast path in eval mode only where no
+    forward hook is on it; gdstep's are, so the loop's evaluation differs from an unattached
+    one in the last bits. Said once, where the loop evaluates such a layer."""
+    class Classifier(nn.Module):            # a model of its own: gdstep hooks the layers inside the encoder
+        def __init__(self):
+            super().__init__()
+            layer = nn.TransformerEncoderLayer(d_model=8, nhead=2, dim_feedforward=16, dropout=0.0, batch_first=True)
+            self.enc = nn.TransformerEncoder(layer, num_layers=1, enable_nested_tensor=False)
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.head(self.enc(x).mean(1))
+
+    torch.manual_seed(0)
+    model = Classifier()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    dbg = gdstep.attach(model, opt, nn.CrossEntropyLoss())
+    x, y = torch.randn(6, 4, 8), torch.randint(0, 3, (6,))
+    for _ in range(2):
+        dbg.step(x, y)
+    assert "fast path" not in capsys.readouterr().err          # training: never the fast path, nothing to say
+    model.eval()
+    with torch.no_grad():
+        model(x)
+        model(x)
+    err = capsys.readouterr().err
+    assert err.count("torch's fast path for it is off while gdstep's hooks are on the model") == 1
+    assert sum("fast path" in e.message for e in dbg.session.events) == 1
+    dbg.close()

@@ -10,6 +10,7 @@ loop's scheduler moved on. Mixed into AttachBackend through WatchObserver."""
 from __future__ import annotations
 
 import copy
+import sys
 from contextlib import contextmanager
 
 from gdstep.errors import GdstepError
@@ -49,6 +50,27 @@ class Turns:
                 return (f"cannot recompute iteration {k + 1}: {why}; so the debugger stays where your loop is "
                         f"(iteration {step + 1}), which it could not come back to; q lets the loop go on")
         return None
+
+    _told_fast_path = False
+
+    def no_fast_path(self) -> None:
+        """The loop evaluates a model with an nn.TransformerEncoderLayer in eval mode: torch
+        takes its fused fast path only where no forward hook is on the layer, and gdstep's
+        are, so the outputs differ in the last bits from an unattached run's (and come
+        slower). Said once, on stderr and in the event log."""
+        if self._told_fast_path:
+            return
+        layer = self._torch.nn.TransformerEncoderLayer
+        if not any(isinstance(m, layer) and not m.training and any(x._forward_hooks or x._forward_pre_hooks
+                                                                   for x in m.modules()) for m in self._all_modules):
+            return
+        self._told_fast_path = True
+        message = ("the loop evaluates an nn.TransformerEncoderLayer in eval mode: torch's fast path for it is off "
+                   "while gdstep's hooks are on the model, so its outputs can differ from an unattached run's in the "
+                   "last bits (~1e-7 in float32) and come slower; training is not affected; dbg.close() removes the hooks")
+        print(f"gdstep: {message}", file=sys.stderr)
+        if self._session is not None:
+            self._session.log("info", message)
 
     @contextmanager
     def loops_generator(self):

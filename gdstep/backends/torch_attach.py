@@ -111,6 +111,7 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, UserModuleBackend):
         if (self.handed_over is not None or self.on_loop_call is not None) and self._loops_own_call():
             self.loop_goes_on()                   # the loop's own call, an evaluation too: its handler is done
         if self._evaluating():
+            self.no_fast_path()
             return
         if self._own or not self._watching:       # recorded through the rows' hooks (watch mode decides itself)
             self.hook_rows(True)
