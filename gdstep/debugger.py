@@ -268,22 +268,6 @@ class Debugger(Reattaching, Resuming, Watching):
 
     # -- a breakpoint fired ----------------------------------------------------------------------
 
-    def open(self, message: str = "set_trace") -> None:
-        """Open the debugger now, on the latest iteration (what `gdstep.set_trace()` does)."""
-        if self.session is None:
-            raise GdstepError("set_trace: no iteration has run through gdstep yet (dbg.step or dbg.watch)")
-        self.backend.loop_goes_on()        # a handler's hold, if any, is over: the loop calls gdstep
-        with self.backend.loops_generator():       # the loop's again after the debugger's rewinds and returns
-            if self.ranks is not None:      # DDP: every rank calls it; one debugs, the others follow
-                self.ranks.pause(self, self.ranks.everywhere(message))
-            else:
-                self._break(message)
-            if (self._mode == "step" or self._mode is None) and self.session.position != 4 * self._loop_step:
-                try:
-                    self._resync()
-                except GdstepError as e:
-                    print(f"gdstep: {e}", file=sys.stderr)
-
     def _break(self, message: str, settle: Callable[[], None] | None = None) -> None:
         """Open the debugger (or write the records and say where). `settle` finishes the
         iteration first when the records go to a file, so the file holds all of it."""

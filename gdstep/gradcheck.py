@@ -126,8 +126,10 @@ def gradcheck(session, name: str, index: tuple[int, ...], h: float | None = None
     ok = math.isfinite(abs_error) and ((abs_error <= tolerance and not kink) or rel_error <= RTOL.get(dtype, RTOL["float32"]))
     if session.phase_due != "forward":
         batch = f"this iteration's batch, {session.where.rsplit(' · ', 1)[0]}"    # (attach mode: the loop's iteration)
-    elif session.attached:          # the loop has not given the next batch yet: its latest
+    elif session.attached and not session.backend.has_batch(session.step_count):    # not given yet: the latest
         batch = f"the loop's latest batch, loop iteration {session.step_count}"
+    elif session.attached:          # a rewind to a boundary: the next iteration's, kept
+        batch = f"the next iteration's batch, loop iteration {session.step_count + 1}"
     else:
         batch = f"the next iteration's batch, {session.where.rsplit(' · ', 1)[0]}"
     batch += ", at the current parameters"

@@ -45,6 +45,35 @@ class Resuming:
             self.session.log("inexact", message)
             print(f"gdstep: {message}", file=sys.stderr)
 
+    def open(self, message: str = "set_trace") -> None:
+        """Open the debugger now, on the latest iteration (what `gdstep.set_trace()` does).
+        Wherever the debugger moves the session, the loop goes on from where it stands, with
+        its own random generator: in step mode the session comes back there; in watch mode
+        (the debugger only looks) the loop's tensors are put back, as after a watched break;
+        a handler that raises too."""
+        s, b = self.session, self.backend
+        if s is None:
+            raise GdstepError("set_trace: no iteration has run through gdstep yet (dbg.step or dbg.watch)")
+        b.loop_goes_on()        # a handler's hold, if any, is over: the loop calls gdstep
+        position = s.position
+        held = b.loop_state() if self._mode == "watch" and self.ranks is None else None
+        with b.loops_generator():
+            try:                # DDP: every rank calls it; one debugs, the others follow
+                self.ranks.pause(self, self.ranks.everywhere(message)) if self.ranks is not None else self._break(message)
+            finally:
+                if held is not None:
+                    if s.position != position:
+                        try:
+                            s.seek(position)
+                        except GdstepError as e:
+                            print(f"gdstep: could not return to where the loop is: {e}", file=sys.stderr)
+                    b.put_back(held)
+                elif self._mode in ("step", None) and s.position != 4 * self._loop_step:
+                    try:
+                        self._resync()
+                    except GdstepError as e:
+                        print(f"gdstep: {e}", file=sys.stderr)
+
     def _hand_over(self) -> None:
         """Step mode, on_break="raise": the session stands at the break for the loop's
         handler; the loop's first call after it (`loop_goes_on`) finishes the iteration

@@ -60,9 +60,8 @@ class RunLoop:
         return RunResult(reason, 0, 0, self.cursor, "nothing to run (0 iterations)")
 
     def _condition(self, text: str | Condition) -> Condition:
-        if isinstance(text, Condition):
-            return text
-        return parse_condition(text).check_names(self.backend.param_shapes, attached=self.attached)
+        condition = text if isinstance(text, Condition) else parse_condition(text)
+        return condition.check_names(self.backend.param_shapes, attached=self.attached)
 
     def _run(self, done: Callable[[], bool] | None, until: Condition | None = None, epoch_limit: bool = False,
              done_reason: StopReason = StopReason.DONE, on_phase: Callable[[], bool] | None = None,

@@ -193,7 +193,7 @@ class Watching:
             self._break(message)
         except BreakpointHit as hit:           # on_break="raise": after the bookkeeping (_raise_pending)
             self._raise_later = hit
-        except Exception as error:             # on_break's function raised: the same, so the loop's state is
+        except BaseException as error:         # on_break's function raised: the same, so the loop's state is
             self._raise_later = error          # put back and the iteration recorded before the loop sees it
         if s.position != position:
             try:

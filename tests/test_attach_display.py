@@ -274,6 +274,21 @@ def test_gradcheck_between_two_loop_iterations_names_the_batch_it_used():
         dbg.step(x, y)
     check = dbg.session.gradcheck("weight", (0, 0))
     assert check.batch == "the loop's latest batch, loop iteration 2, at the current parameters"
+    dbg.session.back(iterations=1)                 # at the boundary before iteration 2: its batch is kept
+    assert dbg.session.gradcheck("weight", (0, 0)).batch == "the next iteration's batch, loop iteration 2, at the current parameters"
+    dbg.session.seek(8)
     model.zero_grad()
     F.cross_entropy(model(batches[1][0]), batches[1][1]).backward()
     assert check.analytic == pytest.approx(model.weight.grad[0, 0].item(), rel=1e-12)
+
+
+def test_a_script_run_until_an_epoch_or_iteration_is_refused_in_attach_mode_too():
+    """The app's and scripts' `run until …` hand a parsed condition to the session: it is
+    checked as a text one is (before: it ran to the loop's latest iteration, never firing)."""
+    from gdstep.script import Runner
+
+    model = nn.Linear(3, 2)
+    dbg = gdstep.attach(model, torch.optim.SGD(model.parameters(), lr=0.1), F.cross_entropy)
+    dbg.step(torch.randn(4, 3), torch.tensor([0, 1, 0, 1]))
+    outcome = Runner(dbg.session).execute_line("run until iteration == 3")
+    assert not outcome.ok and "counted by step" in outcome.message

@@ -450,3 +450,36 @@ def test_an_evaluated_transformer_encoder_is_said_to_lose_its_fast_path_once(cap
     assert err.count("torch's fast path for it is off while gdstep's hooks are on the model") == 1
     assert sum("fast path" in e.message for e in dbg.session.events) == 1
     dbg.close()
+
+
+def test_step_mode_keeps_batchnorms_statistics_a_train_mode_forward_between_steps_moved():
+    """The loop measures its training accuracy with a forward in train mode under no_grad
+    between two dbg.step calls: BatchNorm's kernel moves its running mean and variance
+    without their version counters (num_batches_tracked's moves): all the buffers are kept
+    as the loop's change, so a later break's recomputation keeps them."""
+    g = torch.Generator().manual_seed(0)
+    xs, ys = torch.randn(10, 32, 8, generator=g), torch.randint(0, 3, (10, 32), generator=g)
+
+    def run(attached: bool):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        dbg = gdstep.attach(model, opt, nn.CrossEntropyLoss(), breakpoints=['phase == "loss" and step == 8'],
+                            on_break=lambda session, message: session.back(iterations=3)) if attached else None
+        for i in range(10):
+            if dbg is not None:
+                dbg.step(xs[i], ys[i])
+            else:
+                opt.zero_grad()
+                nn.functional.cross_entropy(model(xs[i]), ys[i]).backward()
+                opt.step()
+            if i == 6:
+                with torch.no_grad():
+                    model(xs[i])                     # train mode: the statistics move
+        if dbg is not None:
+            dbg.close()
+        return model
+
+    model, plain = run(True), run(False)
+    assert same(model, plain)
+    assert all(torch.equal(a, b) for a, b in zip(model.buffers(), plain.buffers()))

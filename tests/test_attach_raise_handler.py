@@ -471,3 +471,44 @@ def test_a_non_finite_forward_caught_in_step_mode_leaves_the_loop_its_generator(
     bare_params, bare_draws = run(False)
     assert draws == bare_draws and len(draws) == 7
     assert all(torch.equal(a, b) for a, b in zip(params, bare_params))
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, ValueError])
+def test_a_watch_mode_handler_that_rewinds_then_raises_leaves_the_loop_its_own_state(error):
+    """The handler moves the session back, then raises (Ctrl-C in a handler, a bug): the
+    loop catches it with its own parameters, gradients and optimizer state, and goes on as a
+    bare loop (before: a KeyboardInterrupt skipped putting them back)."""
+    def handler(session, message):
+        session.back(iterations=2)
+        raise error("out of the handler")
+
+    model, opt = make()
+    dbg = gdstep.attach(model, opt, nn.MSELoss(), breakpoints=['step == 3 and phase == "backward"'], on_break=handler)
+    caught = 0
+    for x, y in batches():
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        try:
+            dbg.watch(loss, y)
+        except error:
+            caught += 1
+        opt.step()
+    dbg.close()
+    assert caught == 1 and same(model, bare())
+
+
+@pytest.mark.parametrize("mode", ["step", "watch"])
+def test_set_trace_with_a_handler_that_rewinds_leaves_the_loop_where_it_stands(mode):
+    """gdstep.set_trace() mid-run with a function that rewinds two iterations (as a user
+    does in the app): the loop goes on from its own state in both modes (before, in watch
+    mode, its parameters and Adam state were left two iterations back, unsaid)."""
+    model, opt = make()
+    dbg = gdstep.attach(model, opt, nn.MSELoss())
+    for i, (x, y) in enumerate(batches()):
+        attached_iteration(mode, dbg, model, opt, nn.functional.mse_loss, x, y)
+        if i == 3:
+            gdstep.set_trace(on_break=lambda session, message: session.back(iterations=2))
+    dbg.close()
+    assert same(model, bare())
+    assert all(st["step"] == len(batches()) for st in opt.state.values())

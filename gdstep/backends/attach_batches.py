@@ -48,6 +48,10 @@ class KeptBatches:
         """How many of the latest batches are kept for recomputing their iterations."""
         return self._keep
 
+    def has_batch(self, step: int) -> bool:
+        """Whether the batch of iteration `step` (from 0) is kept."""
+        return step in self._batches
+
     def add_batch(self, step: int, x, y, args: tuple = (), kwargs: Mapping | None = None) -> None:
         if not args and not kwargs and hasattr(x, "data_ptr") and (y is None or hasattr(y, "data_ptr")):
             kept = self._plain_batch(x, y)        # model(x) with a tensor target: the same, directly

@@ -243,7 +243,8 @@ class CheckpointMixin:
         if restores == self._restores and self._unmoved(params, owned) and self._buffers_unmoved(buffers):
             return {}                                                         # the usual case, in one pass
         out: dict[Any, Any] = {name: p.detach().clone() for (name, p), v in zip(self._named, params) if p._version != v}
-        out.update({name: b.detach().clone() for (name, b), v in zip(self._buffers, buffers) if _version_of(b) != v})
+        if not self._buffers_unmoved(buffers):     # all of them: BatchNorm's kernel writes its running mean and
+            out.update({name: b.detach().clone() for name, b in self._buffers})    # variance without a version
         if restores != self._restores:
             return out
         torch, states = self._torch, self.torch_optimizer.state
