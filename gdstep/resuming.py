@@ -61,13 +61,8 @@ class Resuming:
             try:                # DDP: every rank calls it; one debugs, the others follow
                 self.ranks.pause(self, self.ranks.everywhere(message)) if self.ranks is not None else self._break(message)
             finally:
-                if held is not None:
-                    if s.position != position:
-                        try:
-                            s.seek(position)
-                        except GdstepError as e:
-                            print(f"gdstep: could not return to where the loop is: {e}", file=sys.stderr)
-                    b.put_back(held)
+                if held is not None:        # watch mode: as after a watched break (Watching._look)
+                    self._back_to_loop(position, held)
                 elif self._mode in ("step", None) and s.position != 4 * self._loop_step:
                     try:
                         self._resync()

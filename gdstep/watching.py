@@ -195,10 +195,16 @@ class Watching:
             self._raise_later = hit
         except BaseException as error:         # on_break's function raised: the same, so the loop's state is
             self._raise_later = error          # put back and the iteration recorded before the loop sees it
+        self._back_to_loop(position, held)
+
+    def _back_to_loop(self, position: int, held: tuple) -> None:
+        """After the debugger looked (and maybe moved): the session back where the loop
+        stands, and the loop's own tensors put back (`loop_state`)."""
+        s = self.session
         if s.position != position:
             try:
                 s.seek(position)
             except GdstepError as e:
                 print(f"gdstep: could not return to where the loop is: {e}", file=sys.stderr)
-        b.put_back(held)
+        self.backend.put_back(held)
 

@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 import gdstep
+from attach_loop import attached_iteration
 
 
 class Checkpointed(nn.Module):
@@ -394,12 +395,8 @@ def test_step_mode_keeps_the_loops_own_change_of_batchnorms_statistics_through_a
         tracked = []
         for i in range(16):
             try:
-                if dbg is not None:
-                    dbg.step(xs[i], ys[i])
-                else:
-                    opt.zero_grad()
-                    nn.functional.cross_entropy(model(xs[i]), ys[i]).backward()
-                    opt.step()
+                attached_iteration("bare" if dbg is None else "step", dbg, model, opt, nn.functional.cross_entropy,
+                                   xs[i], ys[i])
             except gdstep.BreakpointHit:
                 pass
             if i == 4:
@@ -467,12 +464,8 @@ def test_step_mode_keeps_batchnorms_statistics_a_train_mode_forward_between_step
         dbg = gdstep.attach(model, opt, nn.CrossEntropyLoss(), breakpoints=['phase == "loss" and step == 8'],
                             on_break=lambda session, message: session.back(iterations=3)) if attached else None
         for i in range(10):
-            if dbg is not None:
-                dbg.step(xs[i], ys[i])
-            else:
-                opt.zero_grad()
-                nn.functional.cross_entropy(model(xs[i]), ys[i]).backward()
-                opt.step()
+            attached_iteration("bare" if dbg is None else "step", dbg, model, opt, nn.functional.cross_entropy,
+                               xs[i], ys[i])
             if i == 6:
                 with torch.no_grad():
                     model(xs[i])                     # train mode: the statistics move

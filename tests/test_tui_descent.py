@@ -170,17 +170,23 @@ async def test_the_landscape_plot_draws_the_true_surface_and_cycles_directions()
         assert "landscape gradient" in str(plot.border_title)
 
 
-async def test_the_line_plot_marks_the_step():
+async def _line_plot(pilot):
+    """The lower plot switched from the landscape to the line, once it has drawn."""
     from gdstep.tui.plots import LinePlot
 
+    await settle(pilot)
+    await pilot.press("v")                          # landscape → line
+    await settle(pilot)
+    plot = pilot.app.query_one(LinePlot)
+    await until(lambda: plot.picture is not None)
+    return plot
+
+
+async def test_the_line_plot_marks_the_step():
     s = gdstep.open("overshoot")
     app = make_app(s, timestamps=False)
     async with app.run_test(size=(120, 36)) as pilot:
-        await settle(pilot)
-        await pilot.press("v")                      # landscape → line
-        await settle(pilot)
-        plot = app.query_one(LinePlot)
-        await until(lambda: plot.picture is not None)
+        plot = await _line_plot(pilot)
         line = plot.picture.line
         assert line.t.min() == -0.5 and line.t.max() == 3.0 and 1.0 in line.t
         twin = s.fork()
@@ -198,16 +204,10 @@ async def test_the_line_plot_of_an_overflowing_update_says_where_its_loss_is_fin
 
     from gdstep.landscape import Line
     from gdstep.tui.descent_data import LinePicture
-    from gdstep.tui.plots import LinePlot
 
-    s = gdstep.open("overshoot")
-    app = make_app(s, timestamps=False)
+    app = make_app(gdstep.open("overshoot"), timestamps=False)
     async with app.run_test(size=(120, 36)) as pilot:
-        await settle(pilot)
-        await pilot.press("v")                      # landscape → line
-        await settle(pilot)
-        plot = app.query_one(LinePlot)
-        await until(lambda: plot.picture is not None)
+        plot = await _line_plot(pilot)
         t = np.linspace(-0.5, 3.0, 36)
         loss = np.where((t > 0.05) & (t < 0.65), 1e300, np.inf)
         plot.picture = LinePicture(Line(t, loss, 631, float("inf"), float("inf")))
