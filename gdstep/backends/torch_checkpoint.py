@@ -236,8 +236,8 @@ class CheckpointMixin:
         return tuple(p._version for _, p in self._named), owned, self._restores, buffers
 
     def changed_params(self, versions: tuple) -> dict[Any, Any]:
-        """Copies of what moved since `versions`: parameters by name, optimizer state tensors
-        by (parameter name, state key). Where gdstep restored a checkpoint since, its state
+        """Copies of what moved since `versions`: parameters and (step mode) buffers by name,
+        optimizer state tensors by (parameter name, state key). Where gdstep restored a checkpoint since, its state
         tensors are new without the loop having touched them: only parameters are compared."""
         params, owned, restores, buffers = versions
         if restores == self._restores and self._unmoved(params, owned) and self._buffers_unmoved(buffers):
