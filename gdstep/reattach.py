@@ -19,8 +19,12 @@ class Reattaching:
         first = b._named[0][1] if b._named else None
         if first is None or self.ranks is not None:
             return None
+        where = (first.dtype, first.device)
+        if where == getattr(b, "_made_for", None):       # (the names below cost more, each iteration)
+            return None
         now = (dtype_name(first.dtype), device_name(first.device))
         if now == (b.dtype, b.device):
+            b._made_for = where
             return None
         return f"{b.dtype} on {b.device} → {now[0]} on {now[1]}"
 

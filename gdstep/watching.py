@@ -60,9 +60,8 @@ class Watching:
         for phase in OBSERVED:
             if self._advance(phase):
                 break
-        b.new_iteration()
-        self._note_versions()
-        self._raise_pending()
+        b.new_iteration()          # (the versions are noted after the loop's step: `_check_loop_edits` reads
+        self._raise_pending()      # them at an iteration's start only, and a watch() leaves one mid-way)
         return s.loss_value
 
     def _first_session(self):
