@@ -187,8 +187,8 @@ class Rewind:
         if not self._lean_records:
             return
         self._lean_records = False
-        reading = getattr(self.backend, "reading", None)          # attach mode (watch mode: the loop's tensors held)
-        held = reading is not None and self.backend.watching
+        reading = getattr(self.backend, "reading", None)          # attach mode: the loop's tensors held, and put back
+        held = reading is not None                                 # at their versions (no edit of the loop's is seen)
         live = self.backend.capture() if self.attached and self._phase == 0 and not held else None
         differed = set(getattr(self.backend, "differed", ()))
         try:

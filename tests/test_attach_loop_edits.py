@@ -102,3 +102,47 @@ def test_an_edit_through_data_which_torch_does_not_count_is_not_kept_but_said(mo
     assert "inexact" in seen, "the breakpoint did not fire"
     assert seen["inexact"] is not None and ".data" in seen["inexact"]
     assert any(e.kind == "inexact" and ".data" in e.message for e in dbg.session.events)
+
+
+@pytest.mark.parametrize("edit", [False, True])
+@pytest.mark.parametrize("mode", ["step", "watch"])
+def test_reading_records_between_the_loops_calls_is_no_edit_of_the_loops(mode, edit):
+    """A loop that reads a record between its iterations (a print of the latest update) has
+    it recomputed from a checkpoint, which writes the parameters back: gdstep takes that for
+    no edit of the loop's. An edit the loop did make before the read is named, alone, and
+    kept: the parameters equal a bare loop's with the same edit, after a rewind too."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    bare = copy.deepcopy(model)
+    loss_fn = nn.CrossEntropyLoss()
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    bare_opt = torch.optim.Adam(bare.parameters(), lr=0.05)
+    dbg = gdstep.attach(model, opt, loss_fn, breakpoints=["nan"], on_break="raise")
+    g = torch.Generator().manual_seed(1)
+    read = []
+    for i in range(7):
+        x, y = torch.randn(16, 4, generator=g), torch.randint(0, 3, (16,), generator=g)
+        attached_iteration(mode, dbg, model, opt, loss_fn, x, y)
+        bare_opt.zero_grad()
+        loss_fn(bare(x), y).backward()
+        bare_opt.step()
+        if i == 3:
+            if edit:
+                for m in (model, bare):
+                    with torch.no_grad():
+                        m[0].weight.mul_(0.5)
+            read.append(dbg.session.record("update"))        # lean: recomputed from a checkpoint now
+    s = dbg.session
+    named = [e.message for e in s.events if "in place" in e.message and "changed" in e.message]
+    if edit:
+        assert len(named) == 1 and "0.weight" in named[0] and "0.bias" not in named[0] and "2.weight" not in named[0]
+    else:
+        assert named == []
+    for p, q in zip(model.parameters(), bare.parameters()):
+        assert torch.equal(p, q)
+    if mode == "step":               # step mode's rewinds move the model: back to the start and forward again
+        at = s.position
+        s.seek(0)
+        s.seek(at)
+        for p, q in zip(model.parameters(), bare.parameters()):
+            assert torch.equal(p, q)
