@@ -266,6 +266,56 @@ def test_a_buffer_made_under_inference_mode_does_not_stop_the_first_step():
     assert same(model, bare)
 
 
+
+class Centred(nn.Module):
+    """An MLP that subtracts the data's mean, computed under inference_mode and kept as a
+    buffer: an inference tensor, which has no version counter and may be written in
+    inference mode only."""
+
+    def __init__(self, mean):
+        super().__init__()
+        self.register_buffer("mean", mean)
+        self.inp, self.out = nn.Linear(4, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.inp(x - self.mean)))
+
+
+@pytest.mark.parametrize("mode", ["step", "watch"])
+def test_a_break_that_reads_and_rewinds_a_model_with_an_inference_mode_buffer_goes_on_as_a_bare_loop(mode):
+    """A break's handler reads a record (recomputed from a checkpoint) and rewinds: the
+    inference-mode buffer is written back where torch allows it, and the loop ends with a
+    bare loop's weights and buffer, bit for bit."""
+    g = torch.Generator().manual_seed(1)
+    data = torch.randn(96, 4, generator=g)
+    targets = torch.randint(0, 3, (96,), generator=g)
+    with torch.inference_mode():
+        mean = data.mean(0)
+    torch.manual_seed(0)
+    model = Centred(mean)
+    bare = copy.deepcopy(model)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    bare_opt = torch.optim.Adam(bare.parameters(), lr=0.05)
+    loss_fn = nn.CrossEntropyLoss()
+    seen = {}
+
+    def look(s, message):
+        seen["loss"] = s.record("loss").value
+        s.back(iterations=2)
+        seen["at"] = s.step_count
+
+    dbg = gdstep.attach(model, opt, loss_fn, breakpoints=["step == 4"], on_break=look)
+    for i in range(6):
+        x, y = data[16 * i:16 * (i + 1)], targets[16 * i:16 * (i + 1)]
+        attached_iteration(mode, dbg, model, opt, loss_fn, x, y)
+        bare_opt.zero_grad()
+        loss_fn(bare(x), y).backward()
+        bare_opt.step()
+    dbg.close()
+    assert seen["at"] == 2 and math.isfinite(seen["loss"])
+    assert model.mean.is_inference()
+    assert same(model, bare)
+
 def same_or_both_nan(a: nn.Module, b: nn.Module) -> bool:
     return all(torch.allclose(p, q, rtol=0, atol=0, equal_nan=True)
                for p, q in zip(a.state_dict().values(), b.state_dict().values()))

@@ -30,7 +30,8 @@ class Turns:
         if self.scaler is not None:         # where the loop's scaler stands in this step (unscaled yet?)
             scaler = copy.deepcopy(dict(self.scaler._per_optimizer_states[id(self.torch_optimizer)]))
         self._pinned = self._cannot_return()
-        versions = [(t, t._version) for _, t in self._named + list(self._buffers)]
+        versions = [(t, t._version) for _, t in self._named + list(self._buffers)
+                    if not t.is_inference()]        # (an inference tensor has no version counter)
         return self.capture(), [(p, p.grad) for _, p in self._train], dict(self._observed), scaler, versions
 
     def _cannot_return(self) -> str | None:

@@ -199,7 +199,7 @@ class CheckpointMixin:
                 self._write(name, p, checkpoint.params[name])
             if checkpoint.buffers is not None:
                 for name, b in self._buffers:
-                    b.copy_(checkpoint.buffers[name])
+                    write_buffer(torch, b, checkpoint.buffers[name])
         states = self.torch_optimizer.state
         states.clear()
         for name, p in self._train:
@@ -282,7 +282,7 @@ class CheckpointMixin:
                 if not isinstance(key, tuple):
                     live = self._by_name.get(key)
                     if live is None:                   # a buffer (BatchNorm's statistics)
-                        dict(self._buffers)[key].copy_(value)
+                        write_buffer(self._torch, dict(self._buffers)[key], value)
                     else:
                         self._write(key, live, value)
                     continue
@@ -324,6 +324,16 @@ class CheckpointMixin:
         torch.set_rng_state(cpu)
         if cuda is not None:
             torch.cuda.set_rng_state_all(cuda)
+
+
+def write_buffer(torch, buffer, value) -> None:
+    """Copy a saved value into a live buffer: an inference tensor (a buffer made under
+    `torch.inference_mode()`) in inference mode, the only place torch lets it be written."""
+    if buffer.is_inference():
+        with torch.inference_mode():
+            buffer.copy_(value)
+    else:
+        buffer.copy_(value)
 
 
 def _version_of(t):
