@@ -79,6 +79,7 @@ class Resuming:
         b.on_loop_call = self._finish_unfinished
         b.held_versions = b.param_versions()      # (noted again after each record the handler reads)
         self._raised_groups = b.group_values()
+        self._raised_at = self.session.position
 
     def _finish_unfinished(self) -> None:
         """The iteration on_break="raise" left at its break, finished as the loop would have."""
@@ -97,22 +98,33 @@ class Resuming:
         groups, versions = self._raised_groups, b.held_versions
         updating = s.position != 4 * (self._loop_step + 1)          # (a break after the update: it is done)
         edited = sorted(k for k in b.changed_params(versions) if isinstance(k, str)) if updating else []
+        on_loops = bool(edited) and s.position == getattr(self, "_raised_at", None)    # (the handler did not move it)
         if edited:
             message = (f"iteration {self._loop_step + 1}: the loop changed {', '.join(edited)} after catching its "
-                       "break and before the iteration's update, which then ran on the loop's values (a bare loop "
-                       "would have updated first)")
+                       "break and before the iteration's update, which then " + (
+                           "ran on the loop's values with the gradients of the break (a bare loop would have updated "
+                           "first); a rewind into this iteration recomputes its update without the change" if on_loops
+                           else "ran on the values of the break, as the session was moved meanwhile: the change is lost"))
             s.log("inexact", message)
             print(f"gdstep: {message}", file=sys.stderr)
         now = b.group_values()
         rng = b._rng_state()          # the loop's: the iteration's forward drew before the break, the loop since
         b.set_group_values(groups)
         try:
-            self._finish_iteration()
+            if on_loops:              # the rest of the iteration on the loop's values, then kept as the loop's edit
+                while s.position < 4 * (self._loop_step + 1):
+                    s.next_phase()
+                s.keep_loop_edit(b.changed_params(versions), horizon=b.kept_batches + 2, log=False)
+            else:
+                self._finish_iteration()
         finally:
             b.set_group_values(now)
             b._set_rng(rng)           # (finishing recomputes from a checkpoint, whose generator is the iteration's)
         self._loop_step += 1
-        self._note_versions()          # gdstep's own update: no edit of the loop's
+        if updating:
+            self._note_versions()      # gdstep's own update: no edit of the loop's
+        else:                          # a break after the update: what the handler changed is the loop's edit
+            self._versions = versions  # (`_check_loop_edits`, next, keeps it)
 
     def _finish_iteration(self) -> None:
         """After a break in `step`: finish this iteration as the loop would have (unchecked)."""

@@ -83,13 +83,13 @@ class Rewind:
                 timeline.save(self._checkpoint())
                 self._checkpoint_at, self._checkpoint_step = time.thread_time(), step
 
-    def keep_loop_edit(self, values: dict, horizon: int) -> None:
+    def keep_loop_edit(self, values: dict, horizon: int, log: bool = True) -> None:
         """Attach mode, at an iteration boundary: the loop changed these parameters in place
         since the update (`values`: copies, as it left them). Checkpoints and recomputations
         from here on hold them, so a rewind or a recomputed record never undoes the change."""
         first = not self._timeline.edits
         self._timeline.edit(self._checkpoint(), values, horizon)
-        if first:
+        if first and log:
             names = sorted(k if isinstance(k, str) else f"the optimizer's {k[1]} of {k[0]}" for k in values)
             self._log("info", f"iteration {self._step + 1}: the loop changed {', '.join(names)} in place "
                               "after the update (clipping, pruning, or a forward that writes its weights: an Embedding's "

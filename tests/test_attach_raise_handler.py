@@ -330,6 +330,51 @@ def test_step_mode_what_the_loop_does_between_its_handler_and_the_next_step(case
     dbg.close()
 
 
+
+@pytest.mark.parametrize("phase", ["backward", "update"])
+def test_step_mode_a_handler_that_changes_a_weight_has_its_change_kept(phase):
+    """The handler of a caught break halves a weight before the loop's next dbg.step. At a
+    break after the backward, the iteration's update then runs on the halved weight with the
+    gradients of the break (a bare loop that halves between backward() and step()), and
+    gdstep says so; after the update, the change is the loop's edit, kept as one. Either way
+    the loop ends with that bare loop's weights, and a rewind to the start and back again
+    gives them too, with nothing called inexact about the replay."""
+    def halve(model):
+        with torch.no_grad():
+            model[0].weight.mul_(0.5)
+
+    model, opt = make()
+    dbg = gdstep.attach(model, opt, nn.MSELoss(), breakpoints=[f'step == 2 and phase == "{phase}"'], on_break="raise")
+    hits = 0
+    for x, y in batches():
+        try:
+            dbg.step(x, y)
+        except gdstep.BreakpointHit:
+            hits += 1
+            dbg.session.record("loss")          # a handler that reads first (recomputed from a checkpoint)
+            halve(model)
+    bare_model, bare_opt = make()
+    for i, (x, y) in enumerate(batches()):
+        bare_opt.zero_grad()
+        nn.functional.mse_loss(bare_model(x), y).backward()
+        if i == 2 and phase == "backward":
+            halve(bare_model)
+        bare_opt.step()
+        if i == 1 and phase == "update":
+            halve(bare_model)
+    dbg.close()
+    s = dbg.session
+    assert hits == 1 and same(model, bare_model)
+    said = [e.message for e in s.events if "0.weight" in e.message]
+    if phase == "backward":
+        assert len(said) == 1 and "ran on the loop's values with the gradients of the break" in said[0]
+    else:
+        assert len(said) == 1 and "in place after the update" in said[0]
+    at = s.position
+    s.seek(0)
+    s.seek(at)
+    assert same(model, bare_model) and s.replay_inexact is None
+
 def test_after_the_loop_ends_on_a_caught_break_set_trace_may_move():
     model, dbg, hits = stepped_to_a_last_break('step == {n} and phase == "update"')
     assert hits == 1
