@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import gdstep
+from gdstep.script.runner import Runner
 from conftest import SIZE, log_text, press, select, settle
 from gdstep.tui.app import make_app
 from gdstep.tui.batch_view import BatchView
@@ -258,6 +259,11 @@ def test_attach_mode_refuses_conditions_on_epochs_and_iterations_in_one_line(con
     dbg.step(torch.randn(4, 3), torch.tensor([0, 1, 0, 1]))
     with pytest.raises(gdstep.GdstepError, match="counted by step"):
         dbg.session.run(until=condition)
+    runner = Runner(dbg.session)         # the app's prompt and a script: refused in one line too
+    for command in (f"expect {condition}", f"break {condition}", f"run until {condition}", f'say "{{{condition}}}"'):
+        outcome = runner.execute_line(command)
+        assert not outcome.ok and outcome.error and "counted by step" in outcome.message, (command, outcome)
+    assert runner.execute_line("expect step == 1").ok
 
 
 def test_gradcheck_between_two_loop_iterations_names_the_batch_it_used():

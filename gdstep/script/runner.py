@@ -96,16 +96,17 @@ class Runner:
     def check(self, command: Command) -> None:
         """Refuse names the session does not have, with the command's line and column."""
         shapes = self.session.backend.param_shapes
+        attached = getattr(self.session, "attached", False)
         for arg in command.args:
             if isinstance(arg, Condition):
                 try:
-                    arg.check_names(shapes)
+                    arg.check_names(shapes, attached=attached)
                 except GdstepError as e:
                     at = command.source.find(arg.text)
                     column = at + (getattr(e, "column", None) or 1) if at >= 0 else None
                     raise ScriptError(self.file, command.line, column, e.message) from None
         if command.name == "say":
-            _check_say(self.file, command, shapes)
+            _check_say(self.file, command, shapes, attached)
         if command.name == "gradcheck" or (command.name == "print" and command.args[0] in ("tensor", "state")):
             name = command.args[0] if command.name == "gradcheck" else command.args[1]
             if name not in shapes:
@@ -328,12 +329,12 @@ class Runner:
         return [f"recording of {_count(len(self.lines), 'command')} saved to {path}"], {}, None, None, False
 
 
-def _check_say(file: str | None, command: Command, shapes) -> None:
+def _check_say(file: str | None, command: Command, shapes, attached: bool = False) -> None:
     """A say field naming a parameter the session lacks, at its column on the line."""
     at = command.source.find('"')
     for field in command.args[0].fields:
         try:
-            field.expression.check_names(shapes)
+            field.expression.check_names(shapes, attached=attached)
         except GdstepError as e:
             column = at + 1 + field.column + ((getattr(e, "column", None) or 1) - 1) if at >= 0 else None
             raise ScriptError(file, command.line, column, e.message) from None
