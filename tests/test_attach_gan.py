@@ -79,6 +79,8 @@ def test_one_session_over_both_models_and_optimizers():
     for name, u in update.params.items():
         assert torch.equal(u.new, dict(netG.named_parameters())[name[2:]].detach())
     assert s.replay_inexact is not None and "forward 3 times" in s.replay_inexact
+    said = [e.message for e in s.events if "ran forward" in e.message]    # every discriminator's step is such:
+    assert len(said) == 1 and "said once" in said[0]                      # one line, not one an iteration
     with pytest.raises(GdstepError, match="dbg.step takes one model"):
         dbg.step(torch.randn(2, 8), torch.ones(2, 1))
 

@@ -134,14 +134,25 @@ class WatchObserver(Turns):
                    else "its gradients add to those of an iteration the loop did not step")
             self._batches[self._updates] = kept._replace(why_not=why)
         if accumulated:
-            self._announce(self._updates, f"iteration {self._updates + 1}: its gradients add to those of the "
-                           "iteration before, which the loop did not step (gradient accumulation): the records show "
-                           "the sum; a rewind cannot recompute it")
+            self._announce_once("accumulated", f"iteration {self._updates + 1}: its gradients add to those of the "
+                                "iteration before, which the loop did not step (gradient accumulation): the records show "
+                                "the sum; a rewind cannot recompute it")
         elif self._forwards > 1:
-            self._announce(self._updates, f"iteration {self._updates + 1}: the model ran forward {self._forwards} times "
-                           "before this optimizer step (gradient accumulation, several losses as in a GAN, or an "
-                           "evaluation outside torch.no_grad()): the records show the last forward and its loss with the gradients of all of them; a rewind "
-                           "cannot recompute it")
+            self._announce_once("forwards", f"iteration {self._updates + 1}: the model ran forward {self._forwards} times "
+                                "before this optimizer step (gradient accumulation, several losses as in a GAN, or an "
+                                "evaluation outside torch.no_grad()): the records show the last forward and its loss with "
+                                "the gradients of all of them; a rewind cannot recompute it")
+
+    def _announce_once(self, kind: str, message: str) -> None:
+        """An inexact iteration of a kind a loop repeats every time (a GAN's, accumulation's):
+        said for the first, in the event log; each one after is noted (`inexact`) and a rewind
+        into it refused with the same reason, but not logged again."""
+        told = self.__dict__.setdefault("_told_kinds", set())
+        if kind in told:
+            self.inexact.append((self._updates, message))
+            return
+        told.add(kind)
+        self._announce(self._updates, f"{message} (said once: each such iteration after it is the same)")
 
     def release_grads(self) -> None:
         """After a lean iteration's step: keep no reference to the loop's gradients (a loop that
