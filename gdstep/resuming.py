@@ -102,7 +102,7 @@ class Resuming:
         if edited:
             message = (f"iteration {self._loop_step + 1}: the loop changed {', '.join(edited)} after catching its "
                        "break and before the iteration's update, which then " + (
-                           "ran on the loop's values with the gradients of the break (a bare loop would have updated "
+                           "ran on the loop's values with the gradients of the weights its forward used (a bare loop would have updated "
                            "first); a rewind into this iteration recomputes its update without the change" if on_loops
                            else "ran on the values of the break, as the session was moved meanwhile: the change is lost"))
             s.log("inexact", message)

@@ -331,11 +331,12 @@ def test_step_mode_what_the_loop_does_between_its_handler_and_the_next_step(case
 
 
 
-@pytest.mark.parametrize("phase", ["backward", "update"])
+@pytest.mark.parametrize("phase", ["loss", "backward", "update"])
 def test_step_mode_a_handler_that_changes_a_weight_has_its_change_kept(phase):
     """The handler of a caught break halves a weight before the loop's next dbg.step. At a
-    break after the backward, the iteration's update then runs on the halved weight with the
-    gradients of the break (a bare loop that halves between backward() and step()), and
+    break before the update, the iteration's update then runs on the halved weight with the
+    gradients of the weights its forward used (a bare loop that halves between backward()
+    and step()), and
     gdstep says so; after the update, the change is the loop's edit, kept as one. Either way
     the loop ends with that bare loop's weights, and a rewind to the start and back again
     gives them too, with nothing called inexact about the replay."""
@@ -357,7 +358,7 @@ def test_step_mode_a_handler_that_changes_a_weight_has_its_change_kept(phase):
     for i, (x, y) in enumerate(batches()):
         bare_opt.zero_grad()
         nn.functional.mse_loss(bare_model(x), y).backward()
-        if i == 2 and phase == "backward":
+        if i == 2 and phase != "update":
             halve(bare_model)
         bare_opt.step()
         if i == 1 and phase == "update":
@@ -366,8 +367,8 @@ def test_step_mode_a_handler_that_changes_a_weight_has_its_change_kept(phase):
     s = dbg.session
     assert hits == 1 and same(model, bare_model)
     said = [e.message for e in s.events if "0.weight" in e.message]
-    if phase == "backward":
-        assert len(said) == 1 and "ran on the loop's values with the gradients of the break" in said[0]
+    if phase != "update":
+        assert len(said) == 1 and "ran on the loop's values with the gradients of the weights its forward used" in said[0]
     else:
         assert len(said) == 1 and "in place after the update" in said[0]
     at = s.position
