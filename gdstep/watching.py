@@ -96,6 +96,10 @@ class Watching:
                 return
             b.loop_goes_on()                      # the loop's own step: a handler's hold is over
             if s is not None and s.phase_due == "update":
+                moved = b.changed_since_watch()
+                if moved:                         # the step runs on the loop's changed values: full records
+                    self._lean_now = False
+                    self._changed_before_step = (moved, b.param_versions())
                 self.backend.observe_before_step(optimizer)
                 if self._lean_now and update_norms.measured(s.step_count, None):   # compared with the parameters before the step
                     s._norms_before = update_norms.before(self.backend.params(), s._history.norm_names)
@@ -107,12 +111,27 @@ class Watching:
             if self.backend.observe_after_step():
                 self._advance("update")
                 self._loop_step = self.session.step_count
+                self._keep_changed_before_step()    # (DDP: Ranks.advance ran the phase)
                 self._note_versions()
                 self._raise_pending()          # out of the loop's optimizer.step(): the update is done
 
         for o in getattr(opt, "optimizers", [opt]):
             self._step_hooks += [o.register_step_pre_hook(detachable(before)), o.register_step_post_hook(detachable(after))]
         self.backend.own_step_hooks = {h.id for h in self._step_hooks}     # not the loop's (update bounds)
+
+    def _keep_changed_before_step(self) -> None:
+        """The loop changed parameters between watch() and step(): what the step made is kept
+        as the loop's edit, so recomputations from here on start from it; said once."""
+        changed, self._changed_before_step = getattr(self, "_changed_before_step", None), None
+        if changed is None:
+            return
+        names, versions = changed
+        b, s = self.backend, self.session
+        s.keep_loop_edit(b.changed_params(versions), horizon=b.kept_batches + 2, log=False)
+        b._announce_once("changed before step", f"iteration {s.step_count}: the loop changed {', '.join(names)} "
+                         "in place between watch() and optimizer.step() (weight decay or a projection by hand): the "
+                         "update shows the values the step ran on, and the iterations after it start from the "
+                         "loop's; a rewind into such an iteration recomputes its update without the change")
 
     def _advance(self, phase: str) -> bool:
         """Run one observed phase, then check: True when it broke (the rest is unchecked)."""
@@ -121,6 +140,8 @@ class Watching:
         s = self.session
         seen = len(s.events)
         self._run_phase(s, phase)
+        if phase == "update":
+            self._keep_changed_before_step()    # before a break may rewind across it
         message = next((e.message for e in s.events[seen:] if e.kind == "nonfinite"), None)
         if message is not None and (self._repeated_nonfinite(phase) or not s.breakpoints.breaks_on("nonfinite")):
             message = None

@@ -146,3 +146,48 @@ def test_reading_records_between_the_loops_calls_is_no_edit_of_the_loops(mode, e
         s.seek(at)
         for p, q in zip(model.parameters(), bare.parameters()):
             assert torch.equal(p, q)
+
+
+def test_a_loop_that_changes_its_weights_between_watch_and_step_has_records_of_what_the_step_ran_on():
+    """Weight decay by hand between `watch()` and `optimizer.step()` (or a projection): the
+    step runs on the changed weights. The update's records show those (before, the lean
+    records were recomputed without the change, and every later recomputation was called
+    inexact, blaming random numbers); what the step made is kept as the loop's edit, so the
+    iterations after it recompute to the loop's values, and one inexact event says that a
+    rewind into such an iteration recomputes its update without the change."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+    bare = copy.deepcopy(model)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    bare_opt = torch.optim.Adam(bare.parameters(), lr=0.05)
+    seen = {}
+
+    def look(s, message):
+        at = s.position
+        s.back(iterations=2)                       # recomputed from a checkpoint, then back to the loop
+        s.seek(at)
+        seen["params"] = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    dbg = gdstep.attach(model, opt, nn.MSELoss(), breakpoints=["step == 6"], on_break=look)
+    g = torch.Generator().manual_seed(1)
+    for i in range(8):
+        x, y = torch.randn(8, 4, generator=g), torch.randn(8, 1, generator=g)
+        for m, o, watched in ((model, opt, True), (bare, bare_opt, False)):
+            o.zero_grad()
+            loss = nn.functional.mse_loss(m(x), y)
+            loss.backward()
+            if watched:
+                dbg.watch(loss, y)
+            with torch.no_grad():
+                for p in m.parameters():
+                    p.mul_(0.99)
+            o.step()
+        if i == 5:
+            assert all(torch.equal(seen["params"][n], p) for n, p in model.named_parameters())
+    s = dbg.session
+    update = s.record("update")                    # the last iteration's, lean or not: what the step made
+    for name, p in model.named_parameters():
+        assert torch.equal(torch.as_tensor(update.params[name].new), p.detach())
+        assert torch.equal(p, dict(bare.named_parameters())[name])
+    said = [e.message for e in s.events if e.kind == "inexact"]
+    assert len(said) == 1 and "between watch() and optimizer.step()" in said[0], said

@@ -105,6 +105,7 @@ class WatchObserver(Turns):
         outputs = tuple(None if o is None else produced[i] if i in produced else o.detach() for i, o in enumerate(outs))
         deltas = tuple(self._deltas) if len(self._deltas) == len(outs) else (None,) * len(outs)
         self._watched = {name: (p.grad, p.grad._version) for name, p in self._train if p.grad is not None}
+        self._versions_at_watch = [p._version for _, p in self._train]
         inv = self._unscale_factor()
         value = _value(loss) if isinstance(loss, torch.Tensor) else float(loss)
         self._seen_loss = value
@@ -206,6 +207,17 @@ class WatchObserver(Turns):
     def new_iteration(self) -> None:
         self._slots = [None] * len(self._rows)
         self._deltas = [None] * len(self._rows)
+
+    def changed_since_watch(self) -> list[str]:
+        """The parameters the loop changed in place between watch() and optimizer.step()
+        (weight decay or a projection by hand): the step runs on them, so the iteration keeps
+        full records (the copies before the step), not lean ones, which a recomputation would
+        give without the change."""
+        seen, self._versions_at_watch = getattr(self, "_versions_at_watch", None), None
+        moved = [name for (name, p), v in zip(self._train, seen) if p._version != v] if seen else []
+        if moved:
+            self._lean_step = False
+        return moved
 
     def observe_before_step(self, optimizer=None) -> None:
         """Before the loop's `optimizer.step()`: the gradients it uses, the values before;
