@@ -124,6 +124,7 @@ class Debugger(Reattaching, Resuming, Watching):
         self._raise_later: BreakpointHit | None = None   # watch mode: raised once the loop's state is whole
         self._unfinished = False          # dbg.step raised BreakpointHit mid-way through an iteration
         self._versions: tuple | None = None   # the parameters' versions as gdstep last left them to the loop
+        self._groups_raw: list | None = None  # the param groups' items as `_sync_groups` last read them
         self.lean_watch = True            # False: watch mode keeps full records every iteration
         self._moved_message: str | None = None   # why gdstep attached afresh (the model changed dtype or device)
         global _current
@@ -255,6 +256,12 @@ class Debugger(Reattaching, Resuming, Watching):
         """The loop's own changes of hyperparameters (an lr scheduler's step, a param_groups
         edit) take effect at this iteration: logged as settings, so a rewind replays them."""
         s, b = self.session, self.backend
+        raw = [list(g.items()) for g in b.torch_optimizer.param_groups]
+        kept = self._groups_raw       # the same objects as last time, all immutable: nothing changed
+        if kept is not None and len(kept) == len(raw) and all(
+                len(r) == len(k) and all(x[0] is y[0] and x[1] is y[1] for x, y in zip(r, k)) for r, k in zip(raw, kept)):
+            return
+        self._groups_raw = raw if all(_immutable(v) for g in raw for k, v in g if k != "params") else None
         live = b.loop_groups()
         seen = getattr(self, "_groups", None)
         self._groups = live
@@ -361,6 +368,11 @@ class Debugger(Reattaching, Resuming, Watching):
     def __repr__(self) -> str:
         where = self.session.describe() if self.session is not None else "no iteration yet"
         return f"<gdstep.attach {where}>"
+
+
+def _immutable(value) -> bool:
+    """A hyperparameter no in-place change can reach (a tensor lr can change unseen)."""
+    return value is None or type(value) in (float, int, bool, str) or (type(value) is tuple and all(map(_immutable, value)))
 
 
 def attach(model, optimizer, loss_fn, breakpoints: Sequence[str] = ("nan",), **kw: Any) -> Debugger:

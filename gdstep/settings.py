@@ -64,6 +64,11 @@ class SettingsLog:
             entry["optimizer"] = changes.pop("edit")
         if "edit" in changes or "optimizer" in changes:
             entry.pop("lr", None)                            # the config carries the lr in force
+        if "groups" in changes and "groups" in entry:        # two changes at one step: each group's keys merged
+            merged = {i: dict(g) for i, g in entry["groups"].items()}
+            for i, g in changes.pop("groups").items():
+                merged.setdefault(i, {}).update(g)
+            entry["groups"] = merged
         entry.update(changes)
 
 

@@ -96,6 +96,7 @@ class Watching:
                 return
             b.loop_goes_on()                      # the loop's own step: a handler's hold is over
             if s is not None and s.phase_due == "update":
+                self._sync_groups()               # an lr set between watch() and step(): this update's
                 moved = b.changed_since_watch()
                 if moved:                         # the step runs on the loop's changed values: full records
                     self._lean_now = False

@@ -109,3 +109,37 @@ def test_a_script_sets_one_group_in_a_python_scenario(tmp_path):
     assert [g["lr"] for g in s.backend.torch_optimizer.param_groups] == [0.1, 0.5]
     with pytest.raises(GdstepError, match="param groups differ"):
         s.set(lr=0.3)
+
+
+@pytest.mark.parametrize("mode", ["step", "watch"])
+def test_an_lr_tensor_the_loop_changes_in_place_is_seen_and_replayed(mode):
+    """torch allows a tensor lr; a loop may change it in place (`lr.fill_`), which leaves the
+    group's dict holding the very same object. gdstep still sees the change (the groups are
+    read by value where one holds a tensor) and logs it, so a rewind replays it: the
+    parameters after a rewind to the start and back equal the loop's, bit for bit."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 16), nn.Tanh(), nn.Linear(16, 3))
+    lr = torch.tensor(0.05)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    dbg = gdstep.attach(model, opt, nn.CrossEntropyLoss(), breakpoints=["nan"], on_break="raise")
+    g = torch.Generator().manual_seed(1)
+    for i in range(6):
+        x, y = torch.randn(16, 5, generator=g), torch.randint(0, 3, (16,), generator=g)
+        opt.param_groups[0]["lr"].fill_(0.05 / (i + 1))
+        if mode == "step":
+            dbg.step(x, y)
+        else:
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            dbg.watch(loss, y)
+            opt.step()
+    s = dbg.session
+    assert s.record("update").lr == pytest.approx(0.05 / 6)
+    live = [p.detach().clone() for p in model.parameters()]
+    if mode == "step":               # step mode's rewinds move the model: back to the start and forward again
+        at = s.position
+        s.seek(0)
+        s.seek(at)
+        assert all(torch.equal(p, q) for p, q in zip(model.parameters(), live))
+    assert s.replay_inexact is None

@@ -191,3 +191,41 @@ def test_a_loop_that_changes_its_weights_between_watch_and_step_has_records_of_w
         assert torch.equal(p, dict(bare.named_parameters())[name])
     said = [e.message for e in s.events if e.kind == "inexact"]
     assert len(said) == 1 and "between watch() and optimizer.step()" in said[0], said
+
+
+def test_a_loop_that_sets_its_lr_between_watch_and_step_has_records_with_the_lr_the_step_used():
+    """An lr (and a momentum) set by hand after the backward, before `optimizer.step()`: the
+    update's records use the hyperparameters the step ran with (before, those at `watch()`:
+    the records differed from the model, and later recomputations were called inexact);
+    a change at the iteration's start (the momentum) and one before its step (the lr) are
+    both kept for rewinds."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.5)
+    seen = {}
+
+    def look(s, message):
+        at = s.position
+        s.back(iterations=3)
+        s.seek(at)
+        seen["params"] = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    dbg = gdstep.attach(model, opt, nn.MSELoss(), breakpoints=["step == 5"], on_break=look)
+    g = torch.Generator().manual_seed(1)
+    for i in range(7):
+        x, y = torch.randn(8, 4, generator=g), torch.randn(8, 1, generator=g)
+        opt.param_groups[0]["momentum"] = 0.5 + 0.05 * i          # at the iteration's start
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        dbg.watch(loss, y)
+        opt.param_groups[0]["lr"] = 0.05 * (i + 1)               # between watch() and step()
+        opt.step()
+        if i == 4:
+            assert all(torch.equal(seen["params"][n], p) for n, p in model.named_parameters())
+    s = dbg.session
+    update = s.record("update")
+    assert update.lr == opt.param_groups[0]["lr"]
+    for name, p in model.named_parameters():
+        assert torch.equal(torch.as_tensor(update.params[name].new), p.detach())
+    assert s.replay_inexact is None and not [e for e in s.events if e.kind == "inexact"]
