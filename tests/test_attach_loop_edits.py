@@ -26,6 +26,17 @@ def shrink_averages(opt) -> None:
         state["square_avg"].mul_(0.5)
 
 
+def rewind_and_back(model, seen: dict, iterations: int):
+    """An on_break function that rewinds (recomputing from a checkpoint), comes back to where
+    the loop stands, and notes the parameters it finds there in `seen["params"]`."""
+    def look(s, message):
+        at = s.position
+        s.back(iterations=iterations)
+        s.seek(at)
+        seen["params"] = {n: p.detach().clone() for n, p in model.named_parameters()}
+    return look
+
+
 EDITS = {"clip weights": lambda model, opt: clip(model), "shrink RMSprop's averages": lambda model, opt: shrink_averages(opt)}
 
 
@@ -162,12 +173,7 @@ def test_a_loop_that_changes_its_weights_between_watch_and_step_has_records_of_w
     bare_opt = torch.optim.Adam(bare.parameters(), lr=0.05)
     seen = {}
 
-    def look(s, message):
-        at = s.position
-        s.back(iterations=2)                       # recomputed from a checkpoint, then back to the loop
-        s.seek(at)
-        seen["params"] = {n: p.detach().clone() for n, p in model.named_parameters()}
-
+    look = rewind_and_back(model, seen, iterations=2)
     dbg = gdstep.attach(model, opt, nn.MSELoss(), breakpoints=["step == 6"], on_break=look)
     g = torch.Generator().manual_seed(1)
     for i in range(8):
@@ -204,12 +210,7 @@ def test_a_loop_that_sets_its_lr_between_watch_and_step_has_records_with_the_lr_
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.5)
     seen = {}
 
-    def look(s, message):
-        at = s.position
-        s.back(iterations=3)
-        s.seek(at)
-        seen["params"] = {n: p.detach().clone() for n, p in model.named_parameters()}
-
+    look = rewind_and_back(model, seen, iterations=3)
     dbg = gdstep.attach(model, opt, nn.MSELoss(), breakpoints=["step == 5"], on_break=look)
     g = torch.Generator().manual_seed(1)
     for i in range(7):
