@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import gdstep
+from attach_loop import attached_iteration
 from gdstep.errors import GdstepError, ScriptError
 from gdstep.script.parser import parse_script
 from gdstep.script.runner import Runner
@@ -126,14 +127,7 @@ def test_an_lr_tensor_the_loop_changes_in_place_is_seen_and_replayed(mode):
     for i in range(6):
         x, y = torch.randn(16, 5, generator=g), torch.randint(0, 3, (16,), generator=g)
         opt.param_groups[0]["lr"].fill_(0.05 / (i + 1))
-        if mode == "step":
-            dbg.step(x, y)
-        else:
-            opt.zero_grad()
-            loss = nn.functional.cross_entropy(model(x), y)
-            loss.backward()
-            dbg.watch(loss, y)
-            opt.step()
+        attached_iteration(mode, dbg, model, opt, nn.functional.cross_entropy, x, y)
     s = dbg.session
     assert s.record("update").lr == pytest.approx(0.05 / 6)
     live = [p.detach().clone() for p in model.parameters()]
