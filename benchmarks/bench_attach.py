@@ -150,20 +150,20 @@ def lockstep(kind: str, steps: int, rounds: int, device: str, warmup: int = 5) -
 
     model0 = build(kind, device)
     batches = data(kind, steps, device)
-    loss_fn = torch.nn.CrossEntropyLoss()
     modes = ("bare", "step", "watch")
     loops = {}
-    for mode in modes:
+    for mode in modes:          # each its own loss module too: attach hooks it, and the bare loop runs no hook
         model = copy.deepcopy(model0)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        loss_fn = torch.nn.CrossEntropyLoss()
         dbg = None if mode == "bare" else gdstep.attach(model, opt, loss_fn, breakpoints=["nan", "loss > 10 * prev_loss"],
                                                         on_break="raise")
-        loops[mode] = (model, opt, dbg)
+        loops[mode] = (model, opt, dbg, loss_fn)
 
     def one(mode: str, x, y) -> float:
         sync(device)
         start = now()
-        iteration(mode, *loops[mode], loss_fn, x, y)
+        iteration(mode, *loops[mode], x, y)
         sync(device)
         return now() - start
 
@@ -184,7 +184,7 @@ def lockstep(kind: str, steps: int, rounds: int, device: str, warmup: int = 5) -
         if r >= 0:
             for mode in modes:
                 times[mode].append(spent[mode])
-    for _, _, dbg in loops.values():
+    for _, _, dbg, _ in loops.values():
         if dbg is not None:
             dbg.close()
     return times, first

@@ -34,6 +34,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from operator import is_
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Sequence
@@ -256,12 +257,12 @@ class Debugger(Reattaching, Resuming, Watching):
         """The loop's own changes of hyperparameters (an lr scheduler's step, a param_groups
         edit) take effect at this iteration: logged as settings, so a rewind replays them."""
         s, b = self.session, self.backend
-        raw = [list(g.items()) for g in b.torch_optimizer.param_groups]
+        groups = b.torch_optimizer.param_groups
+        raw = [x for g in groups for item in ((g, None), *g.items()) for x in item]     # each group, its keys and values
         kept = self._groups_raw       # the same objects as last time, all immutable: nothing changed
-        if kept is not None and len(kept) == len(raw) and all(
-                len(r) == len(k) and all(x[0] is y[0] and x[1] is y[1] for x, y in zip(r, k)) for r, k in zip(raw, kept)):
+        if kept is not None and len(kept) == len(raw) and all(map(is_, raw, kept)):
             return
-        self._groups_raw = raw if all(_immutable(v) for g in raw for k, v in g if k != "params") else None
+        self._groups_raw = raw if all(_immutable(v) for g in groups for k, v in g.items() if k != "params") else None
         live = b.loop_groups()
         seen = getattr(self, "_groups", None)
         self._groups = live

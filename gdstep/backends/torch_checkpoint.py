@@ -12,6 +12,7 @@ random numbers, the RNG state.
 from __future__ import annotations
 
 import copy
+from operator import attrgetter, is_
 from typing import Any, Mapping, NamedTuple
 
 import numpy as np
@@ -229,11 +230,27 @@ class CheckpointMixin:
         gdstep runs the forward (step mode), the buffers too: between its calls only the loop
         moves them (`load_state_dict`, BatchNorm's `reset_running_stats()`); where the loop
         runs it (watch mode), its forward does."""
-        torch, states = self._torch, self.torch_optimizer.state
-        owned = tuple((name, k, v, v._version) for name, p in self._train
-                      for k, v in states.get(p, {}).items() if isinstance(v, torch.Tensor))
+        torch = self._torch
+        owned = tuple((name, k, v, v._version) for name, state in self._train_states()
+                      for k, v in state.items() if isinstance(v, torch.Tensor))
         buffers = () if getattr(self, "_watching", True) else tuple(map(_version_of, (b for _, b in self._buffers)))
-        return tuple(p._version for _, p in self._named), owned, self._restores, buffers
+        return tuple(map(_VERSION, self._param_list())), owned, self._restores, buffers
+
+    def _param_list(self) -> list:
+        """The parameters of `_named`, in order (kept while `_named` is the same list)."""
+        kept = getattr(self, "_params_listed", None)
+        if kept is None or kept[0] is not self._named:
+            kept = self._params_listed = (self._named, [p for _, p in self._named])
+        return kept[1]
+
+    def _train_states(self) -> list[tuple[str, Mapping]]:
+        """(name, state dict) of each trained parameter the optimizer holds state for, in the
+        order of its state (read without hashing a tensor: torch's `Tensor.__hash__` is Python)."""
+        kept = getattr(self, "_train_names", None)
+        if kept is None or kept[0] is not self._train:
+            kept = self._train_names = (self._train, {id(p): name for name, p in self._train})
+        names = kept[1]
+        return [(names[id(p)], state) for p, state in self.torch_optimizer.state.items() if id(p) in names]
 
     def changed_params(self, versions: tuple) -> dict[Any, Any]:
         """Copies of what moved since `versions`: parameters and (step mode) buffers by name,
@@ -259,16 +276,12 @@ class CheckpointMixin:
     def _unmoved(self, params: tuple, owned: tuple) -> bool:
         """Whether every parameter and optimizer state tensor is where `param_versions` saw it:
         the same tensors, in the same order, with the same versions."""
-        if any(p._version != v for (_, p), v in zip(self._named, params)):
+        if tuple(map(_VERSION, self._param_list())) != params:
             return False
-        torch, states, i = self._torch, self.torch_optimizer.state, 0
-        for _, p in self._train:
-            for v in states.get(p, {}).values():
-                if isinstance(v, torch.Tensor):
-                    if i >= len(owned) or owned[i][2] is not v or owned[i][3] != v._version:
-                        return False
-                    i += 1
-        return i == len(owned)
+        torch = self._torch
+        now = [v for _, state in self._train_states() for v in state.values() if isinstance(v, torch.Tensor)]
+        return (len(now) == len(owned) and all(map(is_, now, [o[2] for o in owned]))
+                and list(map(_VERSION, now)) == [o[3] for o in owned])
 
     def _buffers_unmoved(self, buffers: tuple) -> bool:
         return all(_version_of(b) == v for (_, b), v in zip(self._buffers, buffers))
@@ -334,6 +347,9 @@ def write_buffer(torch, buffer, value) -> None:
             buffer.copy_(value)
     else:
         buffer.copy_(value)
+
+
+_VERSION = attrgetter("_version")        # a tensor's version counter (C-level: no Python call a tensor)
 
 
 def _version_of(t):

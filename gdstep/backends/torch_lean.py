@@ -12,6 +12,7 @@ before it checks any condition, and at the end of the run.
 from __future__ import annotations
 
 import math
+from operator import is_
 from typing import Any, Mapping, NamedTuple
 
 from gdstep import arrays
@@ -37,7 +38,7 @@ def fused_finite(torch, tensors: list) -> bool:
     """Whether every element is finite: one number to the host (on the CPU, where a read
     costs less than two more tensor operations, each norm); the exact test on doubt."""
     if tensors and tensors[0].is_cpu:
-        if all(math.isfinite(n) for n in cpu_norms(torch, tensors)):
+        if all(map(math.isfinite, cpu_norms(torch, tensors))):
             return True
     elif math.isfinite(finite_flag(torch, tensors).item()):
         return True
@@ -59,12 +60,12 @@ def exactly_finite(torch, tensors: list) -> bool:
     return all(bool(torch.isfinite(t).all().item()) for t in tensors)
 
 
-def _holds(state: Mapping | None, values: tuple) -> bool:
-    """Whether a parameter's state dict still holds these very values, in this order (a state
-    tensor replaced by assignment, `state.clear()` then a step, makes new ones)."""
-    if state is None:
-        return not values
-    return len(state) == len(values) and all(a is b for a, b in zip(state.values(), values))
+def _held(states: Mapping) -> list:
+    """Each parameter of the optimizer's state, its state dict and that dict's values, in
+    order: compared by identity, the same list says every state tensor is the one it was (a
+    state tensor replaced by assignment, `state.clear()` then a step, makes new ones). Read
+    without hashing a tensor (torch's `Tensor.__hash__` is Python)."""
+    return [x for p, state in states.items() for x in (p, state, *state.values())]
 
 
 BOUNDS_FROM = 1 << 20
@@ -271,14 +272,12 @@ class LeanPhases:
         optimizers change their state tensors in place, so the list is kept while the
         optimizer and each parameter's state dict stay the same objects (a restore or a new
         optimizer makes new ones); another optimizer's list is made afresh each time."""
-        states = self.torch_optimizer.state
+        held = _held(self.torch_optimizer.state)
         kept = getattr(self, "_lean_tensors", None)
         if (kept is not None and kept[0] is self.torch_optimizer and kept[1] == grads.keys()
-                and all(states.get(p) is st and _holds(st, values) for p, st, values in kept[2])):
+                and len(kept[2]) == len(held) and all(map(is_, held, kept[2]))):
             return kept[3]
         tensors = self._list_updated_tensors(grads)
-        by_name = self._by_name
-        held = [(by_name[n], states.get(by_name[n]), tuple(states.get(by_name[n], {}).values())) for n in grads]
         self._lean_tensors = (self.torch_optimizer, set(grads), held, tensors) if self._known_step else None
         return tensors
 
