@@ -202,25 +202,45 @@ class CheckpointMixin:
                 for name, b in self._buffers:
                     write_buffer(torch, b, checkpoint.buffers[name])
         states = self.torch_optimizer.state
+        # the loop's own state dicts are written into, not replaced; one that a restore to before
+        # its parameter's first step takes away is kept aside, for the restore that brings the
+        # state back (the recomputation in between makes the optimizer new ones)
+        held = dict(self._train_states())
+        aside = self.__dict__.setdefault("_states_aside", {})
         states.clear()
-        for name, p in self._train:
-            saved = checkpoint.state.get(name)
-            if saved is None or isinstance(saved, Initial):
-                continue
-            live = {}
-            for k, v in saved.items():
-                if isinstance(v, torch.Tensor):
-                    live[k] = v.clone()
-                elif (name, k) in checkpoint.scalar_dtypes and isinstance(v, (int, float)) and not isinstance(v, bool):
-                    live[k] = torch.tensor(v, dtype=checkpoint.scalar_dtypes[(name, k)])
-                    cache[(name, k)] = (live[k], live[k]._version, v, True)
-                else:
-                    live[k] = copy.deepcopy(v)
-            states[p] = live
+        with torch.no_grad():
+            for name, p in self._train:
+                saved = checkpoint.state.get(name)
+                if saved is None or isinstance(saved, Initial):
+                    if name in held:
+                        aside.setdefault(name, held[name])
+                    continue
+                old = aside.pop(name, None) or held.get(name)
+                live = old if old is not None and old.keys() == saved.keys() else {}
+                for k, v in saved.items():
+                    live[k] = self._state_value(name, k, v, live.get(k), checkpoint.scalar_dtypes)
+                states[p] = live
         if checkpoint.rng is not None:
             self._set_rng(checkpoint.rng)
         self._restore_extra(checkpoint.extra)
         self._updates = checkpoint.updates
+
+    def _state_value(self, name: str, k: str, v: Any, live: Any, scalar_dtypes: Mapping) -> Any:
+        """A saved state value (of parameter `name`, key `k`) as the live state holds it again:
+        written into the loop's own tensor `live` where it has the same shape, dtype and
+        device (whoever holds that tensor sees the state the optimizer uses: a logger, a
+        captured CUDA graph, a compiled step's guards), else a new one."""
+        torch = self._torch
+        if isinstance(v, torch.Tensor):
+            if _fits(live, v):
+                return live.copy_(v)
+            return v.clone()
+        if (name, k) in scalar_dtypes and isinstance(v, (int, float)) and not isinstance(v, bool):
+            dtype = scalar_dtypes[(name, k)]         # torch's 0-d `step`, kept as a number
+            t = live.fill_(v) if _fits(live, torch.empty((), dtype=dtype)) else torch.tensor(v, dtype=dtype)
+            self._cache[(name, k)] = (t, t._version, v, True)
+            return t
+        return copy.deepcopy(v)
 
     def param_versions(self) -> tuple:
         """Where the loop's tensors stand: each parameter's version counter, and each optimizer
@@ -347,6 +367,14 @@ def write_buffer(torch, buffer, value) -> None:
             buffer.copy_(value)
     else:
         buffer.copy_(value)
+
+
+def _fits(live, saved) -> bool:
+    """Whether a live state tensor can take a saved value in place: a plain tensor of its
+    shape, dtype and device (not an inference tensor, which no write outside inference mode
+    may change)."""
+    return (type(live) is type(saved) and live.shape == saved.shape and live.dtype == saved.dtype
+            and live.device == saved.device and not live.is_inference() and live.layout == saved.layout)
 
 
 _VERSION = attrgetter("_version")        # a tensor's version counter (C-level: no Python call a tensor)
