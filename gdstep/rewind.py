@@ -92,8 +92,8 @@ class Rewind:
         if first and log:
             names = sorted(k if isinstance(k, str) else f"the optimizer's {k[1]} of {k[0]}" for k in values)
             self._log("info", f"iteration {self._step + 1}: the loop changed {', '.join(names)} in place "
-                              "after the update (clipping, pruning, or a forward that writes its weights: an Embedding's "
-                              "max_norm): rewinds and recomputations keep its changes")
+                              "after the update (clipping, pruning, a buffer reset or assigned anew, or a forward "
+                              "that writes its weights: an Embedding's max_norm): rewinds and recomputations keep its changes")
 
     def _grid_cheap(self, step: int) -> bool:
         """Whether the timeline's grid is too fine for this run: a grid period of its

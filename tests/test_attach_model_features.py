@@ -467,6 +467,47 @@ def test_step_mode_keeps_the_loops_own_change_of_batchnorms_statistics_through_a
     assert told and "1.running_mean" in told[0]
 
 
+def _rewind_and_back(session, message):
+    at = session.position
+    session.back(iterations=2)
+    session.seek(at)
+
+
+@pytest.mark.parametrize("edit", ["assignment", "load_state_dict(assign=True)"])
+@pytest.mark.parametrize("mode", ["step", "watch"])
+def test_buffers_the_loop_replaces_are_followed_so_breaks_that_rewind_leave_them_as_a_bare_loops(mode, edit):
+    """The loop replaces BatchNorm's statistics by new tensors (an assignment, or a
+    state_dict of buffers loaded with assign=True) between two iterations; later breaks
+    rewind and come back. The model's own (new) buffers end as a bare loop's, and the
+    change is said once as the loop's (before: gdstep kept writing the old tensors, and its
+    recomputations moved the new ones, unsaid: running_mean off by 0.1)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+    bare = copy.deepcopy(model)
+    loss_fn = nn.CrossEntropyLoss()
+    opt, bare_opt = torch.optim.SGD(model.parameters(), lr=0.1), torch.optim.SGD(bare.parameters(), lr=0.1)
+    dbg = gdstep.attach(model, opt, loss_fn, breakpoints=["step >= 5"], on_break=_rewind_and_back)
+    g = torch.Generator().manual_seed(1)
+    for i in range(9):
+        x, y = torch.randn(16, 4, generator=g), torch.randint(0, 3, (16,), generator=g)
+        attached_iteration(mode, dbg, model, opt, loss_fn, x, y)
+        attached_iteration("bare", None, bare, bare_opt, loss_fn, x, y)
+        if i == 2:
+            for m in (model, bare):
+                fresh = {"1.running_mean": torch.zeros(8), "1.running_var": torch.full((8,), 2.0)}
+                if edit == "assignment":
+                    m[1].running_mean, m[1].running_var = fresh["1.running_mean"], fresh["1.running_var"]
+                else:
+                    m.load_state_dict(fresh, strict=False, assign=True)
+    assert sum(e.kind == "breakpoint" for e in dbg.session.events) >= 4
+    for (name, a), b in zip(model.state_dict().items(), bare.state_dict().values()):
+        assert torch.equal(a, b), name
+    told = [e.message for e in dbg.session.events if "in place after the update" in e.message]
+    assert len(told) == 1 and "1.running_mean" in told[0] and "1.running_var" in told[0]
+    assert dbg.session.replay_inexact is None
+    dbg.close()
+
+
 def test_an_evaluated_transformer_encoder_is_said_to_lose_its_fast_path_once(capsys):
     """torch runs nn.TransformerEncoderLayer's fused fast path in eval mode only where no
     forward hook is on it; gdstep's are, so the loop's evaluation differs from an unattached

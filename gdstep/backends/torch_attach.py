@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 
 from gdstep.backends.attach_autocast import autocast_state, entered
 from gdstep.backends.attach_batches import NEXT_BATCH, Kept, KeptBatches, _versions
+from gdstep.backends.attach_buffers import FollowedBuffers
 from gdstep.backends.attach_modes import entered_modes, modes_of
 from gdstep.backends.attach_replay import compiled_anything
 from gdstep.backends.attach_rows import AttachRows
@@ -30,7 +31,7 @@ from gdstep.errors import GdstepError
 from gdstep.records import ParamUpdate
 
 
-class AttachBackend(KeptBatches, WatchObserver, AttachRows, UserModuleBackend):
+class AttachBackend(KeptBatches, WatchObserver, AttachRows, FollowedBuffers, UserModuleBackend):
     def __init__(self, model, loss, optimizer, keep: int = 16, **kw):
         from gdstep import heap
 
@@ -97,6 +98,7 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, UserModuleBackend):
         if isinstance(loss, nn.Module):       # which call made the loss watch() is given (attach_watch._recomputable)
             self._hooks.append(loss.register_forward_hook(detachable(self._loss_hook)))
         self._accumulated = {}            # id(p) -> (p.grad, its version) as backward() left it
+        self._follow_buffers()
         for _, p in self._train:
             if hasattr(p, "register_post_accumulate_grad_hook"):
                 self._hooks.append(p.register_post_accumulate_grad_hook(detachable(self._grad_hook)))

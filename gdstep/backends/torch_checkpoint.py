@@ -253,7 +253,8 @@ class CheckpointMixin:
         torch = self._torch
         owned = tuple((name, k, v, v._version) for name, state in self._train_states()
                       for k, v in state.items() if isinstance(v, torch.Tensor))
-        buffers = () if getattr(self, "_watching", True) else tuple(map(_version_of, (b for _, b in self._buffers)))
+        buffers = (self._buffer_swaps,) + (() if getattr(self, "_watching", True)
+                                           else tuple(map(_version_of, (b for _, b in self._buffers))))
         return tuple(map(_VERSION, self._param_list())), owned, self._restores, buffers
 
     def _param_list(self) -> list:
@@ -304,7 +305,10 @@ class CheckpointMixin:
                 and list(map(_VERSION, now)) == [o[3] for o in owned])
 
     def _buffers_unmoved(self, buffers: tuple) -> bool:
-        return all(_version_of(b) == v for (_, b), v in zip(self._buffers, buffers))
+        """Whether no buffer was replaced (by assignment: attach mode's registration hook counts
+        it) and, where `param_versions` noted them, each is at its version."""
+        return buffers[0] == self._buffer_swaps and all(
+            _version_of(b) == v for (_, b), v in zip(self._buffers, buffers[1:]))
 
     def load_params(self, values: Mapping[Any, Any]) -> None:
         """Write these values into the live parameters, buffers and optimizer state (the

@@ -61,6 +61,7 @@ class ModuleBackend(CheckpointMixin, LeanForward, LeanPhases, DeviceAhead, SideC
         self._copy_outputs = has_inplace(model)
         self._produced: dict[int, Any] = {}       # copies of outputs as made (with in-place modules)
         self._buffers = [(name, b) for name, b in model.named_buffers()]
+        self._buffer_swaps = 0            # buffers the loop replaced by assignment (attach mode's hook)
         self._track_rng = track_rng
         self._known_step = type(optimizer) in set(torch_classes().values())
         self.x, self.y = x, y
