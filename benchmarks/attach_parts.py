@@ -18,6 +18,15 @@ matter because gdstep's Python runs cold: the loop's forward and backward stream
 through the caches between gdstep's calls, so each function gdstep runs once an iteration
 costs several times what the same call costs in a tight loop (measured on the CNN in
 benchmarks/HISTORY.md, 2026-12-02, sixth session: ~10× for the forward pre-hook).
+
+Last, what a call costs at the point of the bare loop where `dbg.watch` runs, right after
+backward (`cold`), against the same call in a tight loop (`warm`): an empty Python call, a
+trivial call into torch, one fused norm of the gradients with its reads (what watch()
+reads for the history), and that norm twice in a row. The first torch reduction after
+backward pays for bringing torch's machinery back into the caches; the second costs what
+it costs warm. So the cost of a hook is mostly whether it touches torch at all, and an
+iteration of attach mode has a floor of one such re-warming for each point of the
+iteration where gdstep reads a tensor (the forward's start, watch(), after the step).
 """
 
 from __future__ import annotations
@@ -122,6 +131,40 @@ def python_run(kind: str, n: int = 10) -> dict[str, tuple[int, int, int, int]]:
     return out
 
 
+def cold_costs(kind: str, steps: int = 300) -> list[tuple[str, float, float]]:
+    """(what, µs in the bare loop right after backward, µs warm) of a few probes."""
+    import torch
+
+    model, opt, _, loss_fn = loops(kind)["bare"]
+    batches = data(kind, 40, "cpu")
+    params = list(model.parameters())
+
+    def norms():
+        return [n.item() for n in torch._foreach_norm([p.grad for p in params])]
+
+    probes = {"an empty Python call": lambda: None,
+              "a trivial call into torch (is_grad_enabled)": torch.is_grad_enabled,
+              "one fused norm of the gradients, read": norms,
+              "the same norm twice in a row": lambda: (norms(), norms())}
+    out = []
+    for what, probe in probes.items():
+        spent = 0.0
+        for i in range(20 + steps):
+            x, y = batches[i % len(batches)]
+            opt.zero_grad()
+            loss_fn(model(x), y).backward()
+            t = now()
+            probe()
+            if i >= 20:
+                spent += now() - t
+            opt.step()
+        t = now()
+        for _ in range(steps):
+            probe()
+        out.append((what, 1e6 * spent / steps, 1e6 * (now() - t) / steps))
+    return out
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nets", default="cnn")
@@ -150,6 +193,9 @@ def main(argv=None) -> None:
             calls, functions, ours, modules = counts[mode]
             print(f"  Python an iteration, {mode:<6}: {calls} calls of {functions} functions"
                   + (f" ({ours} of gdstep's, in {modules} modules)" if ours else ""))
+        print("  µs a call, right after backward (cold) and in a tight loop (warm):")
+        for what, cold, warm in cold_costs(kind):
+            print(f"    {what:<46} cold {cold:7.1f}   warm {warm:6.1f}")
 
 
 if __name__ == "__main__":

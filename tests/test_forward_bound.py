@@ -12,6 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
+from gdstep.backends.detachable import detachable  # noqa: E402
 from gdstep.backends.forward_bound import AFFINE_ROW, ForwardBound, rule_of  # noqa: E402
 
 AFFINE = (nn.Linear, nn.Conv2d)
@@ -31,7 +32,7 @@ def run(model, x, walk):
 def walked(model, x, small: bool = False):
     """A measuring forward (the sizes), then one with the weights' norms read (with `small`,
     also where every output is small)."""
-    fb = ForwardBound(torch, list(model), lambda: set())
+    fb = ForwardBound(torch, list(model))
     with torch.no_grad():
         run(model, x, fb.walk())
         walk = fb.walk(small)
@@ -93,10 +94,10 @@ def test_an_overflowing_row_is_not_proven_and_really_overflows():
 
 
 def hooked(model, fb):
-    """Walk the model through forward hooks, as attach mode does; the hook ids are gdstep's own."""
+    """Walk the model through forward hooks, as attach mode does: gdstep's own (detachable)."""
     state = {}
-    handles = [m.register_forward_hook(lambda m, a, o, i=i: state["walk"].link(i, m, a, o)) for i, m in enumerate(model)]
-    fb.own_hooks = lambda: {h.id for h in handles}
+    for i, m in enumerate(model):
+        m.register_forward_hook(detachable(lambda m, a, o, i=i: state["walk"].link(i, m, a, o)))
     return state
 
 
@@ -119,7 +120,7 @@ def test_the_chain_ends_where_a_value_could_change_between_rows():
 
     model = Edited()
     rows = [model.conv, model.relu, model.flat, model.lin]
-    fb = ForwardBound(torch, rows, lambda: set())
+    fb = ForwardBound(torch, rows)
     state = hooked(nn.ModuleList(rows), fb)
     x = torch.randn(8, 3, 32, 32)
     with torch.no_grad():
@@ -163,7 +164,7 @@ def test_no_proof_through_a_foreign_hook_a_subclass_a_moved_weight_or_another_dt
     walk, rows = walked(sub, x)
     assert not any(p for _, _, p in rows)
 
-    fb = ForwardBound(torch, list(model), lambda: set())       # a weight moved after its norm was read
+    fb = ForwardBound(torch, list(model))       # a weight moved after its norm was read
     with torch.no_grad():
         run(model, x, fb.walk())
         walk = fb.walk()
@@ -276,7 +277,7 @@ def test_a_deep_mlp_at_its_initialisation_is_proven_and_an_other_padding_mode_en
         layers += [nn.Linear(64, 64), nn.ReLU()]
     model = nn.Sequential(*layers, nn.Linear(64, 10))
     x = torch.randn(64, 32)
-    fb = ForwardBound(torch, list(model), lambda: set())
+    fb = ForwardBound(torch, list(model))
     with torch.no_grad():
         run(model, x, fb.walk())
         assert fb.chosen() == []                      # small outputs: read together where gdstep runs the rows
@@ -371,7 +372,7 @@ def test_weights_given_new_tensors_or_a_parametrization_make_the_bounds_again():
 def test_ahead_refuses_a_row_given_twice_and_a_pre_hook_of_the_loops_on_the_model():
     lin = nn.Linear(8, 8)
     twice = nn.Sequential(lin, nn.ReLU(), lin)
-    fb = ForwardBound(torch, [lin, twice[1]], lambda: set())     # the rows as named_modules gives them: once
+    fb = ForwardBound(torch, [lin, twice[1]])     # the rows as named_modules gives them: once
     x = torch.randn(4, 8)
     with torch.no_grad():
         run(nn.Sequential(lin, nn.ReLU()), x, fb.walk(small=True))
@@ -379,7 +380,7 @@ def test_ahead_refuses_a_row_given_twice_and_a_pre_hook_of_the_loops_on_the_mode
         walk.read(x)
         assert walk.ahead(twice, x) == set()
     model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
-    fb = ForwardBound(torch, list(model), lambda: set())
+    fb = ForwardBound(torch, list(model))
     with torch.no_grad():
         run(model, x, fb.walk(small=True))
         walk = fb.walk(small=True)

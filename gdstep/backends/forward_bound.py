@@ -42,6 +42,8 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Sequence
 
+from gdstep.backends.detachable import Detachable
+
 AFFINE = frozenset({"Linear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"})
 SAME = frozenset({"ReLU", "ReLU6", "Flatten", "Unflatten", "Identity", "GELU", "SiLU",
                   "PixelShuffle", "PixelUnshuffle", "ChannelShuffle"})
@@ -98,6 +100,12 @@ def _attribute(attrs: dict, params: dict, buffers: dict, name: str):
     return buffers.get(name)
 
 
+def ours(hooks: dict) -> bool:
+    """Whether every hook in a module's dict of hooks is gdstep's (gdstep's hooks change no
+    value; any other may)."""
+    return all(type(h) is Detachable for h in hooks.values())
+
+
 def rule_of(module) -> Rule | str | None:
     """How ‖output‖ follows from ‖input‖ for this module: AFFINE_ROW (from its weights'
     norms), else a Rule, or None (no bound: the chain ends here)."""
@@ -129,7 +137,7 @@ def rule_of(module) -> Rule | str | None:
 class ForwardBound:
     """The rows' rules, their weights, and the sizes of their outputs in the last forward."""
 
-    def __init__(self, torch, modules: Sequence[Any], own_hooks: Callable[[], set]):
+    def __init__(self, torch, modules: Sequence[Any]):
         self.torch = torch
         self.modules = list(modules)
         self.rules = [rule_of(m) for m in self.modules]
@@ -147,7 +155,6 @@ class ForwardBound:
         self.sizes = [0] * len(self.modules)
         self.shape_in: tuple | None = None      # the first row's input's shape in the last forward (the sizes' own)
         self.measured = False           # whether a forward has given the sizes
-        self.own_hooks = own_hooks      # ids of gdstep's own forward hooks (any other may change a value)
         self._limits: dict[Any, float] = {}
 
     def stale(self) -> bool:
@@ -223,7 +230,6 @@ class Walk:
         torch = bound.torch
         hooks = torch.nn.modules.module
         self.hooked = bool(hooks._global_forward_hooks or hooks._global_forward_pre_hooks)
-        self.own = bound.own_hooks()       # the ids of gdstep's own forward hooks
         self._done = 0                     # calls evaluated so far
         self._bound: float | None = None
         self._proven: set[int] = set()
@@ -245,8 +251,7 @@ class Walk:
                     norms = torch._foreach_norm(tensors)
                 except (RuntimeError, TypeError):
                     norms = [torch.linalg.vector_norm(t) for t in tensors]
-                same = all(n.dtype == norms[0].dtype for n in norms)
-                values = torch.stack(norms if same else [n.double() for n in norms]).tolist()
+                values = [n.item() for n in norms]      # (on the CPU a read each costs less than a stack)
         if first:
             self.first_bound, values = values[0], values[1:]
         norms, k = {}, 0
@@ -280,7 +285,7 @@ class Walk:
         nothing but the row's own computation stands between them."""
         if self.fb.rules[i] is None or self.hooked or module._forward_pre_hooks or x is None or out is None:
             return False
-        if not self.own.issuperset(module._forward_hooks):
+        if not ours(module._forward_hooks):
             return False
         if self.calls:
             changed = 1 if out is x and getattr(module, "inplace", False) is True else 0
@@ -304,14 +309,14 @@ class Walk:
         torch, fb = self.fb.torch, self.fb
         if (self.hooked or type(model) is not torch.nn.Sequential or "forward" in model.__dict__
                 or not isinstance(x, torch.Tensor) or not x.is_floating_point() or not x.is_cpu
-                or not self.own.issuperset(model._forward_pre_hooks)     # (the loop's may change x)
+                or not ours(model._forward_pre_hooks)     # (the loop's may change x)
                 or list(model) != fb.modules or tuple(x.shape) != fb.shape_in or not all(fb.sizes)):
             return set()                     # (list(model), not children(): a row given twice stays twice)
         if self.first_bound is None:
             self.first_bound = self._norm(x)
-        dtype, own, calls = x.dtype, self.own, self.calls        # (a row's cost counts: a net may have hundreds)
+        dtype, calls = x.dtype, self.calls        # (a row's cost counts: a net may have hundreds)
         for i, (m, rule, params, size) in enumerate(zip(fb.modules, fb.rules, fb.params, fb.sizes)):
-            linked = (rule is not None and not m._forward_pre_hooks and (not m._forward_hooks or own.issuperset(m._forward_hooks))
+            linked = (rule is not None and not m._forward_pre_hooks and (not m._forward_hooks or ours(m._forward_hooks))
                       and (not params or (params[0].dtype == dtype and params[-1].dtype == dtype)))
             calls.append((i, linked, dtype if linked else None,
                           (params[0]._version, params[-1]._version) if params else (), m.training, size))
