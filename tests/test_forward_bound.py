@@ -149,6 +149,25 @@ def test_no_proof_through_a_foreign_hook_a_subclass_a_moved_weight_or_another_dt
     walk, rows = walked(model, x)
     assert all(p for _, _, p in rows)
 
+    # a hook of another debugger's (another owner's Detachable: a second attach whose step
+    # mode may run a pending update from its hook) is foreign too; this bound's own is not
+    def scaled(m, a, o):
+        return o * 1e30
+    other = model[0].register_forward_hook(detachable(scaled, owner=object()))
+    walk, rows = walked(model, x)
+    assert not any(p for _, _, p in rows)
+    other.remove()
+    owner = object()
+    mine = model[0].register_forward_hook(detachable(lambda m, a, o: None, owner=owner))
+    fb = ForwardBound(torch, list(model), owner)
+    with torch.no_grad():
+        run(model, x, fb.walk())
+        walk = fb.walk()
+        walk.read()
+        rows = run(model, x, walk)
+    assert all(p for _, _, p in rows)
+    mine.remove()
+
     handle = nn.modules.module.register_module_forward_hook(lambda m, a, o: None)   # a global hook
     try:
         walk, rows = walked(model, x)

@@ -22,7 +22,7 @@ class AttachRows:
         self._rows_hooked = on
         for i, handle in list(self._row_hooks.items()):
             if on:
-                new = self._rows[i][1].register_forward_hook(detachable(self._hook(i)))
+                new = self._rows[i][1].register_forward_hook(detachable(self._hook(i), self))
                 self._hooks[self._hooks.index(handle)] = self._row_hooks[i] = new
             else:
                 handle.remove()

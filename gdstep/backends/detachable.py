@@ -18,7 +18,9 @@ INERT = functools.partial(sys.audit, "gdstep.detached_hook")
 
 class Detachable(functools.partial):
     """A hook of gdstep's (called through functools.partial, at C speed): copied, deep-copied
-    or pickled, it becomes INERT."""
+    or pickled, it becomes INERT. `owner`: the backend whose hook it is (None: unsaid)."""
+
+    owner = None
 
     def __reduce__(self):
         return INERT.__reduce__()
@@ -30,7 +32,7 @@ class Detachable(functools.partial):
         return INERT
 
 
-def detachable(fn) -> Detachable:
+def detachable(fn, owner=None) -> Detachable:
     """`fn` as a hook of gdstep's, run outside any compiled graph: traced into a loop's
     torch.compile'd forward, its bookkeeping of Python objects would be compiled with it,
     or refused ("already tracked for mutation"). Where torch is tracing, the hook calls
@@ -42,7 +44,9 @@ def detachable(fn) -> Detachable:
     if "torch._dynamo" in sys.modules:
         import torch
         fn = _eager_unless_traced(fn, torch.compiler.disable(fn), torch.compiler.is_compiling)
-    return Detachable(fn)
+    hook = Detachable(fn)
+    hook.owner = owner
+    return hook
 
 
 def _eager_unless_traced(fn, disabled, compiling):

@@ -100,10 +100,11 @@ def _attribute(attrs: dict, params: dict, buffers: dict, name: str):
     return buffers.get(name)
 
 
-def ours(hooks: dict) -> bool:
-    """Whether every hook in a module's dict of hooks is gdstep's (gdstep's hooks change no
-    value; any other may)."""
-    return all(type(h) is Detachable for h in hooks.values())
+def ours(hooks: dict, owner) -> bool:
+    """Whether every hook in a module's dict of hooks is one of `owner`'s (its hooks change
+    no value; any other may, another debugger's too), told by its class and owner, not by
+    a set of ids made anew each forward."""
+    return all(type(h) is Detachable and h.owner is owner for h in hooks.values())
 
 
 def rule_of(module) -> Rule | str | None:
@@ -137,8 +138,9 @@ def rule_of(module) -> Rule | str | None:
 class ForwardBound:
     """The rows' rules, their weights, and the sizes of their outputs in the last forward."""
 
-    def __init__(self, torch, modules: Sequence[Any]):
+    def __init__(self, torch, modules: Sequence[Any], owner=None):
         self.torch = torch
+        self.owner = owner              # whose hooks change no value (gdstep.backends.detachable)
         self.modules = list(modules)
         self.rules = [rule_of(m) for m in self.modules]
         self.types = [type(m) for m in self.modules]
@@ -285,7 +287,7 @@ class Walk:
         nothing but the row's own computation stands between them."""
         if self.fb.rules[i] is None or self.hooked or module._forward_pre_hooks or x is None or out is None:
             return False
-        if not ours(module._forward_hooks):
+        if not ours(module._forward_hooks, self.fb.owner):
             return False
         if self.calls:
             changed = 1 if out is x and getattr(module, "inplace", False) is True else 0
@@ -309,14 +311,14 @@ class Walk:
         torch, fb = self.fb.torch, self.fb
         if (self.hooked or type(model) is not torch.nn.Sequential or "forward" in model.__dict__
                 or not isinstance(x, torch.Tensor) or not x.is_floating_point() or not x.is_cpu
-                or not ours(model._forward_pre_hooks)     # (the loop's may change x)
+                or not ours(model._forward_pre_hooks, fb.owner)     # (the loop's may change x)
                 or list(model) != fb.modules or tuple(x.shape) != fb.shape_in or not all(fb.sizes)):
             return set()                     # (list(model), not children(): a row given twice stays twice)
         if self.first_bound is None:
             self.first_bound = self._norm(x)
         dtype, calls = x.dtype, self.calls        # (a row's cost counts: a net may have hundreds)
         for i, (m, rule, params, size) in enumerate(zip(fb.modules, fb.rules, fb.params, fb.sizes)):
-            linked = (rule is not None and not m._forward_pre_hooks and (not m._forward_hooks or ours(m._forward_hooks))
+            linked = (rule is not None and not m._forward_pre_hooks and (not m._forward_hooks or ours(m._forward_hooks, fb.owner))
                       and (not params or (params[0].dtype == dtype and params[-1].dtype == dtype)))
             calls.append((i, linked, dtype if linked else None,
                           (params[0]._version, params[-1]._version) if params else (), m.training, size))

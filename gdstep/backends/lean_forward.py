@@ -26,7 +26,7 @@ class LeanForward:
         """The rows' bounds (made again when the rows change)."""
         kept = getattr(self, "_forward_bound", None)
         if kept is None or kept[0] is not self._rows or kept[1].stale():
-            kept = self._forward_bound = (self._rows, ForwardBound(self._torch, [m for _, m in self._rows]))
+            kept = self._forward_bound = (self._rows, ForwardBound(self._torch, [m for _, m in self._rows], self))
         return kept[1]
 
     def _lean_begin(self, checked: Sequence[int], large: float) -> None:

@@ -85,11 +85,11 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, FollowedBuffers, Use
         self._row_hooks: dict[int, Any] = {}        # each row's but the last (hook_rows)
         self._rows_hooked = True
         for i, (_, module) in enumerate(self._rows):
-            self._hooks.append(module.register_forward_hook(detachable(self._hook(i))))
+            self._hooks.append(module.register_forward_hook(detachable(self._hook(i), self)))
             if i < len(self._rows) - 1:
                 self._row_hooks[i] = self._hooks[-1]
         for top in self._tops:
-            self._hooks.append(top.register_forward_pre_hook(detachable(self._input_hook), with_kwargs=True))
+            self._hooks.append(top.register_forward_pre_hook(detachable(self._input_hook, self), with_kwargs=True))
             self._hooks.append(top.register_state_dict_pre_hook(detachable(self._state_dict_hook)))
         for opt in getattr(self.torch_optimizer, "optimizers", [self.torch_optimizer]):
             if hasattr(opt, "register_state_dict_pre_hook"):      # a checkpoint of the optimizer's state

@@ -96,7 +96,7 @@ class ModuleBackend(CheckpointMixin, LeanForward, LeanPhases, DeviceAhead, SideC
             return
         for i, (_, module) in enumerate(self._rows):
             if module is not self.model:
-                self._hooks.append(module.register_forward_hook(detachable(self._hook(i))))
+                self._hooks.append(module.register_forward_hook(detachable(self._hook(i), self)))
 
     def drop_layers(self, indices: Sequence[int]) -> None:
         """Forget rows that never produce an output (found by a trial forward)."""
