@@ -23,8 +23,8 @@ median over rounds, and apart from it what the first iteration (attaching, the f
 checkpoint) costs more than the bare loop's first. Goal ≥ 0.95 × bare (issue 11: ≥ 0.9). Peak memory: each loop in its own process (peak RSS above
 what the process held after building the net and its data: gradients, optimizer state,
 activations and, for gdstep, checkpoints and records), the median of three processes each,
-against the goal 1.2 × bare + the
-checkpoint budget that attach mode was given (`history_budget`).
+against the goal 1.2 × bare + the checkpoint budget that attach mode was given
+(`history_budget`).
 """
 
 from __future__ import annotations

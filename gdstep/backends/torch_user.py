@@ -74,7 +74,8 @@ class UserModuleBackend(ReplayCheck, ModuleBackend):
         self.scaler = scaler if scaler is not None and scaler.is_enabled() else None
         self.scheduler = scheduler
         self._step_scheduler = step_scheduler and scheduler is not None
-        self._made = (None, None)          # the latest forward's whole output as made, and detached once read
+        self.output = None                 # the latest forward's whole output (detached)
+        self.named_outputs: list[tuple[str, Any]] = []
         self.skipped: list[int] = []       # steps a GradScaler skipped
         self.lr_history: dict[int, tuple[float, ...]] = {}   # step -> each group's lr in force
         self._groups_at: dict[int, tuple] = {}     # step -> each group's hyperparameters (several groups)
@@ -124,26 +125,8 @@ class UserModuleBackend(ReplayCheck, ModuleBackend):
         return outs, out
 
     def _keep_output(self, out) -> None:
-        """Keep the forward's whole output, detached. A tensor is detached when first read
-        (the forward's hook then calls nothing of torch's, which costs the loop less; the
-        tensor is held as made, graph and all, as the rows' records hold it already); a
-        tuple or dict at once (its other tensors' graphs are not held)."""
-        self._made = (out, None) if hasattr(out, "data_ptr") else (None, tree_map(lambda t: t.detach(), out))
-
-    @property
-    def output(self):
-        """The latest forward's whole output, detached."""
-        out, detached = self._made
-        if detached is None and out is not None:
-            detached = out.detach()
-            self._made = (out, detached)
-        return detached
-
-    @property
-    def named_outputs(self) -> list[tuple[str, Any]]:
-        """[(name, tensor)] of the latest forward's output (`output`, `output[1]`, …)."""
-        output = self.output
-        return [] if output is None else named_tensors(output)
+        self.output = tree_map(lambda t: t.detach(), out)
+        self.named_outputs = named_tensors(self.output)
 
     def loss(self, outputs, y, per_sample: bool = True):
         per_sample, value = super().loss(outputs, self._real_target(y), per_sample)
