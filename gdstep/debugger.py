@@ -228,16 +228,19 @@ class Debugger(Reattaching, Resuming, Watching):
             print(f"gdstep: {message}", file=sys.stderr)
         return s
 
-    def _check_loop_edits(self) -> None:
+    def _check_loop_edits(self) -> tuple | None:
         """Parameters the loop changed in place since gdstep last ran (weight clipping,
         pruning: their version counters moved) are kept as the loop left them: checkpoints
-        and recomputations hold them from this iteration on."""
+        and recomputations hold them from this iteration on. Returns the versions where
+        they were compared and nothing moved (they are the versions now), else None."""
         s, versions = self.session, self._versions
         if s is None or versions is None or self.ranks is not None or s.position != 4 * self._loop_step:
-            return
+            return None
         changed = self.backend.changed_params(versions)
         if changed:
             s.keep_loop_edit(changed, horizon=self.backend.kept_batches + 2)
+            return None
+        return versions
 
     def _note_versions(self) -> None:
         """Where the parameters stand as gdstep leaves them to the loop."""

@@ -90,8 +90,7 @@ class Rewind:
         first = not self._timeline.edits
         self._timeline.edit(self._checkpoint(), values, horizon)
         if first and log:
-            names = sorted(k if isinstance(k, str) else f"the optimizer's {k[1]} of {k[0]}" for k in values)
-            self._log("info", f"iteration {self._step + 1}: the loop changed {', '.join(names)} in place "
+            self._log("info", f"iteration {self._step + 1}: the loop changed {edit_names(values)} in place "
                               "after the update (clipping, pruning, a buffer reset or assigned anew, or a forward "
                               "that writes its weights: an Embedding's max_norm): rewinds and recomputations keep its changes")
 
@@ -327,3 +326,9 @@ def nonfinite_in(backend, checkpoint) -> NonFinite | None:
             index = tuple(int(i) for i in (~torch.isfinite(t)).nonzero()[0])
             return NonFinite("update", where, index or None, float(t[index] if index else t), kept_after=True)
     return None
+
+
+def edit_names(keys) -> str:
+    """What a loop's edit changed, for a message: parameters by name, optimizer state as
+    "the optimizer's exp_avg of 0.weight" (keys as `changed_params` gives them)."""
+    return ", ".join(sorted(k if isinstance(k, str) else f"the optimizer's {k[1]} of {k[0]}" for k in keys))

@@ -14,6 +14,7 @@ from gdstep.backends.detachable import detachable
 from gdstep.errors import BreakpointHit, GdstepError
 from gdstep.records import LEAN_NONFINITE
 from gdstep.resuming import HANDED_OVER
+from gdstep.rewind import edit_names
 
 OBSERVED = ("forward", "loss", "backward")    # the phases watch() receives at once
 
@@ -34,7 +35,7 @@ class Watching:
                               "runs no hooks, so gdstep does not see it)")
         self._hook_optimizer()
         s = self.session or self._first_session()
-        self._check_loop_edits()
+        unmoved = self._check_loop_edits()
         if not b.watching:
             b.start_watching()
         if s.phase_due == "update" and s.position == 4 * self._loop_step + 3:
@@ -54,7 +55,7 @@ class Watching:
         args, kwargs = b.last_call
         b.add_batch(s.step_count, args[0] if args else None, y, args[1:], kwargs)
         s.n = b.n_samples
-        lean = b.observe_iteration(loss, lean=self._may_be_lean())
+        lean = b.observe_iteration(loss, lean=self._may_be_lean(), versions=unmoved)
         self._lean_now = lean
         b.watch_deltas = not lean         # the next forward's δ, for full records where this one had none
         for phase in OBSERVED:
@@ -121,18 +122,20 @@ class Watching:
         self.backend.own_step_hooks = {h.id for h in self._step_hooks}     # not the loop's (update bounds)
 
     def _keep_changed_before_step(self) -> None:
-        """The loop changed parameters between watch() and step(): what the step made is kept
-        as the loop's edit, so recomputations from here on start from it; said once."""
+        """The loop changed parameters or optimizer state between watch() and step(): what the
+        step made is kept as the loop's edit, so recomputations from here on start from it;
+        said once."""
         changed, self._changed_before_step = getattr(self, "_changed_before_step", None), None
         if changed is None:
             return
         names, versions = changed
         b, s = self.backend, self.session
         s.keep_loop_edit(b.changed_params(versions), horizon=b.kept_batches + 2, log=False)
-        b._announce_once("changed before step", f"iteration {s.step_count}: the loop changed {', '.join(names)} "
-                         "in place between watch() and optimizer.step() (weight decay or a projection by hand): the "
-                         "update shows the values the step ran on, and the iterations after it start from the "
-                         "loop's; a rewind into such an iteration recomputes its update without the change")
+        b._announce_once("changed before step", f"iteration {s.step_count}: the loop changed {edit_names(names)} "
+                         "in place between watch() and optimizer.step() (weight decay by hand, a projection, a reset "
+                         "of the optimizer's state): the update shows the values the step ran on, and the iterations "
+                         "after it start from the loop's; a rewind into such an iteration recomputes its update "
+                         "without the change")
 
     def _advance(self, phase: str) -> bool:
         """Run one observed phase, then check: True when it broke (the rest is unchecked)."""

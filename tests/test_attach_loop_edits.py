@@ -199,6 +199,45 @@ def test_a_loop_that_changes_its_weights_between_watch_and_step_has_records_of_w
     assert len(said) == 1 and "between watch() and optimizer.step()" in said[0], said
 
 
+def test_a_loop_that_changes_optimizer_state_between_watch_and_step_has_records_of_what_the_step_ran_on():
+    """Adam's first moments halved by hand between `watch()` and `optimizer.step()`: the step
+    runs on the changed state. The update's records show what it made (before, lean records
+    were recomputed without the change: its `new` differed from the parameters the loop
+    holds, unsaid), a rewind and the way back give the loop's values, and the one inexact
+    event names the state that changed."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+    bare = copy.deepcopy(model)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    bare_opt = torch.optim.Adam(bare.parameters(), lr=0.05)
+    seen = {}
+
+    look = rewind_and_back(model, seen, iterations=2)
+    dbg = gdstep.attach(model, opt, nn.MSELoss(), breakpoints=["step == 6"], on_break=look)
+    g = torch.Generator().manual_seed(1)
+    for i in range(8):
+        x, y = torch.randn(8, 4, generator=g), torch.randn(8, 1, generator=g)
+        for m, o, watched in ((model, opt, True), (bare, bare_opt, False)):
+            o.zero_grad()
+            loss = nn.functional.mse_loss(m(x), y)
+            loss.backward()
+            if watched:
+                dbg.watch(loss, y)
+            for state in o.state.values():            # (none before the first step: Adam makes it there)
+                state["exp_avg"].mul_(0.5)
+            o.step()
+        if i == 5:
+            assert all(torch.equal(seen["params"][n], p) for n, p in model.named_parameters())
+    s = dbg.session
+    update = s.record("update")
+    for name, p in model.named_parameters():
+        assert torch.equal(torch.as_tensor(update.params[name].new), p.detach())
+        assert torch.equal(p, dict(bare.named_parameters())[name])
+        assert torch.equal(torch.as_tensor(update.params[name].state_after["exp_avg"]), opt.state[p]["exp_avg"])
+    said = [e.message for e in s.events if e.kind == "inexact"]
+    assert len(said) == 1 and "the optimizer's exp_avg of 0.weight" in said[0], said
+
+
 def test_a_loop_that_sets_its_lr_between_watch_and_step_has_records_with_the_lr_the_step_used():
     """An lr (and a momentum) set by hand after the backward, before `optimizer.step()`: the
     update's records use the hyperparameters the step ran with (before, those at `watch()`:

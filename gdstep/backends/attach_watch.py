@@ -94,18 +94,21 @@ class WatchObserver(Turns):
         """Whether the loop has made gradients (called backward) since they were last cleared."""
         return any(p.grad is not None for _, p in self._train)
 
-    def observe_iteration(self, loss, lean: bool = False) -> bool:
+    def observe_iteration(self, loss, lean: bool = False, versions: tuple | None = None) -> bool:
         """Queue the forward, loss and backward the loop has just done. With `lean` (records
         on demand), where the iteration can be recomputed: the gradients as the loop holds
         them (no copy; the lean records are recomputed before anyone reads them) and no δ,
-        and the step is observed without copies. Returns whether it is lean."""
+        and the step is observed without copies. `versions`: `param_versions()` as they are
+        now, where the caller has just compared them (else read here), for the step's
+        pre-hook to tell the loop's changes after watch() (`changed_since_watch`). Returns
+        whether it is lean."""
         torch = self._torch
         outs = list(self._slots)
         produced = self._produced if self._copy_outputs else {}     # as made, before an in-place module wrote over it
         outputs = tuple(None if o is None else produced[i] if i in produced else o.detach() for i, o in enumerate(outs))
         deltas = tuple(self._deltas) if len(self._deltas) == len(outs) else (None,) * len(outs)
         self._watched = {name: (p.grad, p.grad._version) for name, p in self._train if p.grad is not None}
-        self._versions_at_watch = [p._version for _, p in self._train]
+        self._versions_at_watch = versions if versions is not None else self.param_versions()
         inv = self._unscale_factor()
         value = _value(loss) if isinstance(loss, torch.Tensor) else float(loss)
         self._seen_loss = value
@@ -208,13 +211,14 @@ class WatchObserver(Turns):
         self._slots = [None] * len(self._rows)
         self._deltas = [None] * len(self._rows)
 
-    def changed_since_watch(self) -> list[str]:
-        """The parameters the loop changed in place between watch() and optimizer.step()
-        (weight decay or a projection by hand): the step runs on them, so the iteration keeps
-        full records (the copies before the step), not lean ones, which a recomputation would
-        give without the change."""
+    def changed_since_watch(self) -> list:
+        """What the loop changed in place between watch() and optimizer.step() — parameters
+        (weight decay or a projection by hand), optimizer state (a reset of Adam's averages),
+        keyed as `changed_params` keys them: the step runs on the changed values, so the
+        iteration keeps full records (the copies before the step), not lean ones, which a
+        recomputation would give without the change."""
         seen, self._versions_at_watch = getattr(self, "_versions_at_watch", None), None
-        moved = [name for (name, p), v in zip(self._train, seen) if p._version != v] if seen else []
+        moved = list(self.changed_params(seen)) if seen is not None else []
         if moved:
             self._lean_step = False
         return moved
