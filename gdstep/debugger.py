@@ -34,13 +34,15 @@ from __future__ import annotations
 import os
 import re
 import sys
-from operator import is_
+import weakref
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Sequence
 
+from gdstep.attached_before import attached_by, close_earlier
 from gdstep.conditions import parse_condition
 from gdstep.errors import BackwardAgain, BreakpointHit, GdstepError
+from gdstep.loop_edits import LoopEdits
 from gdstep.reattach import Reattaching
 from gdstep.resuming import Resuming
 from gdstep.watching import Watching
@@ -58,7 +60,7 @@ def interactive() -> bool:
         return False
 
 
-class Debugger(Reattaching, Resuming, Watching):
+class Debugger(LoopEdits, Reattaching, Resuming, Watching):
     """A Session over the user's model and optimizer, fed one batch per `step`."""
 
     def __init__(self, model, optimizer, loss_fn, breakpoints: Sequence[str] = ("nan",), *,
@@ -103,15 +105,21 @@ class Debugger(Reattaching, Resuming, Watching):
         self.dumps: list[Path] = []
         self.loss = ModuleLoss(loss_fn)
         self.ranks = ranks_for(model, dbg_rank, rank_timeout)      # None unless a DDP model
-        self._make_backend = lambda: backend_class(self.ranks)(model, self.loss, optimizer, keep=keep, scaler=scaler,
-                                                               before_update=before_update, scheduler=scheduler)
+        me = weakref.ref(self)       # (weak: the model's hooks hold the backend, not the debugger)
+        self._make_backend = lambda: attached_by(me, backend_class(self.ranks)(
+            model, self.loss, optimizer, keep=keep, scaler=scaler, before_update=before_update, scheduler=scheduler))
         self.backend = self._make_backend()
-        for text in conditions:
-            if not isinstance(text, str):
-                raise GdstepError(f"attach: a breakpoint is a condition string, got {text!r}")
-            parse_condition(text).check_names(self.backend.param_shapes, attached=True)
-        if self.ranks is not None:
-            self.ranks.check_same(conditions)
+        try:
+            for text in conditions:
+                if not isinstance(text, str):
+                    raise GdstepError(f"attach: a breakpoint is a condition string, got {text!r}")
+                parse_condition(text).check_names(self.backend.param_shapes, attached=True)
+            if self.ranks is not None:
+                self.ranks.check_same(conditions)
+        except BaseException:          # refused: the model as it was, no hook of this attach's left on it
+            self.backend.remove_hooks()
+            raise
+        close_earlier(model, self.backend)
         self._conditions, self._history_budget = conditions, history_budget
         self._name = name or f"attached: {type(model).__name__}"
         self.session = None           # made at the first iteration, when the model has run once
@@ -228,24 +236,6 @@ class Debugger(Reattaching, Resuming, Watching):
             print(f"gdstep: {message}", file=sys.stderr)
         return s
 
-    def _check_loop_edits(self) -> tuple | None:
-        """Parameters the loop changed in place since gdstep last ran (weight clipping,
-        pruning: their version counters moved) are kept as the loop left them: checkpoints
-        and recomputations hold them from this iteration on. Returns the versions where
-        they were compared and nothing moved (they are the versions now), else None."""
-        s, versions = self.session, self._versions
-        if s is None or versions is None or self.ranks is not None or s.position != 4 * self._loop_step:
-            return None
-        changed = self.backend.changed_params(versions)
-        if changed:
-            s.keep_loop_edit(changed, horizon=self.backend.kept_batches + 2)
-            return None
-        return versions
-
-    def _note_versions(self) -> None:
-        """Where the parameters stand as gdstep leaves them to the loop."""
-        self._versions = self.backend.param_versions()
-
     @property
     def output(self):
         """The model's whole output in the latest iteration (detached): for an RNN's hidden state."""
@@ -255,27 +245,6 @@ class Debugger(Reattaching, Resuming, Watching):
     def named_outputs(self) -> list:
         """[(name, tensor)] of each tensor the model returned in the latest iteration."""
         return self.backend.named_outputs
-
-    def _sync_groups(self) -> None:
-        """The loop's own changes of hyperparameters (an lr scheduler's step, a param_groups
-        edit) take effect at this iteration: logged as settings, so a rewind replays them."""
-        s, b = self.session, self.backend
-        groups = b.torch_optimizer.param_groups
-        raw = [x for g in groups for item in ((g, None), *g.items()) for x in item]     # each group, its keys and values
-        kept = self._groups_raw       # the same objects as last time, all immutable: nothing changed
-        if kept is not None and len(kept) == len(raw) and all(map(is_, raw, kept)):
-            return
-        self._groups_raw = raw if all(_immutable(v) for g in groups for k, v in g.items() if k != "params") else None
-        live = b.loop_groups()
-        seen = getattr(self, "_groups", None)
-        self._groups = live
-        if seen is None or live == seen:
-            return
-        if len(live) != len(seen):         # add_param_group: the checkpoints hold the old groups
-            s.log("info", "the loop added a param group: rewinds before this iteration restore the groups as they were")
-            return
-        changes = {i: {k: v for k, v in g.items() if seen[i].get(k) != v} for i, g in enumerate(live) if g != seen[i]}
-        s._settings.record(s.step_count, {"groups": changes})
 
     # -- a breakpoint fired ----------------------------------------------------------------------
 
@@ -372,11 +341,6 @@ class Debugger(Reattaching, Resuming, Watching):
     def __repr__(self) -> str:
         where = self.session.describe() if self.session is not None else "no iteration yet"
         return f"<gdstep.attach {where}>"
-
-
-def _immutable(value) -> bool:
-    """A hyperparameter no in-place change can reach (a tensor lr can change unseen)."""
-    return value is None or type(value) in (float, int, bool, str) or (type(value) is tuple and all(map(_immutable, value)))
 
 
 def attach(model, optimizer, loss_fn, breakpoints: Sequence[str] = ("nan",), **kw: Any) -> Debugger:

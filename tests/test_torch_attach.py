@@ -242,6 +242,55 @@ def test_attach_refuses_what_it_cannot_use():
         gdstep.attach(model, opt, loss_fn, on_break="later")
 
 
+def gdstep_hooks(model, opt) -> list:
+    """gdstep's hooks on the model's modules, its parameters and the optimizer."""
+    from gdstep.backends.detachable import Detachable
+    dicts = [d for m in model.modules() for d in (m._forward_pre_hooks, m._forward_hooks)]
+    dicts += [opt._optimizer_step_pre_hooks, opt._optimizer_step_post_hooks]
+    dicts += [p._post_accumulate_grad_hooks or {} for p in model.parameters()]
+    return [h for d in dicts for h in d.values() if type(h) is Detachable]
+
+
+def test_a_refused_attach_leaves_no_hook_behind():
+    model, opt, loss_fn, _ = make()
+    with pytest.raises(ConditionError):
+        gdstep.attach(model, opt, loss_fn, breakpoints=["grad_norm(9.weight) > 1"])
+    assert gdstep_hooks(model, opt) == []
+
+
+def test_attaching_again_closes_the_debugger_attached_before(capsys):
+    """The cell that attaches run twice: the first debugger (in use, or already dropped) is
+    closed, said once on stderr, and the loop is recorded by the second alone — which
+    records what a single debugger does."""
+    model, opt, loss_fn, batches = make(optimizer=torch.optim.Adam, lr=0.05)
+    alone = copy.deepcopy(model)
+    alone_opt = torch.optim.Adam(alone.parameters(), lr=0.05)
+    first = gdstep.attach(model, opt, loss_fn)
+    only = gdstep.attach(alone, alone_opt, loss_fn)
+    for x, y in batches[:2]:
+        attached_iteration("watch", first, model, opt, loss_fn, x, y)
+    assert capsys.readouterr().err == ""
+    second = gdstep.attach(model, opt, loss_fn)
+    assert "attached already" in capsys.readouterr().err
+    owners = {id(h.owner) for h in gdstep_hooks(model, opt)}
+    assert id(first.backend) not in owners and id(second.backend) in owners    # the first one's hooks are gone
+    assert first._step_hooks == []
+    steps_first = first.session.step_count
+    for x, y in batches:
+        attached_iteration("watch", second, model, opt, loss_fn, x, y)
+    for x, y in batches[:2] + batches:
+        attached_iteration("watch", only, alone, alone_opt, loss_fn, x, y)
+    assert first.session.step_count == steps_first              # no longer records
+    assert second.session.step_count == len(batches)
+    assert list(second.session.history.losses) == list(only.session.history.losses)[-len(batches):]
+    third = gdstep.attach(model, opt, loss_fn)                  # once more, the second never closed
+    del second
+    assert {id(h.owner) for h in gdstep_hooks(model, opt) if h.owner is not None} == {id(third.backend)}
+    assert all(len(p._post_accumulate_grad_hooks) == 1 for p in model.parameters())     # its own alone
+    third.close()
+    assert gdstep_hooks(model, opt) == []
+
+
 def test_raise_mode_and_attach_stays_callable():
     model, opt, loss_fn, batches = make()
     dbg = gdstep.attach(model, opt, loss_fn, breakpoints=["step == 2"], on_break="raise")

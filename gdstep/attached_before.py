@@ -1,0 +1,33 @@
+"""One debugger a model: attaching a model that a debugger not closed is attached to (the
+notebook cell that attaches run again) closes that one first. Each backend knows its
+debugger (`attached_by`) for that."""
+
+from __future__ import annotations
+
+import sys
+
+from gdstep.backends.detachable import Detachable
+
+
+def attached_by(debugger, backend):
+    """The backend, marked as `debugger`'s (a weak reference to it)."""
+    backend.attached_by = debugger
+    return backend
+
+
+def close_earlier(model, mine) -> None:
+    """A debugger attached to this model before and not closed (the notebook cell that
+    attaches run again, a script that attaches in a loop): closed, and said in one line, so
+    that one debugger records the loop, not two, each hooking every forward. Found by the
+    hooks gdstep put on the model (the debugger itself may be gone, its hooks not)."""
+    earlier = {id(h.owner): h.owner for m in model.modules() for h in m._forward_pre_hooks.values()
+               if type(h) is Detachable and h.owner is not mine and hasattr(h.owner, "attached_by")}
+    for backend in earlier.values():
+        debugger = backend.attached_by()
+        if debugger is not None:
+            debugger.close()
+        else:
+            backend.remove_hooks()
+    if earlier:
+        print(f"gdstep: attach: {type(model).__name__} was attached already, to a debugger not closed (the code "
+              "that attaches ran again?): that one is closed now, and this one records the loop", file=sys.stderr)
