@@ -111,6 +111,7 @@ class Watching:
             if s is None or self.backend.driving or self._handling or s.phase_due != "update":
                 return
             if self.backend.observe_after_step():
+                self._take_changed_before_step()    # (before the phase: its records may restore a checkpoint)
                 self._advance("update")
                 self._loop_step = self.session.step_count
                 self._keep_changed_before_step()    # (DDP: Ranks.advance ran the phase)
@@ -121,6 +122,14 @@ class Watching:
             self._step_hooks += [o.register_step_pre_hook(detachable(before)), o.register_step_post_hook(detachable(after))]
         self.backend.own_step_hooks = {h.id for h in self._step_hooks}     # not the loop's (update bounds)
 
+    def _take_changed_before_step(self) -> None:
+        """Right after a step that ran on values the loop changed after watch(): copies of
+        what the step made (everything that moved since the step's pre-hook)."""
+        changed = getattr(self, "_changed_before_step", None)
+        if changed is not None:
+            names, versions = changed
+            self._changed_before_step = (names, self.backend.changed_params(versions))
+
     def _keep_changed_before_step(self) -> None:
         """The loop changed parameters or optimizer state between watch() and step(): what the
         step made is kept as the loop's edit, so recomputations from here on start from it;
@@ -128,9 +137,9 @@ class Watching:
         changed, self._changed_before_step = getattr(self, "_changed_before_step", None), None
         if changed is None:
             return
-        names, versions = changed
+        names, made = changed
         b, s = self.backend, self.session
-        s.keep_loop_edit(b.changed_params(versions), horizon=b.kept_batches + 2, log=False)
+        s.keep_loop_edit(made, horizon=b.kept_batches + 2, log=False)
         b._announce_once("changed before step", f"iteration {s.step_count}: the loop changed {edit_names(names)} "
                          "in place between watch() and optimizer.step() (weight decay by hand, a projection, a reset "
                          "of the optimizer's state): the update shows the values the step ran on, and the iterations "
@@ -178,8 +187,10 @@ class Watching:
         if not self._lean_now:
             if s._lean_records:       # recompute the lean records, then give the loop back what it holds
                 held, differed = self.backend.loop_state(), set(self.backend.differed)
-                s._materialise()
-                self.backend.put_back(held)
+                try:
+                    s._materialise()
+                finally:
+                    self.backend.put_back(held)
                 self.backend.differed.intersection_update(differed)     # its values are back: nothing changed
             s.next_phase()
             return

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 import gdstep
+from gdstep.errors import BreakpointHit
 from attach_loop import attached_iteration
 
 
@@ -199,12 +200,16 @@ def test_a_loop_that_changes_its_weights_between_watch_and_step_has_records_of_w
     assert len(said) == 1 and "between watch() and optimizer.step()" in said[0], said
 
 
-def test_a_loop_that_changes_optimizer_state_between_watch_and_step_has_records_of_what_the_step_ran_on():
-    """Adam's first moments halved by hand between `watch()` and `optimizer.step()`: the step
-    runs on the changed state. The update's records show what it made (before, lean records
-    were recomputed without the change: its `new` differed from the parameters the loop
-    holds, unsaid), a rewind and the way back give the loop's values, and the one inexact
-    event names the state that changed."""
+@pytest.mark.parametrize("around", ["lean", "a break at watch() that rewinds and comes back", "full records",
+                                    "a raised break, the records read after the change"])
+def test_a_loop_that_changes_optimizer_state_between_watch_and_step_has_records_of_what_the_step_ran_on(around):
+    """Adam's first moments halved by hand between `watch()` and `optimizer.step()` in one
+    iteration (the 6th): the step runs on the changed state. Its update's records show what
+    the step made; the state it made is kept as the loop's edit, so the iterations after it
+    recompute to the loop's values (a rewind to before it and back); the one inexact event
+    names the state. Before, the change was not seen: lean records were recomputed without
+    it, unsaid. Seen too where gdstep restored a checkpoint between watch() and the step (a
+    break there that rewinds and comes back; full records after lean ones, recomputed)."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
     bare = copy.deepcopy(model)
@@ -213,29 +218,46 @@ def test_a_loop_that_changes_optimizer_state_between_watch_and_step_has_records_
     seen = {}
 
     look = rewind_and_back(model, seen, iterations=2)
-    dbg = gdstep.attach(model, opt, nn.MSELoss(), breakpoints=["step == 6"], on_break=look)
+    breakpoints = (["step == 5 and phase == 'backward'"]          # at the 6th iteration's watch()
+                   if around.startswith(("a break", "a raised")) else [])
+    raised = around.startswith("a raised")
+    dbg = gdstep.attach(model, opt, nn.MSELoss(), breakpoints=breakpoints, on_break="raise" if raised else look)
     g = torch.Generator().manual_seed(1)
+    made = {}
     for i in range(8):
         x, y = torch.randn(8, 4, generator=g), torch.randn(8, 1, generator=g)
+        dbg.lean_watch = not (around == "full records" and i == 5)
         for m, o, watched in ((model, opt, True), (bare, bare_opt, False)):
             o.zero_grad()
             loss = nn.functional.mse_loss(m(x), y)
             loss.backward()
             if watched:
-                dbg.watch(loss, y)
-            for state in o.state.values():            # (none before the first step: Adam makes it there)
-                state["exp_avg"].mul_(0.5)
+                try:
+                    dbg.watch(loss, y)
+                except BreakpointHit:
+                    assert raised and i == 5
+            if i == 5:
+                for state in o.state.values():
+                    state["exp_avg"].mul_(0.5)
+                if watched and raised:        # the handler reads records (recomputed, the loop's tensors put back)
+                    seen["params"] = dbg.session.record("forward")
             o.step()
         if i == 5:
-            assert all(torch.equal(seen["params"][n], p) for n, p in model.named_parameters())
+            update = dbg.session.record("update")
+            assert all(torch.equal(torch.as_tensor(update.params[n].new), p.detach()) for n, p in model.named_parameters())
+        made[i + 1] = {n: p.detach().clone() for n, p in bare.named_parameters()}
+    assert ("params" in seen) == bool(breakpoints)         # the break rewound and came back
     s = dbg.session
+    for name, p in model.named_parameters():
+        assert torch.equal(p, dict(bare.named_parameters())[name])
+    s.seek(4 * 4)
+    s.seek(4 * 8)                                   # recomputed from before the change, through it
     update = s.record("update")
     for name, p in model.named_parameters():
-        assert torch.equal(torch.as_tensor(update.params[name].new), p.detach())
-        assert torch.equal(p, dict(bare.named_parameters())[name])
+        assert torch.equal(torch.as_tensor(update.params[name].new), made[8][name])
         assert torch.equal(torch.as_tensor(update.params[name].state_after["exp_avg"]), opt.state[p]["exp_avg"])
     said = [e.message for e in s.events if e.kind == "inexact"]
-    assert len(said) == 1 and "the optimizer's exp_avg of 0.weight" in said[0], said
+    assert len(said) == 1 and "iteration 6" in said[0] and "the optimizer's exp_avg of 0.weight" in said[0], said
 
 
 def test_a_loop_that_sets_its_lr_between_watch_and_step_has_records_with_the_lr_the_step_used():

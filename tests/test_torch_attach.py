@@ -291,6 +291,23 @@ def test_attaching_again_closes_the_debugger_attached_before(capsys):
     assert gdstep_hooks(model, opt) == []
 
 
+def test_attaching_again_after_a_caught_break_counts_no_forward_of_the_loops():
+    """Step mode, on_break="raise", the break caught, then the code that attaches runs again:
+    closing the first debugger finishes the iteration the break left (its model runs), which
+    the new debugger does not take for a forward of the loop's (it did: the next watched
+    iteration then had "two forwards" and could not be recomputed)."""
+    model, opt, loss_fn, batches = make()
+    first = gdstep.attach(model, opt, loss_fn, breakpoints=["grad_norm > 0"], on_break="raise")
+    with pytest.raises(attach_module.BreakpointHit):
+        first.step(*batches[0])
+    second = gdstep.attach(model, opt, loss_fn)
+    assert second.backend.last_call is None and second.backend._forwards == 0
+    for x, y in batches[1:]:
+        attached_iteration("watch", second, model, opt, loss_fn, x, y)
+    assert not [e for e in second.session.events if e.kind == "inexact"]
+    assert second.session.replay_inexact is None
+
+
 def test_raise_mode_and_attach_stays_callable():
     model, opt, loss_fn, batches = make()
     dbg = gdstep.attach(model, opt, loss_fn, breakpoints=["step == 2"], on_break="raise")

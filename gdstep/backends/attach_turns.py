@@ -22,6 +22,7 @@ class Turns:
     on_loop_call = None               # what the debugger does first when the loop goes on (loop_goes_on)
     held_versions = None              # the parameters' versions as the hold left them to the loop (param_versions)
     _reading = False                  # records recomputed where the session stands (`reading`)
+    _holding = False                  # between a hold's `loop_state` and its `put_back` (holds nest)
 
     def loop_state(self) -> tuple:
         """What the loop holds between its backward() and step(): parameters, optimizer
@@ -30,9 +31,13 @@ class Turns:
         if self.scaler is not None:         # where the loop's scaler stands in this step (unscaled yet?)
             scaler = copy.deepcopy(dict(self.scaler._per_optimizer_states[id(self.torch_optimizer)]))
         self._pinned = self._cannot_return()
+        outer = not self._holding            # the loop's own tensors (inside a hold: gdstep's, moved)
+        if outer:
+            self.note_watch_versions(put_back=False)
+            self._holding = True
         versions = [(t, t._version) for _, t in self._named + list(self._buffers)
                     if not t.is_inference()]        # (an inference tensor has no version counter)
-        return self.capture(), [(p, p.grad) for _, p in self._train], dict(self._observed), scaler, versions
+        return self.capture(), [(p, p.grad) for _, p in self._train], dict(self._observed), scaler, versions, outer
 
     def _cannot_return(self) -> str | None:
         """Why the session, once moved from where the loop stands (in the middle of an
@@ -136,7 +141,7 @@ class Turns:
 
     def put_back(self, held: tuple) -> None:
         self._pinned = None
-        live, grads, observed, scaler, versions = held
+        live, grads, observed, scaler, versions, outer = held
         self.restore(live, check=False)
         self._same_versions(versions)
         for p, g in grads:
@@ -144,6 +149,9 @@ class Turns:
         self._observed.update(observed)
         if scaler is not None:
             self.scaler._per_optimizer_states[id(self.torch_optimizer)] = scaler
+        if outer:                            # the loop's own again, as it held them
+            self._holding = False
+            self.note_watch_versions(put_back=True)
 
     def _same_versions(self, versions: list) -> None:
         """The parameters and buffers hold again, bit for bit, the values they held at these

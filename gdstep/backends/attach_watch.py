@@ -54,6 +54,7 @@ class WatchObserver(Turns):
     _lean_expected = False            # the last iteration watched was lean (records on demand)
     rows_skipped = False              # the loop's forward runs with its rows unobserved (loop_forward_begins)
     _told_grads_changed = False       # the loop's changes of the gradients after watch() were announced
+    _moved_at_watch: set = frozenset()  # what the loop changed after watch(), seen before a hold's restores
 
     def loop_forward_begins(self, args: tuple) -> None:
         """At the loop's call of the model (watch mode): follow its rows with a chain of
@@ -109,6 +110,7 @@ class WatchObserver(Turns):
         deltas = tuple(self._deltas) if len(self._deltas) == len(outs) else (None,) * len(outs)
         self._watched = {name: (p.grad, p.grad._version) for name, p in self._train if p.grad is not None}
         self._versions_at_watch = versions if versions is not None else self.param_versions()
+        self._moved_at_watch, self._holding = set(), False      # (a hold an error left unended ends here)
         inv = self._unscale_factor()
         value = _value(loss) if isinstance(loss, torch.Tensor) else float(loss)
         self._seen_loss = value
@@ -212,16 +214,35 @@ class WatchObserver(Turns):
         self._deltas = [None] * len(self._rows)
 
     def changed_since_watch(self) -> list:
-        """What the loop changed in place between watch() and optimizer.step() — parameters
-        (weight decay or a projection by hand), optimizer state (a reset of Adam's averages),
-        keyed as `changed_params` keys them: the step runs on the changed values, so the
-        iteration keeps full records (the copies before the step), not lean ones, which a
-        recomputation would give without the change."""
+        """What the loop changed in place between watch() and optimizer.step() — trained
+        parameters (weight decay or a projection by hand), optimizer state (a reset of Adam's
+        averages), keyed as `changed_params` keys them: the step runs on the changed values,
+        so the iteration keeps full records (the copies before the step), not lean ones,
+        which a recomputation would give without the change. (Another optimizer's step on
+        parameters this one does not train changes nothing of this update: a loop edit at
+        the next iteration's start.)"""
         seen, self._versions_at_watch = getattr(self, "_versions_at_watch", None), None
-        moved = list(self.changed_params(seen)) if seen is not None else []
+        moved, self._moved_at_watch = self._moved_at_watch, set()
+        if seen is not None:
+            moved |= self.changed_params(seen).keys()
+        moved = sorted((k for k in moved if not isinstance(k, str) or k in self.trainable), key=str)
         if moved:
             self._lean_step = False
         return moved
+
+    def note_watch_versions(self, put_back: bool) -> None:
+        """Around a hold between watch() and the step (a break, records recomputed), whose
+        restores give the loop's parameters their version counters back but its optimizer's
+        state new tensors: before the outermost hold (`put_back` False) what the loop changed
+        since watch() is noted, after it the versions are noted again, as the loop has them
+        now (what moves inside it is gdstep's own)."""
+        seen = getattr(self, "_versions_at_watch", None)
+        if seen is None:
+            return
+        if put_back:
+            self._versions_at_watch = self.param_versions()
+        else:
+            self._moved_at_watch |= self.changed_params(seen).keys()
 
     def observe_before_step(self, optimizer=None) -> None:
         """Before the loop's `optimizer.step()`: the gradients it uses, the values before;
