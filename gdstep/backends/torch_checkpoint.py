@@ -251,8 +251,13 @@ class CheckpointMixin:
         moves them (`load_state_dict`, BatchNorm's `reset_running_stats()`); where the loop
         runs it (watch mode), its forward does."""
         torch = self._torch
-        owned = tuple((name, k, v, v._version) for name, state in self._train_states()
-                      for k, v in state.items() if isinstance(v, torch.Tensor))
+        keys, tensors = [], []
+        for name, state in self._train_states():
+            for k, v in state.items():
+                if isinstance(v, torch.Tensor):
+                    keys.append((name, k))
+                    tensors.append(v)
+        owned = (keys, tensors, tuple(map(_VERSION, tensors)))      # ((name, key)s, state tensors, their versions)
         buffers = (self._buffer_swaps,) + (() if getattr(self, "_watching", True)
                                            else tuple(map(_version_of, (b for _, b in self._buffers))))
         return tuple(map(_VERSION, self._param_list())), owned, self._restores, buffers
@@ -286,7 +291,8 @@ class CheckpointMixin:
         if restores != self._restores:
             return out
         torch, states = self._torch, self.torch_optimizer.state
-        was = {(name, k): (v, version) for name, k, v, version in owned}
+        keys, tensors, versions = owned
+        was = dict(zip(keys, zip(tensors, versions)))
         for name, p in self._train:
             for k, v in states.get(p, {}).items():
                 seen = was.get((name, k))
@@ -301,8 +307,8 @@ class CheckpointMixin:
             return False
         torch = self._torch
         now = [v for _, state in self._train_states() for v in state.values() if isinstance(v, torch.Tensor)]
-        return (len(now) == len(owned) and all(map(is_, now, [o[2] for o in owned]))
-                and list(map(_VERSION, now)) == [o[3] for o in owned])
+        _, tensors, versions = owned
+        return len(now) == len(tensors) and all(map(is_, now, tensors)) and tuple(map(_VERSION, now)) == versions
 
     def _buffers_unmoved(self, buffers: tuple) -> bool:
         """Whether no buffer was replaced (by assignment: attach mode's registration hook counts
