@@ -329,6 +329,12 @@ def nonfinite_in(backend, checkpoint) -> NonFinite | None:
 
 
 def edit_names(keys) -> str:
-    """What a loop's edit changed, for a message: parameters by name, optimizer state as
-    "the optimizer's exp_avg of 0.weight" (keys as `changed_params` gives them)."""
-    return ", ".join(sorted(k if isinstance(k, str) else f"the optimizer's {k[1]} of {k[0]}" for k in keys))
+    """What a loop's edit changed, for a message: parameters by name, optimizer state by its
+    key, "the optimizer's exp_avg of 0.bias, 0.weight" (keys as `changed_params` gives them)."""
+    params = sorted(k for k in keys if isinstance(k, str))
+    state: dict = {}
+    for k in keys:
+        if not isinstance(k, str):
+            state.setdefault(k[1], []).append(k[0])
+    return "; ".join(([", ".join(params)] if params else [])
+                     + [f"the optimizer's {k} of {', '.join(sorted(v))}" for k, v in sorted(state.items())])
