@@ -31,7 +31,6 @@ where the reads are short and what costs is touching the loop's objects (the CNN
 
 from __future__ import annotations
 
-import argparse
 import copy
 import itertools
 import math
@@ -42,8 +41,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench_attach import build, data, nets  # noqa: E402
-from common import CLOCKS, now, use_clock  # noqa: E402
+from bench_attach import build, data, lockstep_cli  # noqa: E402
+from common import now  # noqa: E402
 
 BLOCK = 50
 CHECKPOINT_EVERY = 16
@@ -165,22 +164,11 @@ def measure(kind: str, blocks: int) -> dict[str, list[float]]:
     return spent
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--nets", default="cnn")
-    ap.add_argument("--blocks", type=int, default=24)
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
-    ap.add_argument("--clock", choices=sorted(CLOCKS), default="wall")
-    args = ap.parse_args(argv)
-    use_clock(args.clock)
-    import torch
-    if args.threads:
-        torch.set_num_threads(args.threads)
+def main() -> None:
+    args, torch, kinds = lockstep_cli(__doc__, blocks=24)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; {args.blocks} blocks of {BLOCK} "
           f"iterations in lockstep, {args.clock} clock")
-    for kind in args.nets.split(","):
-        if kind not in nets():
-            ap.error(f"--nets: no net {kind!r} (one of {', '.join(nets())})")
+    for kind in kinds:
         spent = measure(kind, args.blocks)
         bare = spent["bare"]
         print(f"\n{kind}: bare {statistics.median(bare):.0f} µs an iteration")

@@ -31,7 +31,6 @@ iteration where gdstep reads a tensor (the forward's start, watch(), after the s
 
 from __future__ import annotations
 
-import argparse
 import collections
 import copy
 import sys
@@ -40,8 +39,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench_attach import build, data, nets  # noqa: E402
-from common import CLOCKS, now, use_clock  # noqa: E402
+from bench_attach import build, data, lockstep_cli  # noqa: E402
+from common import now  # noqa: E402
 
 PARTS = ("zero_grad", "model(x)", "loss", "backward", "watch", "step")
 MODES = ("bare", "watch")
@@ -165,22 +164,11 @@ def cold_costs(kind: str, steps: int = 300) -> list[tuple[str, float, float]]:
     return out
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--nets", default="cnn")
-    ap.add_argument("--steps", type=int, default=600)
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
-    ap.add_argument("--clock", choices=sorted(CLOCKS), default="wall")
-    args = ap.parse_args(argv)
-    use_clock(args.clock)
-    import torch
-    if args.threads:
-        torch.set_num_threads(args.threads)
+def main() -> None:
+    args, torch, kinds = lockstep_cli(__doc__, steps=600)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; {args.steps} iterations in lockstep, "
           f"{args.clock} clock")
-    for kind in args.nets.split(","):
-        if kind not in nets():
-            ap.error(f"--nets: no net {kind!r} (one of {', '.join(nets())})")
+    for kind in kinds:
         parts = timed(kind, args.steps)
         print(f"\n{kind}: µs an iteration   " + "  ".join(f"{p:>9}" for p in PARTS) + "      all")
         for mode in MODES:

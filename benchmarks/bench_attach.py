@@ -231,6 +231,28 @@ def child(kind: str, mode: str, steps: int, device: str) -> None:
     print(json.dumps({"peak": grown}))
 
 
+def lockstep_cli(doc: str, **counts: int):
+    """The command line attach_parts.py and attach_floor.py share: --nets, --threads,
+    --clock and their own counts (`steps=600`: an `--steps` option of default 600), parsed,
+    the clock and torch's threads set, the nets checked. Returns (args, torch, the nets)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--nets", default="cnn")
+    for name, default in counts.items():
+        ap.add_argument(f"--{name}", type=int, default=default)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
+    ap.add_argument("--clock", choices=sorted(CLOCKS), default="wall")
+    args = ap.parse_args()
+    use_clock(args.clock)
+    import torch
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    kinds = args.nets.split(",")
+    for kind in kinds:
+        if kind not in nets():
+            ap.error(f"--nets: no net {kind!r} (one of {', '.join(nets())})")
+    return args, torch, kinds
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=60)

@@ -22,12 +22,16 @@ def close_earlier(model, mine) -> None:
     hooks gdstep put on the model (the debugger itself may be gone, its hooks not)."""
     earlier = {id(h.owner): h.owner for m in model.modules() for h in m._forward_pre_hooks.values()
                if type(h) is Detachable and h.owner is not mine and hasattr(h.owner, "attached_by")}
-    for backend in earlier.values():
-        debugger = backend.attached_by()
-        if debugger is not None:
-            debugger.close()
-        else:
-            backend.remove_hooks()
+    mine._capture = False          # an earlier one's close may run the model (the iteration a break left,
+    try:                           # finished): no forward of the loop's for `mine`
+        for backend in earlier.values():
+            debugger = backend.attached_by()
+            if debugger is not None:
+                debugger.close()
+            else:
+                backend.remove_hooks()
+    finally:
+        mine._capture = True
     if earlier:
         print(f"gdstep: attach: {type(model).__name__} was attached already, to a debugger not closed (the code "
               "that attaches ran again?): that one is closed now, and this one records the loop", file=sys.stderr)

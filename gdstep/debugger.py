@@ -119,11 +119,7 @@ class Debugger(LoopEdits, Reattaching, Resuming, Watching):
         except BaseException:          # refused: the model as it was, no hook of this attach's left on it
             self.backend.remove_hooks()
             raise
-        self.backend._capture = False      # the earlier one's close may run the model (the iteration a break
-        try:                               # left, finished): not a forward of the loop's
-            close_earlier(model, self.backend)
-        finally:
-            self.backend._capture = True
+        close_earlier(model, self.backend)
         self._conditions, self._history_budget = conditions, history_budget
         self._name = name or f"attached: {type(model).__name__}"
         self.session = None           # made at the first iteration, when the model has run once

@@ -38,6 +38,14 @@ def rewind_and_back(model, seen: dict, iterations: int):
     return look
 
 
+def adam_and_its_bare_twin():
+    """A small model with Adam, and an unattached copy with its own Adam, to compare with."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+    bare = copy.deepcopy(model)
+    return model, torch.optim.Adam(model.parameters(), lr=0.05), bare, torch.optim.Adam(bare.parameters(), lr=0.05)
+
+
 EDITS = {"clip weights": lambda model, opt: clip(model), "shrink RMSprop's averages": lambda model, opt: shrink_averages(opt)}
 
 
@@ -167,11 +175,7 @@ def test_a_loop_that_changes_its_weights_between_watch_and_step_has_records_of_w
     inexact, blaming random numbers); what the step made is kept as the loop's edit, so the
     iterations after it recompute to the loop's values, and one inexact event says that a
     rewind into such an iteration recomputes its update without the change."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
-    bare = copy.deepcopy(model)
-    opt = torch.optim.Adam(model.parameters(), lr=0.05)
-    bare_opt = torch.optim.Adam(bare.parameters(), lr=0.05)
+    model, opt, bare, bare_opt = adam_and_its_bare_twin()
     seen = {}
 
     look = rewind_and_back(model, seen, iterations=2)
@@ -210,11 +214,7 @@ def test_a_loop_that_changes_optimizer_state_between_watch_and_step_has_records_
     names the state. Before, the change was not seen: lean records were recomputed without
     it, unsaid. Seen too where gdstep restored a checkpoint between watch() and the step (a
     break there that rewinds and comes back; full records after lean ones, recomputed)."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
-    bare = copy.deepcopy(model)
-    opt = torch.optim.Adam(model.parameters(), lr=0.05)
-    bare_opt = torch.optim.Adam(bare.parameters(), lr=0.05)
+    model, opt, bare, bare_opt = adam_and_its_bare_twin()
     seen = {}
 
     look = rewind_and_back(model, seen, iterations=2)
