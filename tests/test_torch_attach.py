@@ -291,6 +291,48 @@ def test_attaching_again_closes_the_debugger_attached_before(capsys):
     assert gdstep_hooks(model, opt) == []
 
 
+class Wrapper(nn.Module):
+    """A model that holds another and calls it (as DistributedDataParallel holds `ddp.module`)."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x):
+        return self.module(x)
+
+
+@pytest.mark.parametrize("first_on", ["wrapper", "inner"])
+def test_attaching_a_model_that_holds_or_is_held_by_an_attached_one_closes_that_one(capsys, first_on):
+    """`ddp` attached, then `ddp.module` (or the other way round): the debugger before is
+    found through its hooks on the rows they share and closed, and the line says how the
+    two models are related; the second records the loop as a debugger alone does."""
+    model, opt, loss_fn, batches = make(optimizer=torch.optim.Adam, lr=0.05)
+    wrapper = Wrapper(model)
+    alone = copy.deepcopy(model)
+    alone_opt = torch.optim.Adam(alone.parameters(), lr=0.05)
+    only = gdstep.attach(alone, alone_opt, loss_fn)
+    first_model, second_model = (wrapper, model) if first_on == "wrapper" else (model, wrapper)
+    first = gdstep.attach(first_model, opt, loss_fn)
+    for x, y in batches[:2]:
+        attached_iteration("watch", first, first_model, opt, loss_fn, x, y)
+    capsys.readouterr()
+    second = gdstep.attach(second_model, opt, loss_fn)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "that one is closed now" in err
+    assert ("Sequential was attached already, as part of the Wrapper that holds it" in err if first_on == "wrapper"
+            else "a part of Wrapper (its Sequential) was attached already" in err)
+    assert {id(h.owner) for h in gdstep_hooks(wrapper, opt) if h.owner is not None} == {id(second.backend)}
+    for x, y in batches:
+        attached_iteration("watch", second, second_model, opt, loss_fn, x, y)
+    for x, y in batches[:2] + batches:
+        attached_iteration("watch", only, alone, alone_opt, loss_fn, x, y)
+    assert list(second.session.history.losses) == list(only.session.history.losses)[-len(batches):]
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), alone.parameters()))
+    second.close()
+    assert gdstep_hooks(wrapper, opt) == []
+
+
 def test_attaching_again_after_a_caught_break_counts_no_forward_of_the_loops():
     """Step mode, on_break="raise", the break caught, then the code that attaches runs again:
     closing the first debugger finishes the iteration the break left (its model runs), which
