@@ -236,10 +236,11 @@ class Watching:
         """After the debugger looked (and maybe moved): the session back where the loop
         stands, and the loop's own tensors put back (`loop_state`)."""
         s = self.session
-        if s.position != position:
-            try:
+        try:
+            if s.position != position:
                 s.seek(position)
-            except GdstepError as e:
-                print(f"gdstep: could not return to where the loop is: {e}", file=sys.stderr)
-        self.backend.put_back(held)
+        except GdstepError as e:
+            print(f"gdstep: could not return to where the loop is: {e}", file=sys.stderr)
+        finally:          # whatever the way back raised (the loop's loss_fn, recomputing), its tensors are its own
+            self.backend.put_back(held)
 

@@ -415,3 +415,83 @@ def test_a_break_file_says_whose_gradients_it_shows(tmp_path, monkeypatch, mode)
     assert "gradients (iteration 4):" in second.read_text()
     written = math.sqrt(sum(v * v for v in meta["grad_norms"].values()))
     assert math.isclose(written, norms[meta["grad_step"]], rel_tol=1e-6)   # that iteration's, as a bare loop's
+
+
+def _bare_weights(model, opt_cls, batches, loss, steps: int, **kw) -> list:
+    """The parameters a bare loop has after `steps` iterations (its own copies of the model)."""
+    bare = copy.deepcopy(model)
+    opt = opt_cls(bare.parameters(), **kw)
+    for x, y in batches[:steps]:
+        opt.zero_grad()
+        loss(bare(x), y).backward()
+        opt.step()
+    return [p.detach().clone() for p in bare.parameters()]
+
+
+def test_a_loss_fn_that_cannot_take_output_and_y_is_said_and_a_rewind_refused_up_front(capsys):
+    """The VAE example's own `loss_function(recon, x, mu, logvar)` given to attach: watch mode
+    never needs it while the loop runs, so it is tried once, its TypeError said once, and a
+    handler's rewind is refused before anything moves (it failed halfway, the recomputation
+    calling it, and left the loop on the rewound weights: found running pytorch/examples'
+    vae in watch mode)."""
+    model, _, _, batches = make()
+    start = copy.deepcopy(model)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+
+    def loss_function(out, y, weight):        # takes more than (output, y)
+        return weight * ((out - y) ** 2).mean()
+
+    refused = []
+
+    def handler(session, message):
+        try:
+            session.back(iterations=1)
+        except GdstepError as e:
+            refused.append(str(e))
+
+    dbg = gdstep.attach(model, opt, loss_function, breakpoints=["step == 3"], on_break=handler)
+    for x, y in batches:
+        opt.zero_grad()
+        loss = loss_function(model(x), y, 1.0)
+        loss.backward()
+        dbg.watch(loss, y)
+        opt.step()
+    assert len(refused) == 1 and "cannot recompute" in refused[0] and "loss_fn(output, y)" in refused[0]
+    said = [e.message for e in dbg.session.events if "fails as loss_fn(output, y)" in e.message]
+    assert len(said) == 1 and "weight" in said[0]
+    assert capsys.readouterr().err.count("fails as loss_fn(output, y)") == 1
+    expected = _bare_weights(start, torch.optim.Adam, batches, lambda o, y: loss_function(o, y, 1.0), len(batches), lr=0.05)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), expected))
+
+
+def test_when_the_way_back_to_the_loop_raises_the_loops_tensors_are_still_put_back():
+    """A handler rewinds, then the recomputation back to where the loop stands raises (here the
+    loss_fn, broken meanwhile): the error reaches the loop, and its parameters are its own —
+    before, the put-back was skipped and the loop went on from the rewound weights."""
+    model, opt, _, batches = make(optimizer=torch.optim.Adam, lr=0.05)
+    start = copy.deepcopy(model)
+    broken = []
+
+    def loss_fn(out, y):
+        if broken:
+            raise RuntimeError("the loss broke")
+        return ((out - y) ** 2).mean()
+
+    def handler(session, message):
+        session.back(iterations=1)
+        broken.append(True)
+
+    dbg = gdstep.attach(model, opt, loss_fn, breakpoints=["step == 2"], on_break=handler)
+    stepped = 0
+    with pytest.raises(RuntimeError, match="the loss broke"):
+        for x, y in batches:
+            opt.zero_grad()
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            dbg.watch(loss, y)
+            stepped += 1          # the break comes after the second update, out of optimizer.step()
+            opt.step()
+    assert stepped == 2
+    broken.clear()
+    expected = _bare_weights(start, torch.optim.Adam, batches, loss_fn, stepped, lr=0.05)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), expected))

@@ -11,6 +11,8 @@ Mixed into AttachBackend.
 
 from __future__ import annotations
 
+import sys
+
 from gdstep.backends.attach_turns import Turns
 
 
@@ -192,7 +194,18 @@ class WatchObserver(Turns):
             with torch.no_grad():
                 again = self.loss_fn.loss_fn(self.output, kept.y)
             return isinstance(again, torch.Tensor) and again.numel() == 1 and again.item() == self._seen_loss
-        except Exception:           # a loss that wants more than (output, y)
+        except TypeError as e:      # a loss that takes more than (output, y): no recomputation can call it
+            self._batches[self._updates] = kept._replace(why_not=f"the loss_fn given to attach cannot be called as "
+                                                         f"loss_fn(output, y) ({type(e).__name__}: {e})")
+            message = (f"iteration {self._updates + 1}: the loss_fn given to attach fails as loss_fn(output, y) ({e}): "
+                       "the iterations show what the loop computed, and a rewind cannot recompute them (attach a "
+                       "loss_fn that takes the model's output and the y given to watch(), e.g. "
+                       "lambda out, x: loss_function(*out, x))")
+            if "loss_fn call" not in self.__dict__.get("_told_kinds", ()):
+                print(f"gdstep: {message}", file=sys.stderr)         # a mistake in the attach call: said where seen
+            self._announce_once("loss_fn call", message)
+            return False
+        except Exception:           # a loss that cannot run here (e.g. one that differentiates, under no_grad)
             return False
 
     def _unscale_factor(self):
