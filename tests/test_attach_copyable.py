@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import io
+import pickle
 import subprocess
 import sys
 
@@ -79,3 +80,28 @@ def test_a_whole_module_saved_while_attached_loads_where_gdstep_is_not_installed
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "torch.Size([2, 1])" in out.stdout
+
+
+def test_saving_a_whole_module_while_attached_says_once_how_it_loads(capsys, monkeypatch):
+    """torch.save(model) while attached: one stderr line says the file loads only with
+    weights_only=False — true: torch's default refuses it even with the model's classes
+    allowed (pytorch/examples' word_language_model loads so) — and that a state_dict has no
+    hooks, which loads with the default."""
+    from gdstep.backends import detachable
+    monkeypatch.setattr(detachable, "_said_pickled", False)
+    model, opt = make()
+    dbg = gdstep.attach(model, opt, nn.MSELoss())
+    dbg.step(*batches(1, 1)[0])
+    whole, weights = io.BytesIO(), io.BytesIO()
+    torch.save(model, whole)
+    torch.save(model, io.BytesIO())
+    torch.save(model.state_dict(), weights)
+    err = capsys.readouterr().err
+    assert err.count("weights_only=False") == 1 and "state_dict()" in err
+    whole.seek(0)
+    with torch.serialization.safe_globals([nn.Sequential, nn.Linear, nn.ReLU]):
+        with pytest.raises(pickle.UnpicklingError):
+            torch.load(whole)
+    weights.seek(0)
+    assert set(torch.load(weights)) == set(model.state_dict())
+    dbg.close()

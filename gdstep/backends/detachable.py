@@ -22,7 +22,8 @@ class Detachable(functools.partial):
 
     owner = None
 
-    def __reduce__(self):
+    def __reduce__(self):           # pickled (torch.save(model)): deep copies take __deepcopy__
+        _say_pickled()
         return INERT.__reduce__()
 
     def __deepcopy__(self, memo):
@@ -30,6 +31,21 @@ class Detachable(functools.partial):
 
     def __copy__(self):
         return INERT
+
+
+PICKLED = ("gdstep: a model (or optimizer) pickled while attached, as torch.save(model) does, holds gdstep's hooks "
+           "as inert standard-library calls: it loads without gdstep, but only with torch.load(f, weights_only=False) "
+           "(torch's default, weights_only=True, refuses any hook object, whatever safe_globals allow); "
+           "torch.save(model.state_dict()) holds no hooks, nor does a model saved after dbg.close()")
+_said_pickled = False
+
+
+def _say_pickled() -> None:
+    """Once a process, at the first pickle of a hook of gdstep's: how such a file loads."""
+    global _said_pickled
+    if not _said_pickled:
+        _said_pickled = True
+        print(PICKLED, file=sys.stderr)
 
 
 def detachable(fn, owner=None) -> Detachable:
