@@ -153,10 +153,11 @@ def chain_rule(session, name: str, index: tuple[int, ...], shown: int = 4) -> Ch
         raise GdstepError(f"the chain rule is shown for the linear layers of a scenario model, not {name}")
     k = int(layer_text)
     i = index[0]
-    delta = arrays.to_numpy(bwd.deltas[k])[:, i]
+    delta = arrays.to_numpy(_kept(bwd.deltas, k, f"δ of layer {k}", bwd.step))[:, i]
     if kind == "weight":
         j = index[1]
-        inputs = arrays.to_numpy(fwd.outputs[k - 1] if k else fwd.inputs)[:, j]
+        inputs = arrays.to_numpy(_kept(fwd.outputs, k - 1, f"the output of layer {k - 1}", fwd.step) if k
+                                 else fwd.inputs)[:, j]
         symbol = f"a{k - 1}" if k else "x"
         head = f"∂L/∂W{index_text(index)} = Σ_n δ[n,{i}] · {symbol}[n,{j}]   (n: the sample; δ = ∂L/∂z of layer {k}, {symbol} = its input)"
     else:
@@ -176,7 +177,9 @@ def chain_rule(session, name: str, index: tuple[int, ...], shown: int = 4) -> Ch
     outputs = fwd.outputs
     after = layers[k + 1].layer if k + 1 < len(layers) else None     # the layer z goes into
     if after is not None:
-        z, a, upstream = (arrays.to_numpy(t)[0] for t in (outputs[k], outputs[k + 1], bwd.deltas[k + 1]))
+        z, a, upstream = (arrays.to_numpy(_kept(ts, n, what, bwd.step))[0] for ts, n, what in (
+            (outputs, k, f"the output of layer {k}"), (outputs, k + 1, f"the output of layer {k + 1}"),
+            (bwd.deltas, k + 1, f"δ of layer {k + 1}")))
         delta_line = after.delta_line(i, z, a, upstream, float(delta[0]))
     elif k == len(layers) - 1:
         loss_kind = session.scenario.loss.kind
@@ -187,6 +190,16 @@ def chain_rule(session, name: str, index: tuple[int, ...], shown: int = 4) -> Ch
         if upstream_line:
             lines.append(upstream_line)
     return ChainRule(name, index, k, products, value, delta_line, tuple(lines))
+
+
+def _kept(values: tuple, k: int, what: str, step: int) -> Any:
+    """values[k] of a record, or why the chain rule cannot be shown: watch mode lets a layer's
+    output and δ go as the loop makes them where it expects to recompute the iteration, and
+    the records of one that then cannot be recomputed lack them (the event log says so)."""
+    if k >= len(values) or values[k] is None:
+        raise GdstepError(f"iteration {step + 1}: {what} was not kept as the loop ran, and this iteration cannot "
+                          "be recomputed (the event log says why): the chain rule cannot be shown for it")
+    return values[k]
 
 
 def _upstream_line(session, fwd, bwd, k: int, i: int, shown: int) -> str | None:
@@ -210,7 +223,7 @@ def _upstream_line(session, fwd, bwd, k: int, i: int, shown: int) -> str | None:
         weight = upd.params[weight_name].old          # the weights backward used, before this update
     else:
         weight = session.backend.params()[weight_name]
-    delta_next = arrays.to_numpy(bwd.deltas[nxt])[0]
+    delta_next = arrays.to_numpy(_kept(bwd.deltas, nxt, f"δ of layer {nxt}", bwd.step))[0]
     column = arrays.to_numpy(weight)[:, i]
     parts = [f"{factor(num(d))} × {factor(num(w))}" for d, w in list(zip(delta_next, column))[:shown]]
     more = f" + … ({len(column)} terms)" if len(column) > shown else ""

@@ -120,17 +120,17 @@ def test_lean_watch_records_materialised_equal_full_records_and_training_equals_
 
 def test_the_first_iteration_is_lean_too_and_its_records_read_back_with_every_delta():
     """The loop's first forward runs before its first watch(): its RNG state is taken then,
-    so the first iteration is recomputed (dropout and all) as any later one, with the δ a
-    full first iteration never had (no hook watched that forward)."""
+    so the first iteration is recomputed (dropout and all) as any later one; and its δ are
+    caught as that forward's backward makes them, so full records of it hold them too."""
     optimizer = OPTIMIZERS["adam"]
     _, lean_seen, _, lean_flags, _ = watched_loop(optimizer, lean=True, breaks=("step == 1",))
     _, full_seen, _, full_flags, _ = watched_loop(optimizer, lean=False, breaks=("step == 1",))
     assert lean_flags[0] and not full_flags[0]
     lean, full = lean_seen[0], full_seen[0]
     assert lean["step"] == full["step"] == 1
-    assert all(d is None for d in full["deltas"]) and all(d is not None for d in lean["deltas"])
-    # the outputs (the dropout mask replayed), loss, gradients and update, bit for bit
-    assert same({k: v for k, v in lean.items() if k != "deltas"}, {k: v for k, v in full.items() if k != "deltas"})
+    assert all(d is not None for d in full["deltas"]) and all(d is not None for d in lean["deltas"])
+    # the outputs (the dropout mask replayed), loss, δ, gradients and update, bit for bit
+    assert same(lean, full)
     # δ of the logits, independently: ∂ mean CE / ∂z = (softmax(z) − onehot(y)) / N
     _, _, batches = make(optimizer)
     z, y = lean["outputs"][-1], batches[0][1]
@@ -304,3 +304,92 @@ def test_a_model_whose_modules_run_in_another_order_than_they_were_made_keeps_le
         flags.append(dbg._lean_now)
         opt.step()
     assert all(flags)
+
+
+class WithSpare(nn.Module):
+    """A model with a module its forward never calls (a Transformer's unused heads, a
+    spare projection): the first watch() drops that row before the session starts."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(5, 16), nn.Tanh(), nn.Linear(16, 3))
+        self.spare = nn.Linear(16, 16)
+
+    def forward(self, x):
+        return self.body(x)
+
+
+@pytest.mark.parametrize("lean", [True, False])
+def test_a_model_with_a_row_it_never_calls_keeps_its_first_iterations_gradients_and_deltas(lean):
+    """Dropping the uncalled row hooks the model again; the gradients backward made and
+    the δ caught before the first watch() survive that: the first iteration is lean where
+    the loop allows, and its records hold every δ either way, equal to the softmax's."""
+    torch.manual_seed(0)
+    model = WithSpare()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    dbg = gdstep.attach(model, opt, nn.CrossEntropyLoss(), breakpoints=[], on_break="raise")
+    dbg.lean_watch = lean
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(8, 5, generator=g), torch.randint(0, 3, (8,), generator=g)
+    opt.zero_grad()
+    loss = nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    dbg.watch(loss, y)
+    assert dbg._lean_now is lean
+    names = [info.name for info in dbg.backend.layers]
+    assert "spare" not in names and "body.1" in names
+    bwd, fwd = dbg.session.record("backward"), dbg.session.record("forward")
+    assert bwd.step == 0 and all(d is not None for d in bwd.deltas)
+    z = fwd.outputs[-1]
+    expected = (torch.softmax(z, dim=1) - nn.functional.one_hot(y, 3).to(z.dtype)) / len(y)
+    assert torch.allclose(bwd.deltas[-1], expected, rtol=1e-5, atol=1e-7)
+    # δ of the Tanh's output back through the last linear layer: δ₂ · W₂
+    assert torch.allclose(bwd.deltas[names.index("body.1")], expected @ model.body[2].weight.detach(),
+                          rtol=1e-5, atol=1e-7)
+    opt.step()
+    dbg.close()
+
+
+def test_an_iteration_that_turns_out_not_recomputable_after_lean_ones_says_what_its_records_lack():
+    """After lean iterations the loop's forward is tested as it runs and let go, with no δ
+    caught (the next read would recompute them); when the loop then clips before watch(),
+    that iteration cannot be recomputed. Its records hold the loss and the gradients; the
+    outputs and δ they lack are said in the event log, shown as not kept in the layer view,
+    and the chain rule says why it cannot be shown, instead of failing on a missing array."""
+    from gdstep.tui.frame import Selection
+    from gdstep.tui.frame_builder import FrameBuilder
+
+    model, opt, batches = make(OPTIMIZERS["sgd momentum"])
+    seen = []
+
+    def look(s, message):
+        bwd, fwd = s.record("backward"), s.record("forward")
+        panel = FrameBuilder(s).build(Selection(layer="3")).tensor
+        try:
+            s.chain_rule("3.weight", (0, 0))
+            chain = None
+        except gdstep.GdstepError as e:
+            chain = str(e)
+        seen.append((bwd.step, [d is None for d in bwd.deltas], [o is None for o in fwd.outputs],
+                     {n: g.clone() for n, g in bwd.grads.items()}, [g.note for g in panel.grids], chain))
+
+    dbg = gdstep.attach(model, opt, nn.CrossEntropyLoss(), breakpoints=["step == 3"], on_break=look)
+    torch.manual_seed(7)
+    made = {}
+    for i, (x, y) in enumerate(batches[:4]):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        if i == 2:
+            nn.utils.clip_grad_norm_(model.parameters(), 0.01)
+            made = {n: p.grad.clone() for n, p in model.named_parameters()}
+        dbg.watch(loss, y)
+        opt.step()
+    (step, no_delta, no_output, grads, notes, chain), = seen
+    assert step == 2 and all(no_delta) and no_output[:-1] == [True] * (len(no_output) - 1) and not no_output[-1]
+    assert grads.keys() == made.keys() and all(torch.equal(grads[n], made[n]) for n in made)   # as watch() got them
+    assert notes == ["not kept", "not kept", "not kept"]
+    assert chain is not None and "iteration 3: δ of layer 3 was not kept" in chain
+    said = [e.message for e in dbg.session.events if e.message.startswith("iteration 3: its layer outputs and their δ")]
+    assert len(said) == 1 and "records show the loss and the gradients without them" in said[0]
+    dbg.close()

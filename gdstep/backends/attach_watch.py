@@ -119,10 +119,13 @@ class WatchObserver(Turns):
         self._note_why_not()
         lean = lean and inv is None and self._recomputable(loss)
         tests = self._loop_tests
-        if not lean and tests is not None and tests.dropped:
-            self._announce(self._updates, f"iteration {self._updates + 1}: its layer outputs were let go as the loop ran "
-                           "(the iterations before it could be recomputed, and this one cannot): its records show "
-                           "the loss and the gradients, not the outputs", inexact=False)
+        dropped, no_deltas = tests is not None and tests.dropped, self._watching and not self.watch_deltas
+        if not lean and (dropped or no_deltas):
+            what = ("layer outputs and their δ were" if dropped and no_deltas else "layer outputs were" if dropped
+                    else "δ (∂L/∂ each layer's output) were")
+            self._announce(self._updates, f"iteration {self._updates + 1}: its {what} let go as the loop ran (the "
+                           "iterations before it could be recomputed, and this one cannot): its records show the "
+                           "loss and the gradients without them", inexact=False)
         self._lean_expected = lean
         grads = {name: (g.detach() * inv if inv is not None else (g.detach() if g.requires_grad else g) if lean
                         else g.detach().clone()) for name, (g, _) in self._watched.items()}
@@ -220,7 +223,8 @@ class WatchObserver(Turns):
 
     def start_watching(self) -> None:
         self._watching = True
-        self._deltas = [None] * len(self._rows)
+        if len(self._deltas) != len(self._rows):      # (the first forward's, caught before its watch(), are kept)
+            self._deltas = [None] * len(self._rows)
 
     def new_iteration(self) -> None:
         self._slots = [None] * len(self._rows)

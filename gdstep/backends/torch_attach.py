@@ -42,6 +42,7 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, FollowedBuffers, Use
         heap.keep_freed_memory()
         self._watching = False
         self._deltas: list = []
+        self._accumulated: dict = {}      # id(p) -> (p.grad, its version) as backward() left it (drop_layers keeps it)
         self.last_call: tuple | None = None       # (args, kwargs) of the model's latest forward by the loop
         self._forwards = 0                        # the loop's forwards since its last optimizer step
         self._own = False                         # gdstep is running the model itself
@@ -97,11 +98,18 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, FollowedBuffers, Use
         loss = getattr(self.loss_fn, "loss_fn", None)
         if isinstance(loss, nn.Module):       # which call made the loss watch() is given (attach_watch._recomputable)
             self._hooks.append(loss.register_forward_hook(detachable(self._loss_hook)))
-        self._accumulated = {}            # id(p) -> (p.grad, its version) as backward() left it
         self._follow_buffers()
         for _, p in self._train:
             if hasattr(p, "register_post_accumulate_grad_hook"):
                 self._hooks.append(p.register_post_accumulate_grad_hook(detachable(self._grad_hook)))
+
+    def drop_layers(self, indices: Sequence[int]) -> None:
+        """ModuleBackend's, at the first watch(): δ of the first iteration, caught before it
+        (its hooks indexed by the rows as they were), follows its rows."""
+        drop = set(indices)
+        if len(self._deltas) == len(self._rows):
+            self._deltas = [d for i, d in enumerate(self._deltas) if i not in drop]
+        super().drop_layers(indices)
 
     def _grad_hook(self, p) -> None:
         self._accumulated[id(p)] = (p.grad, p.grad._version)
@@ -126,6 +134,8 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, FollowedBuffers, Use
             self._autocast_call = autocast_state(self._torch, self.device)
             self._modes_call = modes_of(self._all_modules)
             self._rng_call = self._rng_state()    # before the first watch() too: its iteration is recomputable
+            if self._session is None and not self._watching:     # δ of the first iteration, before its watch()
+                self._deltas = [None] * len(self._rows)
             if self._watching or self._session is None:
                 self.loop_forward_begins(args)    # (before it: the rows' sizes, for the next forward's bounds)
             if self._session is None and self._buffers:
@@ -164,7 +174,8 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, FollowedBuffers, Use
             elif tests.keep(self, i, out, i == last):      # tested as made, let go unless not finite
                 self._slots[i] = out
             self._order.append(i)
-            if self._watching and not self._own and self.watch_deltas and out is not None and out.requires_grad:
+            if ((self._watching and self.watch_deltas or self._session is None) and not self._own
+                    and out is not None and out.requires_grad):
                 out.register_hook(lambda g, i=i: self._deltas.__setitem__(i, g))
             if (i == len(self._rows) - 1 or module in self._tops) and not self._own:
                 self._slots[-1] = self._loop_out = out

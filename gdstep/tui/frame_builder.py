@@ -151,12 +151,15 @@ class FrameBuilder:
         fwd, bwd = s.record("forward"), s.record("backward")
         symbol = "z" if is_affine(info.kind) else "a"
         out_label, in_label = f"{symbol}{info.name}", ("x" if k == 0 else f"out {layers[k - 1].name}")
-        if fwd is None or k >= len(fwd.outputs):
-            shape = (1, 1)
-            grids = (Grid(in_label, None, "after forward"), Grid(out_label, None, "after forward"),
-                     Grid(f"δ{info.name}", None, "after backward"))
-            return TensorPanel(f"layer {info.name}", shape, 0, 0, (0, 0), (0, 0), grids,
-                               f"{info.text} · after forward", True)
+        if fwd is None or k >= len(fwd.outputs) or fwd.outputs[k] is None:
+            # (attach mode: an output the loop's forward let go as it ran, where the iteration
+            # then turned out not recomputable; the event log says why)
+            note = "after forward" if fwd is None or k >= len(fwd.outputs) else "not kept"
+            grids = (Grid(in_label, None, note), Grid(out_label, None, note),
+                     Grid(f"δ{info.name}", None, "after backward" if note == "after forward" else note))
+            caption = f"{info.text} · " + ("after forward" if note == "after forward" else
+                                           f"iteration {fwd.step + 1}: not kept (the event log says why)")
+            return TensorPanel(f"layer {info.name}", (1, 1), 0, 0, (0, 0), (0, 0), grids, caption, True)
         output = fwd.outputs[k]
         layer_input = fwd.inputs if k == 0 else fwd.outputs[k - 1]
 
@@ -166,7 +169,7 @@ class FrameBuilder:
 
         out_m = matrix(output)
         shape = tuple(arrays.shape(out_m))
-        in_shape = tuple(arrays.shape(matrix(layer_input)))
+        in_shape = tuple(arrays.shape(matrix(layer_input))) if layer_input is not None else shape
         extent = (max(shape[0], in_shape[0]), max(shape[1], in_shape[1]))      # the input may be wider
         row = min(max(selection.row, 0), shape[0] - 1)
         col = min(max(selection.col, 0), shape[1] - 1)
@@ -176,6 +179,8 @@ class FrameBuilder:
 
         def grid(label: str, a: Any) -> Grid:
             nonlocal origin
+            if a is None:            # a δ the loop's backward made unwatched (attach mode), an input let go
+                return Grid(label, None, "not kept")
             a = matrix(a)
             values, r0, c0 = arrays.window(a, min(row, arrays.shape(a)[0] - 1), min(col, arrays.shape(a)[1] - 1),
                                            rows, cols)
