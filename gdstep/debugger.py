@@ -43,6 +43,7 @@ from gdstep.attached_before import attached_by, close_earlier
 from gdstep.conditions import parse_condition
 from gdstep.errors import BackwardAgain, BreakpointHit, GdstepError
 from gdstep.loop_edits import LoopEdits
+from gdstep.nonfinite import REWIND_HINT
 from gdstep.reattach import Reattaching
 from gdstep.resuming import Resuming
 from gdstep.watching import Watching
@@ -260,8 +261,8 @@ class Debugger(LoopEdits, Reattaching, Resuming, Watching):
                       "open the debugger in (stdin, stdout and stderr must each be one)") + ": each break writes its "
                       "records to files instead", file=sys.stderr)
             self._handled_before = True
-            if mode == "raise":
-                raise BreakpointHit(message, self.session)
+            if mode == "raise":         # (the handler cannot rewind: the loop goes on from where it stands)
+                raise BreakpointHit(message.replace(REWIND_HINT, ""), self.session)
             if callable(mode):
                 mode(self.session, message)
                 return
@@ -294,7 +295,7 @@ class Debugger(LoopEdits, Reattaching, Resuming, Watching):
             return
         # The interactive wording (state kept, rewind with back) does not hold for a loop that goes on.
         message = re.sub(r"^paused: |; state kept from before \w+|; your loop's own values kept after \w+| "
-                         r"\(the phase ran; rewind with back\)", "", message)
+                         + re.escape(REWIND_HINT.lstrip()), "", message)
         try:
             npz, txt = write_break(self.session, message, self.dump_dir)
         except OSError as e:      # a debugger never stops the training it watches

@@ -13,6 +13,10 @@ from typing import Any, Iterable, Sequence
 from gdstep import arrays
 from gdstep.records import BackwardRecord, ForwardRecord, LossRecord, NonFinite, UpdateRecord
 
+# after the culprit's name, where a phase ran on to its end (stepping on, not pausing before
+# it); no part of a message where the debugger cannot rewind (the loop goes on from there)
+REWIND_HINT = " (the phase ran; rewind with back)"
+
 
 def first_nonfinite(phase: str, named: Iterable[tuple[str, Any]]) -> NonFinite | None:
     """The first non-finite element among (where, array) pairs, in order."""

@@ -212,7 +212,7 @@ class Session(RunLoop, RunAhead, FusedPhases, Rewind, SessionValues, Forks, Sess
         with np.errstate(all="ignore"):
             bad = self._phase_fns[phase](True)
         if bad is not None:
-            self._log("nonfinite", f"{bad} (the phase ran; rewind with back)")
+            self._log("nonfinite", f"{bad}{nonfinite.REWIND_HINT}")
 
     def _epoch_order(self, epoch: int) -> np.ndarray:
         if not self.shuffle:                 # every epoch in order (attach mode: each iteration an epoch)

@@ -12,6 +12,7 @@ import numpy as np
 from gdstep import update_norms
 from gdstep.backends.detachable import detachable
 from gdstep.errors import BreakpointHit, GdstepError
+from gdstep.nonfinite import REWIND_HINT
 from gdstep.records import LEAN_NONFINITE
 from gdstep.resuming import HANDED_OVER
 from gdstep.rewind import edit_names
@@ -204,7 +205,7 @@ class Watching:
         if bad is LEAN_NONFINITE:        # a fused test failed: the culprit, where the loop's values are
             bad = s.find_nonfinite()
         if bad is not None:
-            s.log("nonfinite", f"{bad} (the phase ran; rewind with back)")
+            s.log("nonfinite", f"{bad}{REWIND_HINT}")
         if phase == "update":           # the loop's gradients are its own again: hold none of them
             self._lean_now = False
             rec = s._records.get("backward")

@@ -558,3 +558,30 @@ def test_set_trace_with_a_handler_that_rewinds_leaves_the_loop_where_it_stands(m
     dbg.close()
     assert same(model, bare())
     assert all(st["step"] == len(batches()) for st in opt.state.values())
+
+
+@pytest.mark.parametrize("mode", ["raise", "function"])
+def test_a_non_finite_break_in_watch_mode_offers_a_rewind_only_where_the_handler_may_rewind(mode):
+    """The culprit is named either way; "rewind with back" is said to a function on_break
+    (which may rewind), not in the BreakpointHit a loop catches (whose handler may not)."""
+    model, opt = make()
+    said = []
+    dbg = gdstep.attach(model, opt, nn.MSELoss(), on_break="raise" if mode == "raise" else lambda s, m: said.append(m))
+    for i, (x, y) in enumerate(batches(4)):
+        if i == 2:
+            x = x.clone()
+            x[1, 2] = float("nan")
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        try:
+            dbg.watch(loss, y)
+        except gdstep.BreakpointHit as hit:
+            said.append(str(hit))
+            with pytest.raises(GdstepError):
+                hit.session.back()
+        opt.step()
+    # (the step after it spreads the nan to every weight: the iteration after breaks too)
+    assert said[0].startswith("non-finite value nan in layer 0 linear output[1,0] during forward")
+    assert all(("rewind with back" in m) is (mode == "function") for m in said)
+    dbg.close()

@@ -16,6 +16,7 @@ from typing import Callable
 from gdstep.conditions import Condition, parse_condition
 from gdstep.distributed.verdict import BREAKPOINT, NONE, NONFINITE, SEVERITY, STOP_WHEN, UNTIL, combine
 from gdstep.errors import GdstepError
+from gdstep.nonfinite import REWIND_HINT
 from gdstep.records import PHASES, RunResult, StopReason
 
 SYNC_AFTER = ("loss", "update")
@@ -102,7 +103,7 @@ def check(s, name: str, seen: int, until, stop_when, loop: bool = False) -> tupl
     scenario's stop_when."""
     bad = next((e.message for e in s.events[seen:] if e.kind == "nonfinite"), None)
     if bad is not None and not (loop and not s.breakpoints.breaks_on("nonfinite")):
-        return NONFINITE, bad.replace(" (the phase ran; rewind with back)", "")
+        return NONFINITE, bad.replace(REWIND_HINT, "")
     hit = s.breakpoints.first_hit(s, name)
     if hit is not None:
         return BREAKPOINT, hit.hit_message(s)
