@@ -65,6 +65,8 @@ class WatchObserver(Turns):
         checked row the bounds prove finite before it runs, not look at its rows at all
         (`rows_skipped`: no hook on them but the last one's, hooked again before any
         forward that needs them)."""
+        if not self._watching:           # the first iteration's forward, before its watch(): its δ too
+            self._deltas = [None] * len(self._rows)
         walk = self._loop_walk = self._bound_walk(small=True)
         if walk is not None and walk.rows:     # the weights as the forward uses them (and an nn.Sequential's input)
             walk.read(args[0] if args and type(self.model) is self._torch.nn.Sequential else None)
@@ -225,6 +227,14 @@ class WatchObserver(Turns):
         self._watching = True
         if len(self._deltas) != len(self._rows):      # (the first forward's, caught before its watch(), are kept)
             self._deltas = [None] * len(self._rows)
+
+    def drop_layers(self, indices: list[int]) -> None:
+        """ModuleBackend's, at the first watch(): δ of the first iteration, caught before it
+        (its hooks indexed by the rows as they were), follows its rows."""
+        drop = set(indices)
+        if len(self._deltas) == len(self._rows):
+            self._deltas = [d for i, d in enumerate(self._deltas) if i not in drop]
+        super().drop_layers(indices)
 
     def new_iteration(self) -> None:
         self._slots = [None] * len(self._rows)

@@ -103,14 +103,6 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, FollowedBuffers, Use
             if hasattr(p, "register_post_accumulate_grad_hook"):
                 self._hooks.append(p.register_post_accumulate_grad_hook(detachable(self._grad_hook)))
 
-    def drop_layers(self, indices: Sequence[int]) -> None:
-        """ModuleBackend's, at the first watch(): δ of the first iteration, caught before it
-        (its hooks indexed by the rows as they were), follows its rows."""
-        drop = set(indices)
-        if len(self._deltas) == len(self._rows):
-            self._deltas = [d for i, d in enumerate(self._deltas) if i not in drop]
-        super().drop_layers(indices)
-
     def _grad_hook(self, p) -> None:
         self._accumulated[id(p)] = (p.grad, p.grad._version)
 
@@ -134,8 +126,6 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, FollowedBuffers, Use
             self._autocast_call = autocast_state(self._torch, self.device)
             self._modes_call = modes_of(self._all_modules)
             self._rng_call = self._rng_state()    # before the first watch() too: its iteration is recomputable
-            if self._session is None and not self._watching:     # δ of the first iteration, before its watch()
-                self._deltas = [None] * len(self._rows)
             if self._watching or self._session is None:
                 self.loop_forward_begins(args)    # (before it: the rows' sizes, for the next forward's bounds)
             if self._session is None and self._buffers:
