@@ -1,7 +1,10 @@
 """When the loop moves its model to another dtype or device mid-run (`model.double()`,
 `model.to("cuda")`): the iterations before cannot be recomputed on it (their checkpoints and
 batches hold the old dtype), so gdstep attaches afresh from there — new hooks, a new
-session, the same breakpoints — and says so in one line. A mixin of `Debugger`."""
+session, the same breakpoints — and says so in one line. The same where, in watch mode, a
+recomputation on the debugger's way back to the loop failed (the loop's own loss_fn or model
+raised): the loop's tensors are its own again, and the session cannot stand where it is.
+A mixin of `Debugger`."""
 
 from __future__ import annotations
 
@@ -28,9 +31,9 @@ class Reattaching:
             return None
         return f"{b.dtype} on {b.device} → {now[0]} on {now[1]}"
 
-    def _attach_again(self, moved: str, watching: bool) -> None:
+    def _attach_again(self, why: str, watching: bool) -> None:
         """gdstep's hooks off the old, a backend and (at the next iteration) a session for
-        the model as it is now."""
+        the model as it is now; `why` the iterations before cannot be gone back to."""
         step = self._loop_step + 1 if self.session is None else self.session.step_count + 1
         self.backend.loop_goes_on()
         for h in self._step_hooks:
@@ -41,8 +44,7 @@ class Reattaching:
         self.backend, self.session = self._make_backend(), None
         self._loop_step, self._versions, self._lean_now = 0, None, False
         when = "from the next iteration on" if watching else "from this iteration on"
-        message = (f"iteration {step}: the model's parameters moved ({moved}): the iterations before cannot be "
-                   f"recomputed on it, so gdstep attached afresh {when} (its records and history start again)")
+        message = f"iteration {step}: {why}, so gdstep attached afresh {when} (its records and history start again)"
         if old is not None:
             old.log("info", message)
         self._moved_message = message

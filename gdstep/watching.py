@@ -21,14 +21,18 @@ OBSERVED = ("forward", "loss", "backward")    # the phases watch() receives at o
 
 
 class Watching:
+    _lost: str | None = None      # why the session could not come back to where the loop stands (_back_to_loop)
+
     def watch(self, loss, y=None) -> float:
         """Record the iteration the loop has just run forward and backward on (call it
         between `loss.backward()` and `optimizer.step()`); returns the loss."""
         b = self.backend
         self._mode = "watch"
         moved = self._moved_model()
-        if moved is not None:        # model.double(), model.to(device) before this iteration: from the next one
-            self._attach_again(moved, watching=True)
+        lost, self._lost = self._lost, None
+        if moved is not None or lost is not None:    # model.double(), model.to(device); a way back that failed
+            self._attach_again(lost or f"the model's parameters moved ({moved}): the iterations before cannot be "
+                               "recomputed on it", watching=True)      # (from the next iteration on)
             return float(loss.detach().reshape(()).item()) if hasattr(loss, "detach") else float(loss)
         b.loop_goes_on()
         if b.last_call is None:
@@ -242,6 +246,12 @@ class Watching:
                 s.seek(position)
         except GdstepError as e:
             print(f"gdstep: could not return to where the loop is: {e}", file=sys.stderr)
+        except Exception as e:
+            # a recomputation on the way raised (the loop's loss_fn or model): the session stays
+            # behind, and the next watch() attaches afresh (gdstep.reattach)
+            self._lost = (f"gdstep could not come back to where your loop stands after a break (recomputing "
+                          f"raised {type(e).__name__}: {e})")
+            print(f"gdstep: {self._lost}; your loop's own tensors are put back and it goes on unchanged", file=sys.stderr)
         finally:          # whatever the way back raised (the loop's loss_fn, recomputing), its tensors are its own
             self.backend.put_back(held)
 

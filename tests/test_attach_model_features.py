@@ -567,3 +567,112 @@ def test_step_mode_keeps_batchnorms_statistics_a_train_mode_forward_between_step
     model, plain = run(True), run(False)
     assert same(model, plain)
     assert all(torch.equal(a, b) for a, b in zip(model.buffers(), plain.buffers()))
+
+
+class OwnTrain(nn.Linear):
+    """A layer whose `train` is a training routine of its own (pytorch/examples'
+    mnist_forward_forward: `Layer.train(x_pos, x_neg)`), so `module.eval()` fails on it."""
+
+    def train(self, x_pos, x_neg):
+        raise AssertionError("the loop never calls it here")
+
+
+class WithOwnTrain(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.drop = nn.Dropout(0.5)
+        self.layer = OwnTrain(8, 4)
+
+    def forward(self, x):
+        return self.layer(self.drop(x))
+
+
+@pytest.mark.parametrize("mode", ["step", "watch"])
+def test_a_module_that_overrides_train_stays_in_training_mode_and_trains_as_a_bare_loop(mode):
+    """gdstep's own forward in eval mode (which rows run, the evaluation) called model.eval(),
+    which reached the layer's own train(), raised half way (swallowed) and left the model and
+    its Dropout in eval mode: training went on without dropout, silently."""
+    def run(attached: bool):
+        torch.manual_seed(0)
+        model = WithOwnTrain()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        g = torch.Generator().manual_seed(1)
+        data = [(torch.randn(16, 8, generator=g), torch.randn(16, 4, generator=g)) for _ in range(4)]
+        dbg = gdstep.attach(model, opt, nn.MSELoss()) if attached else None
+        torch.manual_seed(2)
+        for x, y in data:
+            if attached and mode == "step":
+                dbg.step(x, y)
+            else:
+                opt.zero_grad()
+                loss = nn.functional.mse_loss(model(x), y)
+                loss.backward()
+                if attached:
+                    dbg.watch(loss, y)
+                opt.step()
+            assert model.training and model.drop.training
+        if attached:
+            loss, _ = dbg.session.evaluate()          # gdstep's own forward in eval mode, and back
+            assert math.isfinite(loss) and model.training and model.drop.training and model.layer.training
+            dbg.close()
+        return [p.detach().clone() for p in model.parameters()]
+
+    assert all(torch.equal(p, q) for p, q in zip(run(True), run(False)))
+
+
+class Siamese(nn.Module):
+    """pytorch/examples' siamese_network in small: one trunk run on each image."""
+
+    def __init__(self):
+        super().__init__()
+        self.trunk = nn.Sequential(nn.Linear(6, 5), nn.ReLU())
+        self.fc = nn.Linear(10, 1)
+
+    def forward(self, a, b):
+        return torch.sigmoid(self.fc(torch.cat((self.trunk(a), self.trunk(b)), 1)))
+
+
+@pytest.mark.parametrize("mode", ["step", "watch"])
+def test_a_layer_called_twice_in_one_forward_is_said_once_and_its_records_are_its_last_call(mode):
+    torch.manual_seed(0)
+    model = Siamese()
+    start = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(1)
+    data = [(torch.randn(4, 6, generator=g), torch.randn(4, 6, generator=g), torch.tensor([1., 0., 1., 0.]))
+            for _ in range(3)]
+    loss_fn = lambda out, y: nn.functional.binary_cross_entropy(out.squeeze(1), y)   # noqa: E731
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    seen = []
+
+    def look(s, message):
+        fwd, bwd = s.record("forward"), s.record("backward")
+        k = fwd.layer_names.index("trunk.0 linear")
+        seen.append((fwd.outputs[k].clone(), bwd.deltas[k].clone()))
+
+    dbg = gdstep.attach(model, opt, loss_fn, breakpoints=["step == 0 and phase == 'backward'"], on_break=look)
+    for a, b, y in data:
+        if mode == "step":
+            dbg.step(a, y, b)
+        else:
+            opt.zero_grad()
+            loss = loss_fn(model(a, b), y)
+            loss.backward()
+            dbg.watch(loss, y)
+            opt.step()
+    said = [e.message for e in dbg.session.events if "more than once in one forward" in e.message]
+    assert len(said) == 1 and said[0].startswith("iteration 1: the model called trunk.0, trunk.1, trunk more than once")
+    # the records at the break: the trunk's first linear layer on the second image, and its δ, by autograd
+    (output, delta), = seen
+    a, b, y = data[0]
+    za, zb = start.trunk[0](a), start.trunk[0](b)
+    zb.retain_grad()
+    loss_fn(torch.sigmoid(start.fc(torch.cat((torch.relu(za), torch.relu(zb)), 1))), y).backward()
+    assert torch.equal(output, zb.detach()) and torch.allclose(delta, zb.grad, rtol=1e-6, atol=1e-8)
+    bare = copy.deepcopy(start)
+    bare_opt = torch.optim.SGD(bare.parameters(), lr=0.1)
+    for a, b, y in data:
+        bare_opt.zero_grad()
+        loss_fn(bare(a, b), y).backward()
+        bare_opt.step()
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), bare.parameters()))
+    dbg.close()

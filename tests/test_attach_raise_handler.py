@@ -585,3 +585,52 @@ def test_a_non_finite_break_in_watch_mode_offers_a_rewind_only_where_the_handler
     assert said[0].startswith("non-finite value nan in layer 0 linear output[1,0] during forward")
     assert all(("rewind with back" in m) is (mode == "function") for m in said)
     dbg.close()
+
+
+class Failing(nn.Module):
+    """The loop's model, whose forward raises while `fail` is set (a recomputation that fails
+    where the loop's own forward ran)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.net, self.fail = model, False
+
+    def forward(self, x):
+        if self.fail:
+            raise RuntimeError("this forward fails now")
+        return self.net(x)
+
+
+def test_a_way_back_to_the_loop_that_fails_leaves_the_loop_its_own_training_and_gdstep_starts_afresh(capsys):
+    """A handler's rewind whose recomputation raises (caught by the handler), then the way
+    back to the loop raising the same: before, the session stood at an old checkpoint and
+    each later watch() restored it into the loop's model and raised. Now the loop's tensors
+    are put back, it trains as a bare loop does, and gdstep attaches afresh, saying so."""
+    inner, opt = make()
+    model = Failing(inner)
+    caught = []
+
+    def handler(s, message):
+        model.fail = True
+        try:
+            s.back(iterations=1)
+        except RuntimeError as e:
+            caught.append(str(e))
+
+    dbg = gdstep.attach(model, opt, nn.MSELoss(), breakpoints=["step == 3"], on_break=handler)
+    for x, y in batches():
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        dbg.watch(loss, y)
+        opt.step()
+        model.fail = False
+    assert caught == ["this forward fails now"]
+    assert same(inner, bare())
+    err = capsys.readouterr().err
+    assert "could not come back to where your loop stands after a break (recomputing raised RuntimeError: this " \
+           "forward fails now); your loop's own tensors are put back" in err
+    assert "so gdstep attached afresh from the next iteration on" in err
+    s = dbg.session              # the new session: iterations 5 and 6 (the 4th attached it afresh)
+    assert s.step_count == 2 and s.record("loss").value == pytest.approx(loss.item())
+    dbg.close()

@@ -385,6 +385,30 @@ def test_watch_before_backward_is_refused():
         dbg.watch(loss, y)
 
 
+def test_a_loop_that_calls_model_forward_itself_trains_and_is_told_in_one_line():
+    """`layer.forward(x)` (pytorch/examples' mnist_forward_forward) runs no hook of the model's,
+    but its submodule's run: the loop's backward must not fail in gdstep's hooks (it raised an
+    IndexError from a δ hook), and watch() says why it sees no forward."""
+
+    class Layer(nn.Linear):
+        def forward(self, x):
+            return self.relu(super().forward(x))
+
+    torch.manual_seed(0)
+    layer = Layer(5, 4)
+    layer.relu = nn.ReLU()
+    opt = torch.optim.SGD(layer.parameters(), lr=0.1)
+    dbg = gdstep.attach(layer, opt, lambda out, y: out.pow(2).mean())
+    x = torch.randn(8, 5)
+    loss = layer.forward(x).pow(2).mean()
+    loss.backward()                       # gdstep's hooks on the ReLU's output never raise in it
+    expected = 2 * (torch.relu(x @ layer.weight.T + layer.bias) * (x @ layer.weight.T + layer.bias > 0)).T @ x / 32
+    assert torch.allclose(layer.weight.grad, expected.detach(), atol=1e-6)
+    with pytest.raises(GdstepError, match=r"has not run forward since attach \(call it as model\(x\)"):
+        dbg.watch(loss, None)
+    dbg.close()
+
+
 @pytest.mark.parametrize("mode", ["step", "watch"])
 def test_a_break_file_says_whose_gradients_it_shows(tmp_path, monkeypatch, mode):
     """A break after the loss stands before this iteration's backward: the gradients written
@@ -428,18 +452,26 @@ def _bare_weights(model, opt_cls, batches, loss, steps: int, **kw) -> list:
     return [p.detach().clone() for p in bare.parameters()]
 
 
-def test_a_loss_fn_that_cannot_take_output_and_y_is_said_and_a_rewind_refused_up_front(capsys):
-    """The VAE example's own `loss_function(recon, x, mu, logvar)` given to attach: watch mode
-    never needs it while the loop runs, so it is tried once, its TypeError said once, and a
-    handler's rewind is refused before anything moves (it failed halfway, the recomputation
-    calling it, and left the loop on the rewound weights: found running pytorch/examples'
-    vae in watch mode)."""
+@pytest.mark.parametrize("mistake", ["more arguments", "y of other rows"])
+def test_a_loss_fn_that_cannot_take_output_and_y_is_said_and_a_rewind_refused_up_front(capsys, mistake):
+    """The VAE example's own `loss_function(recon, x, mu, logvar)` given to attach, or gcn's
+    criterion with `watch(loss, y[mask])` where the loop takes the loss of `output[mask]`:
+    watch mode never needs loss_fn while the loop runs, so it is tried once, its error said
+    once, and a handler's rewind is refused before anything moves (it failed halfway, the
+    recomputation calling it, and left the loop on the rewound weights: found running
+    pytorch/examples' vae and gcn in watch mode)."""
     model, _, _, batches = make()
     start = copy.deepcopy(model)
     opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    mask = torch.arange(2, 8)
 
     def loss_function(out, y, weight):        # takes more than (output, y)
         return weight * ((out - y) ** 2).mean()
+
+    def criterion(out, y):                    # the rows of y must match the output's
+        if out.shape != y.shape:
+            raise ValueError(f"Expected input batch_size ({out.shape[0]}) to match target batch_size ({y.shape[0]})")
+        return ((out - y) ** 2).mean()
 
     refused = []
 
@@ -449,18 +481,21 @@ def test_a_loss_fn_that_cannot_take_output_and_y_is_said_and_a_rewind_refused_up
         except GdstepError as e:
             refused.append(str(e))
 
-    dbg = gdstep.attach(model, opt, loss_function, breakpoints=["step == 3"], on_break=handler)
+    more = mistake == "more arguments"
+    loop_loss = (lambda out, y: loss_function(out, y, 1.0)) if more else (lambda out, y: criterion(out[mask], y[mask]))
+    dbg = gdstep.attach(model, opt, loss_function if more else criterion, breakpoints=["step == 3"], on_break=handler)
     for x, y in batches:
         opt.zero_grad()
-        loss = loss_function(model(x), y, 1.0)
+        loss = loop_loss(model(x), y)
         loss.backward()
-        dbg.watch(loss, y)
+        dbg.watch(loss, y if more else y[mask])
         opt.step()
     assert len(refused) == 1 and "cannot recompute" in refused[0] and "loss_fn(output, y)" in refused[0]
     said = [e.message for e in dbg.session.events if "fails as loss_fn(output, y)" in e.message]
-    assert len(said) == 1 and "weight" in said[0]
+    assert len(said) == 1 and ("weight" in said[0] if more else "batch_size" in said[0])
     assert capsys.readouterr().err.count("fails as loss_fn(output, y)") == 1
-    expected = _bare_weights(start, torch.optim.Adam, batches, lambda o, y: loss_function(o, y, 1.0), len(batches), lr=0.05)
+    bare_loss = (lambda o, y: loss_function(o, y, 1.0)) if more else (lambda o, y: criterion(o[mask], y[mask]))
+    expected = _bare_weights(start, torch.optim.Adam, batches, bare_loss, len(batches), lr=0.05)
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), expected))
 
 

@@ -119,6 +119,7 @@ class WatchObserver(Turns):
         value = _value(loss) if isinstance(loss, torch.Tensor) else float(loss)
         self._seen_loss = value
         self._note_why_not()
+        self.note_repeated_rows()
         lean = lean and inv is None and self._recomputable(loss)
         tests = self._loop_tests
         dropped, no_deltas = tests is not None and tests.dropped, self._watching and not self.watch_deltas
@@ -167,6 +168,19 @@ class WatchObserver(Turns):
         told.add(kind)
         self._announce(self._updates, f"{message} (said once: each such iteration after it is the same)")
 
+    def note_repeated_rows(self) -> None:
+        """Rows the latest forward called more than once (a Siamese net's shared trunk, a block
+        applied twice): their records show the last call, said once (an info event)."""
+        order = self._order
+        told = self.__dict__.setdefault("_told_kinds", set())
+        if len(order) == len(set(order)) or "repeated rows" in told or self._session is None:
+            return
+        told.add("repeated rows")
+        names = ", ".join(dict.fromkeys(self._rows[i][0] for i in order if order.count(i) > 1))
+        self._announce(self._updates, f"iteration {self._updates + 1}: the model called {names} more than once in one "
+                       "forward (shared weights): each such layer's records show its last call (its output and δ), "
+                       "while its gradients sum every call's, as backward made them (said once)", inexact=False)
+
     def release_grads(self) -> None:
         """After a lean iteration's step: keep no reference to the loop's gradients (a loop that
         sets them to None frees them, as it would without gdstep)."""
@@ -196,22 +210,34 @@ class WatchObserver(Turns):
             return True
         torch = self._torch
         try:
-            with torch.no_grad():
-                again = self.loss_fn.loss_fn(self.output, kept.y)
-            return isinstance(again, torch.Tensor) and again.numel() == 1 and again.item() == self._seen_loss
-        except TypeError as e:      # a loss that takes more than (output, y): no recomputation can call it
+            again = self._loss_again(kept.y)
+        except Exception as e:      # (a loss of more arguments, a y of other rows): no recomputation can call it
+            why = f"{type(e).__name__}: {e}"
             self._batches[self._updates] = kept._replace(why_not=f"the loss_fn given to attach cannot be called as "
-                                                         f"loss_fn(output, y) ({type(e).__name__}: {e})")
-            message = (f"iteration {self._updates + 1}: the loss_fn given to attach fails as loss_fn(output, y) ({e}): "
+                                                         f"loss_fn(output, y) ({why})")
+            message = (f"iteration {self._updates + 1}: the loss_fn given to attach fails as loss_fn(output, y) ({why}): "
                        "the iterations show what the loop computed, and a rewind cannot recompute them (attach a "
-                       "loss_fn that takes the model's output and the y given to watch(), e.g. "
-                       "lambda out, x: loss_function(*out, x))")
+                       "loss_fn that takes the model's whole output and the y given to watch(), e.g. "
+                       "lambda out, x: loss_function(*out, x), or lambda out, y: criterion(out[mask], y))")
             if "loss_fn call" not in self.__dict__.get("_told_kinds", ()):
                 print(f"gdstep: {message}", file=sys.stderr)         # a mistake in the attach call: said where seen
             self._announce_once("loss_fn call", message)
             return False
-        except Exception:           # a loss that cannot run here (e.g. one that differentiates, under no_grad)
-            return False
+        return isinstance(again, torch.Tensor) and again.numel() == 1 and again.item() == self._seen_loss
+
+    def _loss_again(self, y):
+        """loss_fn(output, y), as a recomputation calls it: without gradients where it runs so
+        (cheaper), else with them, on the output made a leaf that requires them (a loss that
+        differentiates); raises what the second call raises."""
+        torch, output = self._torch, self.output
+        try:
+            with torch.no_grad():
+                return self.loss_fn.loss_fn(output, y)
+        except Exception:
+            if isinstance(output, torch.Tensor) and output.is_floating_point():
+                output = output.detach().requires_grad_()
+            with torch.enable_grad():
+                return self.loss_fn.loss_fn(output, y)
 
     def _unscale_factor(self):
         """1/scale where the loop's gradients are still scaled by the attached GradScaler
@@ -235,6 +261,18 @@ class WatchObserver(Turns):
         if len(self._deltas) == len(self._rows):
             self._deltas = [d for i, d in enumerate(self._deltas) if i not in drop]
         super().drop_layers(indices)
+
+    def deltas_wanted(self) -> bool:
+        """Whether the loop's forward now records δ of each row (from hooks on the rows'
+        outputs): watch mode's full records, and the first iteration's before its watch(),
+        where the model's own call began the forward (not `model.forward(x)`, which runs no
+        hook of the model's: nothing was made ready for them)."""
+        return len(self._deltas) == len(self._rows) and (self.watch_deltas if self._watching else self._session is None)
+
+    def keep_delta(self, i: int, g) -> None:
+        """Row i's δ, from its output's hook in the loop's backward (which must never raise)."""
+        if i < len(self._deltas):
+            self._deltas[i] = g
 
     def new_iteration(self) -> None:
         self._slots = [None] * len(self._rows)

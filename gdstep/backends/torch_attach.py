@@ -164,9 +164,8 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, FollowedBuffers, Use
             elif tests.keep(self, i, out, i == last):      # tested as made, let go unless not finite
                 self._slots[i] = out
             self._order.append(i)
-            if ((self._watching and self.watch_deltas or self._session is None) and not self._own
-                    and out is not None and out.requires_grad):
-                out.register_hook(lambda g, i=i: self._deltas.__setitem__(i, g))
+            if (self.deltas_wanted() and not self._own and out is not None and out.requires_grad):
+                out.register_hook(lambda g, i=i: self.keep_delta(i, g))
             if (i == len(self._rows) - 1 or module in self._tops) and not self._own:
                 self._slots[-1] = self._loop_out = out
                 self._keep_output(output)
@@ -270,7 +269,9 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, FollowedBuffers, Use
         self._own = True
         try:
             with self._loop_autocast(), self._loop_modes():
-                return super().forward(kept.shown_x)
+                outputs = super().forward(kept.shown_x)
+            self.note_repeated_rows()
+            return outputs
         finally:
             self._own = False
 
