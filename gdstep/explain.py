@@ -193,12 +193,14 @@ def chain_rule(session, name: str, index: tuple[int, ...], shown: int = 4) -> Ch
 
 
 def _kept(values: tuple, k: int, what: str, step: int) -> Any:
-    """values[k] of a record, or why the chain rule cannot be shown: watch mode lets a layer's
-    output and δ go as the loop makes them where it expects to recompute the iteration, and
-    the records of one that then cannot be recomputed lack them (the event log says so)."""
+    """values[k] of a record, or why the chain rule cannot be shown: a layer that did not run
+    has none, and watch mode lets a layer's output and δ go as the loop makes them where it
+    expects to recompute the iteration: the records of one that then cannot be recomputed
+    lack them (the event log says so)."""
     if k >= len(values) or values[k] is None:
-        raise GdstepError(f"iteration {step + 1}: {what} was not kept as the loop ran, and this iteration cannot "
-                          "be recomputed (the event log says why): the chain rule cannot be shown for it")
+        raise GdstepError(f"iteration {step + 1}: {what} was not recorded (the layer did not run, or watch mode let "
+                          "it go as the loop ran, and the iteration cannot be recomputed: the event log then says "
+                          "why), so the chain rule cannot be shown for it")
     return values[k]
 
 

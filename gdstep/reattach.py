@@ -31,10 +31,12 @@ class Reattaching:
             return None
         return f"{b.dtype} on {b.device} → {now[0]} on {now[1]}"
 
-    def _attach_again(self, why: str, watching: bool) -> None:
+    def _attach_again(self, why: str, watching: bool, step: int | None = None) -> None:
         """gdstep's hooks off the old, a backend and (at the next iteration) a session for
-        the model as it is now; `why` the iterations before cannot be gone back to."""
-        step = self._loop_step + 1 if self.session is None else self.session.step_count + 1
+        the model as it is now; `why` the iterations before cannot be gone back to; `step`
+        the loop's iteration (where the session no longer stands there)."""
+        if step is None:
+            step = self._loop_step + 1 if self.session is None else self.session.step_count + 1
         self.backend.loop_goes_on()
         for h in self._step_hooks:
             h.remove()

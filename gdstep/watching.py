@@ -22,6 +22,7 @@ OBSERVED = ("forward", "loss", "backward")    # the phases watch() receives at o
 
 class Watching:
     _lost: str | None = None      # why the session could not come back to where the loop stands (_back_to_loop)
+    _lost_at = 0                  # and in which of the loop's iterations
 
     def watch(self, loss, y=None) -> float:
         """Record the iteration the loop has just run forward and backward on (call it
@@ -32,7 +33,7 @@ class Watching:
         lost, self._lost = self._lost, None
         if moved is not None or lost is not None:    # model.double(), model.to(device); a way back that failed
             self._attach_again(lost or f"the model's parameters moved ({moved}): the iterations before cannot be "
-                               "recomputed on it", watching=True)      # (from the next iteration on)
+                               "recomputed on it", watching=True, step=self._lost_at + 1 if lost else None)
             return float(loss.detach().reshape(()).item()) if hasattr(loss, "detach") else float(loss)
         b.loop_goes_on()
         if b.last_call is None:
@@ -68,7 +69,7 @@ class Watching:
                 break
         b.new_iteration()          # (the versions are noted after the loop's step: `_check_loop_edits` reads
         self._raise_pending()      # them at an iteration's start only, and a watch() leaves one mid-way)
-        return s.loss_value
+        return s.loss_value if self._lost is None else b._seen_loss
 
     def _first_session(self):
         """The Session, at the first watch(): its first checkpoint holds the buffers as the
@@ -98,8 +99,8 @@ class Watching:
         def before(optimizer, args, kwargs):
             s = self.session
             b = self.backend
-            if b.driving or self._handling or b._reading:     # gdstep's own step (a recomputation)
-                return
+            if b.driving or self._handling or b._reading or self._lost is not None:    # gdstep's own step (a
+                return                                                                # recomputation); or lost
             b.loop_goes_on()                      # the loop's own step: a handler's hold is over
             if s is not None and s.phase_due == "update":
                 self._sync_groups()               # an lr set between watch() and step(): this update's
@@ -113,7 +114,7 @@ class Watching:
 
         def after(optimizer, args, kwargs):
             s = self.session
-            if s is None or self.backend.driving or self._handling or s.phase_due != "update":
+            if s is None or self.backend.driving or self._handling or s.phase_due != "update" or self._lost is not None:
                 return
             if self.backend.observe_after_step():
                 self._take_changed_before_step()    # (before the phase: its records may restore a checkpoint)
@@ -171,7 +172,7 @@ class Watching:
         if message is None:
             return False
         self._look(message)
-        if phase in OBSERVED:
+        if phase in OBSERVED and self._lost is None:     # (lost: the session stays behind, untouched)
             for rest in OBSERVED[OBSERVED.index(phase) + 1:]:
                 self._run_phase(s, rest)
         return True
@@ -249,9 +250,11 @@ class Watching:
         except Exception as e:
             # a recomputation on the way raised (the loop's loss_fn or model): the session stays
             # behind, and the next watch() attaches afresh (gdstep.reattach)
-            self._lost = (f"gdstep could not come back to where your loop stands after a break (recomputing "
+            self._lost = (f"the debugger could not come back to where your loop stands after a break (recomputing "
                           f"raised {type(e).__name__}: {e})")
-            print(f"gdstep: {self._lost}; your loop's own tensors are put back and it goes on unchanged", file=sys.stderr)
+            self._lost_at = (position + 3) // 4           # the loop's iteration (its update's break: position 4k)
+            print(f"gdstep: iteration {self._lost_at}: {self._lost}; your loop's own tensors are put back and it "
+                  "goes on unchanged", file=sys.stderr)
         finally:          # whatever the way back raised (the loop's loss_fn, recomputing), its tensors are its own
             self.backend.put_back(held)
 

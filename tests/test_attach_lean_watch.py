@@ -354,7 +354,7 @@ def test_an_iteration_that_turns_out_not_recomputable_after_lean_ones_says_what_
     """After lean iterations the loop's forward is tested as it runs and let go, with no δ
     caught (the next read would recompute them); when the loop then clips before watch(),
     that iteration cannot be recomputed. Its records hold the loss and the gradients; the
-    outputs and δ they lack are said in the event log, shown as not kept in the layer view,
+    outputs and δ they lack are said in the event log, shown as not recorded in the layer view,
     and the chain rule says why it cannot be shown, instead of failing on a missing array."""
     from gdstep.tui.frame import Selection
     from gdstep.tui.frame_builder import FrameBuilder
@@ -388,8 +388,8 @@ def test_an_iteration_that_turns_out_not_recomputable_after_lean_ones_says_what_
     (step, no_delta, no_output, grads, notes, chain), = seen
     assert step == 2 and all(no_delta) and no_output[:-1] == [True] * (len(no_output) - 1) and not no_output[-1]
     assert grads.keys() == made.keys() and all(torch.equal(grads[n], made[n]) for n in made)   # as watch() got them
-    assert notes == ["not kept", "not kept", "not kept"]
-    assert chain is not None and "iteration 3: δ of layer 3 was not kept" in chain
+    assert notes == ["not recorded", "not recorded", "not recorded"]
+    assert chain is not None and "iteration 3: δ of layer 3 was not recorded" in chain
     said = [e.message for e in dbg.session.events if e.message.startswith("iteration 3: its layer outputs and their δ")]
     assert len(said) == 1 and "records show the loss and the gradients without them" in said[0]
     dbg.close()

@@ -632,8 +632,10 @@ class Siamese(nn.Module):
         return torch.sigmoid(self.fc(torch.cat((self.trunk(a), self.trunk(b)), 1)))
 
 
-@pytest.mark.parametrize("mode", ["step", "watch"])
+@pytest.mark.parametrize("mode", ["step", "watch", "watch, full records"])
 def test_a_layer_called_twice_in_one_forward_is_said_once_and_its_records_are_its_last_call(mode):
+    """Its output and its δ are both the last call's: in full records (watch mode's δ caught
+    by hooks as backward runs, which reaches the last call first) as in recomputed ones."""
     torch.manual_seed(0)
     model = Siamese()
     start = copy.deepcopy(model)
@@ -650,6 +652,7 @@ def test_a_layer_called_twice_in_one_forward_is_said_once_and_its_records_are_it
         seen.append((fwd.outputs[k].clone(), bwd.deltas[k].clone()))
 
     dbg = gdstep.attach(model, opt, loss_fn, breakpoints=["step == 0 and phase == 'backward'"], on_break=look)
+    dbg.lean_watch = mode != "watch, full records"
     for a, b, y in data:
         if mode == "step":
             dbg.step(a, y, b)

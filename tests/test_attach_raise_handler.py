@@ -601,7 +601,8 @@ class Failing(nn.Module):
         return self.net(x)
 
 
-def test_a_way_back_to_the_loop_that_fails_leaves_the_loop_its_own_training_and_gdstep_starts_afresh(capsys):
+@pytest.mark.parametrize("phase", ["forward", "loss", "backward", "update"])
+def test_a_way_back_to_the_loop_that_fails_leaves_the_loop_its_own_training_and_gdstep_starts_afresh(capsys, phase):
     """A handler's rewind whose recomputation raises (caught by the handler), then the way
     back to the loop raising the same: before, the session stood at an old checkpoint and
     each later watch() restored it into the loop's model and raised. Now the loop's tensors
@@ -617,20 +618,23 @@ def test_a_way_back_to_the_loop_that_fails_leaves_the_loop_its_own_training_and_
         except RuntimeError as e:
             caught.append(str(e))
 
-    dbg = gdstep.attach(model, opt, nn.MSELoss(), breakpoints=["step == 3"], on_break=handler)
+    when = f"step == {3 if phase == 'update' else 2} and phase == '{phase}'"     # the third iteration's
+    dbg = gdstep.attach(model, opt, nn.MSELoss(), breakpoints=[when], on_break=handler)
+    returned = []
     for x, y in batches():
         opt.zero_grad()
         loss = nn.functional.mse_loss(model(x), y)
         loss.backward()
-        dbg.watch(loss, y)
+        returned.append(dbg.watch(loss, y) == loss.item())
         opt.step()
         model.fail = False
-    assert caught == ["this forward fails now"]
+    assert caught == ["this forward fails now"] and all(returned)
     assert same(inner, bare())
     err = capsys.readouterr().err
-    assert "could not come back to where your loop stands after a break (recomputing raised RuntimeError: this " \
-           "forward fails now); your loop's own tensors are put back" in err
-    assert "so gdstep attached afresh from the next iteration on" in err
+    assert "gdstep: iteration 3: the debugger could not come back to where your loop stands after a break " \
+           "(recomputing raised RuntimeError: this forward fails now); your loop's own tensors are put back" in err
+    assert "iteration 4: the debugger could not come back" in err and \
+           "so gdstep attached afresh from the next iteration on" in err
     s = dbg.session              # the new session: iterations 5 and 6 (the 4th attached it afresh)
     assert s.step_count == 2 and s.record("loss").value == pytest.approx(loss.item())
     dbg.close()

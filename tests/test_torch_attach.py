@@ -499,6 +499,40 @@ def test_a_loss_fn_that_cannot_take_output_and_y_is_said_and_a_rewind_refused_up
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), expected))
 
 
+def test_a_loss_fn_that_differentiates_is_checked_with_gradients_and_its_iterations_recompute_exactly():
+    """A loss with a gradient penalty on the output (torch.autograd.grad inside) fails under
+    no_grad: watch mode tries it again with gradients, finds the loop's loss, and keeps its
+    iterations lean; a rewind recomputes one to the bit."""
+    def loss_fn(out, y):
+        g, = torch.autograd.grad((out ** 2).sum(), out, create_graph=True)
+        return nn.functional.mse_loss(out, y) + 0.01 * (g ** 2).mean()
+
+    model, _, _, batches = make()
+    start = copy.deepcopy(model)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    seen = []
+
+    def look(s, message):
+        s.back(iterations=2)
+        seen.append(s.record("loss").value)
+
+    dbg = gdstep.attach(model, opt, loss_fn, breakpoints=["step == 3"], on_break=look)
+    losses, lean = [], []
+    for x, y in batches:
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        dbg.watch(loss, y)
+        lean.append(dbg._lean_now)
+        losses.append(loss.item())
+        opt.step()
+    assert all(lean) and seen == [losses[0]]       # (back from after update 3 to after update 1)
+    assert not [e for e in dbg.session.events if e.kind == "inexact"]
+    expected = _bare_weights(start, torch.optim.Adam, batches, loss_fn, len(batches), lr=0.05)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), expected))
+    dbg.close()
+
+
 def test_when_the_way_back_to_the_loop_raises_the_loops_tensors_are_still_put_back():
     """A handler rewinds, then the recomputation back to where the loop stands raises (here the
     loss_fn, broken meanwhile): the error reaches the loop, and its parameters are its own —

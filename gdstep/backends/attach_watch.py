@@ -57,6 +57,7 @@ class WatchObserver(Turns):
     rows_skipped = False              # the loop's forward runs with its rows unobserved (loop_forward_begins)
     _told_grads_changed = False       # the loop's changes of the gradients after watch() were announced
     _moved_at_watch: set = frozenset()  # what the loop changed after watch(), seen before a hold's restores
+    _loss_needs_grad = False          # loss_fn ran only with gradients on (_loss_again)
 
     def loop_forward_begins(self, args: tuple) -> None:
         """At the loop's call of the model (watch mode): follow its rows with a chain of
@@ -126,9 +127,9 @@ class WatchObserver(Turns):
         if not lean and (dropped or no_deltas):
             what = ("layer outputs and their δ were" if dropped and no_deltas else "layer outputs were" if dropped
                     else "δ (∂L/∂ each layer's output) were")
-            self._announce(self._updates, f"iteration {self._updates + 1}: its {what} let go as the loop ran (the "
-                           "iterations before it could be recomputed, and this one cannot): its records show the "
-                           "loss and the gradients without them", inexact=False)
+            self._announce(self._updates, f"iteration {self._updates + 1}: its {what} let go as the loop ran (watch "
+                           "mode expected to recompute it, as the iterations before, and now keeps it as the loop ran "
+                           "it): its records show the loss and the gradients without them", inexact=False)
         self._lean_expected = lean
         grads = {name: (g.detach() * inv if inv is not None else (g.detach() if g.requires_grad else g) if lean
                         else g.detach().clone()) for name, (g, _) in self._watched.items()}
@@ -171,11 +172,10 @@ class WatchObserver(Turns):
     def note_repeated_rows(self) -> None:
         """Rows the latest forward called more than once (a Siamese net's shared trunk, a block
         applied twice): their records show the last call, said once (an info event)."""
-        order = self._order
-        told = self.__dict__.setdefault("_told_kinds", set())
-        if len(order) == len(set(order)) or "repeated rows" in told or self._session is None:
+        told, order = self.__dict__.get("_told_kinds", ()), self._order
+        if "repeated rows" in told or len(order) == len(set(order)) or self._session is None:
             return
-        told.add("repeated rows")
+        self.__dict__.setdefault("_told_kinds", set()).add("repeated rows")
         names = ", ".join(dict.fromkeys(self._rows[i][0] for i in order if order.count(i) > 1))
         self._announce(self._updates, f"iteration {self._updates + 1}: the model called {names} more than once in one "
                        "forward (shared weights): each such layer's records show its last call (its output and δ), "
@@ -211,6 +211,8 @@ class WatchObserver(Turns):
         torch = self._torch
         try:
             again = self._loss_again(kept.y)
+        except (MemoryError, torch.OutOfMemoryError):      # (no fault of the loss_fn's)
+            return False
         except Exception as e:      # (a loss of more arguments, a y of other rows): no recomputation can call it
             why = f"{type(e).__name__}: {e}"
             self._batches[self._updates] = kept._replace(why_not=f"the loss_fn given to attach cannot be called as "
@@ -228,16 +230,20 @@ class WatchObserver(Turns):
     def _loss_again(self, y):
         """loss_fn(output, y), as a recomputation calls it: without gradients where it runs so
         (cheaper), else with them, on the output made a leaf that requires them (a loss that
-        differentiates); raises what the second call raises."""
+        differentiates: from then on with them at once); raises what that call raises."""
         torch, output = self._torch, self.output
-        try:
-            with torch.no_grad():
-                return self.loss_fn.loss_fn(output, y)
-        except Exception:
-            if isinstance(output, torch.Tensor) and output.is_floating_point():
-                output = output.detach().requires_grad_()
-            with torch.enable_grad():
-                return self.loss_fn.loss_fn(output, y)
+        if not self._loss_needs_grad:
+            try:
+                with torch.no_grad():
+                    return self.loss_fn.loss_fn(output, y)
+            except Exception:
+                pass
+        if isinstance(output, torch.Tensor) and output.is_floating_point():
+            output = output.detach().requires_grad_()
+        with torch.enable_grad():
+            again = self.loss_fn.loss_fn(output, y)
+        self._loss_needs_grad = True
+        return again
 
     def _unscale_factor(self):
         """1/scale where the loop's gradients are still scaled by the attached GradScaler
@@ -269,9 +275,10 @@ class WatchObserver(Turns):
         hook of the model's: nothing was made ready for them)."""
         return len(self._deltas) == len(self._rows) and (self.watch_deltas if self._watching else self._session is None)
 
-    def keep_delta(self, i: int, g) -> None:
-        """Row i's δ, from its output's hook in the loop's backward (which must never raise)."""
-        if i < len(self._deltas):
+    def keep_delta(self, i: int, n: int, g) -> None:
+        """δ of row i's n-th call in the forward, from its output's hook in the loop's backward
+        (which must never raise): kept where that call is the row's last, as its output is."""
+        if i < len(self._deltas) and n == self._order.count(i):
             self._deltas[i] = g
 
     def new_iteration(self) -> None:

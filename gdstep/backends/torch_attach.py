@@ -165,7 +165,7 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, FollowedBuffers, Use
                 self._slots[i] = out
             self._order.append(i)
             if (self.deltas_wanted() and not self._own and out is not None and out.requires_grad):
-                out.register_hook(lambda g, i=i: self.keep_delta(i, g))
+                out.register_hook(lambda g, i=i, n=self._order.count(i): self.keep_delta(i, n, g))
             if (i == len(self._rows) - 1 or module in self._tops) and not self._own:
                 self._slots[-1] = self._loop_out = out
                 self._keep_output(output)

@@ -152,13 +152,14 @@ class FrameBuilder:
         symbol = "z" if is_affine(info.kind) else "a"
         out_label, in_label = f"{symbol}{info.name}", ("x" if k == 0 else f"out {layers[k - 1].name}")
         if fwd is None or k >= len(fwd.outputs) or fwd.outputs[k] is None:
-            # (attach mode: an output the loop's forward let go as it ran, where the iteration
-            # then turned out not recomputable; the event log says why)
-            note = "after forward" if fwd is None or k >= len(fwd.outputs) else "not kept"
+            # (attach mode: a layer that did not run in this iteration, or whose output the loop's
+            # forward let go as it ran, the iteration then not recomputable: the event log says so)
+            note = "after forward" if fwd is None or k >= len(fwd.outputs) else "not recorded"
             grids = (Grid(in_label, None, note), Grid(out_label, None, note),
                      Grid(f"δ{info.name}", None, "after backward" if note == "after forward" else note))
             caption = f"{info.text} · " + ("after forward" if note == "after forward" else
-                                           f"iteration {fwd.step + 1}: not kept (the event log says why)")
+                                           f"iteration {fwd.step + 1}: no output recorded (the layer did not run, or "
+                                           "watch mode let its output go: the event log then says so)")
             return TensorPanel(f"layer {info.name}", (1, 1), 0, 0, (0, 0), (0, 0), grids, caption, True)
         output = fwd.outputs[k]
         layer_input = fwd.inputs if k == 0 else fwd.outputs[k - 1]
@@ -180,7 +181,7 @@ class FrameBuilder:
         def grid(label: str, a: Any) -> Grid:
             nonlocal origin
             if a is None:            # a δ the loop's backward made unwatched (attach mode), an input let go
-                return Grid(label, None, "not kept")
+                return Grid(label, None, "not recorded")
             a = matrix(a)
             values, r0, c0 = arrays.window(a, min(row, arrays.shape(a)[0] - 1), min(col, arrays.shape(a)[1] - 1),
                                            rows, cols)
