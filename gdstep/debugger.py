@@ -121,6 +121,8 @@ class Debugger(LoopEdits, Reattaching, Resuming, Watching):
             self.backend.remove_hooks()
             raise
         close_earlier(model, self.backend)
+        if self.backend.shared_note() is not None:     # Hogwild (gdstep.backends.attach_shared): said here, and
+            print(f"gdstep: {self.backend.shared_note()}", file=sys.stderr)    # as the session's first event
         self._conditions, self._history_budget = conditions, history_budget
         self._name = name or f"attached: {type(model).__name__}"
         self.session = None           # made at the first iteration, when the model has run once
@@ -163,6 +165,8 @@ class Debugger(LoopEdits, Reattaching, Resuming, Watching):
         if self._moved_message is not None:            # attached afresh (gdstep.reattach): its first event
             self.session.log("info", self._moved_message)
             self._moved_message = None
+        if b.shared_note() is not None:
+            self.session.log("info", b.shared_note())
         return self.session
 
     # -- the loop drives ------------------------------------------------------------------------

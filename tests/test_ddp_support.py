@@ -216,9 +216,10 @@ def run_case(torch, dist, case: str, rank: int, out: Path, args: dict) -> dict:
                 caught += 1
             if case == "raisewatch":
                 opt.step()
+        logged = sum(e.kind == "breakpoint" for e in dbg.session.events)
         dbg.close()
         got = {k: v.detach() for k, v in model.state_dict().items()}
-        report.update(caught=caught, equal_bare=all(torch.equal(got[k], expected[k]) for k in expected),
+        report.update(caught=caught, logged=logged, equal_bare=all(torch.equal(got[k], expected[k]) for k in expected),
                       same_everywhere=_same_everywhere(torch, dist, got))
         return report
     model, opt = _ddp(torch, "sgd", 0.1)

@@ -142,7 +142,7 @@ class Turns:
     def put_back(self, held: tuple) -> None:
         self._pinned = None
         live, grads, observed, scaler, versions, outer = held
-        self.restore(live, check=False)
+        self.put_back_moved(live, versions)
         self._same_versions(versions)
         for p, g in grads:
             p.grad = g

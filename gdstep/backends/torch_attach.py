@@ -8,8 +8,7 @@ batch it no longer has (or one given without targets) is refused before anything
 watch mode (the loop calls `backward()` and `step()` itself) the phases are not computed but
 observed: hooks record the loop's own forward, the gradients it made, the gradients its
 `optimizer.step()` used (after clipping or unscaling), and the step, and the Session receives
-those values as the phases' results.
-"""
+those values as the phases' results."""
 
 from __future__ import annotations
 
@@ -23,6 +22,7 @@ from gdstep.backends.attach_buffers import FollowedBuffers
 from gdstep.backends.attach_modes import entered_modes, modes_of
 from gdstep.backends.attach_replay import compiled_anything
 from gdstep.backends.attach_rows import AttachRows
+from gdstep.backends.attach_shared import SharedParams
 from gdstep.backends.attach_watch import WatchObserver
 from gdstep.backends.detachable import detachable
 from gdstep.backends.torch_layers import first_tensor
@@ -31,7 +31,7 @@ from gdstep.errors import GdstepError
 from gdstep.records import ParamUpdate
 
 
-class AttachBackend(KeptBatches, WatchObserver, AttachRows, FollowedBuffers, UserModuleBackend):
+class AttachBackend(KeptBatches, WatchObserver, AttachRows, FollowedBuffers, SharedParams, UserModuleBackend):
     def __init__(self, model, loss, optimizer, keep: int = 16, **kw):
         from gdstep import heap
 
@@ -236,7 +236,7 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, FollowedBuffers, Use
             return known
         compiled = ("the loop runs a torch.compile'd model, whose kernels round otherwise than the eager forward "
                     "gdstep recomputes, or " if compiled_anything() else "")
-        return (f"{compiled}the loop draws random numbers gdstep does not replay (numpy, random, a torch.Generator), "
+        return (f"{self.shared_hint()}{compiled}the loop draws random numbers gdstep does not replay (numpy, random, a torch.Generator), "
                 "runs a non-deterministic op, its loss is not loss_fn(output, y), its forward writes a parameter "
                 "in place (an Embedding's max_norm), or it changed a tensor through .data (torch counts no version "
                 "for that, so gdstep cannot keep the change)")

@@ -51,6 +51,7 @@ class CheckpointMixin:
     parameters, buffers and optimizer)."""
 
     _restores = 0              # how many checkpoints were restored (they make new state tensors)
+    _keep_as_is: frozenset = frozenset()   # ids of live tensors a restore leaves as they are (attach_shared)
     start_buffers = None       # the buffers a capture holds instead of the live ones (watch mode's first: as
                                # the loop's forward found them, before it moved BatchNorm's statistics)
 
@@ -200,7 +201,8 @@ class CheckpointMixin:
                 self._write(name, p, checkpoint.params[name])
             if checkpoint.buffers is not None:
                 for name, b in self._buffers:
-                    write_buffer(torch, b, checkpoint.buffers[name])
+                    if id(b) not in self._keep_as_is:
+                        write_buffer(torch, b, checkpoint.buffers[name])
         states = self.torch_optimizer.state
         # the loop's own state dicts are written into, not replaced; one that a restore to before
         # its parameter's first step takes away is kept aside, for the restore that brings the
@@ -340,6 +342,8 @@ class CheckpointMixin:
     def _write(self, key: str, live, saved) -> None:
         """Copy a saved value into a live tensor, unless it is known to hold it already."""
         hit = self._cache.get(key)
+        if id(live) in self._keep_as_is:        # (attach mode: a shared tensor no one here moved)
+            return
         if self._trust_versions and hit is not None and hit[0] is live and hit[1] == live._version and hit[2] is saved:
             return
         live.copy_(saved)

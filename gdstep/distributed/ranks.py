@@ -89,6 +89,8 @@ class Ranks:
         if not verdict.hit or (verdict.code == NONFINITE and dbg._repeated_nonfinite(phase)):
             return False          # one break an iteration on a non-finite value, as in one process
         self.last_verdict = verdict
+        if verdict.code == BREAKPOINT or verdict.codes[self.rank] != NONFINITE:   # (its own nan: logged by the phase)
+            s.log("nonfinite" if verdict.code == NONFINITE else "breakpoint", verdict.message())
         position, held = s.position, dbg.backend.loop_state()
         try:
             self.pause(dbg, verdict)
