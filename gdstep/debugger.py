@@ -81,7 +81,12 @@ class Debugger(LoopEdits, Reattaching, Resuming, Watching):
             raise GdstepError(f"attach: model must be a torch.nn.Module, got {type(model).__name__}")
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise GdstepError(f"attach: optimizer must be a torch.optim optimizer, got {type(optimizer).__name__}")
-        from gdstep.backends.torch_support import needs_closure
+        from gdstep.backends.torch_support import needs_closure, subclassed
+        which = subclassed(model)
+        if which is not None:
+            raise GdstepError(f"attach: the model's parameter {which}, a tensor subclass (FSDP2's fully_shard, tensor "
+                              "parallelism): gdstep reads and records whole tensors and cannot read sharded ones; "
+                              "debug the model unsharded (in one process, or under DDP)")
         if any(needs_closure(o) for o in getattr(optimizer, "optimizers", [optimizer])):
             raise GdstepError(f"attach: {type(optimizer).__name__} needs a closure for step(), which runs the model "
                               "several times a step; gdstep steps forward, loss, backward and update one at a time: "

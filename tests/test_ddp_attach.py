@@ -31,8 +31,8 @@ def _ok(results):
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp2")
-    results, _ = launch("identical+retry+dump+watchnan+nandump+raisestep+raisewatch", 2, out, timeout=130, extra={
-        "identical": {"optimizer": "adam"}, "retry": {"breakpoints": ["step == 2"]},
+    results, _ = launch("identical+retry+dump+watchnan+nandump+raisestep+raisewatch+clipwatch", 2, out, timeout=150, extra={
+        "identical": {"optimizer": "adam"}, "retry": {"breakpoints": ["step == 2"]}, "clipwatch": {"breakpoints": ["step == 2"]},
         "dump": {"breakpoints": ["step == 2"]}, "watchnan": {"bad_rank": 1}, "nandump": {"bad_rank": 1, "steps": 5}})
     return out, results
 
@@ -119,6 +119,22 @@ def test_rewind_and_set_lr_in_the_pause_run_on_every_rank(two_ranks):
         assert report["held"][0]["iteration"] == 1
         assert report["lr"] == 0.01
         assert report["equal_bare"] and report["same_everywhere"]
+
+
+def test_the_ranks_view_averages_the_local_gradients_where_the_loop_clipped_them(two_ranks):
+    """Watch mode, the loop clipping after watch(), the ranks paused after its step: the
+    average beside each rank's local gradient is theirs (before, `.grad` was read, clipped
+    by then: the deviations of the two ranks, which must be equal, differed; found running
+    pytorch/examples' minGPT-ddp, whose trainer clips)."""
+    out, results = two_ranks
+    _ok(results)
+    view = _reports(out, "clipwatch", 2)[0]["view"]
+    local = [{k: np.array(v) for k, v in view["local"][str(r)].items()} for r in range(2)]
+    total = 0.0
+    for name, avg in view["averaged"].items():
+        np.testing.assert_allclose((local[0][name] + local[1][name]) / 2, np.array(avg), rtol=1e-6, atol=1e-7)
+        total += float((np.array(avg) ** 2).sum())
+    assert len(view["averaged"]) == 4 and total ** 0.5 > 0.01      # unclipped (clipped: ‖ḡ‖ = 0.001)
 
 
 def test_without_a_terminal_rank_0_writes_the_break_files_and_every_rank_goes_on(two_ranks):

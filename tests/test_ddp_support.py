@@ -229,11 +229,13 @@ def run_case(torch, dist, case: str, rank: int, out: Path, args: dict) -> dict:
     report["held"] = []
     for i, (x, y) in enumerate(batches):
         before = dbg.ranks.pauses
-        if case == "watchnan":
+        if case in ("watchnan", "clipwatch"):
             opt.zero_grad()
             loss = loss_fn(model(x), y)
             loss.backward()
             dbg.watch(loss, y)
+            if case == "clipwatch":         # the loop clips after watch(): the ranks pause after its step
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1e-3)
             opt.step()
         else:
             dbg.step(x, y)

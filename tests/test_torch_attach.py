@@ -242,6 +242,23 @@ def test_attach_refuses_what_it_cannot_use():
         gdstep.attach(model, opt, loss_fn, on_break="later")
 
 
+class Sharded(torch.Tensor):
+    """A tensor subclass, as FSDP2's and tensor parallelism's DTensor parameters are."""
+
+
+def test_attach_refuses_a_model_whose_parameters_are_tensor_subclasses_in_one_line():
+    """pytorch/examples' FSDP2 (fully_shard on gloo): attach took its DTensor parameters, and
+    the first watch() failed deep inside gdstep (".numpy() is not supported for tensor
+    subclasses"); step mode wrote a false non-finite break first."""
+    model, _, loss_fn, _ = make()
+    model[0].weight = nn.Parameter(model[0].weight.detach().as_subclass(Sharded))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(GdstepError) as e:
+        gdstep.attach(model, opt, loss_fn)
+    assert str(e.value).startswith("attach: the model's parameter '0.weight' is a Sharded, a tensor subclass (FSDP2")
+    assert "\n" not in str(e.value) and gdstep_hooks(model, opt) == []
+
+
 def gdstep_hooks(model, opt) -> list:
     """gdstep's hooks on the model's modules, its parameters and the optimizer."""
     from gdstep.backends.detachable import Detachable

@@ -75,9 +75,9 @@ class SideComputations:
 
     @contextmanager
     def _eval(self):
-        """Every module in eval mode, and back as it was: the flags set, not `eval()` called (a
-        module may override `train` with a method of its own, as pytorch/examples'
-        mnist_forward_forward does, and `eval()` calls it)."""
+        """Every module in eval mode, and back as it was: the flags set, not the module's
+        `eval` method called (a module may override `train` with a method of its own, as
+        pytorch/examples' mnist_forward_forward does, and that method calls it)."""
         modes = [(m, m.training) for m in self.model.modules()]
         try:
             for m, _ in modes:

@@ -76,6 +76,16 @@ def device_name(device: Any) -> str:
     return f"{device.type}:{0 if device.index is None else device.index}"
 
 
+def subclassed(model) -> str | None:
+    """The first parameter that is a tensor subclass (FSDP2's and tensor parallelism's
+    DTensor), as "'name' is a DTensor"; None where every one is a plain tensor."""
+    torch = require_torch()
+    for name, p in model.named_parameters():
+        if type(p.data) is not torch.Tensor:
+            return f"{name!r} is a {type(p.data).__name__}"
+    return None
+
+
 def needs_closure(optimizer) -> bool:
     """An optimizer whose step() takes no step without a closure (torch.optim.LBFGS):
     gdstep runs forward, loss and backward as phases of their own and cannot give one."""

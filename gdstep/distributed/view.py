@@ -112,28 +112,35 @@ def _num(v) -> str:
 
 
 def local_and_averaged(backend, session, ranks) -> tuple[dict, dict, int | None]:
-    """This rank's local gradients and their average over the ranks, of the iteration where
-    the ranks stand. Paused before that iteration's backward (a hit in forward or loss), they
-    are computed aside now — the wrapped module on this rank's batch, at the same values, and
-    one all-reduce — so the view is of the iteration that hit; else they are those of the
-    latest backward, as DDP made them."""
+    """This rank's local gradients and their average over the ranks (one all-reduce), of the
+    iteration where the ranks stand. Paused before that iteration's backward (a hit in
+    forward or loss), the local ones are computed aside now — the wrapped module on this
+    rank's batch, at the same values — so the view is of the iteration that hit; else they
+    are those of the latest backward, as DDP's hooks saw them before its all-reduce. Their
+    average is taken here, not read from `.grad`: by a pause after backward the loop's
+    clipping (or `before_update`'s) may have scaled `.grad`, and the deviations of
+    unclipped local gradients from a clipped average would be wrong."""
     if session.phase_due in ("loss", "backward"):
-        torch = ranks.torch
         _, x, y = session.current_batch()
         grads = backend.gradients(x, y)
-        wanted = set(backend.local_grads() or backend.averaged_grads()) or backend.trainable
-        # the model's order, the same on every rank (the hooks' order is the backward's)
-        names = [n for n, _ in backend._train if n in wanted and n in grads]
-        local = {n: grads[n] for n in names}
-        flat = torch.cat([local[n].reshape(-1) for n in names]).to(ranks.device)
-        ranks.dist.all_reduce(flat)
-        flat = flat.to(local[names[0]].device) / ranks.world
-        averaged, at = {}, 0
-        for n in names:
-            averaged[n] = flat[at:at + local[n].numel()].reshape(local[n].shape)
-            at += local[n].numel()
-        return local, averaged, session.step_count
-    return backend.local_grads(), backend.averaged_grads(), backend.local_step
+        wanted, step = set(backend.local_grads() or backend.averaged_grads()) or backend.trainable, session.step_count
+    else:
+        grads, step = backend.local_grads(), backend.local_step
+        wanted = set(grads)
+        if not grads:
+            return grads, backend.averaged_grads(), step
+    # the model's order, the same on every rank (the hooks' order is the backward's)
+    names = [n for n, _ in backend._train if n in wanted and n in grads]
+    local = {n: grads[n] for n in names}
+    torch = ranks.torch
+    flat = torch.cat([local[n].reshape(-1) for n in names]).to(ranks.device)
+    ranks.dist.all_reduce(flat)
+    flat = flat.to(local[names[0]].device) / ranks.world
+    averaged, at = {}, 0
+    for n in names:
+        averaged[n] = flat[at:at + local[n].numel()].reshape(local[n].shape)
+        at += local[n].numel()
+    return local, averaged, step
 
 
 def rank_values(local, averaged, grads_step, session, rank: int, found: str | None):
