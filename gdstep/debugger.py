@@ -81,7 +81,10 @@ class Debugger(LoopEdits, Reattaching, Resuming, Watching):
             raise GdstepError(f"attach: model must be a torch.nn.Module, got {type(model).__name__}")
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise GdstepError(f"attach: optimizer must be a torch.optim optimizer, got {type(optimizer).__name__}")
-        from gdstep.backends.torch_support import needs_closure, subclassed
+        from gdstep.backends.torch_support import needs_closure, subclassed, unmade
+        if unmade(model) is not None:
+            raise GdstepError(f"attach: the model's parameter {unmade(model)!r} is not made yet (a lazy module's): "
+                              "call the model once on a batch before attach")
         which = subclassed(model)
         if which is not None:
             raise GdstepError(f"attach: the model's parameter {which}, a tensor subclass (FSDP2's fully_shard, tensor "

@@ -581,3 +581,21 @@ def test_when_the_way_back_to_the_loop_raises_the_loops_tensors_are_still_put_ba
     broken.clear()
     expected = _bare_weights(start, torch.optim.Adam, batches, loss_fn, stepped, lr=0.05)
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), expected))
+
+
+def test_attach_before_a_lazy_modules_first_forward_is_refused_in_one_line():
+    """A LazyLinear's weight is made by its first forward: attach before it failed with
+    torch's "Can't access the shape of an uninitialized parameter" from deep inside."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.LazyLinear(4), nn.Tanh(), nn.Linear(4, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(GdstepError, match=r"^attach: the model's parameter '0.weight' is not made yet \(a lazy"):
+        gdstep.attach(model, opt, nn.MSELoss())
+    x, y = torch.randn(8, 3), torch.randn(8, 1)
+    model(x)                                  # made: attach now takes it, and steps as torch does
+    dbg = gdstep.attach(model, opt, nn.MSELoss())
+    expected = [p.detach() - 0.1 * g for p, g in zip(model.parameters(), torch.autograd.grad(
+        nn.functional.mse_loss(model(x), y), list(model.parameters())))]
+    dbg.step(x, y)
+    assert all(torch.allclose(p, q, rtol=1e-6, atol=1e-7) for p, q in zip(model.parameters(), expected))
+    dbg.close()

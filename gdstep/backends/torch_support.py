@@ -76,6 +76,14 @@ def device_name(device: Any) -> str:
     return f"{device.type}:{0 if device.index is None else device.index}"
 
 
+def unmade(model) -> str | None:
+    """The name of the first parameter a lazy module has not made yet (LazyLinear before its
+    first forward), or None."""
+    torch = require_torch()
+    return next((name for name, p in model.named_parameters()
+                 if isinstance(p, torch.nn.parameter.UninitializedParameter)), None)
+
+
 def subclassed(model) -> str | None:
     """The first parameter that is a tensor subclass (FSDP2's and tensor parallelism's
     DTensor), as "'name' is a DTensor"; None where every one is a plain tensor."""
