@@ -87,8 +87,8 @@ class Debugger(LoopEdits, Reattaching, Resuming, Watching):
                               "call the model once on a batch before attach")
         which = subclassed(model)
         if which is not None:
-            raise GdstepError(f"attach: the model's parameter {which}, a tensor subclass (FSDP2's fully_shard, tensor "
-                              "parallelism): gdstep reads and records whole tensors and cannot read sharded ones; "
+            raise GdstepError(f"attach: the model's parameter {which}, a tensor subclass (e.g. the DTensor of FSDP2's "
+                              "fully_shard or of tensor parallelism): gdstep reads and records whole plain tensors; "
                               "debug the model unsharded (in one process, or under DDP)")
         if any(needs_closure(o) for o in getattr(optimizer, "optimizers", [optimizer])):
             raise GdstepError(f"attach: {type(optimizer).__name__} needs a closure for step(), which runs the model "
@@ -219,9 +219,9 @@ class Debugger(LoopEdits, Reattaching, Resuming, Watching):
             raise GdstepError("dbg.step takes one model and one optimizer; with several (a GAN), the loop steps "
                               "them itself and calls dbg.watch(loss, y) before each optimizer's step()")
         self._mode = "step"
-        moved = self._moved_model()
-        if moved is not None:              # model.double(), model.to(device): attached afresh
-            self._attach_again(moved, watching=False)
+        why = self._changed_model()
+        if why is not None:                # model.double(), model.to(device), requires_grad_: attached afresh
+            self._attach_again(why, watching=False)
             b = self.backend
         b.loop_goes_on()           # on_break="raise" left an iteration at its break: finished first
         s = self.session or self._first_step_session(x, args, kwargs)

@@ -29,11 +29,10 @@ class Watching:
         between `loss.backward()` and `optimizer.step()`); returns the loss."""
         b = self.backend
         self._mode = "watch"
-        moved = self._moved_model()
         lost, self._lost = self._lost, None
-        if moved is not None or lost is not None:    # model.double(), model.to(device); a way back that failed
-            self._attach_again(lost or f"the model's parameters moved ({moved}): the iterations before cannot be "
-                               "recomputed on it", watching=True, step=self._lost_at + 1 if lost else None)
+        why = lost or self._changed_model()
+        if why is not None:       # model.double(), requires_grad_, add_param_group; a way back that failed
+            self._attach_again(why, watching=True, step=self._lost_at + 1 if lost else None)
             return float(loss.detach().reshape(()).item()) if hasattr(loss, "detach") else float(loss)
         b.loop_goes_on()
         if b.last_call is None:

@@ -321,13 +321,16 @@ def same_or_both_nan(a: nn.Module, b: nn.Module) -> bool:
                for p, q in zip(a.state_dict().values(), b.state_dict().values()))
 
 
-def mlp_loop(mode: str, edit, n: int = 8, adam: bool = False, breakpoints=()):
+def mlp_loop(mode: str, edit, n: int = 8, adam: bool = False, breakpoints=(), first_held: bool = True,
+             first_frozen: bool = False):
     """An MLP trained `n` iterations, bare or attached (breaks caught); `edit(model, i, opt)`
     runs before iteration i and may return the batch's new dtype. Returns (model, the
     iterations that broke, the debugger)."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 64), nn.ReLU(), nn.Linear(64, 2))
-    opt = torch.optim.Adam(model.parameters(), lr=0.01) if adam else torch.optim.SGD(model.parameters(), lr=0.01)
+    model[0].requires_grad_(not first_frozen)
+    held = model.parameters() if first_held else model[2].parameters()
+    opt = torch.optim.Adam(held, lr=0.01) if adam else torch.optim.SGD(held, lr=0.01)
     dbg = None if mode == "bare" else gdstep.attach(model, opt, nn.MSELoss(), on_break="raise",
                                                      breakpoints=list(breakpoints))
     g = torch.Generator().manual_seed(1)
@@ -370,6 +373,36 @@ def test_a_model_moved_to_float64_mid_run_is_attached_afresh(mode, capsys):
     assert same(model, bare) and hits == []
     assert capsys.readouterr().err.count("float32 on cpu → float64 on cpu") == 1
     assert dbg.session.step_count == (5 if mode == "step" else 4)     # watch: from the iteration after
+
+
+@pytest.mark.parametrize("change", ["freeze", "unfreeze", "add_param_group"])
+@pytest.mark.parametrize("mode", ["step", "watch"])
+def test_a_loop_that_changes_which_parameters_train_is_attached_afresh_and_trains_as_bare(mode, change, capsys):
+    """Progressive unfreezing and freezing mid-run: the backend's gradients, records and
+    checkpoints are made for the parameters that trained at attach. Before, freezing raised
+    torch's "One of the differentiated Tensors does not require grad" out of dbg.step, and a
+    layer unfrozen (or added to the optimizer) never moved in step mode, silently."""
+    def edit(model, i, opt):
+        first = list(model[0].parameters())
+        if i == 3 and change == "freeze":
+            model[0].requires_grad_(False)
+        if i == 3 and change == "unfreeze":
+            model[0].requires_grad_(True)
+        if i == 3 and change == "add_param_group":
+            model[0].requires_grad_(True)
+            opt.add_param_group({"params": first, "lr": 0.05})
+        return None
+
+    held = change != "add_param_group"          # (else the first layer joins the optimizer at iteration 4)
+    frozen = change != "freeze"                  # (else it trains from the start, and stops at iteration 4)
+    bare, _, _ = mlp_loop("bare", edit, adam=True, first_held=held, first_frozen=frozen)
+    model, hits, dbg = mlp_loop(mode, edit, adam=True, first_held=held, first_frozen=frozen)
+    assert same(model, bare) and hits == []
+    assert dbg.session.step_count == (5 if mode == "step" else 4)     # watch: from the iteration after
+    err = capsys.readouterr().err
+    which = "stopped" if change == "freeze" else "started"
+    assert err.count(f"iteration 4: the loop changed which parameters train (0.weight, 0.bias {which} training") == 1
+    assert "so gdstep attached afresh" in err
 
 
 @pytest.mark.parametrize("mode", ["step", "watch"])

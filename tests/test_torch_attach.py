@@ -255,7 +255,7 @@ def test_attach_refuses_a_model_whose_parameters_are_tensor_subclasses_in_one_li
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(GdstepError) as e:
         gdstep.attach(model, opt, loss_fn)
-    assert str(e.value).startswith("attach: the model's parameter '0.weight' is a Sharded, a tensor subclass (FSDP2")
+    assert str(e.value).startswith("attach: the model's parameter '0.weight' is a Sharded, a tensor subclass (e.g. the DTensor of FSDP2")
     assert "\n" not in str(e.value) and gdstep_hooks(model, opt) == []
 
 

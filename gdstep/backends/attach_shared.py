@@ -36,9 +36,12 @@ class SharedParams:
 
     def put_back_moved(self, held: tuple, versions: list) -> None:
         """`restore(held)`, except the shared tensors at the version the hold found them at:
-        gdstep did not write them, another process may have."""
+        gdstep did not write them, another process may have. (Every way gdstep moves a
+        parameter during a hold starts from a restore, whose `copy_` moves its version, even
+        where what follows does not: a fused optimizer step on the CPU.)"""
         if self.shared_names():
-            self._keep_as_is = frozenset(id(t) for t, v in versions if t._version == v and t.is_shared())
+            self._keep_as_is = frozenset(id(t) for t, v in versions
+                                         if t._version == v and t.device.type == "cpu" and t.is_shared())
         try:
             self.restore(held, check=False)
         finally:

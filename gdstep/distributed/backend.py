@@ -48,9 +48,15 @@ class DistributedAttachBackend(AttachBackend):
             self._hooks.append(p.register_hook(self._local_hook(name)))
 
     def _local_hook(self, name: str):
+        """This rank's gradient of the parameter, before the all-reduce: those of one update
+        summed (accumulation under no_sync: as `.grad` sums them), a new update's replacing
+        the last's whole (a parameter its backward did not reach has none, not a stale one)."""
         def keep(grad):
-            self._local[name] = grad.detach().clone()
-            self.local_step = self._updates
+            if self.local_step != self._updates:
+                self._local = {}
+                self.local_step = self._updates
+            seen = self._local.get(name)
+            self._local[name] = grad.detach().clone() if seen is None else seen + grad.detach()
         return keep
 
     def local_grads(self) -> dict[str, Any]:

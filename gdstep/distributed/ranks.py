@@ -96,12 +96,13 @@ class Ranks:
             self.pause(dbg, verdict)
         except BreakpointHit as hit:    # on_break="raise": after the bookkeeping, as in one process
             dbg._raise_later = hit
-        if s.position != position:            # every rank moved alike: every rank goes back alike
-            try:
+        try:
+            if s.position != position:            # every rank moved alike: every rank goes back alike
                 s.seek(position)
-            except GdstepError as e:
-                print(f"gdstep: could not return to where the loop is: {e}", file=sys.stderr)
-        dbg.backend.put_back(held)
+        except GdstepError as e:
+            print(f"gdstep: could not return to where the loop is: {e}", file=sys.stderr)
+        finally:                      # whatever the way back raised, the loop's tensors are its own
+            dbg.backend.put_back(held)
         if phase in OBSERVED:
             for _ in OBSERVED[OBSERVED.index(phase) + 1:]:
                 s.next_phase()

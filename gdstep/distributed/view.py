@@ -119,20 +119,18 @@ def local_and_averaged(backend, session, ranks) -> tuple[dict, dict, int | None]
     are those of the latest backward, as DDP's hooks saw them before its all-reduce. Their
     average is taken here, not read from `.grad`: by a pause after backward the loop's
     clipping (or `before_update`'s) may have scaled `.grad`, and the deviations of
-    unclipped local gradients from a clipped average would be wrong."""
+    unclipped local gradients from a clipped average would be wrong. Every trainable
+    parameter, in the model's order, on every rank: the all-reduce's sizes must agree, and a
+    rank's backward may not reach a parameter another's does (find_unused_parameters: DDP
+    counts its gradient as zero, and so does this)."""
     if session.phase_due in ("loss", "backward"):
         _, x, y = session.current_batch()
-        grads = backend.gradients(x, y)
-        wanted, step = set(backend.local_grads() or backend.averaged_grads()) or backend.trainable, session.step_count
+        grads, step = backend.gradients(x, y), session.step_count
     else:
         grads, step = backend.local_grads(), backend.local_step
-        wanted = set(grads)
-        if not grads:
-            return grads, backend.averaged_grads(), step
-    # the model's order, the same on every rank (the hooks' order is the backward's)
-    names = [n for n, _ in backend._train if n in wanted and n in grads]
-    local = {n: grads[n] for n in names}
     torch = ranks.torch
+    local = {n: grads[n] if grads.get(n) is not None else torch.zeros_like(p) for n, p in backend._train}
+    names = list(local)
     flat = torch.cat([local[n].reshape(-1) for n in names]).to(ranks.device)
     ranks.dist.all_reduce(flat)
     flat = flat.to(local[names[0]].device) / ranks.world
