@@ -31,7 +31,8 @@ def _ok(results):
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp2")
-    results, _ = launch("identical+retry+dump+watchnan+nandump+raisestep+raisewatch+clipwatch", 2, out, timeout=150, extra={
+    results, _ = launch("identical+retry+dump+watchnan+nandump+raisestep+raisewatch+clipwatch+unused", 2, out,
+                        timeout=160, extra={
         "identical": {"optimizer": "adam"}, "retry": {"breakpoints": ["step == 2"]}, "clipwatch": {"breakpoints": ["step == 2"]},
         "dump": {"breakpoints": ["step == 2"]}, "watchnan": {"bad_rank": 1}, "nandump": {"bad_rank": 1, "steps": 5}})
     return out, results
@@ -135,6 +136,26 @@ def test_the_ranks_view_averages_the_local_gradients_where_the_loop_clipped_them
         np.testing.assert_allclose((local[0][name] + local[1][name]) / 2, np.array(avg), rtol=1e-6, atol=1e-7)
         total += float((np.array(avg) ** 2).sum())
     assert len(view["averaged"]) == 4 and total ** 0.5 > 0.01      # unclipped (clipped: ‖ḡ‖ = 0.001)
+
+
+def test_ranks_whose_backwards_reach_different_parameters_pause_together_and_average_them(two_ranks):
+    """find_unused_parameters, rank 0 through branch a, rank 1 through b: the view's
+    all-reduce took each rank's own gradients, of other sizes (gloo aborted: "collective
+    mismatch"). Every trainable parameter goes in, a branch a rank did not run as zeros, as
+    DDP counts it."""
+    out, results = two_ranks
+    _ok(results)
+    reports = _reports(out, "unused", 2)
+    for report in reports:
+        assert report["paused"] == 1
+    view = reports[0]
+    local = [{k: np.array(v) for k, v in view["local"][str(r)].items()} for r in range(2)]
+    assert sorted(view["averaged"]) == ["module.a.bias", "module.a.weight", "module.b.0.bias", "module.b.0.weight",
+                                        "module.b.1.bias", "module.b.1.weight"]
+    for name, avg in view["averaged"].items():
+        np.testing.assert_allclose((local[0][name] + local[1][name]) / 2, np.array(avg), rtol=1e-6, atol=1e-7)
+        unused_by = 1 if name.startswith("module.a") else 0
+        assert not local[unused_by][name].any() and local[1 - unused_by][name].any()
 
 
 def test_without_a_terminal_rank_0_writes_the_break_files_and_every_rank_goes_on(two_ranks):

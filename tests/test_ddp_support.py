@@ -198,6 +198,33 @@ def run_case(torch, dist, case: str, rank: int, out: Path, args: dict) -> dict:
             app.call_later(app.set_timer, 0.5, lambda: os.kill(os.getpid(), signal.SIGTERM))
             return run(app, headless=True)
         GdstepApp.run = headless
+    if case == "unused":       # find_unused_parameters, each rank through a branch of its own (mixture of experts)
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        class Branches(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.a = torch.nn.Linear(3, 2)
+                self.b = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+
+            def forward(self, x):
+                return self.b(x) if rank == 1 else self.a(x)
+
+        torch.manual_seed(0)
+        model = DDP(Branches(), find_unused_parameters=True)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        dbg = gdstep.attach(model, opt, loss_fn, breakpoints=["step == 2"], on_break=lambda s, m: None)
+        for x, y in batches:
+            opt.zero_grad()
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            dbg.watch(loss, y)
+            opt.step()
+        view = dbg.ranks.view
+        report.update(paused=dbg.ranks.pauses, averaged={k: v.tolist() for k, v in view.averaged.items()},
+                      local={str(r.rank): {k: v.tolist() for k, v in r.local_grads.items()} for r in view.ranks})
+        dbg.close()
+        return report
     if case in ("raisestep", "raisewatch"):     # on_break="raise", the loop catching every break (one a step)
         expected = _bare(torch, batches, "adam", lambda i: 0.05)
         model, opt = _ddp(torch, "adam", 0.05)
