@@ -238,6 +238,7 @@ class Debugger(LoopEdits, Reattaching, Resuming, Watching):
         `.grad` as it was (a bare loop's backward would fill it)."""
         b = self.backend
         s = self._session(b.trial(x, args, kwargs))
+        self._drop_untrained_grads()
         untrained = [name for name, p in b._named if p.requires_grad and name not in b.trainable]
         if untrained:
             message = (f"dbg.step computes the gradients of the optimizer's parameters only: {', '.join(untrained[:4])}"

@@ -44,9 +44,11 @@ class Reattaching:
     def _retrained(self) -> str | None:
         """Which of the model's parameters started or stopped training since attach (their
         `requires_grad`, or the optimizer's groups holding them), said as "0.weight stopped
-        training"; None where none did, or under DDP (left as it is)."""
+        training"; None where none did, or under DDP (left as it is), or with several
+        optimizers (a GAN's loop turns the discriminator's `requires_grad` off while the
+        generator trains, and on again: each optimizer's step is an iteration of its own)."""
         b = self.backend
-        if self.ranks is not None:
+        if self.ranks is not None or hasattr(b.torch_optimizer, "optimizers"):
             return None
         held = {id(p) for g in b.torch_optimizer.param_groups for p in g["params"]}
         now = [name for name, p in b._named if p.requires_grad and id(p) in held]
@@ -57,6 +59,16 @@ class Reattaching:
         said = "; ".join(f"{', '.join(names)} {what}" for names, what in ((started, "started training"),
                                                                            (stopped, "stopped training")) if names)
         return f"the loop changed which parameters train ({said}: requires_grad_, add_param_group)"
+
+    def _drop_untrained_grads(self) -> None:
+        """Step mode: dbg.step stands for the loop's `zero_grad()` too, so a parameter the
+        optimizer holds but that does not train (frozen, at attach or since) keeps no gradient
+        for the step to move it with, as `zero_grad()` (set_to_none, its default) leaves it."""
+        trains = {id(p) for _, p in self.backend._train}
+        for g in self.backend.torch_optimizer.param_groups:
+            for p in g["params"]:
+                if id(p) not in trains:
+                    p.grad = None
 
     def _attach_again(self, why: str, watching: bool, step: int | None = None) -> None:
         """gdstep's hooks off the old, a backend and (at the next iteration) a session for
@@ -72,12 +84,8 @@ class Reattaching:
         old = self.session
         self.backend, self.session = self._make_backend(), None
         self._loop_step, self._versions, self._lean_now = 0, None, False
-        if not watching:      # dbg.step stands for the loop's zero_grad(): a parameter the optimizer holds that no
-            trains = {id(p) for _, p in self.backend._train}      # longer trains keeps no gradient to step with
-            for g in self.backend.torch_optimizer.param_groups:
-                for p in g["params"]:
-                    if id(p) not in trains:
-                        p.grad = None
+        if not watching:
+            self._drop_untrained_grads()
         when = "from the next iteration on" if watching else "from this iteration on"
         message = f"iteration {step}: {why}, so gdstep attached afresh {when} (its records and history start again)"
         if old is not None:

@@ -24,7 +24,7 @@ def build():
     return netG, netD, optG, optD
 
 
-def train(netG, netD, optG, optD, dbg=None, steps=4):
+def train(netG, netD, optG, optD, dbg=None, steps=4, freeze_d: bool = False):
     criterion = nn.BCELoss()
     g = torch.Generator().manual_seed(1)
     for _ in range(steps):
@@ -42,12 +42,14 @@ def train(netG, netD, optG, optD, dbg=None, steps=4):
             dbg.watch(errD_real + errD_fake, label.clone())
         optD.step()
         netG.zero_grad()
+        netD.requires_grad_(not freeze_d)         # (many GAN loops: no gradients of D while G trains)
         label = torch.full((8, 1), 1.0)
         errG = criterion(netD(fake), label)
         errG.backward()
         if dbg is not None:
             dbg.watch(errG, label)
         optG.step()
+        netD.requires_grad_(True)
 
 
 def test_one_session_over_both_models_and_optimizers():
@@ -83,6 +85,21 @@ def test_one_session_over_both_models_and_optimizers():
     assert len(said) == 1 and "said once" in said[0]                      # one line, not one an iteration
     with pytest.raises(GdstepError, match="dbg.step takes one model"):
         dbg.step(torch.randn(2, 8), torch.ones(2, 1))
+
+
+def test_a_loop_that_turns_the_discriminators_gradients_off_while_the_generator_trains_stays_one_session(capsys):
+    """Which parameters train is checked at each watch() (progressive unfreezing attaches
+    afresh), but with several optimizers the loop's toggling of D's requires_grad around
+    G's step is each optimizer's own iteration, not a change: no attaching afresh."""
+    bare = build()
+    train(*bare, freeze_d=True)
+    netG, netD, optG, optD = build()
+    dbg = gdstep.attach({"G": netG, "D": netD}, [optG, optD], nn.BCELoss())
+    train(netG, netD, optG, optD, dbg, freeze_d=True)
+    for a, b in zip((netG, netD, optG, optD), bare):
+        torch.testing.assert_close(a.state_dict(), b.state_dict(), rtol=0, atol=0)
+    assert dbg.session.step_count == 8 and "attached afresh" not in capsys.readouterr().err
+    dbg.close()
 
 
 @pytest.mark.parametrize("debugger", ["looks", "tries to rewind"])

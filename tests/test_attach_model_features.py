@@ -405,6 +405,33 @@ def test_a_loop_that_changes_which_parameters_train_is_attached_afresh_and_train
     assert "so gdstep attached afresh" in err
 
 
+def test_step_mode_leaves_a_layer_frozen_before_attach_no_stale_gradient_to_step_with():
+    """Trained, then frozen without zero_grad(), then attached: the optimizer (momentum)
+    still holds the layer and its stale .grad; a bare loop's zero_grad() clears it, and
+    dbg.step, which stands for zero_grad() too, moved the frozen layer every step."""
+    def make():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        x, y = torch.randn(16, 4), torch.randn(16, 1)
+        nn.functional.mse_loss(model(x), y).backward()
+        opt.step()
+        model[0].requires_grad_(False)
+        return model, opt, x, y
+
+    bare, opt, x, y = make()
+    for _ in range(3):
+        opt.zero_grad()
+        nn.functional.mse_loss(bare(x), y).backward()
+        opt.step()
+    model, opt, x, y = make()
+    dbg = gdstep.attach(model, opt, nn.MSELoss())
+    for _ in range(3):
+        dbg.step(x, y)
+    assert same(model, bare)
+    dbg.close()
+
+
 @pytest.mark.parametrize("mode", ["step", "watch"])
 def test_a_non_finite_weight_written_through_data_breaks_and_is_kept_as_the_loop_left_it(mode):
     """`.data` moves no version counter, so the checkpoint does not hold the loop's -inf:

@@ -48,16 +48,24 @@ class DistributedAttachBackend(AttachBackend):
             self._hooks.append(p.register_hook(self._local_hook(name)))
 
     def _local_hook(self, name: str):
-        """This rank's gradient of the parameter, before the all-reduce: those of one update
-        summed (accumulation under no_sync: as `.grad` sums them), a new update's replacing
+        """This rank's gradient of the parameter, before the all-reduce: those of one iteration
+        summed (accumulation under no_sync: as `.grad` sums them), a new iteration's replacing
         the last's whole (a parameter its backward did not reach has none, not a stale one)."""
         def keep(grad):
-            if self.local_step != self._updates:
-                self._local = {}
+            if self._local_fresh:             # the first backward since the last watch() (or ever)
+                self._local, self._local_fresh = {}, False
                 self.local_step = self._updates
             seen = self._local.get(name)
             self._local[name] = grad.detach().clone() if seen is None else seen + grad.detach()
         return keep
+
+    _local_fresh = True       # the next backward's local gradients start afresh (new_iteration)
+
+    def new_iteration(self) -> None:
+        """After watch(): the next backward is another iteration's (a step the loop's
+        GradScaler skipped moves no update count, so the count cannot tell)."""
+        super().new_iteration()
+        self._local_fresh = True
 
     def local_grads(self) -> dict[str, Any]:
         """This rank's gradients before the all-reduce, of the latest backward."""
@@ -73,7 +81,7 @@ class DistributedAttachBackend(AttachBackend):
         layer outputs' (δ) come from tensor hooks in the same pass."""
         if self.scaler is not None:
             loss = self.scaler.scale(loss)
-        self._local = {}
+        self._local, self._local_fresh = {}, True
         grads = grads_by_backward(loss, inputs, self._train_params)
         if self._bucket_views:            # a view into DDP's bucket, rewritten next backward
             params = {id(p) for p in self._train_params}
