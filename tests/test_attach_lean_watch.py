@@ -393,3 +393,42 @@ def test_an_iteration_that_turns_out_not_recomputable_after_lean_ones_says_what_
     said = [e.message for e in dbg.session.events if e.message.startswith("iteration 3: its layer outputs and their δ")]
     assert len(said) == 1 and "records show the loss and the gradients without them" in said[0]
     dbg.close()
+
+
+@pytest.mark.parametrize("kind", ["clip_grad_value_"])
+def test_gradients_other_than_one_backwards_keep_full_records_and_a_rewind_names_why_they_differ(kind):
+    """Gradients the loop clipped before watch(): the iteration keeps the loop's own (full
+    records), and a rewind's inexact line names the loop's change of them (it blamed random
+    numbers, a non-deterministic op, .data). (A second loss's backward before watch() is not
+    told apart yet: its iterations stay lean, their records recomputed without it, and a
+    rewind's line names the usual causes.)"""
+    model, opt, batches = make(OPTIMIZERS["adam"])
+    seen = []
+
+    def look(s, message):
+        s.back(iterations=1)
+        seen.append(s.record("backward").grads)
+
+    dbg = gdstep.attach(model, opt, nn.CrossEntropyLoss(), breakpoints=["step == 4"], on_break=look)
+    made, lean = [], []
+    torch.manual_seed(7)
+    for x, y in batches[:5]:
+        opt.zero_grad()
+        out = model(x)
+        loss = nn.functional.cross_entropy(out, y)
+        if kind == "second backward":
+            loss.backward(retain_graph=True)
+            (0.01 * out.pow(2).mean()).backward()
+        else:
+            loss.backward()
+            nn.utils.clip_grad_value_(model.parameters(), 0.01)
+        made.append({n: p.grad.clone() for n, p in model.named_parameters()})
+        dbg.watch(loss, y)
+        lean.append(dbg._lean_now)
+        opt.step()
+    assert not any(lean)
+    records = dbg.session._records          # (the session stands after the loop's last update)
+    assert all(torch.equal(records["backward"].grads[n], made[-1][n]) for n in made[-1])
+    said = [e.message for e in dbg.session.events if e.kind == "inexact" and "not what was first computed" in e.message]
+    assert said and all("the loop changed its gradients before watch() (clipping, another backward" in m for m in said)
+    dbg.close()

@@ -142,6 +142,9 @@ class KeptBatches:
                 return f"it cannot be recomputed: {why}"
             if why:
                 return f"it comes after iteration {k + 1}, which cannot be recomputed ({why}), and starts from its recomputed values"
+        if step in self.__dict__.get("_grads_edited", ()):
+            return ("the loop changed its gradients before watch() (clipping, another backward, an edit of .grad): "
+                    "its records hold the gradients watch() was given, a recomputation backward's own")
         return None
 
     def check_recompute(self, checkpoint, through: int) -> None:

@@ -82,6 +82,10 @@ class WatchObserver(Turns):
                 self._order = list(range(len(self._rows) - 1))      # as the Sequential calls them
         self.hook_rows(not self.rows_skipped)
 
+    def _grad_hook(self, p) -> None:
+        """p.grad as backward() left it (post-accumulate hook)."""
+        self._accumulated[id(p)] = (p.grad, p.grad._version)
+
     def loop_forward_tested(self) -> bool | None:
         """Whether the checked outputs of the loop's latest forward are finite, where it was
         tested as it ran (None: it was not; its outputs are held, to be read)."""
@@ -202,6 +206,7 @@ class WatchObserver(Turns):
         for name, (g, version) in self._watched.items():
             made = accumulated.get(id(self._by_name[name]))
             if made is None or made[0] is not g or made[1] != version:
+                self.__dict__.setdefault("_grads_edited", set()).add(self._updates)      # (why_not_recomputed)
                 return False
         # and the loop's loss is loss_fn(output, y), which a recomputation computes
         call, self._loss_call = self._loss_call, None

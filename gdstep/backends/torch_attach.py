@@ -103,9 +103,6 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, FollowedBuffers, Sha
             if hasattr(p, "register_post_accumulate_grad_hook"):
                 self._hooks.append(p.register_post_accumulate_grad_hook(detachable(self._grad_hook)))
 
-    def _grad_hook(self, p) -> None:
-        self._accumulated[id(p)] = (p.grad, p.grad._version)
-
     def _loss_hook(self, module, args, result) -> None:
         self._loss_call = (args, result)
 
