@@ -81,7 +81,11 @@ class Debugger(LoopEdits, Reattaching, Resuming, Watching):
             raise GdstepError(f"attach: model must be a torch.nn.Module, got {type(model).__name__}")
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise GdstepError(f"attach: optimizer must be a torch.optim optimizer, got {type(optimizer).__name__}")
-        from gdstep.backends.torch_support import needs_closure, subclassed, unmade
+        from gdstep.backends.torch_support import needs_closure, sparse_grads, subclassed, unmade
+        if sparse_grads(model) is not None:
+            raise GdstepError(f"attach: {sparse_grads(model)!r} makes sparse gradients (sparse=True): gdstep's norms, "
+                              "records and recomputations take dense ones; debug the model with sparse=False (and a "
+                              "dense optimizer in place of SparseAdam)")
         if unmade(model) is not None:
             raise GdstepError(f"attach: the model's parameter {unmade(model)!r} is not made yet (a lazy module's): "
                               "call the model once on a batch before attach")

@@ -599,3 +599,13 @@ def test_attach_before_a_lazy_modules_first_forward_is_refused_in_one_line():
     dbg.step(x, y)
     assert all(torch.allclose(p, q, rtol=1e-6, atol=1e-7) for p, q in zip(model.parameters(), expected))
     dbg.close()
+
+
+def test_attach_refuses_a_model_that_makes_sparse_gradients_in_one_line():
+    """nn.Embedding(sparse=True): attach took it, and the first watch() or dbg.step raised
+    torch's "Could not run 'aten::linalg_vector_norm' ... 'SparseCPU'" into the loop."""
+    model = nn.Sequential(nn.Embedding(10, 4, sparse=True), nn.Flatten(), nn.Linear(8, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(GdstepError, match=r"^attach: '0' makes sparse gradients \(sparse=True\)"):
+        gdstep.attach(model, opt, nn.MSELoss())
+    assert gdstep_hooks(model, opt) == []

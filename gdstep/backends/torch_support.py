@@ -84,6 +84,13 @@ def unmade(model) -> str | None:
                  if isinstance(p, torch.nn.parameter.UninitializedParameter)), None)
 
 
+def sparse_grads(model) -> str | None:
+    """The first module that makes sparse gradients (`nn.Embedding(sparse=True)`,
+    `nn.EmbeddingBag(sparse=True)`), by name, or None."""
+    return next((name or type(m).__name__ for name, m in model.named_modules() if getattr(m, "sparse", False) is True),
+                None)
+
+
 def subclassed(model) -> str | None:
     """The first parameter that is a tensor subclass (FSDP2's and tensor parallelism's
     DTensor), as "'name' is a DTensor"; None where every one is a plain tensor."""
