@@ -133,6 +133,7 @@ class Debugger(LoopEdits, Reattaching, Resuming, Watching):
             self.backend.remove_hooks()
             raise
         close_earlier(model, self.backend)
+        self._recompile_with_hooks(model)
         if self.backend.shared_note() is not None:     # Hogwild (gdstep.backends.attach_shared): said here, and
             print(f"gdstep: {self.backend.shared_note()}", file=sys.stderr)    # as the session's first event
         self._conditions, self._history_budget = conditions, history_budget
@@ -153,6 +154,20 @@ class Debugger(LoopEdits, Reattaching, Resuming, Watching):
         self._moved_message: str | None = None   # why gdstep attached afresh (the model changed dtype or device)
         global _current
         _current = self
+
+    @staticmethod
+    def _recompile_with_hooks(model) -> None:
+        """A model torch.compile already ran (a warm-up before attach): its compiled code has
+        none of gdstep's hooks, and torch does not guard on hooks added later, so the caches
+        are reset and its next call compiles again, with them. Said once, on stderr."""
+        compiled = getattr(model, "_orig_mod", None) is not None or getattr(model, "_compiled_call_impl", None)
+        if not compiled or "torch._dynamo" not in sys.modules:
+            return
+        import torch
+        torch.compiler.reset()
+        print("gdstep: the model is compiled (torch.compile): its compiled code is made again at its next call, with "
+              "gdstep's hooks (torch.compiler.reset(): other compiled code of this process compiles again once too)",
+              file=sys.stderr)
 
     def _session(self, called: list[bool] | None = None):
         """The Session, made at the first iteration: the layers are the modules that ran."""

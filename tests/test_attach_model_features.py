@@ -160,6 +160,29 @@ def test_a_compiled_module_attached_in_watch_mode_runs_the_loops_forward():
     assert len(dbg.session.history.losses) == len(data)
 
 
+def test_a_model_compiled_and_run_before_attach_is_compiled_again_with_gdsteps_hooks(capsys):
+    """A warm-up call of the compiled model (forward and backward) before attach: its compiled
+    code has no hooks of gdstep's, which torch does not guard on, so every watch() said the
+    model had not run forward, and raised into the loop."""
+    def run(attached: bool):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 3))
+        g = torch.Generator().manual_seed(1)
+        data = [(torch.randn(16, 8, generator=g), torch.randint(0, 3, (16,), generator=g)) for _ in range(4)]
+        torch._dynamo.reset()
+        compiled = torch.compile(model, backend="aot_eager")
+        nn.functional.cross_entropy(compiled(data[0][0]), data[0][1]).backward()     # the warm-up
+        model.zero_grad()
+        dbg = train(compiled, nn.functional.cross_entropy, data, "watch") if attached else \
+            train(model, nn.functional.cross_entropy, data, "bare", call=compiled)
+        return model, dbg
+
+    bare, _ = run(False)
+    model, dbg = run(True)
+    assert same(model, bare) and len(dbg.session.history.losses) == 4
+    assert capsys.readouterr().err.count("the model is compiled (torch.compile)") == 1
+
+
 @pytest.mark.parametrize("read", [False, True])
 def test_step_mode_a_loop_that_zeroes_its_gradients_in_place_after_a_caught_break_updates_as_a_bare_loop(read):
     """The break stands after the backward; the loop catches it (its handler may read the
