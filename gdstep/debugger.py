@@ -82,12 +82,13 @@ class Debugger(LoopEdits, Reattaching, Resuming, Watching):
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise GdstepError(f"attach: optimizer must be a torch.optim optimizer, got {type(optimizer).__name__}")
         from gdstep.backends.torch_support import needs_closure, sparse_grads, subclassed, unmade
-        if sparse_grads(model) is not None:
-            raise GdstepError(f"attach: {sparse_grads(model)!r} makes sparse gradients (sparse=True): gdstep's norms, "
+        sparse, lazy = sparse_grads(model), unmade(model)
+        if sparse is not None:
+            raise GdstepError(f"attach: {sparse!r} makes sparse gradients (sparse=True): gdstep's norms, "
                               "records and recomputations take dense ones; debug the model with sparse=False (and a "
                               "dense optimizer in place of SparseAdam)")
-        if unmade(model) is not None:
-            raise GdstepError(f"attach: the model's parameter {unmade(model)!r} is not made yet (a lazy module's): "
+        if lazy is not None:
+            raise GdstepError(f"attach: the model's parameter {lazy!r} is not made yet (a lazy module's): "
                               "call the model once on a batch before attach")
         which = subclassed(model)
         if which is not None:
@@ -134,8 +135,9 @@ class Debugger(LoopEdits, Reattaching, Resuming, Watching):
             raise
         close_earlier(model, self.backend)
         self._recompile_with_hooks(model)
-        if self.backend.shared_note() is not None:     # Hogwild (gdstep.backends.attach_shared): said here, and
-            print(f"gdstep: {self.backend.shared_note()}", file=sys.stderr)    # as the session's first event
+        shared = self.backend.shared_note()
+        if shared is not None:         # Hogwild (gdstep.backends.attach_shared): said here, and as the session's first event
+            print(f"gdstep: {shared}", file=sys.stderr)
         self._conditions, self._history_budget = conditions, history_budget
         self._name = name or f"attached: {type(model).__name__}"
         self.session = None           # made at the first iteration, when the model has run once
@@ -192,8 +194,9 @@ class Debugger(LoopEdits, Reattaching, Resuming, Watching):
         if self._moved_message is not None:            # attached afresh (gdstep.reattach): its first event
             self.session.log("info", self._moved_message)
             self._moved_message = None
-        if b.shared_note() is not None:
-            self.session.log("info", b.shared_note())
+        shared = b.shared_note()
+        if shared is not None:
+            self.session.log("info", shared)
         return self.session
 
     # -- the loop drives ------------------------------------------------------------------------
