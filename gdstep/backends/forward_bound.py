@@ -43,6 +43,7 @@ import math
 from typing import Any, Callable, Sequence
 
 from gdstep.backends.detachable import Detachable
+from gdstep.backends.torch_lean import cpu_norms
 
 AFFINE = frozenset({"Linear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"})
 SAME = frozenset({"ReLU", "ReLU6", "Flatten", "Unflatten", "Identity", "GELU", "SiLU",
@@ -246,14 +247,7 @@ class Walk:
         first = (isinstance(x, torch.Tensor) and x.is_floating_point() and x.is_cpu and x.numel() > 0
                  and all(p.dtype == x.dtype for p in params))
         tensors = [x.detach()] + params if first else params
-        values: list[float] = []
-        if tensors:
-            with torch.no_grad():
-                try:
-                    norms = torch._foreach_norm(tensors)
-                except (RuntimeError, TypeError):
-                    norms = [torch.linalg.vector_norm(t) for t in tensors]
-                values = [n.item() for n in norms]      # (on the CPU a read each costs less than a stack)
+        values = cpu_norms(torch, tensors) if tensors else []
         if first:
             self.first_bound, values = values[0], values[1:]
         norms, k = {}, 0
