@@ -399,9 +399,7 @@ def test_an_iteration_that_turns_out_not_recomputable_after_lean_ones_says_what_
 def test_gradients_other_than_one_backwards_keep_full_records_and_a_rewind_names_why_they_differ(kind):
     """Gradients the loop clipped before watch(): the iteration keeps the loop's own (full
     records), and a rewind's inexact line names the loop's change of them (it blamed random
-    numbers, a non-deterministic op, .data). (A second loss's backward before watch() is not
-    told apart yet: its iterations stay lean, their records recomputed without it, and a
-    rewind's line names the usual causes.)"""
+    numbers, a non-deterministic op, .data). (A second loss's backward: the test below.)"""
     model, opt, batches = make(OPTIMIZERS["adam"])
     seen = []
 
@@ -431,4 +429,48 @@ def test_gradients_other_than_one_backwards_keep_full_records_and_a_rewind_names
     assert all(torch.equal(records["backward"].grads[n], made[-1][n]) for n in made[-1])
     said = [e.message for e in dbg.session.events if e.kind == "inexact" and "not what was first computed" in e.message]
     assert said and all("the loop changed its gradients before watch() (clipping, another backward" in m for m in said)
+    dbg.close()
+
+
+def test_a_second_backward_of_one_forward_keeps_full_records_and_its_rewind_is_refused():
+    """Two losses' backward after one forward (retain_graph=True): the gradients are their
+    sum, which no recomputation of one backward gives. Each such iteration keeps the loop's
+    own gradients (full records, the sum, as the step uses it), is said once, and a rewind
+    into it is refused with the reason; training equals a bare loop's, bit for bit."""
+    def loop(debug: bool):
+        model, opt, batches = make(OPTIMIZERS["adam"])
+        tried = []
+
+        def look(s, message):
+            try:
+                s.back(iterations=1)
+            except gdstep.GdstepError as e:
+                tried.append(str(e))
+
+        dbg = gdstep.attach(model, opt, nn.CrossEntropyLoss(), breakpoints=["step == 4"], on_break=look) if debug else None
+        made, lean = [], []
+        torch.manual_seed(7)
+        for x, y in batches[:6]:
+            opt.zero_grad()
+            out = model(x)
+            loss = nn.functional.cross_entropy(out, y)
+            loss.backward(retain_graph=True)
+            (0.01 * out.pow(2).mean()).backward()       # a second loss, of the same forward
+            made.append({n: p.grad.clone() for n, p in model.named_parameters()})
+            if dbg is not None:
+                dbg.watch(loss, y)
+                lean.append(dbg._lean_now)
+            opt.step()
+        return model, made, lean, tried, dbg
+
+    model, made, lean, tried, dbg = loop(True)
+    bare, bare_made, _, _, _ = loop(False)
+    assert lean == [False] * 6
+    records = dbg.session._records          # (the session stands after the loop's last update)
+    assert all(torch.equal(records["backward"].grads[n], made[-1][n]) for n in made[-1])
+    said = [e.message for e in dbg.session.events if "ran backward more than once" in e.message]
+    assert len(said) == 1 and "a rewind cannot recompute it" in said[0]
+    assert len(tried) == 1 and "two backward passes of one forward" in tried[0]
+    for (n, p), q in zip(model.named_parameters(), bare.parameters()):
+        assert torch.equal(p, q), n
     dbg.close()

@@ -58,6 +58,7 @@ class WatchObserver(Turns):
     _told_grads_changed = False       # the loop's changes of the gradients after watch() were announced
     _moved_at_watch: set = frozenset()  # what the loop changed after watch(), seen before a hold's restores
     _loss_needs_grad = False          # loss_fn ran only with gradients on (_loss_again)
+    _twice = None                     # the loop's forward after which a second backward added to a gradient
 
     def loop_forward_begins(self, args: tuple) -> None:
         """At the loop's call of the model (watch mode): follow its rows with a chain of
@@ -83,8 +84,17 @@ class WatchObserver(Turns):
         self.hook_rows(not self.rows_skipped)
 
     def _grad_hook(self, p) -> None:
-        """p.grad as backward() left it (post-accumulate hook)."""
-        self._accumulated[id(p)] = (p.grad, p.grad._version)
+        """p.grad as backward() left it (post-accumulate hook), and the forward it came from.
+        A second backward since that forward which added to it in place, untouched between
+        (its version one on: a second loss's `backward()` after `retain_graph=True`, or one
+        run again without zeroing), is noted (`_twice`): one backward's recomputation cannot
+        give the sum. (Zeroed between, as after a backward that raised midway, it is one
+        backward's.)"""
+        g, call = p.grad, self.last_call
+        made = self._accumulated.get(id(p))
+        if made is not None and made[0] is g and made[2] is call and g._version == made[1] + 1:
+            self._twice = call
+        self._accumulated[id(p)] = (g, g._version, call)
 
     def loop_forward_tested(self) -> bool | None:
         """Whether the checked outputs of the loop's latest forward are finite, where it was
@@ -146,16 +156,22 @@ class WatchObserver(Turns):
         unstepped = getattr(self, "_unstepped", None)
         self._unstepped, self._forwards_seen = None, self._forwards
         accumulated = bool(unstepped) and any(unstepped.get(name) is g for name, (g, _) in self._watched.items())
+        twice, self._twice = self._twice is not None and self._twice is self.last_call, None
         kept = self._batches.get(self._updates)
-        if kept is not None and not kept.why_not and (self._forwards > 1 or accumulated):   # a rewind could not recompute it
+        if kept is not None and not kept.why_not and (self._forwards > 1 or accumulated or twice):   # a rewind could not recompute it
             why = (f"the loop ran the model forward {self._forwards} times for it (gradient accumulation, "
                    "several losses as in a GAN, or an evaluation outside torch.no_grad())" if self._forwards > 1
-                   else "its gradients add to those of an iteration the loop did not step")
+                   else "its gradients add to those of an iteration the loop did not step" if accumulated
+                   else "its gradients sum two backward passes of one forward")
             self._batches[self._updates] = kept._replace(why_not=why)
         if accumulated:
             self._announce_once("accumulated", f"iteration {self._updates + 1}: its gradients add to those of the "
                                 "iteration before, which the loop did not step (gradient accumulation): the records show "
                                 "the sum; a rewind cannot recompute it")
+        elif twice and self._forwards == 1:
+            self._announce_once("backwards", f"iteration {self._updates + 1}: the loop ran backward more than once "
+                                "since the forward (a second loss's backward after retain_graph=True), adding to the "
+                                "gradients: the records show their sum, as the step uses it; a rewind cannot recompute it")
         elif self._forwards > 1:
             self._announce_once("forwards", f"iteration {self._updates + 1}: the model ran forward {self._forwards} times "
                                 "before this optimizer step (gradient accumulation, several losses as in a GAN, or an "
