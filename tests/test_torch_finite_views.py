@@ -12,7 +12,7 @@ import torch
 
 import gdstep
 from gdstep.arrays import paired_views
-from gdstep.backends.torch_lean import exactly_finite
+from gdstep.backends.torch_finite import exactly_finite
 from gdstep.scenario import parse_scenario
 
 SCENARIO = """

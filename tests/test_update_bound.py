@@ -340,10 +340,13 @@ def test_a_run_relying_on_its_bounds_reads_nothing_after_its_first_update(monkey
 def test_bounds_only_where_the_parameters_take_bounds_from_bytes(monkeypatch, above):
     """Below `BOUNDS_FROM` bytes of parameters a run reads every update (one fused read
     costs less than the bounds' bookkeeping); from it on, the bounds spare the reads."""
+    import gdstep.backends.torch_finite as finite
     import gdstep.backends.torch_lean as lean
     reads = []
-    real = lean.cpu_norms
-    monkeypatch.setattr(lean, "cpu_norms", lambda torch, tensors: reads.append(len(tensors)) or real(torch, tensors))
+    real = finite.cpu_norms
+    counted = lambda torch, tensors: reads.append(len(tensors)) or real(torch, tensors)     # noqa: E731
+    for module in (lean, finite):       # (the bounds' test reads through lean's name, the full test through finite's)
+        monkeypatch.setattr(module, "cpu_norms", counted)
     size = (4 * 6 + 6 + 6 * 3 + 3) * 4                   # attached_adam's parameters, float32
     monkeypatch.setattr(lean, "BOUNDS_FROM", size if above else size + 1)
     model, opt, dbg, seen, x, y = attached_adam()

@@ -43,7 +43,7 @@ import math
 from typing import Any, Callable, Sequence
 
 from gdstep.backends.detachable import Detachable
-from gdstep.backends.torch_lean import cpu_norms
+from gdstep.backends.torch_finite import cpu_norms
 
 AFFINE = frozenset({"Linear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"})
 SAME = frozenset({"ReLU", "ReLU6", "Flatten", "Unflatten", "Identity", "GELU", "SiLU",
