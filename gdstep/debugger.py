@@ -148,6 +148,7 @@ class Debugger(LoopEdits, Reattaching, Resuming, Watching):
         self._handled_before = False      # a break was handled already (the no-terminal note is said once)
         self._nonfinite_step = -1
         self._lean_now = False            # this watched iteration keeps lean records (watching.py)
+        self._hook_optimizer()            # (step mode takes them off: it steps the optimizer itself)
         self._raise_later: BreakpointHit | None = None   # watch mode: raised once the loop's state is whole
         self._unfinished = False          # dbg.step raised BreakpointHit mid-way through an iteration
         self._versions: tuple | None = None   # the parameters' versions as gdstep last left them to the loop
@@ -240,6 +241,7 @@ class Debugger(LoopEdits, Reattaching, Resuming, Watching):
         if hasattr(b.torch_optimizer, "optimizers"):
             raise GdstepError("dbg.step takes one model and one optimizer; with several (a GAN), the loop steps "
                               "them itself and calls dbg.watch(loss, y) before each optimizer's step()")
+        self._unhook_optimizer()         # step mode steps the optimizer itself: no hook of watch mode's on it
         self._mode = "step"
         why = self._changed_model()
         if why is not None:                # model.double(), model.to(device), requires_grad_: attached afresh
@@ -360,9 +362,7 @@ class Debugger(LoopEdits, Reattaching, Resuming, Watching):
         would have: the loop's last iteration gets its update), and remove gdstep's hooks
         from the model and the optimizer."""
         self.backend.loop_goes_on()
-        for h in self._step_hooks:
-            h.remove()
-        self._step_hooks = []
+        self._unhook_optimizer()
         self.backend.remove_hooks()
         global _current
         if _current is self:

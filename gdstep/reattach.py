@@ -77,14 +77,14 @@ class Reattaching:
         if step is None:
             step = self._loop_step + 1 if self.session is None else self.session.step_count + 1
         self.backend.loop_goes_on()
-        for h in self._step_hooks:
-            h.remove()
-        self._step_hooks = []
+        self._unhook_optimizer()
         self.backend.remove_hooks()
         old = self.session
         self.backend, self.session = self._make_backend(), None
         self._loop_step, self._versions, self._lean_now = 0, None, False
-        if not watching:
+        if watching:
+            self._hook_optimizer()
+        else:
             self._drop_untrained_grads()
         when = "from the next iteration on" if watching else "from this iteration on"
         message = f"iteration {step}: {why}, so gdstep attached afresh {when} (its records and history start again)"

@@ -23,12 +23,14 @@ OBSERVED = ("forward", "loss", "backward")    # the phases watch() receives at o
 class Watching:
     _lost: str | None = None      # why the session could not come back to where the loop stands (_back_to_loop)
     _lost_at = 0                  # and in which of the loop's iterations
+    _step_began = None            # the optimizer whose step the loop is in (between its pre- and post-hook)
 
     def watch(self, loss, y=None) -> float:
         """Record the iteration the loop has just run forward and backward on (call it
         between `loss.backward()` and `optimizer.step()`); returns the loss."""
         b = self.backend
         self._mode = "watch"
+        began, self._step_began = self._step_began, None
         lost, self._lost = self._lost, None
         why = lost or self._changed_model()
         if why is not None:       # model.double(), requires_grad_, add_param_group; a way back that failed
@@ -67,7 +69,9 @@ class Watching:
             if self._advance(phase):
                 break
         b.new_iteration()          # (the versions are noted after the loop's step: `_check_loop_edits` reads
-        self._raise_pending()      # them at an iteration's start only, and a watch() leaves one mid-way)
+        if began is not None and self._lost is None and s.phase_due == "update":   # them at an iteration's start
+            self._before_update(began)     # inside `optimizer.step(closure)`: its update follows at once
+        self._raise_pending()      # only, and a watch() leaves one mid-way)
         return s.loss_value if self._lost is None else b._seen_loss
 
     def _first_session(self):
@@ -90,7 +94,17 @@ class Watching:
                 self.backend.handed_over = HANDED_OVER      # until the loop's next call of gdstep's
             raise hit
 
+    def _unhook_optimizer(self) -> None:
+        if self._step_hooks:
+            for h in self._step_hooks:
+                h.remove()
+            self._step_hooks = []
+            self.backend.own_step_hooks = set()
+
     def _hook_optimizer(self) -> None:
+        """Hooks on the optimizer's step (at attach: a loop's first step may run its watch()
+        inside it, `optimizer.step(closure)`; again at a watch() after step mode or a fresh
+        attach removed them)."""
         if self._step_hooks:
             return
         opt = self.backend.torch_optimizer
@@ -101,17 +115,12 @@ class Watching:
             if b.driving or self._handling or b._reading or self._lost is not None:    # gdstep's own step (a
                 return                                                                # recomputation); or lost
             b.loop_goes_on()                      # the loop's own step: a handler's hold is over
-            if s is not None and s.phase_due == "update":
-                self._sync_groups()               # an lr set between watch() and step(): this update's
-                moved = b.changed_since_watch()
-                if moved:                         # the step runs on the loop's changed values: full records
-                    self._lean_now = False
-                    self._changed_before_step = (moved, b.param_versions())
-                self.backend.observe_before_step(optimizer)
-                if self._lean_now and update_norms.measured(s.step_count, None):   # compared with the parameters before the step
-                    s._norms_before = update_norms.before(self.backend.params(), s._history.norm_names)
+            self._step_began = optimizer          # (a watch() inside it, `optimizer.step(closure)`, ends by
+            if s is not None and s.phase_due == "update":      # what is done here)
+                self._before_update(optimizer)
 
         def after(optimizer, args, kwargs):
+            self._step_began = None
             s = self.session
             if s is None or self.backend.driving or self._handling or s.phase_due != "update" or self._lost is not None:
                 return
@@ -126,6 +135,20 @@ class Watching:
         for o in getattr(opt, "optimizers", [opt]):
             self._step_hooks += [o.register_step_pre_hook(detachable(before)), o.register_step_post_hook(detachable(after))]
         self.backend.own_step_hooks = {h.id for h in self._step_hooks}     # not the loop's (update bounds)
+
+    def _before_update(self, optimizer) -> None:
+        """Right before the loop's optimizer updates the iteration watched: its lr, what the
+        loop changed since watch(), the gradients the step uses (from the step's pre-hook; or
+        at the end of a watch() inside the step, in `optimizer.step(closure)`)."""
+        s, b = self.session, self.backend
+        self._sync_groups()               # an lr set between watch() and step(): this update's
+        moved = b.changed_since_watch()
+        if moved:                         # the step runs on the loop's changed values: full records
+            self._lean_now = False
+            self._changed_before_step = (moved, b.param_versions())
+        b.observe_before_step(optimizer)
+        if self._lean_now and update_norms.measured(s.step_count, None):   # compared with the parameters before the step
+            s._norms_before = update_norms.before(b.params(), s._history.norm_names)
 
     def _take_changed_before_step(self) -> None:
         """Right after a step that ran on values the loop changed after watch(): copies of

@@ -1,0 +1,94 @@
+"""A loop that steps with `optimizer.step(closure)` and calls `dbg.watch` inside the closure
+(pytorch/examples' time_sequence_prediction, with an optimizer other than LBFGS): torch runs
+the step's pre-hook before the closure, so the watched iteration ends inside the step. Each
+iteration is recorded with its update, as the loop computed it, and nothing is called a
+change of the loop's (the step's pre-hook, before the closure's watch(), once stored the
+last iteration's versions as an edit: the fourth iteration raised AttributeError into the
+loop, and every one said the loop had not stepped)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import gdstep
+
+
+def run(opt_kind: str, debug: bool, breakpoints=(), on_break=None):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1))
+    opt = (torch.optim.Adam(model.parameters(), lr=0.01) if opt_kind == "adam"
+           else torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9))
+    crit = nn.MSELoss()
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(8, 3, generator=g), torch.randn(8, 1, generator=g)) for _ in range(8)]
+    dbg = gdstep.attach(model, opt, crit, breakpoints=list(breakpoints), on_break=on_break) if debug else None
+    seen = []
+    for x, y in batches:
+        def closure():
+            opt.zero_grad()
+            loss = crit(model(x), y)
+            loss.backward()
+            seen.append((loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()},
+                         {n: p.detach().clone() for n, p in model.named_parameters()}))
+            if dbg is not None:
+                dbg.watch(loss, y)
+            return loss
+        opt.step(closure)
+    return model, dbg, seen
+
+
+@pytest.mark.parametrize("opt_kind", ["adam", "sgd momentum"])
+def test_a_watch_inside_the_optimizers_closure_records_each_iteration_with_its_update(opt_kind):
+    looked = []
+
+    def look(s, message):
+        rec = s.record("update")
+        looked.append((s.step_count, s.record("loss").value,
+                       {n: u.old.clone() for n, u in rec.params.items()},
+                       {n: u.new.clone() for n, u in rec.params.items()}))
+        s.back(iterations=1)
+        looked.append((s.step_count, s.record("loss").value, dict(s.record("backward").grads)))
+
+    model, dbg, seen = run(opt_kind, True, ["step == 4"], look)
+    bare, _, bare_seen = run(opt_kind, False)
+    for (n, p), q in zip(model.named_parameters(), bare.parameters()):
+        assert torch.equal(p, q), n
+    s = dbg.session
+    assert s.step_count == 8 and list(s.history.losses) == [loss for loss, _, _ in bare_seen]
+    kinds = [(e.kind, e.message) for e in s.events]
+    assert not [m for _, m in kinds if "did not call optimizer.step()" in m or "changed" in m], kinds
+    # the break, after the fourth iteration's update: its values before and after it; one
+    # iteration back, the third's records (recomputed), as the loop computed them
+    (step, loss, old, new), (back_step, back_loss, grads) = looked
+    assert (step, back_step) == (4, 3) and loss == bare_seen[3][0]
+    assert all(torch.equal(old[n], bare_seen[3][2][n]) for n in old)
+    assert all(torch.equal(new[n], bare_seen[4][2][n]) for n in new)      # what the step made
+    assert back_loss == bare_seen[2][0] and all(torch.equal(grads[n], bare_seen[2][1][n]) for n in grads)
+    dbg.close()
+
+
+def test_a_loop_that_steps_before_any_watch_and_then_watches_in_closures():
+    """Steps without a watch() first (gdstep's hooks on the optimizer from attach on), then
+    closures that watch: the session starts with the first watched iteration, each one with
+    its update."""
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    crit = nn.MSELoss()
+    x, y = torch.randn(8, 3), torch.randn(8, 1)
+    dbg = gdstep.attach(model, opt, crit)
+    for k in range(6):
+        def closure():
+            opt.zero_grad()
+            loss = crit(model(x), y)
+            loss.backward()
+            if k >= 2:
+                dbg.watch(loss, y)
+            return loss
+        opt.step(closure)
+    s = dbg.session
+    assert s.step_count == 4 and s.phase_due == "forward"
+    assert not [e.message for e in s.events if "did not call" in e.message]
+    dbg.close()
