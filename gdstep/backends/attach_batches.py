@@ -73,6 +73,8 @@ class KeptBatches:
             self._modes_at.pop(old, None)
             self._no_step.discard(old)
 
+    _input_version: tuple | None = None      # (the input of the loop's latest call of the model, its version then)
+
     def _batch_of(self, x, y, args: tuple, kwargs: dict) -> Kept:
         shown_x = x if x is None or hasattr(x, "shape") else first_tensor(x)
         if shown_x is None:
@@ -83,10 +85,13 @@ class KeptBatches:
         return Kept(x, args, kwargs, y, shown_x, shown_y, _versions(x, args, kwargs, y), CARRIES if carries else None)
 
     def _plain_batch(self, x, y) -> Kept:
-        """`_batch_of` for a tensor input alone and a tensor target (or none)."""
+        """`_batch_of` for a tensor input alone and a tensor target (or none). In watch mode
+        the input's version is the one it had at the loop's call of the model: a change in
+        place after the forward (a normalisation of the batch before watch()) is one since."""
         carries = x.grad_fn is not None
         kept_x = x.detach() if carries else x
-        versions = x._version + (y._version if y is not None else 0)
+        at_call = self._input_version if self._watching else None
+        versions = (at_call[1] if at_call is not None and at_call[0] is x else x._version) + (y._version if y is not None else 0)
         return Kept(kept_x, (), {}, y, x, y, versions, CARRIES if carries and self._watching else None)
 
     def _kept(self, x=None) -> Kept | None:
@@ -145,6 +150,8 @@ class KeptBatches:
         if step in self.__dict__.get("_grads_edited", ()):
             return ("the loop changed its gradients before watch() (clipping, another backward, an edit of .grad): "
                     "its records hold the gradients watch() was given, a recomputation backward's own")
+        if step in self.__dict__.get("_loss_differs", ()):
+            return "the loop's loss is not loss_fn(output, y) (see the event of its first such iteration)"
         return None
 
     def check_recompute(self, checkpoint, through: int) -> None:
@@ -166,3 +173,13 @@ class KeptBatches:
             if kept.y is None and self._watching:
                 raise GdstepError(f"cannot recompute iteration {step + 1}: watch(loss) was given no targets "
                                   "(pass dbg.watch(loss, y); a loss without targets: pass a placeholder, dbg.watch(loss, ()), which loss_fn ignores)")
+
+
+def input_version(args: tuple) -> tuple | None:
+    """(the first argument of a call of the model, its version counter now) where it is a
+    tensor that has one (an inference tensor has none)."""
+    x = args[0] if args else None
+    try:
+        return (x, x._version) if hasattr(x, "_version") else None
+    except RuntimeError:        # (an inference tensor's raises)
+        return None

@@ -73,14 +73,17 @@ class ReplayCheck:
         self.differed.add(step)
         label = "loss" if what == "loss" else "‖∇L‖²"
         self._announce(step, f"iteration {step + 1} recomputed is not what was first computed: {label} {value!r}, "
-                             f"first {first!r} — {self._replay_hint(step)}; the numbers shown for it are the recomputed ones")
+                             f"first {first!r} — {self._replay_hint(step)}; the numbers shown for it are the recomputed ones",
+                       kind="recomputed")
 
     def _replay_hint(self, step: int) -> str:
         return ("a random number generator gdstep does not own (numpy, random, a torch.Generator) "
                 "or a non-deterministic op")
 
-    def _announce(self, step: int, message: str, inexact: bool = True) -> None:
-        key = (step, message.split(":")[0])
+    def _announce(self, step: int, message: str, inexact: bool = True, kind: str | None = None) -> None:
+        """Say `message` of iteration `step` once (again for the same step, or of the same
+        `kind`, it is not repeated): an `inexact` event, or an info one."""
+        key = (step, kind or message)
         if key in self._announced:
             return
         self._announced.add(key)

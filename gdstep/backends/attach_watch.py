@@ -11,9 +11,7 @@ Mixed into AttachBackend.
 
 from __future__ import annotations
 
-import sys
-
-from gdstep.backends.attach_turns import Turns
+from gdstep.backends.attach_recompute import Recomputable
 
 
 def _value(loss) -> float:
@@ -51,14 +49,12 @@ class LoopTests:
         return keep
 
 
-class WatchObserver(Turns):
+class WatchObserver(Recomputable):
     _loop_tests: LoopTests | None = None      # the loop's latest forward, tested as it ran
     _lean_expected = False            # the last iteration watched was lean (records on demand)
     rows_skipped = False              # the loop's forward runs with its rows unobserved (loop_forward_begins)
     _told_grads_changed = False       # the loop's changes of the gradients after watch() were announced
     _moved_at_watch: set = frozenset()  # what the loop changed after watch(), seen before a hold's restores
-    _loss_needs_grad = False          # loss_fn ran only with gradients on (_loss_again)
-    _twice = None                     # the loop's forward after which a second backward added to a gradient
 
     def loop_forward_begins(self, args: tuple) -> None:
         """At the loop's call of the model (watch mode): follow its rows with a chain of
@@ -82,19 +78,6 @@ class WatchObserver(Turns):
                 self.rows_skipped = tests.dropped = True
                 self._order = list(range(len(self._rows) - 1))      # as the Sequential calls them
         self.hook_rows(not self.rows_skipped)
-
-    def _grad_hook(self, p) -> None:
-        """p.grad as backward() left it (post-accumulate hook), and the forward it came from.
-        A second backward since that forward which added to it in place, untouched between
-        (its version one on: a second loss's `backward()` after `retain_graph=True`, or one
-        run again without zeroing), is noted (`_twice`): one backward's recomputation cannot
-        give the sum. (Zeroed between, as after a backward that raised midway, it is one
-        backward's.)"""
-        g, call = p.grad, self.last_call
-        made = self._accumulated.get(id(p))
-        if made is not None and made[0] is g and made[2] is call and g._version == made[1] + 1:
-            self._twice = call
-        self._accumulated[id(p)] = (g, g._version, call)
 
     def loop_forward_tested(self) -> bool | None:
         """Whether the checked outputs of the loop's latest forward are finite, where it was
@@ -151,120 +134,11 @@ class WatchObserver(Turns):
         self._lean_step = lean
         return lean
 
-    def _note_why_not(self) -> None:
-        """Where a recomputation cannot give this iteration (accumulation, several forwards): say so."""
-        unstepped = getattr(self, "_unstepped", None)
-        self._unstepped, self._forwards_seen = None, self._forwards
-        accumulated = bool(unstepped) and any(unstepped.get(name) is g for name, (g, _) in self._watched.items())
-        twice, self._twice = self._twice is not None and self._twice is self.last_call, None
-        kept = self._batches.get(self._updates)
-        if kept is not None and not kept.why_not and (self._forwards > 1 or accumulated or twice):   # a rewind could not recompute it
-            why = (f"the loop ran the model forward {self._forwards} times for it (gradient accumulation, "
-                   "several losses as in a GAN, or an evaluation outside torch.no_grad())" if self._forwards > 1
-                   else "its gradients add to those of an iteration the loop did not step" if accumulated
-                   else "its gradients sum two backward passes of one forward")
-            self._batches[self._updates] = kept._replace(why_not=why)
-        if accumulated:
-            self._announce_once("accumulated", f"iteration {self._updates + 1}: its gradients add to those of the "
-                                "iteration before, which the loop did not step (gradient accumulation): the records show "
-                                "the sum; a rewind cannot recompute it")
-        elif twice and self._forwards == 1:
-            self._announce_once("backwards", f"iteration {self._updates + 1}: the loop ran backward more than once "
-                                "since the forward (a second loss's backward after retain_graph=True), adding to the "
-                                "gradients: the records show their sum, as the step uses it; a rewind cannot recompute it")
-        elif self._forwards > 1:
-            self._announce_once("forwards", f"iteration {self._updates + 1}: the model ran forward {self._forwards} times "
-                                "before this optimizer step (gradient accumulation, several losses as in a GAN, or an "
-                                "evaluation outside torch.no_grad()): the records show the last forward and its loss with "
-                                "the gradients of all of them; a rewind cannot recompute it")
-
-    def _announce_once(self, kind: str, message: str) -> None:
-        """An inexact iteration of a kind a loop repeats every time (a GAN's, accumulation's):
-        said for the first, in the event log; each one after is noted (`inexact`) and a rewind
-        into it refused with the same reason, but not logged again."""
-        told = self.__dict__.setdefault("_told_kinds", set())
-        if kind in told:
-            self.inexact.append((self._updates, message))
-            return
-        told.add(kind)
-        self._announce(self._updates, f"{message} (said once: each such iteration after it is the same)")
-
-    def note_repeated_rows(self) -> None:
-        """Rows the latest forward called more than once (a Siamese net's shared trunk, a block
-        applied twice): their records show the last call, said once (an info event)."""
-        told, order = self.__dict__.get("_told_kinds", ()), self._order
-        if "repeated rows" in told or len(order) == len(set(order)) or self._session is None:
-            return
-        self.__dict__.setdefault("_told_kinds", set()).add("repeated rows")
-        names = ", ".join(dict.fromkeys(self._rows[i][0] for i in order if order.count(i) > 1))
-        self._announce(self._updates, f"iteration {self._updates + 1}: the model called {names} more than once in one "
-                       "forward (shared weights): each such layer's records show its last call (its output and δ), "
-                       "while its gradients sum every call's, as backward made them (said once)", inexact=False)
-
     def release_grads(self) -> None:
         """After a lean iteration's step: keep no reference to the loop's gradients (a loop that
         sets them to None frees them, as it would without gdstep)."""
         self._accumulated.clear()
         self._watched = {}
-
-    def _recomputable(self, loss) -> bool:
-        """Whether a recomputation from the kept batch gives this iteration: one forward of
-        the model since the last step, its gradients not added to an unstepped iteration's,
-        its input free of earlier graphs, its targets given, and the loop's `loss` is
-        loss_fn(output, y) — the very tensor the loss module returned for the model's output
-        and y (seen by a hook on it), else recomputed and compared."""
-        kept = self._batches.get(self._updates)
-        if (kept is None or kept.why_not is not None or kept.y is None or self._forwards != 1
-                or self._rng_call is None):
-            return False
-        # the gradients as backward() made them (no clipping, no edit before watch())
-        accumulated = getattr(self, "_accumulated", {})
-        for name, (g, version) in self._watched.items():
-            made = accumulated.get(id(self._by_name[name]))
-            if made is None or made[0] is not g or made[1] != version:
-                self.__dict__.setdefault("_grads_edited", set()).add(self._updates)      # (why_not_recomputed)
-                return False
-        # and the loop's loss is loss_fn(output, y), which a recomputation computes
-        call, self._loss_call = self._loss_call, None
-        if (call is not None and call[1] is loss and len(call[0]) == 2 and call[0][0] is self._loop_out
-                and call[0][1] is kept.y):
-            return True
-        torch = self._torch
-        try:
-            again = self._loss_again(kept.y)
-        except (MemoryError, torch.OutOfMemoryError):      # (no fault of the loss_fn's)
-            return False
-        except Exception as e:      # (a loss of more arguments, a y of other rows): no recomputation can call it
-            why = f"{type(e).__name__}: {e}"
-            self._batches[self._updates] = kept._replace(why_not=f"the loss_fn given to attach cannot be called as "
-                                                         f"loss_fn(output, y) ({why})")
-            message = (f"iteration {self._updates + 1}: the loss_fn given to attach fails as loss_fn(output, y) ({why}): "
-                       "the iterations show what the loop computed, and a rewind cannot recompute them (attach a "
-                       "loss_fn that takes the model's whole output and the y given to watch(), e.g. "
-                       "lambda out, x: loss_function(*out, x), or lambda out, y: criterion(out[mask], y))")
-            if "loss_fn call" not in self.__dict__.get("_told_kinds", ()):
-                print(f"gdstep: {message}", file=sys.stderr)         # a mistake in the attach call: said where seen
-            self._announce_once("loss_fn call", message)
-            return False
-        return isinstance(again, torch.Tensor) and again.numel() == 1 and again.item() == self._seen_loss
-
-    def _loss_again(self, y):
-        """loss_fn(output, y), as a recomputation calls it: without gradients where it runs so
-        (cheaper), else with them, on the output made a leaf that requires them (a loss that
-        differentiates: from then on with them at once); raises what that call raises."""
-        torch, output = self._torch, self.output
-        if not self._loss_needs_grad:
-            try:
-                with torch.no_grad():
-                    return self.loss_fn.loss_fn(output, y)
-            except Exception:
-                pass
-        if isinstance(output, torch.Tensor) and output.is_floating_point():
-            output = output.detach().requires_grad_()
-        with torch.enable_grad():
-            again = self.loss_fn.loss_fn(output, y)
-        self._loss_needs_grad = True
-        return again
 
     def _unscale_factor(self):
         """1/scale where the loop's gradients are still scaled by the attached GradScaler

@@ -17,7 +17,7 @@ import warnings
 from typing import Any, Mapping, Sequence
 
 from gdstep.backends.attach_autocast import autocast_state, entered
-from gdstep.backends.attach_batches import NEXT_BATCH, Kept, KeptBatches, _versions
+from gdstep.backends.attach_batches import NEXT_BATCH, Kept, KeptBatches, _versions, input_version
 from gdstep.backends.attach_buffers import FollowedBuffers
 from gdstep.backends.attach_modes import entered_modes, modes_of
 from gdstep.backends.attach_replay import compiled_anything
@@ -118,6 +118,7 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, FollowedBuffers, Sha
             self._order = []                      # the layers this call runs, in call order
         if self._capture and not self._own:
             self.last_call = (args, kwargs)
+            self._input_version = input_version(args)
             self._produced = {}
             self._forwards += 1
             self._autocast_call = autocast_state(self._torch, self.device)
@@ -255,7 +256,8 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, FollowedBuffers, Sha
             raise GdstepError(NEXT_BATCH)
         if _versions(kept.x, kept.args, kept.kwargs, kept.y) != kept.versions:
             self._announce(self._updates, f"iteration {self._updates + 1}: its batch was changed in place since the "
-                           "loop used it (a reused buffer, or a loss that changes its input in place): gdstep "
+                           "loop used it (a reused buffer, a normalisation after the forward, or a loss that changes its "
+                           "input in place): gdstep "
                            "recomputes it with the values it holds now")
         self._batch_id = id(kept)
         rng = self._rng_at.get(self._updates)

@@ -1,0 +1,82 @@
+"""Watch mode, a loop whose loss is not the loss_fn given to attach (an L2 term added to it,
+another criterion): the iterations keep what the loop computed, and the first one says so at
+once, with both numbers, on stderr and as an `inexact` event; a rewind's lines name that
+cause (they listed six generic ones, and nothing was said before a rewind)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import gdstep
+
+
+def test_a_loss_other_than_loss_fn_is_said_at_once_and_named_by_a_rewind(capsys):
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    opt = torch.optim.SGD(model.parameters(), 0.1)
+    dbg = gdstep.attach(model, opt, nn.CrossEntropyLoss(), breakpoints=["step == 3"],
+                        on_break=lambda s, m: s.back(iterations=1))
+    g = torch.Generator().manual_seed(1)
+    losses, plain = [], []
+    for _ in range(4):
+        x, y = torch.randn(8, 4, generator=g), torch.randint(0, 3, (8,), generator=g)
+        opt.zero_grad()
+        out = model(x)
+        loss = nn.functional.cross_entropy(out, y) + 0.01 * model.weight.pow(2).sum()
+        plain.append(nn.functional.cross_entropy(out, y).item())
+        loss.backward()
+        losses.append(loss.item())
+        dbg.watch(loss, y)
+        opt.step()
+    s = dbg.session
+    said = [e.message for e in s.events if e.kind == "inexact" and "the loop's loss, " in e.message]
+    assert len(said) == 1 and said[0].startswith("iteration 1:")
+    assert repr(losses[0]) in said[0] and repr(plain[0]) in said[0]
+    assert said[0].split(" (said once")[0] in capsys.readouterr().err
+    differs = [e.message for e in s.events if "recomputed is not what was first computed" in e.message]
+    assert differs and all("the loop's loss is not loss_fn(output, y)" in m for m in differs)
+    assert s.history.losses[0] == losses[0]           # the loop's own (those the rewind recomputed: loss_fn's)
+    dbg.close()
+
+
+def test_a_loss_that_is_loss_fn_says_nothing(capsys):
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    opt = torch.optim.SGD(model.parameters(), 0.1)
+    dbg = gdstep.attach(model, opt, nn.CrossEntropyLoss())
+    g = torch.Generator().manual_seed(1)
+    for _ in range(4):
+        x, y = torch.randn(8, 4, generator=g), torch.randint(0, 3, (8,), generator=g)
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)       # the same criterion, called as a function
+        loss.backward()
+        dbg.watch(loss, y)
+        assert dbg._lean_now
+        opt.step()
+    assert not [e for e in dbg.session.events if e.kind == "inexact"] and "gdstep:" not in capsys.readouterr().err
+    dbg.close()
+
+
+def test_an_amp_loops_loss_is_compared_in_its_own_precision(capsys):
+    """The usual mixed-precision loop (bfloat16 autocast on the CPU around the forward and
+    the loss): loss_fn(output, y) is computed again in the loop's autocast, so it is the
+    loop's loss, bit for bit: nothing said, and the iterations are lean."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
+    opt = torch.optim.SGD(model.parameters(), 0.1)
+    dbg = gdstep.attach(model, opt, nn.CrossEntropyLoss())
+    g = torch.Generator().manual_seed(1)
+    lean = []
+    for _ in range(4):
+        x, y = torch.randn(8, 4, generator=g), torch.randint(0, 3, (8,), generator=g)
+        opt.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        dbg.watch(loss, y)
+        lean.append(dbg._lean_now)
+        opt.step()
+    assert lean == [True] * 4
+    assert not [e for e in dbg.session.events if e.kind == "inexact"] and "gdstep:" not in capsys.readouterr().err
+    dbg.close()
