@@ -65,3 +65,28 @@ def test_a_target_a_loss_changes_in_place_is_named_beside_another_event_of_its_i
     assert [e.message.split(":")[0] for e in dbg.session.events if "more than once" in e.message] == ["iteration 1"]
     assert changed_at(dbg) == ["iteration 1", "iteration 2", "iteration 3"]
     dbg.close()
+
+
+def test_watch_mode_says_when_the_loop_changes_the_models_output_in_place():
+    """fast_neural_style normalises the transformer's output in place before its loss: the
+    forward's record, which holds the loop's tensor, shows the changed values. Said once, at
+    the first such iteration (it was silent, and its loss check compared loss_fn on the
+    changed output)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    dbg = gdstep.attach(model, opt, lambda o, y: ((o.div(255) - y) ** 2).mean())
+    g = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        x, y = torch.randn(5, 4, generator=g), torch.randn(5, 3, generator=g) / 255
+        opt.zero_grad()
+        out = model(x).div_(255)          # in place on the model's output
+        loss = ((out - y) ** 2).mean()
+        loss.backward()
+        dbg.watch(loss, y)
+        assert not dbg._lean_now
+        opt.step()
+    said = [e.message for e in dbg.session.events if "changed the model's output in place" in e.message]
+    assert len(said) == 1 and said[0].startswith("iteration 1:") and "not as the model made it" in said[0]
+    assert not [e for e in dbg.session.events if "is not loss_fn(output, y)" in e.message]
+    dbg.close()

@@ -80,3 +80,40 @@ def test_an_amp_loops_loss_is_compared_in_its_own_precision(capsys):
     assert lean == [True] * 4
     assert not [e for e in dbg.session.events if e.kind == "inexact"] and "gdstep:" not in capsys.readouterr().err
     dbg.close()
+
+
+def test_step_mode_with_a_loss_of_more_arguments_raises_its_typeerror_with_how_gdstep_calls_it():
+    """pytorch/examples' VAE: loss_function(recon_x, x, mu, logvar) given to attach as it is.
+    dbg.step raises the loss's own TypeError (the loop's mistake, its type kept), with a note
+    saying how gdstep calls loss_fn and what to attach instead (watch mode says the same)."""
+    import pytest
+
+    class VAE(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc, self.dec = nn.Linear(6, 4), nn.Linear(2, 6)
+
+        def forward(self, x):
+            mu, logvar = self.enc(x).chunk(2, 1)
+            return torch.sigmoid(self.dec(mu)), mu, logvar
+
+    def loss_function(recon_x, x, mu, logvar):
+        return nn.functional.binary_cross_entropy(recon_x, x, reduction="sum") - 0.5 * torch.sum(
+            1 + logvar - mu.pow(2) - logvar.exp())
+
+    torch.manual_seed(0)
+    model = VAE()
+    dbg = gdstep.attach(model, torch.optim.Adam(model.parameters()), loss_function)
+    x = torch.rand(8, 6)
+    with pytest.raises(TypeError, match="missing 2 required positional arguments") as raised:
+        dbg.step(x, x)
+    hint, = raised.value.__notes__
+    assert "called as loss_fn(output, y)" in hint and "lambda out, y: loss_function(out[0], y, *out[1:])" in hint
+    dbg.close()
+    model = VAE()
+    recon, mu, logvar = model(x)
+    expected = loss_function(recon, x, mu, logvar).item()
+    dbg = gdstep.attach(model, torch.optim.Adam(model.parameters()),
+                        lambda out, y: loss_function(out[0], y, *out[1:]))     # the hint, followed
+    assert dbg.step(x, x) == expected
+    dbg.close()

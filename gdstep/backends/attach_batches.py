@@ -175,10 +175,9 @@ class KeptBatches:
                                   "(pass dbg.watch(loss, y); a loss without targets: pass a placeholder, dbg.watch(loss, ()), which loss_fn ignores)")
 
 
-def input_version(args: tuple) -> tuple | None:
-    """(the first argument of a call of the model, its version counter now) where it is a
-    tensor that has one (an inference tensor has none)."""
-    x = args[0] if args else None
+def version_now(x) -> tuple | None:
+    """(x, its version counter now) where x is a tensor that has one (an inference tensor
+    has none): an in-place change of x since shows in its counter."""
     try:
         return (x, x._version) if hasattr(x, "_version") else None
     except RuntimeError:        # (an inference tensor's raises)

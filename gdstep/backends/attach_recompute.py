@@ -16,6 +16,7 @@ from gdstep.backends.attach_turns import Turns
 class Recomputable(Turns):
     _loss_needs_grad = False          # loss_fn ran only with gradients on (_loss_again)
     _twice = None                     # the loop's forward after which a second backward added to a gradient
+    _output_version = None            # (the model's output in the loop's latest forward, its version then)
 
     def _grad_hook(self, p) -> None:
         """p.grad as backward() left it (post-accumulate hook), and the forward it came from.
@@ -100,6 +101,14 @@ class Recomputable(Turns):
             if made is None or made[0] is not g or made[1] != version:
                 self.__dict__.setdefault("_grads_edited", set()).add(self._updates)      # (why_not_recomputed)
                 return False
+        # the model's output as it made it (a normalisation in place before the loss changes it)
+        made = self._output_version
+        if made is not None and made[0] is self._loop_out and made[0]._version != made[1]:
+            self._announce_once("output changed", f"iteration {self._updates + 1}: the loop changed the model's output "
+                                "in place after the forward (a normalisation before the loss): its forward's record "
+                                "shows the output as the loop left it, not as the model made it; a recomputation makes "
+                                "it again, and its loss is loss_fn's on it")
+            return False
         # and the loop's loss is loss_fn(output, y), which a recomputation computes
         call, self._loss_call = self._loss_call, None
         if (call is not None and call[1] is loss and len(call[0]) == 2 and call[0][0] is self._loop_out
@@ -117,7 +126,7 @@ class Recomputable(Turns):
             message = (f"iteration {self._updates + 1}: the loss_fn given to attach fails as loss_fn(output, y) ({why}): "
                        "the iterations show what the loop computed, and a rewind cannot recompute them (attach a "
                        "loss_fn that takes the model's whole output and the y given to watch(), e.g. "
-                       "lambda out, x: loss_function(*out, x), or lambda out, y: criterion(out[mask], y))")
+                       "lambda out, y: loss_function(out[0], y, *out[1:]), or lambda out, y: criterion(out[mask], y))")
             if "loss_fn call" not in self.__dict__.get("_told_kinds", ()):
                 print(f"gdstep: {message}", file=sys.stderr)         # a mistake in the attach call: said where seen
             self._announce_once("loss_fn call", message)

@@ -246,7 +246,7 @@ class Walk:
         params = fb.flat_params(self.rows)
         first = (isinstance(x, torch.Tensor) and x.is_floating_point() and x.is_cpu and x.numel() > 0
                  and all(p.dtype == x.dtype for p in params))
-        tensors = [x.detach()] + params if first else params
+        tensors = [x, *params] if first else params         # (cpu_norms reads with gradients off)
         values = cpu_norms(torch, tensors) if tensors else []
         if first:
             self.first_bound, values = values[0], values[1:]

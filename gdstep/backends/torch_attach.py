@@ -17,7 +17,7 @@ import warnings
 from typing import Any, Mapping, Sequence
 
 from gdstep.backends.attach_autocast import autocast_state, entered
-from gdstep.backends.attach_batches import NEXT_BATCH, Kept, KeptBatches, _versions, input_version
+from gdstep.backends.attach_batches import NEXT_BATCH, Kept, KeptBatches, _versions, version_now
 from gdstep.backends.attach_buffers import FollowedBuffers
 from gdstep.backends.attach_modes import entered_modes, modes_of
 from gdstep.backends.attach_replay import compiled_anything
@@ -118,7 +118,7 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, FollowedBuffers, Sha
             self._order = []                      # the layers this call runs, in call order
         if self._capture and not self._own:
             self.last_call = (args, kwargs)
-            self._input_version = input_version(args)
+            self._input_version = version_now(args[0] if args else None)
             self._produced = {}
             self._forwards += 1
             self._autocast_call = autocast_state(self._torch, self.device)
@@ -166,6 +166,7 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, FollowedBuffers, Sha
                 out.register_hook(lambda g, i=i, n=self._order.count(i): self.keep_delta(i, n, g))
             if (i == len(self._rows) - 1 or module in self._tops) and not self._own:
                 self._slots[-1] = self._loop_out = out
+                self._output_version = version_now(out)
                 self._keep_output(output)
         return record
 

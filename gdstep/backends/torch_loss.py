@@ -60,7 +60,13 @@ class ModuleLoss:
         so that the pause names the sample)."""
         import torch
 
-        loss = self.loss_fn(output, target)
+        try:
+            loss = self.loss_fn(output, target)
+        except TypeError as e:      # (a loss of more arguments: the mistake is the call gdstep makes)
+            e.add_note("gdstep: the loss_fn given to attach is called as loss_fn(output, y), with the model's whole "
+                       "output and the y given: for a loss of more arguments attach e.g. "
+                       "lambda out, y: loss_function(out[0], y, *out[1:])")
+            raise
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             raise GdstepError(f"loss_fn must return a one-element tensor, got {type(loss).__name__}"
                             + (f" of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else ""))
