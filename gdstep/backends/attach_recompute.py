@@ -31,16 +31,25 @@ class Recomputable(Turns):
             self._twice = call
         self._accumulated[id(p)] = (g, g._version, call)
 
+    @property
+    def forwards_counted(self) -> int:
+        """The loop's forwards of this iteration: where some ran in train mode, not those in
+        eval mode (an evaluation between steps with gradients on, as language_translation's
+        validate() runs); where all ran in eval mode (fine-tuning with BatchNorm frozen), all."""
+        trained = self._forwards - self._eval_forwards
+        return trained if trained > 0 else self._forwards
+
     def _note_why_not(self) -> None:
         """Where a recomputation cannot give this iteration (accumulation, several forwards): say so."""
         unstepped = getattr(self, "_unstepped", None)
-        self._unstepped, self._forwards_seen = None, self._forwards
+        self._unstepped, self._forwards_seen = None, (self._forwards, self._eval_forwards)
+        forwards = self.forwards_counted
         accumulated = bool(unstepped) and any(unstepped.get(name) is g for name, (g, _) in self._watched.items())
         twice, self._twice = self._twice is not None and self._twice is self.last_call, None
         kept = self._batches.get(self._updates)
-        if kept is not None and not kept.why_not and (self._forwards > 1 or accumulated or twice):   # a rewind could not recompute it
-            why = (f"the loop ran the model forward {self._forwards} times for it (gradient accumulation, "
-                   "several losses as in a GAN, or an evaluation outside torch.no_grad())" if self._forwards > 1
+        if kept is not None and not kept.why_not and (forwards > 1 or accumulated or twice):   # a rewind could not recompute it
+            why = (f"the loop ran the model forward {forwards} times for it (gradient accumulation, "
+                   "several losses as in a GAN, or an evaluation outside torch.no_grad())" if forwards > 1
                    else "its gradients add to those of an iteration the loop did not step" if accumulated
                    else "its gradients sum two backward passes of one forward")
             self._batches[self._updates] = kept._replace(why_not=why)
@@ -48,12 +57,12 @@ class Recomputable(Turns):
             self._announce_once("accumulated", f"iteration {self._updates + 1}: its gradients add to those of the "
                                 "iteration before, which the loop did not step (gradient accumulation): the records show "
                                 "the sum; a rewind cannot recompute it")
-        elif twice and self._forwards == 1:
+        elif twice and forwards == 1:
             self._announce_once("backwards", f"iteration {self._updates + 1}: the loop ran backward more than once "
                                 "since the forward (a second loss's backward after retain_graph=True), adding to the "
                                 "gradients: the records show their sum, as the step uses it; a rewind cannot recompute it")
-        elif self._forwards > 1:
-            self._announce_once("forwards", f"iteration {self._updates + 1}: the model ran forward {self._forwards} times "
+        elif forwards > 1:
+            self._announce_once("forwards", f"iteration {self._updates + 1}: the model ran forward {forwards} times "
                                 "before this optimizer step (gradient accumulation, several losses as in a GAN, or an "
                                 "evaluation outside torch.no_grad()): the records show the last forward and its loss with "
                                 "the gradients of all of them; a rewind cannot recompute it")
@@ -91,7 +100,7 @@ class Recomputable(Turns):
         loss_fn(output, y) — the very tensor the loss module returned for the model's output
         and y (seen by a hook on it), else recomputed and compared."""
         kept = self._batches.get(self._updates)
-        if (kept is None or kept.why_not is not None or kept.y is None or self._forwards != 1
+        if (kept is None or kept.why_not is not None or kept.y is None or self.forwards_counted != 1
                 or self._rng_call is None):
             return False
         # the gradients as backward() made them (no clipping, no edit before watch())

@@ -71,7 +71,7 @@ class WatchObserver(Recomputable):
         s = self._session
         self._loop_tests = None
         self.rows_skipped = False
-        if self._lean_expected and self._forwards == 1 and s is not None and self.device == "cpu":
+        if self._lean_expected and self.forwards_counted == 1 and s is not None and self.device == "cpu":
             tests = self._loop_tests = LoopTests(frozenset(s._checked_layers), walk)
             if (walk is not None and walk.rows and args and not self._autocast_call.enabled
                     and tests.checked <= walk.ahead(self.model, args[0])):
@@ -247,12 +247,12 @@ class WatchObserver(Recomputable):
         names, old, state_before, used = before
         if old is None:                             # lean: the Session's update_lean takes it from here
             self._observed["update"] = (names, None, None, None, None, used)
-            self._forwards = 0
+            self._forwards = self._eval_forwards = 0
             self._fresh = None
             return True
         new, after = self._param_copies(names), self._state_copies()
         self._observed["update"] = (names, old, new, state_before, after, used)
-        self._forwards = 0
+        self._forwards = self._eval_forwards = 0
         # the checkpoint the Session takes right after this update is these copies
         self._fresh = (new, after) if len(names) == len(self._named) else None
         return True
@@ -265,6 +265,7 @@ class WatchObserver(Recomputable):
         old, state = self._param_copies(names), self._state_copies()
         self._observed["update"] = (names, old, old, state, state, None)
         self._no_step.add(self._updates)
-        self._forwards -= getattr(self, "_forwards_seen", 0)
+        seen = getattr(self, "_forwards_seen", (0, 0))
+        self._forwards, self._eval_forwards = self._forwards - seen[0], self._eval_forwards - seen[1]
         self._unstepped = {name: g for name, (g, _) in getattr(self, "_watched", {}).items()}
 

@@ -44,7 +44,7 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, FollowedBuffers, Sha
         self._deltas: list = []
         self._accumulated: dict = {}      # id(p) -> (p.grad, its version) as backward() left it (drop_layers keeps it)
         self.last_call: tuple | None = None       # (args, kwargs) of the model's latest forward by the loop
-        self._forwards = 0                        # the loop's forwards since its last optimizer step
+        self._forwards = self._eval_forwards = 0  # the loop's forwards since its last optimizer step (in eval mode)
         self._own = False                         # gdstep is running the model itself
         super().__init__(model, loss, optimizer, None, None, track_rng=True, **kw)
         self._sequential = False          # record through hooks: the loop's own forward too
@@ -120,7 +120,7 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, FollowedBuffers, Sha
             self.last_call = (args, kwargs)
             self._input_version = version_now(args[0] if args else None)
             self._produced = {}
-            self._forwards += 1
+            self._forwards, self._eval_forwards = self._forwards + 1, self._eval_forwards + (not module.training)
             self._autocast_call = autocast_state(self._torch, self.device)
             self._modes_call = modes_of(self._all_modules)
             self._rng_call = self._rng_state()    # before the first watch() too: its iteration is recomputable

@@ -1,0 +1,75 @@
+"""Watch mode, evaluations between steps with gradients on (pytorch/examples'
+language_translation runs validate() in eval mode outside torch.no_grad()): a forward in
+eval mode is not counted as the next iteration's where that iteration's own forward runs in
+train mode, so the iteration stays recomputable (it said "ran forward 3 times" and refused
+a rewind into it). A loop that trains in eval mode throughout (BatchNorm frozen) counts its
+forwards as before."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import gdstep
+
+
+def loop(debug: bool, train_mode: bool = True):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.1), nn.Tanh(), nn.Linear(8, 1))
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    crit = nn.MSELoss()
+    seen, lean, looked = [], [], []
+
+    def look(s, message):
+        try:
+            s.back(iterations=1)
+        except gdstep.GdstepError as e:
+            looked.append(str(e))
+            return
+        looked.append((s.step_count, s.record("loss").value, {n: g.clone() for n, g in s.record("backward").grads.items()}))
+
+    dbg = gdstep.attach(model, opt, crit, breakpoints=["step == 5"], on_break=look) if debug else None
+    g = torch.Generator().manual_seed(1)
+    data = [(torch.randn(5, 4, generator=g), torch.randn(5, 1, generator=g)) for _ in range(3)]
+    torch.manual_seed(3)
+    for _ in range(2):
+        model.train(train_mode)
+        for x, y in data:
+            opt.zero_grad()
+            loss = crit(model(x), y)
+            loss.backward()
+            seen.append((loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+            if dbg is not None:
+                dbg.watch(loss, y)
+                lean.append(dbg._lean_now)
+            opt.step()
+        model.eval()
+        for x, y in data[:2]:
+            crit(model(x), y).item()          # validation, gradients on
+    return model, dbg, seen, lean, looked
+
+
+def test_an_evaluation_with_gradients_on_is_no_part_of_the_next_iteration():
+    model, dbg, seen, lean, looked = loop(True)
+    bare, _, bare_seen, _, _ = loop(False)
+    for (n, p), q in zip(model.named_parameters(), bare.parameters()):
+        assert torch.equal(p, q), n
+    assert lean == [True] * 6
+    assert not [e.message for e in dbg.session.events if e.kind == "inexact" or "ran forward" in e.message]
+    # the break after the fifth iteration's update; one back, the fourth's records (the first after the
+    # evaluation), recomputed from a checkpoint before it as the loop ran it
+    (step, loss, grads), = looked
+    assert step == 4 and loss == bare_seen[3][0]
+    assert all(torch.equal(grads[n], bare_seen[3][1][n]) for n in grads)
+    dbg.close()
+
+
+def test_a_loop_that_trains_in_eval_mode_counts_every_forward():
+    """Every forward in eval mode: the evaluation's cannot be told from the iteration's own,
+    so the iteration after it ran forward three times, as before (said once, not lean)."""
+    model, dbg, seen, lean, looked = loop(True, train_mode=False)
+    assert lean == [True, True, True, False, True, True]
+    said = [e.message for e in dbg.session.events if "ran forward 3 times" in e.message]
+    assert len(said) == 1 and said[0].startswith("iteration 4:")
+    assert len(looked) == 1 and looked[0].startswith("cannot recompute iteration 4: the loop ran the model forward 3 times")
+    dbg.close()
