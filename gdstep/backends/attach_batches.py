@@ -152,6 +152,10 @@ class KeptBatches:
                     "its records hold the gradients watch() was given, a recomputation backward's own")
         if step in self.__dict__.get("_loss_differs", ()):
             return "the loop's loss is not loss_fn(output, y) (see the event of its first such iteration)"
+        if any(k in self._no_step for k in range(start, step)):
+            return ("the loop did not call optimizer.step() after an iteration before it: where it updates the "
+                    "parameters itself through .data (pytorch/examples' regression), no version counter moves, so "
+                    "gdstep cannot see or keep that change")
         return None
 
     def check_recompute(self, checkpoint, through: int) -> None:

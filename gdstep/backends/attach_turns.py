@@ -26,7 +26,8 @@ class Turns:
 
     def loop_state(self) -> tuple:
         """What the loop holds between its backward() and step(): parameters, optimizer
-        state, the gradients and the phases observed; `put_back` restores it exactly."""
+        state, the gradients, the phases observed and its forward's output (`dbg.output`,
+        which gdstep's own forwards replace); `put_back` restores it exactly."""
         scaler = None
         if self.scaler is not None:         # where the loop's scaler stands in this step (unscaled yet?)
             scaler = copy.deepcopy(dict(self.scaler._per_optimizer_states[id(self.torch_optimizer)]))
@@ -37,7 +38,8 @@ class Turns:
             self._holding = True
         versions = [(t, t._version) for _, t in self._named + list(self._buffers)
                     if not t.is_inference()]        # (an inference tensor has no version counter)
-        return self.capture(), [(p, p.grad) for _, p in self._train], dict(self._observed), scaler, versions, outer
+        output = (self.output, self.named_outputs)
+        return self.capture(), [(p, p.grad) for _, p in self._train], dict(self._observed), scaler, versions, outer, output
 
     def _cannot_return(self) -> str | None:
         """Why the session, once moved from where the loop stands (in the middle of an
@@ -141,7 +143,7 @@ class Turns:
 
     def put_back(self, held: tuple) -> None:
         self._pinned = None
-        live, grads, observed, scaler, versions, outer = held
+        live, grads, observed, scaler, versions, outer, (self.output, self.named_outputs) = held
         self.put_back_moved(live, versions)
         self._same_versions(versions)
         for p, g in grads:

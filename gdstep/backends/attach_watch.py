@@ -55,6 +55,7 @@ class WatchObserver(Recomputable):
     rows_skipped = False              # the loop's forward runs with its rows unobserved (loop_forward_begins)
     _told_grads_changed = False       # the loop's changes of the gradients after watch() were announced
     _moved_at_watch: set = frozenset()  # what the loop changed after watch(), seen before a hold's restores
+    _watched_call = None              # the loop's call of the model whose iteration watch() saw last
 
     def loop_forward_begins(self, args: tuple) -> None:
         """At the loop's call of the model (watch mode): follow its rows with a chain of
@@ -111,6 +112,7 @@ class WatchObserver(Recomputable):
         outputs = tuple(None if o is None else produced[i] if i in produced else o.detach() for i, o in enumerate(outs))
         deltas = tuple(self._deltas) if len(self._deltas) == len(outs) else (None,) * len(outs)
         self._watched = {name: (p.grad, p.grad._version) for name, p in self._train if p.grad is not None}
+        self._watched_call = self.last_call
         self._versions_at_watch = versions if versions is not None else self.param_versions()
         self._moved_at_watch, self._holding = set(), False      # (a hold an error left unended ends here)
         inv = self._unscale_factor()
@@ -136,8 +138,13 @@ class WatchObserver(Recomputable):
 
     def release_grads(self) -> None:
         """After a lean iteration's step: keep no reference to the loop's gradients (a loop that
-        sets them to None frees them, as it would without gdstep)."""
+        sets them to None frees them, as it would without gdstep) — but those a later forward's
+        backward made, where this update comes at the next watch() (a loop that did not step:
+        they are that iteration's, which its watch() checks next)."""
+        later = self.last_call is not self._watched_call
+        kept = {k: v for k, v in self._accumulated.items() if v[2] is self.last_call} if later else {}
         self._accumulated.clear()
+        self._accumulated.update(kept)
         self._watched = {}
 
     def _unscale_factor(self):
