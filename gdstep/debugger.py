@@ -80,7 +80,9 @@ class Debugger(LoopEdits, Reattaching, Resuming, Watching):
         if not isinstance(model, torch.nn.Module):
             raise GdstepError(f"attach: model must be a torch.nn.Module, got {type(model).__name__}")
         if not isinstance(optimizer, torch.optim.Optimizer):
-            raise GdstepError(f"attach: optimizer must be a torch.optim optimizer, got {type(optimizer).__name__}")
+            hint = (" (a loop that updates the parameters itself, through .data: attach an optimizer it never steps, "
+                    "e.g. torch.optim.SGD(model.parameters(), lr=0.1))" if optimizer is None else "")
+            raise GdstepError(f"attach: optimizer must be a torch.optim optimizer, got {type(optimizer).__name__}{hint}")
         from gdstep.backends.torch_support import needs_closure, sparse_grads, subclassed, unmade
         sparse, lazy = sparse_grads(model), unmade(model)
         if sparse is not None:
@@ -109,10 +111,7 @@ class Debugger(LoopEdits, Reattaching, Resuming, Watching):
             raise GdstepError("attach: scheduler must be an lr scheduler of this optimizer")
         if on_break not in (None, "tui", "dump", "raise") and not callable(on_break):
             raise GdstepError(f'attach: on_break must be "tui", "dump", "raise" or a function, got {on_break!r}')
-        if breakpoints is None:
-            breakpoints = ()
-        elif isinstance(breakpoints, str):
-            breakpoints = [breakpoints]
+        breakpoints = () if breakpoints is None else [breakpoints] if isinstance(breakpoints, str) else breakpoints
         # A non-finite value always pauses; "nan" as a breakpoint would only search again.
         conditions = tuple(b for b in breakpoints if not (isinstance(b, str) and b.strip() == "nan"))
         self.on_break, self.dump_dir, self.max_dumps = on_break, Path(dump_dir), max_dumps

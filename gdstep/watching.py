@@ -71,7 +71,8 @@ class Watching:
         b.new_iteration()          # (the versions are noted after the loop's step: `_check_loop_edits` reads
         if began is not None and self._lost is None and s.phase_due == "update":   # them at an iteration's start
             self._before_update(began)     # inside `optimizer.step(closure)`: its update follows at once
-        self._raise_pending()      # only, and a watch() leaves one mid-way)
+        if began is None:          # only, and a watch() leaves one mid-way)
+            self._raise_pending()  # (inside a step: raised out of it by its post-hook, the update made)
         return s.loss_value if self._lost is None else b._seen_loss
 
     def _first_session(self):
@@ -121,8 +122,11 @@ class Watching:
 
         def after(optimizer, args, kwargs):
             self._step_began = None
-            s = self.session
-            if s is None or self.backend.driving or self._handling or s.phase_due != "update" or self._lost is not None:
+            s, b = self.session, self.backend
+            if b.driving or self._handling or self._lost is not None:
+                return
+            if s is None or s.phase_due != "update":      # the step of an iteration not watched: the next
+                b.forwards_stepped()                      # one's forwards are counted from none
                 return
             if self.backend.observe_after_step():
                 self._take_changed_before_step()    # (before the phase: its records may restore a checkpoint)

@@ -90,3 +90,23 @@ def test_watch_mode_says_when_the_loop_changes_the_models_output_in_place():
     assert len(said) == 1 and said[0].startswith("iteration 1:") and "not as the model made it" in said[0]
     assert not [e for e in dbg.session.events if "is not loss_fn(output, y)" in e.message]
     dbg.close()
+
+
+def test_a_model_that_changes_its_own_input_in_place_is_not_called_a_changed_batch():
+    """A first row ReLU(inplace=True) writes the model's input: that is the model's own doing,
+    which a recomputation repeats (the input's version is taken at the forward's end), so a
+    rewind is exact and names no changed batch."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.ReLU(inplace=True), nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+    opt = torch.optim.SGD(model.parameters(), 0.1)
+    dbg = gdstep.attach(model, opt, nn.MSELoss(), breakpoints=["step == 3"], on_break=lambda s, m: s.back(iterations=2))
+    g = torch.Generator().manual_seed(1)
+    for _ in range(4):
+        x, y = torch.randn(5, 4, generator=g), torch.randn(5, 1, generator=g)
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        dbg.watch(loss, y)
+        opt.step()
+    assert not [e.message for e in dbg.session.events if e.kind == "inexact"]
+    dbg.close()

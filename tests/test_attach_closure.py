@@ -92,3 +92,62 @@ def test_a_loop_that_steps_before_any_watch_and_then_watches_in_closures():
     assert s.step_count == 4 and s.phase_due == "forward"
     assert not [e.message for e in s.events if "did not call" in e.message]
     dbg.close()
+
+
+def test_a_break_raised_inside_the_closures_step_comes_out_of_it_after_the_update():
+    """on_break="raise" with watch() in the closure: the hit leaves optimizer.step() once its
+    update is made (raised from watch() it left the closure, and torch made no update: the
+    loop caught it and trained otherwise than a bare loop, and the next watch() said the
+    loop had not stepped)."""
+    def train(debug: bool):
+        torch.manual_seed(0)
+        model = nn.Linear(4, 2)
+        opt = torch.optim.Adam(model.parameters(), 1e-2)
+        crit = nn.MSELoss()
+        dbg = gdstep.attach(model, opt, crit, breakpoints=["grad_norm > 0 and step == 3"], on_break="raise") if debug else None
+        g = torch.Generator().manual_seed(1)
+        caught = []
+        for _ in range(6):
+            x, y = torch.randn(8, 4, generator=g), torch.randn(8, 2, generator=g)
+
+            def closure():
+                opt.zero_grad()
+                loss = crit(model(x), y)
+                loss.backward()
+                if dbg is not None:
+                    dbg.watch(loss, y)
+                return loss
+            try:
+                opt.step(closure)
+            except gdstep.BreakpointHit as hit:
+                caught.append((str(hit), dbg.session.step_count))
+        return model, dbg, caught
+
+    model, dbg, caught = train(True)
+    bare, _, _ = train(False)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), bare.parameters()))
+    assert [step for _, step in caught] == [3, 4]       # (at the third's update, step 3; at the fourth's backward)
+    assert not [e.message for e in dbg.session.events if "did not call" in e.message]
+    dbg.close()
+
+
+def test_steps_of_iterations_not_watched_count_no_forward_of_the_next():
+    """A loop that watches every third iteration: each watched one ran forward once since
+    the step before it (it said "ran forward 3 times" and refused a rewind into it)."""
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    crit = nn.MSELoss()
+    dbg = gdstep.attach(model, opt, crit)
+    lean = []
+    for k in range(9):
+        x, y = torch.randn(8, 3), torch.randn(8, 1)
+        opt.zero_grad()
+        loss = crit(model(x), y)
+        loss.backward()
+        if k % 3 == 2:
+            dbg.watch(loss, y)
+            lean.append(dbg._lean_now)
+        opt.step()
+    assert lean == [True] * 3 and not [e for e in dbg.session.events if "ran forward" in e.message]
+    dbg.close()

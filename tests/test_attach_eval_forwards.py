@@ -73,3 +73,62 @@ def test_a_loop_that_trains_in_eval_mode_counts_every_forward():
     assert len(said) == 1 and said[0].startswith("iteration 4:")
     assert len(looked) == 1 and looked[0].startswith("cannot recompute iteration 4: the loop ran the model forward 3 times")
     dbg.close()
+
+
+def test_a_forward_in_eval_mode_that_a_backward_reaches_is_counted():
+    """A target made by the same model in eval mode, its graph kept: the loss's backward
+    reaches it, so the iteration ran forward twice and its rewind is refused in one line (a
+    recomputation of one forward would backpropagate through a freed graph)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.2), nn.Tanh(), nn.Linear(8, 4))
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    crit = nn.MSELoss()
+    refused = []
+
+    def look(s, message):
+        try:
+            s.back(iterations=1)
+        except gdstep.GdstepError as e:
+            refused.append(str(e))
+
+    dbg = gdstep.attach(model, opt, crit, breakpoints=["step == 5"], on_break=look)
+    lean = []
+    for _ in range(8):
+        x, x2 = torch.randn(6, 4), torch.randn(6, 4)
+        opt.zero_grad()
+        model.eval()
+        target = model(x2)               # gradients on, not detached
+        model.train()
+        loss = crit(model(x), target)
+        loss.backward()
+        dbg.watch(loss, target)
+        lean.append(dbg._lean_now)
+        opt.step()
+    assert not any(lean)
+    assert len(refused) == 1 and "the loop ran the model forward 2 times" in refused[0]
+    dbg.close()
+
+
+def test_a_forward_in_eval_mode_after_the_iterations_own_is_counted():
+    """An evaluation with gradients on between backward() and watch(): the latest forward is
+    it, not the iteration's, so the iteration counts both forwards (not lean)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+    opt = torch.optim.SGD(model.parameters(), 0.1)
+    crit = nn.MSELoss()
+    dbg = gdstep.attach(model, opt, crit)
+    lean = []
+    for _ in range(4):
+        x, y = torch.randn(6, 4), torch.randn(6, 1)
+        opt.zero_grad()
+        loss = crit(model(x), y)
+        loss.backward()
+        model.eval()
+        crit(model(x), y).item()          # a metric, gradients on
+        model.train()
+        dbg.watch(loss, y)
+        lean.append(dbg._lean_now)
+        opt.step()
+    assert not any(lean)
+    assert [e.message for e in dbg.session.events if "ran forward 2 times" in e.message]
+    dbg.close()

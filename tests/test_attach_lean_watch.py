@@ -474,3 +474,44 @@ def test_a_second_backward_of_one_forward_keeps_full_records_and_its_rewind_is_r
     for (n, p), q in zip(model.named_parameters(), bare.parameters()):
         assert torch.equal(p, q), n
     dbg.close()
+
+
+def test_a_reentrant_checkpoint_of_a_layer_also_used_outside_it_is_one_backward():
+    """torch.utils.checkpoint(use_reentrant=True) runs a backward of its own inside the
+    loop's: a layer used inside and outside it gets its gradient added to in place within
+    one backward(). That is not a second loss's backward: the iterations stay lean, and a
+    rewind recomputes them."""
+    from torch.utils.checkpoint import checkpoint
+
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.head = nn.Linear(4, 4), nn.Linear(4, 3)
+
+        def forward(self, x):
+            h = self.a(x)
+            h = checkpoint(lambda t: torch.tanh(self.a(t)), h, use_reentrant=True)
+            return self.head(h)
+
+    torch.manual_seed(0)
+    model = Shared()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    got = []
+
+    def look(s, message):
+        s.back(iterations=1)
+        got.append(s.step_count)
+
+    dbg = gdstep.attach(model, opt, nn.CrossEntropyLoss(), breakpoints=["step == 4"], on_break=look)
+    lean = []
+    for _ in range(6):
+        x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        dbg.watch(loss, y)
+        lean.append(dbg._lean_now)
+        opt.step()
+    assert lean == [True] * 6 and got == [3]
+    assert not [e.message for e in dbg.session.events if "backward more than once" in e.message]
+    dbg.close()

@@ -117,3 +117,35 @@ def test_step_mode_with_a_loss_of_more_arguments_raises_its_typeerror_with_how_g
                         lambda out, y: loss_function(out[0], y, *out[1:]))     # the hint, followed
     assert dbg.step(x, x) == expected
     dbg.close()
+
+
+def test_a_loss_fn_that_draws_random_numbers_leaves_the_loops_generator_and_is_not_called_another_loss():
+    """loss_fn with dropout, called again by watch() to compare: torch's generator is given
+    back after it (the loop drew on from a moved generator and trained otherwise than a bare
+    loop), and its other draw is not called another loss."""
+    import torch.nn.functional as F
+
+    def loss_fn(out, y):
+        return F.mse_loss(F.dropout(out, 0.3), y)
+
+    def run(debug: bool):
+        torch.manual_seed(0)
+        model = nn.Linear(4, 3)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        g = torch.Generator().manual_seed(1)
+        dbg = gdstep.attach(model, opt, loss_fn) if debug else None
+        for _ in range(5):
+            x, y = torch.randn(8, 4, generator=g), torch.randn(8, 3, generator=g)
+            opt.zero_grad()
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            if dbg is not None:
+                dbg.watch(loss, y)
+            opt.step()
+        return model, torch.rand(1).item(), dbg
+
+    model, draw, dbg = run(True)
+    bare, bare_draw, _ = run(False)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), bare.parameters())) and draw == bare_draw
+    assert not [e for e in dbg.session.events if "is not loss_fn(output, y)" in e.message]
+    dbg.close()

@@ -321,7 +321,12 @@ PHASES_OF = [
     ("nan", set(ALL_PHASES)),
     ("true", set(ALL_PHASES)),
     ("1 < 2", set(ALL_PHASES)),
-    ("loss > 1 or grad_norm > 5", {"loss", "backward"}),
+    # records of two phases: checked where the later is made (after the loss phase grad_norm is
+    # still the iteration before's), unless another name asks for the earlier phase itself
+    ("loss > 1 or grad_norm > 5", {"backward"}),
+    ("update_ratio > 0.1 or loss > 2", {"update"}),
+    ("loss > 1 or grad_norm > 5 or phase == 'loss'", set(ALL_PHASES)),
+    ("step > 3 and loss > 1 and grad_norm > 5", {"backward", "update"}),
     ("step > 3 and loss > prev_loss", {"update", "loss"}),
     ("abs(loss - prev_loss) > 1", {"loss"}),
 ]
@@ -358,3 +363,22 @@ def test_any_text_parses_or_is_a_condition_error(text):
     ctx.params.update({(n, i): 0.0 for n, shape in SHAPES.items() for i in np.ndindex(shape)})
     assert c(ctx) in (True, False)
     assert isinstance(c.describe(ctx), str)
+
+
+def test_a_breakpoint_on_records_of_two_phases_fires_once_an_iteration_on_fresh_values():
+    """`loss > 10 * prev_loss or grad_norm > 0.001` on XOR: it fired after the loss phase on
+    the iteration before's gradient norm, then again after backward. Now once an iteration,
+    after backward, with this iteration's norm (recomputed here from its backward record)."""
+    import gdstep
+
+    s = gdstep.open("xor")
+    s.add_breakpoint("loss > 10 * prev_loss or grad_norm > 0.001")
+    seen = []
+    for _ in range(3):
+        result = s.run(max_steps=10)
+        assert result.reason == "breakpoint" and s.phase_due == "update"
+        grads = s.record("backward").grads
+        norm = math.sqrt(sum(float(np.sum(np.square(g))) for g in grads.values()))
+        assert f"grad_norm = {norm:.6f}" in result.message
+        seen.append(s.step_count)
+    assert seen == [0, 1, 2]

@@ -7,16 +7,45 @@ recompute is said once and refused (its kept batch's `why_not`). Mixed into Watc
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 
+from gdstep.backends.attach_batches import version_now
 from gdstep.backends.attach_turns import Turns
+from gdstep.backends.backward_pass import reentrant_checkpoint
 
 
 class Recomputable(Turns):
     _loss_needs_grad = False          # loss_fn ran only with gradients on (_loss_again)
     _twice = None                     # the loop's forward after which a second backward added to a gradient
     _output_version = None            # (the model's output in the loop's latest forward, its version then)
+    _last_eval = False                # the loop's latest forward ran in eval mode (with gradients on)
+    _eval_used = False                # a forward in eval mode since the last step gave its output a gradient
+
+    def _count_forward(self, module) -> None:
+        """At the loop's call of the model with gradients on: one more forward since the step."""
+        self._forwards += 1
+        self._last_eval = not module.training
+        self._eval_forwards += self._last_eval
+
+    def _note_loop_output(self, out) -> None:
+        """At the end of the loop's forward: the output's version and the input's (what the
+        model itself did to them in place is theirs; what the loop does after, a change),
+        and, from a forward in eval mode, whether its output takes part in a backward."""
+        self._output_version = version_now(out)
+        call = self.last_call
+        self._input_version = version_now(call[0][0] if call is not None and call[0] else None)
+        if self._last_eval and getattr(out, "requires_grad", False):
+            out.register_hook(self._eval_output_used)
+
+    def _eval_output_used(self, grad) -> None:
+        self._eval_used = True
+
+    def forwards_stepped(self) -> None:
+        """The loop stepped: the forwards of the next iteration are counted from none."""
+        self._forwards = self._eval_forwards = 0
+        self._eval_used = False
 
     def _grad_hook(self, p) -> None:
         """p.grad as backward() left it (post-accumulate hook), and the forward it came from.
@@ -33,19 +62,21 @@ class Recomputable(Turns):
 
     @property
     def forwards_counted(self) -> int:
-        """The loop's forwards of this iteration: where some ran in train mode, not those in
-        eval mode (an evaluation between steps with gradients on, as language_translation's
-        validate() runs); where all ran in eval mode (fine-tuning with BatchNorm frozen), all."""
+        """The loop's forwards of this iteration: where some ran in train mode, the last one
+        too, not those in eval mode (an evaluation between steps with gradients on, as
+        language_translation's validate() runs) — unless a backward reached one's output;
+        where all ran in eval mode (fine-tuning with BatchNorm frozen), all."""
         trained = self._forwards - self._eval_forwards
-        return trained if trained > 0 else self._forwards
+        return trained if trained > 0 and not self._last_eval and not self._eval_used else self._forwards
 
-    def _note_why_not(self) -> None:
+    def _note_why_not(self, loss) -> None:
         """Where a recomputation cannot give this iteration (accumulation, several forwards): say so."""
         unstepped = getattr(self, "_unstepped", None)
         self._unstepped, self._forwards_seen = None, (self._forwards, self._eval_forwards)
         forwards = self.forwards_counted
         accumulated = bool(unstepped) and any(unstepped.get(name) is g for name, (g, _) in self._watched.items())
         twice, self._twice = self._twice is not None and self._twice is self.last_call, None
+        twice = twice and not reentrant_checkpoint(loss)     # (its inner backward adds to what the outer made)
         kept = self._batches.get(self._updates)
         if kept is not None and not kept.why_not and (forwards > 1 or accumulated or twice):   # a rewind could not recompute it
             why = (f"the loop ran the model forward {forwards} times for it (gradient accumulation, "
@@ -101,8 +132,8 @@ class Recomputable(Turns):
         and y (seen by a hook on it), else recomputed and compared."""
         kept = self._batches.get(self._updates)
         if (kept is None or kept.why_not is not None or kept.y is None or self.forwards_counted != 1
-                or self._rng_call is None):
-            return False
+                or self._rng_call is None or self._updates - 1 in self._no_step):
+            return False       # (after an iteration the loop did not step: it may update the parameters itself)
         # the gradients as backward() made them (no clipping, no edit before watch())
         accumulated = getattr(self, "_accumulated", {})
         for name, (g, version) in self._watched.items():
@@ -143,7 +174,8 @@ class Recomputable(Turns):
         if not isinstance(again, torch.Tensor) or again.numel() != 1:
             return False
         value = again.item()
-        if value != self._seen_loss and math.isfinite(value) and math.isfinite(self._seen_loss):
+        if (value != self._seen_loss and math.isfinite(value) and math.isfinite(self._seen_loss)
+                and not self._loss_draws(kept.y)):      # (one that draws is replayed by a recomputation)
             self.__dict__.setdefault("_loss_differs", set()).add(self._updates)      # (why_not_recomputed)
             message = (f"iteration {self._updates + 1}: the loop's loss, {self._seen_loss!r}, is not loss_fn(output, y) "
                        f"= {value!r} (a term added to it, another criterion, reduction or y): the iterations show what "
@@ -154,21 +186,35 @@ class Recomputable(Turns):
             self._announce_once("loss_fn value", message)
         return value == self._seen_loss
 
-    def _loss_again(self, y):
+    def _loss_draws(self, y) -> bool:
+        """Whether loss_fn draws from torch's random generator (dropout in the loss: its
+        value here is another draw's, not a sign of another loss); the generator given back."""
+        torch = self._torch
+        with self.loops_generator():
+            state = torch.get_rng_state()
+            try:
+                self._loss_again(y, give_back=False)
+            except Exception:
+                return True          # (unknown: said nothing of)
+            return not torch.equal(state, torch.get_rng_state())
+
+    def _loss_again(self, y, give_back: bool = True):
         """loss_fn(output, y), as a recomputation calls it — in the loop's autocast (an AMP
-        loop's loss is a lower precision's) —: without gradients where it runs so (cheaper),
+        loop's loss is a lower precision's), its random generator given back after (a loss
+        that draws must not move the loop's) —: without gradients where it runs so (cheaper),
         else with them, on the output made a leaf that requires them (a loss that
         differentiates: from then on with them at once); raises what that call raises."""
         torch, output = self._torch, self.output
+        rng = self.loops_generator if give_back else contextlib.nullcontext
         if not self._loss_needs_grad:
             try:
-                with torch.no_grad(), self._loop_autocast():
+                with torch.no_grad(), self._loop_autocast(), rng():
                     return self.loss_fn.loss_fn(output, y)
             except Exception:
                 pass
         if isinstance(output, torch.Tensor) and output.is_floating_point():
             output = output.detach().requires_grad_()
-        with torch.enable_grad(), self._loop_autocast():
+        with torch.enable_grad(), self._loop_autocast(), rng():
             again = self.loss_fn.loss_fn(output, y)
         self._loss_needs_grad = True
         return again

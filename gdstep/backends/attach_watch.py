@@ -118,7 +118,7 @@ class WatchObserver(Recomputable):
         inv = self._unscale_factor()
         value = _value(loss) if isinstance(loss, torch.Tensor) else float(loss)
         self._seen_loss = value
-        self._note_why_not()
+        self._note_why_not(loss)
         self.note_repeated_rows()
         lean = lean and inv is None and self._recomputable(loss)
         tests = self._loop_tests
@@ -254,12 +254,12 @@ class WatchObserver(Recomputable):
         names, old, state_before, used = before
         if old is None:                             # lean: the Session's update_lean takes it from here
             self._observed["update"] = (names, None, None, None, None, used)
-            self._forwards = self._eval_forwards = 0
+            self.forwards_stepped()
             self._fresh = None
             return True
         new, after = self._param_copies(names), self._state_copies()
         self._observed["update"] = (names, old, new, state_before, after, used)
-        self._forwards = self._eval_forwards = 0
+        self.forwards_stepped()
         # the checkpoint the Session takes right after this update is these copies
         self._fresh = (new, after) if len(names) == len(self._named) else None
         return True

@@ -17,7 +17,7 @@ import warnings
 from typing import Any, Mapping, Sequence
 
 from gdstep.backends.attach_autocast import autocast_state, entered
-from gdstep.backends.attach_batches import NEXT_BATCH, Kept, KeptBatches, _versions, version_now
+from gdstep.backends.attach_batches import NEXT_BATCH, Kept, KeptBatches, _versions
 from gdstep.backends.attach_buffers import FollowedBuffers
 from gdstep.backends.attach_modes import entered_modes, modes_of
 from gdstep.backends.attach_replay import compiled_anything
@@ -118,9 +118,8 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, FollowedBuffers, Sha
             self._order = []                      # the layers this call runs, in call order
         if self._capture and not self._own:
             self.last_call = (args, kwargs)
-            self._input_version = version_now(args[0] if args else None)
             self._produced = {}
-            self._forwards, self._eval_forwards = self._forwards + 1, self._eval_forwards + (not module.training)
+            self._count_forward(module)
             self._autocast_call = autocast_state(self._torch, self.device)
             self._modes_call = modes_of(self._all_modules)
             self._rng_call = self._rng_state()    # before the first watch() too: its iteration is recomputable
@@ -166,7 +165,7 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, FollowedBuffers, Sha
                 out.register_hook(lambda g, i=i, n=self._order.count(i): self.keep_delta(i, n, g))
             if (i == len(self._rows) - 1 or module in self._tops) and not self._own:
                 self._slots[-1] = self._loop_out = out
-                self._output_version = version_now(out)
+                self._note_loop_output(out)
                 self._keep_output(output)
         return record
 

@@ -21,6 +21,8 @@ NAMES: dict[str, frozenset[str]] = {
     "phase": ALL_PHASES,
     "nan": ALL_PHASES,
 }
+# the values of an iteration's records: before the phase that makes them, the iteration before's
+RECORD_NAMES = frozenset({"loss", "prev_loss", "grad_norm", "update_ratio"})
 STRING_NAMES = {"phase"}
 BOOL_NAMES = {"nan"}
 FUNCTIONS = {"grad_norm": "backward", "update_ratio": "update", "abs": None, "lane": None}
