@@ -623,6 +623,34 @@ def test_an_evaluated_transformer_encoder_is_said_to_lose_its_fast_path_once(cap
     dbg.close()
 
 
+def test_a_transformer_encoder_without_batch_first_is_not_said_to_lose_a_fast_path(capsys):
+    """batch_first=False (word_language_model's TransformerModel): torch takes no fast path
+    for the layer, hooked or not, so the evaluation equals an unattached one bit for bit,
+    and nothing is said (it was)."""
+    class Classifier(nn.Module):            # a model of its own: gdstep hooks the layers inside the encoder
+        def __init__(self):
+            super().__init__()
+            layer = nn.TransformerEncoderLayer(d_model=8, nhead=2, dim_feedforward=16, dropout=0.0)
+            self.enc = nn.TransformerEncoder(layer, num_layers=1, enable_nested_tensor=False)
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.head(self.enc(x).mean(0))
+
+    torch.manual_seed(0)
+    model = Classifier()
+    bare = copy.deepcopy(model).eval()
+    dbg = gdstep.attach(model, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss())
+    x, y = torch.randn(4, 6, 8), torch.randint(0, 3, (6,))
+    dbg.step(x, y)
+    bare.load_state_dict(model.state_dict())
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), bare(x))
+    assert "fast path" not in capsys.readouterr().err
+    dbg.close()
+
+
 def test_step_mode_keeps_batchnorms_statistics_a_train_mode_forward_between_steps_moved():
     """The loop measures its training accuracy with a forward in train mode under no_grad
     between two dbg.step calls: BatchNorm's kernel moves its running mean and variance

@@ -69,9 +69,9 @@ class Turns:
         if self._told_fast_path:
             return
         layer = self._torch.nn.TransformerEncoderLayer
-        if not any(isinstance(m, layer) and not m.training and any(x._forward_hooks or x._forward_pre_hooks
-                                                                   for x in m.modules()) for m in self._all_modules):
-            return
+        if not any(isinstance(m, layer) and not m.training and getattr(m.self_attn, "batch_first", False)
+                   and any(x._forward_hooks or x._forward_pre_hooks for x in m.modules()) for m in self._all_modules):
+            return                  # (batch_first=False: torch takes no fast path, hooked or not)
         self._told_fast_path = True
         message = ("the loop evaluates an nn.TransformerEncoderLayer in eval mode: torch's fast path for it is off "
                    "while gdstep's hooks are on the model, so its outputs can differ from an unattached run's in the "
