@@ -68,11 +68,14 @@ class Watching:
         for phase in OBSERVED:
             if self._advance(phase):
                 break
-        b.new_iteration()          # (the versions are noted after the loop's step: `_check_loop_edits` reads
-        if began is not None and self._lost is None and s.phase_due == "update":   # them at an iteration's start
-            self._before_update(began)     # inside `optimizer.step(closure)`: its update follows at once
-        if began is None:          # only, and a watch() leaves one mid-way)
-            self._raise_pending()  # (inside a step: raised out of it by its post-hook, the update made)
+        # (the versions are noted after the loop's step: `_check_loop_edits` reads them at an
+        # iteration's start only, and a watch() leaves one mid-way)
+        b.new_iteration()
+        if began is None:
+            self._raise_pending()
+        elif self._lost is None and s.phase_due == "update":    # inside `optimizer.step(closure)`: its update
+            self._before_update(began)                          # follows at once, and its post-hook raises a
+                                                                # break's hit out of the step, the update made
         return s.loss_value if self._lost is None else b._seen_loss
 
     def _first_session(self):
