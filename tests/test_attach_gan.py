@@ -128,3 +128,33 @@ def test_a_break_at_the_discriminators_step_leaves_the_generators_graph_usable(d
     for a, b in ((netG, bare[0]), (netD, bare[1])):
         for (n, p), q in zip(a.named_parameters(), b.parameters()):
             assert torch.equal(p, q), n
+
+
+def test_the_discriminators_iteration_holds_no_gradient_the_generator_kept_from_its_own_step():
+    """At D's second iteration, G's `.grad` is the one G's last backward made (G stepped
+    since, and D's losses do not reach G through fake.detach()): no part of D's iteration.
+    Its backward record and grad_norm hold D's gradients alone (they held G's too: grad_norm
+    read 0.5986 where D's own is 0.5672), checked against the loop's own."""
+    netG, netD, optG, optD = build()
+    seen = []
+
+    def look(session, message):
+        rec = session.record("backward")
+        seen.append((sorted(rec.grads), rec.grad_norm))
+
+    dbg = gdstep.attach({"G": netG, "D": netD}, [optG, optD], nn.BCELoss(), ["step == 2 and phase == 'backward'"],
+                        on_break=look)
+    loops_d = []
+    real_watch = dbg.watch
+
+    def watch(loss, y):             # the loop's D gradients, as its step will use them
+        if all(p.grad is not None for p in netD.parameters()):
+            loops_d.append(torch.sqrt(sum((p.grad.double() ** 2).sum() for p in netD.parameters())).item())
+        return real_watch(loss, y)
+
+    dbg.watch = watch
+    train(netG, netD, optG, optD, dbg, steps=2)
+    (names, norm), = seen
+    assert names == ["D.0.bias", "D.0.weight", "D.2.bias", "D.2.weight"]
+    assert norm == pytest.approx(loops_d[2], rel=1e-6)       # D's second iteration (the third watch)
+    dbg.close()
