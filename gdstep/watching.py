@@ -128,7 +128,7 @@ class Watching:
             s, b = self.session, self.backend
             if b.driving or self._handling or self._lost is not None:
                 return
-            b.loop_steps += 1
+            b.loop_turns += 1
             if s is None or s.phase_due != "update":      # the step of an iteration not watched: the next
                 b.forwards_stepped()                      # one's forwards are counted from none
                 return

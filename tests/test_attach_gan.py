@@ -158,3 +158,55 @@ def test_the_discriminators_iteration_holds_no_gradient_the_generator_kept_from_
     assert names == ["D.0.bias", "D.0.weight", "D.2.bias", "D.2.weight"]
     assert norm == pytest.approx(loops_d[2], rel=1e-6)       # D's second iteration (the third watch)
     dbg.close()
+
+
+def test_a_generators_iteration_after_a_skipped_discriminator_step_holds_the_generators_gradients_alone():
+    """D updated every other iteration (or a step a GradScaler skips), D frozen while G
+    trains: at G's iteration after a skipped D step, D's gradients are still those of D's
+    own iteration, which ended at its watch(). G's record and grad_norm hold G's alone (they
+    held D's too, ~3.5 times G's norm), each equal to the loop's own; training equals a bare
+    loop's."""
+    def run(netG, netD, optG, optD, dbg=None, grads=None):
+        criterion = nn.BCELoss()
+        g = torch.Generator().manual_seed(1)
+        for i in range(3):
+            real, noise = torch.randn(8, 8, generator=g), torch.randn(8, 4, generator=g)
+            netD.zero_grad()
+            label = torch.full((8, 1), 1.0)
+            errD_real = criterion(netD(real), label)
+            errD_real.backward()
+            fake = netG(noise)
+            label.fill_(0.0)
+            errD_fake = criterion(netD(fake.detach()), label)
+            errD_fake.backward()
+            if dbg is not None:
+                grads.append(("D", [p.grad.clone() for p in netD.parameters()]))
+                dbg.watch(errD_real + errD_fake, label.clone())
+                grads[-1] += (dbg.session.record("backward"),)
+            if i % 2 == 0:
+                optD.step()
+            netG.zero_grad()
+            netD.requires_grad_(False)
+            label = torch.full((8, 1), 1.0)
+            errG = criterion(netD(fake), label)
+            errG.backward()
+            if dbg is not None:
+                grads.append(("G", [p.grad.clone() for p in netG.parameters()]))
+                dbg.watch(errG, label)
+                grads[-1] += (dbg.session.record("backward"),)
+            optG.step()
+            netD.requires_grad_(True)
+
+    bare = build()
+    run(*bare)
+    netG, netD, optG, optD = build()
+    seen = []
+    dbg = gdstep.attach({"G": netG, "D": netD}, [optG, optD], nn.BCELoss())
+    run(netG, netD, optG, optD, dbg, seen)
+    for who, own, rec in seen:
+        assert {name[0] for name in rec.grads} == {who}
+        norm = torch.sqrt(sum((g.double() ** 2).sum() for g in own)).item()
+        assert rec.grad_norm == pytest.approx(norm, rel=1e-6)
+    for a, b in zip((netG, netD), bare[:2]):
+        assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    dbg.close()

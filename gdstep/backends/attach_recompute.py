@@ -22,7 +22,7 @@ class Recomputable(Turns):
     _output_version = None            # (the model's output in the loop's latest forward, its version then)
     _last_eval = False                # the loop's latest forward ran in eval mode (with gradients on)
     _eval_used = False                # a forward in eval mode since the last step gave its output a gradient
-    loop_steps = 0                    # the loop's optimizer steps so far (each gradient's note says after which)
+    loop_turns = 0                    # the loop's watch() calls and optimizer steps so far (a note says after which)
 
     def _count_forward(self, module) -> None:
         """At the loop's call of the model with gradients on: one more forward since the step."""
@@ -50,7 +50,7 @@ class Recomputable(Turns):
 
     def _grad_hook(self, p) -> None:
         """p.grad as backward() left it (post-accumulate hook), the forward it came from, and
-        after how many of the loop's steps.
+        after how many of the loop's turns (watch() calls and steps).
         A second backward since that forward which added to it in place, untouched between
         (its version one on: a second loss's `backward()` after `retain_graph=True`, or one
         run again without zeroing), is noted (`_twice`): one backward's recomputation cannot
@@ -60,7 +60,12 @@ class Recomputable(Turns):
         made = self._accumulated.get(id(p))
         if made is not None and made[0] is g and made[2] is call and g._version == made[1] + 1:
             self._twice = call
-        self._accumulated[id(p)] = (g, g._version, call, self.loop_steps)
+        self._accumulated[id(p)] = (g, g._version, call, self.loop_turns)
+
+    def _made_since_turn(self, p) -> bool:
+        """Whether a backward made p's gradient, as it is now, since the loop's last watch() or step."""
+        made = self._accumulated.get(id(p))
+        return made is not None and made[0] is p.grad and made[3] == self.loop_turns
 
     @property
     def forwards_counted(self) -> int:

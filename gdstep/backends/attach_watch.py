@@ -111,11 +111,12 @@ class WatchObserver(Recomputable):
         produced = self._produced if self._copy_outputs else {}     # as made, before an in-place module wrote over it
         outputs = tuple(None if o is None else produced[i] if i in produced else o.detach() for i, o in enumerate(outs))
         deltas = tuple(self._deltas) if len(self._deltas) == len(outs) else (None,) * len(outs)
-        # with several optimizers (a GAN), not a gradient no backward made since the loop's last step: the
-        # other model's, left from its own step, is no part of this iteration (nor stepped by its optimizer)
-        notes, since = self._accumulated, self.loop_steps if hasattr(self.torch_optimizer, "optimizers") else None
+        # with several optimizers (a GAN), only the gradients a backward made since the loop's last watch() or
+        # step: the other model's, left from its own iteration (stepped or not), is no part of this one
+        joint = hasattr(self.torch_optimizer, "optimizers")
         self._watched = {name: (p.grad, p.grad._version) for name, p in self._train if p.grad is not None
-                         and (since is None or notes.get(id(p), (0, 0, 0, -1))[3] == since)}
+                         and (not joint or self._made_since_turn(p))}
+        self.loop_turns += 1
         self._watched_call = self.last_call
         self._versions_at_watch = versions if versions is not None else self.param_versions()
         self._moved_at_watch, self._holding = set(), False      # (a hold an error left unended ends here)
