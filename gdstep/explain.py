@@ -79,7 +79,9 @@ def explain(session, name: str, index: tuple[int, ...]) -> Explanation:
     if rec is None:
         raise GdstepError("no update has run yet: explain shows the latest update")
     if name not in rec.params:
-        raise GdstepError(f"{name} is frozen: it has no update")
+        joint = hasattr(getattr(session.backend, "torch_optimizer", None), "optimizers")
+        raise GdstepError(f"{name} has no update in the latest iteration (another optimizer's step: its own "
+                          "iterations update it)" if joint else f"{name} is frozen: it has no update")
     u = rec.params[name]
     w_old, g, w_new = arrays.element(u.old, index), arrays.element(u.grad, index), arrays.element(u.new, index)
     before, after = _scalars(u.state_before, index), _scalars(u.state_after, index)

@@ -210,3 +210,24 @@ def test_a_generators_iteration_after_a_skipped_discriminator_step_holds_the_gen
     for a, b in zip((netG, netD), bare[:2]):
         assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
     dbg.close()
+
+
+def test_calls_that_need_one_models_forward_or_its_update_are_refused_in_one_line():
+    """At a break in a GAN session: gradcheck (one model's forward, which a session over two
+    has not: it raised torch's NotImplementedError from ModuleDict.forward) and explain of the
+    other model's parameter (it said the parameter was frozen) each say why in one line."""
+    netG, netD, optG, optD = build()
+    said = []
+
+    def look(session, message):
+        for call in (lambda: session.gradcheck("D.0.weight", (0, 0)), lambda: session.explain("G.0.weight", (0, 0))):
+            with pytest.raises(GdstepError) as refused:
+                call()
+            said.append(str(refused.value))
+
+    dbg = gdstep.attach({"G": netG, "D": netD}, [optG, optD], nn.BCELoss(), ["step == 3 and phase == 'backward'"],
+                        on_break=look)
+    train(netG, netD, optG, optD, dbg)
+    assert "several models" in said[0] and "attach one model" in said[0]
+    assert "no update in the latest iteration (another optimizer's step" in said[1]
+    dbg.close()

@@ -147,6 +147,10 @@ class UserModuleBackend(ReplayCheck, ModuleBackend):
 
     def _call(self, params: Mapping[str, Any], x):
         torch = self._torch
+        if type(self.model) is torch.nn.ModuleDict:      # several models attached (a GAN): none is "the" model
+            raise GdstepError("this session holds several models (a GAN's), and no one forward runs them all: "
+                              "gradient checks, the landscape, the line and evaluations need one model's; attach "
+                              "one model to use them")
         x, args, kwargs, _ = self._inputs(x, None)
         values = dict(params)
         for name, b in self._buffers:
