@@ -24,10 +24,10 @@ def build():
     return netG, netD, optG, optD
 
 
-def train(netG, netD, optG, optD, dbg=None, steps=4, freeze_d: bool = False):
+def train(netG, netD, optG, optD, dbg=None, steps=4, freeze_d: bool = False, d_every: int = 1):
     criterion = nn.BCELoss()
     g = torch.Generator().manual_seed(1)
-    for _ in range(steps):
+    for i in range(steps):
         real = torch.randn(8, 8, generator=g)
         noise = torch.randn(8, 4, generator=g)
         netD.zero_grad()
@@ -40,7 +40,8 @@ def train(netG, netD, optG, optD, dbg=None, steps=4, freeze_d: bool = False):
         errD_fake.backward()
         if dbg is not None:
             dbg.watch(errD_real + errD_fake, label.clone())
-        optD.step()
+        if i % d_every == 0:                      # (some loops update D every k-th iteration)
+            optD.step()
         netG.zero_grad()
         netD.requires_grad_(not freeze_d)         # (many GAN loops: no gradients of D while G trains)
         label = torch.full((8, 1), 1.0)
@@ -166,43 +167,22 @@ def test_a_generators_iteration_after_a_skipped_discriminator_step_holds_the_gen
     own iteration, which ended at its watch(). G's record and grad_norm hold G's alone (they
     held D's too, ~3.5 times G's norm), each equal to the loop's own; training equals a bare
     loop's."""
-    def run(netG, netD, optG, optD, dbg=None, grads=None):
-        criterion = nn.BCELoss()
-        g = torch.Generator().manual_seed(1)
-        for i in range(3):
-            real, noise = torch.randn(8, 8, generator=g), torch.randn(8, 4, generator=g)
-            netD.zero_grad()
-            label = torch.full((8, 1), 1.0)
-            errD_real = criterion(netD(real), label)
-            errD_real.backward()
-            fake = netG(noise)
-            label.fill_(0.0)
-            errD_fake = criterion(netD(fake.detach()), label)
-            errD_fake.backward()
-            if dbg is not None:
-                grads.append(("D", [p.grad.clone() for p in netD.parameters()]))
-                dbg.watch(errD_real + errD_fake, label.clone())
-                grads[-1] += (dbg.session.record("backward"),)
-            if i % 2 == 0:
-                optD.step()
-            netG.zero_grad()
-            netD.requires_grad_(False)
-            label = torch.full((8, 1), 1.0)
-            errG = criterion(netD(fake), label)
-            errG.backward()
-            if dbg is not None:
-                grads.append(("G", [p.grad.clone() for p in netG.parameters()]))
-                dbg.watch(errG, label)
-                grads[-1] += (dbg.session.record("backward"),)
-            optG.step()
-            netD.requires_grad_(True)
-
     bare = build()
-    run(*bare)
+    train(*bare, steps=3, freeze_d=True, d_every=2)
     netG, netD, optG, optD = build()
     seen = []
     dbg = gdstep.attach({"G": netG, "D": netD}, [optG, optD], nn.BCELoss())
-    run(netG, netD, optG, optD, dbg, seen)
+    real_watch = dbg.watch
+
+    def watch(loss, y):             # the loop's own gradients of the model whose iteration it is (D's, then G's)
+        who = "DG"[len(seen) % 2]
+        own = [p.grad.clone() for p in (netD if who == "D" else netG).parameters()]
+        out = real_watch(loss, y)
+        seen.append((who, own, dbg.session.record("backward")))
+        return out
+
+    dbg.watch = watch
+    train(netG, netD, optG, optD, dbg, steps=3, freeze_d=True, d_every=2)
     for who, own, rec in seen:
         assert {name[0] for name in rec.grads} == {who}
         norm = torch.sqrt(sum((g.double() ** 2).sum() for g in own)).item()
