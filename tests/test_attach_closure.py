@@ -104,7 +104,8 @@ def test_a_break_raised_inside_the_closures_step_comes_out_of_it_after_the_updat
         model = nn.Linear(4, 2)
         opt = torch.optim.Adam(model.parameters(), 1e-2)
         crit = nn.MSELoss()
-        dbg = gdstep.attach(model, opt, crit, breakpoints=["grad_norm > 0 and step == 3"], on_break="raise") if debug else None
+        dbg = gdstep.attach(model, opt, crit, breakpoints=["update_ratio > 0 and step == 3", "grad_norm > 0 and step == 3"],
+                             on_break="raise") if debug else None
         g = torch.Generator().manual_seed(1)
         caught = []
         for _ in range(6):
@@ -151,3 +152,4 @@ def test_steps_of_iterations_not_watched_count_no_forward_of_the_next():
         opt.step()
     assert lean == [True] * 3 and not [e for e in dbg.session.events if "ran forward" in e.message]
     dbg.close()
+

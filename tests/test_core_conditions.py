@@ -322,13 +322,20 @@ PHASES_OF = [
     ("true", set(ALL_PHASES)),
     ("1 < 2", set(ALL_PHASES)),
     # records of two phases: checked where the later is made (after the loss phase grad_norm is
-    # still the iteration before's), unless another name asks for the earlier phase itself
+    # still the iteration before's), unless `phase` or `nan` asks for the earlier phase itself
     ("loss > 1 or grad_norm > 5", {"backward"}),
     ("update_ratio > 0.1 or loss > 2", {"update"}),
     ("loss > 1 or grad_norm > 5 or phase == 'loss'", set(ALL_PHASES)),
-    ("step > 3 and loss > 1 and grad_norm > 5", {"backward", "update"}),
-    ("step > 3 and loss > prev_loss", {"update", "loss"}),
+    ("nan or loss > 10", set(ALL_PHASES)),
     ("abs(loss - prev_loss) > 1", {"loss"}),
+    # records with the cursor, the lr or a parameter: once an iteration, where the records are
+    # made (after the update they would be read again with the next step's count)
+    ("step > 3 and loss > 1 and grad_norm > 5", {"backward"}),
+    ("step > 3 and loss > prev_loss", {"loss"}),
+    ("step > 30 and (loss < 0.69 or grad_norm < 0.01)", {"backward"}),
+    ("lr > 0.1 and loss > 2", {"loss"}),
+    ("0.weight[0,0] > 1 and loss > 1", {"loss"}),
+    ("step > 3 and update_ratio > 0.1", {"update"}),
 ]
 
 
@@ -382,3 +389,20 @@ def test_a_breakpoint_on_records_of_two_phases_fires_once_an_iteration_on_fresh_
         assert f"grad_norm = {norm:.6f}" in result.message
         seen.append(s.step_count)
     assert seen == [0, 1, 2]
+
+
+def test_a_breakpoint_on_the_step_and_a_record_fires_once_an_iteration_where_the_record_is_made():
+    """`step > 3 and loss < 1e9` (the loss always below) on XOR: it fired after the fourth
+    update on the fourth iteration's loss, then again after the fifth iteration's loss phase,
+    both with step 4. Now once an iteration, after its loss phase, from the first loss made
+    once four updates are done (step counts them)."""
+    import gdstep
+
+    s = gdstep.open("xor")
+    s.add_breakpoint("step > 3 and loss < 1e9")
+    seen = []
+    for _ in range(3):
+        result = s.run(max_steps=10)
+        assert result.reason == "breakpoint"
+        seen.append((s.step_count, s.last_phase))
+    assert seen == [(4, "loss"), (5, "loss"), (6, "loss")]

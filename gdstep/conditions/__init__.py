@@ -29,8 +29,8 @@ from typing import Any, Mapping
 
 from gdstep.conditions.grammar import Parser
 from gdstep.conditions.lexer import Token, tokenize
-from gdstep.conditions.names import (ALL_PHASES, BOOL_NAMES, FUNCTIONS, KEYWORDS, NAMES, RECORD_NAMES, STRING_NAMES,
-                                    Context, Fn)
+from gdstep.conditions.names import (ALL_PHASES, BOOL_NAMES, FUNCTIONS, KEYWORDS, NAMES, OWN_PHASES, RECORD_NAMES,
+                                    STRING_NAMES, Context, Fn)
 from gdstep.records import PHASES
 from gdstep.errors import ConditionError, index_problem, suggest
 from gdstep.fmt import show
@@ -52,20 +52,19 @@ class Condition:
     @property
     def phases(self) -> frozenset[str]:
         """After which phases it is checked: those that can change a value it reads — but
-        where it reads the records of several phases (`loss > 2 or grad_norm > 10`), not
-        before the last of them, where another is still the iteration before's (unless a
-        name of its own, `phase`, `lr`, `step`, asks for that phase too)."""
+        where it reads an iteration's records (`loss`, `grad_norm`, …), once an iteration,
+        after the last of them is made (`loss > 2 or grad_norm > 10`: after backward, not
+        also after the loss phase on the iteration before's norm; `step > 30 and loss < 0.7`:
+        not also after the update, on the same loss again), with `step`, `lr` and the
+        parameters as they stand then; `phase` and `nan` keep every phase they ask for."""
         phases: set[str] = set()
         for name in self.names:
             phases |= NAMES[name]
-        current = {p for name in self.names - RECORD_NAMES for p in NAMES[name]}
         if any(index is not None for _, index, _ in self.params):
             phases.add("update")
-            current.add("update")
         made = {p for name in self.names & RECORD_NAMES for p in NAMES[name]}
-        if len(made) > 1:
-            last = max(made, key=PHASES.index)
-            phases -= {p for p in made if p != last and p not in current}
+        if made:
+            phases = {max(made, key=PHASES.index)}.union(*(NAMES[name] for name in self.names & OWN_PHASES))
         return frozenset(phases) if phases else ALL_PHASES
 
     def check_names(self, shapes: Mapping[str, tuple[int, ...]] | tuple[str, ...] | list[str],

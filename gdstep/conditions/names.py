@@ -23,6 +23,8 @@ NAMES: dict[str, frozenset[str]] = {
 }
 # the values of an iteration's records: before the phase that makes them, the iteration before's
 RECORD_NAMES = frozenset({"loss", "prev_loss", "grad_norm", "update_ratio"})
+# the names that ask for their phases themselves (`phase == "update"`), records or not
+OWN_PHASES = frozenset({"phase", "nan"})
 STRING_NAMES = {"phase"}
 BOOL_NAMES = {"nan"}
 FUNCTIONS = {"grad_norm": "backward", "update_ratio": "update", "abs": None, "lane": None}
