@@ -6,6 +6,7 @@ puts back what it changed (`_look`). A mixin of `Debugger`."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -18,12 +19,29 @@ from gdstep.resuming import HANDED_OVER
 from gdstep.rewind import edit_names
 
 OBSERVED = ("forward", "loss", "backward")    # the phases watch() receives at once
+_GDSTEP = str(Path(__file__).parent)
+
+
+def _caller():
+    """The frame that called gdstep's hook (torch's, running the optimizer's step)."""
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_code.co_filename.startswith(_GDSTEP):
+        frame = frame.f_back
+    return frame
+
+
+def _on_stack(frame) -> bool:
+    """Whether `frame` is still running (an exception out of it ends it)."""
+    f = sys._getframe(1)
+    while f is not None and f is not frame:
+        f = f.f_back
+    return f is not None
 
 
 class Watching:
     _lost: str | None = None      # why the session could not come back to where the loop stands (_back_to_loop)
     _lost_at = 0                  # and in which of the loop's iterations
-    _step_began = None            # the optimizer whose step the loop is in (between its pre- and post-hook)
+    _step_began = None            # (the optimizer whose step the loop is in, torch's frame of it): between its hooks
 
     def watch(self, loss, y=None) -> float:
         """Record the iteration the loop has just run forward and backward on (call it
@@ -31,6 +49,9 @@ class Watching:
         b = self.backend
         self._mode = "watch"
         began, self._step_began = self._step_began, None
+        if began is not None and not _on_stack(began[1]):     # its step raised (a closure before its watch())
+            began = None
+        began = began and began[0]
         lost, self._lost = self._lost, None
         why = lost or self._changed_model()
         if why is not None:       # model.double(), requires_grad_, add_param_group; a way back that failed
@@ -119,7 +140,7 @@ class Watching:
             if b.driving or self._handling or b._reading or self._lost is not None:    # gdstep's own step (a
                 return                                                                # recomputation); or lost
             b.loop_goes_on()                      # the loop's own step: a handler's hold is over
-            self._step_began = optimizer          # (a watch() inside it, `optimizer.step(closure)`, ends by
+            self._step_began = (optimizer, _caller())      # (a watch() inside it, `optimizer.step(closure)`, ends by
             if s is not None and s.phase_due == "update":      # what is done here)
                 self._before_update(optimizer)
 

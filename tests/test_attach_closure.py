@@ -8,6 +8,7 @@ loop, and every one said the loop had not stepped)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -153,3 +154,38 @@ def test_steps_of_iterations_not_watched_count_no_forward_of_the_next():
     assert lean == [True] * 3 and not [e for e in dbg.session.events if "ran forward" in e.message]
     dbg.close()
 
+
+def test_a_closure_that_raised_before_its_watch_leaves_no_step_begun_behind():
+    """The closure raised before its watch() (the loop caught it and went on without
+    closures): torch ran the step's pre-hook but not its post-hook. The next watch() took the
+    step as still running: it did the step's work at once, and so missed what the loop
+    changed between watch() and step() — here a weight decay by hand — whose update the
+    records then showed without it (a rewind recomputed it so: silently not the loop's)."""
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    crit = nn.MSELoss()
+    dbg = gdstep.attach(model, opt, crit)
+    g = torch.Generator().manual_seed(1)
+    after = []
+    for i in range(5):
+        x, y = torch.randn(8, 3, generator=g), torch.randn(8, 2, generator=g)
+        if i == 1:
+            def closure():
+                raise ValueError("the loop's own error, before its watch()")
+            with pytest.raises(ValueError):
+                opt.step(closure)
+        opt.zero_grad()
+        loss = crit(model(x), y)
+        loss.backward()
+        dbg.watch(loss, y)
+        with torch.no_grad():
+            model.weight.mul_(0.9)              # weight decay by hand, between watch() and step()
+        opt.step()
+        after.append(model.weight.detach().clone())
+    s = dbg.session
+    assert any("between watch() and optimizer.step()" in e.message for e in s.events)
+    for step in range(1, 5):                    # each update as the loop made it, read back by a rewind
+        s.seek(4 * step)
+        assert np.array_equal(s.params["weight"], after[step - 1].numpy()), step
+    dbg.close()
