@@ -87,6 +87,8 @@ def test_a_break_file_header_and_its_first_non_finite_line_agree(tmp_path, monke
     assert header == first == "non-finite value nan in layer fc1 linear output[2,0] during forward"
     meta = json.loads(str(np.load(tmp_path / "gdstep-break-2.npz")["meta"]))
     assert meta["nonfinite"] == first and not np.isfinite(meta["loss"])
+    # where the loop stands, as the summary's text says it (meta said "epoch 3 · iteration 1": a scenario's words)
+    assert meta["cursor"] == "loop iteration 3 · forward next" and text[1].startswith("  at loop iteration 3 · forward next")
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

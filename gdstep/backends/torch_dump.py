@@ -94,7 +94,7 @@ def summary(session, message: str) -> tuple[str, dict]:
     bwd = s.record("backward")
     bad = first_nonfinite(s)
     meta = {
-        "message": message, "cursor": str(s.cursor), "step": s.step_count,
+        "message": message, "cursor": s.where, "step": s.step_count,
         "phase_due": s.phase_due, "backend": s.backend.name, "device": s.backend.device, "dtype": s.backend.dtype,
         "loss": None if loss is None else loss.value, "losses": list(s.history.losses[-20:]),
         "grad_norms": None if bwd is None else dict(bwd.grad_norms),
