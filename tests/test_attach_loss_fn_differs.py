@@ -149,3 +149,40 @@ def test_a_loss_fn_that_draws_random_numbers_leaves_the_loops_generator_and_is_n
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), bare.parameters())) and draw == bare_draw
     assert not [e for e in dbg.session.events if "is not loss_fn(output, y)" in e.message]
     dbg.close()
+
+
+def test_a_loss_computed_after_the_forwards_autocast_ends_is_recomputed_so(capsys):
+    """An AMP loop that computes its loss outside `with torch.autocast(...)` (the forward in
+    bfloat16, then the criterion on its bfloat16 output): the loss module's hook saw the
+    loss made from the output and y, so the iteration was lean, but its recomputation ran
+    the loss in the forward's autocast, a float32 cross-entropy: a rewind showed 1.4097 where
+    the loop's loss was 1.3906, silently. A plain function's loss was said to be "another
+    criterion". Each loss is now recomputed in its own autocast state: the rewinds give the
+    loop's losses and parameters bit for bit, and nothing is said."""
+    for criterion in (nn.CrossEntropyLoss(), lambda out, y: nn.functional.cross_entropy(out, y)):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        dbg = gdstep.attach(model, opt, criterion)
+        g = torch.Generator().manual_seed(1)
+        losses, params = [], []
+        for _ in range(6):
+            x, y = torch.randn(16, 8, generator=g), torch.randint(0, 4, (16,), generator=g)
+            opt.zero_grad()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = model(x)
+            loss = criterion(out, y)                   # after the autocast: bfloat16, as its input
+            loss.backward()
+            dbg.watch(loss, y)
+            opt.step()
+            losses.append(loss.item())
+            params.append({n: p.detach().clone() for n, p in model.named_parameters()})
+        s = dbg.session
+        assert s.replay_inexact is None and not [e for e in s.events if e.kind == "inexact"]
+        for step in (1, 3, 5):
+            s.seek(4 * step + 2)                       # the loss of iteration step + 1, recomputed
+            assert s.record("loss").value == losses[step]
+            s.seek(4 * step + 4)
+            assert all(torch.equal(torch.from_numpy(s.params[n]), p) for n, p in params[step].items())
+        assert "gdstep:" not in capsys.readouterr().err
+        dbg.close()

@@ -5,8 +5,11 @@ the loop hands over an iteration and entered again around every recompute of it,
 casts of the weights that autocast caches dropped (a rewind changes the weights in place):
 at `dbg.step`, for all of its phases, which gdstep runs there; in watch mode, where the loop
 runs them itself, at the loop's call of the model for its forward and loss (the usual
-`with torch.autocast(...): loss = loss_fn(model(x), y)`) and at `watch()` for its backward
-(the usual `loss.backward()` outside it)."""
+`with torch.autocast(...): loss = loss_fn(model(x), y)`), and at `watch()` for its backward
+(the usual `loss.backward()` outside it). A loss the loop computes in another state than its
+forward (after the `with` ends: in the output's precision) is recomputed in its own: the
+loss module's hook reads it, or, for a function, the loss computed with autocast off is
+found to be the loop's (gdstep.backends.attach_recompute)."""
 
 from __future__ import annotations
 

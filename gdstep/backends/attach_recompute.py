@@ -11,6 +11,7 @@ import contextlib
 import math
 import sys
 
+from gdstep.backends.attach_autocast import autocast_state, entered
 from gdstep.backends.attach_batches import version_now
 from gdstep.backends.attach_turns import Turns
 from gdstep.backends.backward_pass import reentrant_checkpoint
@@ -160,6 +161,7 @@ class Recomputable(Turns):
         call, self._loss_call = self._loss_call, None
         if (call is not None and call[1] is loss and len(call[0]) == 2 and call[0][0] is self._loop_out
                 and call[0][1] is kept.y):
+            self._note_loss_autocast(call[2])
             return True
         torch = self._torch
         try:
@@ -181,6 +183,12 @@ class Recomputable(Turns):
         if not isinstance(again, torch.Tensor) or again.numel() != 1:
             return False
         value = again.item()
+        at = self._autocast_at.get(self._updates, (None,))[0]
+        if value != self._seen_loss and at is not None and at.enabled:     # a loss after the forward's autocast
+            off = at._replace(enabled=False)
+            if self._loss_again(kept.y, autocast=off).item() == self._seen_loss:
+                self._note_loss_autocast(off)
+                return True
         if (value != self._seen_loss and math.isfinite(value) and math.isfinite(self._seen_loss)
                 and not self._loss_draws(kept.y)):      # (one that draws is replayed by a recomputation)
             self.__dict__.setdefault("_loss_differs", set()).add(self._updates)      # (why_not_recomputed)
@@ -205,23 +213,41 @@ class Recomputable(Turns):
                 return True          # (unknown: said nothing of)
             return not torch.equal(state, torch.get_rng_state())
 
-    def _loss_again(self, y, give_back: bool = True):
-        """loss_fn(output, y), as a recomputation calls it — in the loop's autocast (an AMP
-        loop's loss is a lower precision's), its random generator given back after (a loss
-        that draws must not move the loop's) —: without gradients where it runs so (cheaper),
+    def _autocast_of_loss(self):
+        """At the loop's call of the loss module: its autocast state (the forward's where
+        autocast is off in both, the usual case, read in one call)."""
+        at = self._autocast_call
+        if at is not None and not at.enabled and not self._torch.is_autocast_enabled(at.device_type):
+            return at
+        return autocast_state(self._torch, self.device)
+
+    def _note_loss_autocast(self, state) -> None:
+        """The loop computed this iteration's loss in `state`: where it is not the forward's
+        autocast (the loss after `with torch.autocast(...)` ends), a recomputation runs the
+        loss so."""
+        states = self._autocast_at.get(self._updates)
+        if states is not None and state is not None and state != states[0]:
+            self._autocast_at[self._updates] = (*states[:2], state)
+
+    def _loss_again(self, y, give_back: bool = True, autocast=None):
+        """loss_fn(output, y), as a recomputation calls it — in the loop's autocast for its
+        loss (an AMP loop's loss is a lower precision's; or in `autocast`), its random
+        generator given back after (a loss that draws must not move the loop's) —: without
+        gradients where it runs so (cheaper),
         else with them, on the output made a leaf that requires them (a loss that
         differentiates: from then on with them at once); raises what that call raises."""
         torch, output = self._torch, self.output
         rng = self.loops_generator if give_back else contextlib.nullcontext
+        cast = (lambda: entered(torch, autocast)) if autocast is not None else (lambda: self._loop_autocast(loss=True))
         if not self._loss_needs_grad:
             try:
-                with torch.no_grad(), self._loop_autocast(), rng():
+                with torch.no_grad(), cast(), rng():
                     return self.loss_fn.loss_fn(output, y)
             except Exception:
                 pass
         if isinstance(output, torch.Tensor) and output.is_floating_point():
             output = output.detach().requires_grad_()
-        with torch.enable_grad(), self._loop_autocast(), rng():
+        with torch.enable_grad(), cast(), rng():
             again = self.loss_fn.loss_fn(output, y)
         self._loss_needs_grad = True
         return again

@@ -104,7 +104,7 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, FollowedBuffers, Sha
                 self._hooks.append(p.register_post_accumulate_grad_hook(detachable(self._grad_hook)))
 
     def _loss_hook(self, module, args, result) -> None:
-        self._loss_call = (args, result)
+        self._loss_call = (args, result, self._autocast_of_loss())
 
     def _input_hook(self, module, args, kwargs):
         if (self.handed_over is not None or self.on_loop_call is not None) and self._loops_own_call():
@@ -278,10 +278,10 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, FollowedBuffers, Sha
         """The modules' train and eval modes as the loop had them for the iteration at hand."""
         return entered_modes(self._all_modules, self._modes_at.get(self._updates))
 
-    def _loop_autocast(self, backward: bool = False):
-        """Autocast as the loop had it for the iteration at hand: for its forward and loss, or its backward."""
+    def _loop_autocast(self, backward: bool = False, loss: bool = False):
+        """Autocast as the loop had it for the iteration at hand: for its forward, its loss (the forward's unless its own was seen), or its backward."""
         states = self._autocast_at.get(self._updates)
-        return entered(self._torch, None if states is None else states[backward])
+        return entered(self._torch, None if states is None else states[2 if loss and len(states) > 2 else backward])
 
     def _call(self, params, x):
         with self._loop_autocast():        # (its callers choose the modes: `evaluate` runs in eval mode)
@@ -289,7 +289,7 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, FollowedBuffers, Sha
 
     def loss_lean(self, outputs, y, flags, per_sample: bool = True):
         self._stay()
-        with self._loop_autocast():
+        with self._loop_autocast(loss=True):
             return super().loss_lean(outputs, y, flags, per_sample)
 
     def loss(self, outputs, y, per_sample: bool = True):
@@ -302,7 +302,7 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, FollowedBuffers, Sha
         if kept is not None and kept.y is None and self._watching:
             raise GdstepError("watch(loss) was given no targets, so the loss cannot be recomputed: "
                               "pass dbg.watch(loss, y); a loss without targets: pass a placeholder, dbg.watch(loss, ()), which loss_fn ignores")
-        with self._loop_autocast():
+        with self._loop_autocast(loss=True):
             return super().loss(outputs, y, per_sample)
 
     def backward(self, x, outputs, y):
