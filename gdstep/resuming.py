@@ -19,11 +19,38 @@ HANDED_OVER = ("attach mode: your loop goes on from where it stands when this ha
 class Resuming:
     def _resync(self) -> None:
         """Stand at the loop's iteration boundary (after a debugger session moved us)."""
-        s = self.session
+        s, b = self.session, self.backend
         target = 4 * self._loop_step
         if s.position != target:
-            s.seek(target)
+            b._own_move = True
+            try:
+                s.seek(target)
+            finally:
+                b._own_move = False
         self._tell_if_recomputed()
+
+    def _user_moves(self) -> None:
+        """The loop's own code moves the session between its calls of gdstep (watch mode:
+        `dbg.session.seek(…)` to look back while training goes on): the loop's tensors are
+        held now and, at its next training call (of its model with gradients on, of gdstep,
+        of the optimizer's step) or at `dbg.close()`, put back with the session where the loop stands, as after a break —
+        but the gradients, the param groups' values (a scheduler's step), the GradScaler and
+        torch's generator as the loop has them then, its own since (AttachBackend.moving)."""
+        b = self.backend
+        position, held = self.session.position, b.loop_state()
+        live, _, observed, _, versions, outer, output = held
+
+        def back() -> None:
+            grads, groups = [(p, p.grad) for _, p in b._train], b.group_values()
+            with b.loops_generator():
+                self._back_to_loop(position, (live, grads, observed, None, versions, outer, output))
+            b.set_group_values(groups)
+            if self._lost is None and self.session.position != position:     # no way back (its batches are gone)
+                self._lost = ("the session, moved by your loop's code (dbg.session.seek, back) to where it could not "
+                              "come back from")
+                self._lost_at = (position + 3) // 4
+
+        b._user_hold = back
 
     def _tell_if_recomputed(self) -> None:
         """Where an iteration recomputed since the loop last handed one over (a rewind, and

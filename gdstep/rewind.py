@@ -230,7 +230,7 @@ class Rewind:
         return self.cursor
 
     def _seek(self, target: int) -> None:
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), (self.backend.moving() if self.attached else nullcontext()):
             self._seek_to(target)
 
     def _seek_to(self, target: int) -> None:

@@ -92,6 +92,36 @@ class Turns:
         finally:
             self._set_rng(rng)
 
+    _own_move = False                 # gdstep moves the session back to the loop (Resuming._resync)
+    _user_hold = None                 # the way back from the loop's own moves of the session (`moving`)
+
+    @contextmanager
+    def moving(self):
+        """Around a move of the session (a seek, a rewind). Where the loop's own code makes
+        it between its calls of gdstep in watch mode (no hold of gdstep's around it: not a
+        break, a read, the way back), the model's tensors, which are the session's, are
+        held first, to be given back at the loop's next call (the Debugger's `_user_moves`);
+        torch's generator, which a recomputation sets to the iterations' own, the param
+        groups' values (a checkpoint's) and the gradients are given back as soon as the move
+        is done: the loop's draws, its scheduler's steps and its step meanwhile are a bare
+        loop's."""
+        if self._user_hold is None:
+            owner = getattr(self, "attached_by", None)          # (a weak reference to the Debugger)
+            debugger = owner() if owner is not None else None
+            if (not self._watching or self._holding or self._driving or self._reading or self._own_move
+                    or self.handed_over is not None or debugger is None or debugger.session is None):
+                yield
+                return
+            debugger._user_moves()
+        grads, groups = [(p, p.grad) for _, p in self._train], self.group_values()
+        try:
+            with self.loops_generator():
+                yield
+        finally:
+            self.set_group_values(groups)
+            for p, g in grads:
+                p.grad = g
+
     def _stay(self) -> None:
         """Refuse, before anything moves, to leave where the loop is when it could not be
         returned to (the loop must go on from exactly there), or while a handler of the
@@ -108,16 +138,27 @@ class Turns:
         if self.on_loop_call is not None:
             self.held_versions = self.param_versions()
 
-    def loop_goes_on(self) -> None:
+    @property
+    def loop_call_due(self) -> bool:
+        """Whether the loop's next call has something to end first (`loop_goes_on`)."""
+        return self.handed_over is not None or self.on_loop_call is not None or self._user_hold is not None
+
+    def loop_goes_on(self, training: bool = True) -> None:
         """The loop calls gdstep, its model or its model's state_dict() after a handler of a
         BreakpointHit returned: the hold is over, and what the debugger left to do first is
         done (step mode: the iteration the break left unfinished gets its update, so an
-        evaluation or a checkpoint sees what a bare loop's would)."""
+        evaluation or a checkpoint sees what a bare loop's would). A `training` call (not an
+        evaluation without gradients, nor a `state_dict()`: code after the loop reads the
+        session's past so) also ends a hold of the loop's own moves of the session (`moving`)."""
         self.handed_over = None
         then, self.on_loop_call = self.on_loop_call, None
-        if then is not None:          # (an evaluation's no_grad or inference_mode is the loop's, not the iteration's)
-            with self._torch.inference_mode(False), self._torch.enable_grad():
-                then()
+        back = self._user_hold if training else None
+        if back is not None:
+            self._user_hold = None
+        for call in (then, back):
+            if call is not None:          # (an evaluation's no_grad or inference_mode is the loop's, not the iteration's)
+                with self._torch.inference_mode(False), self._torch.enable_grad():
+                    call()
 
     @contextmanager
     def reading(self):
@@ -181,7 +222,7 @@ class Turns:
         """The loop saves the model or the optimizer (a checkpoint): a handler's hold is over
         (loop_goes_on)."""
         if (self.handed_over is not None or self.on_loop_call is not None) and self._loops_own_call():
-            self.loop_goes_on()
+            self.loop_goes_on(training=False)
 
     def group_values(self) -> list[dict]:
         """Each param group's hyperparameters as they are, to be given back (`set_group_values`):

@@ -107,8 +107,8 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, FollowedBuffers, Sha
         self._loss_call = (args, result, self._autocast_of_loss())
 
     def _input_hook(self, module, args, kwargs):
-        if (self.handed_over is not None or self.on_loop_call is not None) and self._loops_own_call():
-            self.loop_goes_on()                   # the loop's own call, an evaluation too: its handler is done
+        if self.loop_call_due and self._loops_own_call():     # the loop's own call, an evaluation too: its
+            self.loop_goes_on(training=not self._evaluating())      # handler is done (a look back, if it trains)
         if self._evaluating():
             self.no_fast_path()
             return
