@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -789,4 +790,41 @@ def test_a_layer_called_twice_in_one_forward_is_said_once_and_its_records_are_it
         loss_fn(bare(a, b), y).backward()
         bare_opt.step()
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), bare.parameters()))
+    dbg.close()
+
+
+@pytest.mark.parametrize("scaled", [False, True])
+def test_watch_mode_with_clipping_before_watch_rewinds_to_the_loops_parameters(scaled):
+    """clip_grad_norm_ between backward() and watch() (minGPT-ddp's loop, with a GradScaler
+    whose scaled gradients it clips): the update recomputed by a rewind stepped with
+    backward's own, unclipped gradients, so the parameters after a rewind were off (5e-3 on
+    this net, 0.03 with the scaler, whose event named random numbers and .data, not the
+    clipping). Now it steps with the gradients watch() was given: the loop's parameters,
+    bit for bit; the recomputed backward record differs, and the event names the clipping."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss_fn = nn.CrossEntropyLoss()
+    scaler = torch.amp.GradScaler("cpu") if scaled else None
+    dbg = gdstep.attach(model, opt, loss_fn, on_break="raise", scaler=scaler)
+    g = torch.Generator().manual_seed(1)
+    after = []
+    for _ in range(10):
+        x, y = torch.randn(16, 4, generator=g), torch.randint(0, 2, (16,), generator=g)
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        (scaler.scale(loss) if scaled else loss).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.05 if not scaled else 1.0)
+        dbg.watch(loss, y)
+        if scaled:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
+        after.append({n: p.detach().clone() for n, p in model.named_parameters()})
+    s = dbg.session
+    for k in (9, 7, 3):
+        s.seek(4 * k)
+        assert all(np.array_equal(s.params[n], v.numpy()) for n, v in after[k - 1].items()), k
+    assert "clipping" in s.replay_inexact and ".data" not in s.replay_inexact
     dbg.close()

@@ -149,7 +149,8 @@ class KeptBatches:
                 return f"it comes after iteration {k + 1}, which cannot be recomputed ({why}), and starts from its recomputed values"
         if step in self.__dict__.get("_grads_edited", ()):
             return ("the loop changed its gradients before watch() (clipping, another backward, an edit of .grad): "
-                    "its records hold the gradients watch() was given, a recomputation backward's own")
+                    "its records hold the gradients watch() was given, a recomputation backward's own (its "
+                    "update, recomputed, steps with the loop's gradients, so the parameters are the loop's)")
         if step in self.__dict__.get("_loss_differs", ()):
             return "the loop's loss is not loss_fn(output, y) (see the event of its first such iteration)"
         if any(k in self._no_step for k in range(start, step)):

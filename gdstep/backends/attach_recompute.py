@@ -132,6 +132,20 @@ class Recomputable(Turns):
                        f"forward ({'shared weights' if weighted else 'a module reused'}): each such layer's records show "
                        f"its last call (its output and δ){sums} (said once)", inexact=False)
 
+    def grads_edited(self) -> bool:
+        """Whether a gradient watch() is given is not as backward() made it (clipping, an
+        edit of `.grad` before watch()): noted for the iteration (why_not_recomputed)."""
+        edited = self.__dict__.setdefault("_grads_edited", set())
+        if self._updates in edited:
+            return True
+        accumulated = getattr(self, "_accumulated", {})
+        for name, (g, version) in self._watched.items():
+            made = accumulated.get(id(self._by_name[name]))
+            if made is None or made[0] is not g or made[1] != version:
+                edited.add(self._updates)
+                return True
+        return False
+
     def _recomputable(self, loss) -> bool:
         """Whether a recomputation from the kept batch gives this iteration: one forward of
         the model since the last step, its gradients not added to an unstepped iteration's,
@@ -142,13 +156,8 @@ class Recomputable(Turns):
         if (kept is None or kept.why_not is not None or kept.y is None or self.forwards_counted != 1
                 or self._rng_call is None or self._updates - 1 in self._no_step):
             return False       # (after an iteration the loop did not step: it may update the parameters itself)
-        # the gradients as backward() made them (no clipping, no edit before watch())
-        accumulated = getattr(self, "_accumulated", {})
-        for name, (g, version) in self._watched.items():
-            made = accumulated.get(id(self._by_name[name]))
-            if made is None or made[0] is not g or made[1] != version:
-                self.__dict__.setdefault("_grads_edited", set()).add(self._updates)      # (why_not_recomputed)
-                return False
+        if self.grads_edited():            # the gradients as backward() made them (no clipping before watch())
+            return False
         # the model's output as it made it (a normalisation in place before the loss changes it)
         made = self._output_version
         if made is not None and made[0] is self._loop_out and made[0]._version != made[1]:

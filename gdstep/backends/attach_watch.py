@@ -137,6 +137,8 @@ class WatchObserver(Recomputable):
         self._lean_expected = lean
         grads = {name: (g.detach() * inv if inv is not None else (g.detach() if g.requires_grad else g) if lean
                         else g.detach().clone()) for name, (g, _) in self._watched.items()}
+        if not lean and self.grads_edited():        # clipped before watch(): a recomputed update takes the loop's
+            self._used_at[self._updates] = grads     # (its backward, backward's own: said where it differs)
         self._observed = {"forward": outputs, "loss": (None, value), "backward": (deltas[-1] if deltas else None, deltas, grads)}
         self._lean_step = lean
         return lean
