@@ -123,7 +123,7 @@ def test_a_rewind_past_the_kept_batches_is_refused_and_moves_nothing():
 
     def look(session, message):
         before = (session.position, {n: p.copy() for n, p in session.params.items()})
-        with pytest.raises(GdstepError, match="keeps the batches of the last 2"):
+        with pytest.raises(GdstepError, match="is no longer kept .attach mode keeps those of the last 2 iterations"):
             session.back(iterations=5)
         outcome.append(session.position == before[0]
                        and all(np.array_equal(p, before[1][n]) for n, p in session.params.items()))
@@ -354,3 +354,37 @@ def test_stepping_forward_through_an_iteration_that_cannot_be_recomputed_says_wh
                for m in messages)
     assert not any("random number generator" in m for m in messages)
     assert torch.equal(model.weight, bare.weight) and torch.equal(model.bias, bare.bias)
+
+
+@pytest.mark.parametrize("mode", ["step", "watch"])
+def test_each_of_the_last_keep_iterations_can_be_rewound_to(mode):
+    """20 quick iterations with keep=16: the checkpoints stand at 0 and 16, and only the
+    batches of iterations 5–20 were kept, so a rewind to iteration 16 or 11 (recomputed from
+    the checkpoint at 0) was refused, and the refusal named iteration 1. The batches now
+    reach back to the checkpoint before the last 16 iterations: each of them is reached,
+    with the loop's parameters; one further back is refused naming the iteration asked for."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss_fn = nn.CrossEntropyLoss()
+    dbg = gdstep.attach(model, opt, loss_fn, [], on_break="raise")
+    g = torch.Generator().manual_seed(1)
+    after = [{n: p.detach().clone() for n, p in model.named_parameters()}]
+    for _ in range(40):
+        x, y = torch.randn(16, 4, generator=g), torch.randint(0, 2, (16,), generator=g)
+        if mode == "step":
+            dbg.step(x, y)
+        else:
+            opt.zero_grad()
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            dbg.watch(loss, y)
+            opt.step()
+        after.append({n: p.detach().clone() for n, p in model.named_parameters()})
+    s = dbg.session
+    for k in range(40 - 16, 40):                  # the start of each of the last 16 iterations
+        s.seek(4 * k)
+        assert all(np.array_equal(s.params[n], v.numpy()) for n, v in after[k].items()), k
+    with pytest.raises(GdstepError, match="cannot recompute iteration 3 from the checkpoint before it"):
+        s.seek(4 * 3)
+    dbg.close()

@@ -69,12 +69,15 @@ def test_a_seek_between_watch_and_step_leaves_the_update_the_loops():
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), bare.parameters()))
 
 
-def test_a_seek_where_no_batch_is_kept_is_refused_or_undone_and_the_loop_goes_on_as_bare():
-    """seek(0) after 20 iterations: the session may not come back (iteration 1's batch is
-    gone): the loop goes on unchanged, and gdstep attaches afresh, in one line."""
-    bare, _ = train()
-    model, seen = train(seek_at=20, target=0)
+def test_a_seek_the_session_cannot_come_back_from_leaves_the_loop_as_bare():
+    """seek(0) after 36 iterations: the session cannot come back (the way back recomputes
+    from iteration 1, whose batch is gone): the loop goes on unchanged, and gdstep attaches
+    afresh from the next iteration, in one line (the loop's next watch() raised)."""
+    bare, _ = train(n=40)
+    model, seen = train(seek_at=36, target=0, n=40)
+    assert "params" in seen
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), bare.parameters()))
+    assert any("could not come back from, so gdstep attached afresh" in e for e in seen["events"])
 
 
 def test_closing_after_a_look_back_gives_the_model_the_loops_weights():

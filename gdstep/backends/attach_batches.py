@@ -65,13 +65,25 @@ class KeptBatches:
         self._autocast_call = self._modes_call = None
         self.x, self.y = kept.shown_x, kept.shown_y
         self.n_samples = rows(kept.x if kept.x is not None else kept.kwargs)
-        for old in [s for s in self._batches if s <= step - self._keep]:
+        for old in [s for s in self._batches if s < self._oldest_kept(step)]:
             del self._batches[old]
             self._used_at.pop(old, None)
             self._rng_at.pop(old, None)
             self._autocast_at.pop(old, None)
             self._modes_at.pop(old, None)
             self._no_step.discard(old)
+
+    def _oldest_kept(self, step: int) -> int:
+        """The oldest iteration whose batch is kept, at iteration `step`: the last `keep`
+        iterations can each be rewound to, so the batches reach back to the checkpoint
+        their recomputation starts from (the one before the oldest of them: a rewind to an
+        iteration's start shows the records of the one before), at most 2·keep in all."""
+        oldest = step - self._keep + 1
+        s = self._session
+        if s is None:
+            return oldest
+        start = s._timeline.at_or_before(max(oldest - 1, 0)).step
+        return max(min(start, oldest), step + 1 - 2 * self._keep)
 
     _input_version: tuple | None = None      # (the input of the loop's latest call of the model, its version then)
 
@@ -170,8 +182,12 @@ class KeptBatches:
             if kept is None and step > latest:        # not given yet
                 raise GdstepError(NEXT_BATCH)
             if kept is None:
-                raise BatchesGone(f"cannot recompute iteration {step + 1}: attach mode keeps the batches of the "
-                                  f"last {self._keep} iterations (gdstep.attach(..., keep=N) keeps more)")
+                start = checkpoint.updates
+                raise BatchesGone(f"cannot recompute iteration {through + 1}"
+                                  + (f" from the checkpoint before it (iteration {start + 1}'s start)" if start < through else "")
+                                  + f": the batch of iteration {step + 1} is no longer kept (attach mode keeps those of "
+                                  f"the last {self._keep} iterations, from the checkpoint before them; "
+                                  "gdstep.attach(..., keep=N) keeps more)")
             if kept.why_not:
                 raise GdstepError(f"cannot recompute iteration {step + 1}: {kept.why_not}; gdstep shows what "
                                   "the loop computed there")
