@@ -83,24 +83,10 @@ class Debugger(LoopEdits, Reattaching, Resuming, Watching):
             hint = (" (a loop that updates the parameters itself, through .data: attach an optimizer it never steps, "
                     "e.g. torch.optim.SGD(model.parameters(), lr=0.1))" if optimizer is None else "")
             raise GdstepError(f"attach: optimizer must be a torch.optim optimizer, got {type(optimizer).__name__}{hint}")
-        from gdstep.backends.torch_support import needs_closure, sparse_grads, subclassed, unmade
-        sparse, lazy = sparse_grads(model), unmade(model)
-        if sparse is not None:
-            raise GdstepError(f"attach: {sparse!r} makes sparse gradients (sparse=True): gdstep's norms, "
-                              "records and recomputations take dense ones; debug the model with sparse=False (and a "
-                              "dense optimizer in place of SparseAdam)")
-        if lazy is not None:
-            raise GdstepError(f"attach: the model's parameter {lazy!r} is not made yet (a lazy module's): "
-                              "call the model once on a batch before attach")
-        which = subclassed(model)
-        if which is not None:
-            raise GdstepError(f"attach: the model's parameter {which}, a tensor subclass (e.g. the DTensor of FSDP2's "
-                              "fully_shard or of tensor parallelism): gdstep reads and records whole plain tensors; "
-                              "debug the model unsharded (in one process, or under DDP)")
-        if any(needs_closure(o) for o in getattr(optimizer, "optimizers", [optimizer])):
-            raise GdstepError(f"attach: {type(optimizer).__name__} needs a closure for step(), which runs the model "
-                              "several times a step; gdstep steps forward, loss, backward and update one at a time: "
-                              "debug the loop with an optimizer that steps without one (SGD, Adam, ...)")
+        from gdstep.backends.torch_support import attach_refusal
+        why = attach_refusal(model, optimizer)
+        if why is not None:
+            raise GdstepError(f"attach: {why}")
         if not callable(loss_fn):
             raise GdstepError(f"attach: loss_fn must be callable as loss_fn(output, target), got {type(loss_fn).__name__}")
         if before_update is not None and not callable(before_update):

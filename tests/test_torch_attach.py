@@ -609,3 +609,27 @@ def test_attach_refuses_a_model_that_makes_sparse_gradients_in_one_line():
     with pytest.raises(GdstepError, match=r"^attach: '0' makes sparse gradients \(sparse=True\)"):
         gdstep.attach(model, opt, nn.MSELoss())
     assert gdstep_hooks(model, opt) == []
+
+
+def test_attach_to_a_model_whose_layers_are_in_a_plain_list_is_refused_in_one_line():
+    """pytorch/examples' mnist_forward_forward keeps its layers in a plain list: the model
+    registers no parameter, and attach took it with an optimizer of the layers' parameters
+    without a word (every record empty). So with an optimizer of another model's."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = [nn.Linear(4, 4), nn.Linear(4, 2)]
+
+        def forward(self, x):
+            for layer in self.layers:
+                x = layer(x)
+            return x
+
+    net = Net()
+    opt = torch.optim.SGD([p for layer in net.layers for p in layer.parameters()], lr=0.1)
+    with pytest.raises(GdstepError, match=r"^attach: the model has no parameters \(layers kept in a plain list"):
+        gdstep.attach(net, opt, nn.CrossEntropyLoss())
+    other = nn.Linear(2, 2)
+    with pytest.raises(GdstepError, match=r"^attach: the model holds none of the parameters the optimizer trains"):
+        gdstep.attach(nn.Linear(2, 2), torch.optim.SGD(other.parameters(), lr=0.1), nn.MSELoss())
+    assert not net._forward_hooks and not net._forward_pre_hooks        # refused before any hook

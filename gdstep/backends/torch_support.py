@@ -110,3 +110,29 @@ def needs_closure(optimizer) -> bool:
     except (TypeError, ValueError):
         return False
     return parameter is not None and parameter.default is inspect.Parameter.empty
+
+
+def attach_refusal(model, optimizer) -> str | None:
+    """Why gdstep cannot attach to this model and optimizer (said after "attach: "), or None."""
+    sparse, lazy, which = sparse_grads(model), unmade(model), subclassed(model)
+    if sparse is not None:
+        return (f"{sparse!r} makes sparse gradients (sparse=True): gdstep's norms, records and recomputations take "
+                "dense ones; debug the model with sparse=False (and a dense optimizer in place of SparseAdam)")
+    if lazy is not None:
+        return f"the model's parameter {lazy!r} is not made yet (a lazy module's): call the model once on a batch before attach"
+    if which is not None:
+        return (f"the model's parameter {which}, a tensor subclass (e.g. the DTensor of FSDP2's fully_shard or of "
+                "tensor parallelism): gdstep reads and records whole plain tensors; debug the model unsharded (in one "
+                "process, or under DDP)")
+    optimizers = getattr(optimizer, "optimizers", [optimizer])
+    if any(needs_closure(o) for o in optimizers):
+        return (f"{type(optimizer).__name__} needs a closure for step(), which runs the model several times a step; "
+                "gdstep steps forward, loss, backward and update one at a time: debug the loop with an optimizer "
+                "that steps without one (SGD, Adam, ...)")
+    mine = {id(p) for p in model.parameters()}
+    if not any(id(p) in mine for o in optimizers for g in o.param_groups for p in g["params"]):
+        plain = "layers kept in a plain list or dict register none: hold them in an nn.ModuleList or nn.ModuleDict"
+        return ("the model has no parameters (" + plain + ")" if not mine else
+                "the model holds none of the parameters the optimizer trains (an optimizer of another model's; or "
+                + plain + ")")
+    return None
