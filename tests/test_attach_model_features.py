@@ -828,3 +828,29 @@ def test_watch_mode_with_clipping_before_watch_rewinds_to_the_loops_parameters(s
         assert all(np.array_equal(s.params[n], v.numpy()) for n, v in after[k - 1].items()), k
     assert "clipping" in s.replay_inexact and ".data" not in s.replay_inexact
     dbg.close()
+
+
+def test_a_deep_trunk_called_twice_is_named_by_its_first_rows_and_a_count():
+    """A Siamese net whose trunk is a ResNet named every one of its rows in the event."""
+    class Siamese(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.trunk = nn.Sequential(*[nn.Linear(4, 4) if i % 2 == 0 else nn.ReLU() for i in range(8)])
+            self.fc = nn.Linear(8, 1)
+
+        def forward(self, a, b):
+            return self.fc(torch.cat((self.trunk(a), self.trunk(b)), 1))
+
+    torch.manual_seed(0)
+    model = Siamese()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    dbg = gdstep.attach(model, opt, nn.MSELoss())
+    a, b, y = torch.randn(4, 4), torch.randn(4, 4), torch.randn(4, 1)
+    opt.zero_grad()
+    loss = nn.functional.mse_loss(model(a, b), y)
+    loss.backward()
+    dbg.watch(loss, y)
+    opt.step()
+    said, = [e.message for e in dbg.session.events if "more than once in one forward" in e.message]
+    assert "the model called trunk.0, trunk.1, trunk.2, trunk.3 and 5 other layers more than once" in said
+    dbg.close()

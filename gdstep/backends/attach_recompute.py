@@ -125,7 +125,8 @@ class Recomputable(Turns):
             return
         self.__dict__.setdefault("_told_kinds", set()).add("repeated rows")
         repeated = list(dict.fromkeys(i for i in order if order.count(i) > 1))
-        names = ", ".join(self._rows[i][0] for i in repeated)
+        names = ", ".join(self._rows[i][0] for i in repeated[:4])
+        names += f" and {len(repeated) - 4} other layers" if len(repeated) > 4 else ""
         weighted = any(next(self._rows[i][1].parameters(), None) is not None for i in repeated)
         sums = ", while its gradients sum every call's, as backward made them" if weighted else ""
         self._announce(self._updates, f"iteration {self._updates + 1}: the model called {names} more than once in one "
