@@ -233,6 +233,10 @@ class Debugger(LoopEdits, Reattaching, Resuming, Watching):
             self._attach_again(why, watching=False)
             b = self.backend
         b.loop_goes_on()           # on_break="raise" left an iteration at its break: finished first
+        if self._lost is not None:       # the loop's own look back could not come back (Resuming._user_moves)
+            lost, self._lost = self._lost, None
+            self._attach_again(lost, watching=False, step=self._lost_at + 1)
+            b = self.backend
         s = self.session or self._first_step_session(x, args, kwargs)
         self._check_loop_edits()
         self._resync()

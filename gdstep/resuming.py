@@ -19,14 +19,10 @@ HANDED_OVER = ("attach mode: your loop goes on from where it stands when this ha
 class Resuming:
     def _resync(self) -> None:
         """Stand at the loop's iteration boundary (after a debugger session moved us)."""
-        s, b = self.session, self.backend
+        s = self.session
         target = 4 * self._loop_step
         if s.position != target:
-            b._own_move = True
-            try:
-                s.seek(target)
-            finally:
-                b._own_move = False
+            s.seek(target)
         self._tell_if_recomputed()
 
     def _user_moves(self) -> None:
@@ -42,6 +38,9 @@ class Resuming:
 
         def back() -> None:
             grads, groups = [(p, p.grad) for _, p in b._train], b.group_values()
+            if b._session_groups is not None:     # the way back steps on from where the session stands
+                b.set_group_values(b._session_groups)
+                b._session_groups = None
             with b.loops_generator():
                 self._back_to_loop(position, (live, grads, observed, None, versions, outer, output))
             b.set_group_values(groups)

@@ -9,11 +9,27 @@ loop's scheduler moved on. Mixed into AttachBackend through WatchObserver."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 
 from gdstep.errors import GdstepError
+
+
+_GDSTEP = str(Path(__file__).parent.parent)
+_SESSION = tuple(str(Path(_GDSTEP) / name) for name in ("rewind.py", "session.py", "run_loop.py", "values.py"))
+
+
+def _from_loops_code() -> bool:
+    """Whether the session's move in progress was called by code outside gdstep (the
+    loop's own, a notebook's): the first caller of the Session's methods on the stack."""
+    frame = sys._getframe(2)
+    while frame is not None and (frame.f_code.co_filename.startswith(_SESSION)
+                                 or frame.f_code.co_filename == contextlib.__file__):
+        frame = frame.f_back
+    return frame is not None and not frame.f_code.co_filename.startswith(_GDSTEP)
 
 
 class Turns:
@@ -92,32 +108,35 @@ class Turns:
         finally:
             self._set_rng(rng)
 
-    _own_move = False                 # gdstep moves the session back to the loop (Resuming._resync)
     _user_hold = None                 # the way back from the loop's own moves of the session (`moving`)
+    _session_groups = None            # meanwhile, the param groups' values as the session has them (the loop has its own)
 
     @contextmanager
     def moving(self):
         """Around a move of the session (a seek, a rewind). Where the loop's own code makes
-        it between its calls of gdstep in watch mode (no hold of gdstep's around it: not a
-        break, a read, the way back), the model's tensors, which are the session's, are
+        it between its calls of gdstep (not gdstep's: a run, a break's app or handler, a
+        read, the way back), the model's tensors, which are the session's, are
         held first, to be given back at the loop's next call (the Debugger's `_user_moves`);
         torch's generator, which a recomputation sets to the iterations' own, the param
-        groups' values (a checkpoint's) and the gradients are given back as soon as the move
-        is done: the loop's draws, its scheduler's steps and its step meanwhile are a bare
-        loop's."""
+        groups' values (a checkpoint's: the session's are set again for its next move) and
+        the gradients are given back as soon as the move is done: the loop's draws, its
+        scheduler's steps and its step meanwhile are a bare loop's."""
         if self._user_hold is None:
             owner = getattr(self, "attached_by", None)          # (a weak reference to the Debugger)
             debugger = owner() if owner is not None else None
-            if (not self._watching or self._holding or self._driving or self._reading or self._own_move
-                    or self.handed_over is not None or debugger is None or debugger.session is None):
+            if (self._holding or self._driving or self._reading or self.handed_over is not None or debugger is None
+                    or debugger.session is None or debugger._handling or not _from_loops_code()):
                 yield
                 return
             debugger._user_moves()
         grads, groups = [(p, p.grad) for _, p in self._train], self.group_values()
+        if self._session_groups is not None:          # the session's, where the last move left them
+            self.set_group_values(self._session_groups)
         try:
             with self.loops_generator():
                 yield
         finally:
+            self._session_groups = self.group_values()
             self.set_group_values(groups)
             for p, g in grads:
                 p.grad = g
