@@ -26,24 +26,32 @@ class Resuming:
         self._tell_if_recomputed()
 
     def _user_moves(self) -> None:
-        """The loop's own code moves the session between its calls of gdstep (watch mode:
-        `dbg.session.seek(…)` to look back while training goes on): the loop's tensors are
-        held now and, at its next training call (of its model with gradients on, of gdstep,
-        of the optimizer's step) or at `dbg.close()`, put back with the session where the loop stands, as after a break —
-        but the gradients, the param groups' values (a scheduler's step), the GradScaler and
-        torch's generator as the loop has them then, its own since (AttachBackend.moving)."""
+        """The loop's own code moves the session between its calls of gdstep (`dbg.session.
+        seek(…)` to look back while training goes on): the loop's tensors are held now and,
+        at its next call of its model or of gdstep, or at `dbg.close()`, put back with the
+        session where the loop stands, as after a break — the param groups, gradients and
+        scaler as the loop has them then (AttachBackend.moving). A parameter the loop
+        changed in place meanwhile was changed on the weights looked at: said, lost."""
         b = self.backend
         position, held = self.session.position, b.loop_state()
         live, _, observed, _, versions, outer, output = held
 
         def back() -> None:
-            grads, groups = [(p, p.grad) for _, p in b._train], b.group_values()
-            if b._session_groups is not None:     # the way back steps on from where the session stands
-                b.set_group_values(b._session_groups)
-                b._session_groups = None
+            loop = b._loop_side()
+            edited = [name for (name, p), v in zip(b._named, b._moved_versions) if p._version != v]
+            if b._session_side is not None:     # the way back steps on from where the session stands
+                b._set_side(b._session_side)
+                b._session_side = None
             with b.loops_generator():
-                self._back_to_loop(position, (live, grads, observed, None, versions, outer, output))
-            b.set_group_values(groups)
+                self._back_to_loop(position, (live, [], observed, None, versions, outer, output))
+            b._set_side(loop)
+            if edited:
+                message = (f"iteration {(position + 3) // 4 + 1}: your loop changed {', '.join(edited[:4])} in place "
+                           "while it looked back (dbg.session.seek): the change was made on the weights looked at, "
+                           "which are its own again now, so it is lost (training goes on without it); look back where "
+                           "the loop changes nothing before its next call of the model or of gdstep")
+                self.session.log("inexact", message)
+                print(f"gdstep: {message}", file=sys.stderr)
             if self._lost is None and self.session.position != position:     # no way back (its batches are gone)
                 self._lost = ("the session, moved by your loop's code (dbg.session.seek, back) to where it could not "
                               "come back from")

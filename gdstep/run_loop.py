@@ -69,7 +69,7 @@ class RunLoop:
         """The run loop. `on_phase` is called after every phase (from the caller's thread);
         returning True pauses the run there. `ahead`: `done` holds only at an iteration's
         end, so iterations may be computed before they are checked (gdstep.run_ahead)."""
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), (self.backend.moving() if self.attached else contextlib.nullcontext()):
             return self._run_loop(done, until, epoch_limit, done_reason, on_phase, ahead)
 
     def _run_loop(self, done, until, epoch_limit, done_reason, on_phase, ahead=False) -> RunResult:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -208,9 +209,10 @@ class Session(RunLoop, RunAhead, FusedPhases, Rewind, SessionValues, Forks, Sess
         return self._records[PHASES[phase]]
 
     def _single(self, phase: int) -> None:
-        self._materialise()
-        with np.errstate(all="ignore"):
-            bad = self._phase_fns[phase](True)
+        with self.backend.moving() if self.attached else nullcontext():
+            self._materialise()
+            with np.errstate(all="ignore"):
+                bad = self._phase_fns[phase](True)
         if bad is not None:
             self._log("nonfinite", f"{bad}{nonfinite.REWIND_HINT}")
 

@@ -186,3 +186,35 @@ def test_a_loss_computed_after_the_forwards_autocast_ends_is_recomputed_so(capsy
             assert all(torch.equal(torch.from_numpy(s.params[n]), p) for n, p in params[step].items())
         assert "gdstep:" not in capsys.readouterr().err
         dbg.close()
+
+
+def test_a_loss_after_the_autocast_in_full_records_is_recomputed_so_too():
+    """The same with full records (lean_watch off, as with a GradScaler or several
+    optimizers): the loss module's autocast state was noted for lean iterations only."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    criterion = nn.CrossEntropyLoss()
+    dbg = gdstep.attach(model, opt, criterion)
+    dbg.lean_watch = False
+    g = torch.Generator().manual_seed(1)
+    losses, params = [], []
+    for _ in range(6):
+        x, y = torch.randn(16, 8, generator=g), torch.randint(0, 4, (16,), generator=g)
+        opt.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x)
+        loss = criterion(out, y)
+        loss.backward()
+        dbg.watch(loss, y)
+        opt.step()
+        losses.append(loss.item())
+        params.append({n: p.detach().clone() for n, p in model.named_parameters()})
+    s = dbg.session
+    for step in (1, 4):
+        s.seek(4 * step + 2)
+        assert s.record("loss").value == losses[step]
+        s.seek(4 * step + 4)
+        assert all(torch.equal(torch.from_numpy(s.params[n]), p) for n, p in params[step].items())
+    assert s.replay_inexact is None
+    dbg.close()

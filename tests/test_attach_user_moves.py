@@ -105,3 +105,136 @@ def test_closing_after_a_look_back_gives_the_model_the_loops_weights():
     assert not all(torch.equal(p, q) for p, q in zip(m2.parameters(), final))    # the model shows the past
     dbg.close()
     assert all(torch.equal(p, q) for p, q in zip(m2.parameters(), final))        # and is the loop's again
+
+
+def scaled_loop(seek_where: str | None):
+    """A GradScaler loop; the loop's code looks back at `seek_where` of iteration 12."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss_fn = nn.CrossEntropyLoss()
+    scaler = torch.amp.GradScaler("cpu")
+    dbg = gdstep.attach(model, opt, loss_fn, on_break="raise", scaler=scaler) if seek_where else None
+    for i in range(16):
+        x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        scaler.scale(loss).backward()
+        if dbg is not None:
+            dbg.watch(loss, y)
+            if i == 12 and seek_where == "before step":
+                dbg.session.seek(4 * 8)
+        scaler.step(opt)
+        if i == 12 and seek_where == "before update":
+            dbg.session.seek(4 * 8)
+        scaler.update()
+    if dbg is not None:
+        dbg.close()
+    return model, scaler
+
+
+@pytest.mark.parametrize("where", ["before step", "before update"])
+def test_a_look_back_in_a_scaled_iteration_leaves_the_scaler_the_loops(where):
+    """A seek between watch() and scaler.step(), or between scaler.step() and update():
+    the restore loaded a checkpoint's scaler state, so the loop's update() died ("No inf
+    checks were recorded prior to update"). The scaler's state is the loop's again as soon
+    as the move is done."""
+    bare, bare_scaler = scaled_loop(None)
+    model, scaler = scaled_loop(where)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), bare.parameters()))
+    assert scaler.get_scale() == bare_scaler.get_scale()
+
+
+def test_a_forward_without_gradients_after_a_look_back_uses_the_loops_weights():
+    """A DQN's target, `with torch.no_grad(): model(next_state)`, right after the loop's
+    look back: it ran on the weights looked at, and trained the next update with them."""
+    def dqn(look: bool):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        dbg = gdstep.attach(model, opt, nn.MSELoss(), on_break="raise") if look else None
+        for i in range(14):
+            s, s2, r = torch.randn(8, 4), torch.randn(8, 4), torch.randn(8, 2)
+            if dbg is not None and i == 10:
+                dbg.session.seek(4 * 6)
+            with torch.no_grad():
+                target = r + 0.9 * model(s2)
+            opt.zero_grad()
+            loss = nn.functional.mse_loss(model(s), target)
+            loss.backward()
+            if dbg is not None:
+                dbg.watch(loss, target)
+            opt.step()
+        return model
+    bare, model = dqn(False), dqn(True)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), bare.parameters()))
+
+
+def test_a_move_between_the_loops_forward_and_its_watch_is_refused_and_the_loop_goes_on():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss_fn = nn.CrossEntropyLoss()
+    dbg = gdstep.attach(model, opt, loss_fn, on_break="raise")
+    for i in range(8):
+        x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        if i == 6:
+            with pytest.raises(gdstep.GdstepError, match="does not move between your loop's forward and its"):
+                dbg.session.seek(4 * 2)
+        loss.backward()                  # the graph's weights untouched: no "modified by an inplace operation"
+        dbg.watch(loss, y)
+        opt.step()
+    dbg.close()
+
+
+def test_an_edit_of_the_loops_while_it_looks_back_is_said_lost():
+    """Weight clipping between the loop's look back and its next call is made on the weights
+    looked at, which are given back: the change is lost, and an inexact event says so."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss_fn = nn.CrossEntropyLoss()
+    dbg = gdstep.attach(model, opt, loss_fn, on_break="raise")
+    for i in range(8):
+        x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
+        if i == 6:
+            dbg.session.seek(4 * 3)
+            with torch.no_grad():
+                model[0].weight.clamp_(-0.1, 0.1)
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        dbg.watch(loss, y)
+        opt.step()
+    said = [e.message for e in dbg.session.events if e.kind == "inexact" and "while it looked back" in e.message]
+    assert len(said) == 1 and "0.weight" in said[0] and "it is lost" in said[0]
+    dbg.close()
+
+
+@pytest.mark.parametrize("how", ["next_phase", "step", "run_to"])
+def test_stepping_through_the_past_after_a_look_back_leaves_training_as_a_bare_loops(how):
+    """After a seek, the loop's code steps the session on (next_phase, step(1), run_to): only
+    the seek gave torch's generator and the gradients back, so the loop drew otherwise."""
+    def loop(look: bool):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.2), nn.Linear(8, 2))
+        opt = torch.optim.Adam(model.parameters(), lr=0.01)
+        loss_fn = nn.CrossEntropyLoss()
+        dbg = gdstep.attach(model, opt, loss_fn, on_break="raise") if look else None
+        for i in range(14):
+            if dbg is not None and i == 10:
+                s = dbg.session
+                s.seek(4 * 5)
+                {"next_phase": s.next_phase, "step": lambda: s.step(1), "run_to": lambda: s.run_to("update")}[how]()
+            x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
+            opt.zero_grad()
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            if dbg is not None:
+                dbg.watch(loss, y)
+            opt.step()
+        return model
+    bare, model = loop(False), loop(True)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), bare.parameters()))

@@ -109,37 +109,64 @@ class Turns:
             self._set_rng(rng)
 
     _user_hold = None                 # the way back from the loop's own moves of the session (`moving`)
-    _session_groups = None            # meanwhile, the param groups' values as the session has them (the loop has its own)
+    _session_side = None              # meanwhile, the session's param groups, gradients and scaler (the loop keeps its own)
+    _moved_versions: tuple = ()       # the parameters' versions as the loop's last move left them
 
     @contextmanager
     def moving(self):
-        """Around a move of the session (a seek, a rewind). Where the loop's own code makes
-        it between its calls of gdstep (not gdstep's: a run, a break's app or handler, a
-        read, the way back), the model's tensors, which are the session's, are
-        held first, to be given back at the loop's next call (the Debugger's `_user_moves`);
-        torch's generator, which a recomputation sets to the iterations' own, the param
-        groups' values (a checkpoint's: the session's are set again for its next move) and
-        the gradients are given back as soon as the move is done: the loop's draws, its
-        scheduler's steps and its step meanwhile are a bare loop's."""
-        if self._user_hold is None:
+        """Around a move of the session (a seek, a rewind, a step). Where the loop's own
+        code makes it between its calls of gdstep (not gdstep's: a run, a break's app or
+        handler, a read, the way back), the model's tensors, which are the session's, are
+        held first, to be given back at the loop's next call of its model or of gdstep (the
+        Debugger's `_user_moves`); torch's generator (which a recomputation sets to the
+        iterations' own), the param groups' values, the gradients and a GradScaler's state
+        are the loop's again as soon as the move is done (the session's are set again for
+        its next move): the loop's draws, scheduler steps and scaler meanwhile are a bare
+        loop's. A move that leaves the session where it was (refused) gives all back at
+        once. Refused between the loop's forward and its watch(): its graph holds the
+        weights as they were."""
+        new = self._user_hold is None
+        if new:
             owner = getattr(self, "attached_by", None)          # (a weak reference to the Debugger)
             debugger = owner() if owner is not None else None
             if (self._holding or self._driving or self._reading or self.handed_over is not None or debugger is None
                     or debugger.session is None or debugger._handling or not _from_loops_code()):
                 yield
                 return
+            if self._watching and self._forwards and self.last_call is not getattr(self, "_watched_call", None):
+                raise GdstepError("the session does not move between your loop's forward and its dbg.watch(): the "
+                                  "loop's graph holds the weights the forward used, which a move would write over "
+                                  "(its backward() would fail); look back after watch() or optimizer.step()")
             debugger._user_moves()
-        grads, groups = [(p, p.grad) for _, p in self._train], self.group_values()
-        if self._session_groups is not None:          # the session's, where the last move left them
-            self.set_group_values(self._session_groups)
+        loop, start = self._loop_side(), self._session.position
+        if self._session_side is not None:            # the session's, where its last move left them
+            self._set_side(self._session_side)
         try:
             with self.loops_generator():
                 yield
         finally:
-            self._session_groups = self.group_values()
-            self.set_group_values(groups)
-            for p, g in grads:
-                p.grad = g
+            self._session_side = self._loop_side()
+            self._set_side(loop)
+            self._moved_versions = tuple(p._version for _, p in self._named)
+            if new and self._session.position == start:      # nothing moved (refused): the loop's own again now
+                back, self._user_hold = self._user_hold, None
+                back()
+
+    def _loop_side(self) -> tuple:
+        """What stays the loop's own while it looks back: the param groups' values, the
+        gradients, a GradScaler's state (its scale and each optimizer's stage)."""
+        scaler = self.scaler
+        kept = None if scaler is None else (scaler.state_dict(), copy.deepcopy(scaler._per_optimizer_states))
+        return self.group_values(), [(p, p.grad) for _, p in self._train], kept
+
+    def _set_side(self, side: tuple) -> None:
+        groups, grads, scaler = side
+        self.set_group_values(groups)
+        for p, g in grads:
+            p.grad = g
+        if scaler is not None:
+            self.scaler.load_state_dict(scaler[0])
+            self.scaler._per_optimizer_states = copy.deepcopy(scaler[1])
 
     def _stay(self) -> None:
         """Refuse, before anything moves, to leave where the loop is when it could not be
@@ -166,9 +193,10 @@ class Turns:
         """The loop calls gdstep, its model or its model's state_dict() after a handler of a
         BreakpointHit returned: the hold is over, and what the debugger left to do first is
         done (step mode: the iteration the break left unfinished gets its update, so an
-        evaluation or a checkpoint sees what a bare loop's would). A `training` call (not an
-        evaluation without gradients, nor a `state_dict()`: code after the loop reads the
-        session's past so) also ends a hold of the loop's own moves of the session (`moving`)."""
+        evaluation or a checkpoint sees what a bare loop's would). A `training` call (any but a
+        `state_dict()`: code after the loop reads the session's past so; a forward without
+        gradients may be training's, a DQN's target, a GAN's fake) also ends a hold of the
+        loop's own moves of the session (`moving`).""" 
         self.handed_over = None
         then, self.on_loop_call = self.on_loop_call, None
         back = self._user_hold if training else None

@@ -125,6 +125,9 @@ class WatchObserver(Recomputable):
         self._seen_loss = value
         self._note_why_not(loss)
         self.note_repeated_rows()
+        call = self._loss_call
+        if call is not None and call[1] is loss:     # the loss module's result: recomputed in its autocast state
+            self._note_loss_autocast(call[2])
         lean = lean and inv is None and self._recomputable(loss)
         tests = self._loop_tests
         dropped, no_deltas = tests is not None and tests.dropped, self._watching and not self.watch_deltas

@@ -108,7 +108,7 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, FollowedBuffers, Sha
 
     def _input_hook(self, module, args, kwargs):
         if self.loop_call_due and self._loops_own_call():     # the loop's own call, an evaluation too: its
-            self.loop_goes_on(training=not self._evaluating())      # handler is done (a look back, if it trains)
+            self.loop_goes_on()                                     # handler is done, a look back of its undone
         if self._evaluating():
             self.no_fast_path()
             return
@@ -235,7 +235,7 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, FollowedBuffers, Sha
         compiled = ("the loop runs a torch.compile'd model, whose kernels round otherwise than the eager forward "
                     "gdstep recomputes, or " if compiled_anything() else "")
         return (f"{self.shared_hint()}{compiled}the loop draws random numbers gdstep does not replay (numpy, random, a torch.Generator), "
-                "runs a non-deterministic op, its loss is not loss_fn(output, y), its forward writes a parameter "
+                "runs a non-deterministic op, its loss is not loss_fn(output, y) (or not in the forward's autocast), its forward writes a parameter "
                 "in place (an Embedding's max_norm), or it changed a tensor through .data (torch counts no version "
                 "for that, so gdstep cannot keep the change)")
 
