@@ -60,8 +60,17 @@ class Timeline:
         """Bytes of the latest checkpoint measured (None before the first)."""
         return self._last_size
 
+    floor: int | None = None
+    """Attach mode: the latest checkpoint at or before this step stays, whatever the policy
+    (the loop's kept batches start there, so each of its last iterations can be rewound to)."""
+
+    def _floor_step(self) -> int | None:
+        i = bisect.bisect_right(self._steps, self.floor) - 1 if self.floor is not None else -1
+        return self._steps[i] if i >= 0 else None
+
     def _kept(self, step: int) -> bool:
-        return step == 0 or step % self.interval == 0 or step > self.frontier - self.recent or step in self._near
+        return (step == 0 or step % self.interval == 0 or step > self.frontier - self.recent or step in self._near
+                or step == self._floor_step())
 
     def save(self, checkpoint: Checkpoint, near: bool = False) -> None:
         """Keep `checkpoint` if the policy wants it: at the frontier, on the grid, or (`near`)
@@ -127,9 +136,10 @@ class Timeline:
         self.nbytes -= size
 
     def _thin(self) -> None:
+        floor = self._floor_step()
         while self.nbytes > self.budget:
             grid = [s for s in self._steps if s % self.interval == 0 and s % (2 * self.interval)
-                    and s <= self.frontier - self.recent and s not in self._near and s != 0]
+                    and s <= self.frontier - self.recent and s not in self._near and s != 0 and s != floor]
             if grid and self.interval < 2**40:
                 self.interval *= 2
                 for s in grid:
@@ -138,12 +148,12 @@ class Timeline:
             if self._near:                       # then the checkpoints around the last rewind
                 self.start_near()
                 continue
-            extra = [s for s in self._steps if 0 < s < self.frontier and not (s % self.interval == 0)]
+            extra = [s for s in self._steps if 0 < s < self.frontier and not (s % self.interval == 0) and s != floor]
             if extra:                            # then the recent run, oldest first
                 self._drop(extra[0])
                 self.recent = max(1, self.frontier - (extra[1] if len(extra) > 1 else self.frontier))
                 continue
-            grid = [s for s in self._steps if 0 < s < self.frontier]
+            grid = [s for s in self._steps if 0 < s < self.frontier and s != floor]
             if not grid:
                 return
             self._drop(grid[0])

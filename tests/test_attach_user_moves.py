@@ -238,3 +238,32 @@ def test_stepping_through_the_past_after_a_look_back_leaves_training_as_a_bare_l
         return model
     bare, model = loop(False), loop(True)
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), bare.parameters()))
+
+
+def test_after_a_look_back_each_of_the_last_keep_iterations_can_still_be_rewound_to():
+    """A look back at iteration 12 leaves checkpoints around its target (1–8), and the kept
+    batches then started at them; a later rewind dropped those (they are kept only around the
+    latest target), so a rewind to iteration 5 after the loop was refused. The timeline now
+    keeps the checkpoint the kept batches start from."""
+    model, seen = train(seek_at=12, target=4 * 8, n=20)
+    torch.manual_seed(0)
+    m2 = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.2), nn.Linear(8, 2))
+    opt = torch.optim.Adam(m2.parameters(), lr=0.01)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=5, gamma=0.5)
+    loss_fn = nn.CrossEntropyLoss()
+    dbg = gdstep.attach(m2, opt, loss_fn, on_break="raise")
+    for i in range(20):
+        if i == 12:
+            dbg.session.seek(4 * 8)
+        x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
+        opt.zero_grad()
+        loss = loss_fn(m2(x), y)
+        loss.backward()
+        dbg.watch(loss, y)
+        opt.step()
+        sched.step()
+    s = dbg.session
+    for k in (20, 12, 8, 5, 4):             # the last 16 iterations' starts, in an order that rewinds and goes on
+        s.seek(4 * k)
+        assert all(np.array_equal(s.params[n], v.numpy()) for n, v in seen["after"][k - 1].items()), k
+    dbg.close()

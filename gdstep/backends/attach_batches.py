@@ -82,6 +82,7 @@ class KeptBatches:
         s = self._session
         if s is None:
             return oldest
+        s._timeline.floor = max(oldest - 1, 0)       # (the timeline keeps that checkpoint: Timeline.floor)
         start = s._timeline.at_or_before(max(oldest - 1, 0)).step
         return max(min(start, oldest), step + 1 - 2 * self._keep)
 
