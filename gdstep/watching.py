@@ -301,7 +301,7 @@ class Watching:
         except Exception as e:
             # a recomputation on the way raised (the loop's loss_fn or model): the session stays
             # behind, and the next watch() attaches afresh (gdstep.reattach)
-            self._lost = (f"the debugger could not come back to where your loop stands after a break (recomputing "
+            self._lost = (f"the debugger could not come back to where your loop stands (recomputing "
                           f"raised {type(e).__name__}: {e})")
             self._lost_at = (position + 3) // 4           # the loop's iteration (its update's break: position 4k)
             print(f"gdstep: iteration {self._lost_at}: {self._lost}; your loop's own tensors are put back and it "

@@ -218,3 +218,43 @@ def test_a_loss_after_the_autocast_in_full_records_is_recomputed_so_too():
         assert all(torch.equal(torch.from_numpy(s.params[n]), p) for n, p in params[step].items())
     assert s.replay_inexact is None
     dbg.close()
+
+
+def test_a_criterion_given_as_it_is_for_a_model_returning_output_and_hidden_is_said_at_once():
+    """pytorch/examples' word_language_model: the model returns (output, hidden) and the loop
+    calls criterion(output, y); attached with the criterion as it is, a recomputation calls
+    it on the whole tuple. Watch mode took the loss module's call for loss_fn(output, y) (its
+    first tensor is the output) and said nothing; the first rewind raised the loss's own
+    TypeError out of session.seek. Now it is said at the first watch(), and a rewind into
+    such an iteration is refused in one line."""
+    import pytest
+
+    class LM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn, self.fc = nn.LSTM(4, 8), nn.Linear(8, 3)
+
+        def forward(self, x, h):
+            o, h = self.rnn(x, h)
+            return torch.log_softmax(self.fc(o).view(-1, 3), 1), h
+
+    torch.manual_seed(0)
+    model = LM()
+    opt = torch.optim.AdamW(model.parameters(), lr=0.01)
+    criterion = nn.NLLLoss()
+    dbg = gdstep.attach(model, opt, criterion, on_break="raise")
+    h = None
+    for _ in range(6):
+        x, y = torch.randn(5, 2, 4), torch.randint(0, 3, (10,))
+        opt.zero_grad()
+        out, h = model(x, h)
+        h = tuple(t.detach() for t in h)
+        loss = criterion(out, y)
+        loss.backward()
+        dbg.watch(loss, y)
+        opt.step()
+    said = [e.message for e in dbg.session.events if "fails as loss_fn(output, y)" in e.message]
+    assert len(said) == 1 and said[0].startswith("iteration 1:") and "lambda out, y:" in said[0]
+    with pytest.raises(gdstep.GdstepError, match="the loss_fn given to attach cannot be called as loss_fn"):
+        dbg.session.seek(4 * 2)
+    dbg.close()

@@ -631,7 +631,7 @@ def test_a_way_back_to_the_loop_that_fails_leaves_the_loop_its_own_training_and_
     assert caught == ["this forward fails now"] and all(returned)
     assert same(inner, bare())
     err = capsys.readouterr().err
-    assert "gdstep: iteration 3: the debugger could not come back to where your loop stands after a break " \
+    assert "gdstep: iteration 3: the debugger could not come back to where your loop stands " \
            "(recomputing raised RuntimeError: this forward fails now); your loop's own tensors are put back" in err
     assert "iteration 4: the debugger could not come back" in err and \
            "so gdstep attached afresh from the next iteration on" in err

@@ -31,11 +31,16 @@ class Recomputable(Turns):
         self._last_eval = not module.training
         self._eval_forwards += self._last_eval
 
-    def _note_loop_output(self, out) -> None:
+    _output_whole = True              # whether the model's output is one tensor (not a tuple or dict holding it)
+
+    def _note_loop_output(self, out, output) -> None:
         """At the end of the loop's forward: the output's version and the input's (what the
         model itself did to them in place is theirs; what the loop does after, a change),
-        and, from a forward in eval mode, whether its output takes part in a backward."""
+        whether `out`, its first tensor, is the whole `output` (a recomputation calls
+        loss_fn on the whole), and, from a forward in eval mode, whether its output takes
+        part in a backward."""
         self._output_version = version_now(out)
+        self._output_whole = output is out
         call = self.last_call
         self._input_version = version_now(call[0][0] if call is not None and call[0] else None)
         if self._last_eval and getattr(out, "requires_grad", False):
@@ -169,26 +174,12 @@ class Recomputable(Turns):
             return False
         # and the loop's loss is loss_fn(output, y), which a recomputation computes
         call, self._loss_call = self._loss_call, None
-        if (call is not None and call[1] is loss and len(call[0]) == 2 and call[0][0] is self._loop_out
-                and call[0][1] is kept.y):
+        if self._loss_fn_call(call, kept) and call[1] is loss:
             self._note_loss_autocast(call[2])
             return True
         torch = self._torch
-        try:
-            again = self._loss_again(kept.y)
-        except (MemoryError, torch.OutOfMemoryError):      # (no fault of the loss_fn's)
-            return False
-        except Exception as e:      # (a loss of more arguments, a y of other rows): no recomputation can call it
-            why = f"{type(e).__name__}: {e}"
-            self._batches[self._updates] = kept._replace(why_not=f"the loss_fn given to attach cannot be called as "
-                                                         f"loss_fn(output, y) ({why})")
-            message = (f"iteration {self._updates + 1}: the loss_fn given to attach fails as loss_fn(output, y) ({why}): "
-                       "the iterations show what the loop computed, and a rewind cannot recompute them (attach a "
-                       "loss_fn that takes the model's whole output and the y given to watch(), e.g. "
-                       "lambda out, y: loss_function(out[0], y, *out[1:]), or lambda out, y: criterion(out[mask], y))")
-            if "loss_fn call" not in self.__dict__.get("_told_kinds", ()):
-                print(f"gdstep: {message}", file=sys.stderr)         # a mistake in the attach call: said where seen
-            self._announce_once("loss_fn call", message)
+        again = self._loss_fn_called(kept)
+        if again is None:
             return False
         if not isinstance(again, torch.Tensor) or again.numel() != 1:
             return False
@@ -210,6 +201,48 @@ class Recomputable(Turns):
                 print(f"gdstep: {message}", file=sys.stderr)
             self._announce_once("loss_fn value", message)
         return value == self._seen_loss
+
+    def _loss_fn_called(self, kept):
+        """loss_fn(output, y) on the iteration's output and targets (`_loss_again`); None
+        where it raised: where loss_fn cannot be called so (a loss of more arguments, a y
+        of other rows, a model returning (output, hidden) given its criterion as it is), no
+        recomputation can call it: the iteration is marked so, and it is said at once."""
+        torch = self._torch
+        self._loss_fn_tried = True
+        try:
+            return self._loss_again(kept.y)
+        except (MemoryError, torch.OutOfMemoryError):      # (no fault of the loss_fn's)
+            return None
+        except Exception as e:
+            why = f"{type(e).__name__}: {e}"
+            self._batches[self._updates] = kept._replace(why_not=f"the loss_fn given to attach cannot be called as "
+                                                         f"loss_fn(output, y) ({why})")
+            message = (f"iteration {self._updates + 1}: the loss_fn given to attach fails as loss_fn(output, y) ({why}): "
+                       "the iterations show what the loop computed, and a rewind cannot recompute them (attach a "
+                       "loss_fn that takes the model's whole output and the y given to watch(), e.g. "
+                       "lambda out, y: loss_function(out[0], y, *out[1:]), or lambda out, y: criterion(out[mask], y))")
+            if "loss_fn call" not in self.__dict__.get("_told_kinds", ()):
+                print(f"gdstep: {message}", file=sys.stderr)         # a mistake in the attach call: said where seen
+            self._announce_once("loss_fn call", message)
+            return None
+
+    _loss_fn_tried = False
+
+    def check_loss_fn_once(self) -> None:
+        """At the first watch() whose iteration keeps full records, where no lean one tried
+        it: whether loss_fn can be called as a recomputation calls it (said at once, not at
+        the first rewind, which raised the loss's own TypeError)."""
+        kept = self._batches.get(self._updates)
+        if (self._loss_fn_tried or kept is None or kept.y is None or kept.why_not is not None
+                or self._loss_fn_call(self._loss_call, kept)):
+            return
+        self._loss_fn_called(kept)
+
+    def _loss_fn_call(self, call, kept) -> bool:
+        """Whether the loss module's call the hook saw is loss_fn(output, y), as a
+        recomputation calls it: the model's whole output and the y given to watch()."""
+        return (call is not None and len(call[0]) == 2 and call[0][0] is self._loop_out and self._output_whole
+                and call[0][1] is kept.y)
 
     def _loss_draws(self, y) -> bool:
         """Whether loss_fn draws from torch's random generator (dropout in the loss: its

@@ -129,6 +129,8 @@ class WatchObserver(Recomputable):
         if call is not None and call[1] is loss:     # the loss module's result: recomputed in its autocast state
             self._note_loss_autocast(call[2])
         lean = lean and inv is None and self._recomputable(loss)
+        if not lean:
+            self.check_loss_fn_once()
         tests = self._loop_tests
         dropped, no_deltas = tests is not None and tests.dropped, self._watching and not self.watch_deltas
         if not lean and (dropped or no_deltas):

@@ -165,7 +165,7 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, FollowedBuffers, Sha
                 out.register_hook(lambda g, i=i, n=self._order.count(i): self.keep_delta(i, n, g))
             if (i == len(self._rows) - 1 or module in self._tops) and not self._own:
                 self._slots[-1] = self._loop_out = out
-                self._note_loop_output(out)
+                self._note_loop_output(out, output)
                 self._keep_output(output)
         return record
 
