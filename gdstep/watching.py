@@ -22,18 +22,20 @@ OBSERVED = ("forward", "loss", "backward")    # the phases watch() receives at o
 _GDSTEP = str(Path(__file__).parent)
 
 
-def _caller():
-    """The frame that called gdstep's hook (torch's, running the optimizer's step)."""
+def _caller() -> tuple:
+    """The frame that called gdstep's hook (torch's, running the optimizer's step), as
+    (its id, its code): not the frame itself, which would hold the loop's locals alive."""
     frame = sys._getframe(2)
     while frame is not None and frame.f_code.co_filename.startswith(_GDSTEP):
         frame = frame.f_back
-    return frame
+    return (id(frame), frame.f_code if frame is not None else None)
 
 
-def _on_stack(frame) -> bool:
-    """Whether `frame` is still running (an exception out of it ends it)."""
+def _on_stack(caller: tuple) -> bool:
+    """Whether that frame is still running (an exception out of it ends it; a frame of the
+    same code at the same address since is a later step's, whose pre-hook noted it anew)."""
     f = sys._getframe(1)
-    while f is not None and f is not frame:
+    while f is not None and (id(f) != caller[0] or f.f_code is not caller[1]):
         f = f.f_back
     return f is not None
 

@@ -137,8 +137,8 @@ class KeptBatches:
         if step > latest:
             kept = self._batches[latest]
             return kept.shown_x, kept.shown_y
-        raise GdstepError(f"attach mode keeps the batches of the last {self._keep} iterations; "
-                          f"iteration {step + 1} is older, so it cannot be recomputed")
+        raise GdstepError(f"attach mode keeps the batches of the last {self._keep} iterations (from the checkpoint "
+                          f"before them); iteration {step + 1}'s is no longer kept, so it cannot be recomputed")
 
     def evaluation_data(self) -> tuple[Any, Any]:
         """The latest batch: the loop's data set is not ours to see."""
