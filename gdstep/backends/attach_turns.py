@@ -156,7 +156,8 @@ class Turns:
         """What stays the loop's own while it looks back: the param groups' values, the
         gradients, a GradScaler's state (its scale and each optimizer's stage)."""
         scaler = self.scaler
-        kept = None if scaler is None else (scaler.state_dict(), copy.deepcopy(scaler._per_optimizer_states))
+        state = scaler.state_dict() if scaler is not None and scaler.is_enabled() else None
+        kept = (state, copy.deepcopy(scaler._per_optimizer_states)) if state else None   # (none before its first scale)
         return self.group_values(), [(p, p.grad) for _, p in self._train], kept
 
     def _set_side(self, side: tuple) -> None:
@@ -196,7 +197,7 @@ class Turns:
         evaluation or a checkpoint sees what a bare loop's would). A `training` call (any but a
         `state_dict()`: code after the loop reads the session's past so; a forward without
         gradients may be training's, a DQN's target, a GAN's fake) also ends a hold of the
-        loop's own moves of the session (`moving`).""" 
+        loop's own moves of the session (`moving`)."""
         self.handed_over = None
         then, self.on_loop_call = self.on_loop_call, None
         back = self._user_hold if training else None
