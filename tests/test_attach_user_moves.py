@@ -18,7 +18,10 @@ from torch import nn
 import gdstep
 
 
-def train(seek_at: int | None = None, target: int = 0, n: int = 24, before_step: bool = False, mode: str = "watch"):
+def train(seek_at: int | None = None, target: int = 0, n: int = 24, before_step: bool = False, mode: str = "watch",
+          close: bool = True):
+    """The loop (dropout, Adam, StepLR), attached where it looks back at iteration `seek_at`
+    (`seek_at=-1`: attached, no look back); `close=False` leaves the debugger in seen["dbg"]."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.2), nn.Linear(8, 2))
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
@@ -52,7 +55,9 @@ def train(seek_at: int | None = None, target: int = 0, n: int = 24, before_step:
         seen.setdefault("after", []).append({k: p.detach().clone() for k, p in model.named_parameters()})
     if dbg is not None:
         seen["events"] = [e.message for e in dbg.session.events]
-        dbg.close()
+        if close:
+            dbg.close()
+        seen["dbg"] = dbg
     return model, seen
 
 
@@ -88,23 +93,12 @@ def test_a_seek_the_session_cannot_come_back_from_leaves_the_loop_as_bare(mode):
 
 
 def test_closing_after_a_look_back_gives_the_model_the_loops_weights():
-    torch.manual_seed(0)
-    m2 = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.2), nn.Linear(8, 2))
-    opt = torch.optim.Adam(m2.parameters(), lr=0.01)
-    loss_fn = nn.CrossEntropyLoss()
-    dbg = gdstep.attach(m2, opt, loss_fn, on_break="raise")
-    for _ in range(6):
-        x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
-        opt.zero_grad()
-        loss = loss_fn(m2(x), y)
-        loss.backward()
-        dbg.watch(loss, y)
-        opt.step()
-    final = [p.detach().clone() for p in m2.parameters()]
-    dbg.session.seek(8)
-    assert not all(torch.equal(p, q) for p, q in zip(m2.parameters(), final))    # the model shows the past
-    dbg.close()
-    assert all(torch.equal(p, q) for p, q in zip(m2.parameters(), final))        # and is the loop's again
+    model, seen = train(seek_at=-1, n=6, close=False)
+    final = [p.detach().clone() for p in model.parameters()]
+    seen["dbg"].session.seek(8)
+    assert not all(torch.equal(p, q) for p, q in zip(model.parameters(), final))    # the model shows the past
+    seen["dbg"].close()
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), final))        # and is the loop's again
 
 
 def scaled_loop(seek_where: str | None):
@@ -245,23 +239,8 @@ def test_after_a_look_back_each_of_the_last_keep_iterations_can_still_be_rewound
     batches then started at them; a later rewind dropped those (they are kept only around the
     latest target), so a rewind to iteration 5 after the loop was refused. The timeline now
     keeps the checkpoint the kept batches start from."""
-    model, seen = train(seek_at=12, target=4 * 8, n=20)
-    torch.manual_seed(0)
-    m2 = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.2), nn.Linear(8, 2))
-    opt = torch.optim.Adam(m2.parameters(), lr=0.01)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=5, gamma=0.5)
-    loss_fn = nn.CrossEntropyLoss()
-    dbg = gdstep.attach(m2, opt, loss_fn, on_break="raise")
-    for i in range(20):
-        if i == 12:
-            dbg.session.seek(4 * 8)
-        x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
-        opt.zero_grad()
-        loss = loss_fn(m2(x), y)
-        loss.backward()
-        dbg.watch(loss, y)
-        opt.step()
-        sched.step()
+    model, seen = train(seek_at=12, target=4 * 8, n=20, close=False)
+    dbg = seen["dbg"]
     s = dbg.session
     for k in (20, 12, 8, 5, 4):             # the last 16 iterations' starts, in an order that rewinds and goes on
         s.seek(4 * k)
