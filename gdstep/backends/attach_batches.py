@@ -65,7 +65,8 @@ class KeptBatches:
         self._autocast_call = self._modes_call = None
         self.x, self.y = kept.shown_x, kept.shown_y
         self.n_samples = rows(kept.x if kept.x is not None else kept.kwargs)
-        for old in [s for s in self._batches if s < self._oldest_kept(step)]:
+        oldest = self._oldest_kept(step)
+        for old in [s for s in self._batches if s < oldest]:
             del self._batches[old]
             self._used_at.pop(old, None)
             self._rng_at.pop(old, None)
