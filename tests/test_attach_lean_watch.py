@@ -515,3 +515,48 @@ def test_a_reentrant_checkpoint_of_a_layer_also_used_outside_it_is_one_backward(
     assert lean == [True] * 6 and got == [3]
     assert not [e.message for e in dbg.session.events if "backward more than once" in e.message]
     dbg.close()
+
+
+@pytest.mark.parametrize("hooked", ["before attach", "after attach"])
+def test_a_gradient_the_loops_own_post_accumulate_hook_edits_is_not_taken_for_backwards(hooked):
+    """The loop scales a gradient in a post-accumulate hook of its own (a clipping done in
+    backward). A recomputation's backward does not run it, so no iteration is lean, and a
+    rewind's recomputed update steps with the loop's gradients: after going back over the
+    last iterations and forward again, the parameters equal a bare loop's, bit for bit.
+    (Before, with gdstep's own hook on each parameter, a hook of the loop's registered
+    before attach ran before gdstep's, which took the scaled gradient for backward's: the
+    iterations were lean, and the rewind's recomputed parameters differed.)"""
+    def halve(p):
+        p.grad.mul_(0.5)
+
+    def loop(debug: bool):
+        model, opt, batches = make(OPTIMIZERS["adam"])
+        if hooked == "before attach" or not debug:
+            model[0].weight.register_post_accumulate_grad_hook(halve)
+        dbg = gdstep.attach(model, opt, nn.CrossEntropyLoss(), []) if debug else None
+        if hooked == "after attach" and debug:
+            model[0].weight.register_post_accumulate_grad_hook(halve)
+        torch.manual_seed(7)
+        flags = []
+        for x, y in batches:
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            if dbg is not None:
+                dbg.watch(loss, y)
+                flags.append(dbg._lean_now)
+            opt.step()
+        return model, flags, dbg
+
+    model, flags, dbg = loop(True)
+    bare, _, _ = loop(False)
+    assert not any(flags)
+    for (n, p), q in zip(model.named_parameters(), bare.parameters()):
+        assert torch.equal(p, q), n
+    s = dbg.session
+    end = s.position
+    s.back(iterations=4)
+    s.seek(end)                  # recomputed from a checkpoint: the loop's parameters again
+    for (n, p), q in zip(model.named_parameters(), bare.parameters()):
+        assert torch.equal(p, q), n
+    dbg.close()

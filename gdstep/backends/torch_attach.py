@@ -99,9 +99,10 @@ class AttachBackend(KeptBatches, WatchObserver, AttachRows, FollowedBuffers, Sha
         if isinstance(loss, nn.Module):       # which call made the loss watch() is given (attach_watch._recomputable)
             self._hooks.append(loss.register_forward_hook(detachable(self._loss_hook)))
         self._follow_buffers()
-        for _, p in self._train:
-            if hasattr(p, "register_post_accumulate_grad_hook"):
-                self._hooks.append(p.register_post_accumulate_grad_hook(detachable(self._grad_hook)))
+        if self.grads_noted_by_hooks:
+            for _, p in self._train:
+                if hasattr(p, "register_post_accumulate_grad_hook"):
+                    self._hooks.append(p.register_post_accumulate_grad_hook(detachable(self._grad_hook)))
 
     def _loss_hook(self, module, args, result) -> None:
         self._loss_call = (args, result, self._autocast_of_loss())

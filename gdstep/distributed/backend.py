@@ -27,6 +27,8 @@ PREFIX = "module."
 
 
 class DistributedAttachBackend(AttachBackend):
+    grads_noted_by_hooks = True       # (DDP's reducer writes the averaged gradients at the backward's end)
+
     def __init__(self, model, loss, optimizer, keep: int = 16, **kw: Any):
         self._local: dict[str, Any] = {}
         self.local_step: int | None = None        # the update count when the local gradients were taken
