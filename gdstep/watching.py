@@ -6,28 +6,25 @@ puts back what it changed (`_look`). A mixin of `Debugger`."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
 
 from gdstep import update_norms
 from gdstep.backends.detachable import detachable
 from gdstep.errors import BreakpointHit, GdstepError
+from gdstep.frames import first_outside, gdsteps
 from gdstep.nonfinite import REWIND_HINT
 from gdstep.records import LEAN_NONFINITE
 from gdstep.resuming import HANDED_OVER
 from gdstep.rewind import edit_names
 
 OBSERVED = ("forward", "loss", "backward")    # the phases watch() receives at once
-_GDSTEP = str(Path(__file__).parent)
 
 
 def _caller() -> tuple:
     """The frame that called gdstep's hook (torch's, running the optimizer's step), as
     (its id, its code): not the frame itself, which would hold the loop's locals alive."""
-    frame = sys._getframe(2)
-    while frame is not None and frame.f_code.co_filename.startswith(_GDSTEP):
-        frame = frame.f_back
+    frame = first_outside(2, gdsteps)
     return (id(frame), frame.f_code if frame is not None else None)
 
 

@@ -16,20 +16,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from gdstep.errors import GdstepError
+from gdstep.frames import GDSTEP, first_outside, gdsteps
 
-
-_GDSTEP = str(Path(__file__).parent.parent)
-_SESSION = tuple(str(Path(_GDSTEP) / name) for name in ("rewind.py", "session.py", "run_loop.py", "values.py"))
+_SESSION = tuple(str(Path(GDSTEP) / name) for name in ("rewind.py", "session.py", "run_loop.py", "values.py"))
 
 
 def _from_loops_code() -> bool:
     """Whether the session's move in progress was called by code outside gdstep (the
     loop's own, a notebook's): the first caller of the Session's methods on the stack."""
-    frame = sys._getframe(2)
-    while frame is not None and (frame.f_code.co_filename.startswith(_SESSION)
-                                 or frame.f_code.co_filename == contextlib.__file__):
-        frame = frame.f_back
-    return frame is not None and not frame.f_code.co_filename.startswith(_GDSTEP)
+    frame = first_outside(2, lambda name: name.startswith(_SESSION) or name == contextlib.__file__)
+    return frame is not None and not gdsteps(frame.f_code.co_filename)
 
 
 class Turns:
